@@ -1,1 +1,14 @@
-//! engine
+//! Updraft's pure core: decode packages and Updraft YAML, compile and validate workflows.
+//!
+//! Nothing here does I/O beyond the bytes it is handed, and nothing talks to AWS: the runtimes
+//! (local and Lambda) and the connectors plug into what this crate produces.
+
+pub mod compile;
+pub mod error;
+pub mod package;
+pub mod plugins;
+pub mod types;
+
+pub use compile::{CompiledPackage, CompiledWorkflow, compile, compile_lenient};
+pub use error::{Problem, Problems};
+pub use package::{Limits, Package};

@@ -197,11 +197,11 @@ mod tests {
 
     fn int(i: i64) -> Literal {
         Literal {
-            value: Some(literal::Value::Scalar(Scalar {
+            value: Some(literal::Value::Scalar(Box::new(Scalar {
                 value: Some(scalar::Value::Primitive(Primitive {
                     value: Some(primitive::Value::Integer(i)),
                 })),
-            })),
+            }))),
             ..Default::default()
         }
     }

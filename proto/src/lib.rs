@@ -44,7 +44,7 @@ mod generated {
 
 pub use generated::flyteidl::{admin, core, plugins};
 pub use generated::updraft::v1 as updraft;
-pub use prost::Message;
+pub use prost::{DecodeError, Message};
 pub use prost_types as wkt;
 
 /// The compiled `FileDescriptorSet` of every .proto file in this crate (for reflection and canonical compare).

@@ -1,0 +1,379 @@
+//! Packages: the entities of a `pyflyte package` .tgz (or of a YAML file), decoded and indexed by name.
+//!
+//! Decoding works on bytes already in memory and never panics: a truncated or corrupt archive or entry,
+//! an unexpected file name, an entry or archive over the size limits, or a duplicate entity is a
+//! [`Problem`] naming the file and the entry.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use updraft_proto::Message;
+use updraft_proto::admin::{LaunchPlan, TaskSpec, WorkflowSpec};
+use updraft_proto::core::{TaskTemplate, WorkflowTemplate};
+
+use crate::error::{Problem, Problems};
+
+/// Limits that keep a hostile or broken package from exhausting memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest compressed archive accepted, in bytes.
+    pub max_archive_bytes: u64,
+    /// Largest single entry, uncompressed, in bytes.
+    pub max_entry_bytes: u64,
+    /// Largest total of all entries, uncompressed, in bytes.
+    pub max_total_bytes: u64,
+    /// Most entries in one archive.
+    pub max_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_archive_bytes: 256 << 20,
+            max_entry_bytes: 64 << 20,
+            max_total_bytes: 1 << 30,
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// Where an entity came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The package or YAML file.
+    pub file: String,
+    /// The entry inside a package, if any.
+    pub entry: Option<String>,
+}
+
+impl Origin {
+    /// `file` or `file!entry`, as problems print it.
+    pub fn display(&self) -> String {
+        match &self.entry {
+            Some(e) => format!("{}!{}", self.file, e),
+            None => self.file.clone(),
+        }
+    }
+}
+
+/// A task with where it came from.
+#[derive(Debug, Clone)]
+pub struct TaskEntity {
+    /// The task template.
+    pub template: TaskTemplate,
+    /// Source of the entity.
+    pub origin: Origin,
+}
+
+/// A workflow template with where it came from.
+#[derive(Debug, Clone)]
+pub struct WorkflowEntity {
+    /// The workflow template.
+    pub template: WorkflowTemplate,
+    /// Source of the entity.
+    pub origin: Origin,
+}
+
+/// A launch plan with where it came from.
+#[derive(Debug, Clone)]
+pub struct LaunchPlanEntity {
+    /// The launch plan.
+    pub launch_plan: LaunchPlan,
+    /// Source of the entity.
+    pub origin: Origin,
+}
+
+/// The entities of one or more packages, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Package {
+    /// Tasks by name.
+    pub tasks: BTreeMap<String, TaskEntity>,
+    /// Workflows (top-level and subworkflows) by name.
+    pub workflows: BTreeMap<String, WorkflowEntity>,
+    /// Launch plans by name.
+    pub launch_plans: BTreeMap<String, LaunchPlanEntity>,
+    /// Workflows that appeared as a top-level `_2.pb` (not only as someone's subworkflow), in load order.
+    pub top_level: Vec<String>,
+    /// Code bundles of fast-registered packages (`fast<digest>.tar.gz`): entry name and bytes. The
+    /// registrar uploads them and fills in `{{ .remote_package_path }}`.
+    pub code_bundles: Vec<(String, Vec<u8>)>,
+}
+
+/// The kind of a package entry, from the digit before `.pb`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryKind {
+    Task,
+    Workflow,
+    LaunchPlan,
+}
+
+fn entry_kind(name: &str) -> Option<EntryKind> {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let stem = base.strip_suffix(".pb")?;
+    match stem.rsplit_once('_')?.1 {
+        "1" => Some(EntryKind::Task),
+        "2" => Some(EntryKind::Workflow),
+        "3" => Some(EntryKind::LaunchPlan),
+        _ => None,
+    }
+}
+
+impl Package {
+    /// Decodes a `pyflyte package` archive (gzip-compressed tar of `NN_<name>_<k>.pb` files).
+    pub fn from_tgz(file: &str, bytes: &[u8], limits: Limits) -> Result<Package, Problems> {
+        if bytes.len() as u64 > limits.max_archive_bytes {
+            return Err(Problem::file(
+                file,
+                format!(
+                    "archive is {} bytes, over the {} byte limit",
+                    bytes.len(),
+                    limits.max_archive_bytes
+                ),
+            )
+            .into());
+        }
+        if bytes.len() < 2 || bytes[0] != 0x1f || bytes[1] != 0x8b {
+            return Err(Problem::file(
+                file,
+                "not a .tgz package: the file does not start with the gzip magic bytes",
+            )
+            .into());
+        }
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+        let entries = archive
+            .entries()
+            .map_err(|e| Problem::file(file, format!("cannot read archive: {e}")))?;
+        let mut pkg = Package::default();
+        let mut problems = Vec::new();
+        let mut total = 0u64;
+        let mut count = 0usize;
+        for entry in entries {
+            let mut entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    problems.push(Problem::file(file, format!("corrupt archive: {e}")));
+                    break;
+                }
+            };
+            count += 1;
+            if count > limits.max_entries {
+                problems.push(Problem::file(
+                    file,
+                    format!("more than {} entries", limits.max_entries),
+                ));
+                break;
+            }
+            let name = match entry.path() {
+                Ok(p) => p.to_string_lossy().into_owned(),
+                Err(e) => {
+                    problems.push(Problem::file(file, format!("bad entry name: {e}")));
+                    continue;
+                }
+            };
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let origin = Origin {
+                file: file.to_string(),
+                entry: Some(name.clone()),
+            };
+            let is_bundle = {
+                let base = name.rsplit('/').next().unwrap_or(&name);
+                base.starts_with("fast") && base.ends_with(".tar.gz")
+            };
+            let kind = entry_kind(&name);
+            if kind.is_none() && !is_bundle {
+                problems.push(Problem::file(
+                    origin.display(),
+                    "unexpected entry: package entries are named NN_<name>_<1|2|3>.pb (or fast<digest>.tar.gz)",
+                ));
+                continue;
+            }
+            let size = entry.header().size().unwrap_or(u64::MAX);
+            if size > limits.max_entry_bytes {
+                problems.push(Problem::file(
+                    origin.display(),
+                    format!(
+                        "entry is {size} bytes, over the {} byte limit",
+                        limits.max_entry_bytes
+                    ),
+                ));
+                break;
+            }
+            let mut buf = Vec::with_capacity(size.min(1 << 20) as usize);
+            if let Err(e) = (&mut entry)
+                .take(limits.max_entry_bytes + 1)
+                .read_to_end(&mut buf)
+            {
+                problems.push(Problem::file(
+                    origin.display(),
+                    format!("corrupt entry: {e}"),
+                ));
+                break;
+            }
+            total += buf.len() as u64;
+            if total > limits.max_total_bytes {
+                problems.push(Problem::file(
+                    file,
+                    format!(
+                        "entries total over the {} byte limit",
+                        limits.max_total_bytes
+                    ),
+                ));
+                break;
+            }
+            match kind {
+                Some(kind) => {
+                    if let Err(p) = pkg.add_encoded(kind, &buf, origin) {
+                        problems.push(p);
+                    }
+                }
+                None => pkg.code_bundles.push((name, buf)),
+            }
+        }
+        if problems.is_empty() && count == 0 {
+            problems.push(Problem::file(file, "the package has no entries"));
+        }
+        Problems(problems).into_result(pkg)
+    }
+
+    fn add_encoded(&mut self, kind: EntryKind, buf: &[u8], origin: Origin) -> Result<(), Problem> {
+        let what = match kind {
+            EntryKind::Task => "flyteidl.admin.TaskSpec",
+            EntryKind::Workflow => "flyteidl.admin.WorkflowSpec",
+            EntryKind::LaunchPlan => "flyteidl.admin.LaunchPlan",
+        };
+        let bad = |e: updraft_proto::DecodeError| {
+            Problem::file(
+                origin.display(),
+                format!("not a valid {what} (truncated or corrupt protobuf): {e}"),
+            )
+        };
+        match kind {
+            EntryKind::Task => {
+                let spec = TaskSpec::decode(buf).map_err(bad)?;
+                let template = spec.template.unwrap_or_default();
+                self.add_task(template, origin)
+            }
+            EntryKind::Workflow => {
+                let spec = WorkflowSpec::decode(buf).map_err(bad)?;
+                self.add_workflow_spec(spec, origin)
+            }
+            EntryKind::LaunchPlan => {
+                let lp = LaunchPlan::decode(buf).map_err(bad)?;
+                self.add_launch_plan(lp, origin)
+            }
+        }
+    }
+
+    /// Adds a task; its id must have a name, and no other task may have it.
+    pub fn add_task(&mut self, template: TaskTemplate, origin: Origin) -> Result<(), Problem> {
+        let name = template.id.as_ref().map(|i| i.name.clone()).unwrap_or_default();
+        if name.is_empty() {
+            return Err(field_problem(&origin, "task", "id.name", "a task needs a name"));
+        }
+        if let Some(prev) = self.tasks.get(&name) {
+            return Err(dup(&origin, "task", &name, &prev.origin));
+        }
+        self.tasks.insert(name, TaskEntity { template, origin });
+        Ok(())
+    }
+
+    /// Adds a workflow spec: the template (top level) and its subworkflows.
+    pub fn add_workflow_spec(&mut self, spec: WorkflowSpec, origin: Origin) -> Result<(), Problem> {
+        let template = spec.template.unwrap_or_default();
+        let name = template.id.as_ref().map(|i| i.name.clone()).unwrap_or_default();
+        if name.is_empty() {
+            return Err(field_problem(&origin, "workflow", "template.id.name", "a workflow needs a name"));
+        }
+        for sub in spec.sub_workflows {
+            let sub_name = sub.id.as_ref().map(|i| i.name.clone()).unwrap_or_default();
+            if sub_name.is_empty() {
+                return Err(field_problem(&origin, &format!("workflow {name}"), "sub_workflows.id.name", "a subworkflow needs a name"));
+            }
+            // The same subworkflow is repeated in every spec that uses it; keep the first.
+            self.workflows.entry(sub_name).or_insert(WorkflowEntity {
+                template: sub,
+                origin: origin.clone(),
+            });
+        }
+        if self.top_level.contains(&name) {
+            let prev = &self.workflows[&name].origin;
+            return Err(dup(&origin, "workflow", &name, prev));
+        }
+        self.top_level.push(name.clone());
+        self.workflows.insert(name, WorkflowEntity { template, origin });
+        Ok(())
+    }
+
+    /// Adds a launch plan; its id must have a name, and no other launch plan may have it.
+    pub fn add_launch_plan(&mut self, launch_plan: LaunchPlan, origin: Origin) -> Result<(), Problem> {
+        let name = launch_plan.id.as_ref().map(|i| i.name.clone()).unwrap_or_default();
+        if name.is_empty() {
+            return Err(field_problem(&origin, "launch plan", "id.name", "a launch plan needs a name"));
+        }
+        if let Some(prev) = self.launch_plans.get(&name) {
+            return Err(dup(&origin, "launch plan", &name, &prev.origin));
+        }
+        self.launch_plans.insert(name, LaunchPlanEntity { launch_plan, origin });
+        Ok(())
+    }
+
+    /// Adds every entity of `other`; a name defined in both is a problem.
+    pub fn merge(&mut self, other: Package) -> Result<(), Problems> {
+        let mut problems = Vec::new();
+        for (name, t) in other.tasks {
+            match self.tasks.get(&name) {
+                Some(prev) => problems.push(dup(&t.origin, "task", &name, &prev.origin)),
+                None => {
+                    self.tasks.insert(name, t);
+                }
+            }
+        }
+        for (name, w) in other.workflows {
+            let top = other.top_level.contains(&name);
+            match self.workflows.get(&name) {
+                Some(prev) if top && self.top_level.contains(&name) => {
+                    problems.push(dup(&w.origin, "workflow", &name, &prev.origin))
+                }
+                Some(_) => {}
+                None => {
+                    self.workflows.insert(name.clone(), w);
+                }
+            }
+            if top && !self.top_level.contains(&name) {
+                self.top_level.push(name);
+            }
+        }
+        self.code_bundles.extend(other.code_bundles);
+        for (name, lp) in other.launch_plans {
+            match self.launch_plans.get(&name) {
+                Some(prev) => problems.push(dup(&lp.origin, "launch plan", &name, &prev.origin)),
+                None => {
+                    self.launch_plans.insert(name, lp);
+                }
+            }
+        }
+        Problems(problems).into_result(())
+    }
+}
+
+fn field_problem(origin: &Origin, entity: &str, field: &str, reason: &str) -> Problem {
+    Problem {
+        file: origin.display(),
+        entity: entity.to_string(),
+        node: None,
+        field: field.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn dup(origin: &Origin, kind: &str, name: &str, prev: &Origin) -> Problem {
+    Problem {
+        file: origin.display(),
+        entity: format!("{kind} {name}"),
+        node: None,
+        field: "id.name".into(),
+        reason: format!("defined twice (also in {})", prev.display()),
+    }
+}
