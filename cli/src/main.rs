@@ -1,1 +1,155 @@
-fn main() {}
+//! The `updraft` command.
+
+mod graph;
+mod load;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Updraft: run Flyte-style workflows serverlessly on AWS, or on one machine.
+#[derive(Parser)]
+#[command(name = "updraft", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check packages and YAML workflows; print one line per problem (file, entity, node, field, reason).
+    Validate {
+        /// `pyflyte package` archives (.tgz) and Updraft YAML files (.yaml); together they form one set,
+        /// so reference tasks and launch plans resolve across them.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List the entities: tasks with their types and plugins, workflows, launch plans, interfaces.
+    Inspect {
+        /// Packages and YAML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = InspectFormat::Text)]
+        format: InspectFormat,
+    },
+    /// Draw a workflow's DAG, with branches, maps and subworkflows shown as such.
+    Graph {
+        /// Packages and YAML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The workflow to draw (default: the only one, or the last top-level workflow loaded).
+        #[arg(long, short)]
+        workflow: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = graph::Format::Mermaid)]
+        format: graph::Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum InspectFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("updraft: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { files } => Ok(validate(&files)),
+        Command::Inspect { files, format } => inspect(&files, format),
+        Command::Graph { files, workflow, format } => draw(&files, workflow.as_deref(), format),
+    }
+}
+
+fn report(problems: &updraft_engine::Problems) -> ExitCode {
+    for p in &problems.0 {
+        eprintln!("{p}");
+    }
+    eprintln!(
+        "updraft: {} problem{} found",
+        problems.0.len(),
+        if problems.0.len() == 1 { "" } else { "s" }
+    );
+    ExitCode::FAILURE
+}
+
+fn validate(files: &[PathBuf]) -> ExitCode {
+    let pkg = match load::load(files) {
+        Ok(p) => p,
+        Err(p) => return report(&p),
+    };
+    match updraft_engine::compile(&pkg) {
+        Ok(c) => {
+            println!(
+                "ok: {} workflow{}, {} task{}, {} launch plan{}",
+                c.workflows.len(),
+                plural(c.workflows.len()),
+                c.tasks.len(),
+                plural(c.tasks.len()),
+                c.launch_plans.len(),
+                plural(c.launch_plans.len()),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(p) => report(&p),
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn inspect(files: &[PathBuf], format: InspectFormat) -> anyhow::Result<ExitCode> {
+    let pkg = match load::load(files) {
+        Ok(p) => p,
+        Err(p) => return Ok(report(&p)),
+    };
+    let (compiled, problems) = updraft_engine::compile_lenient(&pkg);
+    let summary = updraft_engine::inspect::summarize(&pkg, &compiled);
+    match format {
+        InspectFormat::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+        InspectFormat::Text => print!("{}", updraft_engine::inspect::render_text(&summary)),
+    }
+    if problems.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(report(&problems))
+    }
+}
+
+fn draw(files: &[PathBuf], workflow: Option<&str>, format: graph::Format) -> anyhow::Result<ExitCode> {
+    let pkg = match load::load(files) {
+        Ok(p) => p,
+        Err(p) => return Ok(report(&p)),
+    };
+    let compiled = match updraft_engine::compile(&pkg) {
+        Ok(c) => c,
+        Err(p) => return Ok(report(&p)),
+    };
+    let name = match workflow {
+        Some(w) => w.to_string(),
+        None => pkg
+            .top_level
+            .last()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no workflow in the given files"))?,
+    };
+    let Some(wf) = compiled.workflows.get(&name) else {
+        let known: Vec<&String> = compiled.workflows.keys().collect();
+        anyhow::bail!("no workflow `{name}`; the files define: {known:?}");
+    };
+    print!("{}", graph::render(wf, &compiled, format));
+    Ok(ExitCode::SUCCESS)
+}

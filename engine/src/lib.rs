@@ -5,9 +5,12 @@
 
 pub mod compile;
 pub mod error;
+pub mod inspect;
+pub mod literal;
 pub mod package;
 pub mod plugins;
 pub mod types;
+pub mod yaml;
 
 pub use compile::{CompiledPackage, CompiledWorkflow, compile, compile_lenient};
 pub use error::{Problem, Problems};
