@@ -77,8 +77,14 @@ impl Graph<'_> {
                 format!("{} ({plugin})", short(task))
             }
             NodeKind::Array { sub, parallelism, success, .. } => {
-                let inner = self.label(*sub);
-                let mut s = format!("map {inner}");
+                let inner = match &self.wf.node(*sub).kind {
+                    NodeKind::Task { task } => {
+                        let plugin = self.pkg.tasks.get(task).map(|t| t.plugin.name()).unwrap_or("?");
+                        format!("{} ({plugin})", short(task))
+                    }
+                    _ => "?".into(),
+                };
+                let mut s = format!("{}: map {inner}", n.id);
                 if let Some(p) = parallelism {
                     let _ = write!(s, ", parallelism {p}");
                 }
@@ -208,7 +214,13 @@ impl Graph<'_> {
     }
 }
 
-/// The last dotted segment of an entity name (`fixtures.maps.square` → `square`).
+/// The last dotted segment of an entity name (`fixtures.maps.square` → `square`); flytekit's generated
+/// map-task names (`map_square_<digest>-arraynode`) show as the mapped function (`square`).
 fn short(name: &str) -> &str {
-    name.rsplit('.').next().unwrap_or(name)
+    let last = name.rsplit('.').next().unwrap_or(name);
+    last.strip_prefix("map_")
+        .and_then(|r| r.strip_suffix("-arraynode"))
+        .and_then(|r| r.rsplit_once('_'))
+        .filter(|(_, digest)| digest.len() == 32 && digest.chars().all(|c| c.is_ascii_hexdigit()))
+        .map_or(last, |(function, _)| function)
 }

@@ -231,6 +231,13 @@ impl Package {
                 None => pkg.code_bundles.push((name, buf)),
             }
         }
+        // Read to the end so gzip's trailer (CRC and length) is checked: a cut archive is an error.
+        if problems.is_empty() {
+            let mut rest = archive.into_inner().take(limits.max_archive_bytes);
+            if let Err(e) = std::io::copy(&mut rest, &mut std::io::sink()) {
+                problems.push(Problem::file(file, format!("corrupt or truncated archive: {e}")));
+            }
+        }
         if problems.is_empty() && count == 0 {
             problems.push(Problem::file(file, "the package has no entries"));
         }
@@ -291,15 +298,25 @@ impl Package {
             if sub_name.is_empty() {
                 return Err(field_problem(&origin, &format!("workflow {name}"), "sub_workflows.id.name", "a subworkflow needs a name"));
             }
-            // The same subworkflow is repeated in every spec that uses it; keep the first.
-            self.workflows.entry(sub_name).or_insert(WorkflowEntity {
-                template: sub,
-                origin: origin.clone(),
-            });
+            // The same subworkflow is repeated in every spec that uses it: the copies must agree.
+            match self.workflows.get(&sub_name) {
+                Some(prev) if prev.template != sub => {
+                    return Err(differ(&origin, &sub_name, &prev.origin));
+                }
+                Some(_) => {}
+                None => {
+                    self.workflows.insert(sub_name, WorkflowEntity { template: sub, origin: origin.clone() });
+                }
+            }
         }
         if self.top_level.contains(&name) {
             let prev = &self.workflows[&name].origin;
             return Err(dup(&origin, "workflow", &name, prev));
+        }
+        if let Some(prev) = self.workflows.get(&name) {
+            if prev.template != template {
+                return Err(differ(&origin, &name, &prev.origin));
+            }
         }
         self.top_level.push(name.clone());
         self.workflows.insert(name, WorkflowEntity { template, origin });
@@ -365,6 +382,16 @@ fn field_problem(origin: &Origin, entity: &str, field: &str, reason: &str) -> Pr
         node: None,
         field: field.to_string(),
         reason: reason.to_string(),
+    }
+}
+
+fn differ(origin: &Origin, name: &str, prev: &Origin) -> Problem {
+    Problem {
+        file: origin.display(),
+        entity: format!("workflow {name}"),
+        node: None,
+        field: "template".into(),
+        reason: format!("differs from the copy in {}", prev.display()),
     }
 }
 

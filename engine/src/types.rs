@@ -170,12 +170,20 @@ fn write_type(t: &LiteralType, out: &mut String, depth: usize) {
 
 /// Why a type string could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad type `{text}`: {reason}")]
+#[error("bad type `{}`: {reason}", shorten(text))]
 pub struct TypeParseError {
     /// The text given.
     pub text: String,
     /// What is wrong with it.
     pub reason: String,
+}
+
+fn shorten(text: &str) -> String {
+    if text.chars().count() <= 60 {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(60).collect::<String>())
+    }
 }
 
 /// Parses an Updraft YAML type: `int`, `float`, `str`, `bool`, `datetime`, `duration`, `binary`, `struct`,

@@ -395,8 +395,51 @@ pub struct LaunchPlanDef {
     pub fixed: BTreeMap<String, Value>,
 }
 
+/// Deepest `[`/`{` nesting accepted; the YAML parser slows down quadratically on absurd nesting.
+const MAX_FLOW_DEPTH: usize = 128;
+
+/// Finds flow nesting deeper than [`MAX_FLOW_DEPTH`] (outside quotes and comments): (line, column).
+fn too_deep(text: &str) -> Option<(usize, usize)> {
+    let (mut depth, mut line, mut col) = (0usize, 1usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut prev = '\n';
+    for c in text.chars() {
+        col += 1;
+        if c == '\n' {
+            line += 1;
+            col = 0;
+            comment = false;
+            prev = c;
+            continue;
+        }
+        if comment {
+            continue;
+        }
+        match (quote, c) {
+            (Some(q), c) if c == q && !(q == '"' && prev == '\\') => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') if prev.is_whitespace() => comment = true,
+            (None, '[' | '{') => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Some((line, col));
+                }
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        prev = c;
+    }
+    None
+}
+
 /// Parses and converts an Updraft YAML file into a package.
 pub fn load(file: &str, text: &str) -> Result<Package, Problems> {
+    if let Some((line, col)) = too_deep(text) {
+        return Err(Problem::file(file, format!("YAML: nested deeper than {MAX_FLOW_DEPTH} levels at line {line} column {col}")).into());
+    }
     let parsed: File = serde_norway::from_str(text).map_err(|e| {
         let msg = e.to_string();
         let hint = if msg.contains("flow") && text.contains("${") {

@@ -1,0 +1,94 @@
+//! The `updraft` binary: exit codes, messages and output formats.
+
+use std::process::Command;
+
+fn root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn updraft(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_updraft")).args(args).current_dir(root()).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_good_inputs() {
+    let (code, out, err) = updraft(&["validate", "examples/hello.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "ok: 1 workflow, 4 tasks, 1 launch plan");
+    let (code, out, err) = updraft(&["validate", "tests/fixtures/flytekit/maps.tgz", "tests/fixtures/yaml/everything.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("ok: 3 workflows"), "{out}");
+}
+
+#[test]
+fn validate_reports_one_line_per_problem() {
+    let (code, _, err) = updraft(&["validate", "tests/fixtures/flytekit/references.tgz"]);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(lines[0].starts_with("tests/fixtures/flytekit/references.tgz!"), "{err}");
+    assert!(lines[0].contains(": workflow fixtures.references.references_wf: node n0: task_node.reference_id: "), "{err}");
+    assert_eq!(lines[2], "updraft: 2 problems found");
+    let (code, out, _) = updraft(&[
+        "validate",
+        "tests/fixtures/flytekit/references.tgz",
+        "tests/fixtures/flytekit/subworkflows.tgz",
+        "tests/fixtures/flytekit/launchplans.tgz",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("ok:"));
+}
+
+#[test]
+fn validate_missing_and_wrong_files() {
+    let (code, _, err) = updraft(&["validate", "no/such/file.tgz"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no/such/file.tgz: cannot read:"), "{err}");
+    let (code, _, err) = updraft(&["validate", "README.md"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("README.md: not a .tgz package"), "{err}");
+    let (code, _, err) = updraft(&["validate", "examples"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("examples: is a directory"), "{err}");
+    let (code, _, _) = updraft(&["validate"]);
+    assert_eq!(code, 2, "clap usage error");
+}
+
+#[test]
+fn inspect_text_and_json() {
+    let (code, out, err) = updraft(&["inspect", "tests/fixtures/flytekit/queries.tgz"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("hive_daily  [hive → hive]"), "{out}");
+    assert!(out.contains("athena_count  [presto → athena]"), "{out}");
+    let (code, out, _) = updraft(&["inspect", "--format", "json", "tests/fixtures/flytekit/launchplans.tgz"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["launch_plans"]["greet_twice"]["fixed"], serde_json::json!(["times"]));
+    assert_eq!(v["tasks"]["fixtures.launchplans.greet"]["inputs"]["times"], "int");
+}
+
+#[test]
+fn graph_mermaid_and_dot() {
+    let (code, out, err) = updraft(&["graph", "tests/fixtures/flytekit/branches.tgz"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("flowchart TD"));
+    assert!(out.contains("subgraph node1_group [\"n1: branch\"]"), "{out}");
+    assert!(out.contains("fail: x must not be zero"), "{out}");
+    assert!(out.contains("node0 --> node1"), "{out}");
+    let (code, out, _) = updraft(&["graph", "--format", "dot", "tests/fixtures/flytekit/subworkflows.tgz", "--workflow", "fixtures.subworkflows.outer"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("digraph \"fixtures.subworkflows.outer\""), "{out}");
+    assert!(out.contains("subgraph cluster_"), "{out}");
+    assert!(out.contains("on failure") || out.contains("style=dashed"), "{out}");
+    let (code, out, _) = updraft(&["graph", "tests/fixtures/flytekit/maps.tgz"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("[[\"n0: map square (container), parallelism 2\"]]"), "{out}");
+    let (code, _, err) = updraft(&["graph", "tests/fixtures/flytekit/maps.tgz", "--workflow", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no workflow `nope`"), "{err}");
+}
