@@ -5,7 +5,9 @@ use std::fmt::Write;
 
 use clap::ValueEnum;
 use updraft_engine::CompiledWorkflow;
-use updraft_engine::compile::{CompiledPackage, Gate, NodeIdx, NodeKind, Otherwise, SuccessCriteria};
+use updraft_engine::compile::{
+    CompiledPackage, Gate, NodeIdx, NodeKind, Otherwise, SuccessCriteria,
+};
 
 /// Output format of `updraft graph`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -18,7 +20,12 @@ pub enum Format {
 
 /// Renders `wf` in `format`.
 pub fn render(wf: &CompiledWorkflow, pkg: &CompiledPackage, format: Format) -> String {
-    let mut g = Graph { wf, pkg, out: String::new(), format };
+    let mut g = Graph {
+        wf,
+        pkg,
+        out: String::new(),
+        format,
+    };
     g.begin();
     for &r in &wf.roots {
         g.node(r, 1);
@@ -58,7 +65,10 @@ impl Graph<'_> {
                 let _ = writeln!(self.out, "---\ntitle: {name}\n---\nflowchart TD");
             }
             Format::Dot => {
-                let _ = writeln!(self.out, "digraph \"{name}\" {{\n  rankdir=TB;\n  node [fontname=\"Helvetica\"];");
+                let _ = writeln!(
+                    self.out,
+                    "digraph \"{name}\" {{\n  rankdir=TB;\n  node [fontname=\"Helvetica\"];"
+                );
             }
         }
     }
@@ -73,13 +83,28 @@ impl Graph<'_> {
         let n = self.wf.node(idx);
         let what = match &n.kind {
             NodeKind::Task { task } => {
-                let plugin = self.pkg.tasks.get(task).map(|t| t.plugin.name()).unwrap_or("?");
+                let plugin = self
+                    .pkg
+                    .tasks
+                    .get(task)
+                    .map(|t| t.plugin.name())
+                    .unwrap_or("?");
                 format!("{} ({plugin})", short(task))
             }
-            NodeKind::Array { sub, parallelism, success, .. } => {
+            NodeKind::Array {
+                sub,
+                parallelism,
+                success,
+                ..
+            } => {
                 let inner = match &self.wf.node(*sub).kind {
                     NodeKind::Task { task } => {
-                        let plugin = self.pkg.tasks.get(task).map(|t| t.plugin.name()).unwrap_or("?");
+                        let plugin = self
+                            .pkg
+                            .tasks
+                            .get(task)
+                            .map(|t| t.plugin.name())
+                            .unwrap_or("?");
                         format!("{} ({plugin})", short(task))
                     }
                     _ => "?".into(),
@@ -118,7 +143,15 @@ impl Graph<'_> {
                 self.open_cluster(idx, &label, &pad);
                 for (i, (_, child)) in cases.iter().enumerate() {
                     self.node(*child, depth + 1);
-                    self.edge(idx, *child, Some(if i == 0 { "if".into() } else { format!("elif {i}") }));
+                    self.edge(
+                        idx,
+                        *child,
+                        Some(if i == 0 {
+                            "if".into()
+                        } else {
+                            format!("elif {i}")
+                        }),
+                    );
                 }
                 match otherwise {
                     Otherwise::Node(child) => {
@@ -131,11 +164,19 @@ impl Graph<'_> {
                         match self.format {
                             Format::Mermaid => {
                                 let _ = writeln!(self.out, "{pad}  {fail}{{{{\"fail: {msg}\"}}}}");
-                                let _ = writeln!(self.out, "{pad}  {} -- else --> {fail}", key(idx));
+                                let _ =
+                                    writeln!(self.out, "{pad}  {} -- else --> {fail}", key(idx));
                             }
                             Format::Dot => {
-                                let _ = writeln!(self.out, "{pad}  {fail} [label=\"fail: {msg}\", shape=octagon, color=red];");
-                                let _ = writeln!(self.out, "{pad}  {} -> {fail} [label=\"else\"];", key(idx));
+                                let _ = writeln!(
+                                    self.out,
+                                    "{pad}  {fail} [label=\"fail: {msg}\", shape=octagon, color=red];"
+                                );
+                                let _ = writeln!(
+                                    self.out,
+                                    "{pad}  {} -> {fail} [label=\"else\"];",
+                                    key(idx)
+                                );
                             }
                         }
                     }
@@ -161,8 +202,16 @@ impl Graph<'_> {
                 let _ = writeln!(self.out, "{pad}  {}{{\"{label}\"}}", key(idx));
             }
             Format::Dot => {
-                let _ = writeln!(self.out, "{pad}subgraph cluster_{} {{\n{pad}  label=\"{label}\";", key(idx));
-                let _ = writeln!(self.out, "{pad}  {} [label=\"{label}\", shape=diamond];", key(idx));
+                let _ = writeln!(
+                    self.out,
+                    "{pad}subgraph cluster_{} {{\n{pad}  label=\"{label}\";",
+                    key(idx)
+                );
+                let _ = writeln!(
+                    self.out,
+                    "{pad}  {} [label=\"{label}\", shape=diamond];",
+                    key(idx)
+                );
             }
         }
     }
@@ -186,12 +235,24 @@ impl Graph<'_> {
         let failure = Some(idx) == self.wf.failure_node;
         match self.format {
             Format::Mermaid => {
-                let label = if failure { format!("on failure: {label}") } else { label.to_string() };
+                let label = if failure {
+                    format!("on failure: {label}")
+                } else {
+                    label.to_string()
+                };
                 let _ = writeln!(self.out, "{pad}{}{open}\"{label}\"{close}", key(idx));
             }
             Format::Dot => {
-                let extra = if failure { ", color=red, style=dashed" } else { "" };
-                let _ = writeln!(self.out, "{pad}{} [label=\"{label}\", shape={shape}{extra}];", key(idx));
+                let extra = if failure {
+                    ", color=red, style=dashed"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    self.out,
+                    "{pad}{} [label=\"{label}\", shape={shape}{extra}];",
+                    key(idx)
+                );
             }
         }
     }
@@ -208,7 +269,12 @@ impl Graph<'_> {
                 let _ = writeln!(self.out, "  {} -> {};", key(from), key(to));
             }
             (Format::Dot, Some(l)) => {
-                let _ = writeln!(self.out, "  {} -> {} [label=\"{l}\", style=dashed];", key(from), key(to));
+                let _ = writeln!(
+                    self.out,
+                    "  {} -> {} [label=\"{l}\", style=dashed];",
+                    key(from),
+                    key(to)
+                );
             }
         }
     }

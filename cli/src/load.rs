@@ -26,22 +26,37 @@ pub fn load(files: &[std::path::PathBuf]) -> Result<Package, Problems> {
 
 fn load_one(path: &Path) -> Result<Package, Problems> {
     let name = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|e| Problem::file(&name, format!("cannot read: {e}")))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| Problem::file(&name, format!("cannot read: {e}")))?;
     if meta.is_dir() {
-        return Err(Problem::file(&name, "is a directory; give a .tgz package or a .yaml workflow file").into());
+        return Err(Problem::file(
+            &name,
+            "is a directory; give a .tgz package or a .yaml workflow file",
+        )
+        .into());
     }
     let limits = Limits::default();
     let is_yaml = matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml")
     );
-    let max = if is_yaml { MAX_YAML_BYTES } else { limits.max_archive_bytes };
+    let max = if is_yaml {
+        MAX_YAML_BYTES
+    } else {
+        limits.max_archive_bytes
+    };
     if meta.len() > max {
-        return Err(Problem::file(&name, format!("is {} bytes, over the {max} byte limit", meta.len())).into());
+        return Err(Problem::file(
+            &name,
+            format!("is {} bytes, over the {max} byte limit", meta.len()),
+        )
+        .into());
     }
-    let bytes = std::fs::read(path).map_err(|e| Problem::file(&name, format!("cannot read: {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| Problem::file(&name, format!("cannot read: {e}")))?;
     if is_yaml {
-        let text = String::from_utf8(bytes).map_err(|_| Problem::file(&name, "is not UTF-8 text"))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| Problem::file(&name, "is not UTF-8 text"))?;
         updraft_engine::yaml::load(&name, &text)
     } else {
         Package::from_tgz(&name, &bytes, limits)

@@ -69,7 +69,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { files } => Ok(validate(&files)),
         Command::Inspect { files, format } => inspect(&files, format),
-        Command::Graph { files, workflow, format } => draw(&files, workflow.as_deref(), format),
+        Command::Graph {
+            files,
+            workflow,
+            format,
+        } => draw(&files, workflow.as_deref(), format),
     }
 }
 
@@ -129,7 +133,11 @@ fn inspect(files: &[PathBuf], format: InspectFormat) -> anyhow::Result<ExitCode>
     }
 }
 
-fn draw(files: &[PathBuf], workflow: Option<&str>, format: graph::Format) -> anyhow::Result<ExitCode> {
+fn draw(
+    files: &[PathBuf],
+    workflow: Option<&str>,
+    format: graph::Format,
+) -> anyhow::Result<ExitCode> {
     let pkg = match load::load(files) {
         Ok(p) => p,
         Err(p) => return Ok(report(&p)),

@@ -1,5 +1,7 @@
 //! The `updraft` binary: exit codes, messages and output formats.
 
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 fn root() -> std::path::PathBuf {
@@ -7,7 +9,11 @@ fn root() -> std::path::PathBuf {
 }
 
 fn updraft(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_updraft")).args(args).current_dir(root()).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_updraft"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -20,7 +26,11 @@ fn validate_good_inputs() {
     let (code, out, err) = updraft(&["validate", "examples/hello.yaml"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "ok: 1 workflow, 4 tasks, 1 launch plan");
-    let (code, out, err) = updraft(&["validate", "tests/fixtures/flytekit/maps.tgz", "tests/fixtures/yaml/everything.yaml"]);
+    let (code, out, err) = updraft(&[
+        "validate",
+        "tests/fixtures/flytekit/maps.tgz",
+        "tests/fixtures/yaml/everything.yaml",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("ok: 3 workflows"), "{out}");
 }
@@ -31,8 +41,16 @@ fn validate_reports_one_line_per_problem() {
     assert_eq!(code, 1);
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 3, "{err}");
-    assert!(lines[0].starts_with("tests/fixtures/flytekit/references.tgz!"), "{err}");
-    assert!(lines[0].contains(": workflow fixtures.references.references_wf: node n0: task_node.reference_id: "), "{err}");
+    assert!(
+        lines[0].starts_with("tests/fixtures/flytekit/references.tgz!"),
+        "{err}"
+    );
+    assert!(
+        lines[0].contains(
+            ": workflow fixtures.references.references_wf: node n0: task_node.reference_id: "
+        ),
+        "{err}"
+    );
     assert_eq!(lines[2], "updraft: 2 problems found");
     let (code, out, _) = updraft(&[
         "validate",
@@ -65,11 +83,22 @@ fn inspect_text_and_json() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("hive_daily  [hive → hive]"), "{out}");
     assert!(out.contains("athena_count  [presto → athena]"), "{out}");
-    let (code, out, _) = updraft(&["inspect", "--format", "json", "tests/fixtures/flytekit/launchplans.tgz"]);
+    let (code, out, _) = updraft(&[
+        "inspect",
+        "--format",
+        "json",
+        "tests/fixtures/flytekit/launchplans.tgz",
+    ]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["launch_plans"]["greet_twice"]["fixed"], serde_json::json!(["times"]));
-    assert_eq!(v["tasks"]["fixtures.launchplans.greet"]["inputs"]["times"], "int");
+    assert_eq!(
+        v["launch_plans"]["greet_twice"]["fixed"],
+        serde_json::json!(["times"])
+    );
+    assert_eq!(
+        v["tasks"]["fixtures.launchplans.greet"]["inputs"]["times"],
+        "int"
+    );
 }
 
 #[test]
@@ -77,18 +106,42 @@ fn graph_mermaid_and_dot() {
     let (code, out, err) = updraft(&["graph", "tests/fixtures/flytekit/branches.tgz"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("flowchart TD"));
-    assert!(out.contains("subgraph node1_group [\"n1: branch\"]"), "{out}");
+    assert!(
+        out.contains("subgraph node1_group [\"n1: branch\"]"),
+        "{out}"
+    );
     assert!(out.contains("fail: x must not be zero"), "{out}");
     assert!(out.contains("node0 --> node1"), "{out}");
-    let (code, out, _) = updraft(&["graph", "--format", "dot", "tests/fixtures/flytekit/subworkflows.tgz", "--workflow", "fixtures.subworkflows.outer"]);
+    let (code, out, _) = updraft(&[
+        "graph",
+        "--format",
+        "dot",
+        "tests/fixtures/flytekit/subworkflows.tgz",
+        "--workflow",
+        "fixtures.subworkflows.outer",
+    ]);
     assert_eq!(code, 0);
-    assert!(out.starts_with("digraph \"fixtures.subworkflows.outer\""), "{out}");
+    assert!(
+        out.starts_with("digraph \"fixtures.subworkflows.outer\""),
+        "{out}"
+    );
     assert!(out.contains("subgraph cluster_"), "{out}");
-    assert!(out.contains("on failure") || out.contains("style=dashed"), "{out}");
+    assert!(
+        out.contains("on failure") || out.contains("style=dashed"),
+        "{out}"
+    );
     let (code, out, _) = updraft(&["graph", "tests/fixtures/flytekit/maps.tgz"]);
     assert_eq!(code, 0);
-    assert!(out.contains("[[\"n0: map square (container), parallelism 2\"]]"), "{out}");
-    let (code, _, err) = updraft(&["graph", "tests/fixtures/flytekit/maps.tgz", "--workflow", "nope"]);
+    assert!(
+        out.contains("[[\"n0: map square (container), parallelism 2\"]]"),
+        "{out}"
+    );
+    let (code, _, err) = updraft(&[
+        "graph",
+        "tests/fixtures/flytekit/maps.tgz",
+        "--workflow",
+        "nope",
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("no workflow `nope`"), "{err}");
 }

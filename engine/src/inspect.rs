@@ -66,12 +66,17 @@ pub struct LaunchPlanSummary {
 }
 
 fn typed(m: &BTreeMap<String, updraft_proto::core::LiteralType>) -> BTreeMap<String, String> {
-    m.iter().map(|(k, v)| (k.clone(), types::display(v))).collect()
+    m.iter()
+        .map(|(k, v)| (k.clone(), types::display(v)))
+        .collect()
 }
 
 fn iface_of(t: Option<&updraft_proto::core::TypedInterface>) -> Interface {
     let mut scratch = Vec::new();
-    let origin = crate::package::Origin { file: String::new(), entry: None };
+    let origin = crate::package::Origin {
+        file: String::new(),
+        entry: None,
+    };
     crate::compile::interface_of(t, &origin, "", &mut scratch)
 }
 
@@ -82,12 +87,16 @@ pub fn summarize(pkg: &Package, compiled: &CompiledPackage) -> Summary {
         .iter()
         .map(|(name, t)| {
             let iface = iface_of(t.template.interface.as_ref());
-            let has_pod = matches!(t.template.target, Some(updraft_proto::core::task_template::Target::K8sPod(_)));
+            let has_pod = matches!(
+                t.template.target,
+                Some(updraft_proto::core::task_template::Target::K8sPod(_))
+            );
             (
                 name.clone(),
                 TaskSummary {
                     r#type: t.template.r#type.clone(),
-                    plugin: crate::plugins::plugin_for(&t.template.r#type, has_pod).map(|p| p.name().to_string()),
+                    plugin: crate::plugins::plugin_for(&t.template.r#type, has_pod)
+                        .map(|p| p.name().to_string()),
                     inputs: typed(&iface.inputs),
                     outputs: typed(&iface.outputs),
                     source: t.origin.display(),
@@ -127,19 +136,34 @@ pub fn summarize(pkg: &Package, compiled: &CompiledPackage) -> Summary {
                         .and_then(|s| s.workflow_id.as_ref())
                         .map(|i| i.name.clone())
                         .unwrap_or_default(),
-                    required: c.map(|c| c.required.iter().cloned().collect()).unwrap_or_default(),
-                    defaults: c.map(|c| c.defaults.keys().cloned().collect()).unwrap_or_default(),
-                    fixed: c.map(|c| c.fixed.keys().cloned().collect()).unwrap_or_default(),
+                    required: c
+                        .map(|c| c.required.iter().cloned().collect())
+                        .unwrap_or_default(),
+                    defaults: c
+                        .map(|c| c.defaults.keys().cloned().collect())
+                        .unwrap_or_default(),
+                    fixed: c
+                        .map(|c| c.fixed.keys().cloned().collect())
+                        .unwrap_or_default(),
                     source: lp.origin.display(),
                 },
             )
         })
         .collect();
-    Summary { tasks, workflows, launch_plans }
+    Summary {
+        tasks,
+        workflows,
+        launch_plans,
+    }
 }
 
 fn sig(inputs: &BTreeMap<String, String>, outputs: &BTreeMap<String, String>) -> String {
-    let list = |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ");
+    let list = |m: &BTreeMap<String, String>| {
+        m.iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     format!("({}) -> ({})", list(inputs), list(outputs))
 }
 
@@ -149,13 +173,28 @@ pub fn render_text(s: &Summary) -> String {
     let _ = writeln!(out, "Tasks ({}):", s.tasks.len());
     for (name, t) in &s.tasks {
         let plugin = t.plugin.as_deref().unwrap_or("NO PLUGIN");
-        let _ = writeln!(out, "  {name}  [{} → {plugin}]  {}", t.r#type, sig(&t.inputs, &t.outputs));
+        let _ = writeln!(
+            out,
+            "  {name}  [{} → {plugin}]  {}",
+            t.r#type,
+            sig(&t.inputs, &t.outputs)
+        );
     }
     let _ = writeln!(out, "Workflows ({}):", s.workflows.len());
     for (name, w) in &s.workflows {
-        let nodes = w.nodes.map_or_else(|| "does not compile".to_string(), |n| format!("{n} nodes"));
-        let sub = if w.subworkflow_only { ", subworkflow" } else { "" };
-        let _ = writeln!(out, "  {name}  [{nodes}{sub}]  {}", sig(&w.inputs, &w.outputs));
+        let nodes = w
+            .nodes
+            .map_or_else(|| "does not compile".to_string(), |n| format!("{n} nodes"));
+        let sub = if w.subworkflow_only {
+            ", subworkflow"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  {name}  [{nodes}{sub}]  {}",
+            sig(&w.inputs, &w.outputs)
+        );
     }
     let _ = writeln!(out, "Launch plans ({}):", s.launch_plans.len());
     for (name, lp) in &s.launch_plans {

@@ -20,7 +20,9 @@ pub fn from_json(v: &Value, t: &LiteralType) -> Result<Literal, String> {
 
 fn scalar_lit(value: scalar::Value) -> Literal {
     Literal {
-        value: Some(literal::Value::Scalar(Box::new(Scalar { value: Some(value) }))),
+        value: Some(literal::Value::Scalar(Box::new(Scalar {
+            value: Some(value),
+        }))),
         ..Default::default()
     }
 }
@@ -90,7 +92,10 @@ fn convert(v: &Value, t: &LiteralType, depth: usize) -> Result<Literal, String> 
             Value::Object(items) => {
                 let mut literals = std::collections::BTreeMap::new();
                 for (k, x) in items {
-                    literals.insert(k.clone(), convert(x, el, depth + 1).map_err(|e| format!("{k}: {e}"))?);
+                    literals.insert(
+                        k.clone(),
+                        convert(x, el, depth + 1).map_err(|e| format!("{k}: {e}"))?,
+                    );
                 }
                 Ok(Literal {
                     value: Some(literal::Value::Map(LiteralMap { literals })),
@@ -101,29 +106,40 @@ fn convert(v: &Value, t: &LiteralType, depth: usize) -> Result<Literal, String> 
         },
         Some(Type::Blob(b)) => match v {
             Value::String(uri) if !uri.is_empty() => Ok(scalar_lit(scalar::Value::Blob(Blob {
-                metadata: Some(BlobMetadata { r#type: Some(b.clone()) }),
+                metadata: Some(BlobMetadata {
+                    r#type: Some(b.clone()),
+                }),
                 uri: uri.clone(),
             }))),
             _ => Err(format!("{} (give its URI or path)", want())),
         },
         Some(Type::EnumType(e)) => match v {
-            Value::String(s) if e.values.contains(s) => Ok(primitive_lit(primitive::Value::StringValue(s.clone()))),
-            _ => Err(format!("expected one of [{}], got {v}", e.values.join(", "))),
+            Value::String(s) if e.values.contains(s) => {
+                Ok(primitive_lit(primitive::Value::StringValue(s.clone())))
+            }
+            _ => Err(format!(
+                "expected one of [{}], got {v}",
+                e.values.join(", ")
+            )),
         },
         Some(Type::Schema(st)) => match v {
-            Value::String(uri) => Ok(scalar_lit(scalar::Value::Schema(updraft_proto::core::Schema {
-                uri: uri.clone(),
-                r#type: Some(st.clone()),
-            }))),
+            Value::String(uri) => Ok(scalar_lit(scalar::Value::Schema(
+                updraft_proto::core::Schema {
+                    uri: uri.clone(),
+                    r#type: Some(st.clone()),
+                },
+            ))),
             _ => Err(want()),
         },
         Some(Type::StructuredDatasetType(sd)) => match v {
-            Value::String(uri) => Ok(scalar_lit(scalar::Value::StructuredDataset(updraft_proto::core::StructuredDataset {
-                uri: uri.clone(),
-                metadata: Some(updraft_proto::core::StructuredDatasetMetadata {
-                    structured_dataset_type: Some(sd.clone()),
-                }),
-            }))),
+            Value::String(uri) => Ok(scalar_lit(scalar::Value::StructuredDataset(
+                updraft_proto::core::StructuredDataset {
+                    uri: uri.clone(),
+                    metadata: Some(updraft_proto::core::StructuredDatasetMetadata {
+                        structured_dataset_type: Some(sd.clone()),
+                    }),
+                },
+            ))),
             _ => Err(want()),
         },
     }
@@ -134,18 +150,24 @@ fn simple(v: &Value, s: SimpleType) -> Option<Result<Literal, String>> {
     Some(Ok(match (s, v) {
         (SimpleType::None, Value::Null) => none_lit(),
         (SimpleType::Integer, Value::Number(n)) => primitive_lit(P::Integer(n.as_i64()?)),
-        (SimpleType::Integer, Value::String(s)) => primitive_lit(P::Integer(s.trim().parse().ok()?)),
+        (SimpleType::Integer, Value::String(s)) => {
+            primitive_lit(P::Integer(s.trim().parse().ok()?))
+        }
         (SimpleType::Float, Value::Number(n)) => primitive_lit(P::FloatValue(n.as_f64()?)),
-        (SimpleType::Float, Value::String(s)) => primitive_lit(P::FloatValue(s.trim().parse().ok()?)),
+        (SimpleType::Float, Value::String(s)) => {
+            primitive_lit(P::FloatValue(s.trim().parse().ok()?))
+        }
         (SimpleType::String, Value::String(s)) => primitive_lit(P::StringValue(s.clone())),
         (SimpleType::String, Value::Number(n)) => primitive_lit(P::StringValue(n.to_string())),
         (SimpleType::String, Value::Bool(b)) => primitive_lit(P::StringValue(b.to_string())),
         (SimpleType::Boolean, Value::Bool(b)) => primitive_lit(P::Boolean(*b)),
-        (SimpleType::Boolean, Value::String(s)) => primitive_lit(P::Boolean(match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "yes" | "1" => true,
-            "false" | "no" | "0" => false,
-            _ => return None,
-        })),
+        (SimpleType::Boolean, Value::String(s)) => {
+            primitive_lit(P::Boolean(match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" => true,
+                "false" | "no" | "0" => false,
+                _ => return None,
+            }))
+        }
         (SimpleType::Datetime, Value::String(s)) => match parse_datetime(s) {
             Ok(ts) => primitive_lit(P::Datetime(ts)),
             Err(e) => return Some(Err(e)),
@@ -164,10 +186,12 @@ fn simple(v: &Value, s: SimpleType) -> Option<Result<Literal, String>> {
                 nanos: ((secs.fract()) * 1e9) as i32,
             }))
         }
-        (SimpleType::Struct, Value::Object(_) | Value::Array(_)) => scalar_lit(scalar::Value::Binary(Binary {
-            value: msgpack(v),
-            tag: "msgpack".into(),
-        })),
+        (SimpleType::Struct, Value::Object(_) | Value::Array(_)) => {
+            scalar_lit(scalar::Value::Binary(Binary {
+                value: msgpack(v),
+                tag: "msgpack".into(),
+            }))
+        }
         _ => return None,
     }))
 }
@@ -185,7 +209,11 @@ pub fn parse_datetime(text: &str) -> Result<Timestamp, String> {
     if d.len() != 3 {
         return Err(bad());
     }
-    let (y, mo, da): (i64, i64, i64) = (d[0].parse().map_err(|_| bad())?, d[1].parse().map_err(|_| bad())?, d[2].parse().map_err(|_| bad())?);
+    let (y, mo, da): (i64, i64, i64) = (
+        d[0].parse().map_err(|_| bad())?,
+        d[1].parse().map_err(|_| bad())?,
+        d[2].parse().map_err(|_| bad())?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || !(1..=9999).contains(&y) {
         return Err(bad());
     }
@@ -196,7 +224,10 @@ pub fn parse_datetime(text: &str) -> Result<Timestamp, String> {
         let sign = if off.starts_with('-') { -1 } else { 1 };
         let hm: Vec<&str> = off[1..].split(':').collect();
         let h: i64 = hm.first().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-        let m: i64 = hm.get(1).map_or(Some(0), |x| x.parse().ok()).ok_or_else(bad)?;
+        let m: i64 = hm
+            .get(1)
+            .map_or(Some(0), |x| x.parse().ok())
+            .ok_or_else(bad)?;
         (c, sign * (h * 3600 + m * 60))
     } else {
         (time, 0)
@@ -213,7 +244,10 @@ pub fn parse_datetime(text: &str) -> Result<Timestamp, String> {
             None => (sf.parse::<i64>().map_err(|_| bad())?, 0),
             Some((a, f)) => {
                 let frac: String = f.chars().chain(std::iter::repeat('0')).take(9).collect();
-                (a.parse().map_err(|_| bad())?, frac.parse::<i32>().map_err(|_| bad())?)
+                (
+                    a.parse().map_err(|_| bad())?,
+                    frac.parse::<i32>().map_err(|_| bad())?,
+                )
             }
         },
     };
@@ -244,7 +278,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if let Ok(secs) = s.parse::<f64>() {
         if secs.is_finite() && secs.abs() < 1e15 {
-            return Ok(Duration { seconds: secs.trunc() as i64, nanos: (secs.fract() * 1e9) as i32 });
+            return Ok(Duration {
+                seconds: secs.trunc() as i64,
+                nanos: (secs.fract() * 1e9) as i32,
+            });
         }
         return Err(bad());
     }
@@ -254,13 +291,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
         if num_len == 0 {
             return Err(bad());
         }
         let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let scale: f64 = match &rest[..unit_len] {
             "d" => 86_400e9,
             "h" => 3_600e9,
@@ -279,7 +320,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         total_nanos += add as i128;
     }
     let seconds = i64::try_from(total_nanos / 1_000_000_000).map_err(|_| bad())?;
-    Ok(Duration { seconds, nanos: (total_nanos % 1_000_000_000) as i32 })
+    Ok(Duration {
+        seconds,
+        nanos: (total_nanos % 1_000_000_000) as i32,
+    })
 }
 
 /// Encodes a JSON value as msgpack (how flytekit carries dicts and dataclasses).
@@ -358,14 +402,28 @@ mod tests {
         assert!(types::literal_fits(&opt, &parse("optional[int]").unwrap()));
         let f = from_json(&json!("s3://b/k.csv"), &parse("file[csv]").unwrap()).unwrap();
         assert!(types::literal_fits(&f, &parse("file").unwrap()));
-        assert!(from_json(&json!("x"), &parse("int").unwrap()).unwrap_err().contains("expected int, got a string"));
-        assert!(from_json(&json!({"a": "x"}), &parse("dict[str, int]").unwrap()).unwrap_err().starts_with("a: "));
+        assert!(
+            from_json(&json!("x"), &parse("int").unwrap())
+                .unwrap_err()
+                .contains("expected int, got a string")
+        );
+        assert!(
+            from_json(&json!({"a": "x"}), &parse("dict[str, int]").unwrap())
+                .unwrap_err()
+                .starts_with("a: ")
+        );
     }
 
     #[test]
     fn datetimes_and_durations() {
-        assert_eq!(parse_datetime("1970-01-02T00:00:01Z").unwrap().seconds, 86_401);
-        assert_eq!(parse_datetime("2024-01-02T03:04:05+01:00").unwrap().seconds, 1_704_164_645 - 3600);
+        assert_eq!(
+            parse_datetime("1970-01-02T00:00:01Z").unwrap().seconds,
+            86_401
+        );
+        assert_eq!(
+            parse_datetime("2024-01-02T03:04:05+01:00").unwrap().seconds,
+            1_704_164_645 - 3600
+        );
         assert_eq!(parse_datetime("2024-01-02").unwrap().seconds, 1_704_153_600);
         assert!(parse_datetime("2024-13-02").is_err());
         assert_eq!(parse_duration("1h30m").unwrap().seconds, 5400);
@@ -377,7 +435,10 @@ mod tests {
 
     #[test]
     fn msgpack_matches_the_spec() {
-        assert_eq!(msgpack(&json!({"a": 1})), vec![0x81, 0xa1, b'a', 0xd3, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(
+            msgpack(&json!({"a": 1})),
+            vec![0x81, 0xa1, b'a', 0xd3, 0, 0, 0, 0, 0, 0, 0, 1]
+        );
         assert_eq!(msgpack(&json!([true, null])), vec![0x92, 0xc3, 0xc0]);
     }
 }

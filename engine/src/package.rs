@@ -235,7 +235,10 @@ impl Package {
         if problems.is_empty() {
             let mut rest = archive.into_inner().take(limits.max_archive_bytes);
             if let Err(e) = std::io::copy(&mut rest, &mut std::io::sink()) {
-                problems.push(Problem::file(file, format!("corrupt or truncated archive: {e}")));
+                problems.push(Problem::file(
+                    file,
+                    format!("corrupt or truncated archive: {e}"),
+                ));
             }
         }
         if problems.is_empty() && count == 0 {
@@ -275,9 +278,18 @@ impl Package {
 
     /// Adds a task; its id must have a name, and no other task may have it.
     pub fn add_task(&mut self, template: TaskTemplate, origin: Origin) -> Result<(), Problem> {
-        let name = template.id.as_ref().map(|i| i.name.clone()).unwrap_or_default();
+        let name = template
+            .id
+            .as_ref()
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
         if name.is_empty() {
-            return Err(field_problem(&origin, "task", "id.name", "a task needs a name"));
+            return Err(field_problem(
+                &origin,
+                "task",
+                "id.name",
+                "a task needs a name",
+            ));
         }
         if let Some(prev) = self.tasks.get(&name) {
             return Err(dup(&origin, "task", &name, &prev.origin));
@@ -289,14 +301,28 @@ impl Package {
     /// Adds a workflow spec: the template (top level) and its subworkflows.
     pub fn add_workflow_spec(&mut self, spec: WorkflowSpec, origin: Origin) -> Result<(), Problem> {
         let template = spec.template.unwrap_or_default();
-        let name = template.id.as_ref().map(|i| i.name.clone()).unwrap_or_default();
+        let name = template
+            .id
+            .as_ref()
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
         if name.is_empty() {
-            return Err(field_problem(&origin, "workflow", "template.id.name", "a workflow needs a name"));
+            return Err(field_problem(
+                &origin,
+                "workflow",
+                "template.id.name",
+                "a workflow needs a name",
+            ));
         }
         for sub in spec.sub_workflows {
             let sub_name = sub.id.as_ref().map(|i| i.name.clone()).unwrap_or_default();
             if sub_name.is_empty() {
-                return Err(field_problem(&origin, &format!("workflow {name}"), "sub_workflows.id.name", "a subworkflow needs a name"));
+                return Err(field_problem(
+                    &origin,
+                    &format!("workflow {name}"),
+                    "sub_workflows.id.name",
+                    "a subworkflow needs a name",
+                ));
             }
             // The same subworkflow is repeated in every spec that uses it: the copies must agree.
             match self.workflows.get(&sub_name) {
@@ -305,7 +331,13 @@ impl Package {
                 }
                 Some(_) => {}
                 None => {
-                    self.workflows.insert(sub_name, WorkflowEntity { template: sub, origin: origin.clone() });
+                    self.workflows.insert(
+                        sub_name,
+                        WorkflowEntity {
+                            template: sub,
+                            origin: origin.clone(),
+                        },
+                    );
                 }
             }
         }
@@ -313,26 +345,46 @@ impl Package {
             let prev = &self.workflows[&name].origin;
             return Err(dup(&origin, "workflow", &name, prev));
         }
-        if let Some(prev) = self.workflows.get(&name) {
-            if prev.template != template {
-                return Err(differ(&origin, &name, &prev.origin));
-            }
+        if let Some(prev) = self.workflows.get(&name)
+            && prev.template != template
+        {
+            return Err(differ(&origin, &name, &prev.origin));
         }
         self.top_level.push(name.clone());
-        self.workflows.insert(name, WorkflowEntity { template, origin });
+        self.workflows
+            .insert(name, WorkflowEntity { template, origin });
         Ok(())
     }
 
     /// Adds a launch plan; its id must have a name, and no other launch plan may have it.
-    pub fn add_launch_plan(&mut self, launch_plan: LaunchPlan, origin: Origin) -> Result<(), Problem> {
-        let name = launch_plan.id.as_ref().map(|i| i.name.clone()).unwrap_or_default();
+    pub fn add_launch_plan(
+        &mut self,
+        launch_plan: LaunchPlan,
+        origin: Origin,
+    ) -> Result<(), Problem> {
+        let name = launch_plan
+            .id
+            .as_ref()
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
         if name.is_empty() {
-            return Err(field_problem(&origin, "launch plan", "id.name", "a launch plan needs a name"));
+            return Err(field_problem(
+                &origin,
+                "launch plan",
+                "id.name",
+                "a launch plan needs a name",
+            ));
         }
         if let Some(prev) = self.launch_plans.get(&name) {
             return Err(dup(&origin, "launch plan", &name, &prev.origin));
         }
-        self.launch_plans.insert(name, LaunchPlanEntity { launch_plan, origin });
+        self.launch_plans.insert(
+            name,
+            LaunchPlanEntity {
+                launch_plan,
+                origin,
+            },
+        );
         Ok(())
     }
 

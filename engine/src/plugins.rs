@@ -54,7 +54,12 @@ impl PluginKind {
     pub fn is_native(self) -> bool {
         matches!(
             self,
-            Self::Container | Self::Pod | Self::PyTorch | Self::TensorFlow | Self::Mpi | Self::Spark
+            Self::Container
+                | Self::Pod
+                | Self::PyTorch
+                | Self::TensorFlow
+                | Self::Mpi
+                | Self::Spark
         )
     }
 }
@@ -91,7 +96,10 @@ pub const TASK_TYPES: &[(&str, PluginKind)] = &[
     ("boto", PluginKind::SageMaker),
     ("sagemaker_training_job_task", PluginKind::SageMaker),
     ("sagemaker_custom_training_job_task", PluginKind::SageMaker),
-    ("sagemaker_hyperparameter_tuning_job_task", PluginKind::SageMaker),
+    (
+        "sagemaker_hyperparameter_tuning_job_task",
+        PluginKind::SageMaker,
+    ),
     ("echo", PluginKind::Echo),
 ];
 
@@ -114,7 +122,10 @@ mod tests {
 
     #[test]
     fn known_and_unknown_types() {
-        assert_eq!(plugin_for("python-task", false), Some(PluginKind::Container));
+        assert_eq!(
+            plugin_for("python-task", false),
+            Some(PluginKind::Container)
+        );
         assert_eq!(plugin_for("python-task", true), Some(PluginKind::Pod));
         assert_eq!(plugin_for("presto", false), Some(PluginKind::Athena));
         assert_eq!(plugin_for("dask", false), None);

@@ -133,11 +133,13 @@ fn write_type(t: &LiteralType, out: &mut String, depth: usize) {
             out.push(']');
         }
         Some(Type::Blob(b)) => {
-            out.push_str(if b.dimensionality == BlobDimensionality::Multipart as i32 {
-                "dir"
-            } else {
-                "file"
-            });
+            out.push_str(
+                if b.dimensionality == BlobDimensionality::Multipart as i32 {
+                    "dir"
+                } else {
+                    "file"
+                },
+            );
             if !b.format.is_empty() {
                 out.push_str(&format!("[{}]", b.format));
             }
@@ -219,7 +221,10 @@ impl Parser<'_> {
 
     fn skip_ws(&mut self) {
         while self.src[self.pos..].starts_with(char::is_whitespace) {
-            self.pos += self.src[self.pos..].chars().next().map_or(1, char::len_utf8);
+            self.pos += self.src[self.pos..]
+                .chars()
+                .next()
+                .map_or(1, char::len_utf8);
         }
     }
 
@@ -367,13 +372,12 @@ fn castable_at(from: &LiteralType, to: &LiteralType, depth: usize) -> bool {
     let d = depth + 1;
     // A union source fits when every variant fits.
     if let Some(Type::UnionType(u)) = &from.r#type {
-        if let Some(Type::UnionType(tu)) = &to.r#type {
-            if u.variants
+        if let Some(Type::UnionType(tu)) = &to.r#type
+            && u.variants
                 .iter()
                 .all(|v| tu.variants.iter().any(|t| castable_at(v, t, d)))
-            {
-                return true;
-            }
+        {
+            return true;
         }
         return !u.variants.is_empty() && u.variants.iter().all(|v| castable_at(v, to, d));
     }
@@ -381,9 +385,7 @@ fn castable_at(from: &LiteralType, to: &LiteralType, depth: usize) -> bool {
         return u.variants.iter().any(|v| castable_at(from, v, d));
     }
     match (&from.r#type, &to.r#type) {
-        (Some(Type::Simple(a)), Some(Type::Simple(b))) => {
-            a == b
-        }
+        (Some(Type::Simple(a)), Some(Type::Simple(b))) => a == b,
         (Some(Type::CollectionType(a)), Some(Type::CollectionType(b)))
         | (Some(Type::MapValueType(a)), Some(Type::MapValueType(b))) => castable_at(a, b, d),
         (Some(Type::Blob(a)), Some(Type::Blob(b))) => {
@@ -476,7 +478,10 @@ pub fn scalar_type(s: &Scalar, depth: usize) -> Option<LiteralType> {
         scalar::Value::Primitive(Primitive { value: None }) => return None,
         scalar::Value::Blob(b) => LiteralType {
             r#type: Some(Type::Blob(
-                b.metadata.as_ref().and_then(|m| m.r#type.clone()).unwrap_or_default(),
+                b.metadata
+                    .as_ref()
+                    .and_then(|m| m.r#type.clone())
+                    .unwrap_or_default(),
             )),
             ..Default::default()
         },
@@ -539,10 +544,30 @@ mod tests {
 
     #[test]
     fn parse_errors_say_why() {
-        assert!(parse("lst[int]").unwrap_err().reason.contains("unknown type `lst`"));
-        assert!(parse("list[int").unwrap_err().reason.contains("expected `]`"));
-        assert!(parse("dict[int, str]").unwrap_err().reason.contains("dict keys are str"));
-        assert!(parse("int extra").unwrap_err().reason.contains("unexpected"));
+        assert!(
+            parse("lst[int]")
+                .unwrap_err()
+                .reason
+                .contains("unknown type `lst`")
+        );
+        assert!(
+            parse("list[int")
+                .unwrap_err()
+                .reason
+                .contains("expected `]`")
+        );
+        assert!(
+            parse("dict[int, str]")
+                .unwrap_err()
+                .reason
+                .contains("dict keys are str")
+        );
+        assert!(
+            parse("int extra")
+                .unwrap_err()
+                .reason
+                .contains("unexpected")
+        );
         let deep = "list[".repeat(100) + "int" + &"]".repeat(100);
         assert!(parse(&deep).unwrap_err().reason.contains("nested deeper"));
     }
@@ -560,7 +585,10 @@ mod tests {
         assert!(castable(&p("file[csv]"), &p("file")));
         assert!(!castable(&p("file[csv]"), &p("file[parquet]")));
         assert!(!castable(&p("file"), &p("dir")));
-        assert!(castable(&p("union[int, str]"), &p("union[str, int, float]")));
+        assert!(castable(
+            &p("union[int, str]"),
+            &p("union[str, int, float]")
+        ));
         assert!(!castable(&p("union[int, str]"), &p("int")));
         assert!(castable(&p("optional[int]"), &p("optional[int]")));
         assert!(!castable(&p("optional[int]"), &p("int")));

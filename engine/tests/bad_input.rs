@@ -1,5 +1,7 @@
 //! Broken input is rejected with a problem naming file, entity, node and field — never a panic.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 
 use updraft_engine::{Limits, Package, compile, yaml};
@@ -8,7 +10,11 @@ use updraft_proto::admin::{TaskSpec, WorkflowSpec};
 use updraft_proto::core::{binding_data, node::Target};
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/../tests/fixtures/flytekit/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/../tests/fixtures/flytekit/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 fn entries(tgz: &[u8]) -> Vec<(String, Vec<u8>)> {
@@ -45,7 +51,10 @@ fn tgz(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
 fn errors_of(name: &str, bytes: &[u8]) -> String {
     match Package::from_tgz(name, bytes, Limits::default()) {
         Err(p) => p.to_string(),
-        Ok(pkg) => compile(&pkg).err().map(|p| p.to_string()).unwrap_or_default(),
+        Ok(pkg) => compile(&pkg)
+            .err()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -89,14 +98,24 @@ fn truncated_and_corrupt_protobuf() {
     let entry = name.clone();
     data.truncate(data.len() / 2);
     let e = errors_of("t.tgz", &tgz(&es));
-    assert!(e.contains(&format!("t.tgz!{entry}: not a valid flyteidl.admin.TaskSpec")), "{e}");
+    assert!(
+        e.contains(&format!(
+            "t.tgz!{entry}: not a valid flyteidl.admin.TaskSpec"
+        )),
+        "{e}"
+    );
 
     let mut es = entries(&fixture("maps.tgz"));
     let (name, data) = es.iter_mut().find(|(n, _)| n.ends_with("_2.pb")).unwrap();
     let entry = name.clone();
     *data = vec![0xff; 40];
     let e = errors_of("c.tgz", &tgz(&es));
-    assert!(e.contains(&format!("c.tgz!{entry}: not a valid flyteidl.admin.WorkflowSpec")), "{e}");
+    assert!(
+        e.contains(&format!(
+            "c.tgz!{entry}: not a valid flyteidl.admin.WorkflowSpec"
+        )),
+        "{e}"
+    );
 }
 
 #[test]
@@ -129,7 +148,12 @@ fn unknown_task_type() {
     spec.template.as_mut().unwrap().r#type = "dask".into();
     *data = spec.encode_to_vec();
     let e = errors_of("u.tgz", &tgz(&es));
-    assert!(e.contains(&format!("u.tgz!{entry}: task fixtures.batch.transcode: type: unknown task type `dask`")), "{e}");
+    assert!(
+        e.contains(&format!(
+            "u.tgz!{entry}: task fixtures.batch.transcode: type: unknown task type `dask`"
+        )),
+        "{e}"
+    );
 }
 
 #[test]
@@ -139,7 +163,9 @@ fn cycles() {
         let t = spec.template.as_mut().unwrap();
         let last = t.nodes.last().unwrap().id.clone();
         let first = &mut t.nodes[0];
-        if let Some(binding_data::Value::Promise(p)) = first.inputs[0].binding.as_mut().unwrap().value.as_mut() {
+        if let Some(binding_data::Value::Promise(p)) =
+            first.inputs[0].binding.as_mut().unwrap().value.as_mut()
+        {
             p.node_id = last;
             p.var = "o0".into();
         }
@@ -152,11 +178,16 @@ fn dangling_promise() {
     let e = with_workflow("branches.tgz", |spec| {
         let t = spec.template.as_mut().unwrap();
         let last = t.nodes.last_mut().unwrap();
-        if let Some(binding_data::Value::Promise(p)) = last.inputs[0].binding.as_mut().unwrap().value.as_mut() {
+        if let Some(binding_data::Value::Promise(p)) =
+            last.inputs[0].binding.as_mut().unwrap().value.as_mut()
+        {
             p.node_id = "n9".into();
         }
     });
-    assert!(e.contains("node n2: inputs.base: refers to node `n9`, which does not exist"), "{e}");
+    assert!(
+        e.contains("node n2: inputs.base: refers to node `n9`, which does not exist"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -165,7 +196,9 @@ fn promise_to_missing_output_and_input() {
         let t = spec.template.as_mut().unwrap();
         let last = t.nodes.last_mut().unwrap();
         for b in &mut last.inputs {
-            if let Some(binding_data::Value::Promise(p)) = b.binding.as_mut().unwrap().value.as_mut() {
+            if let Some(binding_data::Value::Promise(p)) =
+                b.binding.as_mut().unwrap().value.as_mut()
+            {
                 if p.node_id.is_empty() {
                     p.var = "nope".into();
                 } else {
@@ -174,8 +207,14 @@ fn promise_to_missing_output_and_input() {
             }
         }
     });
-    assert!(e.contains("node n2: inputs.base: the workflow has no input `nope`"), "{e}");
-    assert!(e.contains("node n2: inputs.y: node `n1` has no output `o7`"), "{e}");
+    assert!(
+        e.contains("node n2: inputs.base: the workflow has no input `nope`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("node n2: inputs.y: node `n1` has no output `o7`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -187,14 +226,21 @@ fn type_mismatch() {
         let y = last.inputs.iter_mut().find(|b| b.var == "y").unwrap();
         y.binding = Some(updraft_proto::core::BindingData {
             value: Some(binding_data::Value::Scalar(updraft_proto::core::Scalar {
-                value: Some(updraft_proto::core::scalar::Value::Primitive(updraft_proto::core::Primitive {
-                    value: Some(updraft_proto::core::primitive::Value::StringValue("seven".into())),
-                })),
+                value: Some(updraft_proto::core::scalar::Value::Primitive(
+                    updraft_proto::core::Primitive {
+                        value: Some(updraft_proto::core::primitive::Value::StringValue(
+                            "seven".into(),
+                        )),
+                    },
+                )),
             })),
             union: None,
         });
     });
-    assert!(e.contains("node n2: inputs.y: expected int, got str"), "{e}");
+    assert!(
+        e.contains("node n2: inputs.y: expected int, got str"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -213,16 +259,31 @@ fn duplicate_node_ids_and_missing_target() {
 fn unbound_input() {
     let e = with_workflow("branches.tgz", |spec| {
         let t = spec.template.as_mut().unwrap();
-        t.nodes.last_mut().unwrap().inputs.retain(|b| b.var != "base");
+        t.nodes
+            .last_mut()
+            .unwrap()
+            .inputs
+            .retain(|b| b.var != "base");
     });
-    assert!(e.contains("node n2: inputs.base: input `base` (int) is not bound"), "{e}");
+    assert!(
+        e.contains("node n2: inputs.base: input `base` (int) is not bound"),
+        "{e}"
+    );
 }
 
 #[test]
 fn recursive_subworkflow() {
     let e = with_workflow("subworkflows.tgz", |spec| {
         // Make the subworkflow `inner` call itself.
-        let outer_name = spec.template.as_ref().unwrap().id.as_ref().unwrap().name.clone();
+        let outer_name = spec
+            .template
+            .as_ref()
+            .unwrap()
+            .id
+            .as_ref()
+            .unwrap()
+            .name
+            .clone();
         for sub in &mut spec.sub_workflows {
             let me = sub.id.as_ref().unwrap().name.clone();
             if me != outer_name {
@@ -230,7 +291,11 @@ fn recursive_subworkflow() {
                 n.id = "self".into();
                 n.inputs.clear();
                 n.target = Some(Target::WorkflowNode(updraft_proto::core::WorkflowNode {
-                    reference: Some(updraft_proto::core::workflow_node::Reference::SubWorkflowRef(sub.id.clone().unwrap())),
+                    reference: Some(
+                        updraft_proto::core::workflow_node::Reference::SubWorkflowRef(
+                            sub.id.clone().unwrap(),
+                        ),
+                    ),
                 }));
                 sub.nodes.push(n);
             }
@@ -242,27 +307,51 @@ fn recursive_subworkflow() {
 #[test]
 fn absurd_sizes() {
     // An entry whose header claims more than the limit.
-    let limits = Limits { max_entry_bytes: 1024, ..Limits::default() };
+    let limits = Limits {
+        max_entry_bytes: 1024,
+        ..Limits::default()
+    };
     let es = vec![("0_big_1.pb".to_string(), vec![0u8; 4096])];
-    let e = Package::from_tgz("big.tgz", &tgz(&es), limits).unwrap_err().to_string();
-    assert!(e.contains("big.tgz!0_big_1.pb: entry is 4096 bytes, over the 1024 byte limit"), "{e}");
+    let e = Package::from_tgz("big.tgz", &tgz(&es), limits)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("big.tgz!0_big_1.pb: entry is 4096 bytes, over the 1024 byte limit"),
+        "{e}"
+    );
     // A gzip bomb: a small archive that inflates past the total limit.
-    let limits = Limits { max_total_bytes: 1 << 20, max_entry_bytes: 1 << 20, ..Limits::default() };
-    let es: Vec<_> = (0..8).map(|i| (format!("{i}_x_1.pb"), vec![0u8; 512 << 10])).collect();
+    let limits = Limits {
+        max_total_bytes: 1 << 20,
+        max_entry_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let es: Vec<_> = (0..8)
+        .map(|i| (format!("{i}_x_1.pb"), vec![0u8; 512 << 10]))
+        .collect();
     let bomb = tgz(&es);
     assert!(bomb.len() < 64 << 10);
-    let e = Package::from_tgz("bomb.tgz", &bomb, limits).unwrap_err().to_string();
+    let e = Package::from_tgz("bomb.tgz", &bomb, limits)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("over the 1048576 byte limit"), "{e}");
     // An archive over the compressed limit.
-    let limits = Limits { max_archive_bytes: 100, ..Limits::default() };
-    let e = Package::from_tgz("huge.tgz", &fixture("maps.tgz"), limits).unwrap_err().to_string();
+    let limits = Limits {
+        max_archive_bytes: 100,
+        ..Limits::default()
+    };
+    let e = Package::from_tgz("huge.tgz", &fixture("maps.tgz"), limits)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("huge.tgz: archive is"), "{e}");
 }
 
 fn yaml_errors(text: &str) -> String {
     match yaml::load("w.yaml", text) {
         Err(p) => p.to_string(),
-        Ok(pkg) => compile(&pkg).err().map(|p| p.to_string()).unwrap_or_default(),
+        Ok(pkg) => compile(&pkg)
+            .err()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -308,15 +397,30 @@ fn yaml_unknown_keys() {
 #[test]
 fn yaml_semantic_errors_name_entity_node_and_field() {
     let e = yaml_errors(&GOOD.replace("${a.y}", "${a.z}"));
-    assert!(e.contains("w.yaml: workflow wf: node b: inputs.x: node `a` has no output `z`"), "{e}");
+    assert!(
+        e.contains("w.yaml: workflow wf: node b: inputs.x: node `a` has no output `z`"),
+        "{e}"
+    );
     let e = yaml_errors(&GOOD.replace("x: \"${a.y}\"", "x: \"${c.y}\""));
-    assert!(e.contains("node b: inputs.x: refers to node `c`, which does not exist"), "{e}");
+    assert!(
+        e.contains("node b: inputs.x: refers to node `c`, which does not exist"),
+        "{e}"
+    );
     let e = yaml_errors(&GOOD.replace("x: \"${a.y}\"", "x: seven"));
-    assert!(e.contains("node b: inputs.x: expected int, got a string"), "{e}");
+    assert!(
+        e.contains("node b: inputs.x: expected int, got a string"),
+        "{e}"
+    );
     let e = yaml_errors(&GOOD.replace("type: python", "type: pythn"));
-    assert!(e.contains("task inc: type: unknown task type `pythn`"), "{e}");
+    assert!(
+        e.contains("task inc: type: unknown task type `pythn`"),
+        "{e}"
+    );
     let e = yaml_errors(&GOOD.replace("{x: int}, outputs", "{x: \"lst[int]\"}, outputs"));
-    assert!(e.contains("task inc: inputs.x: bad type `lst[int]`: unknown type `lst`"), "{e}");
+    assert!(
+        e.contains("task inc: inputs.x: bad type `lst[int]`: unknown type `lst`"),
+        "{e}"
+    );
     let e = yaml_errors(&GOOD.replace("id: b", "id: a"));
     assert!(e.contains("node a: id: duplicate node id"), "{e}");
     let e = yaml_errors(&GOOD.replace("x: \"${inputs.x}\"", "x: \"${b.y}\""));
@@ -327,15 +431,26 @@ fn yaml_semantic_errors_name_entity_node_and_field() {
 
 #[test]
 fn absurd_yaml_does_not_overflow() {
-    let deep = format!("version: 1\ntasks:\n  t: {{type: python, module: m, function: f, inputs: {{x: \"{}int{}\"}}}}\n", "list[".repeat(5000), "]".repeat(5000));
+    let deep = format!(
+        "version: 1\ntasks:\n  t: {{type: python, module: m, function: f, inputs: {{x: \"{}int{}\"}}}}\n",
+        "list[".repeat(5000),
+        "]".repeat(5000)
+    );
     let e = yaml_errors(&deep);
     assert!(e.contains("nested deeper"), "{e}");
     let nested = "[".repeat(100_000);
     let e = yaml_errors(&format!("version: 1\ntasks: {nested}"));
-    assert!(e.contains("w.yaml: YAML: nested deeper than 128 levels at line 2 column 136"), "{e}");
+    assert!(
+        e.contains("w.yaml: YAML: nested deeper than 128 levels at line 2 column 136"),
+        "{e}"
+    );
     // Brackets inside quotes and comments do not count.
     let quoted = format!("version: 1\n# {nested}\nimage: \"{nested}\"\ntasks: {{}}\n");
-    assert!(yaml_errors(&quoted).contains("defines no tasks"), "{}", yaml_errors(&quoted));
+    assert!(
+        yaml_errors(&quoted).contains("defines no tasks"),
+        "{}",
+        yaml_errors(&quoted)
+    );
 }
 
 #[test]
@@ -356,5 +471,8 @@ workflows:
       - {id: call_a, workflow: a, inputs: {x: "${inputs.x}"}}
 "#,
     );
-    assert!(e.contains("workflow `a` calls itself (through a → b)"), "{e}");
+    assert!(
+        e.contains("workflow `a` calls itself (through a → b)"),
+        "{e}"
+    );
 }

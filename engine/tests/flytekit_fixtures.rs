@@ -1,5 +1,7 @@
 //! The compiler against packages made by the real flytekit (tests/fixtures/flytekit).
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use updraft_engine::compile::{BindingValue, NodeKind, Otherwise, Source, SuccessCriteria};
@@ -45,19 +47,39 @@ fn every_self_contained_fixture_compiles() {
 fn branch_children_are_renamed_and_their_bindings_make_dependencies() {
     let c = compile(&load("branches.tgz")).unwrap();
     let wf = &c.workflows["fixtures.branches.branch_wf"];
-    let branch = wf.roots.iter().copied().find(|&i| matches!(wf.node(i).kind, NodeKind::Branch { .. })).unwrap();
+    let branch = wf
+        .roots
+        .iter()
+        .copied()
+        .find(|&i| matches!(wf.node(i).kind, NodeKind::Branch { .. }))
+        .unwrap();
     let node = wf.node(branch);
-    let NodeKind::Branch { cases, otherwise } = &node.kind else { unreachable!() };
+    let NodeKind::Branch { cases, otherwise } = &node.kind else {
+        unreachable!()
+    };
     assert_eq!(cases.len(), 3);
     for (_, child) in cases {
-        assert!(wf.node(*child).id.starts_with(&format!("{}-", node.id)), "{}", wf.node(*child).id);
+        assert!(
+            wf.node(*child).id.starts_with(&format!("{}-", node.id)),
+            "{}",
+            wf.node(*child).id
+        );
         assert_eq!(wf.node(*child).parent, Some(branch));
     }
     assert_eq!(otherwise, &Otherwise::Fail("x must not be zero".into()));
     // `square(x=d)` inside the second case binds the top-level `double` node: the branch depends on it,
     // though flytekit's upstream_node_ids does not say so.
-    let double = wf.roots.iter().copied().find(|&i| matches!(&wf.node(i).kind, NodeKind::Task { task } if task.ends_with(".double"))).unwrap();
-    assert!(node.upstream.contains(&double), "branch upstream: {:?}", node.upstream);
+    let double = wf
+        .roots
+        .iter()
+        .copied()
+        .find(|&i| matches!(&wf.node(i).kind, NodeKind::Task { task } if task.ends_with(".double")))
+        .unwrap();
+    assert!(
+        node.upstream.contains(&double),
+        "branch upstream: {:?}",
+        node.upstream
+    );
     assert!(wf.node(double).downstream.contains(&branch));
     assert_eq!(node.outputs.len(), 1);
 }
@@ -66,10 +88,20 @@ fn branch_children_are_renamed_and_their_bindings_make_dependencies() {
 fn subworkflows_are_inlined_with_prefixed_ids() {
     let c = compile(&load("subworkflows.tgz")).unwrap();
     let wf = &c.workflows["fixtures.subworkflows.outer"];
-    let subs: Vec<_> = wf.roots.iter().copied().filter(|&i| matches!(wf.node(i).kind, NodeKind::Subworkflow { .. })).collect();
+    let subs: Vec<_> = wf
+        .roots
+        .iter()
+        .copied()
+        .filter(|&i| matches!(wf.node(i).kind, NodeKind::Subworkflow { .. }))
+        .collect();
     assert_eq!(subs.len(), 2);
     for s in &subs {
-        let NodeKind::Subworkflow { children, outputs, .. } = &wf.node(*s).kind else { unreachable!() };
+        let NodeKind::Subworkflow {
+            children, outputs, ..
+        } = &wf.node(*s).kind
+        else {
+            unreachable!()
+        };
         assert_eq!(children.len(), 2);
         for ch in children {
             assert!(wf.node(*ch).id.starts_with(&format!("{}-", wf.node(*s).id)));
@@ -80,19 +112,40 @@ fn subworkflows_are_inlined_with_prefixed_ids() {
         assert!(first.inputs.iter().any(|(_, b)| matches!(b, BindingValue::Promise { source: Source::Inputs(Some(p)), .. } if p == s)));
     }
     assert!(wf.failure_node.is_some());
-    assert_eq!(wf.failure_policy, updraft_engine::compile::FailurePolicy::FailAfterExecutableNodesComplete);
+    assert_eq!(
+        wf.failure_policy,
+        updraft_engine::compile::FailurePolicy::FailAfterExecutableNodesComplete
+    );
 }
 
 #[test]
 fn map_tasks_compile_to_array_nodes() {
     let c = compile(&load("maps.tgz")).unwrap();
     let wf = &c.workflows["fixtures.maps.maps_wf"];
-    let arrays: Vec<_> = wf.roots.iter().map(|&i| wf.node(i)).filter(|n| matches!(n.kind, NodeKind::Array { .. })).collect();
+    let arrays: Vec<_> = wf
+        .roots
+        .iter()
+        .map(|&i| wf.node(i))
+        .filter(|n| matches!(n.kind, NodeKind::Array { .. }))
+        .collect();
     assert_eq!(arrays.len(), 3);
     let mut saw_ratio = false;
     for a in arrays {
-        let NodeKind::Array { mapped, success, parallelism, .. } = &a.kind else { unreachable!() };
-        assert_eq!(mapped, &vec!["x".to_string()], "{}: factor is bound, x is mapped", a.id);
+        let NodeKind::Array {
+            mapped,
+            success,
+            parallelism,
+            ..
+        } = &a.kind
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            mapped,
+            &vec!["x".to_string()],
+            "{}: factor is bound, x is mapped",
+            a.id
+        );
         if let SuccessCriteria::MinSuccessRatio(r) = success {
             assert!((r - 0.5).abs() < 1e-6);
             saw_ratio = true;
@@ -110,11 +163,16 @@ fn launch_plans_apply_defaults_and_fixed_inputs() {
     let lp = &c.launch_plans["greet_twice"];
     assert_eq!(lp.workflow, "fixtures.launchplans.greet_wf");
     assert!(lp.fixed.contains_key("times"));
-    assert!(!lp.interface.inputs.contains_key("times"), "fixed inputs cannot be given");
+    assert!(
+        !lp.interface.inputs.contains_key("times"),
+        "fixed inputs cannot be given"
+    );
     assert!(lp.defaults.contains_key("name") && lp.defaults.contains_key("greeting"));
     assert!(lp.required.is_empty());
     let parent = &c.workflows["fixtures.launchplans.parent_wf"];
-    assert!(parent.nodes.iter().any(|n| matches!(&n.kind, NodeKind::LaunchPlan { launch_plan } if launch_plan == "greet_twice")));
+    assert!(parent.nodes.iter().any(
+        |n| matches!(&n.kind, NodeKind::LaunchPlan { launch_plan } if launch_plan == "greet_twice")
+    ));
 }
 
 #[test]
@@ -126,16 +184,28 @@ fn gates_have_typed_outputs_and_declared_ordering() {
     // The sleep gate has no bindings; `report >> pause` exists only in upstream_node_ids.
     assert_eq!(wf.node(sleep).upstream, vec![report]);
     let approve = wf.node(wf.find("n3").unwrap());
-    assert_eq!(updraft_engine::types::display(&approve.outputs["o0"]), "str");
+    assert_eq!(
+        updraft_engine::types::display(&approve.outputs["o0"]),
+        "str"
+    );
     let signal = wf.node(wf.find("n2").unwrap());
     assert_eq!(updraft_engine::types::display(&signal.outputs["o0"]), "str");
 }
 
 #[test]
 fn every_plugin_family_is_recognised() {
-    let pkg = load_all(&["containers.tgz", "training.tgz", "spark_tasks.tgz", "batch.tgz", "queries.tgz", "sagemaker.tgz", "literals.tgz"]);
+    let pkg = load_all(&[
+        "containers.tgz",
+        "training.tgz",
+        "spark_tasks.tgz",
+        "batch.tgz",
+        "queries.tgz",
+        "sagemaker.tgz",
+        "literals.tgz",
+    ]);
     let c = compile(&pkg).unwrap();
-    let kinds: std::collections::BTreeSet<PluginKind> = c.tasks.values().map(|t| t.plugin).collect();
+    let kinds: std::collections::BTreeSet<PluginKind> =
+        c.tasks.values().map(|t| t.plugin).collect();
     for k in [
         PluginKind::Container,
         PluginKind::Pod,
@@ -156,8 +226,14 @@ fn every_plugin_family_is_recognised() {
 #[test]
 fn reference_entities_resolve_only_with_the_packages_that_define_them() {
     let alone = compile(&load("references.tgz")).unwrap_err().to_string();
-    assert!(alone.contains("task `fixtures.subworkflows.add` is not in the package"), "{alone}");
-    assert!(alone.contains("launch plan `greet_twice` is not in the package"), "{alone}");
+    assert!(
+        alone.contains("task `fixtures.subworkflows.add` is not in the package"),
+        "{alone}"
+    );
+    assert!(
+        alone.contains("launch plan `greet_twice` is not in the package"),
+        "{alone}"
+    );
     assert!(alone.contains("node n0"), "{alone}");
     let with = load_all(&["references.tgz", "subworkflows.tgz", "launchplans.tgz"]);
     compile(&with).unwrap_or_else(|p| panic!("{p}"));

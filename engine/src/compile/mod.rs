@@ -9,6 +9,7 @@
 //! - every task type mapped to a plugin, or rejected.
 
 mod bindings;
+mod structure;
 mod tasks;
 mod workflow;
 
@@ -88,8 +89,8 @@ pub enum Source {
 /// A node input's value: a literal, a promise, or a collection or map of them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BindingValue {
-    /// A constant.
-    Literal(Literal),
+    /// A constant (collections and maps of constants are folded into one).
+    Literal(Box<Literal>),
     /// An output of another node, or an input of the enclosing scope.
     Promise {
         /// Where the value comes from.
@@ -142,7 +143,7 @@ pub enum Gate {
         /// Signal id.
         signal_id: String,
         /// Expected type.
-        r#type: LiteralType,
+        r#type: Box<LiteralType>,
         /// The output variable the value lands in.
         output: String,
     },
@@ -249,7 +250,10 @@ impl CompiledWorkflow {
 
     /// The index of the node with this id.
     pub fn find(&self, id: &str) -> Option<NodeIdx> {
-        self.nodes.iter().position(|n| n.id == id).map(|i| i as NodeIdx)
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .map(|i| i as NodeIdx)
     }
 }
 

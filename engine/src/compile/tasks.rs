@@ -95,10 +95,10 @@ pub(super) fn compile_task(
             );
         }
     }
-    if let Some(timeout) = &meta.timeout {
-        if timeout.seconds < 0 || timeout.nanos < 0 {
-            r.add("metadata.timeout", "a timeout cannot be negative");
-        }
+    if let Some(timeout) = &meta.timeout
+        && (timeout.seconds < 0 || timeout.nanos < 0)
+    {
+        r.add("metadata.timeout", "a timeout cannot be negative");
     }
     match plugin {
         Some(plugin) if r.problems.is_empty() => Ok(CompiledTask {
@@ -117,20 +117,25 @@ fn check_target(r: &mut Report<'_>, t: &TaskTemplate, kind: PluginKind, custom: 
         _ => None,
     };
     match kind {
-        PluginKind::Container | PluginKind::TensorFlow | PluginKind::Mpi | PluginKind::Spark | PluginKind::Batch => {
-            match &t.target {
-                Some(Target::Container(c)) => {
-                    if c.image.is_empty() {
-                        r.add("container.image", "the container has no image");
-                    }
-                    if c.command.is_empty() && c.args.is_empty() {
-                        r.add("container.args", "the container has neither command nor args");
-                    }
+        PluginKind::Container
+        | PluginKind::TensorFlow
+        | PluginKind::Mpi
+        | PluginKind::Spark
+        | PluginKind::Batch => match &t.target {
+            Some(Target::Container(c)) => {
+                if c.image.is_empty() {
+                    r.add("container.image", "the container has no image");
                 }
-                Some(Target::K8sPod(_)) if kind != PluginKind::Batch => {}
-                _ => r.add("target", format!("a {kind} task needs a container target")),
+                if c.command.is_empty() && c.args.is_empty() {
+                    r.add(
+                        "container.args",
+                        "the container has neither command nor args",
+                    );
+                }
             }
-        }
+            Some(Target::K8sPod(_)) if kind != PluginKind::Batch => {}
+            _ => r.add("target", format!("a {kind} task needs a container target")),
+        },
         PluginKind::Pod | PluginKind::PyTorch => match &t.target {
             Some(Target::K8sPod(p)) => {
                 if p.pod_spec.is_none() {
@@ -155,12 +160,18 @@ fn check_target(r: &mut Report<'_>, t: &TaskTemplate, kind: PluginKind, custom: 
         }
         PluginKind::Athena => {
             if custom_str(custom, &["statement"]).is_none() {
-                r.add("custom.statement", "an athena (presto) task needs a statement");
+                r.add(
+                    "custom.statement",
+                    "an athena (presto) task needs a statement",
+                );
             }
         }
         PluginKind::EmrServerless => {
             if custom_str(custom, &["execution_role_arn"]).is_none() {
-                r.add("custom.execution_role_arn", "an emr_serverless task needs an execution role ARN");
+                r.add(
+                    "custom.execution_role_arn",
+                    "an emr_serverless task needs an execution role ARN",
+                );
             }
             if !custom_has(custom, "spark_job_driver")
                 && !custom_has(custom, "hive_job_driver")
@@ -176,21 +187,33 @@ fn check_target(r: &mut Report<'_>, t: &TaskTemplate, kind: PluginKind, custom: 
             "boto" => {
                 for key in ["service", "method"] {
                     if custom_str(custom, &[key]).is_none() {
-                        r.add(&format!("custom.{key}"), format!("a boto task needs `{key}`"));
+                        r.add(
+                            &format!("custom.{key}"),
+                            format!("a boto task needs `{key}`"),
+                        );
                     }
                 }
             }
             "sagemaker-training-task" | "sagemaker-processing-task" => {
                 if custom_str(custom, &["execution_role_arn"]).is_none() {
-                    r.add("custom.execution_role_arn", "a Pythonic SageMaker task needs an execution role ARN");
+                    r.add(
+                        "custom.execution_role_arn",
+                        "a Pythonic SageMaker task needs an execution role ARN",
+                    );
                 }
                 if container_image.is_none() {
-                    r.add("target", "a Pythonic SageMaker task needs a container target");
+                    r.add(
+                        "target",
+                        "a Pythonic SageMaker task needs a container target",
+                    );
                 }
             }
             ty if ty.starts_with("sagemaker-") => {
                 if !custom_has(custom, "config") {
-                    r.add("custom.config", format!("a {ty} task needs `config` (the boto3 request)"));
+                    r.add(
+                        "custom.config",
+                        format!("a {ty} task needs `config` (the boto3 request)"),
+                    );
                 }
             }
             _ => {
@@ -216,7 +239,11 @@ pub(super) fn compile_launch_plan(
         problems: Vec::new(),
     };
     let spec = lp.spec.clone().unwrap_or_default();
-    let wf_name = spec.workflow_id.as_ref().map(|i| i.name.clone()).unwrap_or_default();
+    let wf_name = spec
+        .workflow_id
+        .as_ref()
+        .map(|i| i.name.clone())
+        .unwrap_or_default();
     let Some(wf) = pkg.workflows.get(&wf_name) else {
         r.add(
             "spec.workflow_id",

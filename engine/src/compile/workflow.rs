@@ -4,12 +4,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use updraft_proto::core::{
     LiteralType, Node as ProtoNode, WorkflowTemplate, gate_node, if_else_block, node::Target,
-    array_node, workflow_metadata::OnFailurePolicy,
+    workflow_metadata::OnFailurePolicy,
 };
 
 use super::{
-    BindingValue, CompiledPackage, CompiledWorkflow, FailurePolicy, Gate, Interface, Node, NodeIdx,
-    NodeKind, Otherwise, Source, SuccessCriteria, interface_of,
+    BindingValue, CompiledPackage, CompiledWorkflow, FailurePolicy, Gate, Node, NodeIdx, NodeKind,
+    Otherwise, Source, interface_of,
 };
 use crate::error::{Problem, Problems};
 use crate::package::Package;
@@ -47,12 +47,17 @@ pub(super) struct Builder<'a> {
     pub entity: String,
     /// Nodes whose outputs are unknown (their target failed to resolve): promises to them are not checked.
     pub unknown_outputs: HashSet<NodeIdx>,
-    wf_stack: Vec<String>,
+    pub wf_stack: Vec<String>,
     too_big: bool,
 }
 
 impl Builder<'_> {
-    pub fn problem(&mut self, node: Option<NodeIdx>, field: impl Into<String>, reason: impl Into<String>) {
+    pub fn problem(
+        &mut self,
+        node: Option<NodeIdx>,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) {
         let node = node.map(|i| self.nodes[i as usize].id.clone());
         self.problems.push(Problem {
             file: self.file.clone(),
@@ -63,11 +68,15 @@ impl Builder<'_> {
         });
     }
 
-    fn alloc(&mut self, id: String, parent: Option<NodeIdx>) -> Option<NodeIdx> {
+    pub(super) fn alloc(&mut self, id: String, parent: Option<NodeIdx>) -> Option<NodeIdx> {
         if self.nodes.len() >= MAX_NODES {
             if !self.too_big {
                 self.too_big = true;
-                self.problem(None, "nodes", format!("the workflow compiles to more than {MAX_NODES} nodes"));
+                self.problem(
+                    None,
+                    "nodes",
+                    format!("the workflow compiles to more than {MAX_NODES} nodes"),
+                );
             }
             return None;
         }
@@ -105,8 +114,20 @@ pub(super) fn compile_workflow(
         wf_stack: vec![name.to_string()],
         too_big: false,
     };
-    let interface = interface_of(template.interface.as_ref(), &entity.origin, &b.entity, &mut b.problems);
-    let (roots, scope) = b.build_scope(template, "", None, Source::Inputs(None), interface.inputs.clone(), 0);
+    let interface = interface_of(
+        template.interface.as_ref(),
+        &entity.origin,
+        &b.entity,
+        &mut b.problems,
+    );
+    let (roots, scope) = b.build_scope(
+        template,
+        "",
+        None,
+        Source::Inputs(None),
+        interface.inputs.clone(),
+        0,
+    );
     let mut pending = Vec::new();
     let outputs = b.bind_outputs(template, &interface, &scope, &mut pending);
     let failure_node = template.failure_node.as_ref().and_then(|f| {
@@ -117,7 +138,10 @@ pub(super) fn compile_workflow(
     });
     b.run_checks(&scope, pending);
     let failure_policy = failure_policy(template);
-    let interruptible = template.metadata_defaults.as_ref().is_some_and(|d| d.interruptible);
+    let interruptible = template
+        .metadata_defaults
+        .as_ref()
+        .is_some_and(|d| d.interruptible);
     if !b.problems.is_empty() {
         return Err(b.problems);
     }
@@ -133,16 +157,18 @@ pub(super) fn compile_workflow(
     })
 }
 
-fn failure_policy(t: &WorkflowTemplate) -> FailurePolicy {
+pub(super) fn failure_policy(t: &WorkflowTemplate) -> FailurePolicy {
     match t.metadata.as_ref().map(|m| m.on_failure()) {
-        Some(OnFailurePolicy::FailAfterExecutableNodesComplete) => FailurePolicy::FailAfterExecutableNodesComplete,
+        Some(OnFailurePolicy::FailAfterExecutableNodesComplete) => {
+            FailurePolicy::FailAfterExecutableNodesComplete
+        }
         _ => FailurePolicy::FailImmediately,
     }
 }
 
 impl Builder<'_> {
     /// Builds the nodes of `template` as one scope; returns its top-level nodes and the scope.
-    fn build_scope(
+    pub(super) fn build_scope(
         &mut self,
         template: &WorkflowTemplate,
         prefix: &str,
@@ -191,7 +217,11 @@ impl Builder<'_> {
                         refs.insert(*u);
                     }
                     None if up == "start-node" => {}
-                    None => self.problem(Some(idx), "upstream_node_ids", format!("node `{up}` does not exist")),
+                    None => self.problem(
+                        Some(idx),
+                        "upstream_node_ids",
+                        format!("node `{up}` does not exist"),
+                    ),
                 }
             }
             self.nodes[idx as usize].upstream = refs.into_iter().collect();
@@ -206,37 +236,6 @@ impl Builder<'_> {
         (children, scope)
     }
 
-    fn check_cycles(&mut self, children: &[NodeIdx]) {
-        let mut indegree: HashMap<NodeIdx, usize> = children
-            .iter()
-            .map(|&c| (c, self.nodes[c as usize].upstream.len()))
-            .collect();
-        let mut ready: Vec<NodeIdx> = children.iter().copied().filter(|c| indegree[c] == 0).collect();
-        let mut done = 0;
-        while let Some(n) = ready.pop() {
-            done += 1;
-            for &d in &self.nodes[n as usize].downstream {
-                if let Some(k) = indegree.get_mut(&d) {
-                    *k -= 1;
-                    if *k == 0 {
-                        ready.push(d);
-                    }
-                }
-            }
-        }
-        if done < children.len() {
-            let mut stuck: Vec<String> = children
-                .iter()
-                .filter(|c| indegree[c] > 0)
-                .map(|&c| self.nodes[c as usize].id.clone())
-                .collect();
-            stuck.sort();
-            let first = children.iter().copied().find(|c| indegree[c] > 0);
-            self.problem(first, "upstream", format!("dependency cycle among nodes {}", stuck.join(", ")));
-        }
-    }
-
-    /// Fills node `idx` from `node`; promises resolve in `scope` and the nodes they name go into `refs`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn fill_node(
         &mut self,
@@ -249,7 +248,11 @@ impl Builder<'_> {
         depth: usize,
     ) {
         if depth > MAX_DEPTH {
-            self.problem(Some(idx), "", format!("nested deeper than {MAX_DEPTH} levels"));
+            self.problem(
+                Some(idx),
+                "",
+                format!("nested deeper than {MAX_DEPTH} levels"),
+            );
             return;
         }
         self.nodes[idx as usize].metadata = node.metadata.clone().unwrap_or_default();
@@ -260,13 +263,19 @@ impl Builder<'_> {
         let mut late = None;
         let kind = match &node.target {
             None => {
-                self.problem(Some(idx), "target", "the node has no target (task, workflow, branch, gate or array)");
+                self.problem(
+                    Some(idx),
+                    "target",
+                    "the node has no target (task, workflow, branch, gate or array)",
+                );
                 self.unknown_outputs.insert(idx);
                 return;
             }
             Some(Target::TaskNode(t)) => {
                 let name = match &t.reference {
-                    Some(updraft_proto::core::task_node::Reference::ReferenceId(r)) => r.name.clone(),
+                    Some(updraft_proto::core::task_node::Reference::ReferenceId(r)) => {
+                        r.name.clone()
+                    }
                     None => String::new(),
                 };
                 match self.compiled.tasks.get(&name) {
@@ -277,7 +286,11 @@ impl Builder<'_> {
                     None => {
                         self.unknown_outputs.insert(idx);
                         if !self.pkg.tasks.contains_key(&name) {
-                            self.problem(Some(idx), "task_node.reference_id", missing("task", &name));
+                            self.problem(
+                                Some(idx),
+                                "task_node.reference_id",
+                                missing("task", &name),
+                            );
                         }
                     }
                 }
@@ -294,16 +307,26 @@ impl Builder<'_> {
                         None => {
                             self.unknown_outputs.insert(idx);
                             if !self.pkg.launch_plans.contains_key(&r.name) {
-                                self.problem(Some(idx), "workflow_node.launchplan_ref", missing("launch plan", &r.name));
+                                self.problem(
+                                    Some(idx),
+                                    "workflow_node.launchplan_ref",
+                                    missing("launch plan", &r.name),
+                                );
                             }
                         }
                     }
-                    NodeKind::LaunchPlan { launch_plan: r.name.clone() }
+                    NodeKind::LaunchPlan {
+                        launch_plan: r.name.clone(),
+                    }
                 }
                 Some(updraft_proto::core::workflow_node::Reference::SubWorkflowRef(r)) => {
                     let Some(sub) = self.pkg.workflows.get(&r.name) else {
                         self.unknown_outputs.insert(idx);
-                        self.problem(Some(idx), "workflow_node.sub_workflow_ref", missing("workflow", &r.name));
+                        self.problem(
+                            Some(idx),
+                            "workflow_node.sub_workflow_ref",
+                            missing("workflow", &r.name),
+                        );
                         return;
                     };
                     if self.wf_stack.contains(&r.name) {
@@ -311,19 +334,34 @@ impl Builder<'_> {
                         self.problem(
                             Some(idx),
                             "workflow_node.sub_workflow_ref",
-                            format!("workflow `{}` calls itself (through {})", r.name, self.wf_stack.join(" → ")),
+                            format!(
+                                "workflow `{}` calls itself (through {})",
+                                r.name,
+                                self.wf_stack.join(" → ")
+                            ),
                         );
                         return;
                     }
                     let mut scratch = Vec::new();
-                    let iface = interface_of(sub.template.interface.as_ref(), &sub.origin, "", &mut scratch);
+                    let iface = interface_of(
+                        sub.template.interface.as_ref(),
+                        &sub.origin,
+                        "",
+                        &mut scratch,
+                    );
                     expected = Some(iface.inputs.clone());
                     self.nodes[idx as usize].outputs = iface.outputs.clone();
                     late = Some((r.name.clone(), sub.template.clone(), iface));
-                    NodeKind::Task { task: String::new() }
+                    NodeKind::Task {
+                        task: String::new(),
+                    }
                 }
                 None => {
-                    self.problem(Some(idx), "workflow_node.reference", "the workflow node references nothing");
+                    self.problem(
+                        Some(idx),
+                        "workflow_node.reference",
+                        "the workflow node references nothing",
+                    );
                     self.unknown_outputs.insert(idx);
                     return;
                 }
@@ -334,29 +372,53 @@ impl Builder<'_> {
                     return;
                 };
                 let mut cases = Vec::new();
-                let blocks = ie.case.iter().map(|b| &**b).chain(ie.other.iter()).enumerate();
+                let blocks = ie
+                    .case
+                    .iter()
+                    .map(|b| &**b)
+                    .chain(ie.other.iter())
+                    .enumerate();
                 let mut case_outputs: Vec<BTreeMap<String, LiteralType>> = Vec::new();
                 let mut any_unknown = false;
                 for (i, block) in blocks {
-                    let field = if i == 0 { "branch_node.if_else.case".to_string() } else { format!("branch_node.if_else.other[{}]", i - 1) };
+                    let field = if i == 0 {
+                        "branch_node.if_else.case".to_string()
+                    } else {
+                        format!("branch_node.if_else.other[{}]", i - 1)
+                    };
                     let Some(cond) = &block.condition else {
-                        self.problem(Some(idx), format!("{field}.condition"), "the case has no condition");
+                        self.problem(
+                            Some(idx),
+                            format!("{field}.condition"),
+                            "the case has no condition",
+                        );
                         continue;
                     };
                     let Some(then) = &block.then_node else {
-                        self.problem(Some(idx), format!("{field}.then_node"), "the case has no node");
+                        self.problem(
+                            Some(idx),
+                            format!("{field}.then_node"),
+                            "the case has no node",
+                        );
                         continue;
                     };
-                    let vars: BTreeSet<String> = node.inputs.iter().map(|b| b.var.clone()).collect();
+                    let vars: BTreeSet<String> =
+                        node.inputs.iter().map(|b| b.var.clone()).collect();
                     self.check_condition(idx, &format!("{field}.condition"), cond, &vars, 0);
-                    if let Some(child) = self.child(&id, then, idx, scope, prefix, refs, pending, depth) {
+                    if let Some(child) =
+                        self.child(&id, then, idx, scope, prefix, refs, pending, depth)
+                    {
                         any_unknown |= self.unknown_outputs.contains(&child);
                         case_outputs.push(self.nodes[child as usize].outputs.clone());
                         cases.push((cond.clone(), child));
                     }
                 }
                 if cases.is_empty() && ie.case.is_none() {
-                    self.problem(Some(idx), "branch_node.if_else.case", "the branch has no first case");
+                    self.problem(
+                        Some(idx),
+                        "branch_node.if_else.case",
+                        "the branch has no first case",
+                    );
                 }
                 let otherwise = match &ie.default {
                     Some(if_else_block::Default::ElseNode(e)) => {
@@ -385,32 +447,63 @@ impl Builder<'_> {
                 Some(gate_node::Condition::Sleep(s)) => {
                     let d = s.duration.unwrap_or_default();
                     if d.seconds < 0 || d.nanos < 0 {
-                        self.problem(Some(idx), "gate_node.sleep.duration", "a sleep cannot be negative");
+                        self.problem(
+                            Some(idx),
+                            "gate_node.sleep.duration",
+                            "a sleep cannot be negative",
+                        );
                     }
                     expected = Some(BTreeMap::new());
-                    NodeKind::Gate(Gate::Sleep(std::time::Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)))
+                    NodeKind::Gate(Gate::Sleep(std::time::Duration::new(
+                        d.seconds.max(0) as u64,
+                        d.nanos.max(0) as u32,
+                    )))
                 }
                 Some(gate_node::Condition::Approve(a)) => {
                     if a.signal_id.is_empty() {
-                        self.problem(Some(idx), "gate_node.approve.signal_id", "an approval needs a signal id");
+                        self.problem(
+                            Some(idx),
+                            "gate_node.approve.signal_id",
+                            "an approval needs a signal id",
+                        );
                     }
-                    NodeKind::Gate(Gate::Approve { signal_id: a.signal_id.clone() })
+                    NodeKind::Gate(Gate::Approve {
+                        signal_id: a.signal_id.clone(),
+                    })
                 }
                 Some(gate_node::Condition::Signal(s)) => {
                     if s.signal_id.is_empty() {
-                        self.problem(Some(idx), "gate_node.signal.signal_id", "a signal needs an id");
+                        self.problem(
+                            Some(idx),
+                            "gate_node.signal.signal_id",
+                            "a signal needs an id",
+                        );
                     }
                     let Some(t) = s.r#type.clone().filter(|t| t.r#type.is_some()) else {
                         self.problem(Some(idx), "gate_node.signal.type", "a signal needs a type");
                         return;
                     };
-                    let output = if s.output_variable_name.is_empty() { "o0".to_string() } else { s.output_variable_name.clone() };
-                    self.nodes[idx as usize].outputs.insert(output.clone(), t.clone());
+                    let output = if s.output_variable_name.is_empty() {
+                        "o0".to_string()
+                    } else {
+                        s.output_variable_name.clone()
+                    };
+                    self.nodes[idx as usize]
+                        .outputs
+                        .insert(output.clone(), t.clone());
                     expected = Some(BTreeMap::new());
-                    NodeKind::Gate(Gate::Signal { signal_id: s.signal_id.clone(), r#type: t, output })
+                    NodeKind::Gate(Gate::Signal {
+                        signal_id: s.signal_id.clone(),
+                        r#type: Box::new(t),
+                        output,
+                    })
                 }
                 None => {
-                    self.problem(Some(idx), "gate_node.condition", "the gate has no condition");
+                    self.problem(
+                        Some(idx),
+                        "gate_node.condition",
+                        "the gate has no condition",
+                    );
                     return;
                 }
             },
@@ -423,7 +516,10 @@ impl Builder<'_> {
             },
         };
         self.nodes[idx as usize].kind = kind;
-        let is_approve = matches!(self.nodes[idx as usize].kind, NodeKind::Gate(Gate::Approve { .. }));
+        let is_approve = matches!(
+            self.nodes[idx as usize].kind,
+            NodeKind::Gate(Gate::Approve { .. })
+        );
         // Bindings, resolved in the enclosing scope.
         let mut seen = BTreeSet::new();
         for b in &node.inputs {
@@ -436,24 +532,38 @@ impl Builder<'_> {
                 self.problem(Some(idx), field, "the binding has no value");
                 continue;
             };
-            let Some(value) = self.convert(data, scope, refs, idx, &field, 0) else { continue };
-            match expected.as_ref() {
-                Some(exp) => match exp.get(&b.var) {
+            let Some(value) = self.convert(data, scope, refs, idx, &field, 0) else {
+                continue;
+            };
+            if let Some(exp) = expected.as_ref() {
+                match exp.get(&b.var) {
                     Some(t) => {
-                        self.nodes[idx as usize].input_types.insert(b.var.clone(), t.clone());
-                        pending.push(PendingCheck { node: Some(idx), field, value: value.clone(), expected: t.clone() });
+                        self.nodes[idx as usize]
+                            .input_types
+                            .insert(b.var.clone(), t.clone());
+                        pending.push(PendingCheck {
+                            node: Some(idx),
+                            field,
+                            value: value.clone(),
+                            expected: t.clone(),
+                        });
                     }
                     None => self.problem(Some(idx), field, "no such input"),
-                },
-                None => {}
+                }
             }
             self.nodes[idx as usize].inputs.push((b.var.clone(), value));
         }
         if let Some(exp) = &expected {
             for (var, t) in exp {
-                let must = required.as_ref().map_or(!types::admits_none(t), |r| r.contains(var));
+                let must = required
+                    .as_ref()
+                    .map_or(!types::admits_none(t), |r| r.contains(var));
                 if must && !seen.contains(var) {
-                    self.problem(Some(idx), format!("inputs.{var}"), format!("input `{var}` ({}) is not bound", types::display(t)));
+                    self.problem(
+                        Some(idx),
+                        format!("inputs.{var}"),
+                        format!("input `{var}` ({}) is not bound", types::display(t)),
+                    );
                 }
             }
         }
@@ -465,165 +575,6 @@ impl Builder<'_> {
         if let Some((name, template, iface)) = late {
             self.inline(idx, &name, &template, &iface, depth);
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn child(
-        &mut self,
-        parent_id: &str,
-        node: &ProtoNode,
-        parent: NodeIdx,
-        scope: &Scope,
-        prefix: &str,
-        refs: &mut BTreeSet<NodeIdx>,
-        pending: &mut Vec<PendingCheck>,
-        depth: usize,
-    ) -> Option<NodeIdx> {
-        let child = self.alloc(format!("{parent_id}-{}", node.id), Some(parent))?;
-        if node.id.is_empty() {
-            self.problem(Some(child), "id", "the node has no id");
-        }
-        self.fill_node(node, child, scope, prefix, refs, pending, depth + 1);
-        for up in &node.upstream_node_ids {
-            if let Some(u) = scope.ids.get(up) {
-                refs.insert(*u);
-            }
-        }
-        Some(child)
-    }
-
-    fn inline(&mut self, idx: NodeIdx, name: &str, template: &WorkflowTemplate, iface: &Interface, depth: usize) {
-        self.wf_stack.push(name.to_string());
-        let prefix = format!("{}-", self.nodes[idx as usize].id);
-        let (children, scope) = self.build_scope(template, &prefix, Some(idx), Source::Inputs(Some(idx)), iface.inputs.clone(), depth + 1);
-        let mut pending = Vec::new();
-        let label = format!("{} (subworkflow {name})", self.entity);
-        let saved = std::mem::replace(&mut self.entity, label);
-        let outputs = self.bind_outputs(template, iface, &scope, &mut pending);
-        self.run_checks(&scope, pending);
-        self.entity = saved;
-        self.wf_stack.pop();
-        self.nodes[idx as usize].kind = NodeKind::Subworkflow {
-            workflow: name.to_string(),
-            children,
-            outputs,
-            failure_policy: failure_policy(template),
-        };
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn array(
-        &mut self,
-        a: &updraft_proto::core::ArrayNode,
-        idx: NodeIdx,
-        scope: &Scope,
-        prefix: &str,
-        refs: &mut BTreeSet<NodeIdx>,
-        depth: usize,
-    ) -> Option<(NodeKind, Option<BTreeMap<String, LiteralType>>)> {
-        let Some(sub) = &a.node else {
-            self.problem(Some(idx), "array_node.node", "the array node has no sub-node");
-            return None;
-        };
-        if !matches!(sub.target, Some(Target::TaskNode(_))) {
-            self.problem(Some(idx), "array_node.node", "the array sub-node must run a task");
-            return None;
-        }
-        let id = self.nodes[idx as usize].id.clone();
-        let mut sub_pending = Vec::new();
-        let child = self.child(&id, sub, idx, scope, prefix, refs, &mut sub_pending, depth)?;
-        let success = match a.success_criteria {
-            Some(array_node::SuccessCriteria::MinSuccesses(n)) => SuccessCriteria::MinSuccesses(n),
-            Some(array_node::SuccessCriteria::MinSuccessRatio(r)) => {
-                if !(0.0..=1.0).contains(&r) {
-                    self.problem(Some(idx), "array_node.min_success_ratio", format!("{r} is not between 0 and 1"));
-                }
-                if r >= 1.0 { SuccessCriteria::All } else { SuccessCriteria::MinSuccessRatio(r) }
-            }
-            None => SuccessCriteria::All,
-        };
-        let parallelism = match a.parallelism_option {
-            Some(array_node::ParallelismOption::Parallelism(0)) | None => None,
-            Some(array_node::ParallelismOption::Parallelism(p)) => Some(p),
-        };
-        let original = a.is_original_sub_node_interface.unwrap_or(false);
-        let bound: BTreeSet<&String> = a.bound_inputs.iter().collect();
-        let task_iface = match &self.nodes[child as usize].kind {
-            NodeKind::Task { task } => self.compiled.tasks.get(task).map(|t| t.interface.clone()),
-            _ => None,
-        };
-        let (expected, mapped) = match task_iface {
-            None => {
-                self.unknown_outputs.insert(idx);
-                (None, Vec::new())
-            }
-            Some(iface) if original => {
-                let partial = success != SuccessCriteria::All;
-                self.nodes[idx as usize].outputs = iface
-                    .outputs
-                    .iter()
-                    .map(|(k, t)| (k.clone(), types::list_of(if partial { types::optional(t.clone()) } else { t.clone() })))
-                    .collect();
-                let mapped: Vec<String> = iface.inputs.keys().filter(|k| !bound.contains(k)).cloned().collect();
-                let exp = iface
-                    .inputs
-                    .iter()
-                    .map(|(k, t)| (k.clone(), if bound.contains(k) { t.clone() } else { types::list_of(t.clone()) }))
-                    .collect();
-                (Some(exp), mapped)
-            }
-            Some(iface) => {
-                self.nodes[idx as usize].outputs = iface.outputs.clone();
-                let mapped = iface
-                    .inputs
-                    .iter()
-                    .filter(|(k, t)| !bound.contains(k) && types::element(t).is_some())
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                (Some(iface.inputs), mapped)
-            }
-        };
-        if mapped.is_empty() && expected.is_some() {
-            self.problem(Some(idx), "array_node", "the array has no list input to map over");
-        }
-        // The sub-node repeats the array node's bindings; they are checked once, on the array node
-        // (`sub_pending` is dropped on purpose).
-        Some((
-            NodeKind::Array { sub: child, parallelism, success, mapped, original_interface: original },
-            expected,
-        ))
-    }
-
-    fn bind_outputs(
-        &mut self,
-        template: &WorkflowTemplate,
-        iface: &Interface,
-        scope: &Scope,
-        pending: &mut Vec<PendingCheck>,
-    ) -> Vec<(String, BindingValue)> {
-        let mut out = Vec::new();
-        let mut refs = BTreeSet::new();
-        for b in &template.outputs {
-            let field = format!("outputs.{}", b.var);
-            let Some(t) = iface.outputs.get(&b.var) else {
-                self.problem(None, field, "not an output of the workflow's interface");
-                continue;
-            };
-            let Some(data) = &b.binding else {
-                self.problem(None, field, "the binding has no value");
-                continue;
-            };
-            if let Some(v) = self.convert_unowned(data, scope, &mut refs, &field) {
-                pending.push(PendingCheck { node: None, field, value: v.clone(), expected: t.clone() });
-                out.push((b.var.clone(), v));
-            }
-        }
-        for var in iface.outputs.keys() {
-            if !template.outputs.iter().any(|b| &b.var == var) {
-                self.problem(None, format!("outputs.{var}"), "the workflow output is not bound");
-            }
-        }
-        out
     }
 }
 

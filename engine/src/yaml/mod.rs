@@ -3,8 +3,11 @@
 //! The format is documented in `docs/yaml.md` with a JSON Schema in `docs/updraft-workflow.schema.json`.
 
 mod convert;
+mod infer;
+mod node;
 mod plugins;
 mod refs;
+mod task;
 
 use std::collections::BTreeMap;
 
@@ -438,7 +441,11 @@ fn too_deep(text: &str) -> Option<(usize, usize)> {
 /// Parses and converts an Updraft YAML file into a package.
 pub fn load(file: &str, text: &str) -> Result<Package, Problems> {
     if let Some((line, col)) = too_deep(text) {
-        return Err(Problem::file(file, format!("YAML: nested deeper than {MAX_FLOW_DEPTH} levels at line {line} column {col}")).into());
+        return Err(Problem::file(
+            file,
+            format!("YAML: nested deeper than {MAX_FLOW_DEPTH} levels at line {line} column {col}"),
+        )
+        .into());
     }
     let parsed: File = serde_norway::from_str(text).map_err(|e| {
         let msg = e.to_string();
@@ -450,7 +457,14 @@ pub fn load(file: &str, text: &str) -> Result<Package, Problems> {
         Problem::file(file, format!("YAML: {msg}{hint}"))
     })?;
     if parsed.version != VERSION {
-        return Err(Problem::file(file, format!("version {} is not supported (this build reads version {VERSION})", parsed.version)).into());
+        return Err(Problem::file(
+            file,
+            format!(
+                "version {} is not supported (this build reads version {VERSION})",
+                parsed.version
+            ),
+        )
+        .into());
     }
     convert::to_package(file, &parsed)
 }

@@ -23,7 +23,9 @@ fn to_pvalue(v: &Value) -> PValue {
         Value::Bool(b) => Kind::BoolValue(*b),
         Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
         Value::String(s) => Kind::StringValue(s.clone()),
-        Value::Array(a) => Kind::ListValue(ListValue { values: a.iter().map(to_pvalue).collect() }),
+        Value::Array(a) => Kind::ListValue(ListValue {
+            values: a.iter().map(to_pvalue).collect(),
+        }),
         Value::Object(m) => Kind::StructValue(Struct {
             fields: m.iter().map(|(k, v)| (k.clone(), to_pvalue(v))).collect(),
         }),
@@ -61,7 +63,10 @@ pub struct BatchDef {
 impl BatchDef {
     /// The custom Struct (AWSBatchConfig) and the platform capability for the task config.
     pub fn custom(&self) -> (Value, String) {
-        let platform = self.platform_capabilities.clone().unwrap_or_else(|| "EC2".into());
+        let platform = self
+            .platform_capabilities
+            .clone()
+            .unwrap_or_else(|| "EC2".into());
         let v = json!({
             "parameters": self.parameters,
             "schedulingPriority": self.scheduling_priority,
@@ -106,7 +111,11 @@ impl ReplicaDef {
                 "never" => "RESTART_POLICY_NEVER",
                 "on_failure" => "RESTART_POLICY_ON_FAILURE",
                 "always" => "RESTART_POLICY_ALWAYS",
-                other => return Err(format!("restart_policy `{other}` is not never, on_failure or always")),
+                other => {
+                    return Err(format!(
+                        "restart_policy `{other}` is not never, on_failure or always"
+                    ));
+                }
             };
             m.insert("restartPolicy".into(), json!(name));
         }
@@ -174,12 +183,22 @@ impl RunPolicyDef {
             Some("none") => Some("CLEANPOD_POLICY_NONE"),
             Some("running") => Some("CLEANPOD_POLICY_RUNNING"),
             Some("all") => Some("CLEANPOD_POLICY_ALL"),
-            Some(o) => return Err(format!("clean_pod_policy `{o}` is not none, running or all")),
+            Some(o) => {
+                return Err(format!(
+                    "clean_pod_policy `{o}` is not none, running or all"
+                ));
+            }
         };
         let mut m = Map::new();
         m.insert("cleanPodPolicy".into(), json!(policy));
-        m.insert("ttlSecondsAfterFinished".into(), json!(self.ttl_seconds_after_finished));
-        m.insert("activeDeadlineSeconds".into(), json!(self.active_deadline_seconds));
+        m.insert(
+            "ttlSecondsAfterFinished".into(),
+            json!(self.ttl_seconds_after_finished),
+        );
+        m.insert(
+            "activeDeadlineSeconds".into(),
+            json!(self.active_deadline_seconds),
+        );
         m.insert("backoffLimit".into(), json!(self.backoff_limit));
         Ok(compact(m))
     }
@@ -227,16 +246,25 @@ impl PyTorchDef {
         if let Some(e) = &self.elastic {
             let (min, max) = match &e.nnodes {
                 Value::Number(n) => {
-                    let n = n.as_u64().ok_or("elastic.nnodes must be a positive number or `min:max`")?;
+                    let n = n
+                        .as_u64()
+                        .ok_or("elastic.nnodes must be a positive number or `min:max`")?;
                     (n, n)
                 }
                 Value::String(s) => match s.split_once(':') {
                     Some((a, b)) => (
-                        a.trim().parse().map_err(|_| format!("elastic.nnodes `{s}` is not min:max"))?,
-                        b.trim().parse().map_err(|_| format!("elastic.nnodes `{s}` is not min:max"))?,
+                        a.trim()
+                            .parse()
+                            .map_err(|_| format!("elastic.nnodes `{s}` is not min:max"))?,
+                        b.trim()
+                            .parse()
+                            .map_err(|_| format!("elastic.nnodes `{s}` is not min:max"))?,
                     ),
                     None => {
-                        let n = s.trim().parse().map_err(|_| format!("elastic.nnodes `{s}` is not a number"))?;
+                        let n = s
+                            .trim()
+                            .parse()
+                            .map_err(|_| format!("elastic.nnodes `{s}` is not a number"))?;
                         (n, n)
                     }
                 },
@@ -245,7 +273,10 @@ impl PyTorchDef {
             if min == 0 || min > max {
                 return Err(format!("elastic.nnodes {min}:{max} is not a valid range"));
             }
-            m.insert("workerReplicas".into(), json!({"replicas": min, "resources": {}}));
+            m.insert(
+                "workerReplicas".into(),
+                json!({"replicas": min, "resources": {}}),
+            );
             m.insert(
                 "elasticConfig".into(),
                 json!({
@@ -257,8 +288,20 @@ impl PyTorchDef {
                 }),
             );
         } else {
-            m.insert("masterReplicas".into(), self.master.as_ref().unwrap_or(&ReplicaDef::default()).to_json(Some(1))?);
-            m.insert("workerReplicas".into(), self.workers.as_ref().unwrap_or(&ReplicaDef::default()).to_json(Some(1))?);
+            m.insert(
+                "masterReplicas".into(),
+                self.master
+                    .as_ref()
+                    .unwrap_or(&ReplicaDef::default())
+                    .to_json(Some(1))?,
+            );
+            m.insert(
+                "workerReplicas".into(),
+                self.workers
+                    .as_ref()
+                    .unwrap_or(&ReplicaDef::default())
+                    .to_json(Some(1))?,
+            );
         }
         if let Some(r) = &self.run_policy {
             m.insert("runPolicy".into(), r.to_json()?);
@@ -293,10 +336,22 @@ impl TensorFlowDef {
     pub fn custom(&self) -> Result<Value, String> {
         let d = ReplicaDef::default();
         let mut m = Map::new();
-        m.insert("chiefReplicas".into(), self.chief.as_ref().unwrap_or(&d).to_json(None)?);
-        m.insert("workerReplicas".into(), self.workers.as_ref().unwrap_or(&d).to_json(Some(1))?);
-        m.insert("psReplicas".into(), self.ps.as_ref().unwrap_or(&d).to_json(None)?);
-        m.insert("evaluatorReplicas".into(), self.evaluator.as_ref().unwrap_or(&d).to_json(None)?);
+        m.insert(
+            "chiefReplicas".into(),
+            self.chief.as_ref().unwrap_or(&d).to_json(None)?,
+        );
+        m.insert(
+            "workerReplicas".into(),
+            self.workers.as_ref().unwrap_or(&d).to_json(Some(1))?,
+        );
+        m.insert(
+            "psReplicas".into(),
+            self.ps.as_ref().unwrap_or(&d).to_json(None)?,
+        );
+        m.insert(
+            "evaluatorReplicas".into(),
+            self.evaluator.as_ref().unwrap_or(&d).to_json(None)?,
+        );
         if let Some(r) = &self.run_policy {
             m.insert("runPolicy".into(), r.to_json()?);
         }
@@ -327,8 +382,14 @@ impl MpiDef {
     pub fn custom(&self) -> Result<Value, String> {
         let d = ReplicaDef::default();
         let mut m = Map::new();
-        m.insert("launcherReplicas".into(), self.launcher.as_ref().unwrap_or(&d).to_json(Some(1))?);
-        m.insert("workerReplicas".into(), self.workers.as_ref().unwrap_or(&d).to_json(Some(1))?);
+        m.insert(
+            "launcherReplicas".into(),
+            self.launcher.as_ref().unwrap_or(&d).to_json(Some(1))?,
+        );
+        m.insert(
+            "workerReplicas".into(),
+            self.workers.as_ref().unwrap_or(&d).to_json(Some(1))?,
+        );
         m.insert("slots".into(), json!(self.slots.unwrap_or(1)));
         if let Some(r) = &self.run_policy {
             m.insert("runPolicy".into(), r.to_json()?);
@@ -369,18 +430,33 @@ impl SparkDef {
             Some("java") => Some("JAVA"),
             Some("scala") => Some("SCALA"),
             Some("r") => Some("R"),
-            Some(o) => return Err(format!("application_type `{o}` is not python, java, scala or r")),
+            Some(o) => {
+                return Err(format!(
+                    "application_type `{o}` is not python, java, scala or r"
+                ));
+            }
         };
         let mut m = Map::new();
         m.insert("applicationType".into(), json!(app));
         m.insert(
             "mainApplicationFile".into(),
-            json!(self.main_application_file.clone().unwrap_or_else(|| "local:///opt/venv/bin/entrypoint.py".into())),
+            json!(
+                self.main_application_file
+                    .clone()
+                    .unwrap_or_else(|| "local:///opt/venv/bin/entrypoint.py".into())
+            ),
         );
         m.insert("mainClass".into(), json!(self.main_class));
         m.insert("sparkConf".into(), json!(self.spark_conf));
         m.insert("hadoopConf".into(), json!(self.hadoop_conf));
-        m.insert("executorPath".into(), json!(self.executor_path.clone().unwrap_or_else(|| "/opt/venv/bin/python3".into())));
+        m.insert(
+            "executorPath".into(),
+            json!(
+                self.executor_path
+                    .clone()
+                    .unwrap_or_else(|| "/opt/venv/bin/python3".into())
+            ),
+        );
         Ok(compact(m))
     }
 }
@@ -518,9 +594,15 @@ pub struct HiveDriverDef {
 impl EmrServerlessDef {
     /// The custom Struct as flytekit's EMRServerless config writes it.
     pub fn custom(&self) -> Result<Value, String> {
-        let app_type = self.application_type.clone().unwrap_or_else(|| "SPARK".into()).to_ascii_uppercase();
+        let app_type = self
+            .application_type
+            .clone()
+            .unwrap_or_else(|| "SPARK".into())
+            .to_ascii_uppercase();
         if app_type != "SPARK" && app_type != "HIVE" {
-            return Err(format!("application_type `{app_type}` is not SPARK or HIVE"));
+            return Err(format!(
+                "application_type `{app_type}` is not SPARK or HIVE"
+            ));
         }
         if self.application_id.is_none() && self.application_name.is_none() {
             return Err("emr_serverless needs application_id or application_name".into());
@@ -530,18 +612,37 @@ impl EmrServerlessDef {
         m.insert("application_id".into(), json!(self.application_id));
         m.insert("application_name".into(), json!(self.application_name));
         m.insert("application_type".into(), json!(app_type));
-        m.insert("release_label".into(), json!(self.release_label.clone().unwrap_or_else(|| "emr-7.0.0".into())));
+        m.insert(
+            "release_label".into(),
+            json!(
+                self.release_label
+                    .clone()
+                    .unwrap_or_else(|| "emr-7.0.0".into())
+            ),
+        );
         m.insert("region".into(), json!(self.region));
-        m.insert("execution_timeout_minutes".into(), json!(self.execution_timeout_minutes.unwrap_or(60)));
-        m.insert("spark_submit_parameters".into(), json!(self.spark_submit_parameters));
-        m.insert("configuration_overrides".into(), self.configuration_overrides.clone().unwrap_or(Value::Null));
+        m.insert(
+            "execution_timeout_minutes".into(),
+            json!(self.execution_timeout_minutes.unwrap_or(60)),
+        );
+        m.insert(
+            "spark_submit_parameters".into(),
+            json!(self.spark_submit_parameters),
+        );
+        m.insert(
+            "configuration_overrides".into(),
+            self.configuration_overrides.clone().unwrap_or(Value::Null),
+        );
         if let Some(d) = &self.spark_job_driver {
             let mut s = Map::new();
             s.insert("entryPoint".into(), json!(d.entry_point));
             if !d.entry_point_arguments.is_empty() {
                 s.insert("entryPointArguments".into(), json!(d.entry_point_arguments));
             }
-            s.insert("sparkSubmitParameters".into(), json!(d.spark_submit_parameters));
+            s.insert(
+                "sparkSubmitParameters".into(),
+                json!(d.spark_submit_parameters),
+            );
             m.insert("spark_job_driver".into(), compact(s));
         }
         if let Some(d) = &self.hive_job_driver {

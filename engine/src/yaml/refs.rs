@@ -44,11 +44,15 @@ pub fn parse_reference(text: &str) -> Result<Option<Reference>, String> {
     }
     let Some(body) = t.strip_prefix("${").and_then(|r| r.strip_suffix('}')) else {
         if text.contains("${") && !text.contains("$${") {
-            return Err(format!("`{text}`: a reference must be the whole value, like ${{node.output}}"));
+            return Err(format!(
+                "`{text}`: a reference must be the whole value, like ${{node.output}}"
+            ));
         }
         return Ok(None);
     };
-    parse_body(body.trim()).map(Some).map_err(|e| format!("`{text}`: {e}"))
+    parse_body(body.trim())
+        .map(Some)
+        .map_err(|e| format!("`{text}`: {e}"))
 }
 
 fn parse_body(body: &str) -> Result<Reference, String> {
@@ -60,24 +64,37 @@ fn parse_body(body: &str) -> Result<Reference, String> {
     while !rest.is_empty() {
         if let Some(r) = rest.strip_prefix('[') {
             let end = r.find(']').ok_or("unclosed `[`")?;
-            let i: i32 = r[..end].trim().parse().map_err(|_| format!("`[{}]` is not an index", &r[..end]))?;
-            parts.push(PromiseAttribute { value: Some(promise_attribute::Value::IntValue(i)) });
+            let i: i32 = r[..end]
+                .trim()
+                .parse()
+                .map_err(|_| format!("`[{}]` is not an index", &r[..end]))?;
+            parts.push(PromiseAttribute {
+                value: Some(promise_attribute::Value::IntValue(i)),
+            });
             rest = &r[end + 1..];
             continue;
         }
         if !first {
-            rest = rest.strip_prefix('.').ok_or_else(|| format!("unexpected `{rest}`"))?;
+            rest = rest
+                .strip_prefix('.')
+                .ok_or_else(|| format!("unexpected `{rest}`"))?;
         }
         first = false;
         let end = rest.find(['.', '[']).unwrap_or(rest.len());
         let name = &rest[..end];
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return Err(format!("`{name}` is not a name"));
         }
         if names.len() < 3 && parts.is_empty() {
             names.push(name.to_string());
         } else {
-            parts.push(PromiseAttribute { value: Some(promise_attribute::Value::StringValue(name.to_string())) });
+            parts.push(PromiseAttribute {
+                value: Some(promise_attribute::Value::StringValue(name.to_string())),
+            });
         }
         rest = &rest[end..];
     }
@@ -87,12 +104,18 @@ fn parse_body(body: &str) -> Result<Reference, String> {
         [a, n, v] if a == "nodes" => (Some(n.clone()), v.clone(), vec![]),
         [a, _] if a == "nodes" => return Err("write ${nodes.<id>.<output>}".into()),
         [n, v, more @ ..] => (Some(n.clone()), v.clone(), more.to_vec()),
-        [one] => return Err(format!("`{one}` names no output: write ${{{one}.<output>}} or ${{inputs.{one}}}")),
+        [one] => {
+            return Err(format!(
+                "`{one}` names no output: write ${{{one}.<output>}} or ${{inputs.{one}}}"
+            ));
+        }
         [] => return Err("empty reference".into()),
     };
     let mut path: Vec<PromiseAttribute> = extra
         .into_iter()
-        .map(|k| PromiseAttribute { value: Some(promise_attribute::Value::StringValue(k)) })
+        .map(|k| PromiseAttribute {
+            value: Some(promise_attribute::Value::StringValue(k)),
+        })
         .collect();
     path.extend(parts);
     Ok(Reference { node, var, path })
@@ -102,7 +125,12 @@ fn parse_body(body: &str) -> Result<Reference, String> {
 /// [`Reference::text`]).
 pub fn parse_condition(text: &str) -> Result<(BooleanExpression, Vec<Reference>), String> {
     let tokens = tokenize(text)?;
-    let mut p = CondParser { tokens, pos: 0, refs: Vec::new(), depth: 0 };
+    let mut p = CondParser {
+        tokens,
+        pos: 0,
+        refs: Vec::new(),
+        depth: 0,
+    };
     let e = p.or()?;
     if p.pos != p.tokens.len() {
         return Err(format!("unexpected `{}`", p.tokens[p.pos].show()));
@@ -172,20 +200,28 @@ fn tokenize(text: &str) -> Result<Vec<Tok>, String> {
                 (Tok::Str(text[i + 1..end].to_string()), end - i + 1)
             }
             _ if c.is_ascii_digit() || c == '-' => {
-                let len = text[i + 1..].find(|x: char| !(x.is_ascii_digit() || x == '.' || x == 'e')).map_or(text.len() - i, |l| l + 1);
+                let len = text[i + 1..]
+                    .find(|x: char| !(x.is_ascii_digit() || x == '.' || x == 'e'))
+                    .map_or(text.len() - i, |l| l + 1);
                 let s = &text[i..i + len];
                 let n: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
                 (Tok::Num(n, !s.contains(['.', 'e'])), len)
             }
             _ if c.is_ascii_alphabetic() => {
-                let len = text[i..].find(|x: char| !x.is_ascii_alphanumeric()).unwrap_or(text.len() - i);
+                let len = text[i..]
+                    .find(|x: char| !x.is_ascii_alphanumeric())
+                    .unwrap_or(text.len() - i);
                 let word = &text[i..i + len];
                 let t = match word.to_ascii_lowercase().as_str() {
                     "and" => Tok::And,
                     "or" => Tok::Or,
                     "true" => Tok::Bool(true),
                     "false" => Tok::Bool(false),
-                    _ => return Err(format!("unexpected `{word}` (references are written ${{node.output}})")),
+                    _ => {
+                        return Err(format!(
+                            "unexpected `{word}` (references are written ${{node.output}})"
+                        ));
+                    }
                 };
                 (t, len)
             }
@@ -247,7 +283,12 @@ impl CondParser {
         let left = self.operand()?;
         let op = match self.peek() {
             Some(Tok::Op(o)) => *o,
-            Some(t) => return Err(format!("expected a comparison operator, got `{}`", t.show())),
+            Some(t) => {
+                return Err(format!(
+                    "expected a comparison operator, got `{}`",
+                    t.show()
+                ));
+            }
             None => return Err("expected a comparison operator".into()),
         };
         self.pos += 1;
@@ -264,14 +305,20 @@ impl CondParser {
     fn operand(&mut self) -> Result<Operand, String> {
         let t = self.peek().cloned().ok_or("expected a value")?;
         self.pos += 1;
-        let prim = |v| Ok(Operand { val: Some(operand::Val::Primitive(Primitive { value: Some(v) })) });
+        let prim = |v| {
+            Ok(Operand {
+                val: Some(operand::Val::Primitive(Primitive { value: Some(v) })),
+            })
+        };
         match t {
             Tok::Ref(r) => {
                 let name = r.text();
                 if !self.refs.contains(&r) {
                     self.refs.push(r);
                 }
-                Ok(Operand { val: Some(operand::Val::Var(name)) })
+                Ok(Operand {
+                    val: Some(operand::Val::Var(name)),
+                })
             }
             Tok::Num(n, true) if n.abs() < 9.0e15 => prim(primitive::Value::Integer(n as i64)),
             Tok::Num(n, _) => prim(primitive::Value::FloatValue(n)),
@@ -282,13 +329,19 @@ impl CondParser {
     }
 }
 
-fn conj(op: conjunction_expression::LogicalOperator, l: BooleanExpression, r: BooleanExpression) -> BooleanExpression {
+fn conj(
+    op: conjunction_expression::LogicalOperator,
+    l: BooleanExpression,
+    r: BooleanExpression,
+) -> BooleanExpression {
     BooleanExpression {
-        expr: Some(boolean_expression::Expr::Conjunction(Box::new(ConjunctionExpression {
-            operator: op as i32,
-            left_expression: Some(Box::new(l)),
-            right_expression: Some(Box::new(r)),
-        }))),
+        expr: Some(boolean_expression::Expr::Conjunction(Box::new(
+            ConjunctionExpression {
+                operator: op as i32,
+                left_expression: Some(Box::new(l)),
+                right_expression: Some(Box::new(r)),
+            },
+        ))),
     }
 }
 
@@ -308,18 +361,38 @@ mod tests {
         assert_eq!((r.node.as_deref(), r.var.as_str()), (Some("a"), "b"));
         assert_eq!(parse_reference("plain").unwrap(), None);
         assert_eq!(parse_reference("$${not.a.ref}").unwrap(), None);
-        assert!(parse_reference("x ${a.b}").unwrap_err().contains("whole value"));
-        assert!(parse_reference("${a}").unwrap_err().contains("names no output"));
+        assert!(
+            parse_reference("x ${a.b}")
+                .unwrap_err()
+                .contains("whole value")
+        );
+        assert!(
+            parse_reference("${a}")
+                .unwrap_err()
+                .contains("names no output")
+        );
     }
 
     #[test]
     fn conditions() {
-        let (e, refs) = parse_condition("(${inputs.x} > 0 and ${inputs.x} < 10) or ${a.b} == 'z'").unwrap();
+        let (e, refs) =
+            parse_condition("(${inputs.x} > 0 and ${inputs.x} < 10) or ${a.b} == 'z'").unwrap();
         assert_eq!(refs.len(), 2);
-        assert!(matches!(e.expr, Some(boolean_expression::Expr::Conjunction(_))));
+        assert!(matches!(
+            e.expr,
+            Some(boolean_expression::Expr::Conjunction(_))
+        ));
         assert!(parse_condition("${inputs.x} >").is_err());
-        assert!(parse_condition("x > 1").unwrap_err().contains("references are written"));
-        assert!(parse_condition("(${inputs.x} > 1").unwrap_err().contains("expected `)`"));
+        assert!(
+            parse_condition("x > 1")
+                .unwrap_err()
+                .contains("references are written")
+        );
+        assert!(
+            parse_condition("(${inputs.x} > 1")
+                .unwrap_err()
+                .contains("expected `)`")
+        );
         let deep = "(".repeat(200) + "${inputs.x} > 1" + &")".repeat(200);
         assert!(parse_condition(&deep).is_err());
     }
