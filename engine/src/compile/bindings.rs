@@ -8,7 +8,7 @@ use updraft_proto::core::{
     boolean_expression, literal, literal_type::Type, operand, promise_attribute,
 };
 
-use super::workflow::{Builder, PendingCheck, Scope};
+use super::workflow::{Builder, PendingCheck, PendingValue, Scope};
 use super::{BindingValue, NodeIdx, NodeKind, Source};
 use crate::types;
 
@@ -218,7 +218,21 @@ impl Builder<'_> {
     pub(super) fn run_checks(&mut self, scope: &Scope, pending: Vec<PendingCheck>) {
         self.type_passthroughs(scope);
         for p in pending {
-            self.check(&p.value, &p.expected, scope, p.node, &p.field, 0);
+            match (p.value, p.node) {
+                (PendingValue::Input(i), Some(n)) => {
+                    // Take the binding out while checking it (the checker borrows the arena), then put it back.
+                    let value = std::mem::replace(
+                        &mut self.nodes[n as usize].inputs[i].1,
+                        BindingValue::Collection(Vec::new()),
+                    );
+                    self.check(&value, &p.expected, scope, p.node, &p.field, 0);
+                    self.nodes[n as usize].inputs[i].1 = value;
+                }
+                (PendingValue::Owned(value), _) => {
+                    self.check(&value, &p.expected, scope, p.node, &p.field, 0)
+                }
+                (PendingValue::Input(_), None) => {}
+            }
         }
     }
 

@@ -6,7 +6,7 @@ use updraft_proto::core::{
     LiteralType, Node as ProtoNode, WorkflowTemplate, array_node, node::Target,
 };
 
-use super::workflow::{Builder, PendingCheck, Scope, failure_policy};
+use super::workflow::{Builder, PendingCheck, PendingValue, Scope, failure_policy};
 use super::{BindingValue, Interface, NodeIdx, NodeKind, Source, SuccessCriteria};
 use crate::types;
 
@@ -137,7 +137,10 @@ impl Builder<'_> {
         }
         let id = self.nodes[idx as usize].id.clone();
         let mut sub_pending = Vec::new();
-        let child = self.child(&id, sub, idx, scope, prefix, refs, &mut sub_pending, depth)?;
+        self.array_sub = true;
+        let child = self.child(&id, sub, idx, scope, prefix, refs, &mut sub_pending, depth);
+        self.array_sub = false;
+        let child = child?;
         let success = match a.success_criteria {
             Some(array_node::SuccessCriteria::MinSuccesses(n)) => SuccessCriteria::MinSuccesses(n),
             Some(array_node::SuccessCriteria::MinSuccessRatio(r)) => {
@@ -227,8 +230,6 @@ impl Builder<'_> {
                 "the array has no list input to map over",
             );
         }
-        // The sub-node repeats the array node's bindings; they are checked once, on the array node
-        // (`sub_pending` is dropped on purpose).
         Some((
             NodeKind::Array {
                 sub: child,
@@ -264,7 +265,7 @@ impl Builder<'_> {
                 pending.push(PendingCheck {
                     node: None,
                     field,
-                    value: v.clone(),
+                    value: PendingValue::Owned(v.clone()),
                     expected: t.clone(),
                 });
                 out.push((b.var.clone(), v));

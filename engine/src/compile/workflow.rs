@@ -34,8 +34,16 @@ pub(super) struct Scope {
 pub(super) struct PendingCheck {
     pub node: Option<NodeIdx>,
     pub field: String,
-    pub value: BindingValue,
+    pub value: PendingValue,
     pub expected: LiteralType,
+}
+
+/// The binding a [`PendingCheck`] checks.
+pub(super) enum PendingValue {
+    /// Input number `n` of the check's node (checked in place, not copied).
+    Input(usize),
+    /// A binding that belongs to no node (a workflow output).
+    Owned(BindingValue),
 }
 
 pub(super) struct Builder<'a> {
@@ -48,6 +56,8 @@ pub(super) struct Builder<'a> {
     /// Nodes whose outputs are unknown (their target failed to resolve): promises to them are not checked.
     pub unknown_outputs: HashSet<NodeIdx>,
     pub wf_stack: Vec<String>,
+    /// Set while the next node filled is an array's sub-node (its bindings are the array's).
+    pub array_sub: bool,
     too_big: bool,
 }
 
@@ -112,6 +122,7 @@ pub(super) fn compile_workflow(
         entity: format!("workflow {name}"),
         unknown_outputs: HashSet::new(),
         wf_stack: vec![name.to_string()],
+        array_sub: false,
         too_big: false,
     };
     let interface = interface_of(
@@ -520,6 +531,11 @@ impl Builder<'_> {
             self.nodes[idx as usize].kind,
             NodeKind::Gate(Gate::Approve { .. })
         );
+        if std::mem::take(&mut self.array_sub) {
+            // An array's sub-node repeats the array node's bindings; the array node holds them.
+            self.nodes[idx as usize].input_types = expected.unwrap_or_default();
+            return;
+        }
         // Bindings, resolved in the enclosing scope.
         let mut seen = BTreeSet::new();
         for b in &node.inputs {
@@ -544,7 +560,7 @@ impl Builder<'_> {
                         pending.push(PendingCheck {
                             node: Some(idx),
                             field,
-                            value: value.clone(),
+                            value: PendingValue::Input(self.nodes[idx as usize].inputs.len()),
                             expected: t.clone(),
                         });
                     }
