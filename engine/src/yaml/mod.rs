@@ -5,7 +5,7 @@
 mod convert;
 mod infer;
 mod node;
-mod plugins;
+pub mod plugins;
 mod refs;
 mod task;
 
