@@ -79,18 +79,16 @@ impl Graph<'_> {
         }
     }
 
+    /// `name (plugin)` for a task.
+    fn task_label(&self, task: &str) -> String {
+        let plugin = self.pkg.tasks.get(task).map_or("?", |t| t.plugin.name());
+        format!("{} ({plugin})", short(task))
+    }
+
     fn label(&self, idx: NodeIdx) -> String {
         let n = self.wf.node(idx);
         let what = match &n.kind {
-            NodeKind::Task { task } => {
-                let plugin = self
-                    .pkg
-                    .tasks
-                    .get(task)
-                    .map(|t| t.plugin.name())
-                    .unwrap_or("?");
-                format!("{} ({plugin})", short(task))
-            }
+            NodeKind::Task { task } => self.task_label(task),
             NodeKind::Array {
                 sub,
                 parallelism,
@@ -98,15 +96,7 @@ impl Graph<'_> {
                 ..
             } => {
                 let inner = match &self.wf.node(*sub).kind {
-                    NodeKind::Task { task } => {
-                        let plugin = self
-                            .pkg
-                            .tasks
-                            .get(task)
-                            .map(|t| t.plugin.name())
-                            .unwrap_or("?");
-                        format!("{} ({plugin})", short(task))
-                    }
+                    NodeKind::Task { task } => self.task_label(task),
                     _ => "?".into(),
                 };
                 let mut s = format!("{}: map {inner}", n.id);

@@ -9,7 +9,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
 use std::time::Instant;
 
 use updraft_engine::{Limits, Package, compile, yaml};
@@ -101,20 +100,7 @@ fn task_node(id_: String, task: &str, inputs: Vec<Binding>) -> Node {
 }
 
 fn tgz(entries: Vec<(String, Vec<u8>)>) -> Vec<u8> {
-    let mut out = Vec::new();
-    {
-        let gz = flate2::write::GzEncoder::new(&mut out, flate2::Compression::fast());
-        let mut b = tar::Builder::new(gz);
-        for (name, data) in entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, name, &data[..]).unwrap();
-        }
-        b.into_inner().unwrap().finish().unwrap().flush().unwrap();
-    }
-    out
+    updraft_engine::package::write_archive(&entries).unwrap()
 }
 
 fn package(task: TaskTemplate, wf: WorkflowTemplate) -> Vec<u8> {

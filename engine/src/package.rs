@@ -278,52 +278,32 @@ impl Package {
 
     /// Adds a task; its id must have a name, and no other task may have it.
     pub fn add_task(&mut self, template: TaskTemplate, origin: Origin) -> Result<(), Problem> {
-        let name = template
-            .id
-            .as_ref()
-            .map(|i| i.name.clone())
-            .unwrap_or_default();
-        if name.is_empty() {
-            return Err(field_problem(
-                &origin,
-                "task",
-                "id.name",
-                "a task needs a name",
-            ));
-        }
-        if let Some(prev) = self.tasks.get(&name) {
-            return Err(dup(&origin, "task", &name, &prev.origin));
-        }
-        self.tasks.insert(name, TaskEntity { template, origin });
-        Ok(())
+        let name = entity_name(template.id.as_ref(), &origin, "task", "id.name")?;
+        insert_unique(
+            &mut self.tasks,
+            name,
+            TaskEntity { template, origin },
+            "task",
+            |t| &t.origin,
+        )
     }
 
     /// Adds a workflow spec: the template (top level) and its subworkflows.
     pub fn add_workflow_spec(&mut self, spec: WorkflowSpec, origin: Origin) -> Result<(), Problem> {
         let template = spec.template.unwrap_or_default();
-        let name = template
-            .id
-            .as_ref()
-            .map(|i| i.name.clone())
-            .unwrap_or_default();
-        if name.is_empty() {
-            return Err(field_problem(
+        let name = entity_name(
+            template.id.as_ref(),
+            &origin,
+            "workflow",
+            "template.id.name",
+        )?;
+        for sub in spec.sub_workflows {
+            let sub_name = entity_name(
+                sub.id.as_ref(),
                 &origin,
                 "workflow",
-                "template.id.name",
-                "a workflow needs a name",
-            ));
-        }
-        for sub in spec.sub_workflows {
-            let sub_name = sub.id.as_ref().map(|i| i.name.clone()).unwrap_or_default();
-            if sub_name.is_empty() {
-                return Err(field_problem(
-                    &origin,
-                    &format!("workflow {name}"),
-                    "sub_workflows.id.name",
-                    "a subworkflow needs a name",
-                ));
-            }
+                "sub_workflows.id.name",
+            )?;
             // The same subworkflow is repeated in every spec that uses it: the copies must agree.
             match self.workflows.get(&sub_name) {
                 Some(prev) if prev.template != sub => {
@@ -362,41 +342,22 @@ impl Package {
         launch_plan: LaunchPlan,
         origin: Origin,
     ) -> Result<(), Problem> {
-        let name = launch_plan
-            .id
-            .as_ref()
-            .map(|i| i.name.clone())
-            .unwrap_or_default();
-        if name.is_empty() {
-            return Err(field_problem(
-                &origin,
-                "launch plan",
-                "id.name",
-                "a launch plan needs a name",
-            ));
-        }
-        if let Some(prev) = self.launch_plans.get(&name) {
-            return Err(dup(&origin, "launch plan", &name, &prev.origin));
-        }
-        self.launch_plans.insert(
-            name,
-            LaunchPlanEntity {
-                launch_plan,
-                origin,
-            },
-        );
-        Ok(())
+        let name = entity_name(launch_plan.id.as_ref(), &origin, "launch plan", "id.name")?;
+        let entity = LaunchPlanEntity {
+            launch_plan,
+            origin,
+        };
+        insert_unique(&mut self.launch_plans, name, entity, "launch plan", |l| {
+            &l.origin
+        })
     }
 
     /// Adds every entity of `other`; a name defined in both is a problem.
     pub fn merge(&mut self, other: Package) -> Result<(), Problems> {
         let mut problems = Vec::new();
         for (name, t) in other.tasks {
-            match self.tasks.get(&name) {
-                Some(prev) => problems.push(dup(&t.origin, "task", &name, &prev.origin)),
-                None => {
-                    self.tasks.insert(name, t);
-                }
+            if let Err(p) = insert_unique(&mut self.tasks, name, t, "task", |t| &t.origin) {
+                problems.push(p);
             }
         }
         for (name, w) in other.workflows {
@@ -416,15 +377,63 @@ impl Package {
         }
         self.code_bundles.extend(other.code_bundles);
         for (name, lp) in other.launch_plans {
-            match self.launch_plans.get(&name) {
-                Some(prev) => problems.push(dup(&lp.origin, "launch plan", &name, &prev.origin)),
-                None => {
-                    self.launch_plans.insert(name, lp);
-                }
+            if let Err(p) = insert_unique(&mut self.launch_plans, name, lp, "launch plan", |l| {
+                &l.origin
+            }) {
+                problems.push(p);
             }
         }
         Problems(problems).into_result(())
     }
+}
+
+/// The name of an entity, which must not be empty.
+fn entity_name(
+    id: Option<&updraft_proto::core::Identifier>,
+    origin: &Origin,
+    kind: &str,
+    field: &str,
+) -> Result<String, Problem> {
+    match id.map(|i| i.name.as_str()) {
+        Some(name) if !name.is_empty() => Ok(name.to_string()),
+        _ => Err(field_problem(
+            origin,
+            kind,
+            field,
+            &format!("a {kind} needs a name"),
+        )),
+    }
+}
+
+/// Inserts `value` under `name` unless the name is taken (then: a "defined twice" problem).
+fn insert_unique<T>(
+    map: &mut BTreeMap<String, T>,
+    name: String,
+    value: T,
+    kind: &str,
+    origin_of: impl Fn(&T) -> &Origin,
+) -> Result<(), Problem> {
+    if let Some(prev) = map.get(&name) {
+        return Err(dup(origin_of(&value), kind, &name, origin_of(prev)));
+    }
+    map.insert(name, value);
+    Ok(())
+}
+
+/// Writes entries (name, bytes) as a gzip-compressed tar, the layout `pyflyte package` uses.
+pub fn write_archive(entries: &[(String, Vec<u8>)]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let gz = flate2::write::GzEncoder::new(&mut out, flate2::Compression::default());
+    let mut builder = tar::Builder::new(gz);
+    for (name, data) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, &data[..])?;
+    }
+    builder.into_inner()?.finish()?;
+    Ok(out)
 }
 
 fn field_problem(origin: &Origin, entity: &str, field: &str, reason: &str) -> Problem {

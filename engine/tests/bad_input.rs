@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use updraft_engine::{Limits, Package, compile, yaml};
 use updraft_proto::Message;
@@ -32,20 +32,7 @@ fn entries(tgz: &[u8]) -> Vec<(String, Vec<u8>)> {
 }
 
 fn tgz(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    {
-        let gz = flate2::write::GzEncoder::new(&mut out, flate2::Compression::fast());
-        let mut b = tar::Builder::new(gz);
-        for (name, data) in entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, name, &data[..]).unwrap();
-        }
-        b.into_inner().unwrap().finish().unwrap().flush().unwrap();
-    }
-    out
+    updraft_engine::package::write_archive(entries).unwrap()
 }
 
 fn errors_of(name: &str, bytes: &[u8]) -> String {
