@@ -5,6 +5,7 @@
 
 pub mod compile;
 pub mod error;
+pub mod exec;
 pub mod inspect;
 pub mod literal;
 pub mod package;

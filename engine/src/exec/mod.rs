@@ -1,0 +1,323 @@
+//! The execution engine: a deterministic state machine, `step(state, event) -> effects`.
+//!
+//! The engine never does I/O and never reads a clock. A runtime (local or Lambda) feeds it events — start,
+//! a task's status, a timer, a signal, a child execution's end, abort — and carries out the effects it
+//! returns: start or abort a task attempt, schedule a timer, start or abort a child execution, report phase
+//! changes, finish. Work per event is proportional to the nodes it affects: a finished node decrements its
+//! dependents' remaining-input counters and its scope's pending-children counter; nothing rescans the graph.
+//!
+//! Delivery may be duplicated, late or reordered: an event about an attempt that is not the node's current
+//! one, or about a node that has already finished, changes nothing. Effects carry deterministic names
+//! (execution, node, array index, attempt) so a runtime that replays them after a crash finds what it
+//! already made instead of making it twice.
+
+mod cache;
+mod machine;
+mod resolve;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use updraft_proto::core::{Literal, LiteralMap};
+
+use crate::compile::{CompiledPackage, NodeIdx};
+
+pub use cache::cache_key;
+pub use machine::Execution;
+
+/// How many system-error retries a task attempt gets unless configured otherwise.
+pub const DEFAULT_SYSTEM_RETRIES: u32 = 3;
+
+/// Phase of a node (Flyte's node phases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodePhase {
+    /// Waiting for upstream nodes.
+    NotYetStarted,
+    /// Ready; its work has been requested.
+    Queued,
+    /// Running.
+    Running,
+    /// Finished with outputs.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+    /// Will never run (a branch not taken, or an upstream node did not succeed).
+    Skipped,
+    /// Stopped by an abort.
+    Aborted,
+    /// Ran out of time.
+    TimedOut,
+}
+
+impl NodePhase {
+    /// True once the node will not change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Skipped | Self::Aborted | Self::TimedOut
+        )
+    }
+}
+
+/// Phase of a whole execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExecPhase {
+    /// Not started yet.
+    Queued,
+    /// Running.
+    Running,
+    /// Running its failure node after a failure.
+    Failing,
+    /// Finished with outputs.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+    /// Stopped by an abort.
+    Aborted,
+}
+
+impl ExecPhase {
+    /// True once the execution will not change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Aborted)
+    }
+}
+
+/// Who caused a failure, which decides the retry budget it draws on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The task's own code (user retries).
+    User,
+    /// The platform: lost nodes, evictions, infrastructure (system retries).
+    System,
+}
+
+/// An error that failed a node or an execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecError {
+    /// The node that failed (empty for execution-level errors).
+    pub node: String,
+    /// A short machine-readable code.
+    pub code: String,
+    /// What happened.
+    pub message: String,
+    /// User or system.
+    pub kind: ErrorKind,
+}
+
+/// What a runtime observed about a task attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskStatus {
+    /// Accepted, not running yet.
+    Queued,
+    /// Running.
+    Running,
+    /// Finished with outputs (`cached`: served from the cache without running).
+    Succeeded {
+        /// The outputs (outputs.pb).
+        outputs: LiteralMap,
+        /// True when served from the cache.
+        cached: bool,
+    },
+    /// Failed.
+    Failed {
+        /// Machine-readable code.
+        code: String,
+        /// What happened.
+        message: String,
+        /// User or system.
+        kind: ErrorKind,
+        /// False when a retry cannot help (error.pb NON_RECOVERABLE).
+        recoverable: bool,
+    },
+}
+
+/// What a timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimerKind {
+    /// A sleep gate's duration.
+    Sleep,
+    /// A task attempt's timeout.
+    AttemptTimeout,
+    /// A node's overall timeout.
+    NodeTimeout,
+}
+
+/// An input to the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Start the execution with these inputs (launch-plan defaults and fixed inputs already applied).
+    Start {
+        /// Workflow inputs.
+        inputs: LiteralMap,
+    },
+    /// A task attempt's status.
+    Task {
+        /// The node.
+        node: NodeIdx,
+        /// The array element, for array nodes.
+        index: Option<u32>,
+        /// The attempt the status is about.
+        attempt: u32,
+        /// The status.
+        status: TaskStatus,
+    },
+    /// A timer fired.
+    Timer {
+        /// The node.
+        node: NodeIdx,
+        /// The array element, for element timeouts.
+        index: Option<u32>,
+        /// The attempt (or gate generation) that scheduled it.
+        attempt: u32,
+        /// What it was for.
+        kind: TimerKind,
+    },
+    /// A gate's signal arrived.
+    Signal {
+        /// Signal id.
+        id: String,
+        /// The value (a boolean for approvals).
+        value: Box<Literal>,
+    },
+    /// A launch-plan node's child execution finished.
+    Child {
+        /// The node.
+        node: NodeIdx,
+        /// Outputs, or the error it failed with.
+        result: Result<LiteralMap, ExecError>,
+    },
+    /// Abort the execution.
+    Abort {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Something the runtime must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Start (idempotently, by `name`) a task attempt.
+    StartTask(TaskLaunch),
+    /// Stop a task attempt (tolerating "already gone").
+    AbortTask {
+        /// The node.
+        node: NodeIdx,
+        /// The array element.
+        index: Option<u32>,
+        /// The attempt.
+        attempt: u32,
+        /// Its deterministic name.
+        name: String,
+    },
+    /// Deliver [`Event::Timer`] after `after`.
+    Timer {
+        /// The node.
+        node: NodeIdx,
+        /// The array element, for element timeouts.
+        index: Option<u32>,
+        /// Attempt or generation, echoed back.
+        attempt: u32,
+        /// What for.
+        kind: TimerKind,
+        /// Delay.
+        after: Duration,
+    },
+    /// Start (idempotently, by `name`) a child execution of a launch plan.
+    StartChild {
+        /// The node.
+        node: NodeIdx,
+        /// Launch plan name.
+        launch_plan: String,
+        /// Its inputs.
+        inputs: LiteralMap,
+        /// Deterministic child execution name.
+        name: String,
+    },
+    /// Abort a child execution.
+    AbortChild {
+        /// The node.
+        node: NodeIdx,
+        /// Child execution name.
+        name: String,
+    },
+    /// A node changed phase (for progress output, events and persistence).
+    NodePhase {
+        /// The node.
+        node: NodeIdx,
+        /// Its new phase.
+        phase: NodePhase,
+    },
+    /// The execution finished.
+    Finished {
+        /// Final phase.
+        phase: ExecPhase,
+        /// Outputs on success.
+        outputs: Option<LiteralMap>,
+        /// The error on failure or abort.
+        error: Option<ExecError>,
+    },
+}
+
+/// Everything needed to start one task attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskLaunch {
+    /// The node.
+    pub node: NodeIdx,
+    /// Node id (renamed form).
+    pub node_id: String,
+    /// Array element, for array nodes.
+    pub index: Option<u32>,
+    /// Attempt, from 0.
+    pub attempt: u32,
+    /// Task name (key of [`CompiledPackage::tasks`]).
+    pub task: String,
+    /// Inputs (for array elements of flytekit map tasks: the whole lists, shared; see `index`).
+    pub inputs: Arc<LiteralMap>,
+    /// Deterministic name: `<execution>-<node>[-<index>]-<attempt>`, DNS-safe.
+    pub name: String,
+    /// May run on interruptible capacity.
+    pub interruptible: bool,
+    /// Cache key when the task is cached (the runtime looks it up before running and stores after).
+    pub cache_key: Option<String>,
+    /// Hold the cache key while computing (serializable cache).
+    pub cache_serializable: bool,
+}
+
+/// Settings of one execution.
+#[derive(Debug, Clone)]
+pub struct ExecConfig {
+    /// Execution name (used in effect names).
+    pub name: String,
+    /// System-error retries per node.
+    pub system_retries: u32,
+    /// Most task attempts running at once across the execution (`None` = unlimited).
+    pub max_parallelism: Option<u32>,
+    /// Ignore cached outputs (and overwrite them).
+    pub overwrite_cache: bool,
+}
+
+impl ExecConfig {
+    /// Defaults for an execution named `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            system_retries: DEFAULT_SYSTEM_RETRIES,
+            max_parallelism: None,
+            overwrite_cache: false,
+        }
+    }
+}
+
+/// The compiled definitions an execution runs, shared between executions.
+#[derive(Debug, Clone)]
+pub struct Program {
+    /// Tasks, workflows and launch plans.
+    pub package: Arc<CompiledPackage>,
+    /// The workflow this execution runs.
+    pub workflow: String,
+}
+
+/// A summary of node states for `status` listings.
+pub type PhaseCounts = BTreeMap<&'static str, usize>;

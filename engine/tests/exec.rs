@@ -1,0 +1,932 @@
+//! The execution engine, driven by a scripted runtime: tasks are Rust closures standing in for the task
+//! code; timers fire at once; signals are sent by the tests. Then a seeded simulation with duplicated,
+//! reordered and late events and crashes between effect and commit.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use updraft_engine::exec::{
+    Effect, ErrorKind, Event, ExecConfig, ExecPhase, Execution, NodePhase, Program, TaskLaunch,
+    TaskStatus,
+};
+use updraft_engine::literal::{from_json, none_lit, primitive_lit};
+use updraft_engine::{CompiledPackage, Limits, Package, compile, types, yaml};
+use updraft_proto::core::{Literal, LiteralMap, literal, primitive, scalar};
+
+/// A task's behaviour: (task name, inputs, attempt, array index) → status.
+type Behaviour = dyn Fn(&str, &LiteralMap, u32, Option<u32>) -> TaskStatus;
+
+fn int(l: &Literal) -> i64 {
+    let l = match &l.value {
+        Some(literal::Value::Scalar(s)) => match &s.value {
+            Some(scalar::Value::Union(u)) => u.value.as_deref().unwrap(),
+            _ => l,
+        },
+        _ => l,
+    };
+    match &l.value {
+        Some(literal::Value::Scalar(s)) => match &s.value {
+            Some(scalar::Value::Primitive(p)) => match p.value {
+                Some(primitive::Value::Integer(i)) => i,
+                ref other => panic!("not an int: {other:?}"),
+            },
+            other => panic!("not a primitive: {other:?}"),
+        },
+        other => panic!("not a scalar: {other:?}"),
+    }
+}
+
+fn ints(l: &Literal) -> Vec<Option<i64>> {
+    match &l.value {
+        Some(literal::Value::Collection(c)) => c
+            .literals
+            .iter()
+            .map(|x| match &x.value {
+                Some(literal::Value::Scalar(s))
+                    if matches!(s.value, Some(scalar::Value::NoneType(_))) =>
+                {
+                    None
+                }
+                _ => Some(int(x)),
+            })
+            .collect(),
+        other => panic!("not a list: {other:?}"),
+    }
+}
+
+fn lit_int(i: i64) -> Literal {
+    primitive_lit(primitive::Value::Integer(i))
+}
+
+fn lit_str(s: &str) -> Literal {
+    primitive_lit(primitive::Value::StringValue(s.into()))
+}
+
+fn ok(pairs: Vec<(&str, Literal)>) -> TaskStatus {
+    TaskStatus::Succeeded {
+        outputs: LiteralMap {
+            literals: pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        },
+        cached: false,
+    }
+}
+
+fn user_error(recoverable: bool) -> TaskStatus {
+    TaskStatus::Failed {
+        code: "Boom".into(),
+        message: "the task raised".into(),
+        kind: ErrorKind::User,
+        recoverable,
+    }
+}
+
+/// Drives an execution to the end, answering effects in order; records every task attempt started.
+struct Driver {
+    exec: Execution,
+    started: Vec<TaskLaunch>,
+    aborted: Vec<String>,
+    children: Vec<String>,
+    phases: Vec<(u32, NodePhase)>,
+    queue: VecDeque<Event>,
+    finished: Option<(ExecPhase, Option<LiteralMap>)>,
+}
+
+impl Driver {
+    fn new(pkg: &Arc<CompiledPackage>, wf: &str, config: ExecConfig) -> Self {
+        let program = Program {
+            package: pkg.clone(),
+            workflow: wf.into(),
+        };
+        Self {
+            exec: Execution::new(&program, config).unwrap(),
+            started: vec![],
+            aborted: vec![],
+            children: vec![],
+            phases: vec![],
+            queue: VecDeque::new(),
+            finished: None,
+        }
+    }
+
+    fn apply(&mut self, effects: Vec<Effect>, behave: &Behaviour) {
+        for e in effects {
+            match e {
+                Effect::StartTask(t) => {
+                    let status = behave(&t.task, &t.inputs, t.attempt, t.index);
+                    self.queue.push_back(Event::Task {
+                        node: t.node,
+                        index: t.index,
+                        attempt: t.attempt,
+                        status: TaskStatus::Running,
+                    });
+                    self.queue.push_back(Event::Task {
+                        node: t.node,
+                        index: t.index,
+                        attempt: t.attempt,
+                        status,
+                    });
+                    self.started.push(t);
+                }
+                Effect::Timer {
+                    node,
+                    index,
+                    attempt,
+                    kind,
+                    ..
+                } => self.queue.push_back(Event::Timer {
+                    node,
+                    index,
+                    attempt,
+                    kind,
+                }),
+                Effect::AbortTask { name, .. } => self.aborted.push(name),
+                Effect::StartChild { name, .. } | Effect::AbortChild { name, .. } => {
+                    self.children.push(name)
+                }
+                Effect::NodePhase { node, phase } => self.phases.push((node, phase)),
+                Effect::Finished { phase, outputs, .. } => self.finished = Some((phase, outputs)),
+            }
+        }
+    }
+
+    fn run(&mut self, inputs: LiteralMap, behave: &Behaviour) -> ExecPhase {
+        let fx = self.exec.step(Event::Start { inputs });
+        self.apply(fx, behave);
+        self.pump(behave)
+    }
+
+    fn pump(&mut self, behave: &Behaviour) -> ExecPhase {
+        let mut guard = 0;
+        while let Some(ev) = self.queue.pop_front() {
+            guard += 1;
+            assert!(guard < 1_000_000, "runaway");
+            let fx = self.exec.step(ev);
+            self.apply(fx, behave);
+        }
+        self.exec.phase()
+    }
+
+    fn output(&self, name: &str) -> Literal {
+        self.exec.outputs().unwrap().literals[name].clone()
+    }
+}
+
+fn yaml_pkg(text: &str) -> Arc<CompiledPackage> {
+    Arc::new(compile(&yaml::load("t.yaml", text).unwrap()).unwrap_or_else(|p| panic!("{p}")))
+}
+
+fn fixture_pkg(names: &[&str]) -> Arc<CompiledPackage> {
+    let mut pkg = Package::default();
+    for n in names {
+        let bytes = std::fs::read(format!(
+            "{}/../tests/fixtures/flytekit/{n}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        pkg.merge(Package::from_tgz(n, &bytes, Limits::default()).unwrap())
+            .unwrap();
+    }
+    Arc::new(compile(&pkg).unwrap())
+}
+
+fn inputs(pairs: &[(&str, Literal)]) -> LiteralMap {
+    LiteralMap {
+        literals: pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    }
+}
+
+/// Python tasks of the flytekit fixtures, in Rust.
+fn fixture_tasks(task: &str, i: &LiteralMap, _attempt: u32, index: Option<u32>) -> TaskStatus {
+    let get = |k: &str| int(&i.literals[k]);
+    let elem = |k: &str| ints(&i.literals[k])[index.unwrap() as usize].unwrap();
+    match task.rsplit('.').next().unwrap() {
+        "double" => ok(vec![("o0", lit_int(2 * get("x")))]),
+        "negate" => ok(vec![("o0", lit_int(-get("x")))]),
+        "square" => ok(vec![("o0", lit_int(get("x") * get("x")))]),
+        "describe" => ok(vec![(
+            "o0",
+            lit_str(&format!("{}->{}", get("base"), get("y"))),
+        )]),
+        "add" => ok(vec![("o0", lit_int(get("a") + get("b")))]),
+        "mul" => ok(vec![("o0", lit_int(get("a") * get("b")))]),
+        "total" => ok(vec![(
+            "o0",
+            lit_int(ints(&i.literals["xs"]).into_iter().flatten().sum()),
+        )]),
+        t if t.starts_with("map_square") => ok(vec![("o0", lit_int(elem("x") * elem("x")))]),
+        t if t.starts_with("map_scale") => ok(vec![("o0", lit_int(elem("x") * get("factor")))]),
+        t if t.starts_with("map_picky") => {
+            let x = elem("x");
+            if x % 3 == 0 {
+                user_error(false)
+            } else {
+                ok(vec![("o0", lit_int(x + 100))])
+            }
+        }
+        other => panic!("no behaviour for {other}"),
+    }
+}
+
+#[test]
+fn branches_pick_the_right_case_or_fail() {
+    let pkg = fixture_pkg(&["branches.tgz"]);
+    let wf = "fixtures.branches.branch_wf";
+    for (x, want) in [(3, "10->6"), (12, "10->400"), (-4, "10->4")] {
+        let mut d = Driver::new(&pkg, wf, ExecConfig::new("b"));
+        assert_eq!(
+            d.run(
+                inputs(&[("x", lit_int(x)), ("base", lit_int(10))]),
+                &fixture_tasks
+            ),
+            ExecPhase::Succeeded,
+            "x={x}"
+        );
+        assert_eq!(d.output("o0"), lit_str(want), "x={x}");
+        // Exactly one case ran; the others were skipped.
+        let skipped = d
+            .phases
+            .iter()
+            .filter(|(_, p)| *p == NodePhase::Skipped)
+            .count();
+        assert_eq!(skipped, 2, "x={x}");
+    }
+    let mut d = Driver::new(&pkg, wf, ExecConfig::new("b"));
+    assert_eq!(
+        d.run(
+            inputs(&[("x", lit_int(0)), ("base", lit_int(10))]),
+            &fixture_tasks
+        ),
+        ExecPhase::Failed
+    );
+    assert_eq!(d.exec.error().unwrap().message, "x must not be zero");
+}
+
+#[test]
+fn subworkflows_run_inline() {
+    let pkg = fixture_pkg(&["subworkflows.tgz"]);
+    let mut d = Driver::new(&pkg, "fixtures.subworkflows.outer", ExecConfig::new("s"));
+    assert_eq!(
+        d.run(inputs(&[("x", lit_int(3))]), &fixture_tasks),
+        ExecPhase::Succeeded
+    );
+    // inner(3, 2): s=5, p=10; inner(10, 5): s=15, p=75; add(15, 75) = 90
+    assert_eq!(int(&d.output("o0")), 90);
+    assert_eq!(d.started.len(), 5);
+    assert!(
+        d.started.iter().any(|t| t.node_id == "n1-n0"),
+        "{:?}",
+        d.started.iter().map(|t| &t.node_id).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn map_tasks_gather_outputs_and_tolerate_failures_by_ratio() {
+    let pkg = fixture_pkg(&["maps.tgz"]);
+    let mut d = Driver::new(&pkg, "fixtures.maps.maps_wf", ExecConfig::new("m"));
+    let xs = from_json(
+        &serde_json::json!([1, 2, 3, 4, 5]),
+        &types::parse("list[int]").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        d.run(inputs(&[("xs", xs)]), &fixture_tasks),
+        ExecPhase::Succeeded
+    );
+    assert_eq!(
+        ints(&d.output("o0")),
+        vec![Some(1), Some(4), Some(9), Some(16), Some(25)]
+    );
+    assert_eq!(
+        ints(&d.output("o1")),
+        vec![Some(3), Some(6), Some(9), Some(12), Some(15)]
+    );
+    assert_eq!(
+        ints(&d.output("o2")),
+        vec![Some(101), Some(102), None, Some(104), Some(105)]
+    );
+    assert_eq!(int(&d.output("o3")), 55);
+    // Parallelism 2 on the squares: at no point were more than two of its elements started but unfinished.
+    let square_elems = d
+        .started
+        .iter()
+        .filter(|t| t.task.contains("map_square"))
+        .count();
+    assert_eq!(square_elems, 5);
+
+    // 2 of 5 failing is too many for min_success_ratio 0.5 only when more than 2 fail.
+    let xs = from_json(
+        &serde_json::json!([3, 6, 9, 1]),
+        &types::parse("list[int]").unwrap(),
+    )
+    .unwrap();
+    let mut d = Driver::new(&pkg, "fixtures.maps.maps_wf", ExecConfig::new("m2"));
+    assert_eq!(
+        d.run(inputs(&[("xs", xs)]), &fixture_tasks),
+        ExecPhase::Failed
+    );
+    assert!(
+        d.exec
+            .error()
+            .unwrap()
+            .message
+            .contains("of the array's elements failed"),
+        "{:?}",
+        d.exec.error()
+    );
+}
+
+const RETRY: &str = r#"
+version: 1
+image: img:1
+tasks:
+  flaky: {type: python, module: m, function: flaky, inputs: {x: int}, outputs: {y: int}, retries: 2}
+  after: {type: python, module: m, function: after, inputs: {y: int}, outputs: {z: int}}
+  side: {type: python, module: m, function: side, inputs: {x: int}, outputs: {y: int}}
+workflows:
+  wf:
+    inputs: {x: int}
+    outputs: {z: "${b.z}"}
+    nodes:
+      - {id: a, task: flaky, inputs: {x: "${inputs.x}"}}
+      - {id: b, task: after, inputs: {y: "${a.y}"}}
+      - {id: c, task: side, inputs: {x: "${inputs.x}"}}
+"#;
+
+fn retry_behaviour(
+    fail_first: u32,
+    kind: ErrorKind,
+    recoverable: bool,
+) -> impl Fn(&str, &LiteralMap, u32, Option<u32>) -> TaskStatus {
+    move |task, i, attempt, _| match task {
+        "flaky" if attempt < fail_first => TaskStatus::Failed {
+            code: "E".into(),
+            message: format!("attempt {attempt}"),
+            kind,
+            recoverable,
+        },
+        "flaky" | "side" => ok(vec![("y", lit_int(int(&i.literals["x"]) + 1))]),
+        "after" => ok(vec![("z", lit_int(int(&i.literals["y"]) * 10))]),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn user_retries_are_bounded_by_the_task() {
+    let pkg = yaml_pkg(RETRY);
+    let mut d = Driver::new(&pkg, "wf", ExecConfig::new("r"));
+    assert_eq!(
+        d.run(
+            inputs(&[("x", lit_int(1))]),
+            &retry_behaviour(2, ErrorKind::User, true)
+        ),
+        ExecPhase::Succeeded
+    );
+    assert_eq!(int(&d.output("z")), 20);
+    let attempts: Vec<u32> = d
+        .started
+        .iter()
+        .filter(|t| t.task == "flaky")
+        .map(|t| t.attempt)
+        .collect();
+    assert_eq!(attempts, vec![0, 1, 2]);
+    let names: BTreeSet<&String> = d.started.iter().map(|t| &t.name).collect();
+    assert_eq!(
+        names.len(),
+        d.started.len(),
+        "every attempt has its own name"
+    );
+
+    let mut d = Driver::new(&pkg, "wf", ExecConfig::new("r"));
+    assert_eq!(
+        d.run(
+            inputs(&[("x", lit_int(1))]),
+            &retry_behaviour(3, ErrorKind::User, true)
+        ),
+        ExecPhase::Failed
+    );
+    assert_eq!(d.exec.error().unwrap().message, "attempt 2");
+    // The dependent was skipped; the independent node still ran (FAIL_IMMEDIATELY aborts only what runs).
+    assert!(
+        d.phases.contains(&(1, NodePhase::Skipped))
+            || d.phases.iter().any(|(_, p)| *p == NodePhase::Aborted)
+    );
+}
+
+#[test]
+fn non_recoverable_errors_are_not_retried_and_system_errors_have_their_own_budget() {
+    let pkg = yaml_pkg(RETRY);
+    let mut d = Driver::new(&pkg, "wf", ExecConfig::new("r"));
+    assert_eq!(
+        d.run(
+            inputs(&[("x", lit_int(1))]),
+            &retry_behaviour(1, ErrorKind::User, false)
+        ),
+        ExecPhase::Failed
+    );
+    assert_eq!(d.started.iter().filter(|t| t.task == "flaky").count(), 1);
+
+    // Two user retries allowed, but system errors draw on the system budget (3 by default).
+    let mut d = Driver::new(&pkg, "wf", ExecConfig::new("r"));
+    assert_eq!(
+        d.run(
+            inputs(&[("x", lit_int(1))]),
+            &retry_behaviour(3, ErrorKind::System, true)
+        ),
+        ExecPhase::Succeeded
+    );
+    assert_eq!(d.started.iter().filter(|t| t.task == "flaky").count(), 4);
+    let mut cfg = ExecConfig::new("r");
+    cfg.system_retries = 1;
+    let mut d = Driver::new(&pkg, "wf", cfg);
+    assert_eq!(
+        d.run(
+            inputs(&[("x", lit_int(1))]),
+            &retry_behaviour(3, ErrorKind::System, true)
+        ),
+        ExecPhase::Failed
+    );
+}
+
+#[test]
+fn stale_and_duplicate_events_change_nothing() {
+    let pkg = yaml_pkg(RETRY);
+    let mut d = Driver::new(&pkg, "wf", ExecConfig::new("r"));
+    let fx = d.exec.step(Event::Start {
+        inputs: inputs(&[("x", lit_int(1))]),
+    });
+    let a = match &fx[..] {
+        [.., Effect::StartTask(t), _] | [.., Effect::StartTask(t)] => t.node,
+        _ => panic!("{fx:?}"),
+    };
+    // A success for attempt 5 (never started) is ignored; a second Start is ignored.
+    assert!(
+        d.exec
+            .step(Event::Task {
+                node: a,
+                index: None,
+                attempt: 5,
+                status: ok(vec![("y", lit_int(9))])
+            })
+            .is_empty()
+    );
+    assert!(
+        d.exec
+            .step(Event::Start {
+                inputs: LiteralMap::default()
+            })
+            .is_empty()
+    );
+    d.apply(fx, &retry_behaviour(0, ErrorKind::User, true));
+    assert_eq!(
+        d.pump(&retry_behaviour(0, ErrorKind::User, true)),
+        ExecPhase::Succeeded
+    );
+    // After the end, nothing changes.
+    assert!(
+        d.exec
+            .step(Event::Task {
+                node: a,
+                index: None,
+                attempt: 0,
+                status: user_error(true)
+            })
+            .is_empty()
+    );
+    assert!(
+        d.exec
+            .step(Event::Abort {
+                reason: "late".into()
+            })
+            .is_empty()
+    );
+    assert_eq!(d.exec.phase(), ExecPhase::Succeeded);
+}
+
+#[test]
+fn abort_stops_running_work() {
+    let pkg = yaml_pkg(RETRY);
+    let mut d = Driver::new(&pkg, "wf", ExecConfig::new("ab"));
+    let fx = d.exec.step(Event::Start {
+        inputs: inputs(&[("x", lit_int(1))]),
+    });
+    let started = fx
+        .iter()
+        .filter(|e| matches!(e, Effect::StartTask(_)))
+        .count();
+    assert_eq!(started, 2, "a and c start together");
+    let fx = d.exec.step(Event::Abort {
+        reason: "user asked".into(),
+    });
+    let aborts = fx
+        .iter()
+        .filter(|e| matches!(e, Effect::AbortTask { .. }))
+        .count();
+    assert_eq!(aborts, 2);
+    assert!(fx.iter().any(|e| matches!(
+        e,
+        Effect::Finished {
+            phase: ExecPhase::Aborted,
+            ..
+        }
+    )));
+    assert_eq!(d.exec.error().unwrap().message, "user asked");
+}
+
+const GATES: &str = r#"
+version: 1
+image: img:1
+tasks:
+  report: {type: echo, inputs: {text: str}, outputs: {text: str}}
+workflows:
+  wf:
+    inputs: {text: str}
+    outputs: {approved: "${ok.text}", note: "${note.value}"}
+    nodes:
+      - {id: pause, gate: {sleep: 5s}}
+      - {id: note, gate: {signal: review-note, type: str}, after: [pause]}
+      - {id: ok, gate: {approve: publish}, inputs: {text: "${inputs.text}"}}
+"#;
+
+#[test]
+fn gates_sleep_wait_for_signals_and_approvals() {
+    let pkg = yaml_pkg(GATES);
+    let behave = |_: &str, _: &LiteralMap, _: u32, _: Option<u32>| -> TaskStatus { unreachable!() };
+    let mut d = Driver::new(&pkg, "wf", ExecConfig::new("g"));
+    // The approval arrives before its gate is reached: it is kept.
+    d.exec.step(Event::Signal {
+        id: "publish".into(),
+        value: Box::new(primitive_lit(primitive::Value::Boolean(true))),
+    });
+    assert_eq!(
+        d.run(inputs(&[("text", lit_str("draft"))]), &behave),
+        ExecPhase::Running,
+        "waiting for the note"
+    );
+    // A value of the wrong type does not end the wait.
+    d.exec.step(Event::Signal {
+        id: "review-note".into(),
+        value: Box::new(lit_int(3)),
+    });
+    assert_eq!(d.exec.phase(), ExecPhase::Running);
+    let fx = d.exec.step(Event::Signal {
+        id: "review-note".into(),
+        value: Box::new(lit_str("lgtm")),
+    });
+    d.apply(fx, &behave);
+    assert_eq!(d.exec.phase(), ExecPhase::Succeeded);
+    assert_eq!(d.output("approved"), lit_str("draft"));
+    assert_eq!(d.output("note"), lit_str("lgtm"));
+
+    let mut d = Driver::new(&pkg, "wf", ExecConfig::new("g2"));
+    d.run(inputs(&[("text", lit_str("draft"))]), &behave);
+    d.exec.step(Event::Signal {
+        id: "publish".into(),
+        value: Box::new(primitive_lit(primitive::Value::Boolean(false))),
+    });
+    d.exec.step(Event::Signal {
+        id: "review-note".into(),
+        value: Box::new(lit_str("no")),
+    });
+    assert_eq!(d.exec.phase(), ExecPhase::Failed);
+    assert!(d.exec.error().unwrap().message.contains("was not approved"));
+}
+
+const TIMEOUTS: &str = r#"
+version: 1
+image: img:1
+tasks:
+  slow: {type: python, module: m, function: slow, inputs: {x: int}, outputs: {y: int}, timeout: 10s, retries: 1}
+workflows:
+  wf:
+    inputs: {x: int}
+    outputs: {y: "${a.y}"}
+    nodes:
+      - {id: a, task: slow, inputs: {x: "${inputs.x}"}}
+"#;
+
+#[test]
+fn attempt_timeouts_abort_and_retry() {
+    let pkg = yaml_pkg(TIMEOUTS);
+    let mut d = Driver::new(&pkg, "wf", ExecConfig::new("t"));
+    let fx = d.exec.step(Event::Start {
+        inputs: inputs(&[("x", lit_int(1))]),
+    });
+    let (node, timer) = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Timer {
+                node, kind, after, ..
+            } => Some((*node, (*kind, *after))),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(timer.1.as_secs(), 10);
+    // The timer fires before the task reports: attempt 0 is aborted, attempt 1 starts.
+    let fx = d.exec.step(Event::Timer {
+        node,
+        index: None,
+        attempt: 0,
+        kind: timer.0,
+    });
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::AbortTask { attempt: 0, .. })),
+        "{fx:?}"
+    );
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::StartTask(t) if t.attempt == 1)),
+        "{fx:?}"
+    );
+    // The late success of attempt 0 is ignored; attempt 1's counts.
+    assert!(
+        d.exec
+            .step(Event::Task {
+                node,
+                index: None,
+                attempt: 0,
+                status: ok(vec![("y", lit_int(7))])
+            })
+            .is_empty()
+    );
+    d.exec.step(Event::Task {
+        node,
+        index: None,
+        attempt: 1,
+        status: ok(vec![("y", lit_int(2))]),
+    });
+    assert_eq!(d.exec.phase(), ExecPhase::Succeeded);
+    assert_eq!(int(&d.exec.outputs().unwrap().literals["y"]), 2);
+}
+
+#[test]
+fn cache_keys_come_with_cached_tasks() {
+    let pkg = Arc::new(
+        compile(
+            &yaml::load(
+                "hello.yaml",
+                &std::fs::read_to_string(format!(
+                    "{}/../examples/hello.yaml",
+                    env!("CARGO_MANIFEST_DIR")
+                ))
+                .unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap(),
+    );
+    let mut d = Driver::new(&pkg, "hello", ExecConfig::new("c"));
+    let behave = |task: &str, i: &LiteralMap, _: u32, _: Option<u32>| match task {
+        "square" => ok(vec![("y", lit_int(int(&i.literals["x"]).pow(2)))]),
+        "total" => ok(vec![(
+            "sum",
+            lit_int(ints(&i.literals["xs"]).into_iter().flatten().sum()),
+        )]),
+        "shout" => ok(vec![("loud", lit_str("BIG!"))]),
+        other => panic!("{other}"),
+    };
+    let numbers = from_json(
+        &serde_json::json!([1, 2, 3, 4]),
+        &types::parse("list[int]").unwrap(),
+    )
+    .unwrap();
+    let phase = d.run(
+        inputs(&[("numbers", numbers), ("name", lit_str("world"))]),
+        &behave,
+    );
+    assert_eq!(phase, ExecPhase::Succeeded);
+    assert_eq!(int(&d.output("sum")), 30);
+    assert_eq!(
+        d.output("message"),
+        lit_str("world"),
+        "30 is not > 100: the echo case ran in the engine"
+    );
+    let squares: Vec<&TaskLaunch> = d.started.iter().filter(|t| t.task == "square").collect();
+    assert_eq!(squares.len(), 4);
+    let keys: BTreeSet<&String> = squares
+        .iter()
+        .map(|t| t.cache_key.as_ref().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 4, "a key per distinct input");
+    assert!(
+        d.started
+            .iter()
+            .filter(|t| t.task == "total")
+            .all(|t| t.cache_key.is_none())
+    );
+    // Elements of a YAML map get their own element as input.
+    assert_eq!(int(&squares[2].inputs.literals["x"]), 3);
+}
+
+// ---------- deterministic simulation ----------
+
+/// A small deterministic generator (xorshift64*), so a seed replays exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// Runs `wf` with faults: events delivered in random order, some twice, some late (after others), and
+/// crashes between effect and commit (the step's effects are carried out, its new state is lost, and the
+/// event is delivered again). Task creation is idempotent by name, as plugins make it, and a repeated start
+/// is followed by a status check.
+/// Returns (phase, outputs, names of task attempts created).
+fn simulate(
+    pkg: &Arc<CompiledPackage>,
+    wf: &str,
+    input: &LiteralMap,
+    behave: &Behaviour,
+    seed: u64,
+) -> (ExecPhase, Option<LiteralMap>, BTreeSet<String>) {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let program = Program {
+        package: pkg.clone(),
+        workflow: wf.into(),
+    };
+    let mut exec = Execution::new(&program, ExecConfig::new("sim")).unwrap();
+    let mut created: BTreeMap<String, usize> = BTreeMap::new();
+    let mut pending: Vec<Event> = vec![Event::Start {
+        inputs: input.clone(),
+    }];
+    let mut steps = 0;
+    while !pending.is_empty() && steps < 100_000 {
+        steps += 1;
+        let i = rng.below(pending.len());
+        let ev = if rng.chance(15) {
+            pending[i].clone()
+        } else {
+            pending.swap_remove(i)
+        };
+        let crash = rng.chance(10);
+        let before = crash.then(|| exec.clone());
+        let fx = exec.step(ev.clone());
+        for e in fx {
+            match e {
+                Effect::StartTask(t) => {
+                    // Creation is idempotent by name: a repeated start finds the job already made, and the
+                    // runtime then checks its status (as its delayed check messages do), so the job's
+                    // outcome is reported again.
+                    let first = !created.contains_key(&t.name);
+                    *created.entry(t.name.clone()).or_default() += 1;
+                    if first {
+                        pending.push(Event::Task {
+                            node: t.node,
+                            index: t.index,
+                            attempt: t.attempt,
+                            status: TaskStatus::Running,
+                        });
+                    }
+                    pending.push(Event::Task {
+                        node: t.node,
+                        index: t.index,
+                        attempt: t.attempt,
+                        status: behave(&t.task, &t.inputs, t.attempt, t.index),
+                    });
+                }
+                Effect::Timer {
+                    node,
+                    index,
+                    attempt,
+                    kind,
+                    ..
+                } => pending.push(Event::Timer {
+                    node,
+                    index,
+                    attempt,
+                    kind,
+                }),
+                _ => {}
+            }
+        }
+        if let Some(state) = before {
+            exec = state;
+            pending.push(ev);
+        }
+    }
+    (
+        exec.phase(),
+        exec.outputs().cloned(),
+        created.into_keys().collect(),
+    )
+}
+
+fn check_simulation(
+    pkg: &Arc<CompiledPackage>,
+    wf: &str,
+    input: &LiteralMap,
+    behave: &Behaviour,
+    seeds: std::ops::Range<u64>,
+) {
+    let mut d = Driver::new(pkg, wf, ExecConfig::new("sim"));
+    let phase = d.run(input.clone(), behave);
+    let want_names: BTreeSet<String> = d.started.iter().map(|t| t.name.clone()).collect();
+    let want = (phase, d.exec.outputs().cloned());
+    for seed in seeds {
+        let (p, o, names) = simulate(pkg, wf, input, behave, seed);
+        assert_eq!(
+            (p, o.clone()),
+            want,
+            "seed {seed}: outcome differs from the fault-free run"
+        );
+        assert_eq!(
+            names, want_names,
+            "seed {seed}: a different set of task attempts was started"
+        );
+    }
+}
+
+fn seeds() -> u64 {
+    std::env::var("UPDRAFT_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000)
+}
+
+#[test]
+fn simulation_branches_and_subworkflows() {
+    let n = seeds();
+    let pkg = fixture_pkg(&["branches.tgz"]);
+    check_simulation(
+        &pkg,
+        "fixtures.branches.branch_wf",
+        &inputs(&[("x", lit_int(12)), ("base", lit_int(10))]),
+        &fixture_tasks,
+        0..n,
+    );
+    let pkg = fixture_pkg(&["subworkflows.tgz"]);
+    check_simulation(
+        &pkg,
+        "fixtures.subworkflows.outer",
+        &inputs(&[("x", lit_int(3))]),
+        &fixture_tasks,
+        0..n,
+    );
+}
+
+#[test]
+fn simulation_maps_and_retries() {
+    let n = seeds();
+    let pkg = fixture_pkg(&["maps.tgz"]);
+    let xs = from_json(
+        &serde_json::json!([1, 2, 3, 4, 5, 6]),
+        &types::parse("list[int]").unwrap(),
+    )
+    .unwrap();
+    check_simulation(
+        &pkg,
+        "fixtures.maps.maps_wf",
+        &inputs(&[("xs", xs)]),
+        &fixture_tasks,
+        0..n,
+    );
+    let pkg = yaml_pkg(RETRY);
+    check_simulation(
+        &pkg,
+        "wf",
+        &inputs(&[("x", lit_int(1))]),
+        &retry_behaviour(2, ErrorKind::User, true),
+        0..n,
+    );
+    check_simulation(
+        &pkg,
+        "wf",
+        &inputs(&[("x", lit_int(1))]),
+        &retry_behaviour(5, ErrorKind::User, true),
+        0..n,
+    );
+}
+
+#[test]
+fn none_literal_is_none() {
+    // Guard for the helpers above: none literals are told apart from values.
+    assert_eq!(
+        ints(&Literal {
+            value: Some(literal::Value::Collection(
+                updraft_proto::core::LiteralCollection {
+                    literals: vec![none_lit(), lit_int(1)]
+                }
+            )),
+            ..Default::default()
+        }),
+        vec![None, Some(1)]
+    );
+}
