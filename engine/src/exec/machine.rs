@@ -587,18 +587,22 @@ impl Execution {
                 mapped,
                 ..
             } => {
-                let mut m = a.shared_inputs.as_ref().clone();
-                for var in mapped {
-                    if let Some(Literal {
-                        value: Some(literal::Value::Collection(c)),
-                        ..
-                    }) = m.literals.get(var)
-                    {
-                        let el = c.literals.get(i as usize).cloned().unwrap_or_else(none_lit);
-                        m.literals.insert(var.clone(), el);
-                    }
-                }
-                Arc::new(m)
+                // Mapped inputs contribute their element; the others (bound inputs) are passed whole.
+                let literals = a
+                    .shared_inputs
+                    .literals
+                    .iter()
+                    .map(|(var, l)| {
+                        let value = match (mapped.contains(var), &unwrap_union(l).value) {
+                            (true, Some(literal::Value::Collection(c))) => {
+                                c.literals.get(i as usize).cloned().unwrap_or_else(none_lit)
+                            }
+                            _ => l.clone(),
+                        };
+                        (var.clone(), value)
+                    })
+                    .collect();
+                Arc::new(LiteralMap { literals })
             }
             _ => a.shared_inputs.clone(),
         }
