@@ -6,6 +6,7 @@
 //! - `fanout`: 1,000 echo tasks reading one input, gathered by one node; figure: engine time per node;
 //! - `chain`: 500 echo tasks in a chain; figure: engine time per node;
 //! - `map100k`: a map of an echo task over 100,000 elements; figures: time and peak RSS.
+//!
 //! Echo tasks are served inside the engine, so these measure orchestration alone (no process start).
 
 #![allow(clippy::unwrap_used)]
