@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod literal;
 pub mod package;
 pub mod plugins;
+pub mod template;
 pub mod types;
 pub mod yaml;
 
