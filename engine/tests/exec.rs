@@ -930,3 +930,251 @@ fn none_literal_is_none() {
         vec![None, Some(1)]
     );
 }
+
+#[test]
+fn parallelism_caps_running_attempts() {
+    // Execution-wide cap: a and c are both ready, but only one starts until a slot frees.
+    let pkg = yaml_pkg(RETRY);
+    let mut cfg = ExecConfig::new("p");
+    cfg.max_parallelism = Some(1);
+    let program = Program {
+        package: pkg.clone(),
+        workflow: "wf".into(),
+    };
+    let mut exec = Execution::new(&program, cfg).unwrap();
+    let fx = exec.step(Event::Start {
+        inputs: inputs(&[("x", lit_int(1))]),
+    });
+    let starts: Vec<&TaskLaunch> = fx
+        .iter()
+        .filter_map(|e| {
+            if let Effect::StartTask(t) = e {
+                Some(t)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(starts.len(), 1);
+    let first = starts[0].clone();
+    let fx = exec.step(Event::Task {
+        node: first.node,
+        index: None,
+        attempt: 0,
+        status: ok(vec![("y", lit_int(2))]),
+    });
+    let next: Vec<&TaskLaunch> = fx
+        .iter()
+        .filter_map(|e| {
+            if let Effect::StartTask(t) = e {
+                Some(t)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(
+        next.len(),
+        1,
+        "the freed slot goes to exactly one waiting task: {fx:?}"
+    );
+
+    // Array cap: the fixture's squares map has parallelism 2.
+    let pkg = fixture_pkg(&["maps.tgz"]);
+    let program = Program {
+        package: pkg,
+        workflow: "fixtures.maps.maps_wf".into(),
+    };
+    let mut exec = Execution::new(&program, ExecConfig::new("p2")).unwrap();
+    let xs = from_json(
+        &serde_json::json!([1, 2, 3, 4, 5]),
+        &types::parse("list[int]").unwrap(),
+    )
+    .unwrap();
+    let fx = exec.step(Event::Start {
+        inputs: inputs(&[("xs", xs)]),
+    });
+    let squares = fx
+        .iter()
+        .filter(|e| matches!(e, Effect::StartTask(t) if t.task.contains("map_square")))
+        .count();
+    let scales = fx
+        .iter()
+        .filter(|e| matches!(e, Effect::StartTask(t) if t.task.contains("map_scale")))
+        .count();
+    assert_eq!(
+        (squares, scales),
+        (2, 5),
+        "parallelism 2 for squares, unlimited for scale"
+    );
+}
+
+/// `outer` with add(a, b) failing when a == 5: the first subworkflow fails.
+fn failing_add(task: &str, i: &LiteralMap, attempt: u32, index: Option<u32>) -> TaskStatus {
+    if task.ends_with(".add") && int(&i.literals["a"]) == 5 {
+        return user_error(false);
+    }
+    if task.ends_with(".cleanup") {
+        return ok(vec![]);
+    }
+    fixture_tasks(task, i, attempt, index)
+}
+
+#[test]
+fn failure_policy_and_failure_node() {
+    let pkg = fixture_pkg(&["subworkflows.tgz"]);
+    let mut d = Driver::new(&pkg, "fixtures.subworkflows.outer", ExecConfig::new("f"));
+    // x = 5: the first subworkflow's add(5, 2) fails, without retries.
+    let phase = d.run(inputs(&[("x", lit_int(5))]), &failing_add);
+    assert_eq!(phase, ExecPhase::Failed);
+    let err = d.exec.error().unwrap();
+    assert_eq!(err.code, "Boom");
+    assert!(
+        err.node.ends_with("-n0"),
+        "the failing node is named: {err:?}"
+    );
+    // The failure node ran, with the workflow's inputs.
+    let cleanup = d
+        .started
+        .iter()
+        .find(|t| t.task.ends_with(".cleanup"))
+        .expect("failure node ran");
+    assert_eq!(int(&cleanup.inputs.literals["x"]), 5);
+    // Nodes downstream of the failure were skipped, not run.
+    assert!(
+        !d.started.iter().any(|t| t.node_id.starts_with("n1-")),
+        "{:?}",
+        d.started.iter().map(|t| &t.node_id).collect::<Vec<_>>()
+    );
+}
+
+const TIMED: &str = r#"
+version: 1
+image: img:1
+tasks:
+  t: {type: python, module: m, function: t, inputs: {x: int}, outputs: {y: int}}
+workflows:
+  wf:
+    inputs: {x: int}
+    outputs: {y: "${a.y}"}
+    nodes:
+      - {id: a, task: t, timeout: 1h, inputs: {x: "${inputs.x}"}}
+      - {id: child, launch_plan: sub, inputs: {x: "${inputs.x}"}}
+  sub:
+    inputs: {x: int}
+    outputs: {y: "${b.y}"}
+    nodes:
+      - {id: b, task: t, inputs: {x: "${inputs.x}"}}
+"#;
+
+#[test]
+fn node_timeouts_and_child_executions() {
+    let pkg = yaml_pkg(TIMED);
+    let program = Program {
+        package: pkg,
+        workflow: "wf".into(),
+    };
+    let mut exec = Execution::new(&program, ExecConfig::new("to")).unwrap();
+    let fx = exec.step(Event::Start {
+        inputs: inputs(&[("x", lit_int(1))]),
+    });
+    let child = fx
+        .iter()
+        .find_map(|e| {
+            if let Effect::StartChild {
+                node,
+                name,
+                launch_plan,
+                inputs,
+            } = e
+            {
+                Some((*node, name.clone(), launch_plan.clone(), inputs.clone()))
+            } else {
+                None
+            }
+        })
+        .unwrap();
+    assert_eq!(child.2, "sub");
+    assert_eq!(child.1, "to-child");
+    assert_eq!(int(&child.3.literals["x"]), 1);
+    let (a, kind) = fx
+        .iter()
+        .find_map(|e| {
+            if let Effect::Timer { node, kind, .. } = e {
+                Some((*node, *kind))
+            } else {
+                None
+            }
+        })
+        .unwrap();
+    // The child finishes; the node timeout fires before `a` reports: the node times out.
+    exec.step(Event::Child {
+        node: child.0,
+        result: Ok(inputs(&[("y", lit_int(5))])),
+    });
+    assert_eq!(exec.node_phase(child.0), NodePhase::Succeeded);
+    let fx = exec.step(Event::Timer {
+        node: a,
+        index: None,
+        attempt: 0,
+        kind,
+    });
+    assert!(
+        fx.iter().any(|e| matches!(e, Effect::AbortTask { .. })),
+        "{fx:?}"
+    );
+    assert_eq!(exec.node_phase(a), NodePhase::TimedOut);
+    assert_eq!(exec.phase(), ExecPhase::Failed);
+    assert_eq!(exec.error().unwrap().code, "NodeTimeout");
+}
+
+const MIN_OK: &str = r#"
+version: 1
+image: img:1
+tasks:
+  t: {type: python, module: m, function: t, inputs: {x: int}, outputs: {y: int}}
+workflows:
+  wf:
+    inputs: {xs: "list[int]"}
+    outputs: {ys: "${m.y}"}
+    nodes:
+      - {id: m, map: {task: t, min_successes: 3}, inputs: {x: "${inputs.xs}"}}
+"#;
+
+#[test]
+fn min_successes_counts_elements() {
+    let pkg = yaml_pkg(MIN_OK);
+    let behave = |_: &str, i: &LiteralMap, _: u32, _: Option<u32>| {
+        let x = int(&i.literals["x"]);
+        if x < 0 {
+            user_error(false)
+        } else {
+            ok(vec![("y", lit_int(x * 2))])
+        }
+    };
+    let list = |v: serde_json::Value| from_json(&v, &types::parse("list[int]").unwrap()).unwrap();
+    let mut d = Driver::new(&pkg, "wf", ExecConfig::new("k"));
+    assert_eq!(
+        d.run(
+            inputs(&[("xs", list(serde_json::json!([1, -1, 2, 3])))]),
+            &behave
+        ),
+        ExecPhase::Succeeded
+    );
+    assert_eq!(ints(&d.output("ys")), vec![Some(2), None, Some(4), Some(6)]);
+    let mut d = Driver::new(&pkg, "wf", ExecConfig::new("k2"));
+    assert_eq!(
+        d.run(
+            inputs(&[("xs", list(serde_json::json!([1, -1, -2, 3])))]),
+            &behave
+        ),
+        ExecPhase::Failed
+    );
+    let mut d = Driver::new(&pkg, "wf", ExecConfig::new("k3"));
+    assert_eq!(
+        d.run(inputs(&[("xs", list(serde_json::json!([])))]), &behave),
+        ExecPhase::Succeeded,
+        "an empty map succeeds"
+    );
+    assert_eq!(ints(&d.output("ys")), Vec::<Option<i64>>::new());
+}
