@@ -756,13 +756,14 @@ fn simulate(
     input: &LiteralMap,
     behave: &Behaviour,
     seed: u64,
+    config: &ExecConfig,
 ) -> (ExecPhase, Option<LiteralMap>, BTreeSet<String>) {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let program = Program {
         package: pkg.clone(),
         workflow: wf.into(),
     };
-    let mut exec = Execution::new(&program, ExecConfig::new("sim")).unwrap();
+    let mut exec = Execution::new(&program, config.clone()).unwrap();
     let mut created: BTreeMap<String, usize> = BTreeMap::new();
     let mut pending: Vec<Event> = vec![Event::Start {
         inputs: input.clone(),
@@ -836,12 +837,23 @@ fn check_simulation(
     behave: &Behaviour,
     seeds: std::ops::Range<u64>,
 ) {
-    let mut d = Driver::new(pkg, wf, ExecConfig::new("sim"));
+    check_simulation_with(pkg, wf, input, behave, seeds, &ExecConfig::new("sim"));
+}
+
+fn check_simulation_with(
+    pkg: &Arc<CompiledPackage>,
+    wf: &str,
+    input: &LiteralMap,
+    behave: &Behaviour,
+    seeds: std::ops::Range<u64>,
+    config: &ExecConfig,
+) {
+    let mut d = Driver::new(pkg, wf, config.clone());
     let phase = d.run(input.clone(), behave);
     let want_names: BTreeSet<String> = d.started.iter().map(|t| t.name.clone()).collect();
     let want = (phase, d.exec.outputs().cloned());
     for seed in seeds {
-        let (p, o, names) = simulate(pkg, wf, input, behave, seed);
+        let (p, o, names) = simulate(pkg, wf, input, behave, seed, config);
         assert_eq!(
             (p, o.clone()),
             want,
@@ -894,9 +906,20 @@ fn simulation_maps_and_retries() {
     check_simulation(
         &pkg,
         "fixtures.maps.maps_wf",
+        &inputs(&[("xs", xs.clone())]),
+        &fixture_tasks,
+        0..n,
+    );
+    // The same with a parallelism cap: queued work and freed slots under faults.
+    let mut capped = ExecConfig::new("sim");
+    capped.max_parallelism = Some(2);
+    check_simulation_with(
+        &pkg,
+        "fixtures.maps.maps_wf",
         &inputs(&[("xs", xs)]),
         &fixture_tasks,
         0..n,
+        &capped,
     );
     let pkg = yaml_pkg(RETRY);
     check_simulation(
@@ -1177,4 +1200,86 @@ fn min_successes_counts_elements() {
         "an empty map succeeds"
     );
     assert_eq!(ints(&d.output("ys")), Vec::<Option<i64>>::new());
+}
+
+const ARRAY_FAILS: &str = r#"
+version: 1
+image: img:1
+tasks:
+  t: {type: python, module: m, function: t, inputs: {x: int}, outputs: {y: int}}
+workflows:
+  wf:
+    failure_policy: fail_after_executable_nodes_complete
+    inputs: {xs: "list[int]", x: int}
+    outputs: {ys: "${m.y}", y: "${c.y}"}
+    nodes:
+      - {id: m, map: {task: t}, inputs: {x: "${inputs.xs}"}}
+      - {id: c, task: t, inputs: {x: "${inputs.x}"}}
+"#;
+
+#[test]
+fn aborted_work_frees_its_slots_and_queued_elements_of_a_failed_array_never_start() {
+    let pkg = yaml_pkg(ARRAY_FAILS);
+    let mut cfg = ExecConfig::new("af");
+    cfg.max_parallelism = Some(2);
+    let program = Program {
+        package: pkg,
+        workflow: "wf".into(),
+    };
+    let mut exec = Execution::new(&program, cfg).unwrap();
+    let list = from_json(
+        &serde_json::json!([-1, 1, 2, 3]),
+        &types::parse("list[int]").unwrap(),
+    )
+    .unwrap();
+    let fx = exec.step(Event::Start {
+        inputs: inputs(&[("xs", list), ("x", lit_int(7))]),
+    });
+    let started: Vec<TaskLaunch> = fx
+        .iter()
+        .filter_map(|e| {
+            if let Effect::StartTask(t) = e {
+                Some(t.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(started.len(), 2, "two slots: elements 0 and 1");
+    // Element 0 fails: the array fails and aborts element 1; both slots are free again, so `c` starts,
+    // and elements 2 and 3 never do.
+    let fx = exec.step(Event::Task {
+        node: started[0].node,
+        index: Some(0),
+        attempt: 0,
+        status: user_error(false),
+    });
+    let aborted = fx
+        .iter()
+        .filter(|e| matches!(e, Effect::AbortTask { index: Some(1), .. }))
+        .count();
+    assert_eq!(aborted, 1, "{fx:?}");
+    let next: Vec<TaskLaunch> = fx
+        .iter()
+        .filter_map(|e| {
+            if let Effect::StartTask(t) = e {
+                Some(t.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(next.len(), 1, "{fx:?}");
+    assert_eq!(next[0].node_id, "c");
+    let fx = exec.step(Event::Task {
+        node: next[0].node,
+        index: None,
+        attempt: 0,
+        status: ok(vec![("y", lit_int(8))]),
+    });
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::StartTask(_))),
+        "no element of the failed array starts: {fx:?}"
+    );
+    assert_eq!(exec.phase(), ExecPhase::Failed);
 }

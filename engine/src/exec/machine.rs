@@ -23,6 +23,8 @@ use crate::types;
 #[derive(Debug, Clone, Default)]
 struct Attempts {
     phase: Option<NodePhase>,
+    /// A started attempt holds one of the execution's parallelism slots until it ends or is aborted.
+    in_flight: bool,
     attempt: u32,
     user_failures: u32,
     system_failures: u32,
@@ -294,6 +296,19 @@ impl Execution {
     }
 
     fn drain(&mut self, fx: &mut Vec<Effect>, todo: &mut VecDeque<Todo>) {
+        loop {
+            self.drain_todo(fx, todo);
+            if self.phase.is_terminal() || self.waiting.is_empty() {
+                return;
+            }
+            self.pump_waiting(fx, todo);
+            if todo.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn drain_todo(&mut self, fx: &mut Vec<Effect>, todo: &mut VecDeque<Todo>) {
         while let Some(t) = todo.pop_front() {
             if self.phase.is_terminal() {
                 return;
@@ -379,20 +394,9 @@ impl Execution {
                 self.launch(node, None, fx, todo);
             }
             NodeKind::Array {
-                success,
-                mapped,
-                original_interface,
-                ..
+                success, mapped, ..
             } => {
-                self.start_array(
-                    node,
-                    &inputs,
-                    *success,
-                    mapped,
-                    *original_interface,
-                    fx,
-                    todo,
-                );
+                self.start_array(node, &inputs, *success, mapped, fx, todo);
             }
             NodeKind::Branch { cases, otherwise } => {
                 self.set_phase(node, NodePhase::Running, fx);
@@ -500,6 +504,7 @@ impl Execution {
             return;
         }
         self.running_tasks += 1;
+        self.unit_mut(node, index).in_flight = true;
         let wf_node = self.wf().node(node);
         let sub = match &wf_node.kind {
             NodeKind::Array { sub, .. } => *sub,
@@ -608,19 +613,32 @@ impl Execution {
         }
     }
 
-    fn release_slot(&mut self, fx: &mut Vec<Effect>, todo: &mut VecDeque<Todo>) {
-        self.running_tasks = self.running_tasks.saturating_sub(1);
-        while let Some((n, i)) = self.waiting.pop_front() {
-            let live = match i {
-                Some(i) => self.nodes[n as usize]
-                    .array
-                    .as_ref()
-                    .is_some_and(|a| a.elements[i as usize].phase == Some(NodePhase::Queued)),
-                None => self.nodes[n as usize].phase == NodePhase::Queued,
+    /// Starts waiting work while there is capacity (entries whose node or element has since ended are
+    /// dropped). Runs once the step's other work has settled, so a slot freed while a node is failing
+    /// never goes to that node's own queued work.
+    fn pump_waiting(&mut self, fx: &mut Vec<Effect>, todo: &mut VecDeque<Todo>) {
+        while self
+            .config
+            .max_parallelism
+            .is_none_or(|m| self.running_tasks < m)
+        {
+            let Some((n, i)) = self.waiting.pop_front() else {
+                return;
             };
+            let node_live = matches!(
+                self.nodes[n as usize].phase,
+                NodePhase::Queued | NodePhase::Running
+            );
+            let live = node_live
+                && match i {
+                    Some(i) => self.nodes[n as usize]
+                        .array
+                        .as_ref()
+                        .is_some_and(|a| a.elements[i as usize].phase == Some(NodePhase::Queued)),
+                    None => true,
+                };
             if live {
                 self.launch(n, i, fx, todo);
-                return;
             }
         }
     }
@@ -632,7 +650,6 @@ impl Execution {
         inputs: &Arc<LiteralMap>,
         success: SuccessCriteria,
         mapped: &[String],
-        _original: bool,
         fx: &mut Vec<Effect>,
         todo: &mut VecDeque<Todo>,
     ) {
@@ -712,7 +729,7 @@ impl Execution {
         }
         let outputs_types = self.wf().node(node).outputs.clone();
         let mut out = BTreeMap::new();
-        for (var, t) in &outputs_types {
+        for var in outputs_types.keys() {
             let literals = a
                 .elements
                 .iter()
@@ -720,10 +737,7 @@ impl Execution {
                     e.outputs
                         .as_ref()
                         .and_then(|o| o.literals.get(var).cloned())
-                        .unwrap_or_else(|| {
-                            let _ = t;
-                            none_lit()
-                        })
+                        .unwrap_or_else(none_lit)
                 })
                 .collect();
             out.insert(
@@ -782,7 +796,7 @@ impl Execution {
                 None => self.set_phase(node, NodePhase::Running, fx),
             },
             TaskStatus::Succeeded { outputs, .. } => {
-                self.release_slot(fx, todo);
+                self.free_slot(node, index);
                 match index {
                     Some(i) => self.element_done(node, i, Some(outputs), fx, todo),
                     None => {
@@ -813,7 +827,7 @@ impl Execution {
                 kind,
                 recoverable,
             } => {
-                self.release_slot(fx, todo);
+                self.free_slot(node, index);
                 let budget = match kind {
                     ErrorKind::User => self.user_retries(node),
                     ErrorKind::System => self.config.system_retries,
@@ -847,6 +861,13 @@ impl Execution {
                     None => self.fail(node, NodePhase::Failed, err, fx, todo),
                 }
             }
+        }
+    }
+
+    /// An aborted unit gives its slot back (without starting waiting work: the caller is failing a node).
+    fn free_slot(&mut self, node: NodeIdx, index: Option<u32>) {
+        if std::mem::take(&mut self.unit_mut(node, index).in_flight) {
+            self.running_tasks = self.running_tasks.saturating_sub(1);
         }
     }
 
@@ -1083,6 +1104,7 @@ impl Execution {
             NodeKind::Task { .. } if matches!(st.phase, NodePhase::Queued | NodePhase::Running) => {
                 let attempt = st.task.attempt;
                 let name = self.task_name(node, None, attempt);
+                self.free_slot(node, None);
                 fx.push(Effect::AbortTask {
                     node,
                     index: None,
@@ -1103,6 +1125,7 @@ impl Execution {
                         .collect();
                     for (i, attempt) in running {
                         let name = self.task_name(node, Some(i), attempt);
+                        self.free_slot(node, Some(i));
                         fx.push(Effect::AbortTask {
                             node,
                             index: Some(i),
