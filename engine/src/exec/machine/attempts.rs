@@ -1,0 +1,354 @@
+//! Task attempts: launching under the parallelism caps, statuses, retries, timeouts.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use updraft_proto::core::LiteralMap;
+
+use super::{Attempts, Execution, Todo, dns_name};
+use crate::compile::{Gate, NodeIdx, NodeKind};
+use crate::exec::{
+    Effect, ErrorKind, ExecError, NodePhase, TaskLaunch, TaskStatus, TimerKind, cache_key,
+};
+use crate::plugins::PluginKind;
+
+impl Execution {
+    /// Requests a task attempt (for a task node, or element `index` of an array), or queues it when the
+    /// execution is at its parallelism limit.
+    pub(super) fn launch(
+        &mut self,
+        node: NodeIdx,
+        index: Option<u32>,
+        fx: &mut Vec<Effect>,
+        todo: &mut VecDeque<Todo>,
+    ) {
+        if self
+            .config
+            .max_parallelism
+            .is_some_and(|m| self.running_tasks >= m)
+        {
+            self.waiting.push_back((node, index));
+            return;
+        }
+        self.running_tasks += 1;
+        self.unit_mut(node, index).in_flight = true;
+        let wf_node = self.wf().node(node);
+        let sub = match &wf_node.kind {
+            NodeKind::Array { sub, .. } => *sub,
+            _ => node,
+        };
+        let task_name = match &self.wf().node(sub).kind {
+            NodeKind::Task { task } => task.clone(),
+            _ => String::new(),
+        };
+        let st = &self.nodes[node as usize];
+        let (attempt, inputs) = match (index, &st.array) {
+            (Some(i), Some(a)) => (
+                a.elements[i as usize].attempt,
+                self.element_inputs(node, i, a),
+            ),
+            _ => (st.task.attempt, st.inputs.clone().unwrap_or_default()),
+        };
+        let task = self.pkg.tasks.get(&task_name);
+        if task.is_some_and(|t| t.plugin == PluginKind::Echo) {
+            todo.push_back(Todo::Echo(node, index, attempt, inputs));
+            return;
+        }
+        let meta = task
+            .and_then(|t| t.template.metadata.clone())
+            .unwrap_or_default();
+        let node_meta = &wf_node.metadata;
+        let cacheable = match node_meta.cacheable_value {
+            Some(updraft_proto::core::node_metadata::CacheableValue::Cacheable(c)) => c,
+            None => meta.discoverable,
+        };
+        let version = match &node_meta.cache_version_value {
+            Some(updraft_proto::core::node_metadata::CacheVersionValue::CacheVersion(v)) => {
+                v.clone()
+            }
+            None => meta.discovery_version.clone(),
+        };
+        let cache_serializable = match node_meta.cache_serializable_value {
+            Some(
+                updraft_proto::core::node_metadata::CacheSerializableValue::CacheSerializable(s),
+            ) => s,
+            None => meta.cache_serializable,
+        };
+        let interruptible = match node_meta.interruptible_value {
+            Some(updraft_proto::core::node_metadata::InterruptibleValue::Interruptible(i)) => i,
+            None => match meta.interruptible_value {
+                Some(updraft_proto::core::task_metadata::InterruptibleValue::Interruptible(i)) => i,
+                None => self.wf().interruptible,
+            },
+        };
+        let cache_key = (cacheable && !version.is_empty())
+            .then(|| cache_key(&task_name, &version, &inputs, &meta.cache_ignore_input_vars));
+        let node_id = wf_node.id.clone();
+        let raw = match index {
+            Some(i) => format!("{}-{node_id}-{i}-{attempt}", self.config.name),
+            None => format!("{}-{node_id}-{attempt}", self.config.name),
+        };
+        fx.push(Effect::StartTask(TaskLaunch {
+            node,
+            node_id,
+            index,
+            attempt,
+            task: task_name,
+            inputs,
+            name: dns_name(&raw),
+            interruptible,
+            cache_key,
+            cache_serializable,
+        }));
+        if let Some(t) = meta.timeout.filter(|t| t.seconds > 0 || t.nanos > 0) {
+            let after = Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
+            fx.push(Effect::Timer {
+                node,
+                index,
+                attempt,
+                kind: TimerKind::AttemptTimeout,
+                after,
+            });
+        }
+    }
+
+    /// Starts waiting work while there is capacity (entries whose node or element has since ended are
+    /// dropped). Runs once the step's other work has settled, so a slot freed while a node is failing
+    /// never goes to that node's own queued work.
+    pub(super) fn pump_waiting(&mut self, fx: &mut Vec<Effect>, todo: &mut VecDeque<Todo>) {
+        while self
+            .config
+            .max_parallelism
+            .is_none_or(|m| self.running_tasks < m)
+        {
+            let Some((n, i)) = self.waiting.pop_front() else {
+                return;
+            };
+            let node_live = matches!(
+                self.nodes[n as usize].phase,
+                NodePhase::Queued | NodePhase::Running
+            );
+            let live = node_live
+                && match i {
+                    Some(i) => self.nodes[n as usize]
+                        .array
+                        .as_ref()
+                        .is_some_and(|a| a.elements[i as usize].phase == Some(NodePhase::Queued)),
+                    None => true,
+                };
+            if live {
+                self.launch(n, i, fx, todo);
+            }
+        }
+    }
+
+    pub(super) fn on_task(
+        &mut self,
+        node: NodeIdx,
+        index: Option<u32>,
+        attempt: u32,
+        status: TaskStatus,
+        fx: &mut Vec<Effect>,
+        todo: &mut VecDeque<Todo>,
+    ) {
+        let Some(st) = self.nodes.get(node as usize) else {
+            return;
+        };
+        if !matches!(st.phase, NodePhase::Queued | NodePhase::Running) {
+            return;
+        }
+        let unit = match (index, &st.array) {
+            (Some(i), Some(a)) => match a.elements.get(i as usize) {
+                Some(e) => e.clone(),
+                None => return,
+            },
+            (None, None) if matches!(self.wf().node(node).kind, NodeKind::Task { .. }) => {
+                st.task.clone()
+            }
+            _ => return,
+        };
+        let unit_phase = if index.is_some() {
+            unit.phase.unwrap_or(NodePhase::NotYetStarted)
+        } else {
+            st.phase
+        };
+        if unit.attempt != attempt || !matches!(unit_phase, NodePhase::Queued | NodePhase::Running)
+        {
+            return;
+        }
+        match status {
+            TaskStatus::Queued => {}
+            TaskStatus::Running => match index {
+                Some(i) => {
+                    if let Some(a) = self.nodes[node as usize].array.as_mut() {
+                        a.elements[i as usize].phase = Some(NodePhase::Running);
+                    }
+                }
+                None => self.set_phase(node, NodePhase::Running, fx),
+            },
+            TaskStatus::Succeeded { outputs, .. } => {
+                self.free_slot(node, index);
+                match index {
+                    Some(i) => self.element_done(node, i, Some(outputs), fx, todo),
+                    None => {
+                        let missing: Vec<&String> = self
+                            .wf()
+                            .node(node)
+                            .outputs
+                            .keys()
+                            .filter(|k| !outputs.literals.contains_key(*k))
+                            .collect();
+                        if missing.is_empty() {
+                            self.set_phase(node, NodePhase::Running, fx);
+                            self.succeed(node, outputs, fx, todo);
+                        } else {
+                            let err = self.user_error(
+                                node,
+                                "MissingOutputs",
+                                format!("the task did not produce {missing:?}"),
+                            );
+                            self.fail(node, NodePhase::Failed, err, fx, todo);
+                        }
+                    }
+                }
+            }
+            TaskStatus::Failed {
+                code,
+                message,
+                kind,
+                recoverable,
+            } => {
+                self.free_slot(node, index);
+                let budget = match kind {
+                    ErrorKind::User => self.user_retries(node),
+                    ErrorKind::System => self.config.system_retries,
+                };
+                let used = match kind {
+                    ErrorKind::User => unit.user_failures,
+                    ErrorKind::System => unit.system_failures,
+                };
+                if recoverable && used < budget {
+                    let u = self.unit_mut(node, index);
+                    u.attempt += 1;
+                    match kind {
+                        ErrorKind::User => u.user_failures += 1,
+                        ErrorKind::System => u.system_failures += 1,
+                    }
+                    u.phase = Some(NodePhase::Queued);
+                    self.launch(node, index, fx, todo);
+                    return;
+                }
+                let err = ExecError {
+                    node: self.wf().node(node).id.clone(),
+                    code,
+                    message,
+                    kind,
+                };
+                match index {
+                    Some(i) => {
+                        self.nodes[node as usize].error.get_or_insert(err);
+                        self.element_done(node, i, None, fx, todo);
+                    }
+                    None => self.fail(node, NodePhase::Failed, err, fx, todo),
+                }
+            }
+        }
+    }
+
+    /// An aborted unit gives its slot back (without starting waiting work: the caller is failing a node).
+    pub(super) fn free_slot(&mut self, node: NodeIdx, index: Option<u32>) {
+        if std::mem::take(&mut self.unit_mut(node, index).in_flight) {
+            self.running_tasks = self.running_tasks.saturating_sub(1);
+        }
+    }
+
+    pub(super) fn unit_mut(&mut self, node: NodeIdx, index: Option<u32>) -> &mut Attempts {
+        let st = &mut self.nodes[node as usize];
+        match (index, st.array.as_mut()) {
+            (Some(i), Some(a)) => &mut a.elements[i as usize],
+            _ => &mut st.task,
+        }
+    }
+
+    pub(super) fn user_retries(&self, node: NodeIdx) -> u32 {
+        let wf_node = self.wf().node(node);
+        if let Some(r) = &wf_node.metadata.retries {
+            return r.retries;
+        }
+        let sub = match &wf_node.kind {
+            NodeKind::Array { sub, .. } => *sub,
+            _ => node,
+        };
+        match &self.wf().node(sub).kind {
+            NodeKind::Task { task } => self
+                .pkg
+                .tasks
+                .get(task)
+                .and_then(|t| t.template.metadata.as_ref())
+                .and_then(|m| m.retries)
+                .map_or(0, |r| r.retries),
+            _ => 0,
+        }
+    }
+
+    pub(super) fn on_timer(
+        &mut self,
+        node: NodeIdx,
+        index: Option<u32>,
+        attempt: u32,
+        kind: TimerKind,
+        fx: &mut Vec<Effect>,
+        todo: &mut VecDeque<Todo>,
+    ) {
+        let Some(st) = self.nodes.get(node as usize) else {
+            return;
+        };
+        if st.phase.is_terminal() || st.phase == NodePhase::NotYetStarted {
+            return;
+        }
+        match kind {
+            TimerKind::Sleep => {
+                if matches!(self.wf().node(node).kind, NodeKind::Gate(Gate::Sleep(_))) {
+                    self.succeed(node, LiteralMap::default(), fx, todo);
+                }
+            }
+            TimerKind::NodeTimeout => {
+                let id = self.wf().node(node).id.clone();
+                let err = ExecError {
+                    node: id,
+                    code: "NodeTimeout".into(),
+                    message: "the node ran past its timeout".into(),
+                    kind: ErrorKind::User,
+                };
+                self.fail(node, NodePhase::TimedOut, err, fx, todo);
+            }
+            TimerKind::AttemptTimeout => {
+                if self.attempt(node, index) != attempt {
+                    return;
+                }
+                let name = self.task_name(node, index, attempt);
+                fx.push(Effect::AbortTask {
+                    node,
+                    index,
+                    attempt,
+                    name,
+                });
+                let status = TaskStatus::Failed {
+                    code: "Timeout".into(),
+                    message: "the task attempt ran past its timeout".into(),
+                    kind: ErrorKind::User,
+                    recoverable: true,
+                };
+                self.on_task(node, index, attempt, status, fx, todo);
+            }
+        }
+    }
+
+    pub(super) fn task_name(&self, node: NodeIdx, index: Option<u32>, attempt: u32) -> String {
+        let id = &self.wf().node(node).id;
+        dns_name(&match index {
+            Some(i) => format!("{}-{id}-{i}-{attempt}", self.config.name),
+            None => format!("{}-{id}-{attempt}", self.config.name),
+        })
+    }
+}
