@@ -2,6 +2,7 @@
 
 mod graph;
 mod load;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +34,34 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = InspectFormat::Text)]
         format: InspectFormat,
+    },
+    /// Run a workflow on this machine: tasks as local processes, state under .updraft/; prints progress
+    /// to stderr and the outputs as JSON; exit 0 on success, 1 on failure.
+    Run {
+        /// Packages and YAML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The workflow to run (its default launch plan); default: the last workflow loaded.
+        #[arg(long, short)]
+        workflow: Option<String>,
+        /// The launch plan to run.
+        #[arg(long, short = 'l', conflicts_with = "workflow")]
+        launch_plan: Option<String>,
+        /// An input: `name=value`, the value as JSON (`3`, `[1,2]`, `{"a":1}`) or plain text.
+        #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// A JSON file with an object of inputs.
+        #[arg(long)]
+        inputs_file: Option<PathBuf>,
+        /// The Python interpreter whose environment runs Python tasks (holds pyflyte-execute).
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Most task attempts at once (default: the number of cores).
+        #[arg(long)]
+        parallelism: Option<u32>,
+        /// Where executions are kept.
+        #[arg(long, default_value = ".updraft")]
+        state_dir: PathBuf,
     },
     /// Draw a workflow's DAG, with branches, maps and subworkflows shown as such.
     Graph {
@@ -74,6 +103,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             workflow,
             format,
         } => draw(&files, workflow.as_deref(), format),
+        Command::Run {
+            files,
+            workflow,
+            launch_plan,
+            inputs,
+            inputs_file,
+            python,
+            parallelism,
+            state_dir,
+        } => run::run(run::RunArgs {
+            files,
+            workflow,
+            launch_plan,
+            inputs,
+            inputs_file,
+            python,
+            parallelism,
+            state_dir,
+        }),
     }
 }
 

@@ -145,3 +145,121 @@ fn graph_mermaid_and_dot() {
     assert_eq!(code, 1);
     assert!(err.contains("no workflow `nope`"), "{err}");
 }
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("updraft-cli-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn run_the_example() {
+    let state = temp_dir("hello");
+    let s = state.to_str().unwrap();
+    let (code, out, err) = updraft(&["run", "examples/hello.yaml", "--state-dir", s]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v, serde_json::json!({"sum": 30, "message": "world"}));
+    assert!(
+        err.contains("describe-small"),
+        "progress names the branch child: {err}"
+    );
+    let (code, out, err) = updraft(&[
+        "run",
+        "examples/hello.yaml",
+        "--state-dir",
+        s,
+        "-i",
+        "numbers=[5,6,7,8]",
+        "--input",
+        "name=x",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"sum": 174, "message": "A BIG NUMBER!"})
+    );
+    // Each attempt kept its files: the four squares, with their inputs and logs.
+    let exec_dirs: Vec<_> = std::fs::read_dir(state.join("executions"))
+        .unwrap()
+        .collect();
+    assert_eq!(exec_dirs.len(), 2);
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+const FAILING: &str = r#"
+version: 1
+tasks:
+  boom:
+    type: container
+    image: busybox
+    inputs: {x: int}
+    outputs: {y: int}
+    retries: 1
+    command: [sh, -c, 'echo "it broke on {{.inputs.x}}" > /var/outputs/_ERROR']
+  pod_task: {type: pod, image: i:1, module: m, function: f, inputs: {x: int}, outputs: {y: int}}
+workflows:
+  fails:
+    inputs: {x: int}
+    outputs: {y: "${b.y}"}
+    nodes:
+      - {id: b, task: boom, inputs: {x: "${inputs.x}"}}
+  remote:
+    inputs: {x: int}
+    outputs: {y: "${p.y}"}
+    nodes:
+      - {id: p, task: pod_task, inputs: {x: "${inputs.x}"}}
+"#;
+
+#[test]
+fn run_reports_failures_retries_and_bad_inputs() {
+    let state = temp_dir("fail");
+    let file = state.join("failing.yaml");
+    std::fs::write(&file, FAILING).unwrap();
+    let (f, s) = (file.to_str().unwrap(), state.to_str().unwrap());
+    let (code, out, err) = updraft(&["run", f, "-w", "fails", "-i", "x=7", "--state-dir", s]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("failed: node b: it broke on 7 (ContainerError)"),
+        "{err}"
+    );
+    // Two attempts ran (retries: 1), each in its own folder.
+    let exec = std::fs::read_dir(state.join("executions"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(exec.join("b/0/stderr.log").exists() && exec.join("b/1/stderr.log").exists());
+    assert!(!exec.join("b/2").exists());
+
+    let (code, _, err) = updraft(&["run", f, "-w", "fails", "--state-dir", s]);
+    assert_eq!(code, 1);
+    assert!(err.contains("missing required input(s) [\"x\"]"), "{err}");
+    let (code, _, err) = updraft(&["run", f, "-w", "fails", "-i", "x=seven", "--state-dir", s]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("input `x`: expected int, got a string"),
+        "{err}"
+    );
+    let (code, _, err) = updraft(&[
+        "run",
+        f,
+        "-w",
+        "fails",
+        "-i",
+        "y=1",
+        "-i",
+        "x=1",
+        "--state-dir",
+        s,
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("`y` is not an input of `fails`"), "{err}");
+    let (code, _, err) = updraft(&["run", f, "-w", "remote", "-i", "x=1", "--state-dir", s]);
+    assert_eq!(code, 1);
+    assert!(err.contains("pod tasks do not run locally yet"), "{err}");
+    let _ = std::fs::remove_dir_all(&state);
+}

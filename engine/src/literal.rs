@@ -442,3 +442,183 @@ mod tests {
         assert_eq!(msgpack(&json!([true, null])), vec![0x92, 0xc3, 0xc0]);
     }
 }
+
+/// A literal as JSON, for printing outputs: primitives as themselves, datetimes and durations as text,
+/// blobs as their URI, lists and maps as arrays and objects, msgpack structs decoded.
+pub fn to_json(l: &Literal) -> Value {
+    use updraft_proto::core::scalar::Value as S;
+    match &l.value {
+        Some(literal::Value::Scalar(s)) => match &s.value {
+            Some(S::Primitive(p)) => match &p.value {
+                Some(primitive::Value::Integer(i)) => Value::from(*i),
+                Some(primitive::Value::FloatValue(f)) => {
+                    serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+                }
+                Some(primitive::Value::StringValue(s)) => Value::from(s.clone()),
+                Some(primitive::Value::Boolean(b)) => Value::from(*b),
+                Some(primitive::Value::Datetime(_)) | Some(primitive::Value::Duration(_)) => {
+                    Value::from(crate::template::literal_text(l))
+                }
+                None => Value::Null,
+            },
+            Some(S::Union(u)) => u.value.as_deref().map_or(Value::Null, to_json),
+            Some(S::NoneType(_)) | None => Value::Null,
+            Some(S::Binary(b)) if b.tag == "msgpack" => unmsgpack(&b.value).unwrap_or(Value::Null),
+            Some(S::Generic(g)) => struct_json(g),
+            _ => Value::from(crate::template::literal_text(l)),
+        },
+        Some(literal::Value::Collection(c)) => {
+            Value::Array(c.literals.iter().map(to_json).collect())
+        }
+        Some(literal::Value::Map(m)) => Value::Object(
+            m.literals
+                .iter()
+                .map(|(k, v)| (k.clone(), to_json(v)))
+                .collect(),
+        ),
+        Some(literal::Value::OffloadedMetadata(o)) => Value::from(o.uri.clone()),
+        None => Value::Null,
+    }
+}
+
+fn struct_json(s: &prost_types::Struct) -> Value {
+    use prost_types::value::Kind;
+    fn one(v: &prost_types::Value) -> Value {
+        match &v.kind {
+            Some(Kind::NullValue(_)) | None => Value::Null,
+            Some(Kind::NumberValue(n)) => {
+                serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number)
+            }
+            Some(Kind::StringValue(s)) => Value::from(s.clone()),
+            Some(Kind::BoolValue(b)) => Value::from(*b),
+            Some(Kind::StructValue(s)) => struct_json(s),
+            Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(one).collect()),
+        }
+    }
+    Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), one(v))).collect())
+}
+
+/// Decodes msgpack (the subset JSON values need); None on anything else.
+fn unmsgpack(bytes: &[u8]) -> Option<Value> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if b.len() < n {
+            return None;
+        }
+        let (h, t) = b.split_at(n);
+        *b = t;
+        Some(h)
+    }
+    fn uint(b: &mut &[u8], n: usize) -> Option<u64> {
+        Some(
+            take(b, n)?
+                .iter()
+                .fold(0u64, |a, x| (a << 8) | u64::from(*x)),
+        )
+    }
+    fn read(b: &mut &[u8], depth: usize) -> Option<Value> {
+        if depth > 64 {
+            return None;
+        }
+        let t = *take(b, 1)?.first()?;
+        let s = |b: &mut &[u8], n: usize| {
+            take(b, n).map(|x| Value::from(String::from_utf8_lossy(x).into_owned()))
+        };
+        let arr = |b: &mut &[u8], n: usize| {
+            (0..n)
+                .map(|_| read(b, depth + 1))
+                .collect::<Option<Vec<_>>>()
+                .map(Value::Array)
+        };
+        let map = |b: &mut &[u8], n: usize| {
+            let mut m = serde_json::Map::new();
+            for _ in 0..n {
+                let k = match read(b, depth + 1)? {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                m.insert(k, read(b, depth + 1)?);
+            }
+            Some(Value::Object(m))
+        };
+        Some(match t {
+            0x00..=0x7f => Value::from(t),
+            0x80..=0x8f => map(b, (t & 0x0f) as usize)?,
+            0x90..=0x9f => arr(b, (t & 0x0f) as usize)?,
+            0xa0..=0xbf => s(b, (t & 0x1f) as usize)?,
+            0xc0 => Value::Null,
+            0xc2 => Value::from(false),
+            0xc3 => Value::from(true),
+            0xca => Value::from(f64::from(f32::from_bits(uint(b, 4)? as u32))),
+            0xcb => serde_json::Number::from_f64(f64::from_bits(uint(b, 8)?))
+                .map_or(Value::Null, Value::Number),
+            0xcc => Value::from(uint(b, 1)?),
+            0xcd => Value::from(uint(b, 2)?),
+            0xce => Value::from(uint(b, 4)?),
+            0xcf => Value::from(uint(b, 8)?),
+            0xd0 => Value::from(uint(b, 1)? as u8 as i8),
+            0xd1 => Value::from(uint(b, 2)? as u16 as i16),
+            0xd2 => Value::from(uint(b, 4)? as u32 as i32),
+            0xd3 => Value::from(uint(b, 8)? as i64),
+            0xd9 => {
+                let n = uint(b, 1)? as usize;
+                s(b, n)?
+            }
+            0xda => {
+                let n = uint(b, 2)? as usize;
+                s(b, n)?
+            }
+            0xdb => {
+                let n = uint(b, 4)? as usize;
+                s(b, n)?
+            }
+            0xdc => {
+                let n = uint(b, 2)? as usize;
+                arr(b, n)?
+            }
+            0xdd => {
+                let n = uint(b, 4)? as usize;
+                arr(b, n)?
+            }
+            0xde => {
+                let n = uint(b, 2)? as usize;
+                map(b, n)?
+            }
+            0xdf => {
+                let n = uint(b, 4)? as usize;
+                map(b, n)?
+            }
+            0xe0..=0xff => Value::from(t as i8),
+            _ => return None,
+        })
+    }
+    let mut b = bytes;
+    let v = read(&mut b, 0)?;
+    b.is_empty().then_some(v)
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+    use crate::types::parse;
+    use serde_json::json;
+
+    #[test]
+    fn literals_print_as_json() {
+        for (v, t) in [
+            (json!([1, 2]), "list[int]"),
+            (json!({"a": "x"}), "dict[str, str]"),
+            (
+                json!({"depth": 3, "tags": ["a"], "ok": true, "w": 1.5, "none": null}),
+                "struct",
+            ),
+            (json!(null), "optional[int]"),
+            (json!("s3://b/k"), "file"),
+        ] {
+            assert_eq!(
+                to_json(&from_json(&v, &parse(t).unwrap()).unwrap()),
+                v,
+                "{t}"
+            );
+        }
+    }
+}
