@@ -1,0 +1,142 @@
+//! `updraft run` on packages made by the real flytekit, with the real `pyflyte-execute`.
+//!
+//! Needs the Python environment `scripts/python-env` makes; `scripts/test` (the README's test command)
+//! sets `UPDRAFT_TEST_PYTHON` to it. Without it these tests fail, saying so.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+fn root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn python() -> String {
+    std::env::var("UPDRAFT_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("UPDRAFT_TEST_PYTHON is not set: run the tests with `bash scripts/test`, which prepares a Python environment with flytekit")
+    })
+}
+
+fn run(tag: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let state = std::env::temp_dir().join(format!("updraft-flytekit-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let out = Command::new(env!("CARGO_BIN_EXE_updraft"))
+        .arg("run")
+        .args(args)
+        .args([
+            "--python",
+            &python(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ])
+        .env("PYTHONPATH", root().join("tests/fixtures/flytekit/src"))
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&state);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (
+        out.status.code().unwrap_or(-1),
+        v,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn subworkflows_with_real_tasks() {
+    let (code, out, err) = run(
+        "sub",
+        &[
+            "tests/fixtures/flytekit/subworkflows.tgz",
+            "-w",
+            "fixtures.subworkflows.outer",
+            "-i",
+            "x=3",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, serde_json::json!({"o0": 90}));
+}
+
+#[test]
+fn map_tasks_with_real_tasks() {
+    let (code, out, err) = run("maps", &["tests/fixtures/flytekit/maps.tgz"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out["o0"], serde_json::json!([1, 4, 9, 16, 25]));
+    assert_eq!(out["o1"], serde_json::json!([3, 6, 9, 12, 15]));
+    assert_eq!(
+        out["o2"],
+        serde_json::json!([101, 102, null, 104, 105]),
+        "the failing index is none"
+    );
+    assert_eq!(out["o3"], serde_json::json!(55));
+}
+
+#[test]
+fn branches_with_real_tasks() {
+    let (code, out, err) = run("br", &["tests/fixtures/flytekit/branches.tgz", "-i", "x=3"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, serde_json::json!({"o0": "10->6"}));
+    let (code, _, err) = run(
+        "br0",
+        &["tests/fixtures/flytekit/branches.tgz", "-i", "x=0"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("x must not be zero"), "{err}");
+}
+
+#[test]
+fn launch_plan_defaults_and_fixed_inputs() {
+    let (code, out, err) = run(
+        "lp",
+        &[
+            "tests/fixtures/flytekit/launchplans.tgz",
+            "-l",
+            "greet_twice",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        serde_json::json!({"o0": "Hello, world! Hello, world!"})
+    );
+    let (code, _, err) = run(
+        "lp2",
+        &[
+            "tests/fixtures/flytekit/launchplans.tgz",
+            "-l",
+            "greet_twice",
+            "-i",
+            "times=3",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("input `times` is fixed"), "{err}");
+}
+
+#[test]
+fn every_literal_type_round_trips_through_flytekit() {
+    let (code, out, err) = run(
+        "lit",
+        &[
+            "tests/fixtures/flytekit/literals.tgz",
+            "-i",
+            "maybe=\"set\"",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // describe: total = i + sum(xs) + sum(counts) = 1 + 6 + 3; a file of `total` lines; a dir of `i` files.
+    assert_eq!(out["o1"], serde_json::json!(10));
+    assert_eq!(out["o3"], serde_json::json!(10));
+    assert_eq!(out["o4"], serde_json::json!(1));
+    assert_eq!(
+        out["o2"],
+        serde_json::json!({"x": 3.5, "y": 4.0, "label": "ORIGIN"})
+    );
+    let summary = out["o0"].as_str().unwrap();
+    assert_eq!(
+        summary, "hello:2.50:True:2024-01-02T03:04:05+00:00:180.0:set:origin",
+        "{summary}"
+    );
+}
