@@ -3,6 +3,7 @@
 mod graph;
 mod load;
 mod run;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +60,59 @@ enum Command {
         /// Most task attempts at once (default: the number of cores).
         #[arg(long)]
         parallelism: Option<u32>,
+        /// Where executions are kept.
+        #[arg(long, default_value = ".updraft")]
+        state_dir: PathBuf,
+    },
+    /// List the executions in the local store.
+    List {
+        /// Where executions are kept.
+        #[arg(long, default_value = ".updraft")]
+        state_dir: PathBuf,
+    },
+    /// Show an execution's phase, its nodes' phases, and its outputs or error.
+    Status {
+        /// Execution name (see `list`).
+        execution: String,
+        /// Where executions are kept.
+        #[arg(long, default_value = ".updraft")]
+        state_dir: PathBuf,
+    },
+    /// Print the captured stdout and stderr of a node's task attempt (the last one by default).
+    Logs {
+        /// Execution name.
+        execution: String,
+        /// Node id (as `status` shows it).
+        node: String,
+        /// Attempt number.
+        #[arg(long)]
+        attempt: Option<u32>,
+        /// Array element, for map nodes.
+        #[arg(long)]
+        index: Option<u32>,
+        /// Where executions are kept.
+        #[arg(long, default_value = ".updraft")]
+        state_dir: PathBuf,
+    },
+    /// Ask a running execution (`updraft run` in another terminal) to abort.
+    Abort {
+        /// Execution name.
+        execution: String,
+        /// Why.
+        #[arg(long, default_value = "aborted by the user")]
+        reason: String,
+        /// Where executions are kept.
+        #[arg(long, default_value = ".updraft")]
+        state_dir: PathBuf,
+    },
+    /// Send a gate's signal to a running execution: a value (JSON or text), or true/false for approvals.
+    Signal {
+        /// Execution name.
+        execution: String,
+        /// Signal id.
+        id: String,
+        /// The value.
+        value: String,
         /// Where executions are kept.
         #[arg(long, default_value = ".updraft")]
         state_dir: PathBuf,
@@ -122,6 +176,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             parallelism,
             state_dir,
         }),
+        Command::List { state_dir } => store::list(&state_dir),
+        Command::Status {
+            execution,
+            state_dir,
+        } => store::status(&state_dir, &execution),
+        Command::Logs {
+            execution,
+            node,
+            attempt,
+            index,
+            state_dir,
+        } => store::logs(&state_dir, &execution, &node, attempt, index),
+        Command::Abort {
+            execution,
+            reason,
+            state_dir,
+        } => store::abort(&state_dir, &execution, &reason),
+        Command::Signal {
+            execution,
+            id,
+            value,
+            state_dir,
+        } => store::signal(&state_dir, &execution, &id, &value),
     }
 }
 

@@ -1,6 +1,8 @@
 //! `updraft run`: executes a workflow on this machine with the embedded engine and the local executor.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use crate::store;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,6 +13,8 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 use updraft_connector_local::LocalExecutor;
 use updraft_engine::CompiledPackage;
+use updraft_engine::compile::Gate as G;
+use updraft_engine::compile::NodeKind::Gate;
 use updraft_engine::exec::{
     Effect, ErrorKind, Event, ExecConfig, ExecPhase, Execution, NodePhase, Program, TaskStatus,
 };
@@ -172,6 +176,30 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (tx, rx) = channel::<Event>();
     let mut outstanding = 0usize;
     let mut waiting_signals: BTreeSet<String> = BTreeSet::new();
+    let mut seen_signals = BTreeSet::new();
+    let mut told_waiting = false;
+    let mut summary = store::Summary {
+        name: name.clone(),
+        workflow: workflow.clone(),
+        phase: "Running".into(),
+        started: (stamp / 1000) as u64,
+        ..Default::default()
+    };
+    // Signal id → the type its gate expects (approvals take a boolean).
+    let signal_types: BTreeMap<String, updraft_proto::core::LiteralType> = wf
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.kind {
+            Gate(G::Approve { signal_id }) => Some((
+                signal_id.clone(),
+                updraft_engine::types::simple(updraft_proto::core::SimpleType::Boolean),
+            )),
+            Gate(G::Signal {
+                signal_id, r#type, ..
+            }) => Some((signal_id.clone(), (**r#type).clone())),
+            _ => None,
+        })
+        .collect();
     let mut effects = exec.step(Event::Start { inputs });
     loop {
         for e in effects.drain(..) {
@@ -259,11 +287,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 Effect::AbortChild { .. } => {}
                 Effect::NodePhase { node, phase } => {
                     let n = wf.node(node);
-                    if let updraft_engine::compile::NodeKind::Gate(
-                        updraft_engine::compile::Gate::Approve { signal_id }
-                        | updraft_engine::compile::Gate::Signal { signal_id, .. },
-                    ) = &n.kind
-                    {
+                    summary.nodes.insert(n.id.clone(), format!("{phase:?}"));
+                    if let Gate(G::Approve { signal_id } | G::Signal { signal_id, .. }) = &n.kind {
                         if phase == NodePhase::Running {
                             waiting_signals.insert(signal_id.clone());
                         } else {
@@ -281,17 +306,70 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     outputs,
                     error,
                 } => {
+                    summary.phase = format!("{phase:?}");
+                    summary.waiting_for.clear();
+                    summary.error = error
+                        .as_ref()
+                        .map(|e| format!("node {}: {} ({})", e.node, e.message, e.code));
+                    summary.outputs = outputs.as_ref().map(|o| {
+                        Value::Object(
+                            o.literals
+                                .iter()
+                                .map(|(k, v)| (k.clone(), to_json(v)))
+                                .collect(),
+                        )
+                    });
+                    store::save(&root, &summary)?;
                     return Ok(report_end(&name, phase, outputs, error, started));
                 }
             }
         }
-        if outstanding == 0 {
-            bail!(
-                "execution {name} is waiting for signal(s) {:?}, and signals are not supported by the local runner yet",
-                waiting_signals
-            );
+        summary.phase = format!("{:?}", exec.phase());
+        summary.waiting_for = waiting_signals.iter().cloned().collect();
+        store::save(&root, &summary)?;
+        if outstanding == 0 && !told_waiting {
+            if waiting_signals.is_empty() {
+                bail!("execution {name} has nothing left to run but did not finish");
+            }
+            told_waiting = true;
+            for id in &waiting_signals {
+                eprintln!("updraft: {name} waits for `{id}`: updraft signal {name} {id} <value>");
+            }
         }
-        let ev = rx.recv().context("the executor stopped")?;
+        let ev = match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(ev) => ev,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let (abort, signals) = store::poll_control(&root, &mut seen_signals);
+                if let Some(reason) = abort {
+                    effects = exec.step(Event::Abort { reason });
+                    continue;
+                }
+                for (id, v) in signals {
+                    match signal_types.get(&id).map(|t| from_json(&v, t)) {
+                        Some(Ok(value)) => {
+                            told_waiting = false;
+                            effects.extend(exec.step(Event::Signal {
+                                id,
+                                value: Box::new(value),
+                            }));
+                        }
+                        Some(Err(e)) => {
+                            // Refused: forget it, so a corrected value can be sent under the same id.
+                            eprintln!("updraft: signal `{id}` ignored: {e}");
+                            let _ = std::fs::remove_file(
+                                root.join("control/signals").join(format!("{id}.json")),
+                            );
+                            seen_signals.remove(&id);
+                        }
+                        None => eprintln!(
+                            "updraft: signal `{id}` ignored: no gate of {workflow} waits for it"
+                        ),
+                    }
+                }
+                continue;
+            }
+            Err(e) => bail!("the executor stopped: {e}"),
+        };
         if matches!(
             ev,
             Event::Task {

@@ -263,3 +263,155 @@ fn run_reports_failures_retries_and_bad_inputs() {
     assert!(err.contains("pod tasks do not run locally yet"), "{err}");
     let _ = std::fs::remove_dir_all(&state);
 }
+
+const GATES: &str = r#"
+version: 1
+tasks:
+  shout:
+    type: container
+    image: busybox
+    inputs: {text: str}
+    outputs: {loud: str}
+    command: [sh, -c, 'echo "said: $1"; printf "%s!" "$1" > /var/outputs/loud', shout, '{{.inputs.text}}']
+workflows:
+  review:
+    inputs: {text: str}
+    outputs: {approved: "${ok.loud}", note: "${note.value}"}
+    nodes:
+      - {id: loud, task: shout, inputs: {text: "${inputs.text}"}}
+      - {id: pause, gate: {sleep: 200ms}}
+      - {id: note, gate: {signal: review-note, type: str}, after: [pause]}
+      - {id: ok, gate: {approve: publish}, inputs: {loud: "${loud.loud}"}}
+  stuck:
+    nodes:
+      - {id: wait, gate: {sleep: 1h}}
+"#;
+
+fn wait_for(
+    state: &std::path::Path,
+    what: impl Fn(&serde_json::Value) -> bool,
+) -> (String, serde_json::Value) {
+    for _ in 0..600 {
+        if let Some(Ok(e)) = std::fs::read_dir(state.join("executions"))
+            .ok()
+            .and_then(|mut d| d.next())
+            && let Ok(text) = std::fs::read_to_string(e.path().join("execution.json"))
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            && what(&v)
+        {
+            return (e.file_name().to_string_lossy().into_owned(), v);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the execution never got there");
+}
+
+#[test]
+fn signals_approvals_status_list_and_logs() {
+    let state = temp_dir("gates");
+    let file = state.join("gates.yaml");
+    std::fs::write(&file, GATES).unwrap();
+    let (f, s) = (
+        file.to_str().unwrap().to_string(),
+        state.to_str().unwrap().to_string(),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_updraft"))
+        .args([
+            "run",
+            &f,
+            "-w",
+            "review",
+            "-i",
+            "text=ship it",
+            "--state-dir",
+            &s,
+        ])
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (name, _) = wait_for(&state, |v| {
+        let w = &v["waiting_for"];
+        w.as_array().is_some_and(|a| a.len() == 2)
+    });
+    // Approve, then send the note the second gate waits for.
+    let (code, _, _) = updraft(&["signal", &name, "publish", "true", "--state-dir", &s]);
+    assert_eq!(code, 0);
+    let (code, _, _) = updraft(&[
+        "signal",
+        &name,
+        "review-note",
+        "looks good",
+        "--state-dir",
+        &s,
+    ]);
+    assert_eq!(code, 0);
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"approved": "ship it!", "note": "looks good"})
+    );
+    assert!(stderr.contains("waits for `publish`"), "{stderr}");
+
+    let (code, out, _) = updraft(&["status", &name, "--state-dir", &s]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!("{name} (review): Succeeded")),
+        "{out}"
+    );
+    assert!(
+        out.contains("note") && out.contains("\"note\": \"looks good\""),
+        "{out}"
+    );
+    let (code, out, _) = updraft(&["list", "--state-dir", &s]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&name) && out.contains("Succeeded") && out.contains("review"),
+        "{out}"
+    );
+    let (code, out, _) = updraft(&["logs", &name, "loud", "--state-dir", &s]);
+    assert_eq!(code, 0);
+    assert!(out.contains("said: ship it"), "{out}");
+    let (code, _, err) = updraft(&["logs", &name, "nope", "--state-dir", &s]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has run no task attempt"), "{err}");
+    let (code, _, err) = updraft(&["signal", &name, "publish", "true", "--state-dir", &s]);
+    assert_eq!(code, 1, "a finished execution cannot be steered");
+    assert!(err.contains("is Succeeded"), "{err}");
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn abort_a_running_execution() {
+    let state = temp_dir("abort");
+    let file = state.join("gates.yaml");
+    std::fs::write(&file, GATES).unwrap();
+    let (f, s) = (
+        file.to_str().unwrap().to_string(),
+        state.to_str().unwrap().to_string(),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_updraft"))
+        .args(["run", &f, "-w", "stuck", "--state-dir", &s])
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (name, _) = wait_for(&state, |v| v["nodes"]["wait"] == "Running");
+    let (code, _, _) = updraft(&["abort", &name, "--reason", "enough", "--state-dir", &s]);
+    assert_eq!(code, 0);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("was aborted: enough (Aborted)"), "{stderr}");
+    let (_, out, _) = updraft(&["status", &name, "--state-dir", &s]);
+    assert!(out.contains("Aborted"), "{out}");
+    let _ = std::fs::remove_dir_all(&state);
+}
