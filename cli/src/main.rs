@@ -63,6 +63,9 @@ enum Command {
         /// Where executions are kept.
         #[arg(long, default_value = ".updraft")]
         state_dir: PathBuf,
+        /// Run cached tasks again and overwrite their cached outputs.
+        #[arg(long)]
+        overwrite_cache: bool,
     },
     /// List the executions in the local store.
     List {
@@ -166,6 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             python,
             parallelism,
             state_dir,
+            overwrite_cache,
         } => run::run(run::RunArgs {
             files,
             workflow,
@@ -175,6 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             python,
             parallelism,
             state_dir,
+            overwrite_cache,
         }),
         Command::List { state_dir } => store::list(&state_dir),
         Command::Status {

@@ -40,6 +40,49 @@ pub struct RunArgs {
     pub parallelism: Option<u32>,
     /// Where executions are kept.
     pub state_dir: PathBuf,
+    /// Run cached tasks again and overwrite their cached outputs.
+    pub overwrite_cache: bool,
+}
+
+/// Outputs of cached tasks, one file per cache key under `<state-dir>/cache/`.
+struct LocalCache {
+    dir: PathBuf,
+}
+
+impl LocalCache {
+    fn path(&self, key: &str) -> PathBuf {
+        // Keys are `task:version:sha256`; made file-name safe, they stay distinct.
+        let safe: String = key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.dir.join(format!("{safe}.pb"))
+    }
+
+    fn get(&self, key: &str) -> Option<LiteralMap> {
+        let bytes = std::fs::read(self.path(key)).ok()?;
+        updraft_proto::Message::decode(&bytes[..]).ok()
+    }
+
+    fn put(&self, key: &str, outputs: &LiteralMap) {
+        let path = self.path(key);
+        let tmp = path.with_extension("tmp");
+        let written = std::fs::create_dir_all(&self.dir)
+            .and_then(|()| std::fs::write(&tmp, updraft_proto::Message::encode_to_vec(outputs)))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            eprintln!(
+                "updraft: could not cache outputs at {}: {e}",
+                path.display()
+            );
+        }
+    }
 }
 
 /// Chooses the launch plan: the one named, the default one of the workflow named, or of the last workflow.
@@ -146,7 +189,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    let name = format!("r{stamp:x}");
+    let name = format!("r{stamp:x}-{:x}", std::process::id());
     let root = args.state_dir.join("executions").join(&name);
     std::fs::create_dir_all(&root).with_context(|| format!("{}: cannot create", root.display()))?;
     // Tasks run inside their attempt folders: every path handed to them must be absolute.
@@ -157,6 +200,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         name.clone(),
         args.python.clone(),
     ));
+    let cache = Arc::new(LocalCache {
+        dir: std::path::absolute(args.state_dir.join("cache"))?,
+    });
     let mut config = ExecConfig::new(name.clone());
     config.max_parallelism = Some(
         args.parallelism
@@ -212,7 +258,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                         .tasks
                         .get(&t.task)
                         .map(|c| c.interface.outputs.clone());
-                    let (tx, executor) = (tx.clone(), executor.clone());
+                    let (tx, executor, cache) = (tx.clone(), executor.clone(), cache.clone());
+                    let overwrite_cache = args.overwrite_cache;
                     std::thread::spawn(move || {
                         let (node, index, attempt) = (t.node, t.index, t.attempt);
                         let send = |status| {
@@ -225,8 +272,31 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                         };
                         let status = match &task {
                             Some(c) if matches!(c.plugin, PluginKind::Container) => {
-                                let _ = send(TaskStatus::Running);
-                                executor.run(&t, &c.template, &outputs.unwrap_or_default())
+                                let cached = t
+                                    .cache_key
+                                    .as_deref()
+                                    .filter(|_| !overwrite_cache)
+                                    .and_then(|k| cache.get(k));
+                                match cached {
+                                    Some(outputs) => TaskStatus::Succeeded {
+                                        outputs,
+                                        cached: true,
+                                    },
+                                    None => {
+                                        let _ = send(TaskStatus::Running);
+                                        let status = executor.run(
+                                            &t,
+                                            &c.template,
+                                            &outputs.unwrap_or_default(),
+                                        );
+                                        if let (Some(k), TaskStatus::Succeeded { outputs, .. }) =
+                                            (&t.cache_key, &status)
+                                        {
+                                            cache.put(k, outputs);
+                                        }
+                                        status
+                                    }
+                                }
                             }
                             Some(c) => TaskStatus::Failed {
                                 code: "NotLocal".into(),

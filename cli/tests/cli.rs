@@ -415,3 +415,44 @@ fn abort_a_running_execution() {
     assert!(out.contains("Aborted"), "{out}");
     let _ = std::fs::remove_dir_all(&state);
 }
+
+#[test]
+fn cached_tasks_hit_miss_and_overwrite() {
+    let state = temp_dir("cache");
+    let s = state.to_str().unwrap();
+    // `square` is cached (version 1); `total` is not.
+    let ran = || -> (usize, usize) {
+        let mut newest: Vec<_> = std::fs::read_dir(state.join("executions"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        newest.sort();
+        let exec = newest.last().unwrap();
+        let squares = std::fs::read_dir(exec)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("squares-"))
+            .count();
+        let adds = usize::from(exec.join("add").exists());
+        (squares, adds)
+    };
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "examples/hello.yaml", "--state-dir", s];
+        args.extend_from_slice(extra);
+        let (code, out, err) = updraft(&args);
+        assert_eq!(code, 0, "{err}");
+        std::thread::sleep(std::time::Duration::from_millis(5)); // distinct execution names
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let first = run(&[]);
+    assert_eq!(ran(), (4, 1), "every square ran");
+    assert_eq!(run(&[]), first);
+    assert_eq!(ran(), (0, 1), "every square came from the cache");
+    assert_eq!(run(&["--overwrite-cache"]), first);
+    assert_eq!(ran(), (4, 1));
+    let other = run(&["-i", "numbers=[1,2,3,9]"]);
+    assert_eq!(other["sum"], 95);
+    assert_eq!(ran(), (1, 1), "only the new element missed");
+    let _ = std::fs::remove_dir_all(&state);
+}
