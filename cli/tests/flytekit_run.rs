@@ -140,3 +140,120 @@ fn every_literal_type_round_trips_through_flytekit() {
         "{summary}"
     );
 }
+
+/// The attempt folders of the newest execution's node `n0`.
+fn attempts_of(state: &std::path::Path) -> usize {
+    let exec = std::fs::read_dir(state.join("executions"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    std::fs::read_dir(exec.join("n0"))
+        .map(|d| d.flatten().count())
+        .unwrap_or(0)
+}
+
+fn run_keep(tag: &str, args: &[&str]) -> (i32, serde_json::Value, String, std::path::PathBuf) {
+    let state = std::env::temp_dir().join(format!("updraft-flytekit-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let out = Command::new(env!("CARGO_BIN_EXE_updraft"))
+        .arg("run")
+        .args(args)
+        .args([
+            "--python",
+            &python(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ])
+        .env("PYTHONPATH", root().join("tests/fixtures/flytekit/src"))
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let v = serde_json::from_str(&String::from_utf8_lossy(&out.stdout))
+        .unwrap_or(serde_json::Value::Null);
+    (
+        out.status.code().unwrap_or(-1),
+        v,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        state,
+    )
+}
+
+#[test]
+fn recoverable_errors_are_retried() {
+    let (code, out, err, state) = run_keep(
+        "flaky",
+        &[
+            "tests/fixtures/flytekit/failures.tgz",
+            "-w",
+            "fixtures.failures.flaky_wf",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, serde_json::json!({"o0": 40}));
+    assert_eq!(
+        attempts_of(&state),
+        3,
+        "two recoverable failures, then success"
+    );
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn non_recoverable_errors_are_not() {
+    let (code, _, err, state) = run_keep(
+        "broken",
+        &[
+            "tests/fixtures/flytekit/failures.tgz",
+            "-w",
+            "fixtures.failures.broken_wf",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("bad input 4"), "{err}");
+    assert_eq!(
+        attempts_of(&state),
+        1,
+        "retries: 2, but the error is not recoverable"
+    );
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn a_crashing_process_is_a_system_failure_with_its_own_retries() {
+    let (code, _, err, state) = run_keep(
+        "crash",
+        &[
+            "tests/fixtures/flytekit/failures.tgz",
+            "-w",
+            "fixtures.failures.crash_wf",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("exit code 3"), "{err}");
+    // System failures draw on the system budget (3), not the task's retries (1).
+    assert_eq!(attempts_of(&state), 4);
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn attempts_past_their_timeout_are_killed_and_retried() {
+    let started = std::time::Instant::now();
+    let (code, _, err, state) = run_keep(
+        "slow",
+        &[
+            "tests/fixtures/flytekit/failures.tgz",
+            "-w",
+            "fixtures.failures.slow_wf",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("ran past its timeout"), "{err}");
+    assert_eq!(attempts_of(&state), 2, "retries: 1");
+    assert!(
+        started.elapsed().as_secs() < 50,
+        "the 60 s sleeps were killed"
+    );
+    let _ = std::fs::remove_dir_all(&state);
+}

@@ -378,7 +378,14 @@ impl Execution {
             .timeout
             .filter(|t| t.seconds > 0 || t.nanos > 0)
         {
-            let after = Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
+            // As Flyte compiles it: a node's timeout bounds each attempt, and the node as a whole gets
+            // twice that (its active deadline). A gate has no attempts: the timeout bounds its wait.
+            let per_attempt = Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
+            let after = if matches!(wf_node.kind, NodeKind::Gate(_)) {
+                per_attempt
+            } else {
+                per_attempt * 2
+            };
             fx.push(Effect::Timer {
                 node,
                 index: None,

@@ -100,7 +100,9 @@ impl Execution {
             cache_key,
             cache_serializable,
         }));
-        if let Some(t) = meta.timeout.filter(|t| t.seconds > 0 || t.nanos > 0) {
+        // Each attempt is bounded by the node's timeout, or else the task's.
+        let attempt_timeout = wf_node.metadata.timeout.or(meta.timeout);
+        if let Some(t) = attempt_timeout.filter(|t| t.seconds > 0 || t.nanos > 0) {
             let after = Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
             fx.push(Effect::Timer {
                 node,
