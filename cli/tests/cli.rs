@@ -287,6 +287,17 @@ workflows:
       - {id: wait, gate: {sleep: 1h}}
 "#;
 
+/// Starts `updraft <args>` in the background, capturing its output.
+fn spawn_updraft(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_updraft"))
+        .args(args)
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn wait_for(
     state: &std::path::Path,
     what: impl Fn(&serde_json::Value) -> bool,
@@ -315,22 +326,16 @@ fn signals_approvals_status_list_and_logs() {
         file.to_str().unwrap().to_string(),
         state.to_str().unwrap().to_string(),
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_updraft"))
-        .args([
-            "run",
-            &f,
-            "-w",
-            "review",
-            "-i",
-            "text=ship it",
-            "--state-dir",
-            &s,
-        ])
-        .current_dir(root())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_updraft(&[
+        "run",
+        &f,
+        "-w",
+        "review",
+        "-i",
+        "text=ship it",
+        "--state-dir",
+        &s,
+    ]);
     let (name, _) = wait_for(&state, |v| {
         let w = &v["waiting_for"];
         w.as_array().is_some_and(|a| a.len() == 2)
@@ -397,13 +402,7 @@ fn abort_a_running_execution() {
         file.to_str().unwrap().to_string(),
         state.to_str().unwrap().to_string(),
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_updraft"))
-        .args(["run", &f, "-w", "stuck", "--state-dir", &s])
-        .current_dir(root())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_updraft(&["run", &f, "-w", "stuck", "--state-dir", &s]);
     let (name, _) = wait_for(&state, |v| v["nodes"]["wait"] == "Running");
     let (code, _, _) = updraft(&["abort", &name, "--reason", "enough", "--state-dir", &s]);
     assert_eq!(code, 0);

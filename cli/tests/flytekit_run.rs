@@ -18,29 +18,9 @@ fn python() -> String {
 }
 
 fn run(tag: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
-    let state = std::env::temp_dir().join(format!("updraft-flytekit-{tag}-{}", std::process::id()));
+    let (code, out, err, state) = run_keep(tag, args);
     let _ = std::fs::remove_dir_all(&state);
-    let out = Command::new(env!("CARGO_BIN_EXE_updraft"))
-        .arg("run")
-        .args(args)
-        .args([
-            "--python",
-            &python(),
-            "--state-dir",
-            state.to_str().unwrap(),
-        ])
-        .env("PYTHONPATH", root().join("tests/fixtures/flytekit/src"))
-        .current_dir(root())
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&state);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
-    (
-        out.status.code().unwrap_or(-1),
-        v,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (code, out, err)
 }
 
 #[test]
