@@ -185,6 +185,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let lp_name = choose(&compiled, &pkg.top_level, &args)?;
     let inputs = gather_inputs(&compiled, &lp_name, &args)?;
     let workflow = compiled.launch_plans[&lp_name].workflow.clone();
+    // Tasks this runner cannot run are rejected before anything starts.
+    let not_local: BTreeSet<String> = compiled.workflows[&workflow]
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.kind {
+            updraft_engine::compile::NodeKind::Task { task } => compiled.tasks.get(task),
+            _ => None,
+        })
+        .filter(|t| !matches!(t.plugin, PluginKind::Container | PluginKind::Echo))
+        .map(|t| format!("{} ({})", t.name, t.plugin))
+        .collect();
+    if !not_local.is_empty() {
+        bail!(
+            "{workflow} has tasks that do not run locally yet: {}; nothing was started",
+            not_local.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())

@@ -260,7 +260,14 @@ fn run_reports_failures_retries_and_bad_inputs() {
     assert!(err.contains("`y` is not an input of `fails`"), "{err}");
     let (code, _, err) = updraft(&["run", f, "-w", "remote", "-i", "x=1", "--state-dir", s]);
     assert_eq!(code, 1);
-    assert!(err.contains("pod tasks do not run locally yet"), "{err}");
+    assert!(
+        err.contains(
+            "remote has tasks that do not run locally yet: pod_task (pod); nothing was started"
+        ),
+        "{err}"
+    );
+    let runs = std::fs::read_dir(state.join("executions")).unwrap().count();
+    assert_eq!(runs, 1, "only the first (failing) run made an execution");
     let _ = std::fs::remove_dir_all(&state);
 }
 
