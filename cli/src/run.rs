@@ -270,11 +270,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 Effect::StartTask(t) => {
                     outstanding += 1;
                     let task = compiled.tasks.get(&t.task).cloned();
-                    // Outputs as the task declares them (per element for the tasks of YAML maps).
-                    let outputs = compiled
-                        .tasks
-                        .get(&t.task)
-                        .map(|c| c.interface.outputs.clone());
                     let (tx, executor, cache) = (tx.clone(), executor.clone(), cache.clone());
                     let overwrite_cache = args.overwrite_cache;
                     std::thread::spawn(move || {
@@ -301,11 +296,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                                     },
                                     None => {
                                         let _ = send(TaskStatus::Running);
-                                        let status = executor.run(
-                                            &t,
-                                            &c.template,
-                                            &outputs.unwrap_or_default(),
-                                        );
+                                        // Outputs as the task declares them (per element for
+                                        // the tasks of YAML maps).
+                                        let status =
+                                            executor.run(&t, &c.template, &c.interface.outputs);
                                         if let (Some(k), TaskStatus::Succeeded { outputs, .. }) =
                                             (&t.cache_key, &status)
                                         {
@@ -315,18 +309,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                                     }
                                 }
                             }
-                            Some(c) => TaskStatus::Failed {
+                            // Checked before the start: every task of the workflow runs locally.
+                            _ => TaskStatus::Failed {
                                 code: "NotLocal".into(),
-                                message: format!(
-                                    "{} tasks do not run locally yet (task `{}`)",
-                                    c.plugin, t.task
-                                ),
-                                kind: ErrorKind::User,
-                                recoverable: false,
-                            },
-                            None => TaskStatus::Failed {
-                                code: "NoTask".into(),
-                                message: format!("no task `{}`", t.task),
+                                message: format!("task `{}` does not run locally", t.task),
                                 kind: ErrorKind::User,
                                 recoverable: false,
                             },

@@ -9,6 +9,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::peak_rss_mb;
+
 use std::time::Instant;
 
 use updraft_engine::{Limits, Package, compile, yaml};
@@ -241,16 +245,6 @@ fn map_package() -> Vec<u8> {
         ..Default::default()
     };
     package(task("square", &["x"], &list, &list), wf)
-}
-
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 fn run_case(case: &str) {

@@ -11,6 +11,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::peak_rss_mb;
+
 use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::Arc;
@@ -23,16 +27,6 @@ use updraft_proto::core::LiteralMap;
 
 fn pkg(text: &str) -> Arc<CompiledPackage> {
     Arc::new(compile(&yaml::load("bench.yaml", text).unwrap()).unwrap_or_else(|p| panic!("{p}")))
-}
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// Runs to the end, answering task starts at once; returns (events stepped, node phase changes).

@@ -326,6 +326,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
+/// A protobuf duration as a std duration (negative parts count as zero).
+pub fn std_duration(d: &Duration) -> std::time::Duration {
+    std::time::Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
+}
+
 /// Encodes a JSON value as msgpack (how flytekit carries dicts and dataclasses).
 pub fn msgpack(v: &Value) -> Vec<u8> {
     let mut out = Vec::new();

@@ -465,10 +465,7 @@ impl Builder<'_> {
                         );
                     }
                     expected = Some(BTreeMap::new());
-                    NodeKind::Gate(Gate::Sleep(std::time::Duration::new(
-                        d.seconds.max(0) as u64,
-                        d.nanos.max(0) as u32,
-                    )))
+                    NodeKind::Gate(Gate::Sleep(crate::literal::std_duration(&d)))
                 }
                 Some(gate_node::Condition::Approve(a)) => {
                     if a.signal_id.is_empty() {

@@ -6,7 +6,6 @@ mod scope;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
 
 use updraft_proto::core::{Literal, LiteralMap, literal, primitive, scalar};
 
@@ -380,7 +379,7 @@ impl Execution {
         {
             // As Flyte compiles it: a node's timeout bounds each attempt, and the node as a whole gets
             // twice that (its active deadline). A gate has no attempts: the timeout bounds its wait.
-            let per_attempt = Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
+            let per_attempt = crate::literal::std_duration(&t);
             let after = if matches!(wf_node.kind, NodeKind::Gate(_)) {
                 per_attempt
             } else {
@@ -462,7 +461,7 @@ impl Execution {
             }
             NodeKind::LaunchPlan { launch_plan } => {
                 self.set_phase(node, NodePhase::Running, fx);
-                let name = dns_name(&format!("{}-{}", self.config.name, wf_node.id));
+                let name = self.child_name(node);
                 fx.push(Effect::StartChild {
                     node,
                     launch_plan: launch_plan.clone(),

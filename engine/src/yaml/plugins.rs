@@ -7,6 +7,8 @@ use prost_types::{ListValue, Struct, Value as PValue, value::Kind};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use updraft_proto::core::resources::{ResourceEntry, ResourceName};
+
 use super::ResourcesDef;
 
 /// JSON → protobuf Struct (numbers become doubles, as in flytekit's output).
@@ -126,24 +128,10 @@ impl ReplicaDef {
 /// Resources in flyteidl's proto-JSON shape (`{requests: [{name: CPU, value: "1"}]}`).
 pub fn resources_json(r: Option<&ResourcesDef>) -> Value {
     let entries = |r: &ResourcesDef| -> Vec<Value> {
-        let mut out = Vec::new();
-        let text = |v: &Value| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        if let Some(c) = &r.cpu {
-            out.push(json!({"name": "CPU", "value": text(c)}));
-        }
-        if let Some(g) = &r.gpu {
-            out.push(json!({"name": "GPU", "value": text(g)}));
-        }
-        if let Some(m) = &r.memory {
-            out.push(json!({"name": "MEMORY", "value": m}));
-        }
-        if let Some(e) = &r.ephemeral_storage {
-            out.push(json!({"name": "EPHEMERAL_STORAGE", "value": e}));
-        }
-        out
+        resource_entries(r)
+            .into_iter()
+            .map(|e| json!({"name": e.name().as_str_name(), "value": e.value}))
+            .collect()
     };
     let mut m = Map::new();
     if let Some(r) = r {
@@ -156,6 +144,28 @@ pub fn resources_json(r: Option<&ResourcesDef>) -> Value {
         }
     }
     Value::Object(m)
+}
+
+/// The resource entries of `r` (CPU, GPU, memory, ephemeral storage), in flyteidl's terms.
+pub fn resource_entries(r: &ResourcesDef) -> Vec<ResourceEntry> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    [
+        (ResourceName::Cpu, r.cpu.as_ref().map(text)),
+        (ResourceName::Gpu, r.gpu.as_ref().map(text)),
+        (ResourceName::Memory, r.memory.clone()),
+        (ResourceName::EphemeralStorage, r.ephemeral_storage.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| {
+        value.map(|value| ResourceEntry {
+            name: name as i32,
+            value,
+        })
+    })
+    .collect()
 }
 
 /// Kubeflow run policy.

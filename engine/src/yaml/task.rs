@@ -71,26 +71,7 @@ pub(super) fn python_args(module: &str, function: &str, output_suffix: &str) -> 
 }
 
 pub(super) fn resources_proto(r: &ResourcesDef) -> Resources {
-    let entries = |r: &ResourcesDef| {
-        let mut out = Vec::new();
-        let text = |v: &Value| match v {
-            Value::String(s) => s.clone(),
-            o => o.to_string(),
-        };
-        let mut push = |name: ResourceName, v: Option<String>| {
-            if let Some(value) = v {
-                out.push(core::resources::ResourceEntry {
-                    name: name as i32,
-                    value,
-                });
-            }
-        };
-        push(ResourceName::Cpu, r.cpu.as_ref().map(text));
-        push(ResourceName::Gpu, r.gpu.as_ref().map(text));
-        push(ResourceName::Memory, r.memory.clone());
-        push(ResourceName::EphemeralStorage, r.ephemeral_storage.clone());
-        out
-    };
+    let entries = super::plugins::resource_entries;
     let requests = entries(r);
     let limits = r
         .limits

@@ -1,7 +1,6 @@
 //! Task attempts: launching under the parallelism caps, statuses, retries, timeouts.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use updraft_proto::core::LiteralMap;
 
@@ -84,10 +83,7 @@ impl Execution {
         let cache_key = (cacheable && !version.is_empty())
             .then(|| cache_key(&task_name, &version, &inputs, &meta.cache_ignore_input_vars));
         let node_id = wf_node.id.clone();
-        let raw = match index {
-            Some(i) => format!("{}-{node_id}-{i}-{attempt}", self.config.name),
-            None => format!("{}-{node_id}-{attempt}", self.config.name),
-        };
+        let name = self.task_name(node, index, attempt);
         fx.push(Effect::StartTask(TaskLaunch {
             node,
             node_id,
@@ -95,7 +91,7 @@ impl Execution {
             attempt,
             task: task_name,
             inputs,
-            name: dns_name(&raw),
+            name,
             interruptible,
             cache_key,
             cache_serializable,
@@ -103,7 +99,7 @@ impl Execution {
         // Each attempt is bounded by the node's timeout, or else the task's.
         let attempt_timeout = wf_node.metadata.timeout.or(meta.timeout);
         if let Some(t) = attempt_timeout.filter(|t| t.seconds > 0 || t.nanos > 0) {
-            let after = Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
+            let after = crate::literal::std_duration(&t);
             fx.push(Effect::Timer {
                 node,
                 index,
@@ -344,6 +340,11 @@ impl Execution {
                 self.on_task(node, index, attempt, status, fx, todo);
             }
         }
+    }
+
+    /// The deterministic name of a launch-plan node's child execution.
+    pub(super) fn child_name(&self, node: NodeIdx) -> String {
+        dns_name(&format!("{}-{}", self.config.name, self.wf().node(node).id))
     }
 
     pub(super) fn task_name(&self, node: NodeIdx, index: Option<u32>, attempt: u32) -> String {

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use updraft_proto::core::LiteralMap;
 
-use super::{Execution, Todo, ValuesView, dns_name};
+use super::{Execution, Todo, ValuesView};
 use crate::compile::{FailurePolicy, NodeIdx, NodeKind, Otherwise};
 use crate::exec::resolve::resolve;
 use crate::exec::{Effect, ErrorKind, ExecError, ExecPhase, NodePhase};
@@ -51,7 +51,7 @@ impl Execution {
                 }
             }
             NodeKind::LaunchPlan { .. } if st.phase == NodePhase::Running => {
-                let name = dns_name(&format!("{}-{}", self.config.name, wf_node.id));
+                let name = self.child_name(node);
                 fx.push(Effect::AbortChild { node, name });
             }
             NodeKind::Subworkflow { children, .. } => {
