@@ -1,26 +1,27 @@
 //! `updraft run`: executes a workflow on this machine with the embedded engine and the local executor.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use crate::store;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::mpsc::channel;
+use std::sync::mpsc::{Sender, channel};
 use std::time::Instant;
+
+use crate::store;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 use updraft_connector_local::LocalExecutor;
 use updraft_engine::CompiledPackage;
-use updraft_engine::compile::Gate as G;
-use updraft_engine::compile::NodeKind::Gate;
+use updraft_engine::compile::{Gate as G, NodeIdx, NodeKind};
 use updraft_engine::exec::{
-    Effect, ErrorKind, Event, ExecConfig, ExecPhase, Execution, NodePhase, Program, TaskStatus,
+    Effect, ErrorKind, Event, ExecConfig, ExecError, ExecPhase, Execution, NodePhase, Program,
+    TaskStatus,
 };
 use updraft_engine::literal::{from_json, to_json};
 use updraft_engine::plugins::PluginKind;
-use updraft_proto::core::LiteralMap;
+use updraft_proto::core::{LiteralMap, LiteralType};
 
 /// What to run and how.
 pub struct RunArgs {
@@ -172,6 +173,25 @@ fn gather_inputs(
     Ok(LiteralMap { literals: out })
 }
 
+/// Every workflow a launch plan's workflow reaches through launch-plan nodes (itself included).
+fn reachable_workflows(pkg: &CompiledPackage, workflow: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![workflow.to_string()];
+    while let Some(w) = stack.pop() {
+        if !seen.insert(w.clone()) {
+            continue;
+        }
+        for n in pkg.workflows.get(&w).map(|w| &w.nodes[..]).unwrap_or(&[]) {
+            if let NodeKind::LaunchPlan { launch_plan } = &n.kind
+                && let Some(lp) = pkg.launch_plans.get(launch_plan)
+            {
+                stack.push(lp.workflow.clone());
+            }
+        }
+    }
+    seen
+}
+
 /// Runs the chosen workflow to its end; prints progress to stderr and the outputs as JSON to stdout.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let pkg = match crate::load::load(&args.files) {
@@ -185,15 +205,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let lp_name = choose(&compiled, &pkg.top_level, &args)?;
     let inputs = gather_inputs(&compiled, &lp_name, &args)?;
     let workflow = compiled.launch_plans[&lp_name].workflow.clone();
-    // Tasks this runner cannot run are rejected before anything starts.
-    let not_local: BTreeSet<String> = compiled.workflows[&workflow]
-        .nodes
+    // Tasks this runner cannot run are rejected before anything starts (also in the workflows of
+    // launch-plan nodes; the tasks of dynamic sub-workflows are known only when they run).
+    let not_local: BTreeSet<String> = reachable_workflows(&compiled, &workflow)
         .iter()
+        .flat_map(|w| &compiled.workflows[w].nodes)
         .filter_map(|n| match &n.kind {
-            updraft_engine::compile::NodeKind::Task { task } => compiled.tasks.get(task),
+            NodeKind::Task { task } => compiled.tasks.get(task),
             _ => None,
         })
-        .filter(|t| !matches!(t.plugin, PluginKind::Container | PluginKind::Echo))
+        .filter(|t| !runs_locally(t.plugin))
         .map(|t| format!("{} ({})", t.name, t.plugin))
         .collect();
     if !not_local.is_empty() {
@@ -212,231 +233,80 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Tasks run inside their attempt folders: every path handed to them must be absolute.
     let root = std::path::absolute(&root)
         .with_context(|| format!("{}: no absolute path", root.display()))?;
-    let executor = Arc::new(LocalExecutor::new(
-        root.clone(),
-        name.clone(),
-        args.python.clone(),
-    ));
     let cache = Arc::new(LocalCache {
         dir: std::path::absolute(args.state_dir.join("cache"))?,
     });
-    let mut config = ExecConfig::new(name.clone());
-    config.max_parallelism = Some(
-        args.parallelism
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u32)),
-    );
+    let (tx, rx) = channel();
+    let mut d = Driver {
+        args: &args,
+        root_pkg: compiled.clone(),
+        root: root.clone(),
+        cache,
+        runs: Vec::new(),
+        by_name: BTreeMap::new(),
+        tx,
+        local: VecDeque::new(),
+        outstanding: 0,
+        waiting_signals: BTreeSet::new(),
+        started: Instant::now(),
+        bars: BTreeMap::new(),
+        bar_open: false,
+        tty: std::io::stderr().is_terminal(),
+        summary: store::Summary {
+            name: name.clone(),
+            workflow: workflow.clone(),
+            phase: "Running".into(),
+            started: (stamp / 1000) as u64,
+            ..Default::default()
+        },
+    };
     let program = Program {
         package: compiled.clone(),
         workflow: workflow.clone(),
     };
-    let mut exec = Execution::new(&program, config).map_err(anyhow::Error::msg)?;
-    let wf = &compiled.workflows[&workflow];
     eprintln!(
         "updraft: running {workflow} as {name} (state in {})",
         root.display()
     );
-    let started = Instant::now();
-    let (tx, rx) = channel::<Event>();
-    let mut outstanding = 0usize;
-    let mut waiting_signals: BTreeSet<String> = BTreeSet::new();
+    d.start_run(name.clone(), program, None, inputs)?;
     let mut seen_signals = BTreeSet::new();
     let mut told_waiting = false;
-    let mut summary = store::Summary {
-        name: name.clone(),
-        workflow: workflow.clone(),
-        phase: "Running".into(),
-        started: (stamp / 1000) as u64,
-        ..Default::default()
-    };
-    // Signal id → the type its gate expects (approvals take a boolean).
-    let signal_types: BTreeMap<String, updraft_proto::core::LiteralType> = wf
-        .nodes
-        .iter()
-        .filter_map(|n| match &n.kind {
-            Gate(G::Approve { signal_id }) => Some((
-                signal_id.clone(),
-                updraft_engine::types::simple(updraft_proto::core::SimpleType::Boolean),
-            )),
-            Gate(G::Signal {
-                signal_id, r#type, ..
-            }) => Some((signal_id.clone(), (**r#type).clone())),
-            _ => None,
-        })
-        .collect();
-    let mut effects = exec.step(Event::Start { inputs });
     loop {
-        for e in effects.drain(..) {
-            match e {
-                Effect::StartTask(t) => {
-                    outstanding += 1;
-                    let task = compiled.tasks.get(&t.task).cloned();
-                    let (tx, executor, cache) = (tx.clone(), executor.clone(), cache.clone());
-                    let overwrite_cache = args.overwrite_cache;
-                    std::thread::spawn(move || {
-                        let (node, index, attempt) = (t.node, t.index, t.attempt);
-                        let send = |status| {
-                            tx.send(Event::Task {
-                                node,
-                                index,
-                                attempt,
-                                status,
-                            })
-                        };
-                        let status = match &task {
-                            Some(c) if matches!(c.plugin, PluginKind::Container) => {
-                                let cached = t
-                                    .cache_key
-                                    .as_deref()
-                                    .filter(|_| !overwrite_cache)
-                                    .and_then(|k| cache.get(k));
-                                match cached {
-                                    Some(outputs) => TaskStatus::Succeeded {
-                                        outputs,
-                                        cached: true,
-                                    },
-                                    None => {
-                                        let _ = send(TaskStatus::Running);
-                                        // Outputs as the task declares them (per element for
-                                        // the tasks of YAML maps).
-                                        let status =
-                                            executor.run(&t, &c.template, &c.interface.outputs);
-                                        if let (Some(k), TaskStatus::Succeeded { outputs, .. }) =
-                                            (&t.cache_key, &status)
-                                        {
-                                            cache.put(k, outputs);
-                                        }
-                                        status
-                                    }
-                                }
-                            }
-                            // Checked before the start: every task of the workflow runs locally.
-                            _ => TaskStatus::Failed {
-                                code: "NotLocal".into(),
-                                message: format!("task `{}` does not run locally", t.task),
-                                kind: ErrorKind::User,
-                                recoverable: false,
-                            },
-                        };
-                        let _ = send(status);
-                    });
-                }
-                Effect::Timer {
-                    node,
-                    index,
-                    attempt,
-                    kind,
-                    after,
-                } => {
-                    outstanding += 1;
-                    let tx = tx.clone();
-                    std::thread::spawn(move || {
-                        std::thread::sleep(after);
-                        let _ = tx.send(Event::Timer {
-                            node,
-                            index,
-                            attempt,
-                            kind,
-                        });
-                    });
-                }
-                Effect::AbortTask { name, .. } => executor.abort(&name),
-                Effect::StartChild {
-                    node, launch_plan, ..
-                } => {
-                    outstanding += 1;
-                    let err = updraft_engine::exec::ExecError {
-                        node: wf.node(node).id.clone(),
-                        code: "NotLocal".into(),
-                        message: format!(
-                            "launch-plan nodes (`{launch_plan}`) do not run locally yet"
-                        ),
-                        kind: ErrorKind::User,
-                    };
-                    let _ = tx.send(Event::Child {
-                        node,
-                        result: Err(err),
-                    });
-                }
-                Effect::AbortChild { .. } => {}
-                Effect::NodePhase { node, phase } => {
-                    let n = wf.node(node);
-                    summary.nodes.insert(n.id.clone(), format!("{phase:?}"));
-                    if let Gate(G::Approve { signal_id } | G::Signal { signal_id, .. }) = &n.kind {
-                        if phase == NodePhase::Running {
-                            waiting_signals.insert(signal_id.clone());
-                        } else {
-                            waiting_signals.remove(signal_id);
-                        }
-                    }
-                    eprintln!(
-                        "  [{:>7.2}s] {:<24} {phase:?}",
-                        started.elapsed().as_secs_f64(),
-                        n.id
-                    );
-                }
-                Effect::Finished {
-                    phase,
-                    outputs,
-                    error,
-                } => {
-                    summary.phase = format!("{phase:?}");
-                    summary.waiting_for.clear();
-                    summary.error = error
-                        .as_ref()
-                        .map(|e| format!("node {}: {} ({})", e.node, e.message, e.code));
-                    summary.outputs = outputs.as_ref().map(|o| {
-                        Value::Object(
-                            o.literals
-                                .iter()
-                                .map(|(k, v)| (k.clone(), to_json(v)))
-                                .collect(),
-                        )
-                    });
-                    store::save(&root, &summary)?;
-                    return Ok(report_end(&name, phase, outputs, error, started));
-                }
+        while let Some((run, ev)) = d.local.pop_front() {
+            if let Some(code) = d.step(run, ev)? {
+                return Ok(code);
             }
         }
-        summary.phase = format!("{:?}", exec.phase());
-        summary.waiting_for = waiting_signals.iter().cloned().collect();
-        store::save(&root, &summary)?;
-        if outstanding == 0 && !told_waiting {
-            if waiting_signals.is_empty() {
+        d.summary.phase = format!("{:?}", d.runs[0].exec.phase());
+        d.summary.waiting_for = d.waiting_signals.iter().cloned().collect();
+        store::save(&root, &d.summary)?;
+        if d.outstanding == 0 && !told_waiting {
+            if d.waiting_signals.is_empty() {
                 bail!("execution {name} has nothing left to run but did not finish");
             }
             told_waiting = true;
-            for id in &waiting_signals {
+            d.close_bar();
+            for id in &d.waiting_signals {
                 eprintln!("updraft: {name} waits for `{id}`: updraft signal {name} {id} <value>");
             }
         }
-        let ev = match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+        let (run, ev) = match rx.recv_timeout(std::time::Duration::from_millis(100)) {
             Ok(ev) => ev,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 let (abort, signals) = store::poll_control(&root, &mut seen_signals);
                 if let Some(reason) = abort {
-                    effects = exec.step(Event::Abort { reason });
+                    d.local.push_back((0, Event::Abort { reason }));
                     continue;
                 }
                 for (id, v) in signals {
-                    match signal_types.get(&id).map(|t| from_json(&v, t)) {
-                        Some(Ok(value)) => {
-                            told_waiting = false;
-                            effects.extend(exec.step(Event::Signal {
-                                id,
-                                value: Box::new(value),
-                            }));
-                        }
-                        Some(Err(e)) => {
-                            // Refused: forget it, so a corrected value can be sent under the same id.
-                            eprintln!("updraft: signal `{id}` ignored: {e}");
-                            let _ = std::fs::remove_file(
-                                root.join("control/signals").join(format!("{id}.json")),
-                            );
-                            seen_signals.remove(&id);
-                        }
-                        None => eprintln!(
-                            "updraft: signal `{id}` ignored: no gate of {workflow} waits for it"
-                        ),
+                    if d.deliver_signal(&id, &v) {
+                        told_waiting = false;
+                    } else {
+                        // Refused: forget it, so a corrected value can be sent under the same id.
+                        let _ = std::fs::remove_file(
+                            root.join("control/signals").join(format!("{id}.json")),
+                        );
+                        seen_signals.remove(&id);
                     }
                 }
                 continue;
@@ -446,14 +316,446 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if matches!(
             ev,
             Event::Task {
-                status: TaskStatus::Succeeded { .. } | TaskStatus::Failed { .. },
+                status: TaskStatus::Succeeded { .. }
+                    | TaskStatus::Failed { .. }
+                    | TaskStatus::Dynamic { .. },
                 ..
             } | Event::Timer { .. }
-                | Event::Child { .. }
         ) {
-            outstanding -= 1;
+            d.outstanding -= 1;
         }
-        effects = exec.step(ev);
+        d.local.push_back((run, ev));
+    }
+}
+
+/// Task kinds `updraft run` runs on this machine.
+fn runs_locally(plugin: PluginKind) -> bool {
+    matches!(plugin, PluginKind::Container | PluginKind::Echo)
+}
+
+/// One execution of the run: the top one, or a child (a launch-plan node's, or a dynamic task's
+/// sub-workflow).
+struct Live {
+    exec: Execution,
+    program: Program,
+    executor: Arc<LocalExecutor>,
+    /// The run and node waiting for this one.
+    parent: Option<(usize, NodeIdx)>,
+    /// Shown before node ids: empty for the top execution, else the parent's node path and `/`.
+    prefix: String,
+    /// Signal id → the type its gate expects (approvals take a boolean).
+    signal_types: BTreeMap<String, LiteralType>,
+}
+
+/// Carries out the effects of every execution of one `updraft run`.
+struct Driver<'a> {
+    args: &'a RunArgs,
+    root_pkg: Arc<CompiledPackage>,
+    root: PathBuf,
+    cache: Arc<LocalCache>,
+    runs: Vec<Live>,
+    /// Child execution name → its run, so a repeated start finds the child it made.
+    by_name: BTreeMap<String, usize>,
+    tx: Sender<(usize, Event)>,
+    /// Events produced by the driver itself (a child's end), handled before anything else.
+    local: VecDeque<(usize, Event)>,
+    /// Task attempts and timers under way.
+    outstanding: usize,
+    waiting_signals: BTreeSet<String>,
+    started: Instant,
+    /// Array node → the last progress figure shown.
+    bars: BTreeMap<(usize, NodeIdx), u32>,
+    /// A progress bar is drawn on the current line (TTY only).
+    bar_open: bool,
+    tty: bool,
+    summary: store::Summary,
+}
+
+impl Driver<'_> {
+    fn start_run(
+        &mut self,
+        name: String,
+        program: Program,
+        parent: Option<(usize, NodeIdx)>,
+        inputs: LiteralMap,
+    ) -> anyhow::Result<Option<ExitCode>> {
+        let (dir, prefix) = match parent {
+            None => (self.root.clone(), String::new()),
+            Some((p, node)) => {
+                let up = &self.runs[p];
+                let id = &up.program.package.workflows[&up.program.workflow]
+                    .node(node)
+                    .id;
+                (
+                    up.executor.root.join(id).join("sub"),
+                    format!("{}{id}/", up.prefix),
+                )
+            }
+        };
+        let mut config = ExecConfig::new(name.clone());
+        config.max_parallelism =
+            Some(self.args.parallelism.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
+            }));
+        config.overwrite_cache = self.args.overwrite_cache;
+        let exec = Execution::new(&program, config).map_err(anyhow::Error::msg)?;
+        let signal_types = program.package.workflows[&program.workflow]
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.kind {
+                NodeKind::Gate(G::Approve { signal_id }) => Some((
+                    signal_id.clone(),
+                    updraft_engine::types::simple(updraft_proto::core::SimpleType::Boolean),
+                )),
+                NodeKind::Gate(G::Signal {
+                    signal_id, r#type, ..
+                }) => Some((signal_id.clone(), (**r#type).clone())),
+                _ => None,
+            })
+            .collect();
+        let executor = Arc::new(LocalExecutor::new(
+            dir,
+            name.clone(),
+            self.args.python.clone(),
+        ));
+        self.runs.push(Live {
+            exec,
+            program,
+            executor,
+            parent,
+            prefix,
+            signal_types,
+        });
+        let run = self.runs.len() - 1;
+        self.by_name.insert(name, run);
+        self.step(run, Event::Start { inputs })
+    }
+
+    /// Steps one execution and carries out its effects; returns the exit code once the top one ends.
+    fn step(&mut self, run: usize, ev: Event) -> anyhow::Result<Option<ExitCode>> {
+        let array_elem = match &ev {
+            Event::Task {
+                node,
+                index: Some(_),
+                ..
+            } => Some(*node),
+            _ => None,
+        };
+        let effects = self.runs[run].exec.step(ev);
+        if let Some(node) = array_elem {
+            self.show_array(run, node);
+        }
+        for e in effects {
+            if let Some(code) = self.apply(run, e)? {
+                return Ok(Some(code));
+            }
+        }
+        Ok(None)
+    }
+
+    fn node_path(&self, run: usize, node: NodeIdx) -> String {
+        let r = &self.runs[run];
+        let id = &r.program.package.workflows[&r.program.workflow]
+            .node(node)
+            .id;
+        format!("{}{id}", r.prefix)
+    }
+
+    fn apply(&mut self, run: usize, e: Effect) -> anyhow::Result<Option<ExitCode>> {
+        match e {
+            Effect::StartTask(t) => {
+                self.outstanding += 1;
+                let task = self.runs[run].program.package.tasks.get(&t.task).cloned();
+                let (tx, executor, cache) = (
+                    self.tx.clone(),
+                    self.runs[run].executor.clone(),
+                    self.cache.clone(),
+                );
+                let overwrite_cache = self.args.overwrite_cache;
+                std::thread::spawn(move || {
+                    let (node, index, attempt) = (t.node, t.index, t.attempt);
+                    let send = |status| {
+                        tx.send((
+                            run,
+                            Event::Task {
+                                node,
+                                index,
+                                attempt,
+                                status,
+                            },
+                        ))
+                    };
+                    let status = match &task {
+                        Some(c) if runs_locally(c.plugin) => {
+                            let cached = t
+                                .cache_key
+                                .as_deref()
+                                .filter(|_| !overwrite_cache)
+                                .and_then(|k| cache.get(k));
+                            match cached {
+                                Some(outputs) => TaskStatus::Succeeded {
+                                    outputs,
+                                    cached: true,
+                                },
+                                None => {
+                                    let _ = send(TaskStatus::Running);
+                                    // Outputs as the task declares them (per element for the
+                                    // tasks of YAML maps).
+                                    let status =
+                                        executor.run(&t, &c.template, &c.interface.outputs);
+                                    if let (Some(k), TaskStatus::Succeeded { outputs, .. }) =
+                                        (&t.cache_key, &status)
+                                    {
+                                        cache.put(k, outputs);
+                                    }
+                                    status
+                                }
+                            }
+                        }
+                        // Only tasks of dynamic sub-workflows get here: the others were checked
+                        // before the start.
+                        Some(c) => TaskStatus::Failed {
+                            code: "NotLocal".into(),
+                            message: format!(
+                                "task `{}` ({}) does not run locally yet",
+                                t.task, c.plugin
+                            ),
+                            kind: ErrorKind::User,
+                            recoverable: false,
+                        },
+                        None => TaskStatus::Failed {
+                            code: "NoTask".into(),
+                            message: format!("no task `{}`", t.task),
+                            kind: ErrorKind::User,
+                            recoverable: false,
+                        },
+                    };
+                    let _ = send(status);
+                });
+            }
+            Effect::Timer {
+                node,
+                index,
+                attempt,
+                kind,
+                after,
+            } => {
+                self.outstanding += 1;
+                let tx = self.tx.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(after);
+                    let _ = tx.send((
+                        run,
+                        Event::Timer {
+                            node,
+                            index,
+                            attempt,
+                            kind,
+                        },
+                    ));
+                });
+            }
+            Effect::AbortTask { name, .. } => self.runs[run].executor.abort(&name),
+            Effect::StartChild {
+                node,
+                launch_plan,
+                inputs,
+                name,
+            } => {
+                if self.by_name.contains_key(&name) {
+                    return Ok(None);
+                }
+                let Some(lp) = self.root_pkg.launch_plans.get(&launch_plan) else {
+                    let err = ExecError {
+                        node: self.node_path(run, node),
+                        code: "NoLaunchPlan".into(),
+                        message: format!("no launch plan `{launch_plan}`"),
+                        kind: ErrorKind::User,
+                    };
+                    self.local.push_back((
+                        run,
+                        Event::Child {
+                            node,
+                            result: Err(err),
+                        },
+                    ));
+                    return Ok(None);
+                };
+                // As the launch plan would start it: its defaults, the node's inputs, its fixed inputs.
+                let mut all = lp.defaults.clone();
+                all.extend(inputs.literals);
+                all.extend(lp.fixed.clone());
+                let program = Program {
+                    package: self.root_pkg.clone(),
+                    workflow: lp.workflow.clone(),
+                };
+                return self.start_run(
+                    name,
+                    program,
+                    Some((run, node)),
+                    LiteralMap { literals: all },
+                );
+            }
+            Effect::StartDynamic {
+                node,
+                program,
+                name,
+            } => {
+                if self.by_name.contains_key(&name) {
+                    return Ok(None);
+                }
+                return self.start_run(name, program, Some((run, node)), LiteralMap::default());
+            }
+            Effect::AbortChild { name, .. } => {
+                if let Some(&child) = self.by_name.get(&name) {
+                    self.local.push_back((
+                        child,
+                        Event::Abort {
+                            reason: "its parent node stopped".into(),
+                        },
+                    ));
+                }
+            }
+            Effect::NodePhase { node, phase } => {
+                let path = self.node_path(run, node);
+                let r = &self.runs[run];
+                let n = r.program.package.workflows[&r.program.workflow].node(node);
+                self.summary
+                    .nodes
+                    .insert(path.clone(), format!("{phase:?}"));
+                if let NodeKind::Gate(G::Approve { signal_id } | G::Signal { signal_id, .. }) =
+                    &n.kind
+                {
+                    if phase == NodePhase::Running {
+                        self.waiting_signals.insert(signal_id.clone());
+                    } else {
+                        self.waiting_signals.remove(signal_id);
+                    }
+                }
+                self.close_bar();
+                eprintln!(
+                    "  [{:>7.2}s] {path:<24} {phase:?}",
+                    self.started.elapsed().as_secs_f64(),
+                );
+            }
+            Effect::Finished {
+                phase,
+                outputs,
+                error,
+            } => {
+                if let Some((parent, node)) = self.runs[run].parent {
+                    let result = match (phase, outputs) {
+                        (ExecPhase::Succeeded, Some(o)) => Ok(o),
+                        _ => Err(error.unwrap_or_else(|| ExecError {
+                            node: self.node_path(parent, node),
+                            code: "ChildFailed".into(),
+                            message: format!("the child execution ended {phase:?}"),
+                            kind: ErrorKind::User,
+                        })),
+                    };
+                    self.local
+                        .push_back((parent, Event::Child { node, result }));
+                    return Ok(None);
+                }
+                self.close_bar();
+                let summary = &mut self.summary;
+                summary.phase = format!("{phase:?}");
+                summary.waiting_for.clear();
+                summary.error = error
+                    .as_ref()
+                    .map(|e| format!("node {}: {} ({})", e.node, e.message, e.code));
+                summary.outputs = outputs.as_ref().map(|o| {
+                    Value::Object(
+                        o.literals
+                            .iter()
+                            .map(|(k, v)| (k.clone(), to_json(v)))
+                            .collect(),
+                    )
+                });
+                store::save(&self.root, summary)?;
+                let name = summary.name.clone();
+                return Ok(Some(report_end(&name, phase, outputs, error, self.started)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Hands a signal to every running execution with a gate for it; false when none takes it.
+    fn deliver_signal(&mut self, id: &str, v: &Value) -> bool {
+        let mut taken = false;
+        let mut wanted = false;
+        for run in 0..self.runs.len() {
+            if self.runs[run].exec.phase().is_terminal() {
+                continue;
+            }
+            let Some(t) = self.runs[run].signal_types.get(id) else {
+                continue;
+            };
+            wanted = true;
+            match from_json(v, t) {
+                Ok(value) => {
+                    taken = true;
+                    self.local.push_back((
+                        run,
+                        Event::Signal {
+                            id: id.to_string(),
+                            value: Box::new(value),
+                        },
+                    ));
+                }
+                Err(e) => eprintln!("updraft: signal `{id}` ignored: {e}"),
+            }
+        }
+        if !wanted {
+            eprintln!("updraft: signal `{id}` ignored: no gate of this execution waits for it");
+        }
+        taken
+    }
+
+    /// Shows an array node's progress: a bar redrawn in place on a terminal, else a line every 10%.
+    fn show_array(&mut self, run: usize, node: NodeIdx) {
+        let Some((size, ok, failed)) = self.runs[run].exec.array_progress(node) else {
+            return;
+        };
+        let done = ok + failed;
+        if size == 0 {
+            return;
+        }
+        let shown = self.bars.get(&(run, node)).copied();
+        let step = if self.tty { done } else { done * 10 / size };
+        if shown == Some(step) {
+            return;
+        }
+        self.bars.insert((run, node), step);
+        let path = self.node_path(run, node);
+        let width = 30usize;
+        let filled = (done as usize * width) / size as usize;
+        let bar = format!("{}{}", "#".repeat(filled), ".".repeat(width - filled));
+        let failed_note = if failed > 0 {
+            format!(", {failed} failed")
+        } else {
+            String::new()
+        };
+        let line = format!(
+            "  [{:>7.2}s] {path:<24} [{bar}] {done}/{size}{failed_note}",
+            self.started.elapsed().as_secs_f64()
+        );
+        if self.tty {
+            eprint!("\r{line}\x1b[K");
+            self.bar_open = done < size;
+            if !self.bar_open {
+                eprintln!();
+            }
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Ends a bar drawn in place, so the next line starts clean.
+    fn close_bar(&mut self) {
+        if std::mem::take(&mut self.bar_open) {
+            eprintln!();
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 //!
 //! - `execution.json` — the execution's summary, rewritten (atomically) on every node phase change;
 //! - `<node>[-<index>]/<attempt>/` — each attempt's inputs, outputs and `stdout.log` / `stderr.log`;
+//! - `<node>/sub/…` — the same layout for the child execution of a launch-plan node or of a dynamic task
+//!   (its nodes are shown as `<node>/<child node>`);
 //! - `control/abort`, `control/signals/<id>.json` — written by `abort` and `signal`, read by the run.
 
 use std::collections::BTreeMap;
@@ -105,7 +107,8 @@ pub fn logs(
         Some(i) => format!("{node}-{i}"),
         None => node.to_string(),
     };
-    let node_dir = dir.join(&folder);
+    // A node of a child execution (`n0/dn1`) keeps its attempts under its parent node's `sub/` folder.
+    let node_dir = dir.join(folder.replace('/', "/sub/"));
     let attempt = match attempt {
         Some(a) => a,
         None => std::fs::read_dir(&node_dir)

@@ -2,24 +2,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
+mod common;
 
-fn root() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn updraft(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_updraft"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{spawn_updraft, temp_dir, updraft, wait_for};
 
 #[test]
 fn validate_good_inputs() {
@@ -144,13 +129,6 @@ fn graph_mermaid_and_dot() {
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("no workflow `nope`"), "{err}");
-}
-
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("updraft-cli-test-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 #[test]
@@ -294,36 +272,6 @@ workflows:
       - {id: wait, gate: {sleep: 1h}}
 "#;
 
-/// Starts `updraft <args>` in the background, capturing its output.
-fn spawn_updraft(args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_updraft"))
-        .args(args)
-        .current_dir(root())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn wait_for(
-    state: &std::path::Path,
-    what: impl Fn(&serde_json::Value) -> bool,
-) -> (String, serde_json::Value) {
-    for _ in 0..600 {
-        if let Some(Ok(e)) = std::fs::read_dir(state.join("executions"))
-            .ok()
-            .and_then(|mut d| d.next())
-            && let Ok(text) = std::fs::read_to_string(e.path().join("execution.json"))
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            && what(&v)
-        {
-            return (e.file_name().to_string_lossy().into_owned(), v);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("the execution never got there");
-}
-
 #[test]
 fn signals_approvals_status_list_and_logs() {
     let state = temp_dir("gates");
@@ -333,16 +281,19 @@ fn signals_approvals_status_list_and_logs() {
         file.to_str().unwrap().to_string(),
         state.to_str().unwrap().to_string(),
     );
-    let child = spawn_updraft(&[
-        "run",
-        &f,
-        "-w",
-        "review",
-        "-i",
-        "text=ship it",
-        "--state-dir",
-        &s,
-    ]);
+    let child = spawn_updraft(
+        &[
+            "run",
+            &f,
+            "-w",
+            "review",
+            "-i",
+            "text=ship it",
+            "--state-dir",
+            &s,
+        ],
+        &[],
+    );
     let (name, _) = wait_for(&state, |v| {
         let w = &v["waiting_for"];
         w.as_array().is_some_and(|a| a.len() == 2)
@@ -409,7 +360,7 @@ fn abort_a_running_execution() {
         file.to_str().unwrap().to_string(),
         state.to_str().unwrap().to_string(),
     );
-    let child = spawn_updraft(&["run", &f, "-w", "stuck", "--state-dir", &s]);
+    let child = spawn_updraft(&["run", &f, "-w", "stuck", "--state-dir", &s], &[]);
     let (name, _) = wait_for(&state, |v| v["nodes"]["wait"] == "Running");
     let (code, _, _) = updraft(&["abort", &name, "--reason", "enough", "--state-dir", &s]);
     assert_eq!(code, 0);

@@ -5,11 +5,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::process::Command;
 
-fn root() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use common::{root, spawn_updraft, temp_dir, updraft, wait_for};
 
 fn python() -> String {
     std::env::var("UPDRAFT_TEST_PYTHON").unwrap_or_else(|_| {
@@ -234,6 +234,144 @@ fn attempts_past_their_timeout_are_killed_and_retried() {
     assert!(
         started.elapsed().as_secs() < 50,
         "the 60 s sleeps were killed"
+    );
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn dynamic_tasks_run_the_sub_workflow_they_return() {
+    let (code, out, err, state) =
+        run_keep("dyn", &["tests/fixtures/flytekit/dynamic.tgz", "-i", "n=4"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, serde_json::json!({"o0": "1,2,3,4"}));
+    // The sub-workflow's nodes are shown under the dynamic node, and their logs are kept.
+    assert!(err.contains("n0/dn3") && err.contains("n0/dn4"), "{err}");
+    let exec = std::fs::read_dir(state.join("executions"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .file_name();
+    let (code, logs, lerr) = updraft(&[
+        "logs",
+        exec.to_str().unwrap(),
+        "n0/dn4",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{lerr}");
+    assert!(logs.contains("stderr.log"), "{logs}");
+    let _ = std::fs::remove_dir_all(&state);
+    // No element: the sub-workflow has only the join.
+    let (code, out, err) = run(
+        "dyn0",
+        &["tests/fixtures/flytekit/dynamic.tgz", "-i", "n=0"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, serde_json::json!({"o0": ""}));
+}
+
+#[test]
+fn launch_plan_nodes_run_child_executions() {
+    let (code, out, err) = run(
+        "lpnode",
+        &[
+            "tests/fixtures/flytekit/launchplans.tgz",
+            "-w",
+            "fixtures.launchplans.parent_wf",
+            "-i",
+            "name=Updraft",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // The child gets the node's inputs and the launch plan's fixed `times`.
+    assert_eq!(out, serde_json::json!({"o0": "Hi, Updraft! Hi, Updraft!"}));
+    assert!(err.contains("n0/n0"), "the child's node is shown: {err}");
+}
+
+#[test]
+fn gates_sleep_then_wait_for_a_signal_and_an_approval() {
+    let state = temp_dir("fk-gates");
+    let s = state.to_str().unwrap().to_string();
+    let python = python();
+    let src = root().join("tests/fixtures/flytekit/src");
+    let child = spawn_updraft(
+        &[
+            "run",
+            "tests/fixtures/flytekit/gates.tgz",
+            "-i",
+            "x=7",
+            "--python",
+            &python,
+            "--state-dir",
+            &s,
+        ],
+        &[("PYTHONPATH", &src)],
+    );
+    let (name, v) = wait_for(&state, |v| {
+        v["waiting_for"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "review-note"))
+    });
+    assert_eq!(v["nodes"]["n1"], "Succeeded", "the sleep is over: {v}");
+    // A value of the wrong type is refused; the gate keeps waiting for a good one.
+    let (code, _, _) = updraft(&["signal", &name, "review-note", "[1, 2]", "--state-dir", &s]);
+    assert_eq!(code, 0);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let (code, _, _) = updraft(&[
+        "signal",
+        &name,
+        "review-note",
+        "\"lgtm\"",
+        "--state-dir",
+        &s,
+    ]);
+    assert_eq!(code, 0);
+    wait_for(&state, |v| {
+        v["waiting_for"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "publish-report"))
+    });
+    let (code, _, _) = updraft(&["signal", &name, "publish-report", "true", "--state-dir", &s]);
+    assert_eq!(code, 0);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("signal `review-note` ignored"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, serde_json::json!({"o0": "report 7 (lgtm)"}));
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn a_rejected_approval_fails_the_execution() {
+    let state = temp_dir("fk-reject");
+    let s = state.to_str().unwrap().to_string();
+    let python = python();
+    let src = root().join("tests/fixtures/flytekit/src");
+    let child = spawn_updraft(
+        &[
+            "run",
+            "tests/fixtures/flytekit/gates.tgz",
+            "--python",
+            &python,
+            "--state-dir",
+            &s,
+        ],
+        &[("PYTHONPATH", &src)],
+    );
+    // Signals may come before their gate opens: they are kept until it does.
+    let (name, _) = wait_for(&state, |v| v["nodes"]["n0"] == "Succeeded");
+    for (id, value) in [("publish-report", "false"), ("review-note", "ok")] {
+        let (code, _, err) = updraft(&["signal", &name, id, value, "--state-dir", &s]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`publish-report` was not approved"),
+        "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&state);
 }

@@ -8,12 +8,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use updraft_engine::exec::{
-    Effect, ErrorKind, Event, ExecConfig, ExecPhase, Execution, NodePhase, Program, TaskLaunch,
-    TaskStatus,
+    Effect, ErrorKind, Event, ExecConfig, ExecError, ExecPhase, Execution, NodePhase, Program,
+    TaskLaunch, TaskStatus,
 };
 use updraft_engine::literal::{from_json, none_lit, primitive_lit};
 use updraft_engine::{CompiledPackage, Limits, Package, compile, types, yaml};
-use updraft_proto::core::{Literal, LiteralMap, literal, primitive, scalar};
+use updraft_proto::core::{DynamicJobSpec, Literal, LiteralMap, literal, primitive, scalar};
 
 /// A task's behaviour: (task name, inputs, attempt, array index) → status.
 type Behaviour = dyn Fn(&str, &LiteralMap, u32, Option<u32>) -> TaskStatus;
@@ -99,8 +99,12 @@ impl Driver {
             package: pkg.clone(),
             workflow: wf.into(),
         };
+        Self::of(&program, config)
+    }
+
+    fn of(program: &Program, config: ExecConfig) -> Self {
         Self {
-            exec: Execution::new(&program, config).unwrap(),
+            exec: Execution::new(program, config).unwrap(),
             started: vec![],
             aborted: vec![],
             children: vec![],
@@ -145,6 +149,17 @@ impl Driver {
                 Effect::StartChild { name, .. } | Effect::AbortChild { name, .. } => {
                     self.children.push(name)
                 }
+                Effect::StartDynamic {
+                    node,
+                    program,
+                    name,
+                } => {
+                    // The sub-workflow runs to its end as a child execution; its tasks count as started.
+                    let (result, started) = run_child(&program, &name, behave);
+                    self.started.extend(started);
+                    self.children.push(name);
+                    self.queue.push_back(Event::Child { node, result });
+                }
                 Effect::NodePhase { node, phase } => self.phases.push((node, phase)),
                 Effect::Finished { phase, outputs, .. } => self.finished = Some((phase, outputs)),
             }
@@ -171,6 +186,21 @@ impl Driver {
     fn output(&self, name: &str) -> Literal {
         self.exec.outputs().unwrap().literals[name].clone()
     }
+}
+
+/// Runs a child execution (no inputs) fault-free: its result as the parent sees it, and its task attempts.
+fn run_child(
+    program: &Program,
+    name: &str,
+    behave: &Behaviour,
+) -> (Result<LiteralMap, ExecError>, Vec<TaskLaunch>) {
+    let mut d = Driver::of(program, ExecConfig::new(name));
+    let phase = d.run(LiteralMap::default(), behave);
+    let result = match phase {
+        ExecPhase::Succeeded => Ok(d.exec.outputs().cloned().unwrap()),
+        _ => Err(d.exec.error().cloned().unwrap()),
+    };
+    (result, d.started)
 }
 
 fn yaml_pkg(text: &str) -> Arc<CompiledPackage> {
@@ -214,6 +244,20 @@ fn fixture_tasks(task: &str, i: &LiteralMap, _attempt: u32, index: Option<u32>) 
         )]),
         "add" => ok(vec![("o0", lit_int(get("a") + get("b")))]),
         "mul" => ok(vec![("o0", lit_int(get("a") * get("b")))]),
+        "inc" => ok(vec![("o0", lit_int(get("x") + 1))]),
+        "join" => ok(vec![(
+            "o0",
+            lit_str(
+                &ints(&i.literals["xs"])
+                    .into_iter()
+                    .map(|x| x.unwrap().to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        )]),
+        "fan_out" => TaskStatus::Dynamic {
+            spec: Box::new(fan_out_spec()),
+        },
         "total" => ok(vec![(
             "o0",
             lit_int(ints(&i.literals["xs"]).into_iter().flatten().sum()),
@@ -815,6 +859,21 @@ fn simulate(
                     attempt,
                     kind,
                 }),
+                Effect::StartDynamic {
+                    node,
+                    program,
+                    name,
+                } => {
+                    // Child creation is idempotent by name too: a repeated start reports the same end.
+                    let (result, started) = run_child(&program, &name, behave);
+                    if !created.contains_key(&name) {
+                        for t in started {
+                            *created.entry(t.name).or_default() += 1;
+                        }
+                    }
+                    *created.entry(name).or_default() += 1;
+                    pending.push(Event::Child { node, result });
+                }
                 _ => {}
             }
         }
@@ -850,7 +909,8 @@ fn check_simulation_with(
 ) {
     let mut d = Driver::new(pkg, wf, config.clone());
     let phase = d.run(input.clone(), behave);
-    let want_names: BTreeSet<String> = d.started.iter().map(|t| t.name.clone()).collect();
+    let mut want_names: BTreeSet<String> = d.started.iter().map(|t| t.name.clone()).collect();
+    want_names.extend(d.children.iter().cloned());
     let want = (phase, d.exec.outputs().cloned());
     for seed in seeds {
         let (p, o, names) = simulate(pkg, wf, input, behave, seed, config);
@@ -1282,4 +1342,183 @@ fn aborted_work_frees_its_slots_and_queued_elements_of_a_failed_array_never_star
         "no element of the failed array starts: {fx:?}"
     );
     assert_eq!(exec.phase(), ExecPhase::Failed);
+}
+
+// ---------- dynamic tasks ----------
+
+/// The futures.pb the real flytekit wrote for `fan_out(n=3)` (see tests/fixtures/flytekit/regenerate.sh).
+fn fan_out_spec() -> DynamicJobSpec {
+    let bytes = std::fs::read(format!(
+        "{}/../tests/fixtures/flytekit/futures/fan_out.pb",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    updraft_proto::Message::decode(&bytes[..]).unwrap()
+}
+
+#[test]
+fn dynamic_tasks_run_the_sub_workflow_they_return() {
+    let pkg = fixture_pkg(&["dynamic.tgz"]);
+    let mut d = Driver::new(&pkg, "fixtures.dynamic.dynamic_wf", ExecConfig::new("dy"));
+    let phase = d.run(inputs(&[("n", lit_int(3))]), &fixture_tasks);
+    assert_eq!(phase, ExecPhase::Succeeded, "{:?}", d.exec.error());
+    assert_eq!(d.output("o0"), lit_str("1,2,3"));
+    assert_eq!(d.children, vec!["dy-n0-0-dynamic".to_string()]);
+    let names: Vec<&str> = d.started.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "dy-n0-0",
+            "dy-n0-0-dynamic-dn0-0",
+            "dy-n0-0-dynamic-dn1-0",
+            "dy-n0-0-dynamic-dn2-0",
+            "dy-n0-0-dynamic-dn3-0"
+        ]
+    );
+}
+
+#[test]
+fn a_dynamic_sub_workflow_failure_fails_the_node_and_duplicates_start_nothing() {
+    let pkg = fixture_pkg(&["dynamic.tgz"]);
+    let program = Program {
+        package: pkg,
+        workflow: "fixtures.dynamic.dynamic_wf".into(),
+    };
+    let mut exec = Execution::new(&program, ExecConfig::new("df")).unwrap();
+    exec.step(Event::Start {
+        inputs: inputs(&[("n", lit_int(3))]),
+    });
+    let futures = Event::Task {
+        node: 0,
+        index: None,
+        attempt: 0,
+        status: TaskStatus::Dynamic {
+            spec: Box::new(fan_out_spec()),
+        },
+    };
+    let fx = exec.step(futures.clone());
+    let Some(Effect::StartDynamic { program, name, .. }) =
+        fx.iter().find(|e| matches!(e, Effect::StartDynamic { .. }))
+    else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(name, "df-n0-0-dynamic");
+    let wf = &program.package.workflows[&program.workflow];
+    assert_eq!(wf.nodes.len(), 4, "dn0..dn3");
+    // The same status again, or a late success of the attempt, changes nothing.
+    assert!(exec.step(futures).is_empty());
+    assert!(
+        exec.step(Event::Task {
+            node: 0,
+            index: None,
+            attempt: 0,
+            status: ok(vec![("o0", lit_str("x"))]),
+        })
+        .is_empty()
+    );
+    let err = ExecError {
+        node: "dn1".into(),
+        code: "Boom".into(),
+        message: "inc failed".into(),
+        kind: ErrorKind::User,
+    };
+    exec.step(Event::Child {
+        node: 0,
+        result: Err(err.clone()),
+    });
+    assert_eq!(exec.node_phase(0), NodePhase::Failed);
+    assert_eq!(exec.phase(), ExecPhase::Failed);
+    assert_eq!(exec.error(), Some(&err));
+}
+
+#[test]
+fn aborting_a_dynamic_node_aborts_its_sub_workflow() {
+    let pkg = fixture_pkg(&["dynamic.tgz"]);
+    let program = Program {
+        package: pkg,
+        workflow: "fixtures.dynamic.dynamic_wf".into(),
+    };
+    let mut exec = Execution::new(&program, ExecConfig::new("da")).unwrap();
+    exec.step(Event::Start {
+        inputs: inputs(&[("n", lit_int(3))]),
+    });
+    exec.step(Event::Task {
+        node: 0,
+        index: None,
+        attempt: 0,
+        status: TaskStatus::Dynamic {
+            spec: Box::new(fan_out_spec()),
+        },
+    });
+    let fx = exec.step(Event::Abort {
+        reason: "stop".into(),
+    });
+    assert!(
+        fx.contains(&Effect::AbortChild {
+            node: 0,
+            name: "da-n0-0-dynamic".into()
+        }),
+        "{fx:?}"
+    );
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::AbortTask { .. })),
+        "the attempt itself is over: {fx:?}"
+    );
+    assert_eq!(exec.phase(), ExecPhase::Aborted);
+}
+
+#[test]
+fn a_dynamic_sub_workflow_that_does_not_compile_fails_the_node_saying_why() {
+    let pkg = fixture_pkg(&["dynamic.tgz"]);
+    let program = Program {
+        package: pkg,
+        workflow: "fixtures.dynamic.dynamic_wf".into(),
+    };
+    let mut spec = fan_out_spec();
+    // The join reads an output no node makes, and no task template comes with the spec.
+    spec.tasks.clear();
+    let mut pkg_without_tasks = (*program.package).clone();
+    pkg_without_tasks.tasks.retain(|k, _| !k.ends_with(".join"));
+    let program = Program {
+        package: Arc::new(pkg_without_tasks),
+        workflow: program.workflow,
+    };
+    let mut exec = Execution::new(&program, ExecConfig::new("dc")).unwrap();
+    exec.step(Event::Start {
+        inputs: inputs(&[("n", lit_int(3))]),
+    });
+    let fx = exec.step(Event::Task {
+        node: 0,
+        index: None,
+        attempt: 0,
+        status: TaskStatus::Dynamic {
+            spec: Box::new(spec),
+        },
+    });
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::StartDynamic { .. })),
+        "{fx:?}"
+    );
+    assert_eq!(exec.phase(), ExecPhase::Failed);
+    let e = exec.error().unwrap();
+    assert_eq!(e.code, "DynamicSpecInvalid");
+    assert!(
+        e.message.contains("futures.pb of node n0")
+            && e.message.contains("dn3")
+            && e.message.contains("fixtures.dynamic.join"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn simulation_dynamic_tasks() {
+    let pkg = fixture_pkg(&["dynamic.tgz"]);
+    check_simulation(
+        &pkg,
+        "fixtures.dynamic.dynamic_wf",
+        &inputs(&[("n", lit_int(3))]),
+        &fixture_tasks,
+        0..seeds(),
+    );
 }

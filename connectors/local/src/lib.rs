@@ -3,7 +3,8 @@
 //! - **Python tasks** (`python-task`, and the container of any Python-based plugin task) run their
 //!   container arguments — flytekit's `pyflyte-execute …` — with placeholders rendered, in the configured
 //!   Python environment. The outcome is read from the output prefix: `outputs.pb` (success), `error.pb`
-//!   (failure, with its kind), nothing and a non-zero exit (a system failure).
+//!   (failure, with its kind), `futures.pb` (a dynamic task's sub-workflow), nothing and a non-zero exit
+//!   (a system failure).
 //! - **Raw containers** (`raw-container` with `data_config`) run their command as a process: the inputs are
 //!   written as files (one per input, plus `inputs.pb`) into a folder standing for the container's input
 //!   path, the container's input and output paths in the arguments are pointed at local folders, and each
@@ -25,8 +26,8 @@ use updraft_engine::template::{self, Vars};
 use updraft_engine::{literal, types};
 use updraft_proto::Message;
 use updraft_proto::core::{
-    ContainerError, ErrorDocument, LiteralMap, LiteralType, TaskTemplate, container_error,
-    execution_error, task_template::Target,
+    ContainerError, DynamicJobSpec, ErrorDocument, LiteralMap, LiteralType, TaskTemplate,
+    container_error, execution_error, task_template::Target,
 };
 
 /// Where and how attempts run.
@@ -310,13 +311,18 @@ pub fn read_outcome(out: &Path, code: Option<i32>, stderr_tail: &str) -> TaskSta
             ),
         };
     }
-    if out.join("futures.pb").exists() {
-        return failed(
-            ErrorKind::User,
-            false,
-            "DynamicUnsupported",
-            "dynamic tasks (futures.pb) are not supported by the local runner yet",
-        );
+    if let Ok(bytes) = std::fs::read(out.join("futures.pb")) {
+        return match DynamicJobSpec::decode(&bytes[..]) {
+            Ok(spec) => TaskStatus::Dynamic {
+                spec: Box::new(spec),
+            },
+            Err(e) => failed(
+                ErrorKind::System,
+                true,
+                "BadFutures",
+                format!("futures.pb is not a DynamicJobSpec: {e}"),
+            ),
+        };
     }
     match code {
         Some(0) => failed(

@@ -9,6 +9,7 @@
 //! - every task type mapped to a plugin, or rejected.
 
 mod bindings;
+mod dynamic;
 mod structure;
 mod tasks;
 mod workflow;
@@ -24,6 +25,7 @@ use crate::error::{Problem, Problems};
 use crate::package::{Origin, Package};
 use crate::plugins::PluginKind;
 
+pub use dynamic::compile_dynamic;
 pub use workflow::MAX_NODES;
 
 /// Index of a node in [`CompiledWorkflow::nodes`].

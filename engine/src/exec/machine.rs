@@ -57,6 +57,8 @@ struct NodeState {
     outputs: Option<LiteralMap>,
     error: Option<ExecError>,
     array: Option<Box<ArrayState>>,
+    /// The child execution running the sub-workflow this node's dynamic task returned.
+    dynamic: Option<String>,
 }
 
 enum Todo {
@@ -153,6 +155,7 @@ impl Execution {
                 outputs: None,
                 error: None,
                 array: None,
+                dynamic: None,
             })
             .collect();
         Ok(Self {
@@ -204,6 +207,12 @@ impl Execution {
     /// The error the execution failed with.
     pub fn error(&self) -> Option<&ExecError> {
         self.error.as_ref()
+    }
+
+    /// Progress of an array node once it started: (elements, succeeded, failed).
+    pub fn array_progress(&self, node: NodeIdx) -> Option<(u32, u32, u32)> {
+        let a = self.nodes.get(node as usize)?.array.as_ref()?;
+        Some((a.size, a.succeeded, a.failed))
     }
 
     /// The current attempt of a node (or of one array element).
@@ -265,10 +274,11 @@ impl Execution {
                 let i = node as usize;
                 if i < self.nodes.len()
                     && self.nodes[i].phase == NodePhase::Running
-                    && matches!(self.wf().node(node).kind, NodeKind::LaunchPlan { .. })
+                    && (self.nodes[i].dynamic.is_some()
+                        || matches!(self.wf().node(node).kind, NodeKind::LaunchPlan { .. }))
                 {
                     match result {
-                        Ok(out) => self.succeed(node, out, &mut fx, &mut todo),
+                        Ok(out) => self.succeed_checked(node, out, &mut fx, &mut todo),
                         Err(e) => self.fail(node, NodePhase::Failed, e, &mut fx, &mut todo),
                     }
                 }
@@ -557,6 +567,33 @@ impl Execution {
         st.outputs = Some(outputs);
         self.set_phase(node, NodePhase::Succeeded, fx);
         todo.push_back(Todo::Done(node));
+    }
+
+    /// Succeeds with `outputs` if they hold every output the node declares; fails it otherwise.
+    fn succeed_checked(
+        &mut self,
+        node: NodeIdx,
+        outputs: LiteralMap,
+        fx: &mut Vec<Effect>,
+        todo: &mut VecDeque<Todo>,
+    ) {
+        let missing: Vec<&String> = self
+            .wf()
+            .node(node)
+            .outputs
+            .keys()
+            .filter(|k| !outputs.literals.contains_key(*k))
+            .collect();
+        if missing.is_empty() {
+            self.succeed(node, outputs, fx, todo);
+        } else {
+            let err = self.user_error(
+                node,
+                "MissingOutputs",
+                format!("the task did not produce {missing:?}"),
+            );
+            self.fail(node, NodePhase::Failed, err, fx, todo);
+        }
     }
 
     fn fail(

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use updraft_proto::core::{Literal, LiteralMap};
+use updraft_proto::core::{DynamicJobSpec, Literal, LiteralMap};
 
 use crate::compile::{CompiledPackage, NodeIdx};
 
@@ -131,6 +131,12 @@ pub enum TaskStatus {
         /// False when a retry cannot help (error.pb NON_RECOVERABLE).
         recoverable: bool,
     },
+    /// A dynamic task returned the sub-workflow to run in its place (futures.pb); its outputs become the
+    /// node's.
+    Dynamic {
+        /// The sub-workflow.
+        spec: Box<DynamicJobSpec>,
+    },
 }
 
 /// What a timer is for.
@@ -181,7 +187,7 @@ pub enum Event {
         /// The value (a boolean for approvals).
         value: Box<Literal>,
     },
-    /// A launch-plan node's child execution finished.
+    /// A launch-plan node's child execution, or a dynamic task's sub-workflow, finished.
     Child {
         /// The node.
         node: NodeIdx,
@@ -232,6 +238,16 @@ pub enum Effect {
         launch_plan: String,
         /// Its inputs.
         inputs: LiteralMap,
+        /// Deterministic child execution name.
+        name: String,
+    },
+    /// Start (idempotently, by `name`) the sub-workflow a dynamic task returned, as a child execution with
+    /// no inputs; its end comes back as [`Event::Child`].
+    StartDynamic {
+        /// The dynamic task's node.
+        node: NodeIdx,
+        /// The compiled sub-workflow.
+        program: Program,
         /// Deterministic child execution name.
         name: String,
     },
@@ -317,6 +333,13 @@ pub struct Program {
     pub package: Arc<CompiledPackage>,
     /// The workflow this execution runs.
     pub workflow: String,
+}
+
+impl PartialEq for Program {
+    /// The same workflow of the same (shared) package.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.package, &other.package) && self.workflow == other.workflow
+    }
 }
 
 /// A summary of node states for `status` listings.

@@ -4,10 +4,12 @@ use std::collections::VecDeque;
 
 use updraft_proto::core::LiteralMap;
 
+use std::sync::Arc;
+
 use super::{Attempts, Execution, Todo, dns_name};
-use crate::compile::{Gate, NodeIdx, NodeKind};
+use crate::compile::{Gate, NodeIdx, NodeKind, compile_dynamic};
 use crate::exec::{
-    Effect, ErrorKind, ExecError, NodePhase, TaskLaunch, TaskStatus, TimerKind, cache_key,
+    Effect, ErrorKind, ExecError, NodePhase, Program, TaskLaunch, TaskStatus, TimerKind, cache_key,
 };
 use crate::plugins::PluginKind;
 
@@ -170,8 +172,11 @@ impl Execution {
         } else {
             st.phase
         };
-        if unit.attempt != attempt || !matches!(unit_phase, NodePhase::Queued | NodePhase::Running)
+        if unit.attempt != attempt
+            || !matches!(unit_phase, NodePhase::Queued | NodePhase::Running)
+            || st.dynamic.is_some()
         {
+            // Stale, or about an attempt whose dynamic sub-workflow already runs in its place.
             return;
         }
         match status {
@@ -189,24 +194,45 @@ impl Execution {
                 match index {
                     Some(i) => self.element_done(node, i, Some(outputs), fx, todo),
                     None => {
-                        let missing: Vec<&String> = self
-                            .wf()
-                            .node(node)
-                            .outputs
-                            .keys()
-                            .filter(|k| !outputs.literals.contains_key(*k))
-                            .collect();
-                        if missing.is_empty() {
-                            self.set_phase(node, NodePhase::Running, fx);
-                            self.succeed(node, outputs, fx, todo);
-                        } else {
-                            let err = self.user_error(
-                                node,
-                                "MissingOutputs",
-                                format!("the task did not produce {missing:?}"),
-                            );
-                            self.fail(node, NodePhase::Failed, err, fx, todo);
-                        }
+                        self.set_phase(node, NodePhase::Running, fx);
+                        self.succeed_checked(node, outputs, fx, todo);
+                    }
+                }
+            }
+            TaskStatus::Dynamic { spec } => {
+                self.free_slot(node, index);
+                if let Some(i) = index {
+                    let err = self.user_error(
+                        node,
+                        "DynamicInArray",
+                        format!("element {i} returned a dynamic sub-workflow, which array elements cannot run"),
+                    );
+                    self.nodes[node as usize].error.get_or_insert(err);
+                    self.element_done(node, i, None, fx, todo);
+                    return;
+                }
+                self.set_phase(node, NodePhase::Running, fx);
+                let wf_node = self.wf().node(node);
+                match compile_dynamic(&self.pkg, &wf_node.id, &wf_node.outputs, &spec) {
+                    Ok((package, workflow)) => {
+                        let name = dns_name(&format!(
+                            "{}-{}-{attempt}-dynamic",
+                            self.config.name, wf_node.id
+                        ));
+                        self.nodes[node as usize].dynamic = Some(name.clone());
+                        fx.push(Effect::StartDynamic {
+                            node,
+                            program: Program {
+                                package: Arc::new(package),
+                                workflow,
+                            },
+                            name,
+                        });
+                    }
+                    Err(problems) => {
+                        // A sub-workflow that does not compile fails the same way on every attempt.
+                        let err = self.user_error(node, "DynamicSpecInvalid", problems.to_string());
+                        self.fail(node, NodePhase::Failed, err, fx, todo);
                     }
                 }
             }
@@ -321,7 +347,8 @@ impl Execution {
                 self.fail(node, NodePhase::TimedOut, err, fx, todo);
             }
             TimerKind::AttemptTimeout => {
-                if self.attempt(node, index) != attempt {
+                // A dynamic task's attempt is over once its sub-workflow runs; the node's timeout still holds.
+                if self.attempt(node, index) != attempt || st.dynamic.is_some() {
                     return;
                 }
                 let name = self.task_name(node, index, attempt);

@@ -16,6 +16,10 @@ impl Execution {
         let wf_node = self.wf().node(node).clone();
         let st = &self.nodes[node as usize];
         match &wf_node.kind {
+            NodeKind::Task { .. } if st.dynamic.is_some() => {
+                let name = st.dynamic.clone().unwrap_or_default();
+                fx.push(Effect::AbortChild { node, name });
+            }
             NodeKind::Task { .. } if matches!(st.phase, NodePhase::Queued | NodePhase::Running) => {
                 let attempt = st.task.attempt;
                 let name = self.task_name(node, None, attempt);

@@ -1,0 +1,67 @@
+//! Helpers shared by the binary's test files: run `updraft`, in the foreground or the background, and
+//! wait for an execution's recorded state.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::process::{Child, Command, Stdio};
+
+/// The repository root (tests run from it, so fixture paths are relative to it).
+pub fn root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `updraft <args>`: (exit code, stdout, stderr).
+pub fn updraft(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_updraft"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A fresh temporary folder for one test.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("updraft-cli-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Starts `updraft <args>` in the background with extra environment variables, capturing its output.
+pub fn spawn_updraft(args: &[&str], env: &[(&str, &std::path::Path)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_updraft"));
+    cmd.args(args)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Waits (up to 60 s) until the only execution under `state` records a summary for which `what` holds;
+/// returns its name and summary.
+pub fn wait_for(
+    state: &std::path::Path,
+    what: impl Fn(&serde_json::Value) -> bool,
+) -> (String, serde_json::Value) {
+    for _ in 0..1200 {
+        if let Some(Ok(e)) = std::fs::read_dir(state.join("executions"))
+            .ok()
+            .and_then(|mut d| d.next())
+            && let Ok(text) = std::fs::read_to_string(e.path().join("execution.json"))
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            && what(&v)
+        {
+            return (e.file_name().to_string_lossy().into_owned(), v);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the execution under {} never got there", state.display());
+}
