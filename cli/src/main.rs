@@ -9,6 +9,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use updraft_connector_local::ContainerChoice;
+
+/// How raw containers run (`--containers`).
+#[derive(Clone, Copy, ValueEnum)]
+enum ContainersArg {
+    /// docker, else podman, else processes.
+    Auto,
+    /// docker (an error if it does not answer).
+    Docker,
+    /// podman (an error if it does not answer).
+    Podman,
+    /// Always as local processes.
+    Process,
+}
 
 /// Updraft: run Flyte-style workflows serverlessly on AWS, or on one machine.
 #[derive(Parser)]
@@ -66,6 +80,10 @@ enum Command {
         /// Run cached tasks again and overwrite their cached outputs.
         #[arg(long)]
         overwrite_cache: bool,
+        /// How raw containers (tasks with a data_config) run: `auto` uses docker, else podman, when it
+        /// answers, else runs them as processes.
+        #[arg(long, value_enum, default_value_t = ContainersArg::Auto)]
+        containers: ContainersArg,
     },
     /// List the executions in the local store.
     List {
@@ -170,6 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             parallelism,
             state_dir,
             overwrite_cache,
+            containers,
         } => run::run(run::RunArgs {
             files,
             workflow,
@@ -180,6 +199,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             parallelism,
             state_dir,
             overwrite_cache,
+            containers: match containers {
+                ContainersArg::Auto => ContainerChoice::Auto,
+                ContainersArg::Docker => ContainerChoice::Docker,
+                ContainersArg::Podman => ContainerChoice::Podman,
+                ContainersArg::Process => ContainerChoice::Process,
+            },
         }),
         Command::List { state_dir } => store::list(&state_dir),
         Command::Status {

@@ -12,7 +12,7 @@ use crate::store;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
-use updraft_connector_local::LocalExecutor;
+use updraft_connector_local::{ContainerChoice, Containers, LocalExecutor};
 use updraft_engine::CompiledPackage;
 use updraft_engine::compile::{Gate as G, NodeIdx, NodeKind};
 use updraft_engine::exec::{
@@ -43,6 +43,8 @@ pub struct RunArgs {
     pub state_dir: PathBuf,
     /// Run cached tasks again and overwrite their cached outputs.
     pub overwrite_cache: bool,
+    /// How raw containers run.
+    pub containers: ContainerChoice,
 }
 
 /// Outputs of cached tasks, one file per cache key under `<state-dir>/cache/`.
@@ -223,6 +225,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             not_local.into_iter().collect::<Vec<_>>().join(", ")
         );
     }
+    let containers = updraft_connector_local::detect(args.containers)
+        .map_err(|e| anyhow::anyhow!("--containers: {e}"))?;
+    let raw_containers = compiled.tasks.values().any(|t| {
+        matches!(
+            &t.template.target,
+            Some(updraft_proto::core::task_template::Target::Container(c))
+                if c.data_config.as_ref().is_some_and(|d| d.enabled)
+        )
+    });
+    if raw_containers {
+        eprintln!("updraft: raw containers run {containers}");
+    }
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -242,6 +256,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         root_pkg: compiled.clone(),
         root: root.clone(),
         cache,
+        containers,
         runs: Vec::new(),
         by_name: BTreeMap::new(),
         tx,
@@ -328,9 +343,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Task kinds `updraft run` runs on this machine.
+/// Task kinds `updraft run` runs on this machine (a pod task: its primary container).
 fn runs_locally(plugin: PluginKind) -> bool {
-    matches!(plugin, PluginKind::Container | PluginKind::Echo)
+    matches!(
+        plugin,
+        PluginKind::Container | PluginKind::Pod | PluginKind::Echo
+    )
 }
 
 /// One execution of the run: the top one, or a child (a launch-plan node's, or a dynamic task's
@@ -353,6 +371,7 @@ struct Driver<'a> {
     root_pkg: Arc<CompiledPackage>,
     root: PathBuf,
     cache: Arc<LocalCache>,
+    containers: Containers,
     runs: Vec<Live>,
     /// Child execution name → its run, so a repeated start finds the child it made.
     by_name: BTreeMap<String, usize>,
@@ -413,11 +432,10 @@ impl Driver<'_> {
                 _ => None,
             })
             .collect();
-        let executor = Arc::new(LocalExecutor::new(
-            dir,
-            name.clone(),
-            self.args.python.clone(),
-        ));
+        let executor = Arc::new(
+            LocalExecutor::new(dir, name.clone(), self.args.python.clone())
+                .with_containers(self.containers.clone()),
+        );
         self.runs.push(Live {
             exec,
             program,
@@ -718,7 +736,7 @@ impl Driver<'_> {
             return;
         };
         let done = ok + failed;
-        if size == 0 {
+        if done == 0 {
             return;
         }
         let shown = self.bars.get(&(run, node)).copied();

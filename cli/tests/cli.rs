@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{spawn_updraft, temp_dir, updraft, wait_for};
+use common::{path_with_fake_engine, spawn_updraft, temp_dir, updraft, updraft_env, wait_for};
 
 #[test]
 fn validate_good_inputs() {
@@ -143,6 +143,14 @@ fn run_the_example() {
         err.contains("describe-small"),
         "progress names the branch child: {err}"
     );
+    // The map's progress, every 10% when stderr is not a terminal.
+    for done in ["1/4", "2/4", "3/4"] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains("squares") && l.contains("] ") && l.ends_with(done)),
+            "{done}: {err}"
+        );
+    }
     let (code, out, err) = updraft(&[
         "run",
         "examples/hello.yaml",
@@ -177,7 +185,7 @@ tasks:
     outputs: {y: int}
     retries: 1
     command: [sh, -c, 'echo "it broke on {{.inputs.x}}" > /var/outputs/_ERROR']
-  pod_task: {type: pod, image: i:1, module: m, function: f, inputs: {x: int}, outputs: {y: int}}
+  spark_task: {type: spark, image: i:1, module: m, function: f, inputs: {x: int}, outputs: {y: int}, spark: {spark_conf: {}}}
 workflows:
   fails:
     inputs: {x: int}
@@ -188,7 +196,7 @@ workflows:
     inputs: {x: int}
     outputs: {y: "${p.y}"}
     nodes:
-      - {id: p, task: pod_task, inputs: {x: "${inputs.x}"}}
+      - {id: p, task: spark_task, inputs: {x: "${inputs.x}"}}
 "#;
 
 #[test]
@@ -240,7 +248,7 @@ fn run_reports_failures_retries_and_bad_inputs() {
     assert_eq!(code, 1);
     assert!(
         err.contains(
-            "remote has tasks that do not run locally yet: pod_task (pod); nothing was started"
+            "remote has tasks that do not run locally yet: spark_task (spark); nothing was started"
         ),
         "{err}"
     );
@@ -411,5 +419,125 @@ fn cached_tasks_hit_miss_and_overwrite() {
     let other = run(&["-i", "numbers=[1,2,3,9]"]);
     assert_eq!(other["sum"], 95);
     assert_eq!(ran(), (1, 1), "only the new element missed");
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+const SLEEPY: &str = r#"
+version: 1
+image: alpine:3
+tasks:
+  nap:
+    type: container
+    inputs: {s: int}
+    outputs: {done: bool}
+    command: [sh, -c, 'sleep {{.inputs.s}}; echo true > /var/outputs/done']
+workflows:
+  sleepy:
+    inputs: {s: {type: int, default: 60}}
+    nodes:
+      - {id: nap, task: nap, inputs: {s: "${inputs.s}"}}
+"#;
+
+#[test]
+fn raw_containers_run_through_a_container_engine() {
+    let state = temp_dir("engine");
+    let engine_state = state.join("engine");
+    let s = state.to_str().unwrap();
+    let path = path_with_fake_engine();
+    let env = [
+        ("PATH", path.as_os_str()),
+        ("FAKE_ENGINE_STATE", engine_state.as_os_str()),
+    ];
+    let (code, out, err) = updraft_env(
+        &[
+            "run",
+            "examples/hello.yaml",
+            "--containers",
+            "docker",
+            "--state-dir",
+            s,
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v, serde_json::json!({"message": "world", "sum": 30}));
+    assert!(err.contains("raw containers run with docker"), "{err}");
+    let log = std::fs::read_to_string(engine_state.join("log")).unwrap();
+    let runs: Vec<&str> = log.lines().filter(|l| l.starts_with("run ")).collect();
+    assert_eq!(runs.len(), 5, "four squares and the total: {log}");
+    // Each attempt is a container named after it, with its input folder mounted read-only at the
+    // container's input path and its output folder at the output path.
+    let square = runs
+        .iter()
+        .find(|l| l.contains("-squares-2-0 "))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(square.contains(" python:3.11-slim "), "{square}");
+    assert!(
+        square.contains("/squares-2/0/data-in:/var/inputs:ro"),
+        "{square}"
+    );
+    assert!(
+        square.contains("/squares-2/0/data-out:/var/outputs "),
+        "{square}"
+    );
+    assert!(
+        square.contains("FLYTE_INTERNAL_NODE_ID=squares"),
+        "{square}"
+    );
+
+    // An engine asked for by name must answer.
+    let only_fake =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/container-engine");
+    let (code, _, err) = updraft_env(
+        &[
+            "run",
+            "examples/hello.yaml",
+            "--containers",
+            "podman",
+            "--state-dir",
+            s,
+        ],
+        &[("PATH", only_fake.as_os_str())],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("--containers: podman is not on PATH"), "{err}");
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn aborting_removes_the_running_container() {
+    let state = temp_dir("engine-abort");
+    let engine_state = state.join("engine");
+    let file = state.join("sleepy.yaml");
+    std::fs::write(&file, SLEEPY).unwrap();
+    let (f, s) = (
+        file.to_str().unwrap().to_string(),
+        state.to_str().unwrap().to_string(),
+    );
+    let path = path_with_fake_engine();
+    let child = spawn_updraft(
+        &["run", &f, "--containers", "docker", "--state-dir", &s],
+        &[
+            ("PATH", path.as_os_str()),
+            ("FAKE_ENGINE_STATE", engine_state.as_os_str()),
+        ],
+    );
+    let (name, _) = wait_for(&state, |v| v["nodes"]["nap"] == "Running");
+    let pid_file = engine_state.join(format!("{name}-nap-0.pid"));
+    for _ in 0..200 {
+        if pid_file.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(pid_file.exists(), "the container is running");
+    let (code, _, _) = updraft(&["abort", &name, "--state-dir", &s]);
+    assert_eq!(code, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let log = std::fs::read_to_string(engine_state.join("log")).unwrap();
+    assert!(log.contains(&format!("rm {name}-nap-0")), "{log}");
+    assert!(!pid_file.exists(), "the container is gone");
     let _ = std::fs::remove_dir_all(&state);
 }

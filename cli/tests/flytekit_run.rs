@@ -9,7 +9,9 @@ mod common;
 
 use std::process::Command;
 
-use common::{root, spawn_updraft, temp_dir, updraft, wait_for};
+use common::{
+    path_with_fake_engine, root, spawn_updraft, temp_dir, updraft, updraft_env, wait_for,
+};
 
 fn python() -> String {
     std::env::var("UPDRAFT_TEST_PYTHON").unwrap_or_else(|_| {
@@ -306,7 +308,7 @@ fn gates_sleep_then_wait_for_a_signal_and_an_approval() {
             "--state-dir",
             &s,
         ],
-        &[("PYTHONPATH", &src)],
+        &[("PYTHONPATH", src.as_os_str())],
     );
     let (name, v) = wait_for(&state, |v| {
         v["waiting_for"]
@@ -358,7 +360,7 @@ fn a_rejected_approval_fails_the_execution() {
             "--state-dir",
             &s,
         ],
-        &[("PYTHONPATH", &src)],
+        &[("PYTHONPATH", src.as_os_str())],
     );
     // Signals may come before their gate opens: they are kept until it does.
     let (name, _) = wait_for(&state, |v| v["nodes"]["n0"] == "Succeeded");
@@ -373,5 +375,110 @@ fn a_rejected_approval_fails_the_execution() {
         stderr.contains("`publish-report` was not approved"),
         "{stderr}"
     );
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn raw_container_and_pod_tasks() {
+    // As processes: the raw container's paths point at local folders; pod tasks run their primary
+    // container.
+    let (code, out, err) = run(
+        "pods",
+        &["tests/fixtures/flytekit/containers.tgz", "-i", "radius=2"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, serde_json::json!({"o0": 11}), "len(\"area=12.566\")");
+
+    // Through a container engine (the stand-in of tests/container-engine): only the raw container goes
+    // to the engine, with its image.
+    let state = temp_dir("fk-engine");
+    let engine_state = state.join("engine");
+    let python = python();
+    let venv_bin = std::path::Path::new(&python)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut dirs = vec![venv_bin];
+    dirs.extend(std::env::split_paths(&path_with_fake_engine()));
+    let path = std::env::join_paths(dirs).unwrap();
+    let src = root().join("tests/fixtures/flytekit/src");
+    let (code, out, err) = updraft_env(
+        &[
+            "run",
+            "tests/fixtures/flytekit/containers.tgz",
+            "-i",
+            "radius=1",
+            "--containers",
+            "docker",
+            "--python",
+            &python,
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[
+            ("PATH", path.as_os_str()),
+            ("PYTHONPATH", src.as_os_str()),
+            ("FAKE_ENGINE_STATE", engine_state.as_os_str()),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!({"o0": 10}),
+        "len(\"area=3.142\")"
+    );
+    let log = std::fs::read_to_string(engine_state.join("log")).unwrap();
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(
+        log.starts_with("run ") && log.contains("-n0-0 python:3.11-slim "),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn the_flytekit_example_packages_and_runs() {
+    // As examples/flytekit/README.md says: package with the real pyflyte, then run the archive.
+    let state = temp_dir("fk-example");
+    let python = python();
+    let pyflyte = std::path::Path::new(&python).with_file_name("pyflyte");
+    let example = root().join("examples/flytekit");
+    let archive = state.join("hello_flyte.tgz");
+    let out = Command::new(&pyflyte)
+        .args(["--pkgs", "hello_flyte", "package", "--output"])
+        .arg(&archive)
+        .arg("-f")
+        .current_dir(&example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = state.to_str().unwrap();
+    let args = [
+        "run",
+        archive.to_str().unwrap(),
+        "-i",
+        "numbers=[2,3]",
+        "-i",
+        "name=you",
+        "--python",
+        &python,
+        "--state-dir",
+        s,
+    ];
+    for round in ["first run", "cached squares"] {
+        let (code, out, err) = updraft_env(&args, &[("PYTHONPATH", example.as_os_str())]);
+        assert_eq!(code, 0, "{round}: {err}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+            serde_json::json!({"o0": "hello you: 13 from the map, 14 from the dynamic task"}),
+            "{round}"
+        );
+    }
+    let cached = std::fs::read_dir(state.join("cache")).unwrap().count();
+    assert!(cached >= 2, "the squares of 2 and 3 are cached ({cached})");
     let _ = std::fs::remove_dir_all(&state);
 }

@@ -486,7 +486,8 @@ pub fn to_json(l: &Literal) -> Value {
     }
 }
 
-fn struct_json(s: &prost_types::Struct) -> Value {
+/// A protobuf Struct (plugin configs, pod specs) as JSON.
+pub fn struct_json(s: &prost_types::Struct) -> Value {
     use prost_types::value::Kind;
     fn one(v: &prost_types::Value) -> Value {
         match &v.kind {

@@ -1522,3 +1522,38 @@ fn simulation_dynamic_tasks() {
         0..seeds(),
     );
 }
+
+#[test]
+fn elements_of_a_cached_flytekit_map_have_their_own_cache_keys() {
+    // flytekit map elements read the whole lists and pick their element by index; their cache keys must
+    // still come from their own element, or every element would share the first one's outputs.
+    let mut pkg = (*fixture_pkg(&["maps.tgz"])).clone();
+    for t in pkg.tasks.values_mut() {
+        if t.name.contains("map_square") {
+            let m = t.template.metadata.get_or_insert_with(Default::default);
+            m.discoverable = true;
+            m.discovery_version = "1".into();
+        }
+    }
+    let pkg = Arc::new(pkg);
+    let xs = from_json(
+        &serde_json::json!([1, 2, 3, 2]),
+        &types::parse("list[int]").unwrap(),
+    )
+    .unwrap();
+    let mut d = Driver::new(&pkg, "fixtures.maps.maps_wf", ExecConfig::new("k"));
+    assert_eq!(
+        d.run(inputs(&[("xs", xs)]), &fixture_tasks),
+        ExecPhase::Succeeded
+    );
+    let keys: Vec<String> = d
+        .started
+        .iter()
+        .filter(|t| t.task.contains("map_square"))
+        .map(|t| t.cache_key.clone().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 4);
+    assert_ne!(keys[0], keys[1]);
+    assert_ne!(keys[1], keys[2]);
+    assert_eq!(keys[1], keys[3], "the same element value, the same key");
+}

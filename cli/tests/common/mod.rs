@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::ffi::OsStr;
 use std::process::{Child, Command, Stdio};
 
 /// The repository root (tests run from it, so fixture paths are relative to it).
@@ -12,8 +13,14 @@ pub fn root() -> std::path::PathBuf {
 
 /// Runs `updraft <args>`: (exit code, stdout, stderr).
 pub fn updraft(args: &[&str]) -> (i32, String, String) {
+    updraft_env(args, &[])
+}
+
+/// Runs `updraft <args>` with extra environment variables: (exit code, stdout, stderr).
+pub fn updraft_env(args: &[&str], env: &[(&str, &OsStr)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_updraft"))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(root())
         .output()
         .unwrap();
@@ -33,16 +40,24 @@ pub fn temp_dir(tag: &str) -> std::path::PathBuf {
 }
 
 /// Starts `updraft <args>` in the background with extra environment variables, capturing its output.
-pub fn spawn_updraft(args: &[&str], env: &[(&str, &std::path::Path)]) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_updraft"));
-    cmd.args(args)
+pub fn spawn_updraft(args: &[&str], env: &[(&str, &OsStr)]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_updraft"))
+        .args(args)
+        .envs(env.iter().copied())
         .current_dir(root())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `PATH` with the stand-in container engine of `tests/container-engine` first.
+pub fn path_with_fake_engine() -> std::ffi::OsString {
+    let mut dirs = vec![root().join("tests/container-engine")];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).unwrap()
 }
 
 /// Waits (up to 60 s) until the only execution under `state` records a summary for which `what` holds;

@@ -5,13 +5,22 @@
 //!   Python environment. The outcome is read from the output prefix: `outputs.pb` (success), `error.pb`
 //!   (failure, with its kind), `futures.pb` (a dynamic task's sub-workflow), nothing and a non-zero exit
 //!   (a system failure).
-//! - **Raw containers** (`raw-container` with `data_config`) run their command as a process: the inputs are
-//!   written as files (one per input, plus `inputs.pb`) into a folder standing for the container's input
-//!   path, the container's input and output paths in the arguments are pointed at local folders, and each
-//!   declared output is read back from its file (`_ERROR` means failure).
+//! - **Raw containers** (`raw-container` with `data_config`): the inputs are written as files (one per
+//!   input, plus `inputs.pb`) into a folder standing for the container's input path, and each declared
+//!   output is read back from its file in the folder standing for its output path (`_ERROR` means
+//!   failure). With a container engine ([`Containers::Engine`]: docker or podman) the image runs with the
+//!   two folders mounted at the container's paths; without one, the command runs as a process with those
+//!   paths in its arguments pointed at the folders.
+//!
+//! - **Pod tasks** (a `k8s_pod` target: `pod_template`, the legacy `sidecar`) run their primary container
+//!   as above; the pod's other containers are not started on this machine.
 //!
 //! Each attempt has its own folder: `<root>/<node>[-<index>]/<attempt>/` with `inputs.pb`, the output
 //! prefix `out/`, raw output data `raw/`, and the captured `stdout.log` / `stderr.log`.
+
+mod containers;
+
+pub use containers::{ContainerChoice, Containers, detect};
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -26,8 +35,8 @@ use updraft_engine::template::{self, Vars};
 use updraft_engine::{literal, types};
 use updraft_proto::Message;
 use updraft_proto::core::{
-    ContainerError, DynamicJobSpec, ErrorDocument, LiteralMap, LiteralType, TaskTemplate,
-    container_error, execution_error, task_template::Target,
+    Container, ContainerError, DynamicJobSpec, ErrorDocument, K8sPod, KeyValuePair, LiteralMap,
+    LiteralType, TaskTemplate, container_error, execution_error, task_template::Target,
 };
 
 /// Where and how attempts run.
@@ -40,7 +49,10 @@ pub struct LocalExecutor {
     pub python: Option<PathBuf>,
     /// Execution name, for FLYTE_INTERNAL_* variables.
     pub execution: String,
-    running: Arc<Mutex<BTreeMap<String, Child>>>,
+    /// How raw containers run.
+    pub containers: Containers,
+    /// Running attempts by name, and whether a container engine runs them.
+    running: Arc<Mutex<BTreeMap<String, (Child, bool)>>>,
 }
 
 /// Why an attempt could not even start.
@@ -78,8 +90,15 @@ impl LocalExecutor {
             root,
             python,
             execution,
+            containers: Containers::Process,
             running: Arc::default(),
         }
+    }
+
+    /// The same executor, running raw containers as `containers` says.
+    pub fn with_containers(mut self, containers: Containers) -> Self {
+        self.containers = containers;
+        self
     }
 
     /// The folder of one attempt.
@@ -105,12 +124,22 @@ impl LocalExecutor {
         }
     }
 
-    /// Kills the process of attempt `name`, if it runs.
+    /// Kills the process of attempt `name`, if it runs (and removes its container, when an engine runs it).
     pub fn abort(&self, name: &str) {
         if let Ok(mut running) = self.running.lock()
-            && let Some(mut child) = running.remove(name)
+            && let Some((mut child, in_engine)) = running.remove(name)
         {
+            // Killing the engine's client would leave the container running: remove it first.
+            if let (true, Containers::Engine { program, .. }) = (in_engine, &self.containers) {
+                let _ = Command::new(program)
+                    .args(["rm", "-f", name])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
             let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -130,11 +159,7 @@ impl LocalExecutor {
         std::fs::write(&inputs_pb, t.inputs.encode_to_vec())?;
         let container = match &task.target {
             Some(Target::Container(c)) => c.clone(),
-            Some(Target::K8sPod(_)) => {
-                return Err(LocalError::NoContainer(
-                    "pod targets run on a cluster".into(),
-                ));
-            }
+            Some(Target::K8sPod(pod)) => primary_container(task, pod)?,
             _ => {
                 return Err(LocalError::NoContainer(format!(
                     "task type `{}`",
@@ -174,6 +199,10 @@ impl LocalExecutor {
             .collect();
         argv = template::render_args(&argv, &vars)?;
         let data = container.data_config.as_ref().filter(|d| d.enabled);
+        let engine = match (&self.containers, data) {
+            (Containers::Engine { program, .. }, Some(_)) => Some(program.clone()),
+            _ => None,
+        };
         let (in_dir, out_dir) = (dir.join("data-in"), dir.join("data-out"));
         if let Some(d) = data {
             std::fs::create_dir_all(&in_dir)?;
@@ -182,39 +211,67 @@ impl LocalExecutor {
             for (k, v) in &t.inputs.literals {
                 std::fs::write(in_dir.join(k), template::literal_text(v))?;
             }
-            for a in &mut argv {
-                if !d.input_path.is_empty() {
-                    *a = a.replace(&d.input_path, &in_dir.display().to_string());
-                }
-                if !d.output_path.is_empty() {
-                    *a = a.replace(&d.output_path, &out_dir.display().to_string());
+            // A container engine mounts the folders at the container's paths; a process is pointed at them.
+            if engine.is_none() {
+                for a in &mut argv {
+                    if !d.input_path.is_empty() {
+                        *a = a.replace(&d.input_path, &in_dir.display().to_string());
+                    }
+                    if !d.output_path.is_empty() {
+                        *a = a.replace(&d.output_path, &out_dir.display().to_string());
+                    }
                 }
             }
         }
-        let Some(program) = argv.first().cloned() else {
-            return Err(LocalError::NoContainer(
-                "the container has no command".into(),
+        let mut env: Vec<(String, String)> = container
+            .env
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
+            .collect();
+        env.extend(
+            [
+                ("FLYTE_INTERNAL_EXECUTION_ID", self.execution.clone()),
+                ("FLYTE_INTERNAL_EXECUTION_PROJECT", "local".into()),
+                ("FLYTE_INTERNAL_EXECUTION_DOMAIN", "development".into()),
+                ("FLYTE_INTERNAL_TASK_NAME", t.task.clone()),
+                ("FLYTE_INTERNAL_NODE_ID", t.node_id.clone()),
+                ("FLYTE_ATTEMPT_NUMBER", t.attempt.to_string()),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
+        if let Some(i) = t.index {
+            env.push((
+                "BATCH_JOB_ARRAY_INDEX_VAR_NAME".into(),
+                "FLYTE_K8S_ARRAY_INDEX".into(),
             ));
+            env.push(("FLYTE_K8S_ARRAY_INDEX".into(), i.to_string()));
+        }
+        let (program, args) = match (&engine, data) {
+            (Some(engine), Some(d)) => {
+                let mounts = [
+                    (in_dir.as_path(), d.input_path.as_str(), true),
+                    (out_dir.as_path(), d.output_path.as_str(), false),
+                ];
+                let args = containers::engine_args(&t.name, &container.image, &mounts, &env, &argv);
+                (engine.clone(), args)
+            }
+            _ => {
+                let Some(first) = argv.first() else {
+                    return Err(LocalError::NoContainer(
+                        "the container has no command".into(),
+                    ));
+                };
+                (self.resolve_program(first), argv[1..].to_vec())
+            }
         };
-        let program = self.resolve_program(&program);
         let mut cmd = Command::new(&program);
-        cmd.args(&argv[1..])
+        cmd.args(&args)
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.join("stdout.log"))?)
             .stderr(std::fs::File::create(dir.join("stderr.log"))?);
-        for kv in &container.env {
-            cmd.env(&kv.key, &kv.value);
-        }
-        cmd.env("FLYTE_INTERNAL_EXECUTION_ID", &self.execution)
-            .env("FLYTE_INTERNAL_EXECUTION_PROJECT", "local")
-            .env("FLYTE_INTERNAL_EXECUTION_DOMAIN", "development")
-            .env("FLYTE_INTERNAL_TASK_NAME", &t.task)
-            .env("FLYTE_INTERNAL_NODE_ID", &t.node_id)
-            .env("FLYTE_ATTEMPT_NUMBER", t.attempt.to_string());
-        if let Some(i) = t.index {
-            cmd.env("BATCH_JOB_ARRAY_INDEX_VAR_NAME", "FLYTE_K8S_ARRAY_INDEX")
-                .env("FLYTE_K8S_ARRAY_INDEX", i.to_string());
+        if engine.is_none() {
+            cmd.envs(env);
         }
         let child = match cmd.spawn() {
             Ok(c) => c,
@@ -230,14 +287,14 @@ impl LocalExecutor {
         self.running
             .lock()
             .map_err(|_| std::io::Error::other("lock"))?
-            .insert(t.name.clone(), child);
+            .insert(t.name.clone(), (child, engine.is_some()));
         let status = loop {
             std::thread::sleep(Duration::from_millis(5));
             let mut running = self
                 .running
                 .lock()
                 .map_err(|_| std::io::Error::other("lock"))?;
-            let Some(child) = running.get_mut(&t.name) else {
+            let Some((child, _)) = running.get_mut(&t.name) else {
                 return Ok(failed(
                     ErrorKind::System,
                     false,
@@ -273,6 +330,53 @@ impl LocalExecutor {
         }
         PathBuf::from(program)
     }
+}
+
+/// The primary container of a pod task (named by `config.primary_container_name`), as a container target:
+/// locally a pod task runs its primary container; the pod's other containers are not started.
+fn primary_container(task: &TaskTemplate, pod: &K8sPod) -> Result<Container, LocalError> {
+    let primary = task
+        .config
+        .get("primary_container_name")
+        .map_or("primary", String::as_str);
+    let spec = pod
+        .pod_spec
+        .as_ref()
+        .map(literal::struct_json)
+        .unwrap_or_default();
+    let found = spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == primary)
+        .ok_or_else(|| {
+            LocalError::NoContainer(format!("the pod spec has no container named `{primary}`"))
+        })?;
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    let env = found["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some(KeyValuePair {
+                key: e["name"].as_str()?.to_string(),
+                value: e["value"].as_str().unwrap_or("").to_string(),
+            })
+        })
+        .collect();
+    Ok(Container {
+        image: found["image"].as_str().unwrap_or("").to_string(),
+        command: strings(&found["command"]),
+        args: strings(&found["args"]),
+        env,
+        ..Default::default()
+    })
 }
 
 fn tail(path: &Path) -> String {

@@ -12,32 +12,40 @@ use crate::exec::{Effect, ExecError, NodePhase};
 use crate::literal::none_lit;
 
 impl Execution {
+    /// The inputs element `i` runs with: its own element of each mapped list (and the other inputs whole)
+    /// when the task's interface is per element; the whole lists when flytekit made the task read its
+    /// element by index.
     pub(super) fn element_inputs(&self, node: NodeIdx, i: u32, a: &ArrayState) -> Arc<LiteralMap> {
         match &self.wf().node(node).kind {
             NodeKind::Array {
                 original_interface: true,
-                mapped,
                 ..
-            } => {
-                // Mapped inputs contribute their element; the others (bound inputs) are passed whole.
-                let literals = a
-                    .shared_inputs
-                    .literals
-                    .iter()
-                    .map(|(var, l)| {
-                        let value = match (mapped.contains(var), &unwrap_union(l).value) {
-                            (true, Some(literal::Value::Collection(c))) => {
-                                c.literals.get(i as usize).cloned().unwrap_or_else(none_lit)
-                            }
-                            _ => l.clone(),
-                        };
-                        (var.clone(), value)
-                    })
-                    .collect();
-                Arc::new(LiteralMap { literals })
-            }
+            } => Arc::new(self.element_view(node, i, a)),
             _ => a.shared_inputs.clone(),
         }
+    }
+
+    /// Element `i`'s own view of the inputs: its element of each mapped list, the other inputs whole.
+    /// This is what identifies the element (its cache key), however the task reads its inputs.
+    pub(super) fn element_view(&self, node: NodeIdx, i: u32, a: &ArrayState) -> LiteralMap {
+        let NodeKind::Array { mapped, .. } = &self.wf().node(node).kind else {
+            return (*a.shared_inputs).clone();
+        };
+        let literals = a
+            .shared_inputs
+            .literals
+            .iter()
+            .map(|(var, l)| {
+                let value = match (mapped.contains(var), &unwrap_union(l).value) {
+                    (true, Some(literal::Value::Collection(c))) => {
+                        c.literals.get(i as usize).cloned().unwrap_or_else(none_lit)
+                    }
+                    _ => l.clone(),
+                };
+                (var.clone(), value)
+            })
+            .collect();
+        LiteralMap { literals }
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -82,8 +82,15 @@ impl Execution {
                 None => self.wf().interruptible,
             },
         };
-        let cache_key = (cacheable && !version.is_empty())
-            .then(|| cache_key(&task_name, &version, &inputs, &meta.cache_ignore_input_vars));
+        let cache_key = (cacheable && !version.is_empty()).then(|| {
+            // An array element is identified by its own element of the mapped lists, even when the task
+            // reads the whole lists and picks its element by index.
+            let own = match (index, &self.nodes[node as usize].array) {
+                (Some(i), Some(a)) => Arc::new(self.element_view(node, i, a)),
+                _ => inputs.clone(),
+            };
+            cache_key(&task_name, &version, &own, &meta.cache_ignore_input_vars)
+        });
         let node_id = wf_node.id.clone();
         let name = self.task_name(node, index, attempt);
         fx.push(Effect::StartTask(TaskLaunch {

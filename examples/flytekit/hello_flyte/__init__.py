@@ -1,0 +1,1 @@
+"""An Updraft example written with flytekit."""
