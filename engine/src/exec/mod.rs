@@ -2,8 +2,8 @@
 //!
 //! The engine never does I/O and never reads a clock. A runtime (local or Lambda) feeds it events — start,
 //! a task's status, a timer, a signal, a child execution's end, abort — and carries out the effects it
-//! returns: start or abort a task attempt, schedule a timer, start or abort a child execution, report phase
-//! changes, finish. Work per event is proportional to the nodes it affects: a finished node decrements its
+//! returns: start or abort a task attempt, schedule a timer, start or abort a child execution (a launch
+//! plan's, or the sub-workflow a dynamic task returned), report phase changes, finish. Work per event is proportional to the nodes it affects: a finished node decrements its
 //! dependents' remaining-input counters and its scope's pending-children counter; nothing rescans the graph.
 //!
 //! Delivery may be duplicated, late or reordered: an event about an attempt that is not the node's current
