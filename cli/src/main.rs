@@ -2,6 +2,7 @@
 
 mod graph;
 mod load;
+mod plan;
 mod run;
 mod store;
 
@@ -138,6 +139,28 @@ enum Command {
         #[arg(long, default_value = ".updraft")]
         state_dir: PathBuf,
     },
+    /// Print the Kubernetes objects (YAML) the native tasks would create on EKS, without a cluster: Pods,
+    /// PyTorchJobs, TFJobs, MPIJobs, SparkApplications.
+    Plan {
+        /// Packages and YAML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Only this task (default: every native task).
+        #[arg(long, short)]
+        task: Option<String>,
+        /// Task inputs for `{{.inputs.x}}` in arguments: `name=value` (others show as `<name>`).
+        #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// Show the pod of this array element (map tasks).
+        #[arg(long)]
+        index: Option<u32>,
+        /// Cluster settings (YAML or JSON): namespace, serviceAccount, interruptible, podTemplates, …
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where executions keep their data (input and output URIs are made under it).
+        #[arg(long, default_value = "s3://updraft-data/executions")]
+        data_prefix: String,
+    },
     /// Draw a workflow's DAG, with branches, maps and subworkflows shown as such.
     Graph {
         /// Packages and YAML files.
@@ -173,6 +196,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { files } => Ok(validate(&files)),
         Command::Inspect { files, format } => inspect(&files, format),
+        Command::Plan {
+            files,
+            task,
+            inputs,
+            index,
+            config,
+            data_prefix,
+        } => plan::plan(&plan::PlanArgs {
+            files,
+            task,
+            inputs,
+            index,
+            config,
+            data_prefix,
+        }),
         Command::Graph {
             files,
             workflow,

@@ -541,3 +541,47 @@ fn aborting_removes_the_running_container() {
     assert!(!pid_file.exists(), "the container is gone");
     let _ = std::fs::remove_dir_all(&state);
 }
+
+#[test]
+fn plan_prints_the_objects_native_tasks_would_create() {
+    let (code, out, err) = updraft(&[
+        "plan",
+        "tests/fixtures/flytekit/training.tgz",
+        "--task",
+        "fixtures.training.torch_train",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("# task fixtures.training.torch_train (pytorch)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("kind: PyTorchJob") && out.contains("Worker:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("s3://updraft-data/executions/plan/n0/0/out"),
+        "{out}"
+    );
+    // Every native task of a package, one YAML document per object.
+    let (code, out, _) = updraft(&[
+        "plan",
+        "tests/fixtures/flytekit/containers.tgz",
+        "-i",
+        "radius=1.5",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("\n---\n").count(), 3, "{out}");
+    assert!(
+        out.contains("- '1.5'"),
+        "the input is rendered into the command: {out}"
+    );
+    let (code, _, err) = updraft(&[
+        "plan",
+        "tests/fixtures/flytekit/batch.tgz",
+        "--task",
+        "nope",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no task `nope`"), "{err}");
+}

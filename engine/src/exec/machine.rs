@@ -106,7 +106,7 @@ impl Values for ValuesView<'_> {
 
 /// A DNS-1123 label (lowercase alphanumerics and `-`, at most 63 characters) made from `raw`, unique per
 /// input: long names keep a prefix and end with a digest of the whole.
-pub(super) fn dns_name(raw: &str) -> String {
+pub fn dns_name(raw: &str) -> String {
     let mut s: String = raw
         .chars()
         .map(|c| {

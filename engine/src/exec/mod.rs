@@ -24,7 +24,7 @@ use updraft_proto::core::{DynamicJobSpec, Literal, LiteralMap};
 use crate::compile::{CompiledPackage, NodeIdx};
 
 pub use cache::cache_key;
-pub use machine::Execution;
+pub use machine::{Execution, dns_name};
 
 /// How many system-error retries a task attempt gets unless configured otherwise.
 pub const DEFAULT_SYSTEM_RETRIES: u32 = 3;
@@ -279,6 +279,8 @@ pub enum Effect {
 /// Everything needed to start one task attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskLaunch {
+    /// The execution's name.
+    pub execution: String,
     /// The node.
     pub node: NodeIdx,
     /// Node id (renamed form).

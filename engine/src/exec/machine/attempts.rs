@@ -94,6 +94,7 @@ impl Execution {
         let node_id = wf_node.id.clone();
         let name = self.task_name(node, index, attempt);
         fx.push(Effect::StartTask(TaskLaunch {
+            execution: self.config.name.clone(),
             node,
             node_id,
             index,

@@ -1,0 +1,72 @@
+//! Cluster settings: namespaces, service accounts, interruptible capacity, pod templates, cleanup.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Toleration};
+use serde::Deserialize;
+
+/// Where interruptible (spot) attempts go.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Interruptible {
+    /// Node labels interruptible pods require.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints interruptible pods tolerate.
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
+}
+
+/// How native tasks are placed on the cluster.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct EksConfig {
+    /// The namespace of an execution's objects; `{{project}}` and `{{domain}}` are replaced.
+    pub namespace: String,
+    /// Project and domain of executions (Flyte's; `{{project}}`, `{{domain}}` in [`Self::namespace`]).
+    pub project: String,
+    /// See [`Self::project`].
+    pub domain: String,
+    /// The service account of pods whose task names none.
+    pub service_account: Option<String>,
+    /// Placement of interruptible attempts.
+    pub interruptible: Interruptible,
+    /// Pod templates by name, for tasks with a `pod_template_name` (what the cluster's PodTemplate
+    /// objects of that name hold). A container named `primary` in a template applies to the primary
+    /// container, one named `default` to every container.
+    pub pod_templates: BTreeMap<String, PodTemplateSpec>,
+    /// Labels added to every object.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations added to every object.
+    pub annotations: BTreeMap<String, String>,
+    /// Delete an attempt's objects when it finishes (they are always deleted on abort).
+    pub delete_on_finish: bool,
+    /// The `sparkVersion` of Spark applications.
+    pub spark_version: String,
+}
+
+impl Default for EksConfig {
+    fn default() -> Self {
+        Self {
+            namespace: "{{project}}-{{domain}}".into(),
+            project: "updraft".into(),
+            domain: "development".into(),
+            service_account: None,
+            interruptible: Interruptible::default(),
+            pod_templates: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            delete_on_finish: true,
+            spark_version: "3.5.0".into(),
+        }
+    }
+}
+
+impl EksConfig {
+    /// The namespace objects go in.
+    pub fn namespace(&self) -> String {
+        self.namespace
+            .replace("{{project}}", &self.project)
+            .replace("{{domain}}", &self.domain)
+    }
+}

@@ -1,0 +1,227 @@
+//! Native tasks on Kubernetes (EKS): the objects a task attempt becomes.
+//!
+//! [`build`] turns one task attempt ([`TaskLaunch`]) of a compiled task into the Kubernetes objects that run
+//! it, as Flyte's Kubernetes plugins would:
+//!
+//! - python tasks and raw containers: a Pod from the container target;
+//! - `pod_template` tasks and the legacy `sidecar` plugin: a Pod from the `k8s_pod` target's pod spec, its
+//!   primary container completed with the rendered arguments and Updraft's variables;
+//! - tasks naming a `pod_template_name`: the named template (from [`EksConfig::pod_templates`]) underneath;
+//! - array elements (map tasks): one Pod per element, its index in `FLYTE_K8S_ARRAY_INDEX`;
+//! - `pytorch`, `tensorflow`, `mpi`: a Kubeflow PyTorchJob, TFJob or MPIJob (`kubeflow.org/v1`);
+//! - `spark`: a SparkApplication (`sparkoperator.k8s.io/v1beta2`).
+//!
+//! Every object is named after the attempt (deterministic, DNS-1123, at most 63 characters), labelled with
+//! its execution, node and attempt, and placed in the namespace [`EksConfig::namespace`] gives.
+//! Interruptible attempts get the configured node selector and tolerations.
+//! The builders are pure: no cluster is needed, which is what `updraft plan` uses.
+
+mod config;
+mod kubeflow;
+mod pod;
+mod spark;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::Value;
+use updraft_engine::compile::CompiledTask;
+use updraft_engine::exec::TaskLaunch;
+use updraft_engine::plugins::PluginKind;
+
+pub use config::{EksConfig, Interruptible};
+
+/// Where an attempt reads and writes (URIs, normally `s3://…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// `inputs.pb` of the attempt.
+    pub input: String,
+    /// The output prefix (outputs.pb / error.pb / futures.pb are written under it).
+    pub output_prefix: String,
+    /// The raw output data prefix, unique per attempt.
+    pub raw_output_prefix: String,
+    /// Where this attempt writes checkpoints.
+    pub checkpoint_prefix: String,
+    /// The previous attempt's checkpoints, after the first attempt.
+    pub prev_checkpoint_prefix: Option<String>,
+}
+
+impl Paths {
+    /// The conventional layout under `base` (e.g. `s3://bucket/executions/<exec>`): the node (and element)
+    /// folder, then the attempt.
+    pub fn under(base: &str, launch: &TaskLaunch) -> Self {
+        let node = match launch.index {
+            Some(i) => format!("{}-{i}", launch.node_id),
+            None => launch.node_id.clone(),
+        };
+        let base = base.trim_end_matches('/');
+        let dir = |a: u32| format!("{base}/{node}/{a}");
+        let here = dir(launch.attempt);
+        Self {
+            input: format!("{base}/{node}/inputs.pb"),
+            output_prefix: format!("{here}/out"),
+            raw_output_prefix: format!("{here}/raw"),
+            checkpoint_prefix: format!("{here}/checkpoint"),
+            prev_checkpoint_prefix: (launch.attempt > 0)
+                .then(|| format!("{}/checkpoint", dir(launch.attempt - 1))),
+        }
+    }
+}
+
+/// A Kubernetes object to create.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    /// A core/v1 Pod.
+    Pod(Box<Pod>),
+    /// A custom resource (Kubeflow jobs, Spark applications).
+    Custom(Box<CustomObject>),
+}
+
+/// A custom resource, with the names the API needs to address it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomObject {
+    /// API group (`kubeflow.org`).
+    pub group: String,
+    /// Version (`v1`).
+    pub version: String,
+    /// Kind (`PyTorchJob`).
+    pub kind: String,
+    /// Plural resource name (`pytorchjobs`).
+    pub plural: String,
+    /// Name, namespace, labels and annotations.
+    pub metadata: ObjectMeta,
+    /// The `spec`.
+    pub spec: Value,
+}
+
+impl Object {
+    /// Its metadata.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Self::Pod(p) => &p.metadata,
+            Self::Custom(c) => &c.metadata,
+        }
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> &str {
+        match self {
+            Self::Pod(_) => "Pod",
+            Self::Custom(c) => &c.kind,
+        }
+    }
+
+    /// The object as the API takes it (with `apiVersion` and `kind`).
+    pub fn to_json(&self) -> Value {
+        match self {
+            Self::Pod(p) => {
+                let mut v = serde_json::to_value(p.as_ref()).unwrap_or(Value::Null);
+                if let Value::Object(m) = &mut v {
+                    m.insert("apiVersion".into(), "v1".into());
+                    m.insert("kind".into(), "Pod".into());
+                }
+                v
+            }
+            Self::Custom(c) => serde_json::json!({
+                "apiVersion": format!("{}/{}", c.group, c.version),
+                "kind": c.kind,
+                "metadata": serde_json::to_value(&c.metadata).unwrap_or(Value::Null),
+                "spec": c.spec,
+            }),
+        }
+    }
+}
+
+/// Why a task cannot become Kubernetes objects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// The plugin is not a native (Kubernetes) one.
+    #[error("task `{task}` is a {plugin} task, which does not run on Kubernetes")]
+    NotNative {
+        /// Task name.
+        task: String,
+        /// Its plugin.
+        plugin: String,
+    },
+    /// The task's definition lacks something the object needs.
+    #[error("task `{task}`: {field}: {reason}")]
+    Task {
+        /// Task name.
+        task: String,
+        /// The field at fault.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+pub(crate) fn task_error(task: &str, field: &str, reason: impl Into<String>) -> BuildError {
+    BuildError::Task {
+        task: task.into(),
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The objects that run one attempt of `task`.
+pub fn build(
+    task: &CompiledTask,
+    launch: &TaskLaunch,
+    paths: &Paths,
+    config: &EksConfig,
+) -> Result<Vec<Object>, BuildError> {
+    let base = pod::Base::new(task, launch, paths, config)?;
+    Ok(match task.plugin {
+        PluginKind::Container | PluginKind::Pod => vec![Object::Pod(Box::new(base.pod()))],
+        PluginKind::PyTorch | PluginKind::TensorFlow | PluginKind::Mpi => {
+            vec![Object::Custom(Box::new(kubeflow::job(&base)?))]
+        }
+        PluginKind::Spark => vec![Object::Custom(Box::new(spark::application(&base)?))],
+        other => {
+            return Err(BuildError::NotNative {
+                task: task.name.clone(),
+                plugin: other.to_string(),
+            });
+        }
+    })
+}
+
+/// The attempt `updraft plan` shows: execution `plan`, the task's short name as the node, attempt 0,
+/// interruptible as the task says. Inputs not given stand as `<name>` in rendered arguments.
+pub fn plan_launch(
+    task: &CompiledTask,
+    mut inputs: updraft_proto::core::LiteralMap,
+    index: Option<u32>,
+) -> TaskLaunch {
+    for name in task.interface.inputs.keys() {
+        inputs.literals.entry(name.clone()).or_insert_with(|| {
+            updraft_engine::literal::primitive_lit(
+                updraft_proto::core::primitive::Value::StringValue(format!("<{name}>")),
+            )
+        });
+    }
+    let execution = "plan".to_string();
+    let node_id = "n0".to_string();
+    let name = updraft_engine::exec::dns_name(&match index {
+        Some(i) => format!("{execution}-{node_id}-{i}-0"),
+        None => format!("{execution}-{node_id}-0"),
+    });
+    let interruptible = task
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.interruptible_value)
+        .is_some_and(|updraft_proto::core::task_metadata::InterruptibleValue::Interruptible(i)| i);
+    TaskLaunch {
+        execution,
+        node: 0,
+        node_id,
+        index,
+        attempt: 0,
+        task: task.name.clone(),
+        inputs: std::sync::Arc::new(inputs),
+        name,
+        interruptible,
+        cache_key: None,
+        cache_serializable: false,
+    }
+}

@@ -1,0 +1,386 @@
+//! Pods: from a container target, from a `k8s_pod` target, over a named pod template.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::Value;
+use updraft_engine::compile::CompiledTask;
+use updraft_engine::exec::{TaskLaunch, dns_name};
+use updraft_engine::literal::struct_json;
+use updraft_engine::template::{Vars, render_args};
+use updraft_proto::core::resources::ResourceName;
+use updraft_proto::core::task_template::Target;
+use updraft_proto::core::{Resources, TaskTemplate};
+
+use crate::{BuildError, EksConfig, Paths, task_error};
+
+/// Label keys Updraft puts on every object.
+pub const LABEL_EXECUTION: &str = "updraft.run/execution";
+/// The node id (label-safe).
+pub const LABEL_NODE: &str = "updraft.run/node";
+/// The attempt number.
+pub const LABEL_ATTEMPT: &str = "updraft.run/attempt";
+/// The array element, for map tasks.
+pub const LABEL_INDEX: &str = "updraft.run/index";
+/// The task (label-safe).
+pub const LABEL_TASK: &str = "updraft.run/task";
+
+/// What every native object of one attempt starts from: its metadata and its pod spec, with the primary
+/// container complete.
+pub(crate) struct Base<'a> {
+    pub task: &'a CompiledTask,
+    pub spark_version: String,
+    pub meta: ObjectMeta,
+    pub spec: PodSpec,
+    /// Index of the primary container in `spec.containers`.
+    pub primary: usize,
+}
+
+impl<'a> Base<'a> {
+    pub fn new(
+        task: &'a CompiledTask,
+        launch: &TaskLaunch,
+        paths: &Paths,
+        config: &EksConfig,
+    ) -> Result<Self, BuildError> {
+        let name = &task.name;
+        let namespace = config.namespace();
+        let vars = Vars {
+            input: &paths.input,
+            input_prefix: paths
+                .input
+                .rsplit_once('/')
+                .map_or(paths.input.as_str(), |(d, _)| d),
+            output_prefix: &paths.output_prefix,
+            raw_output_prefix: &paths.raw_output_prefix,
+            checkpoint_prefix: &paths.checkpoint_prefix,
+            prev_checkpoint_prefix: paths.prev_checkpoint_prefix.as_deref(),
+            per_retry_key: &launch.name,
+            task_template_path: "",
+            namespace: &namespace,
+            inputs: Some(&launch.inputs),
+        };
+        let render = |field: &str, args: &[String]| {
+            render_args(args, &vars).map_err(|e| task_error(name, field, e.to_string()))
+        };
+        let mut labels = config.labels.clone();
+        let mut annotations = config.annotations.clone();
+        let t = &task.template;
+        let (mut spec, primary) = match &t.target {
+            Some(Target::Container(c)) => {
+                let container = Container {
+                    name: container_name(task),
+                    image: Some(c.image.clone()),
+                    command: non_empty(render("container.command", &c.command)?),
+                    args: non_empty(render("container.args", &c.args)?),
+                    env: non_empty(
+                        c.env
+                            .iter()
+                            .map(|kv| env(&kv.key, &kv.value))
+                            .collect::<Vec<_>>(),
+                    ),
+                    resources: resources(c.resources.as_ref()),
+                    ..Default::default()
+                };
+                let spec = PodSpec {
+                    containers: vec![container],
+                    ..Default::default()
+                };
+                (spec, 0)
+            }
+            Some(Target::K8sPod(p)) => {
+                let json = p.pod_spec.as_ref().map(struct_json).unwrap_or(Value::Null);
+                let mut spec: PodSpec = serde_json::from_value(json).map_err(|e| {
+                    task_error(name, "k8s_pod.pod_spec", format!("not a pod spec: {e}"))
+                })?;
+                let wanted = if p.primary_container_name.is_empty() {
+                    t.config
+                        .get("primary_container_name")
+                        .cloned()
+                        .unwrap_or_else(|| "primary".into())
+                } else {
+                    p.primary_container_name.clone()
+                };
+                let primary = spec
+                    .containers
+                    .iter()
+                    .position(|c| c.name == wanted)
+                    .ok_or_else(|| {
+                        task_error(
+                            name,
+                            "k8s_pod.pod_spec.containers",
+                            format!("no container named `{wanted}` (the primary container)"),
+                        )
+                    })?;
+                let c = &mut spec.containers[primary];
+                if let Some(cmd) = &c.command {
+                    c.command = non_empty(render("k8s_pod primary command", cmd)?);
+                }
+                if let Some(args) = &c.args {
+                    c.args = non_empty(render("k8s_pod primary args", args)?);
+                }
+                if let Some(m) = &p.metadata {
+                    labels.extend(m.labels.clone());
+                    annotations.extend(m.annotations.clone());
+                }
+                (spec, primary)
+            }
+            _ => {
+                return Err(task_error(
+                    name,
+                    "target",
+                    "a native task needs a container or a k8s_pod target",
+                ));
+            }
+        };
+        if let Some(tpl) = t
+            .metadata
+            .as_ref()
+            .map(|m| m.pod_template_name.as_str())
+            .filter(|n| !n.is_empty())
+        {
+            let base = config.pod_templates.get(tpl).ok_or_else(|| {
+                task_error(
+                    name,
+                    "metadata.pod_template_name",
+                    format!(
+                        "no pod template `{tpl}` is configured (known: {:?})",
+                        config.pod_templates.keys().collect::<Vec<_>>()
+                    ),
+                )
+            })?;
+            spec = over_template(base.spec.clone().unwrap_or_default(), spec, primary);
+            if let Some(m) = &base.metadata {
+                for (k, v) in m.labels.clone().unwrap_or_default() {
+                    labels.entry(k).or_insert(v);
+                }
+                for (k, v) in m.annotations.clone().unwrap_or_default() {
+                    annotations.entry(k).or_insert(v);
+                }
+            }
+        }
+        // Updraft's variables, as flytekit reads them.
+        let mut vars_env = vec![
+            env("FLYTE_INTERNAL_EXECUTION_ID", &launch.execution),
+            env("FLYTE_INTERNAL_EXECUTION_PROJECT", &config.project),
+            env("FLYTE_INTERNAL_EXECUTION_DOMAIN", &config.domain),
+            env("FLYTE_INTERNAL_TASK_NAME", &launch.task),
+            env("FLYTE_INTERNAL_NODE_ID", &launch.node_id),
+            env("FLYTE_ATTEMPT_NUMBER", &launch.attempt.to_string()),
+        ];
+        if let Some(i) = launch.index {
+            vars_env.push(env(
+                "BATCH_JOB_ARRAY_INDEX_VAR_NAME",
+                "FLYTE_K8S_ARRAY_INDEX",
+            ));
+            vars_env.push(env("FLYTE_K8S_ARRAY_INDEX", &i.to_string()));
+        }
+        let c = &mut spec.containers[primary];
+        let mut all = c.env.take().unwrap_or_default();
+        all.retain(|e| !vars_env.iter().any(|v| v.name == e.name));
+        all.extend(vars_env);
+        c.env = Some(all);
+        if spec.restart_policy.is_none() {
+            spec.restart_policy = Some("Never".into());
+        }
+        let account = t
+            .security_context
+            .as_ref()
+            .and_then(|s| s.run_as.as_ref())
+            .map(|r| r.k8s_service_account.clone())
+            .filter(|s| !s.is_empty())
+            .or_else(|| config.service_account.clone());
+        if spec.service_account_name.is_none() {
+            spec.service_account_name = account;
+        }
+        if launch.interruptible {
+            let sel = spec.node_selector.get_or_insert_with(BTreeMap::new);
+            sel.extend(config.interruptible.node_selector.clone());
+            let tol = spec.tolerations.get_or_insert_with(Vec::new);
+            tol.extend(config.interruptible.tolerations.clone());
+            annotations.insert("updraft.run/interruptible".into(), "true".into());
+        }
+        labels.insert(LABEL_EXECUTION.into(), label(&launch.execution));
+        labels.insert(LABEL_NODE.into(), label(&launch.node_id));
+        labels.insert(LABEL_ATTEMPT.into(), launch.attempt.to_string());
+        labels.insert(LABEL_TASK.into(), label(&launch.task));
+        if let Some(i) = launch.index {
+            labels.insert(LABEL_INDEX.into(), i.to_string());
+        }
+        let meta = ObjectMeta {
+            name: Some(launch.name.clone()),
+            namespace: Some(namespace),
+            labels: Some(labels),
+            annotations: non_empty_map(annotations),
+            ..Default::default()
+        };
+        Ok(Self {
+            task,
+            spark_version: config.spark_version.clone(),
+            meta,
+            spec,
+            primary,
+        })
+    }
+
+    /// The attempt as one Pod.
+    pub fn pod(&self) -> Pod {
+        Pod {
+            metadata: self.meta.clone(),
+            spec: Some(self.spec.clone()),
+            status: None,
+        }
+    }
+
+    /// The primary container.
+    pub fn primary(&self) -> &Container {
+        &self.spec.containers[self.primary]
+    }
+
+    /// The task template.
+    pub fn template(&self) -> &TaskTemplate {
+        &self.task.template
+    }
+}
+
+/// A label value: at most 63 characters of `[A-Za-z0-9-_.]`, starting and ending alphanumeric. Other
+/// characters become `-`; a value too long keeps its start and ends with a digest of the whole.
+pub fn label(raw: &str) -> String {
+    let s: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let s = s.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    if s.len() <= 63 {
+        return s.to_string();
+    }
+    // dns_name gives a short, valid name with a digest of the whole.
+    dns_name(raw)
+}
+
+fn container_name(task: &CompiledTask) -> String {
+    let short = task.name.rsplit('.').next().unwrap_or(&task.name);
+    dns_name(short)
+}
+
+pub(crate) fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
+}
+
+fn non_empty_map(m: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    (!m.is_empty()).then_some(m)
+}
+
+/// Kubernetes resource requirements from Flyte's (`GPU` becomes `nvidia.com/gpu`).
+pub(crate) fn resources(r: Option<&Resources>) -> Option<ResourceRequirements> {
+    let r = r?;
+    let conv = |entries: &[updraft_proto::core::resources::ResourceEntry]| {
+        let m: BTreeMap<String, Quantity> = entries
+            .iter()
+            .filter_map(|e| {
+                let key = match ResourceName::try_from(e.name).ok()? {
+                    ResourceName::Cpu => "cpu",
+                    ResourceName::Gpu => "nvidia.com/gpu",
+                    ResourceName::Memory => "memory",
+                    ResourceName::Storage | ResourceName::EphemeralStorage => "ephemeral-storage",
+                    ResourceName::Unknown => return None,
+                };
+                Some((key.to_string(), Quantity(e.value.clone())))
+            })
+            .collect();
+        non_empty_map_q(m)
+    };
+    let out = ResourceRequirements {
+        requests: conv(&r.requests),
+        limits: conv(&r.limits),
+        ..Default::default()
+    };
+    (out.requests.is_some() || out.limits.is_some()).then_some(out)
+}
+
+fn non_empty_map_q(m: BTreeMap<String, Quantity>) -> Option<BTreeMap<String, Quantity>> {
+    (!m.is_empty()).then_some(m)
+}
+
+/// The task's pod spec over a pod template's: the task's fields win; the template's `primary` container
+/// underlies the primary container and its `default` container every container; lists of environment
+/// variables, volume mounts, volumes and tolerations are joined.
+fn over_template(base: PodSpec, task: PodSpec, primary: usize) -> PodSpec {
+    let find = |n: &str| base.containers.iter().find(|c| c.name == n).cloned();
+    let (tpl_primary, tpl_default) = (find("primary"), find("default"));
+    let mut merged = merge_json(
+        serde_json::to_value(&base).unwrap_or(Value::Null),
+        serde_json::to_value(&task).unwrap_or(Value::Null),
+    );
+    let containers: Vec<Value> = task
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let under = if i == primary {
+                tpl_primary.clone().or_else(|| tpl_default.clone())
+            } else {
+                tpl_default.clone()
+            };
+            let mine = serde_json::to_value(c).unwrap_or(Value::Null);
+            match under {
+                Some(u) => {
+                    let mut u = serde_json::to_value(u).unwrap_or(Value::Null);
+                    u["name"] = Value::String(c.name.clone());
+                    merge_json(u, mine)
+                }
+                None => mine,
+            }
+        })
+        .collect();
+    merged["containers"] = Value::Array(containers);
+    serde_json::from_value(merged).unwrap_or(task)
+}
+
+/// `top` over `base`: objects merge key by key, the lists named in [`JOINED`] are concatenated, anything
+/// else in `top` replaces what `base` has.
+fn merge_json(base: Value, top: Value) -> Value {
+    const JOINED: [&str; 5] = [
+        "env",
+        "volumeMounts",
+        "volumes",
+        "tolerations",
+        "initContainers",
+    ];
+    match (base, top) {
+        (Value::Object(mut b), Value::Object(t)) => {
+            for (k, v) in t {
+                let merged = match (b.remove(&k), v) {
+                    (Some(Value::Array(mut x)), Value::Array(y))
+                        if JOINED.contains(&k.as_str()) =>
+                    {
+                        x.extend(y);
+                        Value::Array(x)
+                    }
+                    (Some(old), new) => merge_json(old, new),
+                    (None, new) => new,
+                };
+                b.insert(k, merged);
+            }
+            Value::Object(b)
+        }
+        (b, Value::Null) => b,
+        (_, t) => t,
+    }
+}
