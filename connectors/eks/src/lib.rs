@@ -18,8 +18,9 @@
 
 mod config;
 mod kubeflow;
-mod pod;
+pub mod pod;
 mod spark;
+pub mod status;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

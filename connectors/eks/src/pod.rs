@@ -26,6 +26,8 @@ pub const LABEL_ATTEMPT: &str = "updraft.run/attempt";
 pub const LABEL_INDEX: &str = "updraft.run/index";
 /// The task (label-safe).
 pub const LABEL_TASK: &str = "updraft.run/task";
+/// Annotation naming the primary container: its end is the task's end.
+pub const ANNOTATION_PRIMARY: &str = "updraft.run/primary-container";
 
 /// What every native object of one attempt starts from: its metadata and its pod spec, with the primary
 /// container complete.
@@ -202,6 +204,10 @@ impl<'a> Base<'a> {
             tol.extend(config.interruptible.tolerations.clone());
             annotations.insert("updraft.run/interruptible".into(), "true".into());
         }
+        annotations.insert(
+            ANNOTATION_PRIMARY.into(),
+            spec.containers[primary].name.clone(),
+        );
         labels.insert(LABEL_EXECUTION.into(), label(&launch.execution));
         labels.insert(LABEL_NODE.into(), label(&launch.node_id));
         labels.insert(LABEL_ATTEMPT.into(), launch.attempt.to_string());
