@@ -1,0 +1,328 @@
+//! The kubelet: runs each pod's containers as local processes and reports their states.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::store::{Key, Resource, Store};
+
+/// Watches for new pods and runs each in its own thread.
+pub fn run(store: &Arc<Mutex<Store>>, stop: &Arc<AtomicBool>, work: &Path) {
+    let Some(pods) = Resource::named("", "v1", "pods") else {
+        return;
+    };
+    let mut started: BTreeSet<(Key, String)> = BTreeSet::new();
+    let mut threads = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let new: Vec<(Key, Value)> = match store.lock() {
+            Ok(s) => s
+                .objects
+                .iter()
+                .filter(|(k, _)| k.resource == pods)
+                .filter(|(k, v)| {
+                    let uid = v["metadata"]["uid"].as_str().unwrap_or("").to_string();
+                    !started.contains(&((*k).clone(), uid))
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            Err(_) => return,
+        };
+        for (key, pod) in new {
+            let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
+            started.insert((key.clone(), uid.clone()));
+            let (store, stop) = (store.clone(), stop.clone());
+            let dir = work.join(&key.namespace).join(&key.name);
+            threads.push(std::thread::spawn(move || {
+                let mut p = PodRun {
+                    store,
+                    stop,
+                    key,
+                    uid,
+                    dir,
+                };
+                p.run(&pod);
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+struct PodRun {
+    store: Arc<Mutex<Store>>,
+    stop: Arc<AtomicBool>,
+    key: Key,
+    uid: String,
+    dir: PathBuf,
+}
+
+/// One container: its process, or its end.
+struct Running {
+    name: String,
+    child: Option<Child>,
+    /// An image whose entrypoint serves until stopped: no process, never ends.
+    idle: bool,
+    end: Option<(i32, &'static str)>,
+}
+
+fn waiting(name: &str, reason: &str, message: &str) -> Value {
+    json!({"name": name, "ready": false, "restartCount": 0, "image": "", "imageID": "",
+           "state": {"waiting": {"reason": reason, "message": message}}})
+}
+
+fn containers(pod: &Value, field: &str) -> Vec<Value> {
+    pod["spec"][field].as_array().cloned().unwrap_or_default()
+}
+
+impl PodRun {
+    /// False once the pod is gone (deleted, or replaced by another of the same name) or the server stops.
+    fn alive(&self) -> bool {
+        if self.stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.store.lock().is_ok_and(|s| {
+            s.objects
+                .get(&self.key)
+                .is_some_and(|v| v["metadata"]["uid"] == self.uid.as_str())
+        })
+    }
+
+    fn status(&self, status: Value) {
+        if let Ok(mut s) = self.store.lock() {
+            let same = s
+                .objects
+                .get(&self.key)
+                .is_some_and(|v| v["metadata"]["uid"] == self.uid.as_str());
+            if same {
+                s.set_status(&self.key, status);
+            }
+        }
+    }
+
+    fn log(&self, container: &str) {
+        let text =
+            std::fs::read_to_string(self.dir.join(format!("{container}.log"))).unwrap_or_default();
+        if let Ok(mut s) = self.store.lock() {
+            s.logs
+                .insert((self.key.clone(), container.to_string()), text);
+        }
+    }
+
+    fn spawn(&self, c: &Value) -> std::io::Result<Option<Child>> {
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        };
+        let mut argv = strings(&c["command"]);
+        argv.extend(strings(&c["args"]));
+        let Some(program) = argv.first().cloned() else {
+            return Ok(None);
+        };
+        let name = c["name"].as_str().unwrap_or("c");
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
+        let mut cmd = Command::new(program);
+        cmd.args(&argv[1..])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for e in c["env"].as_array().into_iter().flatten() {
+            if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
+                cmd.env(k, v);
+            }
+        }
+        cmd.spawn().map(Some)
+    }
+
+    fn run(&mut self, pod: &Value) {
+        let _ = std::fs::create_dir_all(&self.dir);
+        let init = containers(pod, "initContainers");
+        let main = containers(pod, "containers");
+        let name_of = |c: &Value| c["name"].as_str().unwrap_or("").to_string();
+        let scheduled = json!([{"type": "PodScheduled", "status": "True"}]);
+        self.status(json!({
+            "phase": "Pending",
+            "conditions": scheduled,
+            "containerStatuses": main.iter().map(|c| waiting(&name_of(c), "ContainerCreating", "")).collect::<Vec<_>>(),
+        }));
+        // An image that cannot be pulled: the pod waits for ever.
+        if let Some(c) = init
+            .iter()
+            .chain(&main)
+            .find(|c| c["image"].as_str().is_some_and(|i| i.contains("missing")))
+        {
+            let image = c["image"].as_str().unwrap_or("");
+            let msg = format!("failed to pull image \"{image}\": not found");
+            let statuses = |reason: &str| {
+                main.iter()
+                    .map(|m| {
+                        if name_of(m) == name_of(c) {
+                            waiting(&name_of(m), reason, &msg)
+                        } else {
+                            waiting(&name_of(m), "PodInitializing", "")
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            };
+            self.status(json!({"phase": "Pending", "conditions": scheduled, "containerStatuses": statuses("ErrImagePull")}));
+            let since = Instant::now();
+            let mut backoff = false;
+            while self.alive() {
+                if !backoff && since.elapsed() > Duration::from_millis(500) {
+                    backoff = true;
+                    self.status(json!({"phase": "Pending", "conditions": scheduled, "containerStatuses": statuses("ImagePullBackOff")}));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return;
+        }
+        // Init containers, one after the other.
+        for c in &init {
+            let name = name_of(c);
+            let child = match self.spawn(c) {
+                Ok(Some(ch)) => ch,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.status(json!({"phase": "Failed", "reason": "StartError", "message": format!("init container {name}: {e}")}));
+                    return;
+                }
+            };
+            let mut r = Running {
+                name: name.clone(),
+                child: Some(child),
+                idle: false,
+                end: None,
+            };
+            while r.end.is_none() {
+                if !self.alive() {
+                    kill(&mut r);
+                    return;
+                }
+                poll(&mut r);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            self.log(&name);
+            if let Some((code, _)) = r.end.filter(|(code, _)| *code != 0) {
+                self.status(json!({
+                    "phase": "Failed",
+                    "initContainerStatuses": [terminated(&name, code, "Error")],
+                    "containerStatuses": main.iter().map(|c| waiting(&name_of(c), "PodInitializing", "")).collect::<Vec<_>>(),
+                }));
+                return;
+            }
+        }
+        let mut runs: Vec<Running> = main
+            .iter()
+            .map(|c| {
+                let name = name_of(c);
+                if c["image"].as_str().is_some_and(|i| i.ends_with(":oom")) {
+                    return Running {
+                        name,
+                        child: None,
+                        idle: false,
+                        end: Some((137, "OOMKilled")),
+                    };
+                }
+                match self.spawn(c) {
+                    Ok(Some(child)) => Running {
+                        name,
+                        child: Some(child),
+                        idle: false,
+                        end: None,
+                    },
+                    Ok(None) => Running {
+                        name,
+                        child: None,
+                        idle: true,
+                        end: None,
+                    },
+                    Err(_) => Running {
+                        name,
+                        child: None,
+                        idle: false,
+                        end: Some((128, "ContainerCannotRun")),
+                    },
+                }
+            })
+            .collect();
+        let mut last = Value::Null;
+        loop {
+            if !self.alive() {
+                for r in &mut runs {
+                    kill(r);
+                }
+                return;
+            }
+            for r in &mut runs {
+                if r.end.is_none() && !r.idle {
+                    poll(r);
+                    if r.end.is_some() {
+                        self.log(&r.name);
+                    }
+                }
+            }
+            let statuses: Vec<Value> = runs
+                .iter()
+                .map(|r| match r.end {
+                    Some((code, reason)) => terminated(&r.name, code, reason),
+                    None => json!({"name": r.name, "ready": true, "restartCount": 0, "image": "", "imageID": "",
+                                   "state": {"running": {"startedAt": ""}}}),
+                })
+                .collect();
+            let all_ended = runs.iter().all(|r| r.end.is_some());
+            let phase = if all_ended {
+                if runs.iter().all(|r| r.end.is_some_and(|(c, _)| c == 0)) {
+                    "Succeeded"
+                } else {
+                    "Failed"
+                }
+            } else {
+                "Running"
+            };
+            let status =
+                json!({"phase": phase, "conditions": scheduled, "containerStatuses": statuses});
+            if status != last {
+                self.status(status.clone());
+                last = status;
+            }
+            if all_ended {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn terminated(name: &str, code: i32, reason: &str) -> Value {
+    json!({"name": name, "ready": false, "restartCount": 0, "image": "", "imageID": "",
+           "state": {"terminated": {"exitCode": code, "reason": reason}}})
+}
+
+fn poll(r: &mut Running) {
+    if let Some(child) = r.child.as_mut()
+        && let Ok(Some(status)) = child.try_wait()
+    {
+        let code = status.code().unwrap_or(137);
+        r.end = Some((code, if code == 0 { "Completed" } else { "Error" }));
+        r.child = None;
+    }
+}
+
+fn kill(r: &mut Running) {
+    if let Some(mut child) = r.child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

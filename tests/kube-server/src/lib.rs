@@ -1,0 +1,299 @@
+//! A Kubernetes API server for tests, where no real one can run.
+//!
+//! It serves core/v1 Pods and the custom resources Updraft creates — `kubeflow.org/v1` PyTorchJob, TFJob,
+//! MPIJob and `sparkoperator.k8s.io/v1beta2` SparkApplication — over plain HTTP, with the documented
+//! behaviour of the real API server:
+//!
+//! - `POST` a collection creates (201); an existing name is `409 AlreadyExists`; a name or label value that
+//!   is not valid is `422 Invalid`; a namespace in the body that differs from the path's is `400 BadRequest`;
+//! - `GET` an object (`404 NotFound` with a `Status` body when missing), or a list, filtered by
+//!   `labelSelector` (`k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`, comma-separated);
+//! - `PUT` replaces; a `metadata.resourceVersion` that is not the current one is `409 Conflict`; the
+//!   object's `status` is kept (it changes only through the `/status` subresource);
+//! - `PATCH` with `application/merge-patch+json` merges (RFC 7386);
+//! - `DELETE` removes and returns the object; objects a custom resource owns are deleted with it;
+//! - every write bumps the object's `resourceVersion`; creation sets `uid` and `creationTimestamp`;
+//! - `GET …/pods/<name>/log[?container=c]` returns what the container printed.
+//!
+//! Status advances as a cluster's would:
+//!
+//! - **kubelet**: each pod's init containers, then its containers, really run as local processes with the
+//!   container's environment (the image is ignored): `command` + `args`, or `args` alone when there is no
+//!   command (an image whose entrypoint runs its arguments, as flytekit's does); a container with neither
+//!   stands for an image whose entrypoint serves until stopped. Container states and the pod phase follow:
+//!   Pending (ContainerCreating) → Running → Succeeded / Failed (restart policy Never). Two image
+//!   conventions inject failures: an image whose name contains `missing` never pulls (ErrImagePull, then
+//!   ImagePullBackOff); an image tagged `:oom` is OOMKilled (exit code 137).
+//! - **training operator**: a PyTorchJob, TFJob or MPIJob becomes one pod per replica (`<job>-<role>-<i>`,
+//!   with the operator's environment: MASTER_ADDR/WORLD_SIZE/RANK, TF_CONFIG), and its conditions follow the
+//!   decisive pod (PyTorch master, TF chief or first worker, MPI launcher): Created → Running → Succeeded
+//!   or Failed.
+//! - **Spark operator**: a SparkApplication becomes its driver pod (`<app>-driver`, running the
+//!   application's arguments), and `status.applicationState.state` follows it: SUBMITTED → RUNNING →
+//!   COMPLETED or FAILED.
+
+mod kubelet;
+mod operators;
+mod selector;
+mod store;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+pub use store::{Key, Resource, Store};
+
+/// A running test server.
+pub struct Server {
+    /// Its base URL (`http://127.0.0.1:<port>`).
+    pub url: String,
+    /// The shared state (tests may look at it directly).
+    pub store: Arc<Mutex<Store>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    http: Arc<tiny_http::Server>,
+}
+
+impl Server {
+    /// Starts a server on `127.0.0.1` (port 0: any free port), with containers running in folders under
+    /// `work`.
+    pub fn start(port: u16, work: PathBuf) -> std::io::Result<Self> {
+        let http = tiny_http::Server::http(("127.0.0.1", port))
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let http = Arc::new(http);
+        let url = format!(
+            "http://{}",
+            http.server_addr()
+                .to_ip()
+                .ok_or_else(|| std::io::Error::other("no address"))?
+        );
+        std::fs::create_dir_all(&work)?;
+        let store = Arc::new(Mutex::new(Store::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        {
+            let (http, store, stop) = (http.clone(), store.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || serve(&http, &store, &stop)));
+        }
+        {
+            let (store, stop) = (store.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                kubelet::run(&store, &stop, &work);
+            }));
+        }
+        {
+            let (store, stop) = (store.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || operators::run(&store, &stop)));
+        }
+        Ok(Self {
+            url,
+            store,
+            stop,
+            threads,
+            http,
+        })
+    }
+
+    /// Stops the server, killing the containers it runs.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.http.unblock();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve(http: &tiny_http::Server, store: &Arc<Mutex<Store>>, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(Some(mut req)) = http.recv_timeout(Duration::from_millis(50)) else {
+            continue;
+        };
+        let mut body = String::new();
+        let _ = req.as_reader().read_to_string(&mut body);
+        let content_type = req
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Content-Type"))
+            .map(|h| h.value.as_str().to_string())
+            .unwrap_or_default();
+        let (code, reply) = match store.lock() {
+            Ok(mut s) => handle(
+                &mut s,
+                req.method().as_str(),
+                req.url(),
+                &body,
+                &content_type,
+            ),
+            Err(_) => (
+                500,
+                status_body(500, "InternalError", "state lock poisoned"),
+            ),
+        };
+        let (text, ctype) = match reply {
+            Reply::Json(v) => (v.to_string(), "application/json"),
+            Reply::Text(t) => (t, "text/plain"),
+        };
+        let header = tiny_http::Header::from_bytes("Content-Type", ctype).ok();
+        let mut resp = tiny_http::Response::from_string(text).with_status_code(code);
+        if let Some(h) = header {
+            resp = resp.with_header(h);
+        }
+        let _ = req.respond(resp);
+    }
+}
+
+/// A response body.
+pub enum Reply {
+    /// JSON (objects, lists, Status).
+    Json(Value),
+    /// Plain text (logs).
+    Text(String),
+}
+
+/// The `Status` body of an error, as the API server writes it.
+pub fn status_body(code: u16, reason: &str, message: &str) -> Reply {
+    Reply::Json(json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }))
+}
+
+/// Serves one request against the store.
+pub fn handle(
+    s: &mut Store,
+    method: &str,
+    url: &str,
+    body: &str,
+    content_type: &str,
+) -> (u16, Reply) {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (resource, rest) = match parts.as_slice() {
+        ["api", "v1", rest @ ..] => (Resource::find("", "v1", rest), rest),
+        ["apis", group, version, rest @ ..] => (Resource::find(group, version, rest), rest),
+        _ => (None, &[][..]),
+    };
+    let Some(resource) = resource else {
+        return (
+            404,
+            status_body(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
+        );
+    };
+    let selector = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("labelSelector="))
+        .map(decode);
+    let container = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("container="))
+        .map(decode);
+    match rest {
+        [plural] if *plural == resource.plural && method == "GET" => {
+            s.list(&resource, None, selector.as_deref())
+        }
+        ["namespaces", ns, plural] if *plural == resource.plural => match method {
+            "GET" => s.list(&resource, Some(ns), selector.as_deref()),
+            "POST" => match serde_json::from_str(body) {
+                Ok(v) => s.create(&resource, ns, v),
+                Err(e) => (
+                    400,
+                    status_body(400, "BadRequest", &format!("invalid JSON: {e}")),
+                ),
+            },
+            _ => (
+                405,
+                status_body(405, "MethodNotAllowed", "method not allowed"),
+            ),
+        },
+        ["namespaces", ns, plural, name] if *plural == resource.plural => {
+            let key = Key::new(&resource, ns, name);
+            match method {
+                "GET" => s.get(&key),
+                "PUT" => match serde_json::from_str(body) {
+                    Ok(v) => s.replace(&key, v, false),
+                    Err(e) => (
+                        400,
+                        status_body(400, "BadRequest", &format!("invalid JSON: {e}")),
+                    ),
+                },
+                "PATCH" => s.patch(&key, body, content_type, false),
+                "DELETE" => s.delete(&key),
+                _ => (
+                    405,
+                    status_body(405, "MethodNotAllowed", "method not allowed"),
+                ),
+            }
+        }
+        ["namespaces", ns, plural, name, "status"] if *plural == resource.plural => {
+            let key = Key::new(&resource, ns, name);
+            match method {
+                "GET" => s.get(&key),
+                "PUT" => match serde_json::from_str(body) {
+                    Ok(v) => s.replace(&key, v, true),
+                    Err(e) => (
+                        400,
+                        status_body(400, "BadRequest", &format!("invalid JSON: {e}")),
+                    ),
+                },
+                "PATCH" => s.patch(&key, body, content_type, true),
+                _ => (
+                    405,
+                    status_body(405, "MethodNotAllowed", "method not allowed"),
+                ),
+            }
+        }
+        ["namespaces", ns, "pods", name, "log"] if resource.plural == "pods" && method == "GET" => {
+            s.log(&Key::new(&resource, ns, name), container.as_deref())
+        }
+        _ => (
+            404,
+            status_body(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
+        ),
+    }
+}
+
+/// Decodes a URL query value (`%XX` and `+`).
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 2;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
