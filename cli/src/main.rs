@@ -12,6 +12,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use updraft_connector_local::ContainerChoice;
 
+/// Where task attempts run (`--executor`).
+#[derive(Clone, Copy, ValueEnum)]
+enum ExecutorArg {
+    /// On this machine.
+    Local,
+    /// Native tasks on a Kubernetes (EKS) cluster.
+    Eks,
+}
+
 /// How raw containers run (`--containers`).
 #[derive(Clone, Copy, ValueEnum)]
 enum ContainersArg {
@@ -85,6 +94,19 @@ enum Command {
         /// answers, else runs them as processes.
         #[arg(long, value_enum, default_value_t = ContainersArg::Auto)]
         containers: ContainersArg,
+        /// Where task attempts run: `local` (processes, containers) or `eks` (native tasks as Kubernetes
+        /// objects on the cluster of `--kubeconfig`; its containers must see the state folder).
+        #[arg(long, value_enum, default_value_t = ExecutorArg::Local)]
+        executor: ExecutorArg,
+        /// The kubeconfig of `--executor eks` (default: KUBECONFIG, ~/.kube/config, or in-cluster).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// The namespace of `--executor eks` objects (overrides the cluster settings).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Cluster settings for `--executor eks` (YAML or JSON; see `updraft plan`).
+        #[arg(long)]
+        eks_config: Option<PathBuf>,
     },
     /// List the executions in the local store.
     List {
@@ -227,6 +249,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             state_dir,
             overwrite_cache,
             containers,
+            executor,
+            kubeconfig,
+            namespace,
+            eks_config,
         } => run::run(run::RunArgs {
             files,
             workflow,
@@ -242,6 +268,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ContainersArg::Docker => ContainerChoice::Docker,
                 ContainersArg::Podman => ContainerChoice::Podman,
                 ContainersArg::Process => ContainerChoice::Process,
+            },
+            eks: match executor {
+                ExecutorArg::Local => None,
+                ExecutorArg::Eks => Some(run::EksArgs {
+                    kubeconfig,
+                    namespace,
+                    config: eks_config,
+                }),
             },
         }),
         Command::List { state_dir } => store::list(&state_dir),

@@ -12,9 +12,10 @@ use crate::store;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+use updraft_connector_eks::EksRunner;
 use updraft_connector_local::{ContainerChoice, Containers, LocalExecutor};
 use updraft_engine::CompiledPackage;
-use updraft_engine::compile::{Gate as G, NodeIdx, NodeKind};
+use updraft_engine::compile::{CompiledTask, Gate as G, NodeIdx, NodeKind};
 use updraft_engine::exec::{
     Effect, ErrorKind, Event, ExecConfig, ExecError, ExecPhase, Execution, NodePhase, Program,
     TaskStatus,
@@ -45,6 +46,18 @@ pub struct RunArgs {
     pub overwrite_cache: bool,
     /// How raw containers run.
     pub containers: ContainerChoice,
+    /// Run native tasks on a cluster.
+    pub eks: Option<EksArgs>,
+}
+
+/// `--executor eks` settings.
+pub struct EksArgs {
+    /// The kubeconfig.
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace override.
+    pub namespace: Option<String>,
+    /// Cluster settings file.
+    pub config: Option<PathBuf>,
 }
 
 /// Outputs of cached tasks, one file per cache key under `<state-dir>/cache/`.
@@ -216,25 +229,38 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             NodeKind::Task { task } => compiled.tasks.get(task),
             _ => None,
         })
-        .filter(|t| !runs_locally(t.plugin))
+        .filter(|t| !runs_here(t, args.eks.is_some()))
         .map(|t| format!("{} ({})", t.name, t.plugin))
         .collect();
     if !not_local.is_empty() {
+        let (what, hint) = match args.eks {
+            Some(_) => (
+                "on a cluster",
+                " (raw containers need a data sidecar there, which is not built yet)",
+            ),
+            None => ("locally", ""),
+        };
         bail!(
-            "{workflow} has tasks that do not run locally yet: {}; nothing was started",
+            "{workflow} has tasks that do not run {what} yet: {}{hint}; nothing was started",
             not_local.into_iter().collect::<Vec<_>>().join(", ")
         );
     }
+    let eks = match &args.eks {
+        Some(e) => {
+            let mut config = crate::plan::load_config(e.config.as_ref())?;
+            if let Some(ns) = &e.namespace {
+                config.namespace.clone_from(ns);
+            }
+            let runner = EksRunner::connect(e.kubeconfig.as_deref(), config)
+                .map_err(|err| anyhow::anyhow!("--executor eks: {err}"))?;
+            Some(Arc::new(runner))
+        }
+        None => None,
+    };
     let containers = updraft_connector_local::detect(args.containers)
         .map_err(|e| anyhow::anyhow!("--containers: {e}"))?;
-    let raw_containers = compiled.tasks.values().any(|t| {
-        matches!(
-            &t.template.target,
-            Some(updraft_proto::core::task_template::Target::Container(c))
-                if c.data_config.as_ref().is_some_and(|d| d.enabled)
-        )
-    });
-    if raw_containers {
+    let raw_containers = compiled.tasks.values().any(is_raw_container);
+    if raw_containers && args.eks.is_none() {
         eprintln!("updraft: raw containers run {containers}");
     }
     let stamp = std::time::SystemTime::now()
@@ -257,6 +283,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         root: root.clone(),
         cache,
         containers,
+        eks,
         runs: Vec::new(),
         by_name: BTreeMap::new(),
         tx,
@@ -351,6 +378,25 @@ fn runs_locally(plugin: PluginKind) -> bool {
     )
 }
 
+/// A raw container (its data moved by a `data_config`).
+fn is_raw_container(t: &CompiledTask) -> bool {
+    matches!(
+        &t.template.target,
+        Some(updraft_proto::core::task_template::Target::Container(c))
+            if c.data_config.as_ref().is_some_and(|d| d.enabled)
+    )
+}
+
+/// Whether this run can run `t`: locally, or with `eks`, its native tasks on the cluster (echo tasks stay
+/// in the engine; raw containers need a data sidecar on a cluster, not built yet).
+fn runs_here(t: &CompiledTask, eks: bool) -> bool {
+    if eks {
+        t.plugin == PluginKind::Echo || (t.plugin.is_native() && !is_raw_container(t))
+    } else {
+        runs_locally(t.plugin)
+    }
+}
+
 /// One execution of the run: the top one, or a child (a launch-plan node's, or a dynamic task's
 /// sub-workflow).
 struct Live {
@@ -372,6 +418,8 @@ struct Driver<'a> {
     root: PathBuf,
     cache: Arc<LocalCache>,
     containers: Containers,
+    /// Native tasks go to this cluster (`--executor eks`).
+    eks: Option<Arc<EksRunner>>,
     runs: Vec<Live>,
     /// Child execution name → its run, so a repeated start finds the child it made.
     by_name: BTreeMap<String, usize>,
@@ -484,10 +532,11 @@ impl Driver<'_> {
             Effect::StartTask(t) => {
                 self.outstanding += 1;
                 let task = self.runs[run].program.package.tasks.get(&t.task).cloned();
-                let (tx, executor, cache) = (
+                let (tx, executor, cache, eks) = (
                     self.tx.clone(),
                     self.runs[run].executor.clone(),
                     self.cache.clone(),
+                    self.eks.clone(),
                 );
                 let overwrite_cache = self.args.overwrite_cache;
                 std::thread::spawn(move || {
@@ -504,7 +553,7 @@ impl Driver<'_> {
                         ))
                     };
                     let status = match &task {
-                        Some(c) if runs_locally(c.plugin) => {
+                        Some(c) if runs_here(c, eks.is_some()) => {
                             let cached = t
                                 .cache_key
                                 .as_deref()
@@ -519,8 +568,12 @@ impl Driver<'_> {
                                     let _ = send(TaskStatus::Running);
                                     // Outputs as the task declares them (per element for the
                                     // tasks of YAML maps).
-                                    let status =
-                                        executor.run(&t, &c.template, &c.interface.outputs);
+                                    let status = match &eks {
+                                        Some(cluster) => {
+                                            cluster.run(c, &t, &executor.attempt_dir(&t))
+                                        }
+                                        None => executor.run(&t, &c.template, &c.interface.outputs),
+                                    };
                                     if let (Some(k), TaskStatus::Succeeded { outputs, .. }) =
                                         (&t.cache_key, &status)
                                     {
@@ -573,7 +626,10 @@ impl Driver<'_> {
                     ));
                 });
             }
-            Effect::AbortTask { name, .. } => self.runs[run].executor.abort(&name),
+            Effect::AbortTask { name, .. } => match &self.eks {
+                Some(cluster) => cluster.abort(&name),
+                None => self.runs[run].executor.abort(&name),
+            },
             Effect::StartChild {
                 node,
                 launch_plan,

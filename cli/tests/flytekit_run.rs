@@ -482,3 +482,111 @@ fn the_flytekit_example_packages_and_runs() {
     assert!(cached >= 2, "the squares of 2 and 3 are cached ({cached})");
     let _ = std::fs::remove_dir_all(&state);
 }
+
+#[test]
+fn native_tasks_run_on_a_cluster() {
+    // The Kubernetes API test server stands for the cluster: its kubelet runs each pod's container as a
+    // process, with the flytekit environment on PATH as a node image would have it.
+    let state = temp_dir("fk-eks");
+    let python = python();
+    let venv_bin = std::path::Path::new(&python)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut dirs = vec![venv_bin];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let path = std::env::join_paths(dirs).unwrap();
+    let src = root().join("tests/fixtures/flytekit/src");
+    let server = updraft_test_kube::Server::start_with_env(
+        0,
+        state.join("kubelet"),
+        vec![
+            ("PATH".into(), path.to_string_lossy().into_owned()),
+            ("PYTHONPATH".into(), src.display().to_string()),
+        ],
+    )
+    .unwrap();
+    let kubeconfig = state.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: t, user: {{}}}}]\ncontexts: [{{name: t, context: {{cluster: t, user: t}}}}]\ncurrent-context: t\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    let s = state.join("state");
+    let cases: [(&[&str], serde_json::Value); 3] = [
+        (
+            &[
+                "tests/fixtures/flytekit/subworkflows.tgz",
+                "-w",
+                "fixtures.subworkflows.outer",
+                "-i",
+                "x=3",
+            ],
+            serde_json::json!({"o0": 90}),
+        ),
+        (
+            &["tests/fixtures/flytekit/dynamic.tgz", "-i", "n=2"],
+            serde_json::json!({"o0": "1,2"}),
+        ),
+        (
+            &[
+                "tests/fixtures/flytekit/containers.tgz",
+                "-w",
+                "fixtures.containers.containers_wf",
+            ],
+            serde_json::Value::Null,
+        ),
+    ];
+    for (args, want) in cases {
+        let mut all = args.to_vec();
+        all.extend([
+            "--executor",
+            "eks",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--namespace",
+            "flyte",
+            "--python",
+            &python,
+            "--state-dir",
+            s.to_str().unwrap(),
+        ]);
+        let mut run_args = vec!["run"];
+        run_args.extend(all);
+        let (code, out, err) = updraft_env(&run_args, &[("PYTHONPATH", src.as_os_str())]);
+        if want.is_null() {
+            // Raw containers need a data sidecar on a cluster: refused before anything starts.
+            assert_eq!(code, 1);
+            assert!(
+                err.contains("do not run on a cluster yet: calc_area (container)"),
+                "{err}"
+            );
+            continue;
+        }
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+            want,
+            "{args:?}"
+        );
+    }
+    // Every pod ran in the namespace asked for, and was deleted when its attempt ended.
+    let store = server.store.lock().unwrap();
+    assert!(
+        store.objects.is_empty(),
+        "{:?}",
+        store.objects.keys().collect::<Vec<_>>()
+    );
+    assert!(
+        store.logs.keys().all(|(k, _)| k.namespace == "flyte") && store.logs.len() >= 6,
+        "{:?}",
+        store.logs.keys().collect::<Vec<_>>()
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(&state);
+}

@@ -16,9 +16,11 @@
 //! Interruptible attempts get the configured node selector and tolerations.
 //! The builders are pure: no cluster is needed, which is what `updraft plan` uses.
 
+mod cluster;
 mod config;
 mod kubeflow;
 pub mod pod;
+mod runner;
 mod spark;
 pub mod status;
 
@@ -29,7 +31,9 @@ use updraft_engine::compile::CompiledTask;
 use updraft_engine::exec::TaskLaunch;
 use updraft_engine::plugins::PluginKind;
 
+pub use cluster::{Cluster, ClusterError};
 pub use config::{EksConfig, Interruptible};
+pub use runner::EksRunner;
 
 /// Where an attempt reads and writes (URIs, normally `s3://…`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,13 +30,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
+use updraft_engine::exec::outcome::{OutputFiles, from_output_files};
 use updraft_engine::exec::{ErrorKind, TaskLaunch, TaskStatus};
 use updraft_engine::template::{self, Vars};
 use updraft_engine::{literal, types};
 use updraft_proto::Message;
 use updraft_proto::core::{
-    Container, ContainerError, DynamicJobSpec, ErrorDocument, K8sPod, KeyValuePair, LiteralMap,
-    LiteralType, TaskTemplate, container_error, execution_error, task_template::Target,
+    Container, K8sPod, KeyValuePair, LiteralMap, LiteralType, TaskTemplate, task_template::Target,
 };
 
 /// Where and how attempts run.
@@ -390,43 +390,13 @@ fn tail(path: &Path) -> String {
 
 /// The outcome of a flytekit task from its output prefix and exit code.
 pub fn read_outcome(out: &Path, code: Option<i32>, stderr_tail: &str) -> TaskStatus {
-    if let Ok(bytes) = std::fs::read(out.join("outputs.pb")) {
-        return match LiteralMap::decode(&bytes[..]) {
-            Ok(outputs) => TaskStatus::Succeeded {
-                outputs,
-                cached: false,
-            },
-            Err(e) => failed(
-                ErrorKind::System,
-                true,
-                "BadOutputs",
-                format!("outputs.pb is not a LiteralMap: {e}"),
-            ),
-        };
-    }
-    if let Ok(bytes) = std::fs::read(out.join("error.pb")) {
-        return match ErrorDocument::decode(&bytes[..]) {
-            Ok(ErrorDocument { error: Some(e) }) => container_failure(&e),
-            _ => failed(
-                ErrorKind::System,
-                true,
-                "BadError",
-                "error.pb is not an ErrorDocument",
-            ),
-        };
-    }
-    if let Ok(bytes) = std::fs::read(out.join("futures.pb")) {
-        return match DynamicJobSpec::decode(&bytes[..]) {
-            Ok(spec) => TaskStatus::Dynamic {
-                spec: Box::new(spec),
-            },
-            Err(e) => failed(
-                ErrorKind::System,
-                true,
-                "BadFutures",
-                format!("futures.pb is not a DynamicJobSpec: {e}"),
-            ),
-        };
+    let files = OutputFiles {
+        outputs: std::fs::read(out.join("outputs.pb")).ok(),
+        error: std::fs::read(out.join("error.pb")).ok(),
+        futures: std::fs::read(out.join("futures.pb")).ok(),
+    };
+    if let Some(status) = from_output_files(&files) {
+        return status;
     }
     match code {
         Some(0) => failed(
@@ -448,25 +418,6 @@ pub fn read_outcome(out: &Path, code: Option<i32>, stderr_tail: &str) -> TaskSta
             format!("killed by a signal: {stderr_tail}"),
         ),
     }
-}
-
-fn container_failure(e: &ContainerError) -> TaskStatus {
-    let kind = if e.origin == execution_error::ErrorKind::System as i32 {
-        ErrorKind::System
-    } else {
-        ErrorKind::User
-    };
-    let recoverable = e.kind == container_error::Kind::Recoverable as i32;
-    failed(
-        kind,
-        recoverable,
-        if e.code.is_empty() {
-            "TaskError"
-        } else {
-            &e.code
-        },
-        e.message.clone(),
-    )
 }
 
 /// The outcome of a raw container: each declared output from its file, or `_ERROR`.

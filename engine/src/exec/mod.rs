@@ -13,6 +13,7 @@
 
 mod cache;
 mod machine;
+pub mod outcome;
 mod resolve;
 
 use std::collections::BTreeMap;

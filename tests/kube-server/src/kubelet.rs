@@ -12,7 +12,12 @@ use serde_json::{Value, json};
 use crate::store::{Key, Resource, Store};
 
 /// Watches for new pods and runs each in its own thread.
-pub fn run(store: &Arc<Mutex<Store>>, stop: &Arc<AtomicBool>, work: &Path) {
+pub fn run(
+    store: &Arc<Mutex<Store>>,
+    stop: &Arc<AtomicBool>,
+    work: &Path,
+    node_env: &[(String, String)],
+) {
     let Some(pods) = Resource::named("", "v1", "pods") else {
         return;
     };
@@ -37,6 +42,7 @@ pub fn run(store: &Arc<Mutex<Store>>, stop: &Arc<AtomicBool>, work: &Path) {
             started.insert((key.clone(), uid.clone()));
             let (store, stop) = (store.clone(), stop.clone());
             let dir = work.join(&key.namespace).join(&key.name);
+            let node_env = node_env.to_vec();
             threads.push(std::thread::spawn(move || {
                 let mut p = PodRun {
                     store,
@@ -44,6 +50,7 @@ pub fn run(store: &Arc<Mutex<Store>>, stop: &Arc<AtomicBool>, work: &Path) {
                     key,
                     uid,
                     dir,
+                    node_env,
                 };
                 p.run(&pod);
             }));
@@ -61,6 +68,7 @@ struct PodRun {
     key: Key,
     uid: String,
     dir: PathBuf,
+    node_env: Vec<(String, String)>,
 }
 
 /// One container: its process, or its end.
@@ -138,6 +146,7 @@ impl PodRun {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        cmd.envs(self.node_env.iter().map(|(k, v)| (k, v)));
         for e in c["env"].as_array().into_iter().flatten() {
             if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
                 cmd.env(k, v);

@@ -62,6 +62,16 @@ impl Server {
     /// Starts a server on `127.0.0.1` (port 0: any free port), with containers running in folders under
     /// `work`.
     pub fn start(port: u16, work: PathBuf) -> std::io::Result<Self> {
+        Self::start_with_env(port, work, Vec::new())
+    }
+
+    /// As [`Server::start`], with `node_env` set for every container process before the container's own
+    /// environment (what a node image would provide: `PATH`, `PYTHONPATH`, …).
+    pub fn start_with_env(
+        port: u16,
+        work: PathBuf,
+        node_env: Vec<(String, String)>,
+    ) -> std::io::Result<Self> {
         let http = tiny_http::Server::http(("127.0.0.1", port))
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let http = Arc::new(http);
@@ -82,7 +92,7 @@ impl Server {
         {
             let (store, stop) = (store.clone(), stop.clone());
             threads.push(std::thread::spawn(move || {
-                kubelet::run(&store, &stop, &work);
+                kubelet::run(&store, &stop, &work, &node_env);
             }));
         }
         {
