@@ -99,6 +99,7 @@ impl EksRunner {
             .block_on(self.cluster.start(&objects))
             .map_err(|e| e.to_string())?;
         let started = Instant::now();
+        let mut errors = 0u32;
         let observed = loop {
             let live = self
                 .running
@@ -116,10 +117,17 @@ impl EksRunner {
                 .rt
                 .block_on(self.cluster.check(&objects, started.elapsed()))
             {
-                Ok(Observed::Pending { .. } | Observed::Running) => {}
+                Ok(Observed::Pending { .. } | Observed::Running) => errors = 0,
                 Ok(end) => break end,
-                // A passing API error: look again.
-                Err(_) => {}
+                // A passing API error: look again; one that lasts ends the attempt (a system failure,
+                // retried by the engine), its objects deleted.
+                Err(e) => {
+                    errors += 1;
+                    if errors >= 50 {
+                        self.abort(&launch.name);
+                        return Err(format!("the cluster kept failing: {e}"));
+                    }
+                }
             }
             std::thread::sleep(self.poll);
         };

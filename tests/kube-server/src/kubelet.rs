@@ -80,6 +80,11 @@ struct Running {
     end: Option<(i32, &'static str)>,
 }
 
+/// When the pod's containers started (RFC 3339).
+fn started_at() -> String {
+    crate::store::now()
+}
+
 fn waiting(name: &str, reason: &str, message: &str) -> Value {
     json!({"name": name, "ready": false, "restartCount": 0, "image": "", "imageID": "",
            "state": {"waiting": {"reason": reason, "message": message}}})
@@ -267,6 +272,7 @@ impl PodRun {
             })
             .collect();
         let mut last = Value::Null;
+        let since = started_at();
         loop {
             if !self.alive() {
                 for r in &mut runs {
@@ -287,7 +293,7 @@ impl PodRun {
                 .map(|r| match r.end {
                     Some((code, reason)) => terminated(&r.name, code, reason),
                     None => json!({"name": r.name, "ready": true, "restartCount": 0, "image": "", "imageID": "",
-                                   "state": {"running": {"startedAt": ""}}}),
+                                   "state": {"running": {"startedAt": since}}}),
                 })
                 .collect();
             let all_ended = runs.iter().all(|r| r.end.is_some());

@@ -128,7 +128,7 @@ fn invalid(kind: &str, name: &str, detail: &str) -> (u16, Reply) {
     )
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     // RFC 3339, second precision, from the system clock.
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
