@@ -481,7 +481,7 @@ impl Driver<'_> {
             })
             .collect();
         let executor = Arc::new(
-            LocalExecutor::new(dir, name.clone(), self.args.python.clone())
+            LocalExecutor::new(dir, self.args.python.clone())
                 .with_containers(self.containers.clone()),
         );
         self.runs.push(Live {

@@ -116,6 +116,22 @@ pub fn plugin_for(task_type: &str, has_pod_target: bool) -> Option<PluginKind> {
     })
 }
 
+/// The name of a pod task's primary container: the `k8s_pod` target's, else the task config's
+/// `primary_container_name` (as flytekit writes it), else `primary`.
+pub fn primary_container_name(
+    task: &updraft_proto::core::TaskTemplate,
+    pod: &updraft_proto::core::K8sPod,
+) -> String {
+    if pod.primary_container_name.is_empty() {
+        task.config
+            .get("primary_container_name")
+            .cloned()
+            .unwrap_or_else(|| "primary".into())
+    } else {
+        pod.primary_container_name.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,6 +53,28 @@ fn is_code(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
+/// An object's namespace and name.
+fn place(o: &Object) -> (String, String) {
+    let m = o.metadata();
+    (
+        m.namespace.clone().unwrap_or_default(),
+        m.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The result of a call on `o`, where the API answering `fine` (409 on create, 404 on delete) means the
+/// call's aim already holds.
+fn tolerating(made: Result<(), kube::Error>, fine: u16, o: &Object) -> Result<(), ClusterError> {
+    match made {
+        Err(e) if !is_code(&e, fine) => Err(ClusterError::Api {
+            kind: o.kind().into(),
+            name: place(o).1,
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl Cluster {
     /// Connects with a kubeconfig file (its current context), or the default one (`KUBECONFIG`,
     /// `~/.kube/config`, in-cluster) when `path` is `None`.
@@ -80,8 +102,7 @@ impl Cluster {
     /// Creates the objects; one that already exists (a start delivered again) is kept as it is.
     pub async fn start(&self, objects: &[Object]) -> Result<(), ClusterError> {
         for o in objects {
-            let ns = o.metadata().namespace.clone().unwrap_or_default();
-            let name = o.metadata().name.clone().unwrap_or_default();
+            let (ns, name) = place(o);
             let made = match o {
                 Object::Pod(p) => Api::<Pod>::namespaced(self.client.clone(), &ns)
                     .create(&PostParams::default(), p)
@@ -98,17 +119,7 @@ impl Cluster {
                         .map(|_| ())
                 }
             };
-            match made {
-                Ok(()) => {}
-                Err(e) if is_code(&e, 409) => {}
-                Err(source) => {
-                    return Err(ClusterError::Api {
-                        kind: o.kind().into(),
-                        name,
-                        source,
-                    });
-                }
-            }
+            tolerating(made, 409, o)?;
         }
         Ok(())
     }
@@ -122,8 +133,7 @@ impl Cluster {
         let Some(o) = objects.first() else {
             return Ok(Observed::Succeeded);
         };
-        let ns = o.metadata().namespace.clone().unwrap_or_default();
-        let name = o.metadata().name.clone().unwrap_or_default();
+        let (ns, name) = place(o);
         let err = |source| ClusterError::Api {
             kind: o.kind().into(),
             name: name.clone(),
@@ -170,8 +180,7 @@ impl Cluster {
     /// Deletes the objects (and, through their owners, what they made); ones already gone are fine.
     pub async fn delete(&self, objects: &[Object]) -> Result<(), ClusterError> {
         for o in objects {
-            let ns = o.metadata().namespace.clone().unwrap_or_default();
-            let name = o.metadata().name.clone().unwrap_or_default();
+            let (ns, name) = place(o);
             let dp = DeleteParams::background();
             let done = match o {
                 Object::Pod(_) => Api::<Pod>::namespaced(self.client.clone(), &ns)
@@ -187,17 +196,7 @@ impl Cluster {
                 .await
                 .map(|_| ()),
             };
-            match done {
-                Ok(()) => {}
-                Err(e) if is_code(&e, 404) => {}
-                Err(source) => {
-                    return Err(ClusterError::Api {
-                        kind: o.kind().into(),
-                        name,
-                        source,
-                    });
-                }
-            }
+            tolerating(done, 404, o)?;
         }
         Ok(())
     }

@@ -97,14 +97,7 @@ impl<'a> Base<'a> {
                 let mut spec: PodSpec = serde_json::from_value(json).map_err(|e| {
                     task_error(name, "k8s_pod.pod_spec", format!("not a pod spec: {e}"))
                 })?;
-                let wanted = if p.primary_container_name.is_empty() {
-                    t.config
-                        .get("primary_container_name")
-                        .cloned()
-                        .unwrap_or_else(|| "primary".into())
-                } else {
-                    p.primary_container_name.clone()
-                };
+                let wanted = updraft_engine::plugins::primary_container_name(t, p);
                 let primary = spec
                     .containers
                     .iter()
@@ -164,21 +157,11 @@ impl<'a> Base<'a> {
             }
         }
         // Updraft's variables, as flytekit reads them.
-        let mut vars_env = vec![
-            env("FLYTE_INTERNAL_EXECUTION_ID", &launch.execution),
-            env("FLYTE_INTERNAL_EXECUTION_PROJECT", &config.project),
-            env("FLYTE_INTERNAL_EXECUTION_DOMAIN", &config.domain),
-            env("FLYTE_INTERNAL_TASK_NAME", &launch.task),
-            env("FLYTE_INTERNAL_NODE_ID", &launch.node_id),
-            env("FLYTE_ATTEMPT_NUMBER", &launch.attempt.to_string()),
-        ];
-        if let Some(i) = launch.index {
-            vars_env.push(env(
-                "BATCH_JOB_ARRAY_INDEX_VAR_NAME",
-                "FLYTE_K8S_ARRAY_INDEX",
-            ));
-            vars_env.push(env("FLYTE_K8S_ARRAY_INDEX", &i.to_string()));
-        }
+        let vars_env: Vec<EnvVar> = launch
+            .flyte_env(&config.project, &config.domain)
+            .iter()
+            .map(|(k, v)| env(k, v))
+            .collect();
         let c = &mut spec.containers[primary];
         let mut all = c.env.take().unwrap_or_default();
         all.retain(|e| !vars_env.iter().any(|v| v.name == e.name));

@@ -137,11 +137,7 @@ impl EksRunner {
         if self.config.delete_on_finish {
             let _ = self.rt.block_on(self.cluster.delete(&objects));
         }
-        let files = OutputFiles {
-            outputs: std::fs::read(out.join("outputs.pb")).ok(),
-            error: std::fs::read(out.join("error.pb")).ok(),
-            futures: std::fs::read(out.join("futures.pb")).ok(),
-        };
+        let files = OutputFiles::read_with(|name| std::fs::read(out.join(name)).ok());
         // The files have the last word; without them, what the cluster said.
         Ok(from_output_files(&files).unwrap_or(match observed {
             Observed::Failed {

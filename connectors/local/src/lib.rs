@@ -47,8 +47,6 @@ pub struct LocalExecutor {
     /// The Python interpreter of the user's environment (its folder holds `pyflyte-execute`); when unset,
     /// `pyflyte-execute` is looked up on PATH.
     pub python: Option<PathBuf>,
-    /// Execution name, for FLYTE_INTERNAL_* variables.
-    pub execution: String,
     /// How raw containers run.
     pub containers: Containers,
     /// Running attempts by name, and whether a container engine runs them.
@@ -85,11 +83,10 @@ fn failed(
 
 impl LocalExecutor {
     /// An executor writing under `root`.
-    pub fn new(root: PathBuf, execution: String, python: Option<PathBuf>) -> Self {
+    pub fn new(root: PathBuf, python: Option<PathBuf>) -> Self {
         Self {
             root,
             python,
-            execution,
             containers: Containers::Process,
             running: Arc::default(),
         }
@@ -228,24 +225,7 @@ impl LocalExecutor {
             .iter()
             .map(|kv| (kv.key.clone(), kv.value.clone()))
             .collect();
-        env.extend(
-            [
-                ("FLYTE_INTERNAL_EXECUTION_ID", self.execution.clone()),
-                ("FLYTE_INTERNAL_EXECUTION_PROJECT", "local".into()),
-                ("FLYTE_INTERNAL_EXECUTION_DOMAIN", "development".into()),
-                ("FLYTE_INTERNAL_TASK_NAME", t.task.clone()),
-                ("FLYTE_INTERNAL_NODE_ID", t.node_id.clone()),
-                ("FLYTE_ATTEMPT_NUMBER", t.attempt.to_string()),
-            ]
-            .map(|(k, v)| (k.to_string(), v)),
-        );
-        if let Some(i) = t.index {
-            env.push((
-                "BATCH_JOB_ARRAY_INDEX_VAR_NAME".into(),
-                "FLYTE_K8S_ARRAY_INDEX".into(),
-            ));
-            env.push(("FLYTE_K8S_ARRAY_INDEX".into(), i.to_string()));
-        }
+        env.extend(t.flyte_env("local", "development"));
         let (program, args) = match (&engine, data) {
             (Some(engine), Some(d)) => {
                 let mounts = [
@@ -332,13 +312,11 @@ impl LocalExecutor {
     }
 }
 
-/// The primary container of a pod task (named by `config.primary_container_name`), as a container target:
-/// locally a pod task runs its primary container; the pod's other containers are not started.
+/// The primary container of a pod task (see [`updraft_engine::plugins::primary_container_name`]), as a
+/// container target: locally a pod task runs its primary container; the pod's other containers are not
+/// started.
 fn primary_container(task: &TaskTemplate, pod: &K8sPod) -> Result<Container, LocalError> {
-    let primary = task
-        .config
-        .get("primary_container_name")
-        .map_or("primary", String::as_str);
+    let primary = updraft_engine::plugins::primary_container_name(task, pod);
     let spec = pod
         .pod_spec
         .as_ref()
@@ -390,11 +368,7 @@ fn tail(path: &Path) -> String {
 
 /// The outcome of a flytekit task from its output prefix and exit code.
 pub fn read_outcome(out: &Path, code: Option<i32>, stderr_tail: &str) -> TaskStatus {
-    let files = OutputFiles {
-        outputs: std::fs::read(out.join("outputs.pb")).ok(),
-        error: std::fs::read(out.join("error.pb")).ok(),
-        futures: std::fs::read(out.join("futures.pb")).ok(),
-    };
+    let files = OutputFiles::read_with(|name| std::fs::read(out.join(name)).ok());
     if let Some(status) = from_output_files(&files) {
         return status;
     }

@@ -3,7 +3,8 @@
 //! The engine never does I/O and never reads a clock. A runtime (local or Lambda) feeds it events — start,
 //! a task's status, a timer, a signal, a child execution's end, abort — and carries out the effects it
 //! returns: start or abort a task attempt, schedule a timer, start or abort a child execution (a launch
-//! plan's, or the sub-workflow a dynamic task returned), report phase changes, finish. Work per event is proportional to the nodes it affects: a finished node decrements its
+//! plan's, or the sub-workflow a dynamic task returned), report phase changes, finish. Work per event is
+//! proportional to the nodes it affects: a finished node decrements its
 //! dependents' remaining-input counters and its scope's pending-children counter; nothing rescans the graph.
 //!
 //! Delivery may be duplicated, late or reordered: an event about an attempt that is not the node's current
@@ -302,6 +303,32 @@ pub struct TaskLaunch {
     pub cache_key: Option<String>,
     /// Hold the cache key while computing (serializable cache).
     pub cache_serializable: bool,
+}
+
+impl TaskLaunch {
+    /// The variables flytekit reads in a task's process: execution, project, domain, task, node,
+    /// attempt, and for array elements the index (`FLYTE_K8S_ARRAY_INDEX`, named by
+    /// `BATCH_JOB_ARRAY_INDEX_VAR_NAME`).
+    pub fn flyte_env(&self, project: &str, domain: &str) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            ("FLYTE_INTERNAL_EXECUTION_ID", self.execution.clone()),
+            ("FLYTE_INTERNAL_EXECUTION_PROJECT", project.to_string()),
+            ("FLYTE_INTERNAL_EXECUTION_DOMAIN", domain.to_string()),
+            ("FLYTE_INTERNAL_TASK_NAME", self.task.clone()),
+            ("FLYTE_INTERNAL_NODE_ID", self.node_id.clone()),
+            ("FLYTE_ATTEMPT_NUMBER", self.attempt.to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .into();
+        if let Some(i) = self.index {
+            env.push((
+                "BATCH_JOB_ARRAY_INDEX_VAR_NAME".into(),
+                "FLYTE_K8S_ARRAY_INDEX".into(),
+            ));
+            env.push(("FLYTE_K8S_ARRAY_INDEX".into(), i.to_string()));
+        }
+        env
+    }
 }
 
 /// Settings of one execution.

@@ -20,6 +20,18 @@ pub struct OutputFiles {
     pub futures: Option<Vec<u8>>,
 }
 
+impl OutputFiles {
+    /// Collects the files with `read`, which returns a file's bytes by name (`outputs.pb`, …) or `None`
+    /// when it is not there: from a folder, a bucket, ….
+    pub fn read_with(mut read: impl FnMut(&str) -> Option<Vec<u8>>) -> Self {
+        Self {
+            outputs: read("outputs.pb"),
+            error: read("error.pb"),
+            futures: read("futures.pb"),
+        }
+    }
+}
+
 fn failed(kind: ErrorKind, recoverable: bool, code: &str, message: String) -> TaskStatus {
     TaskStatus::Failed {
         code: code.into(),

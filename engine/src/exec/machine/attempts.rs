@@ -84,12 +84,25 @@ impl Execution {
         };
         let cache_key = (cacheable && !version.is_empty()).then(|| {
             // An array element is identified by its own element of the mapped lists, even when the task
-            // reads the whole lists and picks its element by index.
-            let own = match (index, &self.nodes[node as usize].array) {
-                (Some(i), Some(a)) => Arc::new(self.element_view(node, i, a)),
-                _ => inputs.clone(),
-            };
-            cache_key(&task_name, &version, &own, &meta.cache_ignore_input_vars)
+            // reads the whole lists and picks its element by index (a task with a per-element interface
+            // already has its own view as its inputs).
+            let per_element = matches!(
+                wf_node.kind,
+                NodeKind::Array {
+                    original_interface: true,
+                    ..
+                }
+            );
+            let ignored = &meta.cache_ignore_input_vars;
+            match (index, &self.nodes[node as usize].array) {
+                (Some(i), Some(a)) if !per_element => cache_key(
+                    &task_name,
+                    &version,
+                    &self.element_view(node, i, a),
+                    ignored,
+                ),
+                _ => cache_key(&task_name, &version, &inputs, ignored),
+            }
         });
         let node_id = wf_node.id.clone();
         let name = self.task_name(node, index, attempt);
@@ -223,10 +236,7 @@ impl Execution {
                 let wf_node = self.wf().node(node);
                 match compile_dynamic(&self.pkg, &wf_node.id, &wf_node.outputs, &spec) {
                     Ok((package, workflow)) => {
-                        let name = dns_name(&format!(
-                            "{}-{}-{attempt}-dynamic",
-                            self.config.name, wf_node.id
-                        ));
+                        let name = self.dynamic_name(node, attempt);
                         self.nodes[node as usize].dynamic = Some(name.clone());
                         fx.push(Effect::StartDynamic {
                             node,
@@ -375,6 +385,13 @@ impl Execution {
                 self.on_task(node, index, attempt, status, fx, todo);
             }
         }
+    }
+
+    /// The deterministic name of the child execution running the sub-workflow that attempt `attempt` of
+    /// dynamic task node `node` returned.
+    pub(super) fn dynamic_name(&self, node: NodeIdx, attempt: u32) -> String {
+        let id = &self.wf().node(node).id;
+        dns_name(&format!("{}-{id}-{attempt}-dynamic", self.config.name))
     }
 
     /// The deterministic name of a launch-plan node's child execution.
