@@ -222,26 +222,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let workflow = compiled.launch_plans[&lp_name].workflow.clone();
     // Tasks this runner cannot run are rejected before anything starts (also in the workflows of
     // launch-plan nodes; the tasks of dynamic sub-workflows are known only when they run).
-    let not_local: BTreeSet<String> = reachable_workflows(&compiled, &workflow)
+    let reachable: Vec<&CompiledTask> = reachable_workflows(&compiled, &workflow)
         .iter()
         .flat_map(|w| &compiled.workflows[w].nodes)
         .filter_map(|n| match &n.kind {
             NodeKind::Task { task } => compiled.tasks.get(task),
             _ => None,
         })
+        .collect();
+    let not_local: BTreeSet<String> = reachable
+        .iter()
         .filter(|t| !runs_here(t, args.eks.is_some()))
         .map(|t| format!("{} ({})", t.name, t.plugin))
         .collect();
     if !not_local.is_empty() {
-        let (what, hint) = match args.eks {
-            Some(_) => (
-                "on a cluster",
-                " (raw containers need a data sidecar there, which is not built yet)",
-            ),
-            None => ("locally", ""),
+        let what = if args.eks.is_some() {
+            "on a cluster"
+        } else {
+            "locally"
         };
         bail!(
-            "{workflow} has tasks that do not run {what} yet: {}{hint}; nothing was started",
+            "{workflow} has tasks that do not run {what} yet: {}; nothing was started",
             not_local.into_iter().collect::<Vec<_>>().join(", ")
         );
     }
@@ -250,6 +251,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let mut config = crate::plan::load_config(e.config.as_ref())?;
             if let Some(ns) = &e.namespace {
                 config.namespace.clone_from(ns);
+            }
+            // Every native task's objects must build (pod templates, the copilot image, …) before
+            // anything starts.
+            for t in reachable.iter().filter(|t| t.plugin.is_native()) {
+                let launch = updraft_connector_eks::plan_launch(t, Default::default(), None);
+                let paths = updraft_connector_eks::Paths::under("/plan", &launch);
+                updraft_connector_eks::build(t, &launch, &paths, &config)
+                    .map_err(|err| anyhow::anyhow!("{err}; nothing was started"))?;
             }
             let runner = EksRunner::connect(e.kubeconfig.as_deref(), config)
                 .map_err(|err| anyhow::anyhow!("--executor eks: {err}"))?;
@@ -391,7 +400,7 @@ fn is_raw_container(t: &CompiledTask) -> bool {
 /// in the engine; raw containers need a data sidecar on a cluster, not built yet).
 fn runs_here(t: &CompiledTask, eks: bool) -> bool {
     if eks {
-        t.plugin == PluginKind::Echo || (t.plugin.is_native() && !is_raw_container(t))
+        t.plugin == PluginKind::Echo || t.plugin.is_native()
     } else {
         runs_locally(t.plugin)
     }

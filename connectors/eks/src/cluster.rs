@@ -40,6 +40,9 @@ pub enum ClusterError {
 #[derive(Clone)]
 pub struct Cluster {
     client: kube::Client,
+    /// How long a pod may wait for its image before the attempt fails (Flyte's
+    /// `image-pull-backoff-grace-period`).
+    pub image_pull_grace: Duration,
 }
 
 fn api_resource(c: &CustomObject) -> ApiResource {
@@ -76,6 +79,14 @@ fn tolerating(made: Result<(), kube::Error>, fine: u16, o: &Object) -> Result<()
 }
 
 impl Cluster {
+    /// A cluster reached through `client`.
+    pub fn with_client(client: kube::Client) -> Self {
+        Self {
+            client,
+            image_pull_grace: status::IMAGE_PULL_GRACE,
+        }
+    }
+
     /// Connects with a kubeconfig file (its current context), or the default one (`KUBECONFIG`,
     /// `~/.kube/config`, in-cluster) when `path` is `None`.
     pub async fn from_kubeconfig(path: Option<&Path>) -> Result<Self, ClusterError> {
@@ -96,7 +107,7 @@ impl Cluster {
                 .map_err(|e| bad(e.to_string()))?,
         };
         let client = kube::Client::try_from(config).map_err(|e| bad(e.to_string()))?;
-        Ok(Self { client })
+        Ok(Self::with_client(client))
     }
 
     /// Creates the objects; one that already exists (a start delivered again) is kept as it is.
@@ -151,7 +162,12 @@ impl Cluster {
                     .get(&name)
                     .await
                 {
-                    Ok(p) => status::pod(&p, &status::primary_container(&p), pending_for),
+                    Ok(p) => status::pod(
+                        &p,
+                        &status::primary_container(&p),
+                        pending_for,
+                        self.image_pull_grace,
+                    ),
                     Err(e) if is_code(&e, 404) => gone(),
                     Err(e) => return Err(err(e)),
                 }

@@ -43,6 +43,11 @@ pub struct EksConfig {
     pub delete_on_finish: bool,
     /// The `sparkVersion` of Spark applications.
     pub spark_version: String,
+    /// The image holding `updraft-copilot`, which moves raw containers' data (used only by them; built
+    /// from `copilot/Dockerfile`).
+    pub copilot_image: String,
+    /// How long a pod may wait for an image that does not pull before the attempt fails (retryable).
+    pub image_pull_grace_seconds: u64,
 }
 
 impl Default for EksConfig {
@@ -58,6 +63,12 @@ impl Default for EksConfig {
             annotations: BTreeMap::new(),
             delete_on_finish: true,
             spark_version: "3.5.0".into(),
+            copilot_image: concat!(
+                "ghcr.io/updraft-run/updraft-copilot:",
+                env!("CARGO_PKG_VERSION")
+            )
+            .into(),
+            image_pull_grace_seconds: crate::status::IMAGE_PULL_GRACE.as_secs(),
         }
     }
 }

@@ -86,10 +86,13 @@ impl<'a> Base<'a> {
                     resources: resources(c.resources.as_ref()),
                     ..Default::default()
                 };
-                let spec = PodSpec {
+                let mut spec = PodSpec {
                     containers: vec![container],
                     ..Default::default()
                 };
+                if let Some(data) = c.data_config.as_ref().filter(|d| d.enabled) {
+                    with_copilot(&mut spec, task, paths, config, data)?;
+                }
                 (spec, 0)
             }
             Some(Target::K8sPod(p)) => {
@@ -232,6 +235,110 @@ impl<'a> Base<'a> {
     pub fn template(&self) -> &TaskTemplate {
         &self.task.template
     }
+}
+
+/// Where the copilot is installed in a raw container's pod (an `emptyDir` both containers mount).
+pub const COPILOT_DIR: &str = "/var/updraft";
+
+/// A raw container's pod with its data side: an init container (`updraft-copilot download`) writes the
+/// inputs into the input folder and installs the copilot; the task's command runs under
+/// `updraft-copilot run`, which leaves its outputs at the output prefix. Input, output and copilot folders
+/// are `emptyDir` volumes.
+fn with_copilot(
+    spec: &mut PodSpec,
+    task: &CompiledTask,
+    paths: &Paths,
+    config: &EksConfig,
+    data: &updraft_proto::core::DataLoadingConfig,
+) -> Result<(), BuildError> {
+    use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Volume, VolumeMount};
+    let name = &task.name;
+    let image = config.copilot_image.clone();
+    for (field, path) in [
+        ("input_path", &data.input_path),
+        ("output_path", &data.output_path),
+    ] {
+        if !path.starts_with('/') {
+            return Err(task_error(
+                name,
+                &format!("container.data_config.{field}"),
+                format!("`{path}` is not an absolute path"),
+            ));
+        }
+    }
+    let c = &mut spec.containers[0];
+    let mut argv = c.command.take().unwrap_or_default();
+    if argv.is_empty() {
+        return Err(task_error(
+            name,
+            "container.command",
+            "a raw container on a cluster needs a command (its image's entrypoint cannot be run \
+             under the copilot)",
+        ));
+    }
+    argv.extend(c.args.take().unwrap_or_default());
+    let outputs = task
+        .template
+        .interface
+        .as_ref()
+        .and_then(|i| i.outputs.clone())
+        .unwrap_or_default();
+    let copilot = format!("{COPILOT_DIR}/updraft-copilot");
+    let mut command = vec![
+        copilot,
+        "run".into(),
+        "--output-prefix".into(),
+        paths.output_prefix.clone(),
+        "--raw-output-prefix".into(),
+        paths.raw_output_prefix.clone(),
+        "--from".into(),
+        data.output_path.clone(),
+        "--interface".into(),
+        updraft_copilot::encode_interface(&outputs),
+        "--".into(),
+    ];
+    command.extend(argv);
+    c.command = Some(command);
+    let mount = |volume: &str, path: &str, read_only: bool| VolumeMount {
+        name: volume.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    };
+    let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
+    mounts.push(mount("updraft-inputs", &data.input_path, true));
+    mounts.push(mount("updraft-outputs", &data.output_path, false));
+    mounts.push(mount("updraft-copilot", COPILOT_DIR, true));
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    for v in ["updraft-inputs", "updraft-outputs", "updraft-copilot"] {
+        volumes.push(Volume {
+            name: v.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
+    }
+    spec.init_containers
+        .get_or_insert_with(Vec::new)
+        .push(Container {
+            name: "updraft-download".into(),
+            image: Some(image),
+            command: Some(vec![
+                "updraft-copilot".into(),
+                "download".into(),
+                "--inputs".into(),
+                paths.input.clone(),
+                "--to".into(),
+                data.input_path.clone(),
+                "--install".into(),
+                COPILOT_DIR.into(),
+            ]),
+            volume_mounts: Some(vec![
+                mount("updraft-inputs", &data.input_path, false),
+                mount("updraft-copilot", COPILOT_DIR, false),
+            ]),
+            ..Default::default()
+        });
+    Ok(())
 }
 
 /// A label value: at most 63 characters of `[A-Za-z0-9-_.]`, starting and ending alphanumeric. Other

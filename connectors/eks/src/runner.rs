@@ -44,7 +44,8 @@ impl EksRunner {
                 path: "runtime".into(),
                 reason: e.to_string(),
             })?;
-        let cluster = rt.block_on(Cluster::from_kubeconfig(kubeconfig))?;
+        let mut cluster = rt.block_on(Cluster::from_kubeconfig(kubeconfig))?;
+        cluster.image_pull_grace = Duration::from_secs(config.image_pull_grace_seconds);
         Ok(Self {
             rt,
             cluster,

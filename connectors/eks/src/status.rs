@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use serde_json::Value;
 use updraft_engine::exec::ErrorKind;
 
-/// How long a pod may wait on an image pull before the wait is a failure.
+/// How long a pod may wait on an image pull before the wait is a failure: the default of [`crate::EksConfig::image_pull_grace_seconds`].
 pub const IMAGE_PULL_GRACE: Duration = Duration::from_secs(180);
 
 /// The state of an attempt's objects.
@@ -65,8 +65,9 @@ pub fn primary_container(pod: &Pod) -> String {
 }
 
 /// A pod's state. `primary` names the container whose end is the task's end (other containers of the pod
-/// may still run); `pending_for` is how long the pod has been pending, for the image-pull grace period.
-pub fn pod(pod: &Pod, primary: &str, pending_for: Duration) -> Observed {
+/// may still run); `pending_for` is how long the pod has been pending: past `grace`, an image that does
+/// not pull fails the attempt.
+pub fn pod(pod: &Pod, primary: &str, pending_for: Duration, grace: Duration) -> Observed {
     let Some(status) = &pod.status else {
         return Observed::Pending {
             reason: "created".into(),
@@ -91,11 +92,11 @@ pub fn pod(pod: &Pod, primary: &str, pending_for: Duration) -> Observed {
             "InvalidImageName" | "CreateContainerConfigError" => {
                 return failed(reason, what, ErrorKind::User, false);
             }
-            "ErrImagePull" | "ImagePullBackOff" if pending_for >= IMAGE_PULL_GRACE => {
+            "ErrImagePull" | "ImagePullBackOff" if pending_for >= grace => {
                 return failed(reason, what, ErrorKind::User, true);
             }
             "CrashLoopBackOff" => return failed(reason, what, ErrorKind::User, true),
-            "CreateContainerError" if pending_for >= IMAGE_PULL_GRACE => {
+            "CreateContainerError" if pending_for >= grace => {
                 return failed(reason, what, ErrorKind::System, true);
             }
             _ => {}
@@ -296,29 +297,54 @@ mod tests {
         let short = Duration::from_secs(10);
         let long = IMAGE_PULL_GRACE;
         assert!(matches!(
-            pod(&waiting("ContainerCreating"), "main", long),
+            pod(
+                &waiting("ContainerCreating"),
+                "main",
+                long,
+                IMAGE_PULL_GRACE
+            ),
             Observed::Pending { .. }
         ));
         assert!(matches!(
-            pod(&waiting("ImagePullBackOff"), "main", short),
+            pod(
+                &waiting("ImagePullBackOff"),
+                "main",
+                short,
+                IMAGE_PULL_GRACE
+            ),
             Observed::Pending { .. }
         ));
         assert_eq!(
-            kind_of(&pod(&waiting("ImagePullBackOff"), "main", long)),
+            kind_of(&pod(
+                &waiting("ImagePullBackOff"),
+                "main",
+                long,
+                IMAGE_PULL_GRACE
+            )),
             ("ImagePullBackOff", ErrorKind::User, true)
         );
         assert_eq!(
-            kind_of(&pod(&waiting("InvalidImageName"), "main", short)),
+            kind_of(&pod(
+                &waiting("InvalidImageName"),
+                "main",
+                short,
+                IMAGE_PULL_GRACE
+            )),
             ("InvalidImageName", ErrorKind::User, false)
         );
         assert_eq!(
-            kind_of(&pod(&waiting("CrashLoopBackOff"), "main", short)),
+            kind_of(&pod(
+                &waiting("CrashLoopBackOff"),
+                "main",
+                short,
+                IMAGE_PULL_GRACE
+            )),
             ("CrashLoopBackOff", ErrorKind::User, true)
         );
         let unschedulable = pod_of(json!({"phase": "Pending", "conditions": [
             {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes"}]}));
         assert_eq!(
-            pod(&unschedulable, "main", long),
+            pod(&unschedulable, "main", long, IMAGE_PULL_GRACE),
             Observed::Pending {
                 reason: "Unschedulable: 0/3 nodes".into()
             }
@@ -329,26 +355,41 @@ mod tests {
     fn ended_pods() {
         let d = Duration::ZERO;
         assert_eq!(
-            pod(&ended("Succeeded", 0, "Completed"), "main", d),
+            pod(
+                &ended("Succeeded", 0, "Completed"),
+                "main",
+                d,
+                IMAGE_PULL_GRACE
+            ),
             Observed::Succeeded
         );
         assert_eq!(
-            kind_of(&pod(&ended("Failed", 137, "OOMKilled"), "main", d)),
+            kind_of(&pod(
+                &ended("Failed", 137, "OOMKilled"),
+                "main",
+                d,
+                IMAGE_PULL_GRACE
+            )),
             ("OOMKilled", ErrorKind::User, true)
         );
         assert_eq!(
-            kind_of(&pod(&ended("Failed", 3, "Error"), "main", d)),
+            kind_of(&pod(
+                &ended("Failed", 3, "Error"),
+                "main",
+                d,
+                IMAGE_PULL_GRACE
+            )),
             ("ContainerFailed", ErrorKind::System, true)
         );
         let evicted =
             pod_of(json!({"phase": "Failed", "reason": "Evicted", "message": "low memory"}));
         assert_eq!(
-            kind_of(&pod(&evicted, "main", d)),
+            kind_of(&pod(&evicted, "main", d, IMAGE_PULL_GRACE)),
             ("Evicted", ErrorKind::System, true)
         );
         let deadline = pod_of(json!({"phase": "Failed", "reason": "DeadlineExceeded"}));
         assert_eq!(
-            kind_of(&pod(&deadline, "main", d)),
+            kind_of(&pod(&deadline, "main", d, IMAGE_PULL_GRACE)),
             ("DeadlineExceeded", ErrorKind::User, true)
         );
         // The primary container ended while a sidecar runs on: the task is over.
@@ -357,8 +398,14 @@ mod tests {
              "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
             {"name": "side", "ready": true, "restartCount": 0, "image": "x", "imageID": "",
              "state": {"running": {}}}]}));
-        assert_eq!(pod(&sidecar, "main", d), Observed::Succeeded);
-        assert_eq!(pod(&sidecar, "side", d), Observed::Running);
+        assert_eq!(
+            pod(&sidecar, "main", d, IMAGE_PULL_GRACE),
+            Observed::Succeeded
+        );
+        assert_eq!(
+            pod(&sidecar, "side", d, IMAGE_PULL_GRACE),
+            Observed::Running
+        );
     }
 
     #[test]

@@ -34,7 +34,17 @@ workflows:
 fn setup(tag: &str) -> (Server, Cluster, tokio::runtime::Runtime, CompiledPackage) {
     let work = std::env::temp_dir().join(format!("updraft-eks-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
-    let server = Server::start(0, work.join("kubelet")).unwrap();
+    // Raw containers' data goes through the copilot, which the node finds on its PATH.
+    let mut path = vec![updraft_test_kube::programs_dir("updraft-copilot")];
+    path.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let path = std::env::join_paths(path).unwrap();
+    let node = updraft_test_kube::Node {
+        env: vec![("PATH".into(), path.to_string_lossy().into_owned())],
+        mounts: Vec::new(),
+    };
+    let server = Server::start_node(0, work.join("kubelet"), node).unwrap();
     let kubeconfig = work.join("kubeconfig");
     std::fs::write(
         &kubeconfig,
@@ -55,7 +65,10 @@ fn setup(tag: &str) -> (Server, Cluster, tokio::runtime::Runtime, CompiledPackag
 fn objects(pkg: &CompiledPackage, task: &str) -> Vec<Object> {
     let t = &pkg.tasks[task];
     let launch = plan_launch(t, LiteralMap::default(), None);
-    let paths = Paths::under("/tmp/none", &launch);
+    let dir = std::env::temp_dir().join(format!("updraft-eks-data-{}", std::process::id()));
+    let paths = Paths::under(dir.to_str().unwrap(), &launch);
+    std::fs::create_dir_all(std::path::Path::new(&paths.input).parent().unwrap()).unwrap();
+    std::fs::write(&paths.input, b"").unwrap();
     build(t, &launch, &paths, &EksConfig::default()).unwrap()
 }
 

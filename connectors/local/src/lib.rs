@@ -32,11 +32,11 @@ use std::time::Duration;
 use serde_json::Value;
 use updraft_engine::exec::outcome::{OutputFiles, from_output_files};
 use updraft_engine::exec::{ErrorKind, TaskLaunch, TaskStatus};
+use updraft_engine::literal;
 use updraft_engine::template::{self, Vars};
-use updraft_engine::{literal, types};
 use updraft_proto::Message;
 use updraft_proto::core::{
-    Container, K8sPod, KeyValuePair, LiteralMap, LiteralType, TaskTemplate, task_template::Target,
+    Container, K8sPod, KeyValuePair, LiteralType, TaskTemplate, task_template::Target,
 };
 
 /// Where and how attempts run.
@@ -65,6 +65,9 @@ pub enum LocalError {
     /// File system or process trouble.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The inputs of a raw container could not be written.
+    #[error("{0}")]
+    Data(String),
 }
 
 fn failed(
@@ -204,10 +207,8 @@ impl LocalExecutor {
         if let Some(d) = data {
             std::fs::create_dir_all(&in_dir)?;
             std::fs::create_dir_all(&out_dir)?;
-            std::fs::write(in_dir.join("inputs.pb"), t.inputs.encode_to_vec())?;
-            for (k, v) in &t.inputs.literals {
-                std::fs::write(in_dir.join(k), template::literal_text(v))?;
-            }
+            updraft_copilot::write_inputs(&t.inputs, &in_dir)
+                .map_err(|e| LocalError::Data(e.to_string()))?;
             // A container engine mounts the folders at the container's paths; a process is pointed at them.
             if engine.is_none() {
                 for a in &mut argv {
@@ -289,12 +290,14 @@ impl LocalExecutor {
         };
         let stderr_tail = tail(&dir.join("stderr.log"));
         if data.is_some() {
-            return Ok(read_raw_outputs(
+            return Ok(updraft_copilot::outcome(
                 &out_dir,
                 outputs,
+                None,
                 status.code(),
                 &stderr_tail,
-            ));
+            )
+            .unwrap_or_else(|e| failed(ErrorKind::System, true, "DataError", e.to_string())));
         }
         Ok(read_outcome(&out, status.code(), &stderr_tail))
     }
@@ -391,75 +394,5 @@ pub fn read_outcome(out: &Path, code: Option<i32>, stderr_tail: &str) -> TaskSta
             "Killed",
             format!("killed by a signal: {stderr_tail}"),
         ),
-    }
-}
-
-/// The outcome of a raw container: each declared output from its file, or `_ERROR`.
-pub fn read_raw_outputs(
-    dir: &Path,
-    outputs: &BTreeMap<String, LiteralType>,
-    code: Option<i32>,
-    stderr_tail: &str,
-) -> TaskStatus {
-    if let Ok(msg) = std::fs::read_to_string(dir.join("_ERROR")) {
-        return failed(
-            ErrorKind::User,
-            true,
-            "ContainerError",
-            msg.trim().to_string(),
-        );
-    }
-    if code != Some(0) {
-        return failed(
-            ErrorKind::User,
-            true,
-            "ExitCode",
-            format!(
-                "exit code {}: {stderr_tail}",
-                code.map_or("none".into(), |c| c.to_string())
-            ),
-        );
-    }
-    let mut literals = BTreeMap::new();
-    for (name, t) in outputs {
-        let path = dir.join(name);
-        let lit = match &t.r#type {
-            Some(updraft_proto::core::literal_type::Type::Blob(_)) if path.exists() => {
-                literal::from_json(&Value::String(path.display().to_string()), t)
-            }
-            _ => match std::fs::read_to_string(&path) {
-                Ok(text) => {
-                    let text = text.trim();
-                    let v = if types::element(t).is_some()
-                        || matches!(
-                            t.r#type,
-                            Some(updraft_proto::core::literal_type::Type::MapValueType(_))
-                        ) {
-                        serde_json::from_str(text).unwrap_or(Value::String(text.to_string()))
-                    } else {
-                        Value::String(text.to_string())
-                    };
-                    literal::from_json(&v, t)
-                }
-                Err(_) => Err(format!("output `{name}` was not written")),
-            },
-        };
-        match lit {
-            Ok(l) => {
-                literals.insert(name.clone(), l);
-            }
-            Err(e) => {
-                return failed(
-                    ErrorKind::User,
-                    false,
-                    "BadOutput",
-                    format!("output `{name}`: {e}"),
-                );
-            }
-        }
-    }
-    TaskStatus::Succeeded {
-        outputs: LiteralMap { literals },
-        cached: false,
     }
 }

@@ -99,3 +99,28 @@ fn container_failure(e: &ContainerError) -> TaskStatus {
     };
     failed(kind, recoverable, code, e.message.clone())
 }
+
+/// The `error.pb` a task leaves for a failure: what [`from_output_files`] reads back as the same failure.
+pub fn error_document(
+    code: &str,
+    message: &str,
+    kind: ErrorKind,
+    recoverable: bool,
+) -> ErrorDocument {
+    ErrorDocument {
+        error: Some(ContainerError {
+            code: code.into(),
+            message: message.into(),
+            kind: if recoverable {
+                container_error::Kind::Recoverable
+            } else {
+                container_error::Kind::NonRecoverable
+            } as i32,
+            origin: match kind {
+                ErrorKind::System => execution_error::ErrorKind::System,
+                ErrorKind::User => execution_error::ErrorKind::User,
+            } as i32,
+            ..Default::default()
+        }),
+    }
+}

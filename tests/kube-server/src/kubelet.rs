@@ -1,6 +1,7 @@
 //! The kubelet: runs each pod's containers as local processes and reports their states.
 
 use std::collections::BTreeSet;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,15 +10,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::Node;
 use crate::store::{Key, Resource, Store};
 
 /// Watches for new pods and runs each in its own thread.
-pub fn run(
-    store: &Arc<Mutex<Store>>,
-    stop: &Arc<AtomicBool>,
-    work: &Path,
-    node_env: &[(String, String)],
-) {
+pub fn run(store: &Arc<Mutex<Store>>, stop: &Arc<AtomicBool>, work: &Path, node: &Node) {
     let Some(pods) = Resource::named("", "v1", "pods") else {
         return;
     };
@@ -42,7 +39,7 @@ pub fn run(
             started.insert((key.clone(), uid.clone()));
             let (store, stop) = (store.clone(), stop.clone());
             let dir = work.join(&key.namespace).join(&key.name);
-            let node_env = node_env.to_vec();
+            let node = node.clone();
             threads.push(std::thread::spawn(move || {
                 let mut p = PodRun {
                     store,
@@ -50,7 +47,7 @@ pub fn run(
                     key,
                     uid,
                     dir,
-                    node_env,
+                    node,
                 };
                 p.run(&pod);
             }));
@@ -68,7 +65,7 @@ struct PodRun {
     key: Key,
     uid: String,
     dir: PathBuf,
-    node_env: Vec<(String, String)>,
+    node: Node,
 }
 
 /// One container: its process, or its end.
@@ -128,7 +125,7 @@ impl PodRun {
         }
     }
 
-    fn spawn(&self, c: &Value) -> std::io::Result<Option<Child>> {
+    fn spawn(&self, pod: &Value, c: &Value) -> std::io::Result<Option<Child>> {
         let strings = |v: &Value| -> Vec<String> {
             v.as_array()
                 .into_iter()
@@ -145,13 +142,26 @@ impl PodRun {
         let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir)?;
         let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
-        let mut cmd = Command::new(program);
-        cmd.args(&argv[1..])
+        let mounts = self.mounts(pod, c)?;
+        let mut cmd = if mounts.is_empty() {
+            let mut cmd = Command::new(program);
+            cmd.args(&argv[1..]);
+            cmd
+        } else {
+            let script = mount_script(&mounts, &self.dir.join("overlay").join(name))?;
+            let mut cmd = Command::new("unshare");
+            cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+                .arg(script)
+                .arg("sh")
+                .args(&argv);
+            cmd
+        };
+        cmd.process_group(0)
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        cmd.envs(self.node_env.iter().map(|(k, v)| (k, v)));
+        cmd.envs(self.node.env.iter().map(|(k, v)| (k, v)));
         for e in c["env"].as_array().into_iter().flatten() {
             if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
                 cmd.env(k, v);
@@ -205,7 +215,7 @@ impl PodRun {
         // Init containers, one after the other.
         for c in &init {
             let name = name_of(c);
-            let child = match self.spawn(c) {
+            let child = match self.spawn(pod, c) {
                 Ok(Some(ch)) => ch,
                 Ok(None) => continue,
                 Err(e) => {
@@ -249,7 +259,7 @@ impl PodRun {
                         end: Some((137, "OOMKilled")),
                     };
                 }
-                match self.spawn(c) {
+                match self.spawn(pod, c) {
                     Ok(Some(child)) => Running {
                         name,
                         child: Some(child),
@@ -337,7 +347,119 @@ fn poll(r: &mut Running) {
 
 fn kill(r: &mut Running) {
     if let Some(mut child) = r.child.take() {
+        // The whole process group: a wrapper's children go with it.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// A folder bound at a path in a container's mount namespace.
+struct Mount {
+    from: PathBuf,
+    path: String,
+    read_only: bool,
+}
+
+impl PodRun {
+    /// The node's mounts and the container's volume mounts, with each volume's folder.
+    fn mounts(&self, pod: &Value, c: &Value) -> std::io::Result<Vec<Mount>> {
+        let mut out: Vec<Mount> = self
+            .node
+            .mounts
+            .iter()
+            .map(|(from, path)| Mount {
+                from: from.clone(),
+                path: path.clone(),
+                read_only: false,
+            })
+            .collect();
+        for m in c["volumeMounts"].as_array().into_iter().flatten() {
+            let (Some(name), Some(path)) = (m["name"].as_str(), m["mountPath"].as_str()) else {
+                continue;
+            };
+            let volume = containers(pod, "volumes")
+                .into_iter()
+                .find(|v| v["name"] == name)
+                .ok_or_else(|| std::io::Error::other(format!("no volume named `{name}`")))?;
+            let from = if volume["emptyDir"].is_object() {
+                let dir = self.dir.join("volumes").join(name);
+                std::fs::create_dir_all(&dir)?;
+                dir
+            } else if let Some(p) = volume["hostPath"]["path"].as_str() {
+                PathBuf::from(p)
+            } else {
+                return Err(std::io::Error::other(format!(
+                    "volume `{name}`: only emptyDir and hostPath volumes are served here"
+                )));
+            };
+            out.push(Mount {
+                from,
+                path: path.to_string(),
+                read_only: m["readOnly"].as_bool().unwrap_or(false),
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The shell script that binds `mounts` in a fresh mount namespace, then runs the container's command
+/// (its positional parameters). Paths that do not exist are made in an overlay (upper layers under
+/// `overlays`) of their nearest existing folder.
+fn mount_script(mounts: &[Mount], overlays: &Path) -> std::io::Result<String> {
+    let mut script = String::from("set -e\n");
+    let mut overlaid: Vec<PathBuf> = Vec::new();
+    for m in mounts {
+        let path = Path::new(&m.path);
+        if !path.is_absolute() {
+            return Err(std::io::Error::other(format!(
+                "mount path `{}` is not absolute",
+                m.path
+            )));
+        }
+        if !path.exists() {
+            let base = path
+                .ancestors()
+                .find(|a| a.exists())
+                .map(|a| a.canonicalize())
+                .transpose()?
+                .unwrap_or_default();
+            if base == Path::new("/") || base.as_os_str().is_empty() {
+                return Err(std::io::Error::other(format!(
+                    "mount path `{}`: a folder directly under / must exist on the node",
+                    m.path
+                )));
+            }
+            if !overlaid.iter().any(|o| base.starts_with(o)) {
+                let layer = overlays.join(overlaid.len().to_string());
+                let (upper, work) = (layer.join("upper"), layer.join("work"));
+                std::fs::create_dir_all(&upper)?;
+                std::fs::create_dir_all(&work)?;
+                let b = quote(&base.display().to_string());
+                script.push_str(&format!(
+                    "mount -t overlay overlay -o lowerdir={b},upperdir={},workdir={} {b}\n",
+                    quote(&upper.display().to_string()),
+                    quote(&work.display().to_string()),
+                ));
+                overlaid.push(base);
+            }
+        }
+        let p = quote(&m.path);
+        script.push_str(&format!(
+            "mkdir -p {p}\nmount --bind {} {p}\n",
+            quote(&m.from.display().to_string())
+        ));
+        if m.read_only {
+            script.push_str(&format!("mount -o remount,bind,ro {p}\n"));
+        }
+    }
+    script.push_str("exec \"$@\"\n");
+    Ok(script)
 }

@@ -23,7 +23,12 @@
 //!   stands for an image whose entrypoint serves until stopped. Container states and the pod phase follow:
 //!   Pending (ContainerCreating) → Running → Succeeded / Failed (restart policy Never). Two image
 //!   conventions inject failures: an image whose name contains `missing` never pulls (ErrImagePull, then
-//!   ImagePullBackOff); an image tagged `:oom` is OOMKilled (exit code 137).
+//!   ImagePullBackOff); an image tagged `:oom` is OOMKilled (exit code 137). Volume mounts are real: a
+//!   container with `volumeMounts` (or on a node with [`Node::mounts`]) runs in its own mount namespace
+//!   (`unshare`, so root) where each `emptyDir` volume — a folder of the pod's — and `hostPath` is bound at
+//!   its mount path (read-only when asked); a path that does not exist is made in an overlay of its
+//!   nearest existing folder, so the node's own files are never touched. Containers run in their own
+//!   process group, killed whole when the pod goes.
 //! - **training operator**: a PyTorchJob, TFJob or MPIJob becomes one pod per replica (`<job>-<role>-<i>`,
 //!   with the operator's environment: MASTER_ADDR/WORLD_SIZE/RANK, TF_CONFIG), and its conditions follow the
 //!   decisive pod (PyTorch master, TF chief or first worker, MPI launcher): Created → Running → Succeeded
@@ -46,6 +51,16 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 pub use store::{Key, Resource, Store};
+
+/// What every container of the test node gets, standing in for what its image would hold.
+#[derive(Debug, Clone, Default)]
+pub struct Node {
+    /// Environment set before the container's own (`PATH`, `PYTHONPATH`, …).
+    pub env: Vec<(String, String)>,
+    /// Host folders every container sees at a path, `(folder, path)`: a Python environment where the
+    /// image would have it (`/opt/venv`), say. Like volume mounts, they need mount namespaces (root).
+    pub mounts: Vec<(PathBuf, String)>,
+}
 
 /// A running test server.
 pub struct Server {
@@ -72,6 +87,18 @@ impl Server {
         work: PathBuf,
         node_env: Vec<(String, String)>,
     ) -> std::io::Result<Self> {
+        Self::start_node(
+            port,
+            work,
+            Node {
+                env: node_env,
+                mounts: Vec::new(),
+            },
+        )
+    }
+
+    /// As [`Server::start`], on a node that gives every container `node`'s environment and mounts.
+    pub fn start_node(port: u16, work: PathBuf, node: Node) -> std::io::Result<Self> {
         let http = tiny_http::Server::http(("127.0.0.1", port))
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let http = Arc::new(http);
@@ -92,7 +119,7 @@ impl Server {
         {
             let (store, stop) = (store.clone(), stop.clone());
             threads.push(std::thread::spawn(move || {
-                kubelet::run(&store, &stop, &work, &node_env);
+                kubelet::run(&store, &stop, &work, &node);
             }));
         }
         {
@@ -306,4 +333,29 @@ fn decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The folder of this workspace's built programs (`target/<profile>`), found from the running test's
+/// own path, after checking that `program` (`updraft-copilot`, say) is there — tests put it on the
+/// node's `PATH`. `cargo test --workspace` builds every program; alone, `cargo build -p <its package>`.
+pub fn programs_dir(program: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> → target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    assert!(
+        dir.join(program).is_file(),
+        "`{program}` is not built in {}: run `cargo build --workspace` (scripts/test does)",
+        dir.display()
+    );
+    dir
 }
