@@ -2,13 +2,15 @@
 //! already), observe them, delete them.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 
+use crate::auth::{self, EksCluster};
 use crate::status::{self, Observed};
 use crate::{CustomObject, Object};
 
@@ -20,6 +22,14 @@ pub enum ClusterError {
     Config {
         /// Its path (or `default`).
         path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The cluster could not be found or reached with the AWS identity.
+    #[error("EKS cluster {name}: {reason}")]
+    Eks {
+        /// The cluster's name.
+        name: String,
         /// What is wrong.
         reason: String,
     },
@@ -39,10 +49,57 @@ pub enum ClusterError {
 /// A connection to one cluster.
 #[derive(Clone)]
 pub struct Cluster {
-    client: kube::Client,
+    client: Arc<Mutex<(kube::Client, Instant)>>,
+    /// Where a new client comes from when the token ages (EKS tokens last 15 minutes).
+    eks: Option<Arc<EksSource>>,
     /// How long a pod may wait for its image before the attempt fails (Flyte's
     /// `image-pull-backoff-grace-period`).
     pub image_pull_grace: Duration,
+}
+
+/// An EKS cluster reached with an AWS identity.
+struct EksSource {
+    cluster: EksCluster,
+    region: String,
+    endpoint: String,
+    ca: String,
+    sdk: aws_config::SdkConfig,
+}
+
+impl EksSource {
+    /// A client with a fresh token.
+    async fn client(&self) -> Result<kube::Client, ClusterError> {
+        use aws_credential_types::provider::ProvideCredentials;
+        let bad = |reason: String| ClusterError::Eks {
+            name: self.cluster.name.clone(),
+            reason,
+        };
+        let provider = self
+            .sdk
+            .credentials_provider()
+            .ok_or_else(|| bad("no AWS credentials are configured".into()))?;
+        let creds = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| bad(format!("AWS credentials: {e}")))?;
+        let token = auth::token(&self.cluster.name, &self.region, &creds, SystemTime::now())
+            .map_err(|e| bad(e.to_string()))?;
+        let name = &self.cluster.name;
+        let yaml = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": name, "cluster": {"server": self.endpoint, "certificate-authority-data": self.ca}}],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+            "current-context": name,
+        });
+        let kc: Kubeconfig =
+            serde_json::from_value(yaml).map_err(|e| bad(format!("kubeconfig: {e}")))?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| bad(e.to_string()))?;
+        kube::Client::try_from(config).map_err(|e| bad(e.to_string()))
+    }
 }
 
 fn api_resource(c: &CustomObject) -> ApiResource {
@@ -82,8 +139,96 @@ impl Cluster {
     /// A cluster reached through `client`.
     pub fn with_client(client: kube::Client) -> Self {
         Self {
-            client,
+            client: Arc::new(Mutex::new((client, Instant::now()))),
+            eks: None,
             image_pull_grace: status::IMAGE_PULL_GRACE,
+        }
+    }
+
+    /// An EKS cluster reached with the AWS identity of `sdk` (the Lambda functions' role): its endpoint
+    /// and certificate authority from the configuration or `DescribeCluster`, a bearer token from the
+    /// identity, made again before it expires.
+    pub async fn from_eks(
+        cluster: &EksCluster,
+        sdk: &aws_config::SdkConfig,
+    ) -> Result<Self, ClusterError> {
+        let bad = |reason: String| ClusterError::Eks {
+            name: cluster.name.clone(),
+            reason,
+        };
+        let region = cluster
+            .region
+            .clone()
+            .or_else(|| sdk.region().map(|r| r.to_string()))
+            .ok_or_else(|| bad("no region: set `region` or AWS_REGION".into()))?;
+        let (endpoint, ca) = match (&cluster.endpoint, &cluster.certificate_authority_data) {
+            (Some(e), Some(c)) => (e.clone(), c.clone()),
+            _ => {
+                let conf = aws_sdk_eks::config::Builder::from(sdk)
+                    .region(aws_sdk_eks::config::Region::new(region.clone()))
+                    .build();
+                let out = aws_sdk_eks::Client::from_conf(conf)
+                    .describe_cluster()
+                    .name(&cluster.name)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        bad(format!(
+                            "DescribeCluster: {}",
+                            aws_sdk_eks::error::DisplayErrorContext(&e)
+                        ))
+                    })?;
+                let c = out
+                    .cluster
+                    .ok_or_else(|| bad("DescribeCluster returned no cluster".into()))?;
+                let endpoint = cluster
+                    .endpoint
+                    .clone()
+                    .or(c.endpoint)
+                    .filter(|e| !e.is_empty())
+                    .ok_or_else(|| bad("the cluster has no endpoint yet (is it ACTIVE?)".into()))?;
+                let ca = cluster
+                    .certificate_authority_data
+                    .clone()
+                    .or(c.certificate_authority.and_then(|a| a.data))
+                    .unwrap_or_default();
+                (endpoint, ca)
+            }
+        };
+        let source = EksSource {
+            cluster: cluster.clone(),
+            region,
+            endpoint,
+            ca,
+            sdk: sdk.clone(),
+        };
+        let client = source.client().await?;
+        Ok(Self {
+            client: Arc::new(Mutex::new((client, Instant::now()))),
+            eks: Some(Arc::new(source)),
+            image_pull_grace: status::IMAGE_PULL_GRACE,
+        })
+    }
+
+    /// The client, made again with a new token when the one it has is old.
+    async fn client(&self) -> Result<kube::Client, ClusterError> {
+        let current = self
+            .client
+            .lock()
+            .map(|g| g.clone())
+            .map_err(|_| ClusterError::Eks {
+                name: "cluster".into(),
+                reason: "client lock poisoned".into(),
+            })?;
+        match &self.eks {
+            Some(source) if current.1.elapsed() >= auth::TOKEN_LIFETIME => {
+                let fresh = source.client().await?;
+                if let Ok(mut g) = self.client.lock() {
+                    *g = (fresh.clone(), Instant::now());
+                }
+                Ok(fresh)
+            }
+            _ => Ok(current.0),
         }
     }
 
@@ -115,7 +260,7 @@ impl Cluster {
         for o in objects {
             let (ns, name) = place(o);
             let made = match o {
-                Object::Pod(p) => Api::<Pod>::namespaced(self.client.clone(), &ns)
+                Object::Pod(p) => Api::<Pod>::namespaced(self.client().await?, &ns)
                     .create(&PostParams::default(), p)
                     .await
                     .map(|_| ()),
@@ -124,7 +269,7 @@ impl Cluster {
                     let mut d = DynamicObject::new(&name, &ar).within(&ns);
                     d.metadata = c.metadata.clone();
                     d.data = serde_json::json!({ "spec": c.spec });
-                    Api::<DynamicObject>::namespaced_with(self.client.clone(), &ns, &ar)
+                    Api::<DynamicObject>::namespaced_with(self.client().await?, &ns, &ar)
                         .create(&PostParams::default(), &d)
                         .await
                         .map(|_| ())
@@ -158,7 +303,7 @@ impl Cluster {
         };
         Ok(match o {
             Object::Pod(_) => {
-                match Api::<Pod>::namespaced(self.client.clone(), &ns)
+                match Api::<Pod>::namespaced(self.client().await?, &ns)
                     .get(&name)
                     .await
                 {
@@ -174,7 +319,7 @@ impl Cluster {
             }
             Object::Custom(c) => {
                 let ar = api_resource(c);
-                match Api::<DynamicObject>::namespaced_with(self.client.clone(), &ns, &ar)
+                match Api::<DynamicObject>::namespaced_with(self.client().await?, &ns, &ar)
                     .get(&name)
                     .await
                 {
@@ -199,12 +344,12 @@ impl Cluster {
             let (ns, name) = place(o);
             let dp = DeleteParams::background();
             let done = match o {
-                Object::Pod(_) => Api::<Pod>::namespaced(self.client.clone(), &ns)
+                Object::Pod(_) => Api::<Pod>::namespaced(self.client().await?, &ns)
                     .delete(&name, &dp)
                     .await
                     .map(|_| ()),
                 Object::Custom(c) => Api::<DynamicObject>::namespaced_with(
-                    self.client.clone(),
+                    self.client().await?,
                     &ns,
                     &api_resource(c),
                 )

@@ -48,6 +48,9 @@ pub struct EksConfig {
     pub copilot_image: String,
     /// How long a pod may wait for an image that does not pull before the attempt fails (retryable).
     pub image_pull_grace_seconds: u64,
+    /// The EKS cluster to reach with the AWS identity (the Lambda functions' way), when no kubeconfig
+    /// is given.
+    pub cluster: Option<crate::auth::EksCluster>,
 }
 
 impl Default for EksConfig {
@@ -69,6 +72,7 @@ impl Default for EksConfig {
             )
             .into(),
             image_pull_grace_seconds: crate::status::IMAGE_PULL_GRACE.as_secs(),
+            cluster: None,
         }
     }
 }

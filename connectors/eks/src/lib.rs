@@ -16,6 +16,7 @@
 //! Interruptible attempts get the configured node selector and tolerations.
 //! The builders are pure: no cluster is needed, which is what `updraft plan` uses.
 
+pub mod auth;
 mod cluster;
 mod config;
 mod kubeflow;

@@ -34,7 +34,8 @@ fn failed(code: &str, message: String, kind: ErrorKind, recoverable: bool) -> Ta
 }
 
 impl EksRunner {
-    /// Connects with a kubeconfig (see [`Cluster::from_kubeconfig`]).
+    /// Connects with a kubeconfig (see [`Cluster::from_kubeconfig`]), or, without one, to the EKS
+    /// cluster the configuration names with the AWS identity (see [`Cluster::from_eks`]).
     pub fn connect(kubeconfig: Option<&Path>, config: EksConfig) -> Result<Self, ClusterError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -44,7 +45,13 @@ impl EksRunner {
                 path: "runtime".into(),
                 reason: e.to_string(),
             })?;
-        let mut cluster = rt.block_on(Cluster::from_kubeconfig(kubeconfig))?;
+        let mut cluster = match (kubeconfig, &config.cluster) {
+            (None, Some(eks)) => rt.block_on(async {
+                let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                Cluster::from_eks(eks, &sdk).await
+            })?,
+            _ => rt.block_on(Cluster::from_kubeconfig(kubeconfig))?,
+        };
         cluster.image_pull_grace = Duration::from_secs(config.image_pull_grace_seconds);
         Ok(Self {
             rt,

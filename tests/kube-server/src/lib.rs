@@ -37,6 +37,7 @@
 //!   application's arguments), and `status.applicationState.state` follows it: SUBMITTED → RUNNING →
 //!   COMPLETED or FAILED.
 
+mod auth;
 mod kubelet;
 mod operators;
 mod selector;
@@ -50,6 +51,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+pub use auth::EksAuth;
 pub use store::{Key, Resource, Store};
 
 /// What every container of the test node gets, standing in for what its image would hold.
@@ -69,6 +71,8 @@ pub struct Server {
     /// The shared state (tests may look at it directly).
     pub store: Arc<Mutex<Store>>,
     stop: Arc<AtomicBool>,
+    /// When set, every request needs an EKS bearer token for this cluster (401 without one).
+    pub auth: Arc<Mutex<Option<EksAuth>>>,
     threads: Vec<JoinHandle<()>>,
     http: Arc<tiny_http::Server>,
 }
@@ -112,9 +116,13 @@ impl Server {
         let store = Arc::new(Mutex::new(Store::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
+        let auth: Arc<Mutex<Option<EksAuth>>> = Arc::default();
         {
-            let (http, store, stop) = (http.clone(), store.clone(), stop.clone());
-            threads.push(std::thread::spawn(move || serve(&http, &store, &stop)));
+            let (http, store, stop, auth) =
+                (http.clone(), store.clone(), stop.clone(), auth.clone());
+            threads.push(std::thread::spawn(move || {
+                serve(&http, &store, &stop, &auth);
+            }));
         }
         {
             let (store, stop) = (store.clone(), stop.clone());
@@ -130,6 +138,7 @@ impl Server {
             url,
             store,
             stop,
+            auth,
             threads,
             http,
         })
@@ -151,7 +160,12 @@ impl Drop for Server {
     }
 }
 
-fn serve(http: &tiny_http::Server, store: &Arc<Mutex<Store>>, stop: &AtomicBool) {
+fn serve(
+    http: &tiny_http::Server,
+    store: &Arc<Mutex<Store>>,
+    stop: &AtomicBool,
+    auth: &Mutex<Option<EksAuth>>,
+) {
     while !stop.load(Ordering::SeqCst) {
         let Ok(Some(mut req)) = http.recv_timeout(Duration::from_millis(50)) else {
             continue;
@@ -164,15 +178,31 @@ fn serve(http: &tiny_http::Server, store: &Arc<Mutex<Store>>, stop: &AtomicBool)
             .find(|h| h.field.equiv("Content-Type"))
             .map(|h| h.value.as_str().to_string())
             .unwrap_or_default();
-        let (code, reply) = match store.lock() {
-            Ok(mut s) => handle(
-                &mut s,
-                req.method().as_str(),
-                req.url(),
-                &body,
-                &content_type,
+        let authorization = req
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Authorization"))
+            .map(|h| h.value.as_str().to_string());
+        let required = auth.lock().ok().and_then(|a| a.clone());
+        let caller = required.map(|a| auth::check(&a, authorization.as_deref()));
+        let (code, reply) = match (caller, store.lock()) {
+            (Some(Err(why)), _) => (
+                401,
+                status_body(401, "Unauthorized", &format!("Unauthorized: {why}")),
             ),
-            Err(_) => (
+            (caller, Ok(mut s)) => {
+                if let Some(Ok(arn)) = caller {
+                    s.callers.insert(arn);
+                }
+                handle(
+                    &mut s,
+                    req.method().as_str(),
+                    req.url(),
+                    &body,
+                    &content_type,
+                )
+            }
+            (_, Err(_)) => (
                 500,
                 status_body(500, "InternalError", "state lock poisoned"),
             ),

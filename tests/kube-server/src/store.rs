@@ -95,6 +95,8 @@ pub struct Store {
     pub objects: BTreeMap<Key, Value>,
     /// Container logs by (pod key, container).
     pub logs: BTreeMap<(Key, String), String>,
+    /// Who called, when bearer tokens are checked (their ARNs, as STS named them).
+    pub callers: std::collections::BTreeSet<String>,
     version: u64,
     uid: u64,
 }
