@@ -174,6 +174,12 @@ fn python_pod_and_raw_container_tasks() {
             serde_json::Value::Null,
         ),
     ];
+    // A flytekit map task: one pod per element; the failing element is none, within min_success_ratio.
+    let (code, out, err) = c.run(&["tests/fixtures/flytekit/maps.tgz"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out["o0"], serde_json::json!([1, 4, 9, 16, 25]));
+    assert_eq!(out["o2"], serde_json::json!([101, 102, null, 104, 105]));
+    assert_eq!(out["o3"], serde_json::json!(55));
     for (args, want) in cases {
         let (code, out, err) = c.run(args);
         assert_eq!(code, 0, "{args:?}: {err}");
