@@ -222,16 +222,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let workflow = compiled.launch_plans[&lp_name].workflow.clone();
     // Tasks this runner cannot run are rejected before anything starts (also in the workflows of
     // launch-plan nodes; the tasks of dynamic sub-workflows are known only when they run).
-    let reachable: Vec<&CompiledTask> = reachable_workflows(&compiled, &workflow)
+    // Each task once, however many nodes call it.
+    let reachable: BTreeMap<&str, &CompiledTask> = reachable_workflows(&compiled, &workflow)
         .iter()
         .flat_map(|w| &compiled.workflows[w].nodes)
         .filter_map(|n| match &n.kind {
             NodeKind::Task { task } => compiled.tasks.get(task),
             _ => None,
         })
+        .map(|t| (t.name.as_str(), t))
         .collect();
-    let not_local: BTreeSet<String> = reachable
-        .iter()
+    let not_local: Vec<String> = reachable
+        .values()
         .filter(|t| !runs_here(t, args.eks.is_some()))
         .map(|t| format!("{} ({})", t.name, t.plugin))
         .collect();
@@ -243,7 +245,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         bail!(
             "{workflow} has tasks that do not run {what} yet: {}; nothing was started",
-            not_local.into_iter().collect::<Vec<_>>().join(", ")
+            not_local.join(", ")
         );
     }
     let eks = match &args.eks {
@@ -254,7 +256,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
             // Every native task's objects must build (pod templates, the copilot image, …) before
             // anything starts.
-            for t in reachable.iter().filter(|t| t.plugin.is_native()) {
+            for t in reachable.values().filter(|t| t.plugin.is_native()) {
                 let launch = updraft_connector_eks::plan_launch(t, Default::default(), None);
                 let paths = updraft_connector_eks::Paths::under("/plan", &launch);
                 updraft_connector_eks::build(t, &launch, &paths, &config)

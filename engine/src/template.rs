@@ -152,7 +152,8 @@ pub fn literal_text(l: &Literal) -> String {
     }
 }
 
-fn datetime_text(t: &prost_types::Timestamp) -> String {
+/// A timestamp as RFC 3339 in UTC (`2026-11-24T13:00:00Z`, fractions of a second only when there are any).
+pub fn datetime_text(t: &prost_types::Timestamp) -> String {
     let days = t.seconds.div_euclid(86_400);
     let secs = t.seconds.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (proleptic Gregorian).

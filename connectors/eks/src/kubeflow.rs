@@ -2,7 +2,6 @@
 //! (flyteidl's Distributed*TrainingTask, as proto JSON).
 
 use serde_json::{Map, Value, json};
-use updraft_engine::literal::struct_json;
 use updraft_engine::plugins::PluginKind;
 
 use crate::pod::Base;
@@ -10,12 +9,7 @@ use crate::{BuildError, CustomObject, task_error};
 
 /// The job for a `pytorch`, `tensorflow` or `mpi` task.
 pub(crate) fn job(base: &Base<'_>) -> Result<CustomObject, BuildError> {
-    let custom = base
-        .template()
-        .custom
-        .as_ref()
-        .map(struct_json)
-        .unwrap_or(Value::Null);
+    let custom = base.custom();
     let name = &base.task.name;
     let (kind, plural, container, specs_key, roles): (_, _, _, _, &[(&str, &str, u64)]) =
         match base.task.plugin {

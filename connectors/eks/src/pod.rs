@@ -10,9 +10,9 @@ use updraft_engine::compile::CompiledTask;
 use updraft_engine::exec::{TaskLaunch, dns_name};
 use updraft_engine::literal::struct_json;
 use updraft_engine::template::{Vars, render_args};
+use updraft_proto::core::Resources;
 use updraft_proto::core::resources::ResourceName;
 use updraft_proto::core::task_template::Target;
-use updraft_proto::core::{Resources, TaskTemplate};
 
 use crate::{BuildError, EksConfig, Paths, task_error};
 
@@ -231,9 +231,14 @@ impl<'a> Base<'a> {
         &self.spec.containers[self.primary]
     }
 
-    /// The task template.
-    pub fn template(&self) -> &TaskTemplate {
-        &self.task.template
+    /// The template's plugin configuration (`custom`) as JSON; `null` when it has none.
+    pub fn custom(&self) -> Value {
+        self.task
+            .template
+            .custom
+            .as_ref()
+            .map(struct_json)
+            .unwrap_or(Value::Null)
     }
 }
 

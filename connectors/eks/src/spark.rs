@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
-use updraft_engine::literal::struct_json;
 
 use crate::pod::Base;
 use crate::{BuildError, CustomObject, task_error};
@@ -11,12 +10,7 @@ use crate::{BuildError, CustomObject, task_error};
 /// The SparkApplication for a `spark` task: driver and executors sized from `sparkConf`, the container's
 /// rendered arguments as the application's arguments.
 pub(crate) fn application(base: &Base<'_>) -> Result<CustomObject, BuildError> {
-    let custom = base
-        .template()
-        .custom
-        .as_ref()
-        .map(struct_json)
-        .unwrap_or(Value::Null);
+    let custom = base.custom();
     let name = &base.task.name;
     let main = custom["mainApplicationFile"].as_str().unwrap_or("");
     if main.is_empty() {

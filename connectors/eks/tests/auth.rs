@@ -179,14 +179,7 @@ fn an_aws_identity_reaches_the_cluster_describe_cluster_names() {
 
     // Without a token the API server refuses (401).
     let kubeconfig = work.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: t, user: {{}}}}]\ncontexts: [{{name: t, context: {{cluster: t, user: t}}}}]\ncurrent-context: t\n",
-            server.url
-        ),
-    )
-    .unwrap();
+    server.write_kubeconfig(&kubeconfig).unwrap();
     let anonymous = rt
         .block_on(Cluster::from_kubeconfig(Some(&kubeconfig)))
         .unwrap();

@@ -46,14 +46,7 @@ fn setup(tag: &str) -> (Server, Cluster, tokio::runtime::Runtime, CompiledPackag
     };
     let server = Server::start_node(0, work.join("kubelet"), node).unwrap();
     let kubeconfig = work.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: t, user: {{}}}}]\ncontexts: [{{name: t, context: {{cluster: t, user: t}}}}]\ncurrent-context: t\n",
-            server.url
-        ),
-    )
-    .unwrap();
+    server.write_kubeconfig(&kubeconfig).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cluster = rt
         .block_on(Cluster::from_kubeconfig(Some(&kubeconfig)))

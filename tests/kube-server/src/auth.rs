@@ -40,20 +40,21 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Seconds since the epoch of an ISO 8601 basic time (`20261124T130000Z`).
+/// Seconds since the epoch of an ISO 8601 basic time (`20261124T130000Z`, as SigV4 writes it).
 fn epoch(t: &str) -> Option<i64> {
-    let n = |r: std::ops::Range<usize>| t.get(r).and_then(|s| s.parse::<i64>().ok());
-    let (y, m, d) = (n(0..4)?, n(4..6)?, n(6..8)?);
-    let (hh, mm, ss) = (n(9..11)?, n(11..13)?, n(13..15)?);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+    let part = |r: std::ops::Range<usize>| t.get(r);
+    let extended = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        part(0..4)?,
+        part(4..6)?,
+        part(6..8)?,
+        part(9..11)?,
+        part(11..13)?,
+        part(13..15)?
+    );
+    updraft_engine::literal::parse_datetime(&extended)
+        .ok()
+        .map(|ts| ts.seconds)
 }
 
 /// The caller's ARN when `authorization` (the header's value) carries a valid token, else why not.

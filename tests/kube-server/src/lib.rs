@@ -81,24 +81,7 @@ impl Server {
     /// Starts a server on `127.0.0.1` (port 0: any free port), with containers running in folders under
     /// `work`.
     pub fn start(port: u16, work: PathBuf) -> std::io::Result<Self> {
-        Self::start_with_env(port, work, Vec::new())
-    }
-
-    /// As [`Server::start`], with `node_env` set for every container process before the container's own
-    /// environment (what a node image would provide: `PATH`, `PYTHONPATH`, …).
-    pub fn start_with_env(
-        port: u16,
-        work: PathBuf,
-        node_env: Vec<(String, String)>,
-    ) -> std::io::Result<Self> {
-        Self::start_node(
-            port,
-            work,
-            Node {
-                env: node_env,
-                mounts: Vec::new(),
-            },
-        )
+        Self::start_node(port, work, Node::default())
     }
 
     /// As [`Server::start`], on a node that gives every container `node`'s environment and mounts.
@@ -142,6 +125,17 @@ impl Server {
             threads,
             http,
         })
+    }
+
+    /// Writes a kubeconfig at `path` whose current context is this server, with no credentials.
+    pub fn write_kubeconfig(&self, path: &std::path::Path) -> std::io::Result<()> {
+        std::fs::write(
+            path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: t, user: {{}}}}]\ncontexts: [{{name: t, context: {{cluster: t, user: t}}}}]\ncurrent-context: t\n",
+                self.url
+            ),
+        )
     }
 
     /// Stops the server, killing the containers it runs.
