@@ -232,6 +232,7 @@ impl PodRun {
             while r.end.is_none() {
                 if !self.alive() {
                     kill(&mut r);
+                    self.log(&name);
                     return;
                 }
                 poll(&mut r);
@@ -285,8 +286,10 @@ impl PodRun {
         let since = started_at();
         loop {
             if !self.alive() {
-                for r in &mut runs {
+                // What the killed containers printed stays readable to tests (`Store::logs`).
+                for r in runs.iter_mut().filter(|r| r.end.is_none()) {
                     kill(r);
+                    self.log(&r.name);
                 }
                 return;
             }

@@ -93,7 +93,8 @@ impl Key {
 pub struct Store {
     /// The objects.
     pub objects: BTreeMap<Key, Value>,
-    /// Container logs by (pod key, container).
+    /// Container logs by (pod key, container): kept for every container that ran, also after its pod is
+    /// deleted (the API serves them only while the pod exists).
     pub logs: BTreeMap<(Key, String), String>,
     /// Who called, when bearer tokens are checked (their ARNs, as STS named them).
     pub callers: std::collections::BTreeSet<String>,
