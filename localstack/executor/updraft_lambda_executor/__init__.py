@@ -1,0 +1,1 @@
+"""LocalStack Lambda runtime executor running each function's `bootstrap` as a host process."""
