@@ -880,6 +880,10 @@ fn simulate(
         if let Some(state) = before {
             exec = state;
             pending.push(ev);
+        } else if rng.chance(3) {
+            // As the serverless runtime does, carry the state to the next event only through its
+            // stored records (now and then: it is slow in debug builds).
+            exec = through_records(&program, &exec);
         }
     }
     (
@@ -887,6 +891,66 @@ fn simulate(
         exec.outputs().cloned(),
         created.into_keys().collect(),
     )
+}
+
+/// `exec` stored as records (encoded and decoded, as a runtime stores them) and restored.
+fn through_records(program: &Program, exec: &Execution) -> Execution {
+    use updraft_proto::Message;
+    let state = exec.state_record().encode_to_vec();
+    let nodes: Vec<Vec<u8>> = (0..exec.node_count() as u32)
+        .map(|i| exec.node_record(i).unwrap().encode_to_vec())
+        .collect();
+    let restored = Execution::restore(
+        program,
+        updraft_proto::updraft::ExecutionState::decode(state.as_slice()).unwrap(),
+        nodes
+            .iter()
+            .map(|n| updraft_proto::updraft::NodeState::decode(n.as_slice()).unwrap())
+            .collect(),
+    )
+    .unwrap();
+    assert_eq!(restored.state_record().encode_to_vec(), state);
+    restored
+}
+
+#[test]
+fn restoring_refuses_records_that_do_not_fit() {
+    let pkg = fixture_pkg(&["branches.tgz"]);
+    let program = Program {
+        package: pkg.clone(),
+        workflow: "fixtures.branches.branch_wf".into(),
+    };
+    let mut exec = Execution::new(&program, ExecConfig::new("r")).unwrap();
+    exec.step(Event::Start {
+        inputs: inputs(&[("x", lit_int(12)), ("base", lit_int(10))]),
+    });
+    let nodes = |e: &Execution| -> Vec<_> {
+        (0..e.node_count() as u32)
+            .map(|i| e.node_record(i).unwrap())
+            .collect()
+    };
+    let mut fewer = nodes(&exec);
+    fewer.pop();
+    let err = Execution::restore(&program, exec.state_record(), fewer).unwrap_err();
+    assert!(err.contains("nodes"), "{err}");
+    let mut twice = nodes(&exec);
+    let last = twice.len() - 1;
+    twice[last] = twice[0].clone();
+    let err = Execution::restore(&program, exec.state_record(), twice).unwrap_err();
+    assert!(err.contains("stored twice"), "{err}");
+    let mut bad = nodes(&exec);
+    bad[0].phase = 42;
+    let err = Execution::restore(&program, exec.state_record(), bad).unwrap_err();
+    assert!(err.contains("unknown node phase 42"), "{err}");
+    let other = Program {
+        package: pkg,
+        workflow: "fixtures.branches.other".into(),
+    };
+    assert!(Execution::restore(&other, exec.state_record(), nodes(&exec)).is_err());
+    // What fits comes back as it was.
+    let back = Execution::restore(&program, exec.state_record(), nodes(&exec)).unwrap();
+    assert_eq!(nodes(&back), nodes(&exec));
+    assert_eq!(back.phase(), exec.phase());
 }
 
 fn check_simulation(

@@ -3,6 +3,7 @@
 mod array;
 mod attempts;
 mod scope;
+mod snapshot;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use super::{
 };
 use crate::compile::{CompiledPackage, CompiledWorkflow, Gate, NodeIdx, NodeKind, Otherwise};
 use crate::types;
+
+pub use snapshot::{error_from_record, error_record, exec_phase, exec_phase_code};
 
 /// One attempt-carrying unit: a task node, or one element of an array node.
 #[derive(Debug, Clone, Default)]

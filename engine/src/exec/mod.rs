@@ -26,7 +26,9 @@ use updraft_proto::core::{DynamicJobSpec, Literal, LiteralMap};
 use crate::compile::{CompiledPackage, NodeIdx};
 
 pub use cache::cache_key;
-pub use machine::{Execution, dns_name};
+pub use machine::{
+    Execution, dns_name, error_from_record, error_record, exec_phase, exec_phase_code,
+};
 
 /// How many system-error retries a task attempt gets unless configured otherwise.
 pub const DEFAULT_SYSTEM_RETRIES: u32 = 3;
