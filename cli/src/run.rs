@@ -20,6 +20,7 @@ use updraft_engine::exec::{
     Effect, ErrorKind, Event, ExecConfig, ExecError, ExecPhase, Execution, NodePhase, Program,
     TaskStatus,
 };
+use updraft_engine::launch::{choose_launch_plan, launch_inputs, reachable_tasks};
 use updraft_engine::literal::{from_json, to_json};
 use updraft_engine::plugins::PluginKind;
 use updraft_proto::core::{LiteralMap, LiteralType};
@@ -107,34 +108,13 @@ fn choose(
     loaded_order: &[String],
     args: &RunArgs,
 ) -> anyhow::Result<String> {
-    if let Some(lp) = &args.launch_plan {
-        if !pkg.launch_plans.contains_key(lp) {
-            bail!(
-                "no launch plan `{lp}`; the files define: {:?}",
-                pkg.launch_plans.keys().collect::<Vec<_>>()
-            );
-        }
-        return Ok(lp.clone());
-    }
-    let wf = match &args.workflow {
-        Some(w) => w.clone(),
-        None => loaded_order
-            .last()
-            .cloned()
-            .context("the files define no workflow")?,
-    };
-    if !pkg.workflows.contains_key(&wf) {
-        bail!(
-            "no workflow `{wf}`; the files define: {:?}",
-            pkg.workflows.keys().collect::<Vec<_>>()
-        );
-    }
-    pkg.launch_plans
-        .iter()
-        .find(|(name, lp)| **name == wf && lp.workflow == wf)
-        .or_else(|| pkg.launch_plans.iter().find(|(_, lp)| lp.workflow == wf))
-        .map(|(n, _)| n.clone())
-        .with_context(|| format!("workflow `{wf}` has no launch plan"))
+    choose_launch_plan(
+        pkg,
+        args.launch_plan.as_deref(),
+        args.workflow.as_deref(),
+        loaded_order.last().map(String::as_str),
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 fn gather_inputs(
@@ -142,7 +122,6 @@ fn gather_inputs(
     lp_name: &str,
     args: &RunArgs,
 ) -> anyhow::Result<LiteralMap> {
-    let lp = &pkg.launch_plans[lp_name];
     let mut given: BTreeMap<String, Value> = BTreeMap::new();
     if let Some(f) = &args.inputs_file {
         let text =
@@ -161,50 +140,13 @@ fn gather_inputs(
         let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
         given.insert(k.to_string(), value);
     }
-    let mut out = lp.defaults.clone();
-    for (k, v) in given {
-        if lp.fixed.contains_key(&k) {
-            bail!("input `{k}` is fixed by launch plan `{lp_name}`");
+    launch_inputs(pkg, lp_name, given).map_err(|e| {
+        if e.starts_with("missing") {
+            anyhow::anyhow!("{e} (give them with --input name=value)")
+        } else {
+            anyhow::anyhow!(e)
         }
-        let t = lp.interface.inputs.get(&k).with_context(|| {
-            format!(
-                "`{k}` is not an input of `{}` (inputs: {:?})",
-                lp.workflow,
-                lp.interface.inputs.keys().collect::<Vec<_>>()
-            )
-        })?;
-        let lit = from_json(&v, t).map_err(|e| anyhow::anyhow!("input `{k}`: {e}"))?;
-        out.insert(k, lit);
-    }
-    out.extend(lp.fixed.clone());
-    let missing: Vec<&String> = lp
-        .required
-        .iter()
-        .filter(|r| !out.contains_key(*r))
-        .collect();
-    if !missing.is_empty() {
-        bail!("missing required input(s) {missing:?} (give them with --input name=value)");
-    }
-    Ok(LiteralMap { literals: out })
-}
-
-/// Every workflow a launch plan's workflow reaches through launch-plan nodes (itself included).
-fn reachable_workflows(pkg: &CompiledPackage, workflow: &str) -> BTreeSet<String> {
-    let mut seen = BTreeSet::new();
-    let mut stack = vec![workflow.to_string()];
-    while let Some(w) = stack.pop() {
-        if !seen.insert(w.clone()) {
-            continue;
-        }
-        for n in pkg.workflows.get(&w).map(|w| &w.nodes[..]).unwrap_or(&[]) {
-            if let NodeKind::LaunchPlan { launch_plan } = &n.kind
-                && let Some(lp) = pkg.launch_plans.get(launch_plan)
-            {
-                stack.push(lp.workflow.clone());
-            }
-        }
-    }
-    seen
+    })
 }
 
 /// Runs the chosen workflow to its end; prints progress to stderr and the outputs as JSON to stdout.
@@ -223,15 +165,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Tasks this runner cannot run are rejected before anything starts (also in the workflows of
     // launch-plan nodes; the tasks of dynamic sub-workflows are known only when they run).
     // Each task once, however many nodes call it.
-    let reachable: BTreeMap<&str, &CompiledTask> = reachable_workflows(&compiled, &workflow)
-        .iter()
-        .flat_map(|w| &compiled.workflows[w].nodes)
-        .filter_map(|n| match &n.kind {
-            NodeKind::Task { task } => compiled.tasks.get(task),
-            _ => None,
-        })
-        .map(|t| (t.name.as_str(), t))
-        .collect();
+    let reachable = reachable_tasks(&compiled, &workflow);
     let not_local: Vec<String> = reachable
         .values()
         .filter(|t| !runs_here(t, args.eks.is_some()))

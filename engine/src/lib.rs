@@ -7,6 +7,7 @@ pub mod compile;
 pub mod error;
 pub mod exec;
 pub mod inspect;
+pub mod launch;
 pub mod literal;
 pub mod package;
 pub mod plugins;

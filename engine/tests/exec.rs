@@ -581,6 +581,38 @@ fn abort_stops_running_work() {
     assert_eq!(d.exec.error().unwrap().message, "user asked");
 }
 
+#[test]
+fn fail_stops_running_work_and_fails_with_the_reason() {
+    let pkg = yaml_pkg(RETRY);
+    let mut d = Driver::new(&pkg, "wf", ExecConfig::new("fl"));
+    d.exec.step(Event::Start {
+        inputs: inputs(&[("x", lit_int(1))]),
+    });
+    let fx = d.exec.step(Event::Fail {
+        code: "PoisonMessage".into(),
+        message: "a message could not be processed".into(),
+    });
+    let aborts = fx
+        .iter()
+        .filter(|e| matches!(e, Effect::AbortTask { .. }))
+        .count();
+    assert_eq!(aborts, 2, "both running attempts are stopped");
+    assert_eq!(d.exec.phase(), ExecPhase::Failed);
+    let err = d.exec.error().unwrap();
+    assert_eq!(
+        (err.code.as_str(), err.kind),
+        ("PoisonMessage", ErrorKind::System)
+    );
+    // Nothing moves a finished execution.
+    assert!(
+        d.exec
+            .step(Event::Abort {
+                reason: "late".into()
+            })
+            .is_empty()
+    );
+}
+
 const GATES: &str = r#"
 version: 1
 image: img:1
@@ -929,9 +961,15 @@ fn restoring_refuses_records_that_do_not_fit() {
             .map(|i| e.node_record(i).unwrap())
             .collect()
     };
+    // A node without a record is as it was made.
+    let fresh = Execution::new(&program, ExecConfig::new("r")).unwrap();
     let mut fewer = nodes(&exec);
-    fewer.pop();
-    let err = Execution::restore(&program, exec.state_record(), fewer).unwrap_err();
+    let last = fewer.pop().unwrap();
+    let back = Execution::restore(&program, exec.state_record(), fewer).unwrap();
+    assert_eq!(back.node_record(last.index), fresh.node_record(last.index));
+    let mut state = exec.state_record();
+    state.nodes += 1;
+    let err = Execution::restore(&program, state, nodes(&exec)).unwrap_err();
     assert!(err.contains("nodes"), "{err}");
     let mut twice = nodes(&exec);
     let last = twice.len() - 1;

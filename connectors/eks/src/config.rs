@@ -39,6 +39,10 @@ pub struct EksConfig {
     pub labels: BTreeMap<String, String>,
     /// Annotations added to every object.
     pub annotations: BTreeMap<String, String>,
+    /// Environment variables of every container (Flyte's `default-env-vars`), where the task sets none of
+    /// the same name: e.g. `FLYTE_AWS_ENDPOINT` for flytekit and `AWS_ENDPOINT_URL` for the copilot when
+    /// data lives in an S3-compatible store.
+    pub env: BTreeMap<String, String>,
     /// Delete an attempt's objects when it finishes (they are always deleted on abort).
     pub delete_on_finish: bool,
     /// The `sparkVersion` of Spark applications.
@@ -64,6 +68,7 @@ impl Default for EksConfig {
             pod_templates: BTreeMap::new(),
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
+            env: BTreeMap::new(),
             delete_on_finish: true,
             spark_version: "3.5.0".into(),
             copilot_image: concat!(

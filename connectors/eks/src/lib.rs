@@ -137,6 +137,69 @@ impl Object {
     }
 }
 
+/// Where an object lives and how the API addresses it: enough to look at or delete it later (a check
+/// message carries these instead of the whole object).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectRef {
+    /// API group; empty for core objects.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
+    /// API version.
+    pub version: String,
+    /// Kind.
+    pub kind: String,
+    /// Plural resource name.
+    pub plural: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl Object {
+    /// Its address.
+    pub fn reference(&self) -> ObjectRef {
+        let m = self.metadata();
+        let (group, version, plural) = match self {
+            Self::Pod(_) => (String::new(), "v1".to_string(), "pods".to_string()),
+            Self::Custom(c) => (c.group.clone(), c.version.clone(), c.plural.clone()),
+        };
+        ObjectRef {
+            group,
+            version,
+            kind: self.kind().into(),
+            plural,
+            namespace: m.namespace.clone().unwrap_or_default(),
+            name: m.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl ObjectRef {
+    /// An object with only this address, which is all [`Cluster::check`] and [`Cluster::delete`] read.
+    pub fn object(&self) -> Object {
+        let metadata = ObjectMeta {
+            name: Some(self.name.clone()),
+            namespace: Some(self.namespace.clone()),
+            ..Default::default()
+        };
+        if self.group.is_empty() && self.kind == "Pod" {
+            return Object::Pod(Box::new(Pod {
+                metadata,
+                ..Default::default()
+            }));
+        }
+        Object::Custom(Box::new(CustomObject {
+            group: self.group.clone(),
+            version: self.version.clone(),
+            kind: self.kind.clone(),
+            plural: self.plural.clone(),
+            metadata,
+            spec: Value::Null,
+        }))
+    }
+}
+
 /// Why a task cannot become Kubernetes objects.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BuildError {

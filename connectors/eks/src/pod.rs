@@ -170,6 +170,20 @@ impl<'a> Base<'a> {
         all.retain(|e| !vars_env.iter().any(|v| v.name == e.name));
         all.extend(vars_env);
         c.env = Some(all);
+        // The deployment's variables, in every container where the task sets none of that name.
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            let mut all = c.env.take().unwrap_or_default();
+            for (k, v) in &config.env {
+                if !all.iter().any(|e| &e.name == k) {
+                    all.push(env(k, v));
+                }
+            }
+            c.env = non_empty(all);
+        }
         if spec.restart_policy.is_none() {
             spec.restart_policy = Some("Never".into());
         }

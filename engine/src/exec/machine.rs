@@ -287,23 +287,38 @@ impl Execution {
                 }
             }
             Event::Abort { reason } => {
-                if self.phase == ExecPhase::Queued {
-                    self.phase = ExecPhase::Running;
-                }
-                let all: Vec<NodeIdx> = (0..self.nodes.len() as NodeIdx).collect();
-                self.abort_nodes(&all, &mut fx);
                 let err = ExecError {
                     node: String::new(),
                     code: "Aborted".into(),
                     message: reason,
                     kind: ErrorKind::User,
                 };
-                self.finish(ExecPhase::Aborted, None, Some(err), &mut fx);
+                self.stop_all(ExecPhase::Aborted, err, &mut fx);
+                return fx;
+            }
+            Event::Fail { code, message } => {
+                let err = ExecError {
+                    node: String::new(),
+                    code,
+                    message,
+                    kind: ErrorKind::System,
+                };
+                self.stop_all(ExecPhase::Failed, err, &mut fx);
                 return fx;
             }
         }
         self.drain(&mut fx, &mut todo);
         fx
+    }
+
+    /// Stops all running work and ends the execution in `phase` with `err`.
+    fn stop_all(&mut self, phase: ExecPhase, err: ExecError, fx: &mut Vec<Effect>) {
+        if self.phase == ExecPhase::Queued {
+            self.phase = ExecPhase::Running;
+        }
+        let all: Vec<NodeIdx> = (0..self.nodes.len() as NodeIdx).collect();
+        self.abort_nodes(&all, fx);
+        self.finish(phase, None, Some(err), fx);
     }
 
     fn drain(&mut self, fx: &mut Vec<Effect>, todo: &mut VecDeque<Todo>) {

@@ -203,6 +203,14 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// Fail the execution for a reason outside the workflow (a message the runtime cannot process):
+    /// running work is stopped as on abort, and the execution ends Failed with a system error.
+    Fail {
+        /// Machine-readable code.
+        code: String,
+        /// What happened.
+        message: String,
+    },
 }
 
 /// Something the runtime must do.

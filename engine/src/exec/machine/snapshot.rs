@@ -178,8 +178,9 @@ impl Execution {
     }
 
     /// Rebuilds an execution of `program` from its records (as [`Execution::state_record`] and
-    /// [`Execution::node_record`] made them). Records of another workflow, or a wrong number of them,
-    /// are refused.
+    /// [`Execution::node_record`] made them). A node without a record has not changed since the execution
+    /// was made (a runtime stores only the records a step changed). Records of another workflow, of an
+    /// unknown node or stored twice are refused.
     pub fn restore(
         program: &Program,
         state: ExecutionState,
@@ -196,12 +197,11 @@ impl Execution {
             ));
         }
         let mut exec = Self::new(program, config)?;
-        if nodes.len() != exec.nodes.len() || state.nodes as usize != exec.nodes.len() {
+        if state.nodes as usize != exec.nodes.len() {
             return Err(format!(
-                "workflow `{}` has {} nodes; the state holds {} of {}",
+                "workflow `{}` has {} nodes; the state is of one with {}",
                 program.workflow,
                 exec.nodes.len(),
-                nodes.len(),
                 state.nodes
             ));
         }
