@@ -1,0 +1,375 @@
+//! Launching an execution: the request, its validation against the registered package, the execution
+//! item and its start message.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use updraft_engine::exec::{ExecConfig, Execution, Program, exec_phase_code};
+use updraft_engine::launch::{choose_launch_plan, launch_inputs, reachable_tasks};
+use updraft_engine::plugins::PluginKind;
+use updraft_engine::{CompiledPackage, Limits, Package};
+use updraft_proto::Message;
+use updraft_proto::updraft::{QueueMessage, StartMessage, queue_message};
+
+use crate::store::ExecutionItem;
+use crate::{Clients, Error, Settings, now_ms};
+
+/// A request to start an execution (JSON): dropped into the bucket under `requests/`, sent to the launch
+/// queue, or given to the launch function directly.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Request {
+    /// Execution name (lowercase letters, digits and `-`, at most 40); requests with the same name start
+    /// one execution. Made up when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The workflow to run (its default launch plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// The launch plan to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_plan: Option<String>,
+    /// The package (its key in the bucket); the one the workflow or launch plan was last registered in
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    /// Inputs as JSON values; launch-plan defaults fill the rest.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, Value>,
+    /// Ignore cached outputs and overwrite them.
+    #[serde(default)]
+    pub overwrite_cache: bool,
+    /// Most task attempts running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallelism: Option<u32>,
+}
+
+/// The key of the package registered under `digest` with the file's extension.
+pub fn package_key(digest: &str, yaml: bool) -> String {
+    format!(
+        "packages/{digest}.{}",
+        if yaml { "yaml" } else { "tgz" }
+    )
+}
+
+/// Reads package bytes stored under `key` (`.yaml`/`.yml`: Updraft YAML; otherwise a flytekit package).
+pub fn decode_package(key: &str, bytes: &[u8]) -> Result<Package, Error> {
+    let problems = |p: updraft_engine::Problems| {
+        Error::Invalid(
+            p.0.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    };
+    if key.ends_with(".yaml") || key.ends_with(".yml") {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| Error::Invalid(format!("{key}: is not UTF-8 text")))?;
+        updraft_engine::yaml::load(key, text).map_err(problems)
+    } else {
+        Package::from_tgz(key, bytes, Limits::default()).map_err(problems)
+    }
+}
+
+/// Compiled packages by key, kept while the function stays warm (packages never change under a key).
+#[derive(Debug, Default)]
+pub struct Packages(Mutex<HashMap<String, Arc<CompiledPackage>>>);
+
+impl Packages {
+    /// The compiled package at `key` in the bucket.
+    pub async fn get(&self, clients: &Clients, key: &str) -> Result<Arc<CompiledPackage>, Error> {
+        if let Some(p) = self.0.lock().ok().and_then(|m| m.get(key).cloned()) {
+            return Ok(p);
+        }
+        let uri = clients.blobs.uri(key);
+        let bytes = clients
+            .blobs
+            .get(&uri)
+            .await?
+            .ok_or_else(|| Error::Invalid(format!("no package at {uri}")))?;
+        let pkg = decode_package(key, &bytes)?;
+        let compiled = Arc::new(updraft_engine::compile(&pkg).map_err(|p| {
+            Error::Invalid(
+                p.0.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?);
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(key.to_string(), compiled.clone());
+        }
+        Ok(compiled)
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// A made-up execution name: `x` and 15 hex digits of a digest of `seed`.
+pub fn made_up_name(seed: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(seed.as_bytes());
+    let hex: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("x{}", &hex[..15])
+}
+
+/// Starts the execution `req` asks for; returns its name. `seed` makes the name of a request that has
+/// none (the same seed, the same name: an S3 object's key and ETag make a dropped request start once).
+/// Everything is checked before anything is made: the package, the launch plan, the inputs, and that
+/// every task can run here.
+pub async fn launch(
+    settings: &Settings,
+    clients: &Clients,
+    packages: &Packages,
+    req: &Request,
+    seed: &str,
+) -> Result<String, Error> {
+    let name = match &req.name {
+        Some(n) if valid_name(n) => n.clone(),
+        Some(n) => {
+            return Err(Error::Invalid(format!(
+                "request: name `{n}`: use 1 to 40 lowercase letters, digits and `-`"
+            )));
+        }
+        None => made_up_name(seed),
+    };
+    let target = req
+        .launch_plan
+        .as_deref()
+        .or(req.workflow.as_deref())
+        .ok_or_else(|| Error::Invalid("request: give `workflow` or `launchPlan`".into()))?;
+    let key = match &req.package {
+        Some(k) => k.clone(),
+        None => clients.store.registered(target).await?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "request: `{target}` is not registered (run `updraft register` first)"
+            ))
+        })?,
+    };
+    let pkg = packages.get(clients, &key).await?;
+    let lp = choose_launch_plan(
+        &pkg,
+        req.launch_plan.as_deref(),
+        req.workflow.as_deref(),
+        None,
+    )
+    .map_err(|e| Error::Invalid(format!("request: {e}")))?;
+    let inputs = launch_inputs(&pkg, &lp, req.inputs.clone())
+        .map_err(|e| Error::Invalid(format!("request: {e}")))?;
+    let workflow = pkg.launch_plans[&lp].workflow.clone();
+    check_tasks(settings, &pkg, &workflow)?;
+    let mut config = ExecConfig::new(&name);
+    config.overwrite_cache = req.overwrite_cache;
+    config.max_parallelism = req.max_parallelism.filter(|m| *m > 0);
+    let program = Program {
+        package: pkg,
+        workflow: workflow.clone(),
+    };
+    let exec = Execution::new(&program, config).map_err(Error::Invalid)?;
+    let now = now_ms();
+    let item = ExecutionItem {
+        name: name.clone(),
+        phase: crate::transition::phase_name(exec_phase_code(exec.phase())).into(),
+        workflow,
+        package: key,
+        state: exec.state_record().encode_to_vec(),
+        inputs: inputs.encode_to_vec(),
+        created: now,
+        ..Default::default()
+    };
+    let created = clients.store.create_execution(&item).await?;
+    // A start message even when the execution already existed: a launch that stopped between the two
+    // is finished by its redelivery, and a second start changes nothing.
+    clients
+        .queue
+        .send(
+            &QueueMessage {
+                execution: name.clone(),
+                kind: Some(queue_message::Kind::Start(StartMessage {})),
+            },
+            Duration::ZERO,
+        )
+        .await?;
+    tracing::info!(execution = %name, created, "launched");
+    Ok(name)
+}
+
+/// Refuses a workflow with tasks this deployment cannot run: native tasks need the cluster settings;
+/// other task types have no connector here yet.
+pub fn check_tasks(settings: &Settings, pkg: &CompiledPackage, workflow: &str) -> Result<(), Error> {
+    let mut bad = Vec::new();
+    for t in reachable_tasks(pkg, workflow).values() {
+        let ok = t.plugin == PluginKind::Echo || (t.plugin.is_native() && settings.eks.is_some());
+        if !ok {
+            bad.push(format!("{} ({})", t.name, t.plugin));
+        }
+    }
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let why = if settings.eks.is_none() {
+        "the stack has no cluster settings (UPDRAFT_EKS), and other task types have no connector yet"
+    } else {
+        "only native (cluster) tasks run on the serverless runtime yet"
+    };
+    Err(Error::Invalid(format!(
+        "request: `{workflow}` has tasks that cannot run here: {}; {why}; nothing was started",
+        bad.join(", ")
+    )))
+}
+
+/// Where a request came from, which decides what happens to a bad one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// An object in a bucket (an S3 event): a bad request's error is written next to it, as
+    /// `<key>.error.txt`, and the event is done with.
+    Object {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// ETag (with the key, names a request that has no name).
+        etag: String,
+    },
+    /// A message or a direct invocation: the error goes back to the sender.
+    Message {
+        /// Message id (names a request that has no name).
+        id: String,
+    },
+}
+
+/// The requests an event holds: S3 event notifications (as SQS delivers them) name objects; any other
+/// body is a request itself. S3's test events hold none.
+pub fn requests_in(body: &str, message_id: &str) -> Result<Vec<(Source, Option<Request>)>, Error> {
+    let v: Value = serde_json::from_str(body)
+        .map_err(|e| Error::Invalid(format!("launch message {message_id}: not JSON: {e}")))?;
+    if v.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
+        return Ok(Vec::new());
+    }
+    if let Some(records) = v.get("Records").and_then(Value::as_array) {
+        let mut out = Vec::new();
+        for r in records {
+            let s3 = &r["s3"];
+            let bucket = s3["bucket"]["name"].as_str().unwrap_or_default();
+            let key = s3["object"]["key"].as_str().unwrap_or_default();
+            if bucket.is_empty() || key.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "launch message {message_id}: an S3 record without bucket or key"
+                )));
+            }
+            out.push((
+                Source::Object {
+                    bucket: bucket.into(),
+                    key: url_decode(key),
+                    etag: s3["object"]["eTag"].as_str().unwrap_or_default().into(),
+                },
+                None,
+            ));
+        }
+        return Ok(out);
+    }
+    let req: Request = serde_json::from_value(v)
+        .map_err(|e| Error::Invalid(format!("launch message {message_id}: {e}")))?;
+    Ok(vec![(
+        Source::Message {
+            id: message_id.into(),
+        },
+        Some(req),
+    )])
+}
+
+/// Decodes an S3 event's object key (`+` for spaces, `%XX` escapes).
+pub fn url_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(h * 16 + l);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Launches the request `source` holds (reading it from the bucket for S3 sources). A bad request from
+/// an object gets its error written to `<key>.error.txt` and counts as handled; other errors are
+/// returned.
+pub async fn launch_from(
+    settings: &Settings,
+    clients: &Clients,
+    packages: &Packages,
+    source: &Source,
+    req: Option<Request>,
+) -> Result<Option<String>, Error> {
+    let (req, seed) = match (source, req) {
+        (_, Some(r)) => {
+            let seed = match source {
+                Source::Message { id } => id.clone(),
+                Source::Object { bucket, key, etag } => format!("{bucket}/{key}/{etag}"),
+            };
+            (r, seed)
+        }
+        (Source::Object { bucket, key, etag }, None) => {
+            if key.ends_with(".error.txt") {
+                return Ok(None);
+            }
+            let uri = format!("s3://{bucket}/{key}");
+            let Some(bytes) = clients.blobs.get(&uri).await? else {
+                return Ok(None);
+            };
+            match serde_json::from_slice::<Request>(&bytes) {
+                Ok(r) => (r, format!("{bucket}/{key}/{etag}")),
+                Err(e) => {
+                    let err = Error::Invalid(format!("{uri}: not a request: {e}"));
+                    report(clients, &uri, &err).await?;
+                    return Ok(None);
+                }
+            }
+        }
+        (Source::Message { id }, None) => {
+            return Err(Error::Invalid(format!("launch message {id}: no request")));
+        }
+    };
+    match launch(settings, clients, packages, &req, &seed).await {
+        Ok(name) => Ok(Some(name)),
+        Err(e @ Error::Invalid(_)) => match source {
+            Source::Object { bucket, key, .. } => {
+                report(clients, &format!("s3://{bucket}/{key}"), &e).await?;
+                Ok(None)
+            }
+            Source::Message { .. } => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+async fn report(clients: &Clients, uri: &str, e: &Error) -> Result<(), Error> {
+    tracing::error!(request = %uri, error = %e, "bad request");
+    clients
+        .blobs
+        .put(&format!("{uri}.error.txt"), format!("{e}\n").into_bytes())
+        .await
+}

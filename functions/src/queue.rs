@@ -1,0 +1,64 @@
+//! The SQS transitions queue: engine events as messages, delayed ones for checks and timers.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use base64::Engine as _;
+use updraft_proto::Message;
+use updraft_proto::updraft::QueueMessage;
+
+use crate::Error;
+
+/// SQS's longest delay.
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
+
+/// A message body: the protobuf, base64 (SQS bodies are text).
+pub fn encode(m: &QueueMessage) -> String {
+    base64::engine::general_purpose::STANDARD.encode(m.encode_to_vec())
+}
+
+/// A message from its body.
+pub fn decode(body: &str) -> Result<QueueMessage, Error> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|e| Error::Invalid(format!("message body is not base64: {e}")))?;
+    QueueMessage::decode(bytes.as_slice())
+        .map_err(|e| Error::Invalid(format!("message body is not a QueueMessage: {e}")))
+}
+
+/// The transitions queue.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    client: Client,
+    url: String,
+    /// Send every message twice (a fault-injection switch: duplicates must change nothing).
+    pub duplicate: bool,
+}
+
+impl Queue {
+    /// The queue at `url`.
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Self {
+            client,
+            url: url.into(),
+            duplicate: false,
+        }
+    }
+
+    /// Sends `m`, delivered after `delay` (at most [`MAX_DELAY`]).
+    pub async fn send(&self, m: &QueueMessage, delay: Duration) -> Result<(), Error> {
+        let body = encode(m);
+        let secs = delay.min(MAX_DELAY).as_secs() as i32;
+        for _ in 0..if self.duplicate { 2 } else { 1 } {
+            self.client
+                .send_message()
+                .queue_url(&self.url)
+                .message_body(&body)
+                .delay_seconds(secs)
+                .send()
+                .await
+                .map_err(|e| Error::aws("SQS SendMessage", e))?;
+        }
+        Ok(())
+    }
+}

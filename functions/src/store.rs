@@ -1,0 +1,450 @@
+//! The DynamoDB store: one table, items keyed by `pk` (partition) and `sk` (sort).
+//!
+//! | item | pk | sk | attributes |
+//! |---|---|---|---|
+//! | execution | `exec#<name>` | `#` | `version`, `phase`, `workflow`, `package`, `state` (ExecutionState), `inputs`, `parent`, `parent_node`, `error`, `created`, `updated`, lease (`lease_owner`, `lease_until`), `ttl` once finished |
+//! | node | `exec#<name>` | `node#<index, 6 digits>` | `state` (NodeState) or `blob` (an S3 key, for records over 350 KB), `version` |
+//! | cache entry | `cache#<key>` | `#` | `outputs` (LiteralMap) |
+//! | registered workflow or launch plan | `reg#<name>` | `#` | `package` (S3 key), `registered` |
+//!
+//! One execution is changed by one transition at a time: a transition takes the execution's lease
+//! (a conditional update), reads its node records (one query), and commits the new state in one
+//! transaction conditional on still holding the lease, writing only the records that changed. Every
+//! commit increments `version`.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+
+use crate::Error;
+
+/// Records over this size go to S3 (DynamoDB items hold at most 400 KB).
+pub const MAX_INLINE_RECORD: usize = 350 * 1024;
+
+/// Most items in one transaction.
+const MAX_TRANSACTION_ITEMS: usize = 100;
+
+/// How long finished executions are kept (DynamoDB TTL).
+pub const RETENTION_SECS: u64 = 30 * 24 * 3600;
+
+/// An execution's item.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecutionItem {
+    /// Execution name.
+    pub name: String,
+    /// Version, incremented by every commit.
+    pub version: u64,
+    /// Phase name (`QUEUED`, `RUNNING`, `SUCCEEDED`, …).
+    pub phase: String,
+    /// Workflow it runs.
+    pub workflow: String,
+    /// S3 key of the package it runs.
+    pub package: String,
+    /// The engine's ExecutionState (protobuf).
+    pub state: Vec<u8>,
+    /// Inputs (LiteralMap, protobuf).
+    pub inputs: Vec<u8>,
+    /// Parent execution and node, for child executions.
+    pub parent: Option<(String, u32)>,
+    /// The error it failed with.
+    pub error: Option<String>,
+    /// Created, milliseconds since the epoch.
+    pub created: i64,
+    /// Last commit, milliseconds since the epoch.
+    pub updated: i64,
+}
+
+/// A node record as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeBytes {
+    /// The NodeState itself.
+    Inline(Vec<u8>),
+    /// Where in the bucket the NodeState lives.
+    Blob(String),
+}
+
+/// What taking an execution's lease found.
+#[derive(Debug)]
+pub enum Lease {
+    /// Taken; the execution as it is.
+    Taken(Box<ExecutionItem>),
+    /// Another transition holds it.
+    Busy,
+    /// No such execution.
+    Missing,
+}
+
+/// The table.
+#[derive(Debug, Clone)]
+pub struct Store {
+    client: Client,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn b(v: &[u8]) -> AttributeValue {
+    AttributeValue::B(Blob::new(v.to_vec()))
+}
+
+fn exec_pk(name: &str) -> String {
+    format!("exec#{name}")
+}
+
+fn node_sk(index: u32) -> String {
+    format!("node#{index:06}")
+}
+
+fn get_s(item: &HashMap<String, AttributeValue>, k: &str) -> Option<String> {
+    item.get(k).and_then(|v| v.as_s().ok()).cloned()
+}
+
+fn get_n(item: &HashMap<String, AttributeValue>, k: &str) -> Option<i64> {
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn get_b(item: &HashMap<String, AttributeValue>, k: &str) -> Option<Vec<u8>> {
+    item.get(k)
+        .and_then(|v| v.as_b().ok())
+        .map(|b| b.as_ref().to_vec())
+}
+
+fn execution_from(item: &HashMap<String, AttributeValue>) -> ExecutionItem {
+    let parent = get_s(item, "parent").map(|p| (p, get_n(item, "parent_node").unwrap_or(0) as u32));
+    ExecutionItem {
+        name: get_s(item, "pk")
+            .and_then(|pk| pk.strip_prefix("exec#").map(str::to_string))
+            .unwrap_or_default(),
+        version: get_n(item, "version").unwrap_or(0) as u64,
+        phase: get_s(item, "phase").unwrap_or_default(),
+        workflow: get_s(item, "workflow").unwrap_or_default(),
+        package: get_s(item, "package").unwrap_or_default(),
+        state: get_b(item, "state").unwrap_or_default(),
+        inputs: get_b(item, "inputs").unwrap_or_default(),
+        parent,
+        error: get_s(item, "error"),
+        created: get_n(item, "created").unwrap_or(0),
+        updated: get_n(item, "updated").unwrap_or(0),
+    }
+}
+
+fn is_conditional_failure<E: std::fmt::Debug>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
+    let text = format!("{e:?}");
+    text.contains("ConditionalCheckFailed")
+}
+
+impl Store {
+    /// The store in `table`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the execution's item unless one of that name exists; true when it was created.
+    pub async fn create_execution(&self, e: &ExecutionItem) -> Result<bool, Error> {
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(exec_pk(&e.name)))
+            .item("sk", s("#"))
+            .item("version", n(0))
+            .item("phase", s(&e.phase))
+            .item("workflow", s(&e.workflow))
+            .item("package", s(&e.package))
+            .item("state", b(&e.state))
+            .item("inputs", b(&e.inputs))
+            .item("created", n(e.created))
+            .item("updated", n(e.created))
+            .condition_expression("attribute_not_exists(pk)");
+        if let Some((p, node)) = &e.parent {
+            req = req.item("parent", s(p)).item("parent_node", n(node));
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(err) if is_conditional_failure(&err) => Ok(false),
+            Err(err) => Err(Error::aws("DynamoDB PutItem (execution)", err)),
+        }
+    }
+
+    /// The execution's item.
+    pub async fn execution(&self, name: &str) -> Result<Option<ExecutionItem>, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(exec_pk(name)))
+            .key("sk", s("#"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::aws("DynamoDB GetItem (execution)", e))?;
+        Ok(out.item.as_ref().map(execution_from))
+    }
+
+    /// Every execution's item (a scan: for listings, not for the hot path).
+    pub async fn executions(&self) -> Result<Vec<ExecutionItem>, Error> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :h AND begins_with(pk, :e)")
+                .expression_attribute_values(":h", s("#"))
+                .expression_attribute_values(":e", s("exec#"))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| Error::aws("DynamoDB Scan (executions)", e))?;
+            out.extend(page.items().iter().map(execution_from));
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Takes the execution's lease for `owner` until `until_ms`, when it is free or has expired.
+    pub async fn lease(&self, name: &str, owner: &str, now_ms: i64, until_ms: i64) -> Result<Lease, Error> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(exec_pk(name)))
+            .key("sk", s("#"))
+            .update_expression("SET lease_owner = :o, lease_until = :u")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(lease_until) OR lease_until < :now)",
+            )
+            .expression_attribute_values(":o", s(owner))
+            .expression_attribute_values(":u", n(until_ms))
+            .expression_attribute_values(":now", n(now_ms))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match res {
+            Ok(out) => Ok(Lease::Taken(Box::new(execution_from(
+                &out.attributes.unwrap_or_default(),
+            )))),
+            Err(err) if is_conditional_failure(&err) => Ok(match self.execution(name).await? {
+                Some(_) => Lease::Busy,
+                None => Lease::Missing,
+            }),
+            Err(err) => Err(Error::aws("DynamoDB UpdateItem (lease)", err)),
+        }
+    }
+
+    /// Gives the lease back without changing anything.
+    pub async fn release(&self, name: &str, owner: &str) -> Result<(), Error> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(exec_pk(name)))
+            .key("sk", s("#"))
+            .update_expression("REMOVE lease_owner, lease_until")
+            .condition_expression("lease_owner = :o")
+            .expression_attribute_values(":o", s(owner))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(err) if is_conditional_failure(&err) => Ok(()),
+            Err(err) => Err(Error::aws("DynamoDB UpdateItem (release)", err)),
+        }
+    }
+
+    /// The execution's node records, by node index.
+    pub async fn nodes(&self, name: &str) -> Result<Vec<(u32, NodeBytes)>, Error> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :p AND begins_with(sk, :n)")
+                .expression_attribute_values(":p", s(exec_pk(name)))
+                .expression_attribute_values(":n", s("node#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| Error::aws("DynamoDB Query (nodes)", e))?;
+            for item in page.items() {
+                let Some(index) = get_s(item, "sk")
+                    .and_then(|sk| sk.strip_prefix("node#").and_then(|i| i.parse().ok()))
+                else {
+                    continue;
+                };
+                let bytes = match (get_b(item, "state"), get_s(item, "blob")) {
+                    (Some(v), _) => NodeBytes::Inline(v),
+                    (None, Some(key)) => NodeBytes::Blob(key),
+                    (None, None) => continue,
+                };
+                out.push((index, bytes));
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Commits a transition: the execution's new state and phase (and, once finished, its TTL and error)
+    /// and the node records that changed, conditional on `owner` still holding the lease, which is given
+    /// back. More changed records than one transaction holds are refused ([`Error::TooLarge`]).
+    pub async fn commit(
+        &self,
+        e: &ExecutionItem,
+        owner: &str,
+        finished: bool,
+        nodes: &[(u32, NodeBytes)],
+        now_ms: i64,
+    ) -> Result<(), Error> {
+        if nodes.len() + 1 > MAX_TRANSACTION_ITEMS {
+            return Err(Error::TooLarge(format!(
+                "one transition changed {} node records; at most {} fit a commit",
+                nodes.len(),
+                MAX_TRANSACTION_ITEMS - 1
+            )));
+        }
+        let pk = exec_pk(&e.name);
+        let mut set = "SET #v = #v + :one, phase = :ph, #st = :s, updated = :now".to_string();
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s("#"))
+            .condition_expression("lease_owner = :o")
+            .expression_attribute_names("#v", "version")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":ph", s(&e.phase))
+            .expression_attribute_values(":s", b(&e.state))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":o", s(owner));
+        if let Some(err) = &e.error {
+            set.push_str(", #er = :er");
+            update = update
+                .expression_attribute_names("#er", "error")
+                .expression_attribute_values(":er", s(err));
+        }
+        if finished {
+            set.push_str(", #ttl = :ttl");
+            update = update
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_values(":ttl", n(now_ms / 1000 + RETENTION_SECS as i64));
+        }
+        let update = update
+            .update_expression(format!("{set} REMOVE lease_owner, lease_until"))
+            .build()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let mut items = vec![TransactWriteItem::builder().update(update).build()];
+        for (index, bytes) in nodes {
+            let mut put = Put::builder()
+                .table_name(&self.table)
+                .item("pk", s(&pk))
+                .item("sk", s(node_sk(*index)))
+                .item("version", n(e.version + 1));
+            put = match bytes {
+                NodeBytes::Inline(v) => put.item("state", b(v)),
+                NodeBytes::Blob(k) => put.item("blob", s(k)),
+            };
+            if finished {
+                put = put.item("ttl", n(now_ms / 1000 + RETENTION_SECS as i64));
+            }
+            let put = put.build().map_err(|e| Error::Invalid(e.to_string()))?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+            .map_err(|err| {
+                if format!("{err:?}").contains("ConditionalCheckFailed") {
+                    Error::LostLease(e.name.clone())
+                } else {
+                    Error::aws("DynamoDB TransactWriteItems (commit)", err)
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Cached outputs under `key`.
+    pub async fn cached(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("cache#{key}")))
+            .key("sk", s("#"))
+            .send()
+            .await
+            .map_err(|e| Error::aws("DynamoDB GetItem (cache)", e))?;
+        Ok(out.item.as_ref().and_then(|i| get_b(i, "outputs")))
+    }
+
+    /// Stores outputs under cache key `key`.
+    pub async fn put_cached(&self, key: &str, outputs: &[u8]) -> Result<(), Error> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("cache#{key}")))
+            .item("sk", s("#"))
+            .item("outputs", b(outputs))
+            .send()
+            .await
+            .map_err(|e| Error::aws("DynamoDB PutItem (cache)", e))?;
+        Ok(())
+    }
+
+    /// Records that workflow or launch plan `name` is in the package at S3 key `package`.
+    pub async fn register(&self, name: &str, package: &str, now_ms: i64) -> Result<(), Error> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("reg#{name}")))
+            .item("sk", s("#"))
+            .item("package", s(package))
+            .item("registered", n(now_ms))
+            .send()
+            .await
+            .map_err(|e| Error::aws("DynamoDB PutItem (registration)", e))?;
+        Ok(())
+    }
+
+    /// The S3 key of the package that holds workflow or launch plan `name`, as last registered.
+    pub async fn registered(&self, name: &str) -> Result<Option<String>, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("reg#{name}")))
+            .key("sk", s("#"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::aws("DynamoDB GetItem (registration)", e))?;
+        Ok(out.item.as_ref().and_then(|i| get_s(i, "package")))
+    }
+}

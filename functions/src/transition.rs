@@ -1,0 +1,798 @@
+//! The transition function: each transitions-queue message becomes an engine event, applied to its
+//! execution under the execution's lease.
+//!
+//! Order of work, which makes every message safe to deliver twice, late or out of order:
+//!
+//! 1. A check of a running task looks at the task first, without the lease; while it runs, the check is
+//!    sent again with a longer delay (1, 1, 2, 2, 4, 4, … seconds up to `max_check_delay`).
+//! 2. The execution's lease is taken (another transition holding it: the message is sent again, 1 s
+//!    later), its records are read and the engine's state restored.
+//! 3. The event is stepped; the effects are carried out at once, each idempotent by its deterministic
+//!    name (objects that exist are kept; inputs are rewritten with the same bytes).
+//! 4. Only then is the new state committed (the records that changed), conditional on the lease. A crash
+//!    before the commit leaves the old state: the redelivered message steps it again, producing the same
+//!    effects, which find their work already done.
+//!
+//! A message that keeps failing is retried by SQS; on its last delivery (`UPDRAFT_MAX_RECEIVES`) its
+//! execution is failed with the reason (running work stopped) before the message goes to the dead-letter
+//! queue.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use updraft_connector_eks::{Cluster, EksConfig, ObjectRef, Paths, build, plan_launch};
+use updraft_engine::CompiledPackage;
+use updraft_engine::compile::NodeKind;
+use updraft_engine::exec::outcome::{OutputFiles, from_output_files};
+use updraft_engine::exec::{
+    Effect, ErrorKind, Event, ExecError, ExecPhase, Execution, Program, TaskStatus, TimerKind,
+    error_from_record, error_record, exec_phase, exec_phase_code,
+};
+use updraft_proto::Message;
+use updraft_proto::core::LiteralMap;
+use updraft_proto::updraft::{
+    AbortMessage, CheckMessage, ChildDoneMessage, ExecutionState, NodeState, QueueMessage,
+    StartMessage, TimerMessage, queue_message::Kind,
+};
+
+use crate::launch::Packages;
+use crate::store::{ExecutionItem, Lease, MAX_INLINE_RECORD, NodeBytes};
+use crate::{Clients, Error, Settings, now_ms};
+
+/// A message as the queue delivered it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// SQS message id (reported back when it failed).
+    pub id: String,
+    /// The body.
+    pub body: String,
+    /// How many times it has been delivered (`ApproximateReceiveCount`).
+    pub receive_count: u32,
+}
+
+/// The stored name of an execution phase.
+pub fn phase_name(code: u32) -> &'static str {
+    match exec_phase(code) {
+        Some(ExecPhase::Queued) => "QUEUED",
+        Some(ExecPhase::Running) => "RUNNING",
+        Some(ExecPhase::Failing) => "FAILING",
+        Some(ExecPhase::Succeeded) => "SUCCEEDED",
+        Some(ExecPhase::Failed) => "FAILED",
+        Some(ExecPhase::Aborted) => "ABORTED",
+        None => "UNKNOWN",
+    }
+}
+
+/// True for the phases of a finished execution.
+pub fn is_final(phase: &str) -> bool {
+    matches!(phase, "SUCCEEDED" | "FAILED" | "ABORTED")
+}
+
+/// The delay before check number `checks` of a running task.
+pub fn check_delay(checks: u32, max: Duration) -> Duration {
+    let secs = 1u64 << (checks / 2).min(10);
+    Duration::from_secs(secs).min(max).max(Duration::from_secs(1))
+}
+
+fn timer_kind(code: u32) -> Option<TimerKind> {
+    match code {
+        1 => Some(TimerKind::Sleep),
+        2 => Some(TimerKind::AttemptTimeout),
+        3 => Some(TimerKind::NodeTimeout),
+        _ => None,
+    }
+}
+
+fn timer_code(kind: TimerKind) -> u32 {
+    match kind {
+        TimerKind::Sleep => 1,
+        TimerKind::AttemptTimeout => 2,
+        TimerKind::NodeTimeout => 3,
+    }
+}
+
+fn failed(code: &str, message: String, kind: ErrorKind, recoverable: bool) -> TaskStatus {
+    TaskStatus::Failed {
+        code: code.into(),
+        message,
+        kind,
+        recoverable,
+    }
+}
+
+fn message(execution: &str, kind: Kind) -> QueueMessage {
+    QueueMessage {
+        execution: execution.into(),
+        kind: Some(kind),
+    }
+}
+
+/// Where an execution's data lives in the bucket.
+pub fn data_prefix(clients: &Clients, execution: &str) -> String {
+    clients.blobs.uri(&format!("executions/{execution}"))
+}
+
+/// The transition function's state (kept while the function stays warm).
+pub struct Transition {
+    settings: Settings,
+    clients: Clients,
+    cluster: Option<(Cluster, EksConfig)>,
+    packages: Packages,
+    owner: String,
+}
+
+/// What one transition did, for callers that wait on it (tests, benchmarks).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Outcome {
+    /// Task attempts started.
+    pub started: Vec<String>,
+}
+
+impl Transition {
+    /// Connects to the cluster the settings name (EKS with the function's identity, or, without a
+    /// cluster in the settings, the kubeconfig at `$KUBECONFIG`).
+    pub async fn new(settings: Settings, clients: Clients) -> Result<Self, Error> {
+        let cluster = match &settings.eks {
+            Some(config) => {
+                let mut c = match &config.cluster {
+                    Some(eks) => Cluster::from_eks(eks, &clients.sdk).await,
+                    None => Cluster::from_kubeconfig(None).await,
+                }
+                .map_err(|e| Error::Setting {
+                    name: "UPDRAFT_EKS".into(),
+                    reason: e.to_string(),
+                })?;
+                c.image_pull_grace = Duration::from_secs(config.image_pull_grace_seconds);
+                Some((c, config.clone()))
+            }
+            None => None,
+        };
+        let owner = format!("{}-{}", std::process::id(), now_ms());
+        Ok(Self {
+            settings,
+            clients,
+            cluster,
+            packages: Packages::default(),
+            owner,
+        })
+    }
+
+    /// The clients.
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    /// Handles a batch; returns the ids of the messages that failed (SQS delivers them again).
+    pub async fn handle(&self, batch: Vec<Received>) -> Vec<String> {
+        let mut failures = Vec::new();
+        for r in batch {
+            let m = match crate::queue::decode(&r.body) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(message_id = %r.id, error = %e, "undecodable message");
+                    failures.push(r.id);
+                    continue;
+                }
+            };
+            if let Err(e) = self.process(&m, r.receive_count).await {
+                tracing::error!(execution = %m.execution, message_id = %r.id, receive_count = r.receive_count, error = %e, "transition failed");
+                if r.receive_count >= self.settings.max_receives
+                    && !matches!(e, Error::LostLease(_))
+                    && let Err(e2) = self.fail_execution(&m, &e).await
+                {
+                    tracing::error!(execution = %m.execution, error = %e2, "could not fail the execution");
+                }
+                failures.push(r.id);
+            }
+        }
+        failures
+    }
+
+    /// Fails the execution of a message that could not be processed.
+    async fn fail_execution(&self, m: &QueueMessage, e: &Error) -> Result<(), Error> {
+        let kind = match &m.kind {
+            Some(Kind::Start(_)) => "start",
+            Some(Kind::Check(_)) => "check",
+            Some(Kind::Timer(_)) => "timer",
+            Some(Kind::Abort(_)) => "abort",
+            Some(Kind::Signal(_)) => "signal",
+            Some(Kind::ChildDone(_)) => "child-done",
+            None => "empty",
+        };
+        let event = Event::Fail {
+            code: "PoisonMessage".into(),
+            message: format!(
+                "a {kind} message could not be processed after {} deliveries and went to the \
+                 dead-letter queue: {e}",
+                self.settings.max_receives
+            ),
+        };
+        self.step(&m.execution, event, 0).await.map(|_| ())
+    }
+
+    /// Handles one message.
+    pub async fn process(&self, m: &QueueMessage, receive_count: u32) -> Result<Outcome, Error> {
+        let exec = m.execution.as_str();
+        let event = match &m.kind {
+            None => return Err(Error::Invalid("message without a kind".into())),
+            Some(Kind::Start(_)) => None,
+            Some(Kind::Check(c)) => {
+                let Some(status) = self.check(exec, c).await? else {
+                    let mut next = c.clone();
+                    next.checks += 1;
+                    let delay = check_delay(next.checks, self.settings.max_check_delay);
+                    self.clients
+                        .queue
+                        .send(&message(exec, Kind::Check(next)), delay)
+                        .await?;
+                    return Ok(Outcome::default());
+                };
+                Some(Event::Task {
+                    node: c.node,
+                    index: c.index,
+                    attempt: c.attempt,
+                    status,
+                })
+            }
+            Some(Kind::Timer(t)) => {
+                let left = t.due_ms - now_ms();
+                if left > 0 {
+                    self.clients
+                        .queue
+                        .send(m, Duration::from_millis(left as u64))
+                        .await?;
+                    return Ok(Outcome::default());
+                }
+                let kind = timer_kind(t.kind)
+                    .ok_or_else(|| Error::Invalid(format!("unknown timer kind {}", t.kind)))?;
+                Some(Event::Timer {
+                    node: t.node,
+                    index: t.index,
+                    attempt: t.attempt,
+                    kind,
+                })
+            }
+            Some(Kind::Abort(a)) => Some(Event::Abort {
+                reason: a.reason.clone(),
+            }),
+            Some(Kind::Signal(s)) => Some(Event::Signal {
+                id: s.id.clone(),
+                value: Box::new(s.value.clone().unwrap_or_default()),
+            }),
+            Some(Kind::ChildDone(c)) => Some(Event::Child {
+                node: c.node,
+                result: match &c.error {
+                    Some(e) => Err(error_from_record(e.clone())),
+                    None => Ok(c.outputs.clone().unwrap_or_default()),
+                },
+            }),
+        };
+        match self.step_or_start(exec, event, receive_count).await {
+            Err(Error::LostLease(_)) | Ok(None) => {
+                // Busy: try again shortly (the original message is done with).
+                self.clients
+                    .queue
+                    .send(m, Duration::from_secs(1))
+                    .await?;
+                Ok(Outcome::default())
+            }
+            Ok(Some(o)) => Ok(o),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn step_or_start(
+        &self,
+        exec: &str,
+        event: Option<Event>,
+        receive_count: u32,
+    ) -> Result<Option<Outcome>, Error> {
+        match event {
+            Some(e) => self.step(exec, e, receive_count).await,
+            // A start: the inputs are the execution item's.
+            None => self.step(exec, Event::Start { inputs: LiteralMap::default() }, receive_count).await,
+        }
+    }
+
+    /// Looks at a task attempt; None while it runs.
+    async fn check(&self, exec: &str, c: &CheckMessage) -> Result<Option<TaskStatus>, Error> {
+        let Some((cluster, config)) = &self.cluster else {
+            return Err(Error::Setting {
+                name: "UPDRAFT_EKS".into(),
+                reason: "a task check arrived but the function has no cluster settings".into(),
+            });
+        };
+        let refs: Vec<ObjectRef> = serde_json::from_str(&c.handle)
+            .map_err(|e| Error::Invalid(format!("check of {}: bad handle: {e}", c.name)))?;
+        let objects: Vec<_> = refs.iter().map(ObjectRef::object).collect();
+        let pending_for = Duration::from_millis((now_ms() - c.started_ms).max(0) as u64);
+        let observed = match cluster.check(&objects, pending_for).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(execution = %exec, attempt_name = %c.name, error = %e, "check failed; looking again later");
+                return Ok(None);
+            }
+        };
+        use updraft_connector_eks::status::Observed;
+        if matches!(observed, Observed::Pending { .. } | Observed::Running) {
+            return Ok(None);
+        }
+        if config.delete_on_finish
+            && let Err(e) = cluster.delete(&objects).await
+        {
+            tracing::warn!(execution = %exec, attempt_name = %c.name, error = %e, "could not delete a finished attempt's objects");
+        }
+        let prefix = c.output_prefix.trim_end_matches('/');
+        let mut files = HashMap::new();
+        for name in ["outputs.pb", "error.pb", "futures.pb"] {
+            if let Some(b) = self.clients.blobs.get(&format!("{prefix}/{name}")).await? {
+                files.insert(name, b);
+            }
+        }
+        let files = OutputFiles::read_with(|n| files.remove(n));
+        let status = from_output_files(&files).unwrap_or(match observed {
+            Observed::Failed {
+                code,
+                message,
+                kind,
+                recoverable,
+            } => failed(&code, message, kind, recoverable),
+            _ => failed(
+                "NoOutputs",
+                "the task finished but wrote neither outputs.pb nor error.pb".into(),
+                ErrorKind::System,
+                true,
+            ),
+        });
+        if let (TaskStatus::Succeeded { outputs, .. }, false) = (&status, c.cache_key.is_empty()) {
+            self.clients
+                .store
+                .put_cached(&c.cache_key, &outputs.encode_to_vec())
+                .await?;
+        }
+        Ok(Some(status))
+    }
+
+    async fn program(&self, item: &ExecutionItem) -> Result<Program, Error> {
+        Ok(Program {
+            package: self.packages.get(&self.clients, &item.package).await?,
+            workflow: item.workflow.clone(),
+        })
+    }
+
+    async fn node_states(&self, exec: &str) -> Result<(Vec<NodeState>, HashMap<u32, Vec<u8>>), Error> {
+        let mut states = Vec::new();
+        let mut loaded = HashMap::new();
+        for (index, bytes) in self.clients.store.nodes(exec).await? {
+            let raw = match bytes {
+                NodeBytes::Inline(v) => v,
+                NodeBytes::Blob(key) => self
+                    .clients
+                    .blobs
+                    .get(&self.clients.blobs.uri(&key))
+                    .await?
+                    .ok_or_else(|| Error::Invalid(format!("node record {key} is missing")))?,
+            };
+            let state = NodeState::decode(raw.as_slice())
+                .map_err(|e| Error::Invalid(format!("node record {index}: {e}")))?;
+            states.push(state);
+            loaded.insert(index, raw);
+        }
+        Ok((states, loaded))
+    }
+
+    /// Applies `event` to execution `exec` under its lease; None when another transition holds it.
+    pub async fn step(
+        &self,
+        exec: &str,
+        event: Event,
+        receive_count: u32,
+    ) -> Result<Option<Outcome>, Error> {
+        let now = now_ms();
+        let until = now + self.settings.lease.as_millis() as i64;
+        let mut item = match self.clients.store.lease(exec, &self.owner, now, until).await? {
+            Lease::Taken(item) => *item,
+            Lease::Busy => return Ok(None),
+            Lease::Missing => return Err(Error::Invalid(format!("no execution `{exec}`"))),
+        };
+        let result = self.step_leased(&mut item, event, receive_count).await;
+        if result.is_err() {
+            let _ = self.clients.store.release(exec, &self.owner).await;
+        }
+        result.map(Some)
+    }
+
+    async fn step_leased(
+        &self,
+        item: &mut ExecutionItem,
+        event: Event,
+        receive_count: u32,
+    ) -> Result<Outcome, Error> {
+        let exec = item.name.clone();
+        if is_final(&item.phase) {
+            self.clients.store.release(&exec, &self.owner).await?;
+            return Ok(Outcome::default());
+        }
+        let program = self.program(item).await?;
+        let state = ExecutionState::decode(item.state.as_slice())
+            .map_err(|e| Error::Invalid(format!("execution {exec}: state: {e}")))?;
+        let overwrite_cache = state.overwrite_cache;
+        let (nodes, loaded) = self.node_states(&exec).await?;
+        let mut engine = Execution::restore(&program, state, nodes)
+            .map_err(|e| Error::Invalid(format!("execution {exec}: {e}")))?;
+        let event = match event {
+            Event::Start { .. } => Event::Start {
+                inputs: LiteralMap::decode(item.inputs.as_slice())
+                    .map_err(|e| Error::Invalid(format!("execution {exec}: inputs: {e}")))?,
+            },
+            e => e,
+        };
+        let mut ctx = Ctx {
+            item: item.clone(),
+            program: &program,
+            overwrite_cache,
+            events: VecDeque::from([event]),
+            outcome: Outcome::default(),
+        };
+        let mut guard = 0;
+        while let Some(ev) = ctx.events.pop_front() {
+            guard += 1;
+            if guard > 100_000 {
+                return Err(Error::Invalid(format!("execution {exec}: runaway transition")));
+            }
+            for e in engine.step(ev) {
+                self.apply(&mut ctx, e).await?;
+            }
+        }
+        if self.settings.fault.as_deref() == Some("crash-before-commit")
+            && receive_count == 1
+            && !ctx.outcome.started.is_empty()
+        {
+            tracing::warn!(execution = %exec, "fault injection: exiting between the effects and the commit");
+            std::process::exit(70);
+        }
+        // Only the records that changed are written (a node with no record is as a new execution has it).
+        let new = Execution::new(&program, updraft_engine::exec::ExecConfig::new(&exec))
+            .map_err(Error::Invalid)?;
+        let mut changed = Vec::new();
+        for i in 0..engine.node_count() as u32 {
+            let Some(rec) = engine.node_record(i) else {
+                continue;
+            };
+            let bytes = rec.encode_to_vec();
+            let fresh = !loaded.contains_key(&i);
+            if loaded.get(&i) == Some(&bytes) || (fresh && Some(&rec) == new.node_record(i).as_ref()) {
+                continue;
+            }
+            let stored = if bytes.len() > MAX_INLINE_RECORD {
+                let key = format!("state/{exec}/node-{i}-v{}.pb", item.version + 1);
+                self.clients
+                    .blobs
+                    .put(&self.clients.blobs.uri(&key), bytes)
+                    .await?;
+                NodeBytes::Blob(key)
+            } else {
+                NodeBytes::Inline(bytes)
+            };
+            changed.push((i, stored));
+        }
+        let mut item = ctx.item;
+        item.state = engine.state_record().encode_to_vec();
+        item.phase = phase_name(exec_phase_code(engine.phase())).into();
+        if let Some(e) = engine.error() {
+            item.error = Some(format!("[{}] {}", e.code, e.message));
+        }
+        let finished = engine.phase().is_terminal();
+        self.clients
+            .store
+            .commit(&item, &self.owner, finished, &changed, now_ms())
+            .await?;
+        Ok(ctx.outcome)
+    }
+
+    async fn apply(&self, ctx: &mut Ctx<'_>, e: Effect) -> Result<(), Error> {
+        let exec = ctx.item.name.clone();
+        match e {
+            Effect::StartTask(t) => {
+                let paths = Paths::under(&data_prefix(&self.clients, &exec), &t);
+                self.clients
+                    .blobs
+                    .put(&paths.input, t.inputs.encode_to_vec())
+                    .await?;
+                if let Some(key) = &t.cache_key
+                    && !ctx.overwrite_cache
+                    && let Some(bytes) = self.clients.store.cached(key).await?
+                {
+                    let outputs = LiteralMap::decode(bytes.as_slice())
+                        .map_err(|e| Error::Invalid(format!("cache entry {key}: {e}")))?;
+                    ctx.events.push_back(Event::Task {
+                        node: t.node,
+                        index: t.index,
+                        attempt: t.attempt,
+                        status: TaskStatus::Succeeded {
+                            outputs,
+                            cached: true,
+                        },
+                    });
+                    return Ok(());
+                }
+                let status = self.start_task(&t, &paths, ctx.program).await;
+                tracing::info!(execution = %exec, node = %t.node_id, attempt = t.attempt, index = ?t.index, attempt_name = %t.name, "task started");
+                match status {
+                    Ok(handle) => {
+                        let check = CheckMessage {
+                            node: t.node,
+                            index: t.index,
+                            attempt: t.attempt,
+                            name: t.name.clone(),
+                            task: t.task.clone(),
+                            handle,
+                            started_ms: now_ms(),
+                            output_prefix: paths.output_prefix.clone(),
+                            cache_key: t.cache_key.clone().unwrap_or_default(),
+                            checks: 0,
+                        };
+                        self.clients
+                            .queue
+                            .send(&message(&exec, Kind::Check(check)), Duration::from_secs(1))
+                            .await?;
+                        ctx.outcome.started.push(t.name);
+                    }
+                    Err(status) => ctx.events.push_back(Event::Task {
+                        node: t.node,
+                        index: t.index,
+                        attempt: t.attempt,
+                        status,
+                    }),
+                }
+            }
+            Effect::AbortTask {
+                node,
+                index,
+                attempt,
+                name,
+            } => self.abort_task(ctx.program, &exec, node, index, attempt, &name).await,
+            Effect::Timer {
+                node,
+                index,
+                attempt,
+                kind,
+                after,
+            } => {
+                let t = TimerMessage {
+                    node,
+                    index,
+                    attempt,
+                    kind: timer_code(kind),
+                    due_ms: now_ms() + after.as_millis() as i64,
+                };
+                self.clients
+                    .queue
+                    .send(&message(&exec, Kind::Timer(t)), after)
+                    .await?;
+            }
+            Effect::StartChild {
+                node,
+                launch_plan,
+                inputs,
+                name,
+            } => {
+                if let Err(err) = self
+                    .start_child(ctx, node, &launch_plan, inputs, &name)
+                    .await?
+                {
+                    ctx.events.push_back(Event::Child {
+                        node,
+                        result: Err(err),
+                    });
+                }
+            }
+            Effect::StartDynamic { node, .. } => {
+                ctx.events.push_back(Event::Child {
+                    node,
+                    result: Err(ExecError {
+                        node: engine_node_id(ctx.program, node),
+                        code: "Unsupported".into(),
+                        message: "dynamic tasks do not run on the serverless runtime yet; run this \
+                                  workflow with `updraft run`"
+                            .into(),
+                        kind: ErrorKind::User,
+                    }),
+                });
+            }
+            Effect::AbortChild { name, .. } => {
+                let abort = AbortMessage {
+                    reason: format!("its parent {exec} stopped it"),
+                };
+                self.clients
+                    .queue
+                    .send(&message(&name, Kind::Abort(abort)), Duration::ZERO)
+                    .await?;
+            }
+            Effect::NodePhase { node, phase } => {
+                tracing::info!(execution = %exec, node = %engine_node_id(ctx.program, node), phase = ?phase, "node phase");
+            }
+            Effect::Finished {
+                phase,
+                outputs,
+                error,
+            } => {
+                if let Some(out) = &outputs {
+                    let uri = format!("{}/outputs.pb", data_prefix(&self.clients, &exec));
+                    self.clients.blobs.put(&uri, out.encode_to_vec()).await?;
+                }
+                tracing::info!(execution = %exec, phase = ?phase, error = ?error.as_ref().map(|e| &e.message), "execution finished");
+                if let Some((parent, node)) = &ctx.item.parent {
+                    let done = ChildDoneMessage {
+                        node: *node,
+                        outputs: outputs.clone(),
+                        error: match (phase, &error) {
+                            (ExecPhase::Succeeded, _) => None,
+                            (_, Some(e)) => Some(error_record(e)),
+                            (_, None) => Some(error_record(&ExecError {
+                                node: String::new(),
+                                code: "ChildFailed".into(),
+                                message: format!("child execution {exec} ended {phase:?}"),
+                                kind: ErrorKind::User,
+                            })),
+                        },
+                    };
+                    self.clients
+                        .queue
+                        .send(&message(parent, Kind::ChildDone(done)), Duration::ZERO)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the attempt's objects; the handle a check needs, or the status the attempt ends with.
+    async fn start_task(
+        &self,
+        t: &updraft_engine::exec::TaskLaunch,
+        paths: &Paths,
+        program: &Program,
+    ) -> Result<String, TaskStatus> {
+        let Some((cluster, config)) = &self.cluster else {
+            return Err(failed(
+                "NoCluster",
+                "the stack has no cluster settings (UPDRAFT_EKS)".into(),
+                ErrorKind::User,
+                false,
+            ));
+        };
+        let Some(task) = program.package.tasks.get(&t.task) else {
+            return Err(failed(
+                "NoTask",
+                format!("no task `{}`", t.task),
+                ErrorKind::User,
+                false,
+            ));
+        };
+        let objects = build(task, t, paths, config)
+            .map_err(|e| failed("BuildError", e.to_string(), ErrorKind::User, false))?;
+        cluster
+            .start(&objects)
+            .await
+            .map_err(|e| failed("Cluster", e.to_string(), ErrorKind::System, true))?;
+        let refs: Vec<ObjectRef> = objects.iter().map(|o| o.reference()).collect();
+        serde_json::to_string(&refs)
+            .map_err(|e| failed("Handle", e.to_string(), ErrorKind::System, true))
+    }
+
+    async fn abort_task(
+        &self,
+        program: &Program,
+        exec: &str,
+        node: u32,
+        index: Option<u32>,
+        attempt: u32,
+        name: &str,
+    ) {
+        let Some((cluster, config)) = &self.cluster else {
+            return;
+        };
+        let Some(task) = task_of(&program.package, &program.workflow, node) else {
+            return;
+        };
+        let mut launch = plan_launch(task, LiteralMap::default(), index);
+        launch.execution = exec.into();
+        launch.node = node;
+        launch.attempt = attempt;
+        launch.name = name.into();
+        let paths = Paths::under("s3://abort/abort", &launch);
+        let objects = match build(task, &launch, &paths, config) {
+            Ok(o) => o,
+            Err(_) => return,
+        };
+        match cluster.delete(&objects).await {
+            Ok(()) => tracing::info!(execution = %exec, attempt_name = %name, "task aborted"),
+            Err(e) => tracing::warn!(execution = %exec, attempt_name = %name, error = %e, "could not delete an aborted attempt's objects"),
+        }
+    }
+
+    /// Starts a launch plan's child execution (idempotent by name); the error that fails the node when
+    /// the launch plan is unknown.
+    async fn start_child(
+        &self,
+        ctx: &Ctx<'_>,
+        node: u32,
+        launch_plan: &str,
+        inputs: LiteralMap,
+        name: &str,
+    ) -> Result<Result<(), ExecError>, Error> {
+        let pkg = &ctx.program.package;
+        let Some(lp) = pkg.launch_plans.get(launch_plan) else {
+            return Ok(Err(ExecError {
+                node: engine_node_id(ctx.program, node),
+                code: "NoLaunchPlan".into(),
+                message: format!("no launch plan `{launch_plan}`"),
+                kind: ErrorKind::User,
+            }));
+        };
+        let mut all = lp.defaults.clone();
+        all.extend(inputs.literals);
+        all.extend(lp.fixed.clone());
+        let program = Program {
+            package: pkg.clone(),
+            workflow: lp.workflow.clone(),
+        };
+        let mut config = updraft_engine::exec::ExecConfig::new(name);
+        config.overwrite_cache = ctx.overwrite_cache;
+        let child = Execution::new(&program, config).map_err(Error::Invalid)?;
+        let item = ExecutionItem {
+            name: name.into(),
+            phase: "QUEUED".into(),
+            workflow: lp.workflow.clone(),
+            package: ctx.item.package.clone(),
+            state: child.state_record().encode_to_vec(),
+            inputs: LiteralMap { literals: all }.encode_to_vec(),
+            parent: Some((ctx.item.name.clone(), node)),
+            created: now_ms(),
+            ..Default::default()
+        };
+        self.clients.store.create_execution(&item).await?;
+        self.clients
+            .queue
+            .send(&message(name, Kind::Start(StartMessage {})), Duration::ZERO)
+            .await?;
+        Ok(Ok(()))
+    }
+}
+
+/// What a transition carries while it applies effects.
+struct Ctx<'a> {
+    item: ExecutionItem,
+    program: &'a Program,
+    overwrite_cache: bool,
+    events: VecDeque<Event>,
+    outcome: Outcome,
+}
+
+fn engine_node_id(program: &Program, node: u32) -> String {
+    program
+        .package
+        .workflows
+        .get(&program.workflow)
+        .and_then(|w| w.nodes.get(node as usize))
+        .map(|n| n.id.clone())
+        .unwrap_or_default()
+}
+
+fn task_of<'a>(
+    pkg: &'a Arc<CompiledPackage>,
+    workflow: &str,
+    node: u32,
+) -> Option<&'a updraft_engine::compile::CompiledTask> {
+    let wf = pkg.workflows.get(workflow)?;
+    let mut kind = &wf.nodes.get(node as usize)?.kind;
+    if let NodeKind::Array { sub, .. } = kind {
+        kind = &wf.nodes.get(*sub as usize)?.kind;
+    }
+    match kind {
+        NodeKind::Task { task } => pkg.tasks.get(task),
+        _ => None,
+    }
+}
