@@ -42,7 +42,14 @@ impl Blobs {
     /// The object at `uri`, or None when there is none.
     pub async fn get(&self, uri: &str) -> Result<Option<Vec<u8>>, Error> {
         let (bucket, key) = parse_uri(uri)?;
-        match self.client.get_object().bucket(bucket).key(key).send().await {
+        match self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => {
                 let data = out
                     .body

@@ -49,10 +49,7 @@ pub struct Request {
 
 /// The key of the package registered under `digest` with the file's extension.
 pub fn package_key(digest: &str, yaml: bool) -> String {
-    format!(
-        "packages/{digest}.{}",
-        if yaml { "yaml" } else { "tgz" }
-    )
+    format!("packages/{digest}.{}", if yaml { "yaml" } else { "tgz" })
 }
 
 /// Reads package bytes stored under `key` (`.yaml`/`.yml`: Updraft YAML; otherwise a flytekit package).
@@ -207,7 +204,11 @@ pub async fn launch(
 
 /// Refuses a workflow with tasks this deployment cannot run: native tasks need the cluster settings;
 /// other task types have no connector here yet.
-pub fn check_tasks(settings: &Settings, pkg: &CompiledPackage, workflow: &str) -> Result<(), Error> {
+pub fn check_tasks(
+    settings: &Settings,
+    pkg: &CompiledPackage,
+    workflow: &str,
+) -> Result<(), Error> {
     let mut bad = Vec::new();
     for t in reachable_tasks(pkg, workflow).values() {
         let ok = t.plugin == PluginKind::Echo || (t.plugin.is_native() && settings.eks.is_some());

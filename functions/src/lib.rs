@@ -35,6 +35,9 @@ pub enum Error {
     /// More than one commit holds.
     #[error("{0}")]
     TooLarge(String),
+    /// A fault injected for a test (`UPDRAFT_FAULT=drop-before-commit`).
+    #[error("execution {0}: fault injected before the commit")]
+    Injected(String),
     /// A setting is missing or wrong.
     #[error("setting {name}: {reason}")]
     Setting {
@@ -79,8 +82,9 @@ pub struct Settings {
     /// process it fails its execution before it goes to the dead-letter queue (default 5).
     pub max_receives: u32,
     /// `UPDRAFT_FAULT`: fault injection for tests: `crash-before-commit` (exit after a transition's
-    /// effects, before its commit, on each message's first delivery) or `duplicate` (send every message
-    /// twice).
+    /// effects, before its commit, on the first delivery of each message that started a task),
+    /// `drop-before-commit` (the same without exiting: the transition fails, nothing is committed and
+    /// the lease is left to expire, as after a crash) or `duplicate` (send every message twice).
     pub fault: Option<String>,
 }
 
@@ -113,13 +117,17 @@ impl Settings {
             }
             _ => None,
         };
-        let fault = std::env::var("UPDRAFT_FAULT").ok().filter(|f| !f.is_empty());
+        let fault = std::env::var("UPDRAFT_FAULT")
+            .ok()
+            .filter(|f| !f.is_empty());
         if let Some(f) = &fault
-            && !["crash-before-commit", "duplicate"].contains(&f.as_str())
+            && !["crash-before-commit", "drop-before-commit", "duplicate"].contains(&f.as_str())
         {
             return Err(Error::Setting {
                 name: "UPDRAFT_FAULT".into(),
-                reason: format!("`{f}` is none of crash-before-commit, duplicate"),
+                reason: format!(
+                    "`{f}` is none of crash-before-commit, drop-before-commit, duplicate"
+                ),
             });
         }
         Ok(Self {
@@ -152,10 +160,16 @@ impl Clients {
     /// Clients for `settings`.
     pub async fn new(settings: &Settings) -> Self {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::with_sdk(settings, sdk)
+    }
+
+    /// Clients for `settings` from a loaded SDK configuration.
+    pub fn with_sdk(settings: &Settings, sdk: aws_config::SdkConfig) -> Self {
         let s3 = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(true)
             .build();
-        let mut queue = queue::Queue::new(aws_sdk_sqs::Client::new(&sdk), &settings.transitions_url);
+        let mut queue =
+            queue::Queue::new(aws_sdk_sqs::Client::new(&sdk), &settings.transitions_url);
         queue.duplicate = settings.fault.as_deref() == Some("duplicate");
         Self {
             store: store::Store::new(aws_sdk_dynamodb::Client::new(&sdk), &settings.table),

@@ -224,7 +224,13 @@ impl Store {
     }
 
     /// Takes the execution's lease for `owner` until `until_ms`, when it is free or has expired.
-    pub async fn lease(&self, name: &str, owner: &str, now_ms: i64, until_ms: i64) -> Result<Lease, Error> {
+    pub async fn lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Lease, Error> {
         let res = self
             .client
             .update_item()

@@ -72,7 +72,9 @@ pub fn is_final(phase: &str) -> bool {
 /// The delay before check number `checks` of a running task.
 pub fn check_delay(checks: u32, max: Duration) -> Duration {
     let secs = 1u64 << (checks / 2).min(10);
-    Duration::from_secs(secs).min(max).max(Duration::from_secs(1))
+    Duration::from_secs(secs)
+        .min(max)
+        .max(Duration::from_secs(1))
 }
 
 fn timer_kind(code: u32) -> Option<TimerKind> {
@@ -148,14 +150,23 @@ impl Transition {
             }
             None => None,
         };
+        Ok(Self::with_cluster(settings, clients, cluster))
+    }
+
+    /// With a cluster already connected (and its settings), or none.
+    pub fn with_cluster(
+        settings: Settings,
+        clients: Clients,
+        cluster: Option<(Cluster, EksConfig)>,
+    ) -> Self {
         let owner = format!("{}-{}", std::process::id(), now_ms());
-        Ok(Self {
+        Self {
             settings,
             clients,
             cluster,
             packages: Packages::default(),
             owner,
-        })
+        }
     }
 
     /// The clients.
@@ -271,10 +282,7 @@ impl Transition {
         match self.step_or_start(exec, event, receive_count).await {
             Err(Error::LostLease(_)) | Ok(None) => {
                 // Busy: try again shortly (the original message is done with).
-                self.clients
-                    .queue
-                    .send(m, Duration::from_secs(1))
-                    .await?;
+                self.clients.queue.send(m, Duration::from_secs(1)).await?;
                 Ok(Outcome::default())
             }
             Ok(Some(o)) => Ok(o),
@@ -291,7 +299,16 @@ impl Transition {
         match event {
             Some(e) => self.step(exec, e, receive_count).await,
             // A start: the inputs are the execution item's.
-            None => self.step(exec, Event::Start { inputs: LiteralMap::default() }, receive_count).await,
+            None => {
+                self.step(
+                    exec,
+                    Event::Start {
+                        inputs: LiteralMap::default(),
+                    },
+                    receive_count,
+                )
+                .await
+            }
         }
     }
 
@@ -361,7 +378,10 @@ impl Transition {
         })
     }
 
-    async fn node_states(&self, exec: &str) -> Result<(Vec<NodeState>, HashMap<u32, Vec<u8>>), Error> {
+    async fn node_states(
+        &self,
+        exec: &str,
+    ) -> Result<(Vec<NodeState>, HashMap<u32, Vec<u8>>), Error> {
         let mut states = Vec::new();
         let mut loaded = HashMap::new();
         for (index, bytes) in self.clients.store.nodes(exec).await? {
@@ -391,13 +411,21 @@ impl Transition {
     ) -> Result<Option<Outcome>, Error> {
         let now = now_ms();
         let until = now + self.settings.lease.as_millis() as i64;
-        let mut item = match self.clients.store.lease(exec, &self.owner, now, until).await? {
+        let mut item = match self
+            .clients
+            .store
+            .lease(exec, &self.owner, now, until)
+            .await?
+        {
             Lease::Taken(item) => *item,
             Lease::Busy => return Ok(None),
             Lease::Missing => return Err(Error::Invalid(format!("no execution `{exec}`"))),
         };
         let result = self.step_leased(&mut item, event, receive_count).await;
-        if result.is_err() {
+        if result
+            .as_ref()
+            .is_err_and(|e| !matches!(e, Error::Injected(_)))
+        {
             let _ = self.clients.store.release(exec, &self.owner).await;
         }
         result.map(Some)
@@ -439,18 +467,26 @@ impl Transition {
         while let Some(ev) = ctx.events.pop_front() {
             guard += 1;
             if guard > 100_000 {
-                return Err(Error::Invalid(format!("execution {exec}: runaway transition")));
+                return Err(Error::Invalid(format!(
+                    "execution {exec}: runaway transition"
+                )));
             }
             for e in engine.step(ev) {
                 self.apply(&mut ctx, e).await?;
             }
         }
-        if self.settings.fault.as_deref() == Some("crash-before-commit")
-            && receive_count == 1
-            && !ctx.outcome.started.is_empty()
-        {
-            tracing::warn!(execution = %exec, "fault injection: exiting between the effects and the commit");
-            std::process::exit(70);
+        if receive_count == 1 && !ctx.outcome.started.is_empty() {
+            match self.settings.fault.as_deref() {
+                Some("crash-before-commit") => {
+                    tracing::warn!(execution = %exec, "fault injection: exiting between the effects and the commit");
+                    std::process::exit(70);
+                }
+                Some("drop-before-commit") => {
+                    // As a crash: nothing committed, the lease left to expire.
+                    return Err(Error::Injected(exec));
+                }
+                _ => {}
+            }
         }
         // Only the records that changed are written (a node with no record is as a new execution has it).
         let new = Execution::new(&program, updraft_engine::exec::ExecConfig::new(&exec))
@@ -462,7 +498,9 @@ impl Transition {
             };
             let bytes = rec.encode_to_vec();
             let fresh = !loaded.contains_key(&i);
-            if loaded.get(&i) == Some(&bytes) || (fresh && Some(&rec) == new.node_record(i).as_ref()) {
+            if loaded.get(&i) == Some(&bytes)
+                || (fresh && Some(&rec) == new.node_record(i).as_ref())
+            {
                 continue;
             }
             let stored = if bytes.len() > MAX_INLINE_RECORD {
@@ -552,7 +590,10 @@ impl Transition {
                 index,
                 attempt,
                 name,
-            } => self.abort_task(ctx.program, &exec, node, index, attempt, &name).await,
+            } => {
+                self.abort_task(ctx.program, &exec, node, index, attempt, &name)
+                    .await
+            }
             Effect::Timer {
                 node,
                 index,
@@ -594,9 +635,10 @@ impl Transition {
                     result: Err(ExecError {
                         node: engine_node_id(ctx.program, node),
                         code: "Unsupported".into(),
-                        message: "dynamic tasks do not run on the serverless runtime yet; run this \
+                        message:
+                            "dynamic tasks do not run on the serverless runtime yet; run this \
                                   workflow with `updraft run`"
-                            .into(),
+                                .into(),
                         kind: ErrorKind::User,
                     }),
                 });
@@ -709,7 +751,9 @@ impl Transition {
         };
         match cluster.delete(&objects).await {
             Ok(()) => tracing::info!(execution = %exec, attempt_name = %name, "task aborted"),
-            Err(e) => tracing::warn!(execution = %exec, attempt_name = %name, error = %e, "could not delete an aborted attempt's objects"),
+            Err(e) => {
+                tracing::warn!(execution = %exec, attempt_name = %name, error = %e, "could not delete an aborted attempt's objects")
+            }
         }
     }
 

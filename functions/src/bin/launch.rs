@@ -15,12 +15,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let (settings, clients, packages) = (&settings, &clients, &packages);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let payload = event.payload;
-        let Some(records) = payload.get("Records").and_then(Value::as_array).filter(|r| {
-            r.first()
-                .and_then(|r| r.get("eventSource"))
-                .and_then(Value::as_str)
-                == Some("aws:sqs")
-        }) else {
+        let Some(records) = payload
+            .get("Records")
+            .and_then(Value::as_array)
+            .filter(|r| {
+                r.first()
+                    .and_then(|r| r.get("eventSource"))
+                    .and_then(Value::as_str)
+                    == Some("aws:sqs")
+            })
+        else {
             // A direct invocation: the request itself; the answer names the execution.
             let req: Request = serde_json::from_value(payload)
                 .map_err(|e| Error::Invalid(format!("request: {e}")))?;
@@ -38,7 +42,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 Ok(found) => {
                     let mut result = Ok(());
                     for (source, req) in found {
-                        if let Err(e) = launch_from(settings, clients, packages, &source, req).await {
+                        if let Err(e) = launch_from(settings, clients, packages, &source, req).await
+                        {
                             result = Err(e);
                         }
                     }

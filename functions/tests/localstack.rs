@@ -1,0 +1,591 @@
+//! The serverless runtime's logic against real AWS services (LocalStack: DynamoDB, SQS, S3): requests
+//! launched, the transitions queue drained by the transition logic, native tasks on the Kubernetes API
+//! test server (whose kubelet runs the real `pyflyte-execute`, reading and writing S3 in LocalStack).
+//!
+//! Needs `UPDRAFT_TEST_LOCALSTACK` (LocalStack's endpoint; `scripts/test` starts it with
+//! `localstack/up`) and `UPDRAFT_TEST_PYTHON` (the flytekit environment).
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use updraft_connector_eks::{Cluster, EksConfig};
+use updraft_functions::launch::{Packages, Request, launch};
+use updraft_functions::transition::{Received, Transition, is_final};
+use updraft_functions::{Clients, Settings};
+use updraft_proto::Message;
+use updraft_test_kube::{Node, Server};
+
+fn endpoint() -> String {
+    std::env::var("UPDRAFT_TEST_LOCALSTACK").unwrap_or_else(|_| {
+        panic!(
+            "UPDRAFT_TEST_LOCALSTACK is not set: run the tests with `bash scripts/test`, which starts \
+             LocalStack (localstack/up) and passes its endpoint"
+        )
+    })
+}
+
+fn python() -> String {
+    std::env::var("UPDRAFT_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("UPDRAFT_TEST_PYTHON is not set: run the tests with `bash scripts/test`")
+    })
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .load()
+        .await
+}
+
+/// A stack's resources made for one test: table, bucket, transitions queue; a Kubernetes test server
+/// whose node has the flytekit environment.
+struct Stack {
+    settings: Settings,
+    clients: Clients,
+    sqs: aws_sdk_sqs::Client,
+    server: Server,
+    work: PathBuf,
+    eks: EksConfig,
+}
+
+impl Stack {
+    async fn new(tag: &str) -> Self {
+        let ep = endpoint();
+        let sdk = sdk(&ep).await;
+        let id = format!(
+            "{tag}-{}-{}",
+            std::process::id(),
+            updraft_functions::now_ms() % 100_000
+        );
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        let key = |n: &str, t| {
+            KeySchemaElement::builder()
+                .attribute_name(n)
+                .key_type(t)
+                .build()
+                .unwrap()
+        };
+        let attr = |n: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(n)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap()
+        };
+        ddb.create_table()
+            .table_name(&id)
+            .key_schema(key("pk", KeyType::Hash))
+            .key_schema(key("sk", KeyType::Range))
+            .attribute_definitions(attr("pk"))
+            .attribute_definitions(attr("sk"))
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("LocalStack at {ep}: cannot create a table: {e:?}"));
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        );
+        s3.create_bucket().bucket(&id).send().await.unwrap();
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let url = sqs
+            .create_queue()
+            .queue_name(&id)
+            // Short, so messages of a transition that failed come back soon.
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+                "2",
+            )
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let settings = Settings {
+            table: id.clone(),
+            bucket: id.clone(),
+            transitions_url: url,
+            eks: None,
+            max_check_delay: Duration::from_secs(2),
+            lease: Duration::from_secs(30),
+            max_receives: 3,
+            fault: None,
+        };
+        let clients = Clients::with_sdk(&settings, sdk);
+        let work = std::env::temp_dir().join(format!("updraft-fn-test-{id}"));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).unwrap();
+        let python = python();
+        let venv_bin = Path::new(&python).parent().unwrap().to_path_buf();
+        let venv = venv_bin.parent().unwrap().to_path_buf();
+        let mut dirs = vec![venv_bin, updraft_test_kube::programs_dir("updraft-copilot")];
+        dirs.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        let node = Node {
+            env: vec![
+                (
+                    "PATH".into(),
+                    std::env::join_paths(dirs)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                ),
+                (
+                    "PYTHONPATH".into(),
+                    root()
+                        .join("tests/fixtures/flytekit/src")
+                        .display()
+                        .to_string(),
+                ),
+            ],
+            mounts: vec![(venv, "/opt/venv".into())],
+        };
+        let server = Server::start_node(0, work.join("kubelet"), node).unwrap();
+        server.write_kubeconfig(&work.join("kubeconfig")).unwrap();
+        // The deployment's variables reach every container: flytekit and the copilot find S3 there.
+        let eks: EksConfig = serde_json::from_value(serde_json::json!({
+            "namespace": "flyte",
+            "env": {
+                "FLYTE_AWS_ENDPOINT": ep,
+                "FLYTE_AWS_ACCESS_KEY_ID": "test",
+                "FLYTE_AWS_SECRET_ACCESS_KEY": "test",
+                "AWS_ENDPOINT_URL": ep,
+                "AWS_ACCESS_KEY_ID": "test",
+                "AWS_SECRET_ACCESS_KEY": "test",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+        }))
+        .unwrap();
+        Self {
+            settings,
+            clients,
+            sqs,
+            server,
+            work,
+            eks,
+        }
+    }
+
+    async fn transition(&self) -> Transition {
+        let cluster = Cluster::from_kubeconfig(Some(&self.work.join("kubeconfig")))
+            .await
+            .unwrap();
+        let mut settings = self.settings.clone();
+        settings.eks = Some(self.eks.clone());
+        let mut clients = self.clients.clone();
+        clients.queue.duplicate = settings.fault.as_deref() == Some("duplicate");
+        Transition::with_cluster(settings, clients, Some((cluster, self.eks.clone())))
+    }
+
+    /// Pods that ran (each left its log), by name.
+    fn pods_ran(&self) -> std::collections::BTreeSet<String> {
+        let store = self.server.store.lock().unwrap();
+        store.logs.keys().map(|(k, _)| k.name.clone()).collect()
+    }
+
+    /// Stores a package and registers its workflows and launch plans by name.
+    async fn register(&self, file: &str) -> String {
+        let bytes = std::fs::read(root().join(file)).unwrap();
+        let key = format!(
+            "packages/{}",
+            Path::new(file).file_name().unwrap().to_str().unwrap()
+        );
+        self.clients
+            .blobs
+            .put(&self.clients.blobs.uri(&key), bytes.clone())
+            .await
+            .unwrap();
+        let pkg = updraft_functions::launch::decode_package(&key, &bytes).unwrap();
+        let compiled = updraft_engine::compile(&pkg).unwrap();
+        for name in compiled
+            .workflows
+            .keys()
+            .chain(compiled.launch_plans.keys())
+        {
+            self.clients.store.register(name, &key, 0).await.unwrap();
+        }
+        key
+    }
+
+    /// Drains the transitions queue through `t` until execution `name` ends (or `limit` passes);
+    /// returns its phase and how many deliveries failed.
+    async fn drive_counting(&self, t: &Transition, name: &str, limit: Duration) -> (String, usize) {
+        let start = Instant::now();
+        let mut failures = 0;
+        loop {
+            let item = self.clients.store.execution(name).await.unwrap().unwrap();
+            if is_final(&item.phase) {
+                return (item.phase, failures);
+            }
+            assert!(
+                start.elapsed() < limit,
+                "execution {name} still {} after {limit:?}",
+                item.phase
+            );
+            failures += self.drive_once(t).await;
+        }
+    }
+
+    /// Receives one batch from the transitions queue and hands it to `t`; deletes what it handled and
+    /// returns how many deliveries failed.
+    async fn drive_once(&self, t: &Transition) -> usize {
+        let got = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.settings.transitions_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+            )
+            .send()
+            .await
+            .unwrap();
+        let msgs = got.messages.unwrap_or_default();
+        let batch: Vec<Received> = msgs
+            .iter()
+            .map(|m| Received {
+                id: m.message_id.clone().unwrap_or_default(),
+                body: m.body.clone().unwrap_or_default(),
+                receive_count: m
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| {
+                        a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+                    })
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1),
+            })
+            .collect();
+        let failed = t.handle(batch).await;
+        for m in &msgs {
+            if !failed.contains(m.message_id.as_ref().unwrap()) {
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.settings.transitions_url)
+                    .receipt_handle(m.receipt_handle.clone().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        failed.len()
+    }
+
+    /// [`Self::drive_counting`]'s phase.
+    async fn drive(&self, t: &Transition, name: &str, limit: Duration) -> String {
+        self.drive_counting(t, name, limit).await.0
+    }
+
+    /// The execution's outputs as JSON.
+    async fn outputs(&self, name: &str) -> serde_json::Value {
+        let uri = self
+            .clients
+            .blobs
+            .uri(&format!("executions/{name}/outputs.pb"));
+        let bytes = self.clients.blobs.get(&uri).await.unwrap().unwrap();
+        let map = updraft_proto::core::LiteralMap::decode(bytes.as_slice()).unwrap();
+        serde_json::Value::Object(
+            map.literals
+                .iter()
+                .map(|(k, v)| (k.clone(), updraft_engine::literal::to_json(v)))
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.server.stop();
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+fn request(workflow: &str, name: &str, inputs: serde_json::Value) -> Request {
+    Request {
+        name: Some(name.into()),
+        workflow: Some(workflow.into()),
+        inputs: serde_json::from_value(inputs).unwrap(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flytekit_workflows_run_through_the_queue() {
+    let stack = Stack::new("flow").await;
+    stack.register("tests/fixtures/flytekit/branches.tgz").await;
+    stack.register("tests/fixtures/flytekit/maps.tgz").await;
+    let t = stack.transition().await;
+    let mut settings = stack.settings.clone();
+    settings.eks = Some(stack.eks.clone());
+    let packages = Packages::default();
+    // A branch between real tasks.
+    let req = request(
+        "fixtures.branches.branch_wf",
+        "br",
+        serde_json::json!({"x": 3}),
+    );
+    let name = launch(&settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    assert_eq!(name, "br");
+    let phase = stack.drive(&t, "br", Duration::from_secs(120)).await;
+    assert_eq!(phase, "SUCCEEDED");
+    assert_eq!(
+        stack.outputs("br").await,
+        serde_json::json!({"o0": "10->6"})
+    );
+    // A flytekit map task: one pod per element; the failing element none, within min_success_ratio.
+    let req = request("fixtures.maps.maps_wf", "mp", serde_json::json!({}));
+    launch(&settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    let phase = stack.drive(&t, "mp", Duration::from_secs(180)).await;
+    assert_eq!(phase, "SUCCEEDED");
+    let out = stack.outputs("mp").await;
+    assert_eq!(out["o0"], serde_json::json!([1, 4, 9, 16, 25]));
+    assert_eq!(out["o2"], serde_json::json!([101, 102, null, 104, 105]));
+    assert_eq!(out["o3"], serde_json::json!(55));
+    // Launching the same name again starts nothing new.
+    launch(&settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    let phase = stack.drive(&t, "mp", Duration::from_secs(10)).await;
+    assert_eq!(phase, "SUCCEEDED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_and_crashes_change_nothing() {
+    let mut stack = Stack::new("faults").await;
+    stack.register("tests/fixtures/flytekit/branches.tgz").await;
+    stack.settings.lease = Duration::from_secs(2);
+    let mut settings = stack.settings.clone();
+    settings.eks = Some(stack.eks.clone());
+    let packages = Packages::default();
+    // Every message sent twice.
+    stack.settings.fault = Some("duplicate".into());
+    let t = stack.transition().await;
+    let req = request(
+        "fixtures.branches.branch_wf",
+        "dup",
+        serde_json::json!({"x": 12}),
+    );
+    launch(&settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    // The launch itself delivered twice.
+    launch(&settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    assert_eq!(
+        stack.drive(&t, "dup", Duration::from_secs(120)).await,
+        "SUCCEEDED"
+    );
+    assert_eq!(
+        stack.outputs("dup").await,
+        serde_json::json!({"o0": "10->400"})
+    );
+    let dup_pods = stack.pods_ran();
+    assert_eq!(dup_pods.len(), 3, "each task attempt once: {dup_pods:?}");
+    // Every transition that started a task stops between its effects and its commit on the first
+    // delivery; the redelivered message, after the lease expired, steps the old state again.
+    stack.settings.fault = Some("drop-before-commit".into());
+    let t = stack.transition().await;
+    let req = request(
+        "fixtures.branches.branch_wf",
+        "crash",
+        serde_json::json!({"x": -5}),
+    );
+    launch(&settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    let (phase, failures) = stack
+        .drive_counting(&t, "crash", Duration::from_secs(180))
+        .await;
+    assert_eq!(phase, "SUCCEEDED");
+    assert!(
+        failures >= 3,
+        "a fault before each task's commit: {failures}"
+    );
+    assert_eq!(
+        stack.outputs("crash").await,
+        serde_json::json!({"o0": "10->5"})
+    );
+    let crash_pods: Vec<String> = stack
+        .pods_ran()
+        .into_iter()
+        .filter(|p| p.starts_with("crash-"))
+        .collect();
+    assert_eq!(
+        crash_pods.len(),
+        3,
+        "each task attempt once: {crash_pods:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_fail_their_execution_and_aborts_stop_work() {
+    let mut stack = Stack::new("poison").await;
+    stack.register("tests/fixtures/flytekit/failures.tgz").await;
+    // A dead-letter queue behind the transitions queue, after max_receives deliveries.
+    let dlq = stack
+        .sqs
+        .create_queue()
+        .queue_name(format!("{}-dlq", stack.settings.table))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let dlq_arn = stack
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    stack
+        .sqs
+        .set_queue_attributes()
+        .queue_url(&stack.settings.transitions_url)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": stack.settings.max_receives}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    stack.settings.lease = Duration::from_secs(2);
+    let mut settings = stack.settings.clone();
+    settings.eks = Some(stack.eks.clone());
+    let packages = Packages::default();
+    let t = stack.transition().await;
+    // A long task, then a check message that can never be processed.
+    let req = request("fixtures.failures.slow_wf", "bad", serde_json::json!({}));
+    launch(&settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    let poison = updraft_proto::updraft::QueueMessage {
+        execution: "bad".into(),
+        kind: Some(updraft_proto::updraft::queue_message::Kind::Check(
+            updraft_proto::updraft::CheckMessage {
+                name: "bad-n0-0".into(),
+                handle: "not json".into(),
+                ..Default::default()
+            },
+        )),
+    };
+    stack
+        .clients
+        .queue
+        .send(&poison, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        stack.drive(&t, "bad", Duration::from_secs(60)).await,
+        "FAILED"
+    );
+    let item = stack.clients.store.execution("bad").await.unwrap().unwrap();
+    let error = item.error.unwrap();
+    assert!(
+        error.contains("PoisonMessage") && error.contains("bad handle"),
+        "{error}"
+    );
+    // The message itself is in the dead-letter queue (SQS moves it on its next receive).
+    let mut dead = 0;
+    for _ in 0..20 {
+        let _ = stack
+            .sqs
+            .receive_message()
+            .queue_url(&stack.settings.transitions_url)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        let got = stack
+            .sqs
+            .receive_message()
+            .queue_url(&dlq)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        dead += got.messages.unwrap_or_default().len();
+        if dead > 0 {
+            break;
+        }
+    }
+    assert_eq!(dead, 1, "the poison message is in the dead-letter queue");
+    // The failed execution's running task was stopped.
+    let objects = stack.server.store.lock().unwrap().objects.len();
+    assert_eq!(objects, 0);
+
+    // Abort mid-run: the running pod is deleted, the execution ends ABORTED.
+    let req = request("fixtures.failures.slow_wf", "stop", serde_json::json!({}));
+    launch(&settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while stack.server.store.lock().unwrap().objects.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the task never started"
+        );
+        let _ = stack.drive_once(&t).await;
+    }
+    let abort = updraft_proto::updraft::QueueMessage {
+        execution: "stop".into(),
+        kind: Some(updraft_proto::updraft::queue_message::Kind::Abort(
+            updraft_proto::updraft::AbortMessage {
+                reason: "no longer needed".into(),
+            },
+        )),
+    };
+    stack
+        .clients
+        .queue
+        .send(&abort, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        stack.drive(&t, "stop", Duration::from_secs(60)).await,
+        "ABORTED"
+    );
+    let item = stack
+        .clients
+        .store
+        .execution("stop")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(item.error.unwrap().contains("no longer needed"));
+    let objects: Vec<String> = stack
+        .server
+        .store
+        .lock()
+        .unwrap()
+        .objects
+        .keys()
+        .map(|k| k.name.clone())
+        .collect();
+    assert!(objects.is_empty(), "{objects:?}");
+}
