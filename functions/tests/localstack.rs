@@ -157,20 +157,7 @@ impl Stack {
         };
         let server = Server::start_node(0, work.join("kubelet"), node).unwrap();
         server.write_kubeconfig(&work.join("kubeconfig")).unwrap();
-        // The deployment's variables reach every container: flytekit and the copilot find S3 there.
-        let eks: EksConfig = serde_json::from_value(serde_json::json!({
-            "namespace": "flyte",
-            "env": {
-                "FLYTE_AWS_ENDPOINT": ep,
-                "FLYTE_AWS_ACCESS_KEY_ID": "test",
-                "FLYTE_AWS_SECRET_ACCESS_KEY": "test",
-                "AWS_ENDPOINT_URL": ep,
-                "AWS_ACCESS_KEY_ID": "test",
-                "AWS_SECRET_ACCESS_KEY": "test",
-                "AWS_DEFAULT_REGION": "us-east-1",
-            }
-        }))
-        .unwrap();
+        let eks: EksConfig = serde_json::from_value(eks_json(&ep)).unwrap();
         Self {
             settings,
             clients,
@@ -316,6 +303,23 @@ impl Drop for Stack {
     }
 }
 
+/// The cluster settings of the tests: the deployment's variables reach every container, where flytekit
+/// and the copilot find S3 (LocalStack) through them.
+fn eks_json(ep: &str) -> serde_json::Value {
+    serde_json::json!({
+        "namespace": "flyte",
+        "env": {
+            "FLYTE_AWS_ENDPOINT": ep,
+            "FLYTE_AWS_ACCESS_KEY_ID": "test",
+            "FLYTE_AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_ENDPOINT_URL": ep,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    })
+}
+
 fn request(workflow: &str, name: &str, inputs: serde_json::Value) -> Request {
     Request {
         name: Some(name.into()),
@@ -442,6 +446,7 @@ async fn duplicates_and_crashes_change_nothing() {
 async fn poison_messages_fail_their_execution_and_aborts_stop_work() {
     let mut stack = Stack::new("poison").await;
     stack.register("tests/fixtures/flytekit/failures.tgz").await;
+    stack.register("tests/fixtures/flytekit/gates.tgz").await;
     // A dead-letter queue behind the transitions queue, after max_receives deliveries.
     let dlq = stack
         .sqs
@@ -479,8 +484,8 @@ async fn poison_messages_fail_their_execution_and_aborts_stop_work() {
     settings.eks = Some(stack.eks.clone());
     let packages = Packages::default();
     let t = stack.transition().await;
-    // A long task, then a check message that can never be processed.
-    let req = request("fixtures.failures.slow_wf", "bad", serde_json::json!({}));
+    // An execution that waits for a signal, and a check message that can never be processed.
+    let req = request("fixtures.gates.gates_wf", "bad", serde_json::json!({}));
     launch(&settings, &stack.clients, &packages, &req, "")
         .await
         .unwrap();
@@ -535,7 +540,7 @@ async fn poison_messages_fail_their_execution_and_aborts_stop_work() {
         }
     }
     assert_eq!(dead, 1, "the poison message is in the dead-letter queue");
-    // The failed execution's running task was stopped.
+    // Nothing of the failed execution runs.
     let objects = stack.server.store.lock().unwrap().objects.len();
     assert_eq!(objects, 0);
 
@@ -588,4 +593,126 @@ async fn poison_messages_fail_their_execution_and_aborts_stop_work() {
         .map(|k| k.name.clone())
         .collect();
     assert!(objects.is_empty(), "{objects:?}");
+}
+
+/// A zip holding `binary` as `bootstrap`, as a `provided.al2023` function wants it.
+fn bootstrap_zip(binary: &Path) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut z = zip::ZipWriter::new(&mut out);
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .unix_permissions(0o755);
+    z.start_file("bootstrap", opts).unwrap();
+    z.write_all(&std::fs::read(binary).unwrap()).unwrap();
+    z.finish().unwrap();
+    out.into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transition_binary_runs_as_a_lambda_function_fed_by_sqs() {
+    let stack = Stack::new("lambda").await;
+    stack.register("tests/fixtures/flytekit/branches.tgz").await;
+    let sdk = sdk(&endpoint()).await;
+    let lambda = aws_sdk_lambda::Client::new(&sdk);
+    let name = format!("transition-{}", stack.settings.table);
+    let env = aws_sdk_lambda::types::Environment::builder()
+        .variables("UPDRAFT_TABLE", &stack.settings.table)
+        .variables("UPDRAFT_BUCKET", &stack.settings.bucket)
+        .variables("UPDRAFT_TRANSITIONS_URL", &stack.settings.transitions_url)
+        .variables(
+            "UPDRAFT_EKS",
+            serde_json::to_string(&eks_json(&endpoint())).unwrap(),
+        )
+        .variables("UPDRAFT_MAX_CHECK_DELAY", "2")
+        .variables("UPDRAFT_LEASE_SECONDS", "10")
+        // The test server is reached with a kubeconfig (no EKS control plane runs here).
+        .variables(
+            "KUBECONFIG",
+            stack.work.join("kubeconfig").display().to_string(),
+        )
+        .variables("RUST_LOG", "info")
+        .build();
+    lambda
+        .create_function()
+        .function_name(&name)
+        .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
+        .role("arn:aws:iam::000000000000:role/updraft-transition")
+        .handler("bootstrap")
+        .timeout(30)
+        .environment(env)
+        .code(
+            aws_sdk_lambda::types::FunctionCode::builder()
+                .zip_file(aws_sdk_lambda::primitives::Blob::new(bootstrap_zip(
+                    Path::new(env!("CARGO_BIN_EXE_transition")),
+                )))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let f = lambda
+            .get_function()
+            .function_name(&name)
+            .send()
+            .await
+            .unwrap();
+        let state = f.configuration.and_then(|c| c.state);
+        if state == Some(aws_sdk_lambda::types::State::Active) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let arn = stack
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&stack.settings.transitions_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    lambda
+        .create_event_source_mapping()
+        .function_name(&name)
+        .event_source_arn(arn)
+        .batch_size(10)
+        .function_response_types(
+            aws_sdk_lambda::types::FunctionResponseType::ReportBatchItemFailures,
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut settings = stack.settings.clone();
+    settings.eks = Some(stack.eks.clone());
+    let req = request(
+        "fixtures.branches.branch_wf",
+        "fn",
+        serde_json::json!({"x": 3}),
+    );
+    launch(&settings, &stack.clients, &Packages::default(), &req, "")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let phase = loop {
+        let item = stack.clients.store.execution("fn").await.unwrap().unwrap();
+        if is_final(&item.phase) {
+            break item.phase;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the function left the execution {}",
+            item.phase
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = lambda.delete_function().function_name(&name).send().await;
+    assert_eq!(phase, "SUCCEEDED");
+    assert_eq!(
+        stack.outputs("fn").await,
+        serde_json::json!({"o0": "10->6"})
+    );
 }
