@@ -47,27 +47,24 @@ pub struct Request {
     pub max_parallelism: Option<u32>,
 }
 
-/// The key of the package registered under `digest` with the file's extension.
-pub fn package_key(digest: &str, yaml: bool) -> String {
-    format!("packages/{digest}.{}", if yaml { "yaml" } else { "tgz" })
+/// A package's problems as one error, one line.
+fn invalid(p: updraft_engine::Problems) -> Error {
+    Error::Invalid(
+        p.0.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
 }
 
 /// Reads package bytes stored under `key` (`.yaml`/`.yml`: Updraft YAML; otherwise a flytekit package).
 pub fn decode_package(key: &str, bytes: &[u8]) -> Result<Package, Error> {
-    let problems = |p: updraft_engine::Problems| {
-        Error::Invalid(
-            p.0.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    };
     if key.ends_with(".yaml") || key.ends_with(".yml") {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| Error::Invalid(format!("{key}: is not UTF-8 text")))?;
-        updraft_engine::yaml::load(key, text).map_err(problems)
+        updraft_engine::yaml::load(key, text).map_err(invalid)
     } else {
-        Package::from_tgz(key, bytes, Limits::default()).map_err(problems)
+        Package::from_tgz(key, bytes, Limits::default()).map_err(invalid)
     }
 }
 
@@ -88,14 +85,7 @@ impl Packages {
             .await?
             .ok_or_else(|| Error::Invalid(format!("no package at {uri}")))?;
         let pkg = decode_package(key, &bytes)?;
-        let compiled = Arc::new(updraft_engine::compile(&pkg).map_err(|p| {
-            Error::Invalid(
-                p.0.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?);
+        let compiled = Arc::new(updraft_engine::compile(&pkg).map_err(invalid)?);
         if let Ok(mut m) = self.0.lock() {
             m.insert(key.to_string(), compiled.clone());
         }

@@ -152,11 +152,6 @@ impl Store {
         }
     }
 
-    /// The table's name.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     /// Creates the execution's item unless one of that name exists; true when it was created.
     pub async fn create_execution(&self, e: &ExecutionItem) -> Result<bool, Error> {
         let mut req = self
@@ -184,19 +179,32 @@ impl Store {
         }
     }
 
-    /// The execution's item.
-    pub async fn execution(&self, name: &str) -> Result<Option<ExecutionItem>, Error> {
+    /// The item with partition key `pk` (and sort key `#`), read consistently; `what` names it in errors.
+    async fn get(
+        &self,
+        pk: String,
+        what: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, Error> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(exec_pk(name)))
+            .key("pk", s(pk))
             .key("sk", s("#"))
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| Error::aws("DynamoDB GetItem (execution)", e))?;
-        Ok(out.item.as_ref().map(execution_from))
+            .map_err(|e| Error::aws(&format!("DynamoDB GetItem ({what})"), e))?;
+        Ok(out.item)
+    }
+
+    /// The execution's item.
+    pub async fn execution(&self, name: &str) -> Result<Option<ExecutionItem>, Error> {
+        Ok(self
+            .get(exec_pk(name), "execution")
+            .await?
+            .as_ref()
+            .map(execution_from))
     }
 
     /// Every execution's item (a scan: for listings, not for the hot path).
@@ -387,7 +395,7 @@ impl Store {
             .send()
             .await
             .map_err(|err| {
-                if format!("{err:?}").contains("ConditionalCheckFailed") {
+                if is_conditional_failure(&err) {
                     Error::LostLease(e.name.clone())
                 } else {
                     Error::aws("DynamoDB TransactWriteItems (commit)", err)
@@ -398,16 +406,10 @@ impl Store {
 
     /// Cached outputs under `key`.
     pub async fn cached(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("cache#{key}")))
-            .key("sk", s("#"))
-            .send()
-            .await
-            .map_err(|e| Error::aws("DynamoDB GetItem (cache)", e))?;
-        Ok(out.item.as_ref().and_then(|i| get_b(i, "outputs")))
+        Ok(self
+            .get(format!("cache#{key}"), "cache")
+            .await?
+            .and_then(|i| get_b(&i, "outputs")))
     }
 
     /// Stores outputs under cache key `key`.
@@ -441,16 +443,9 @@ impl Store {
 
     /// The S3 key of the package that holds workflow or launch plan `name`, as last registered.
     pub async fn registered(&self, name: &str) -> Result<Option<String>, Error> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("reg#{name}")))
-            .key("sk", s("#"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| Error::aws("DynamoDB GetItem (registration)", e))?;
-        Ok(out.item.as_ref().and_then(|i| get_s(i, "package")))
+        Ok(self
+            .get(format!("reg#{name}"), "registration")
+            .await?
+            .and_then(|i| get_s(&i, "package")))
     }
 }

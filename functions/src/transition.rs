@@ -24,7 +24,7 @@ use std::time::Duration;
 use updraft_connector_eks::{Cluster, EksConfig, ObjectRef, Paths, build, plan_launch};
 use updraft_engine::CompiledPackage;
 use updraft_engine::compile::NodeKind;
-use updraft_engine::exec::outcome::{OutputFiles, from_output_files};
+use updraft_engine::exec::outcome::OutputFiles;
 use updraft_engine::exec::{
     Effect, ErrorKind, Event, ExecError, ExecPhase, Execution, Program, TaskStatus, TimerKind,
     error_from_record, error_record, exec_phase, exec_phase_code,
@@ -169,11 +169,6 @@ impl Transition {
         }
     }
 
-    /// The clients.
-    pub fn clients(&self) -> &Clients {
-        &self.clients
-    }
-
     /// Handles a batch; returns the ids of the messages that failed (SQS delivers them again).
     pub async fn handle(&self, batch: Vec<Received>) -> Vec<String> {
         let mut failures = Vec::new();
@@ -227,7 +222,10 @@ impl Transition {
         let exec = m.execution.as_str();
         let event = match &m.kind {
             None => return Err(Error::Invalid("message without a kind".into())),
-            Some(Kind::Start(_)) => None,
+            // The inputs are the execution item's (read under the lease).
+            Some(Kind::Start(_)) => Event::Start {
+                inputs: LiteralMap::default(),
+            },
             Some(Kind::Check(c)) => {
                 let Some(status) = self.check(exec, c).await? else {
                     let mut next = c.clone();
@@ -239,12 +237,12 @@ impl Transition {
                         .await?;
                     return Ok(Outcome::default());
                 };
-                Some(Event::Task {
+                Event::Task {
                     node: c.node,
                     index: c.index,
                     attempt: c.attempt,
                     status,
-                })
+                }
             }
             Some(Kind::Timer(t)) => {
                 let left = t.due_ms - now_ms();
@@ -257,29 +255,29 @@ impl Transition {
                 }
                 let kind = timer_kind(t.kind)
                     .ok_or_else(|| Error::Invalid(format!("unknown timer kind {}", t.kind)))?;
-                Some(Event::Timer {
+                Event::Timer {
                     node: t.node,
                     index: t.index,
                     attempt: t.attempt,
                     kind,
-                })
+                }
             }
-            Some(Kind::Abort(a)) => Some(Event::Abort {
+            Some(Kind::Abort(a)) => Event::Abort {
                 reason: a.reason.clone(),
-            }),
-            Some(Kind::Signal(s)) => Some(Event::Signal {
+            },
+            Some(Kind::Signal(s)) => Event::Signal {
                 id: s.id.clone(),
                 value: Box::new(s.value.clone().unwrap_or_default()),
-            }),
-            Some(Kind::ChildDone(c)) => Some(Event::Child {
+            },
+            Some(Kind::ChildDone(c)) => Event::Child {
                 node: c.node,
                 result: match &c.error {
                     Some(e) => Err(error_from_record(e.clone())),
                     None => Ok(c.outputs.clone().unwrap_or_default()),
                 },
-            }),
+            },
         };
-        match self.step_or_start(exec, event, receive_count).await {
+        match self.step(exec, event, receive_count).await {
             Err(Error::LostLease(_)) | Ok(None) => {
                 // Busy: try again shortly (the original message is done with).
                 self.clients.queue.send(m, Duration::from_secs(1)).await?;
@@ -287,28 +285,6 @@ impl Transition {
             }
             Ok(Some(o)) => Ok(o),
             Err(e) => Err(e),
-        }
-    }
-
-    async fn step_or_start(
-        &self,
-        exec: &str,
-        event: Option<Event>,
-        receive_count: u32,
-    ) -> Result<Option<Outcome>, Error> {
-        match event {
-            Some(e) => self.step(exec, e, receive_count).await,
-            // A start: the inputs are the execution item's.
-            None => {
-                self.step(
-                    exec,
-                    Event::Start {
-                        inputs: LiteralMap::default(),
-                    },
-                    receive_count,
-                )
-                .await
-            }
         }
     }
 
@@ -342,26 +318,13 @@ impl Transition {
         }
         let prefix = c.output_prefix.trim_end_matches('/');
         let mut files = HashMap::new();
-        for name in ["outputs.pb", "error.pb", "futures.pb"] {
+        for name in OutputFiles::NAMES {
             if let Some(b) = self.clients.blobs.get(&format!("{prefix}/{name}")).await? {
                 files.insert(name, b);
             }
         }
         let files = OutputFiles::read_with(|n| files.remove(n));
-        let status = from_output_files(&files).unwrap_or(match observed {
-            Observed::Failed {
-                code,
-                message,
-                kind,
-                recoverable,
-            } => failed(&code, message, kind, recoverable),
-            _ => failed(
-                "NoOutputs",
-                "the task finished but wrote neither outputs.pb nor error.pb".into(),
-                ErrorKind::System,
-                true,
-            ),
-        });
+        let status = updraft_connector_eks::status::ended(&files, observed);
         if let (TaskStatus::Succeeded { outputs, .. }, false) = (&status, c.cache_key.is_empty()) {
             self.clients
                 .store
@@ -446,9 +409,17 @@ impl Transition {
         let state = ExecutionState::decode(item.state.as_slice())
             .map_err(|e| Error::Invalid(format!("execution {exec}: state: {e}")))?;
         let overwrite_cache = state.overwrite_cache;
-        let (nodes, loaded) = self.node_states(&exec).await?;
+        let (nodes, mut loaded) = self.node_states(&exec).await?;
         let mut engine = Execution::restore(&program, state, nodes)
             .map_err(|e| Error::Invalid(format!("execution {exec}: {e}")))?;
+        // A node without a record is as a new execution has it; it needs one once it changes.
+        for i in 0..engine.node_count() as u32 {
+            if !loaded.contains_key(&i)
+                && let Some(rec) = engine.node_record(i)
+            {
+                loaded.insert(i, rec.encode_to_vec());
+            }
+        }
         let event = match event {
             Event::Start { .. } => Event::Start {
                 inputs: LiteralMap::decode(item.inputs.as_slice())
@@ -488,19 +459,14 @@ impl Transition {
                 _ => {}
             }
         }
-        // Only the records that changed are written (a node with no record is as a new execution has it).
-        let new = Execution::new(&program, updraft_engine::exec::ExecConfig::new(&exec))
-            .map_err(Error::Invalid)?;
+        // Only the records that changed are written.
         let mut changed = Vec::new();
         for i in 0..engine.node_count() as u32 {
             let Some(rec) = engine.node_record(i) else {
                 continue;
             };
             let bytes = rec.encode_to_vec();
-            let fresh = !loaded.contains_key(&i);
-            if loaded.get(&i) == Some(&bytes)
-                || (fresh && Some(&rec) == new.node_record(i).as_ref())
-            {
+            if loaded.get(&i) == Some(&bytes) {
                 continue;
             }
             let stored = if bytes.len() > MAX_INLINE_RECORD {

@@ -179,6 +179,21 @@ impl Stack {
         Transition::with_cluster(settings, clients, Some((cluster, self.eks.clone())))
     }
 
+    /// The ARN of the queue at `url`.
+    async fn queue_arn(&self, url: &str) -> String {
+        let arn = aws_sdk_sqs::types::QueueAttributeName::QueueArn;
+        self.sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(arn.clone())
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()[&arn]
+            .clone()
+    }
+
     /// Pods that ran (each left its log), by name.
     fn pods_ran(&self) -> std::collections::BTreeSet<String> {
         let store = self.server.store.lock().unwrap();
@@ -457,17 +472,7 @@ async fn poison_messages_fail_their_execution_and_aborts_stop_work() {
         .unwrap()
         .queue_url
         .unwrap();
-    let dlq_arn = stack
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
+    let dlq_arn = stack.queue_arn(&dlq).await;
     stack
         .sqs
         .set_queue_attributes()
@@ -664,17 +669,7 @@ async fn the_transition_binary_runs_as_a_lambda_function_fed_by_sqs() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let arn = stack
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&stack.settings.transitions_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
+    let arn = stack.queue_arn(&stack.settings.transitions_url).await;
     lambda
         .create_event_source_mapping()
         .function_name(&name)

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use updraft_engine::compile::CompiledTask;
-use updraft_engine::exec::outcome::{OutputFiles, from_output_files};
+use updraft_engine::exec::outcome::OutputFiles;
 use updraft_engine::exec::{ErrorKind, TaskLaunch, TaskStatus};
 
 use crate::status::Observed;
@@ -146,21 +146,7 @@ impl EksRunner {
             let _ = self.rt.block_on(self.cluster.delete(&objects));
         }
         let files = OutputFiles::read_with(|name| std::fs::read(out.join(name)).ok());
-        // The files have the last word; without them, what the cluster said.
-        Ok(from_output_files(&files).unwrap_or(match observed {
-            Observed::Failed {
-                code,
-                message,
-                kind,
-                recoverable,
-            } => failed(&code, message, kind, recoverable),
-            _ => failed(
-                "NoOutputs",
-                "the task finished but wrote neither outputs.pb nor error.pb".into(),
-                ErrorKind::System,
-                true,
-            ),
-        }))
+        Ok(crate::status::ended(&files, observed))
     }
 
     /// Deletes the objects of attempt `name`, if it runs; its `run` then returns.

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use serde_json::Value;
-use updraft_engine::exec::ErrorKind;
+use updraft_engine::exec::outcome::{OutputFiles, from_output_files};
+use updraft_engine::exec::{ErrorKind, TaskStatus};
 
 /// How long a pod may wait on an image pull before the wait is a failure: the default of [`crate::EksConfig::image_pull_grace_seconds`].
 pub const IMAGE_PULL_GRACE: Duration = Duration::from_secs(180);
@@ -37,6 +38,30 @@ pub enum Observed {
         /// False when a retry cannot help.
         recoverable: bool,
     },
+}
+
+/// A finished attempt's status: what its output files say (they have the last word), else what the
+/// cluster observed.
+pub fn ended(files: &OutputFiles, observed: Observed) -> TaskStatus {
+    from_output_files(files).unwrap_or(match observed {
+        Observed::Failed {
+            code,
+            message,
+            kind,
+            recoverable,
+        } => TaskStatus::Failed {
+            code,
+            message,
+            kind,
+            recoverable,
+        },
+        _ => TaskStatus::Failed {
+            code: "NoOutputs".into(),
+            message: "the task finished but wrote neither outputs.pb nor error.pb".into(),
+            kind: ErrorKind::System,
+            recoverable: true,
+        },
+    })
 }
 
 fn failed(code: &str, message: impl Into<String>, kind: ErrorKind, recoverable: bool) -> Observed {

@@ -21,13 +21,17 @@ pub struct OutputFiles {
 }
 
 impl OutputFiles {
+    /// The files' names, as read from an output prefix.
+    pub const NAMES: [&str; 3] = ["outputs.pb", "error.pb", "futures.pb"];
+
     /// Collects the files with `read`, which returns a file's bytes by name (`outputs.pb`, …) or `None`
     /// when it is not there: from a folder, a bucket, ….
     pub fn read_with(mut read: impl FnMut(&str) -> Option<Vec<u8>>) -> Self {
+        let [outputs, error, futures] = Self::NAMES;
         Self {
-            outputs: read("outputs.pb"),
-            error: read("error.pb"),
-            futures: read("futures.pb"),
+            outputs: read(outputs),
+            error: read(error),
+            futures: read(futures),
         }
     }
 }
