@@ -374,7 +374,7 @@ impl Transition {
     ) -> Result<Option<Outcome>, Error> {
         let now = now_ms();
         let until = now + self.settings.lease.as_millis() as i64;
-        let mut item = match self
+        let item = match self
             .clients
             .store
             .lease(exec, &self.owner, now, until)
@@ -384,7 +384,7 @@ impl Transition {
             Lease::Busy => return Ok(None),
             Lease::Missing => return Err(Error::Invalid(format!("no execution `{exec}`"))),
         };
-        let result = self.step_leased(&mut item, event, receive_count).await;
+        let result = self.step_leased(item, event, receive_count).await;
         if result
             .as_ref()
             .is_err_and(|e| !matches!(e, Error::Injected(_)))
@@ -396,7 +396,7 @@ impl Transition {
 
     async fn step_leased(
         &self,
-        item: &mut ExecutionItem,
+        item: ExecutionItem,
         event: Event,
         receive_count: u32,
     ) -> Result<Outcome, Error> {
@@ -405,7 +405,7 @@ impl Transition {
             self.clients.store.release(&exec, &self.owner).await?;
             return Ok(Outcome::default());
         }
-        let program = self.program(item).await?;
+        let program = self.program(&item).await?;
         let state = ExecutionState::decode(item.state.as_slice())
             .map_err(|e| Error::Invalid(format!("execution {exec}: state: {e}")))?;
         let overwrite_cache = state.overwrite_cache;
@@ -428,7 +428,7 @@ impl Transition {
             e => e,
         };
         let mut ctx = Ctx {
-            item: item.clone(),
+            item,
             program: &program,
             overwrite_cache,
             events: VecDeque::from([event]),
@@ -470,7 +470,7 @@ impl Transition {
                 continue;
             }
             let stored = if bytes.len() > MAX_INLINE_RECORD {
-                let key = format!("state/{exec}/node-{i}-v{}.pb", item.version + 1);
+                let key = format!("state/{exec}/node-{i}-v{}.pb", ctx.item.version + 1);
                 self.clients
                     .blobs
                     .put(&self.clients.blobs.uri(&key), bytes)
