@@ -5,61 +5,18 @@
 //!   start message;
 //! - [`transition`]: batches of transitions-queue messages drive the engine: each execution's events
 //!   are applied under its lease, effects are carried out (idempotently), then the new state is committed;
-//! - [`store`], [`queue`], [`blobs`]: DynamoDB, SQS and S3.
+//! - [`store`], [`queue`], [`blobs`]: DynamoDB, SQS and S3 (from `updraft-aws`).
 //!
 //! The binaries in `src/bin/` wrap these in `lambda_runtime`.
 
-pub mod blobs;
 pub mod launch;
 pub mod logs;
-pub mod queue;
-pub mod store;
 pub mod transition;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+pub use updraft_aws::{Clients, Error, blobs, now_ms, queue, store};
 use updraft_connector_eks::EksConfig;
-
-/// What went wrong in a function.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An AWS call failed.
-    #[error("{0}")]
-    Aws(String),
-    /// Input that cannot be processed (a poison message, a bad request).
-    #[error("{0}")]
-    Invalid(String),
-    /// Another transition took the execution's lease while this one ran.
-    #[error("execution {0}: the lease was lost before the commit")]
-    LostLease(String),
-    /// More than one commit holds.
-    #[error("{0}")]
-    TooLarge(String),
-    /// A fault injected for a test (`UPDRAFT_FAULT=drop-before-commit`).
-    #[error("execution {0}: fault injected before the commit")]
-    Injected(String),
-    /// A setting is missing or wrong.
-    #[error("setting {name}: {reason}")]
-    Setting {
-        /// The environment variable.
-        name: String,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-impl Error {
-    /// An AWS SDK error, with the call it came from and the service's message.
-    pub fn aws<E: std::error::Error + 'static>(call: &str, e: E) -> Self {
-        let mut text = format!("{call}: {e}");
-        let mut source = e.source();
-        while let Some(s) = source {
-            text.push_str(&format!(": {s}"));
-            source = s.source();
-        }
-        Self::Aws(text)
-    }
-}
 
 /// The functions' settings, from their environment (the stack sets them).
 #[derive(Debug, Clone)]
@@ -143,46 +100,17 @@ impl Settings {
     }
 }
 
-/// The AWS clients, from the environment's configuration (`AWS_ENDPOINT_URL` and the like apply).
-#[derive(Debug, Clone)]
-pub struct Clients {
-    /// The table.
-    pub store: store::Store,
-    /// The transitions queue.
-    pub queue: queue::Queue,
-    /// The bucket.
-    pub blobs: blobs::Blobs,
-    /// The loaded SDK configuration.
-    pub sdk: aws_config::SdkConfig,
-}
-
-impl Clients {
-    /// Clients for `settings`.
-    pub async fn new(settings: &Settings) -> Self {
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Self::with_sdk(settings, sdk)
+impl Settings {
+    /// The deployment's clients, from the environment's AWS configuration (`AWS_ENDPOINT_URL` and the
+    /// like apply).
+    pub async fn clients(&self) -> Clients {
+        self.clients_with(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
     }
 
-    /// Clients for `settings` from a loaded SDK configuration.
-    pub fn with_sdk(settings: &Settings, sdk: aws_config::SdkConfig) -> Self {
-        let s3 = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(true)
-            .build();
-        let mut queue =
-            queue::Queue::new(aws_sdk_sqs::Client::new(&sdk), &settings.transitions_url);
-        queue.duplicate = settings.fault.as_deref() == Some("duplicate");
-        Self {
-            store: store::Store::new(aws_sdk_dynamodb::Client::new(&sdk), &settings.table),
-            queue,
-            blobs: blobs::Blobs::new(aws_sdk_s3::Client::from_conf(s3), &settings.bucket),
-            sdk,
-        }
+    /// The deployment's clients from a loaded SDK configuration.
+    pub fn clients_with(&self, sdk: aws_config::SdkConfig) -> Clients {
+        let mut clients = Clients::new(sdk, &self.table, &self.bucket, &self.transitions_url);
+        clients.queue.duplicate = self.fault.as_deref() == Some("duplicate");
+        clients
     }
-}
-
-/// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

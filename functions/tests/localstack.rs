@@ -125,7 +125,7 @@ impl Stack {
             max_receives: 3,
             fault: None,
         };
-        let clients = Clients::with_sdk(&settings, sdk);
+        let clients = settings.clients_with(sdk);
         let work = std::env::temp_dir().join(format!("updraft-fn-test-{id}"));
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).unwrap();

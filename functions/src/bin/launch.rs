@@ -4,13 +4,13 @@
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 use updraft_functions::launch::{Packages, Request, Source, launch_from, requests_in};
-use updraft_functions::{Clients, Error, Settings, logs};
+use updraft_functions::{Error, Settings, logs};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     logs::init();
     let settings = Settings::from_env()?;
-    let clients = Clients::new(&settings).await;
+    let clients = settings.clients().await;
     let packages = Packages::default();
     let (settings, clients, packages) = (&settings, &clients, &packages);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

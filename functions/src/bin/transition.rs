@@ -4,13 +4,13 @@
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 use updraft_functions::transition::{Received, Transition};
-use updraft_functions::{Clients, Settings, logs};
+use updraft_functions::{Settings, logs};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     logs::init();
     let settings = Settings::from_env()?;
-    let clients = Clients::new(&settings).await;
+    let clients = settings.clients().await;
     let transition = Transition::new(settings, clients).await?;
     let transition = &transition;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

@@ -1,0 +1,95 @@
+//! Updraft's AWS adapters: the DynamoDB store, the SQS transitions queue and the S3 blob store, shared
+//! by the Lambda functions (`updraft-functions`) and the `updraft` command.
+//!
+//! - [`store`]: one table of executions (with a lease), per-node records, the cache and the registry;
+//! - [`queue`]: engine events as base64 protobuf messages, delayed checks and timers;
+//! - [`blobs`]: packages, inputs, outputs and large records in the bucket.
+
+pub mod blobs;
+pub mod queue;
+pub mod store;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What went wrong talking to AWS, or with what was read there.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An AWS call failed.
+    #[error("{0}")]
+    Aws(String),
+    /// Input that cannot be processed (a poison message, a bad request).
+    #[error("{0}")]
+    Invalid(String),
+    /// Another transition took the execution's lease while this one ran.
+    #[error("execution {0}: the lease was lost before the commit")]
+    LostLease(String),
+    /// More than one commit holds.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A fault injected for a test (`UPDRAFT_FAULT=drop-before-commit`).
+    #[error("execution {0}: fault injected before the commit")]
+    Injected(String),
+    /// A setting is missing or wrong.
+    #[error("setting {name}: {reason}")]
+    Setting {
+        /// The environment variable.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// An AWS SDK error, with the call it came from and the service's message.
+    pub fn aws<E: std::error::Error + 'static>(call: &str, e: E) -> Self {
+        let mut text = format!("{call}: {e}");
+        let mut source = e.source();
+        while let Some(s) = source {
+            text.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        Self::Aws(text)
+    }
+}
+
+/// The clients of one deployment: its table, transitions queue and bucket.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// The table.
+    pub store: store::Store,
+    /// The transitions queue.
+    pub queue: queue::Queue,
+    /// The bucket.
+    pub blobs: blobs::Blobs,
+    /// The loaded SDK configuration.
+    pub sdk: aws_config::SdkConfig,
+}
+
+impl Clients {
+    /// Clients for a table, a bucket and a transitions queue (by URL), from a loaded SDK configuration.
+    /// S3 is addressed path-style, which AWS and LocalStack both serve.
+    pub fn new(sdk: aws_config::SdkConfig, table: &str, bucket: &str, queue_url: &str) -> Self {
+        Self {
+            store: store::Store::new(aws_sdk_dynamodb::Client::new(&sdk), table),
+            queue: queue::Queue::new(aws_sdk_sqs::Client::new(&sdk), queue_url),
+            blobs: blobs::Blobs::new(s3_client(&sdk), bucket),
+            sdk,
+        }
+    }
+}
+
+/// An S3 client addressing buckets path-style.
+pub fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
