@@ -3,10 +3,12 @@
 //!
 //! - [`store`]: one table of executions (with a lease), per-node records, the cache and the registry;
 //! - [`queue`]: engine events as base64 protobuf messages, delayed checks and timers;
-//! - [`blobs`]: packages, inputs, outputs and large records in the bucket.
+//! - [`blobs`]: packages, inputs, outputs and large records in the bucket;
+//! - [`request`]: the JSON request that starts an execution.
 
 pub mod blobs;
 pub mod queue;
+pub mod request;
 pub mod store;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -75,6 +77,23 @@ impl Clients {
             blobs: blobs::Blobs::new(s3_client(&sdk), bucket),
             sdk,
         }
+    }
+
+    /// The encoded node records of execution `name` by node index, those kept in the bucket read from it.
+    pub async fn node_records(&self, name: &str) -> Result<Vec<(u32, Vec<u8>)>, Error> {
+        let mut out = Vec::new();
+        for (index, bytes) in self.store.nodes(name).await? {
+            let raw = match bytes {
+                store::NodeBytes::Inline(v) => v,
+                store::NodeBytes::Blob(key) => self
+                    .blobs
+                    .get(&self.blobs.uri(&key))
+                    .await?
+                    .ok_or_else(|| Error::Invalid(format!("node record {key} is missing")))?,
+            };
+            out.push((index, raw));
+        }
+        Ok(out)
     }
 }
 

@@ -6,6 +6,7 @@
 //! | node | `exec#<name>` | `node#<index, 6 digits>` | `state` (NodeState) or `blob` (an S3 key, for records over 350 KB), `version` |
 //! | cache entry | `cache#<key>` | `#` | `outputs` (LiteralMap) |
 //! | registered workflow or launch plan | `reg#<name>` | `#` | `package` (S3 key), `registered` |
+//! | watched external job | `watch#<job key>` | `#` | `message` (the QueueMessage that checks the task), `ttl` |
 //!
 //! One execution is changed by one transition at a time: a transition takes the execution's lease
 //! (a conditional update), reads its node records (one query), and commits the new state in one
@@ -447,5 +448,29 @@ impl Store {
             .get(format!("reg#{name}"), "registration")
             .await?
             .and_then(|i| get_s(&i, "package")))
+    }
+
+    /// Records that the task attempt `check` (an encoded check message) waits on the external job `job`
+    /// (e.g. `batch:<job id>`), so that the job's state changes check it at once. Kept 30 days.
+    pub async fn watch(&self, job: &str, check: &[u8], now_ms: i64) -> Result<(), Error> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("watch#{job}")))
+            .item("sk", s("#"))
+            .item("message", b(check))
+            .item("ttl", n(now_ms / 1000 + RETENTION_SECS as i64))
+            .send()
+            .await
+            .map_err(|e| Error::aws("DynamoDB PutItem (watch)", e))?;
+        Ok(())
+    }
+
+    /// The check message of the task attempt waiting on external job `job`, if one is.
+    pub async fn watcher(&self, job: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self
+            .get(format!("watch#{job}"), "watch")
+            .await?
+            .and_then(|i| get_b(&i, "message")))
     }
 }

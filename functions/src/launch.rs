@@ -1,11 +1,10 @@
 //! Launching an execution: the request, its validation against the registered package, the execution
 //! item and its start message.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::Value;
 use updraft_engine::exec::{ExecConfig, Execution, Program, exec_phase_code};
 use updraft_engine::launch::{choose_launch_plan, launch_inputs, reachable_tasks};
@@ -17,35 +16,7 @@ use updraft_proto::updraft::{QueueMessage, StartMessage, queue_message};
 use crate::store::ExecutionItem;
 use crate::{Clients, Error, Settings, now_ms};
 
-/// A request to start an execution (JSON): dropped into the bucket under `requests/`, sent to the launch
-/// queue, or given to the launch function directly.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Request {
-    /// Execution name (lowercase letters, digits and `-`, at most 40); requests with the same name start
-    /// one execution. Made up when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// The workflow to run (its default launch plan).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workflow: Option<String>,
-    /// The launch plan to run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub launch_plan: Option<String>,
-    /// The package (its key in the bucket); the one the workflow or launch plan was last registered in
-    /// when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub package: Option<String>,
-    /// Inputs as JSON values; launch-plan defaults fill the rest.
-    #[serde(default)]
-    pub inputs: BTreeMap<String, Value>,
-    /// Ignore cached outputs and overwrite them.
-    #[serde(default)]
-    pub overwrite_cache: bool,
-    /// Most task attempts running at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_parallelism: Option<u32>,
-}
+pub use updraft_aws::request::Request;
 
 /// A package's problems as one error, one line.
 fn invalid(p: updraft_engine::Problems) -> Error {

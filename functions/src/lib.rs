@@ -9,6 +9,7 @@
 //!
 //! The binaries in `src/bin/` wrap these in `lambda_runtime`.
 
+pub mod events;
 pub mod launch;
 pub mod logs;
 pub mod transition;
@@ -27,7 +28,9 @@ pub struct Settings {
     pub bucket: String,
     /// `UPDRAFT_TRANSITIONS_URL`: the transitions queue.
     pub transitions_url: String,
-    /// `UPDRAFT_EKS`: the cluster settings (JSON, as `updraft run --executor eks` reads them).
+    /// `UPDRAFT_EKS`: the cluster settings (JSON, as `updraft run --executor eks` reads them), with
+    /// `UPDRAFT_EKS_CLUSTER` (the EKS cluster's name) and `UPDRAFT_EKS_NAMESPACE` over them; none of the
+    /// three set: no cluster, and native tasks are refused.
     pub eks: Option<EksConfig>,
     /// `UPDRAFT_MAX_CHECK_DELAY`: longest wait between two checks of a running task, in seconds
     /// (default 60, at most 900).
@@ -65,15 +68,31 @@ fn number(name: &str, default: u64) -> Result<u64, Error> {
 impl Settings {
     /// Reads the settings from the environment.
     pub fn from_env() -> Result<Self, Error> {
-        let eks = match std::env::var("UPDRAFT_EKS") {
-            Ok(text) if !text.trim().is_empty() => {
-                Some(serde_json::from_str(&text).map_err(|e| Error::Setting {
-                    name: "UPDRAFT_EKS".into(),
-                    reason: e.to_string(),
-                })?)
-            }
-            _ => None,
+        let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let mut eks: Option<EksConfig> = match set("UPDRAFT_EKS") {
+            Some(text) => Some(serde_json::from_str(&text).map_err(|e| Error::Setting {
+                name: "UPDRAFT_EKS".into(),
+                reason: e.to_string(),
+            })?),
+            None => None,
         };
+        if let Some(cluster) = set("UPDRAFT_EKS_CLUSTER") {
+            let config = eks.get_or_insert_with(EksConfig::default);
+            match &mut config.cluster {
+                Some(c) => c.name = cluster,
+                None => {
+                    config.cluster = Some(updraft_connector_eks::auth::EksCluster {
+                        name: cluster,
+                        region: None,
+                        endpoint: None,
+                        certificate_authority_data: None,
+                    })
+                }
+            }
+        }
+        if let (Some(config), Some(ns)) = (eks.as_mut(), set("UPDRAFT_EKS_NAMESPACE")) {
+            config.namespace = ns;
+        }
         let fault = std::env::var("UPDRAFT_FAULT")
             .ok()
             .filter(|f| !f.is_empty());

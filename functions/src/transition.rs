@@ -347,16 +347,7 @@ impl Transition {
     ) -> Result<(Vec<NodeState>, HashMap<u32, Vec<u8>>), Error> {
         let mut states = Vec::new();
         let mut loaded = HashMap::new();
-        for (index, bytes) in self.clients.store.nodes(exec).await? {
-            let raw = match bytes {
-                NodeBytes::Inline(v) => v,
-                NodeBytes::Blob(key) => self
-                    .clients
-                    .blobs
-                    .get(&self.clients.blobs.uri(&key))
-                    .await?
-                    .ok_or_else(|| Error::Invalid(format!("node record {key} is missing")))?,
-            };
+        for (index, raw) in self.clients.node_records(exec).await? {
             let state = NodeState::decode(raw.as_slice())
                 .map_err(|e| Error::Invalid(format!("node record {index}: {e}")))?;
             states.push(state);

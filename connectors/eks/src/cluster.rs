@@ -85,10 +85,14 @@ impl EksSource {
         let token = auth::token(&self.cluster.name, &self.region, &creds, SystemTime::now())
             .map_err(|e| bad(e.to_string()))?;
         let name = &self.cluster.name;
+        let mut server = serde_json::json!({ "server": self.endpoint });
+        if !self.ca.is_empty() {
+            server["certificate-authority-data"] = self.ca.clone().into();
+        }
         let yaml = serde_json::json!({
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": name, "cluster": {"server": self.endpoint, "certificate-authority-data": self.ca}}],
+            "clusters": [{"name": name, "cluster": server}],
             "users": [{"name": name, "user": {"token": token}}],
             "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
             "current-context": name,

@@ -18,7 +18,7 @@ use super::{
 use crate::compile::{CompiledPackage, CompiledWorkflow, Gate, NodeIdx, NodeKind, Otherwise};
 use crate::types;
 
-pub use snapshot::{error_from_record, error_record, exec_phase, exec_phase_code};
+pub use snapshot::{error_from_record, error_record, exec_phase, exec_phase_code, node_phase_of};
 
 /// One attempt-carrying unit: a task node, or one element of an array node.
 #[derive(Debug, Clone, Default)]

@@ -45,6 +45,11 @@ fn node_phase(code: u32, what: &str) -> Result<NodePhase, String> {
         .ok_or_else(|| format!("{what}: unknown node phase {code}"))
 }
 
+/// The node phase a stored number stands for.
+pub fn node_phase_of(code: u32) -> Option<NodePhase> {
+    node_phase(code, "node").ok()
+}
+
 /// The stored number of an execution phase.
 pub fn exec_phase_code(p: ExecPhase) -> u32 {
     EXEC_PHASES
