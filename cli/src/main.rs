@@ -1,5 +1,6 @@
 //! The `updraft` command.
 
+mod cloud;
 mod graph;
 mod load;
 mod plan;
@@ -108,11 +109,13 @@ enum Command {
         #[arg(long)]
         eks_config: Option<PathBuf>,
     },
-    /// List the executions in the local store.
+    /// List the executions in the local store (or, with --stack, in a deployed stack).
     List {
         /// Where executions are kept.
         #[arg(long, default_value = ".updraft")]
         state_dir: PathBuf,
+        #[command(flatten)]
+        target: cloud::Target,
     },
     /// Show an execution's phase, its nodes' phases, and its outputs or error.
     Status {
@@ -121,13 +124,27 @@ enum Command {
         /// Where executions are kept.
         #[arg(long, default_value = ".updraft")]
         state_dir: PathBuf,
+        #[command(flatten)]
+        target: cloud::Target,
     },
-    /// Print the captured stdout and stderr of a node's task attempt (the last one by default).
+    /// Follow an execution: print its nodes' phase changes until it ends, then its outputs as JSON
+    /// (exit 0 when it succeeded, 1 otherwise).
+    Watch {
+        /// Execution name (see `list`).
+        execution: String,
+        /// Where executions are kept.
+        #[arg(long, default_value = ".updraft")]
+        state_dir: PathBuf,
+        #[command(flatten)]
+        target: cloud::Target,
+    },
+    /// Print the captured stdout and stderr of a node's task attempt (the last one by default); with
+    /// --stack, the functions' log lines about the execution (and node).
     Logs {
         /// Execution name.
         execution: String,
-        /// Node id (as `status` shows it).
-        node: String,
+        /// Node id (as `status` shows it); optional with --stack.
+        node: Option<String>,
         /// Attempt number.
         #[arg(long)]
         attempt: Option<u32>,
@@ -137,8 +154,10 @@ enum Command {
         /// Where executions are kept.
         #[arg(long, default_value = ".updraft")]
         state_dir: PathBuf,
+        #[command(flatten)]
+        target: cloud::Target,
     },
-    /// Ask a running execution (`updraft run` in another terminal) to abort.
+    /// Ask a running execution (`updraft run` in another terminal, or on a stack with --stack) to abort.
     Abort {
         /// Execution name.
         execution: String,
@@ -148,6 +167,8 @@ enum Command {
         /// Where executions are kept.
         #[arg(long, default_value = ".updraft")]
         state_dir: PathBuf,
+        #[command(flatten)]
+        target: cloud::Target,
     },
     /// Send a gate's signal to a running execution: a value (JSON or text), or true/false for approvals.
     Signal {
@@ -160,6 +181,78 @@ enum Command {
         /// Where executions are kept.
         #[arg(long, default_value = ".updraft")]
         state_dir: PathBuf,
+        #[command(flatten)]
+        target: cloud::Target,
+    },
+    /// Build the Lambda functions, upload them and create or update the CloudFormation stack
+    /// (infra/updraft.yaml); follows its events and prints its outputs as JSON.
+    Deploy {
+        #[command(flatten)]
+        target: cloud::Target,
+        /// The functions' architecture (default: this machine's).
+        #[arg(long, value_enum)]
+        arch: Option<cloud::deploy::Arch>,
+        /// A folder holding the functions (`launch`, `transition`, `events`, as programs or `.zip`s
+        /// from scripts/bundle) instead of building them.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// The bucket for the functions' zips (default: updraft-code-<account>-<region>, made if
+        /// missing).
+        #[arg(long)]
+        code_bucket: Option<String>,
+        /// Cluster settings (YAML or JSON, as for `run --executor eks`) for native tasks.
+        #[arg(long)]
+        eks_config: Option<PathBuf>,
+        /// A stack parameter, `Key=Value` (EksClusterName, EksNamespace, SageMakerRoleArn,
+        /// BatchJobQueueArns, QuboleTokenSecretArn, LogRetentionDays, DataRetentionDays,
+        /// MaxCheckDelaySeconds, MaxReceiveCount, AlarmTopicArn).
+        #[arg(long = "parameter", short = 'p', value_name = "KEY=VALUE")]
+        parameters: Vec<String>,
+    },
+    /// Upload packages and YAML files to a stack and register their workflows and launch plans by name
+    /// (each file must compile on its own); prints the names.
+    Register {
+        /// Packages and YAML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        target: cloud::Target,
+    },
+    /// Start an execution on a stack; prints its name.
+    Launch {
+        /// The workflow to run (its default launch plan).
+        #[arg(long, short, required_unless_present = "launch_plan")]
+        workflow: Option<String>,
+        /// The launch plan to run.
+        #[arg(long, short = 'l', conflicts_with = "workflow")]
+        launch_plan: Option<String>,
+        /// An input: `name=value`, the value as JSON or plain text.
+        #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// A JSON file with an object of inputs.
+        #[arg(long)]
+        inputs_file: Option<PathBuf>,
+        /// The execution's name (default: made up); the same name starts one execution.
+        #[arg(long)]
+        name: Option<String>,
+        /// The package key (default: where the workflow or launch plan was last registered).
+        #[arg(long)]
+        package: Option<String>,
+        /// Run cached tasks again and overwrite their cached outputs.
+        #[arg(long)]
+        overwrite_cache: bool,
+        /// Most task attempts at once.
+        #[arg(long)]
+        max_parallelism: Option<u32>,
+        /// How the request goes: a JSON object dropped under requests/ in the bucket, a message to
+        /// the launch queue, or a synchronous invocation of the launch function.
+        #[arg(long, value_enum, default_value_t = cloud::ops::Via::S3)]
+        via: cloud::ops::Via,
+        /// Follow the execution to its end (as `watch` does).
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        target: cloud::Target,
     },
     /// Print the Kubernetes objects (YAML) the native tasks would create on EKS, without a cluster: Pods,
     /// PyTorchJobs, TFJobs, MPIJobs, SparkApplications.
@@ -278,29 +371,109 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }),
             },
         }),
-        Command::List { state_dir } => store::list(&state_dir),
+        Command::List { state_dir, target } => match target.stack {
+            Some(_) => cloud::block_on(cloud::ops::list(&target))?,
+            None => store::list(&state_dir),
+        },
         Command::Status {
             execution,
             state_dir,
-        } => store::status(&state_dir, &execution),
+            target,
+        } => match target.stack {
+            Some(_) => cloud::block_on(cloud::ops::status(&target, &execution))?,
+            None => store::status(&state_dir, &execution),
+        },
+        Command::Watch {
+            execution,
+            state_dir,
+            target,
+        } => match target.stack {
+            Some(_) => cloud::block_on(cloud::ops::watch(&target, &execution))?,
+            None => store::watch(&state_dir, &execution),
+        },
         Command::Logs {
             execution,
             node,
             attempt,
             index,
             state_dir,
-        } => store::logs(&state_dir, &execution, &node, attempt, index),
+            target,
+        } => match (target.stack.is_some(), node) {
+            (true, node) => {
+                cloud::block_on(cloud::ops::logs(&target, &execution, node.as_deref()))?
+            }
+            (false, Some(node)) => store::logs(&state_dir, &execution, &node, attempt, index),
+            (false, None) => anyhow::bail!(
+                "give the node whose task output to show (see `updraft status {execution}`)"
+            ),
+        },
         Command::Abort {
             execution,
             reason,
             state_dir,
-        } => store::abort(&state_dir, &execution, &reason),
+            target,
+        } => match target.stack {
+            Some(_) => cloud::block_on(cloud::ops::abort(&target, &execution, &reason))?,
+            None => store::abort(&state_dir, &execution, &reason),
+        },
         Command::Signal {
             execution,
             id,
             value,
             state_dir,
-        } => store::signal(&state_dir, &execution, &id, &value),
+            target,
+        } => match target.stack {
+            Some(_) => cloud::block_on(cloud::ops::signal(&target, &execution, &id, &value))?,
+            None => store::signal(&state_dir, &execution, &id, &value),
+        },
+        Command::Deploy {
+            target,
+            arch,
+            bundle,
+            code_bucket,
+            eks_config,
+            parameters,
+        } => cloud::block_on(cloud::deploy::deploy(cloud::deploy::DeployArgs {
+            target,
+            arch,
+            bundle,
+            code_bucket,
+            eks_config,
+            parameters,
+        }))?,
+        Command::Register { files, target } => {
+            cloud::block_on(cloud::ops::register(&target, &files))?
+        }
+        Command::Launch {
+            workflow,
+            launch_plan,
+            inputs,
+            inputs_file,
+            name,
+            package,
+            overwrite_cache,
+            max_parallelism,
+            via,
+            wait,
+            target,
+        } => cloud::block_on(cloud::ops::launch(
+            &target,
+            cloud::ops::LaunchArgs {
+                request: updraft_aws::request::Request {
+                    name,
+                    workflow,
+                    launch_plan,
+                    package,
+                    inputs: Default::default(),
+                    overwrite_cache,
+                    max_parallelism,
+                },
+                inputs,
+                inputs_file,
+                via,
+                wait,
+            },
+        ))?,
     }
 }
 

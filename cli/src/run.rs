@@ -149,6 +149,23 @@ fn gather_inputs(
     })
 }
 
+/// The signals a workflow's gates wait for, with the types of their values (approvals: booleans).
+pub fn signal_types(wf: &updraft_engine::CompiledWorkflow) -> BTreeMap<String, LiteralType> {
+    wf.nodes
+        .iter()
+        .filter_map(|n| match &n.kind {
+            NodeKind::Gate(G::Approve { signal_id }) => Some((
+                signal_id.clone(),
+                updraft_engine::types::simple(updraft_proto::core::SimpleType::Boolean),
+            )),
+            NodeKind::Gate(G::Signal {
+                signal_id, r#type, ..
+            }) => Some((signal_id.clone(), (**r#type).clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Runs the chosen workflow to its end; prints progress to stderr and the outputs as JSON to stdout.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let pkg = match crate::load::load(&args.files) {
@@ -411,20 +428,7 @@ impl Driver<'_> {
             }));
         config.overwrite_cache = self.args.overwrite_cache;
         let exec = Execution::new(&program, config).map_err(anyhow::Error::msg)?;
-        let signal_types = program.package.workflows[&program.workflow]
-            .nodes
-            .iter()
-            .filter_map(|n| match &n.kind {
-                NodeKind::Gate(G::Approve { signal_id }) => Some((
-                    signal_id.clone(),
-                    updraft_engine::types::simple(updraft_proto::core::SimpleType::Boolean),
-                )),
-                NodeKind::Gate(G::Signal {
-                    signal_id, r#type, ..
-                }) => Some((signal_id.clone(), (**r#type).clone())),
-                _ => None,
-            })
-            .collect();
+        let signal_types = signal_types(&program.package.workflows[&program.workflow]);
         let executor = Arc::new(
             LocalExecutor::new(dir, self.args.python.clone())
                 .with_containers(self.containers.clone()),

@@ -93,6 +93,40 @@ pub fn status(state: &Path, name: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `updraft watch <exec>`: prints node phase changes of an execution another `updraft run` drives until
+/// it ends; then its outputs as JSON (exit 0) or its error (exit 1).
+pub fn watch(state: &Path, name: &str) -> anyhow::Result<ExitCode> {
+    let dir = exec_dir(state, name);
+    let started = std::time::Instant::now();
+    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        let s = load(&dir)?;
+        for (id, phase) in &s.nodes {
+            if shown.get(id) != Some(phase) {
+                eprintln!(
+                    "  [{:>7.2}s] {id:<24} {phase}",
+                    started.elapsed().as_secs_f64()
+                );
+                shown.insert(id.clone(), phase.clone());
+            }
+        }
+        if matches!(s.phase.as_str(), "Succeeded" | "Failed" | "Aborted") {
+            if let Some(o) = &s.outputs {
+                println!("{}", serde_json::to_string_pretty(o)?);
+            }
+            if let Some(e) = &s.error {
+                eprintln!("updraft: {name} {}: {e}", s.phase);
+            }
+            return Ok(if s.phase == "Succeeded" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
 /// `updraft logs <exec> <node>`: the captured output of the node's attempt (the last one by default).
 pub fn logs(
     state: &Path,

@@ -119,6 +119,18 @@ fn entry_kind(name: &str) -> Option<EntryKind> {
 }
 
 impl Package {
+    /// Decodes stored package bytes by their name: `.yaml`/`.yml` as Updraft YAML, anything else as a
+    /// `pyflyte package` archive.
+    pub fn decode(file: &str, bytes: &[u8], limits: Limits) -> Result<Package, Problems> {
+        if file.ends_with(".yaml") || file.ends_with(".yml") {
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| Problems(vec![Problem::file(file, "is not UTF-8 text")]))?;
+            crate::yaml::load(file, text)
+        } else {
+            Package::from_tgz(file, bytes, limits)
+        }
+    }
+
     /// Decodes a `pyflyte package` archive (gzip-compressed tar of `NN_<name>_<k>.pb` files).
     pub fn from_tgz(file: &str, bytes: &[u8], limits: Limits) -> Result<Package, Problems> {
         if bytes.len() as u64 > limits.max_archive_bytes {

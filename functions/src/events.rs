@@ -69,7 +69,11 @@ pub fn job_of(event: &Value) -> Option<(String, String)> {
 /// Handles one events-queue message (an EventBridge event as JSON): sends the check of the task that
 /// waits on the job it names. Returns that job's key when a check was sent. A body that is not an
 /// event is an error (the message goes to the dead-letter queue after its retries).
-pub async fn handle(clients: &Clients, body: &str, message_id: &str) -> Result<Option<String>, Error> {
+pub async fn handle(
+    clients: &Clients,
+    body: &str,
+    message_id: &str,
+) -> Result<Option<String>, Error> {
     let event: Value = serde_json::from_str(body)
         .map_err(|e| Error::Invalid(format!("events message {message_id}: not JSON: {e}")))?;
     if event.get("detail").is_none() || event.get("source").is_none() {

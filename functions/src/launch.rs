@@ -30,13 +30,7 @@ fn invalid(p: updraft_engine::Problems) -> Error {
 
 /// Reads package bytes stored under `key` (`.yaml`/`.yml`: Updraft YAML; otherwise a flytekit package).
 pub fn decode_package(key: &str, bytes: &[u8]) -> Result<Package, Error> {
-    if key.ends_with(".yaml") || key.ends_with(".yml") {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| Error::Invalid(format!("{key}: is not UTF-8 text")))?;
-        updraft_engine::yaml::load(key, text).map_err(invalid)
-    } else {
-        Package::from_tgz(key, bytes, Limits::default()).map_err(invalid)
-    }
+    Package::decode(key, bytes, Limits::default()).map_err(invalid)
 }
 
 /// Compiled packages by key, kept while the function stays warm (packages never change under a key).

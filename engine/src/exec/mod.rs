@@ -27,7 +27,8 @@ use crate::compile::{CompiledPackage, NodeIdx};
 
 pub use cache::cache_key;
 pub use machine::{
-    Execution, dns_name, error_from_record, error_record, exec_phase, exec_phase_code, node_phase_of,
+    Execution, dns_name, error_from_record, error_record, exec_phase, exec_phase_code,
+    node_phase_of,
 };
 
 /// How many system-error retries a task attempt gets unless configured otherwise.

@@ -13,7 +13,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let clients = &clients;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let mut failures = Vec::new();
-        let records = event.payload["Records"].as_array().cloned().unwrap_or_default();
+        let records = event.payload["Records"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         for r in records {
             let id = r["messageId"].as_str().unwrap_or_default().to_string();
             let body = r["body"].as_str().unwrap_or_default();

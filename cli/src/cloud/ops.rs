@@ -1,0 +1,502 @@
+//! The stack commands that use a deployment: `register`, `launch`, `list`, `status`, `watch`, `logs`,
+//! `abort` and `signal`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use updraft_aws::request::Request;
+use updraft_aws::store::ExecutionItem;
+use updraft_engine::exec::node_phase_of;
+use updraft_engine::literal::{from_json, to_json};
+use updraft_proto::Message;
+use updraft_proto::updraft::{
+    AbortMessage, ExecutionState, NodeState, QueueMessage, SignalMessage, queue_message,
+};
+
+use super::{Deployment, Target, connect};
+
+/// `updraft register <files…> --stack S`: checks each file on its own (a package or YAML file must
+/// compile alone to run on the stack), uploads it under `packages/` and registers its workflows and
+/// launch plans by name, so requests can name them.
+pub async fn register(target: &Target, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let d = connect(target).await?;
+    for f in files {
+        let pkg = match crate::load::load(std::slice::from_ref(f)) {
+            Ok(p) => p,
+            Err(p) => return Ok(crate::report(&p)),
+        };
+        let compiled = match updraft_engine::compile(&pkg) {
+            Ok(c) => c,
+            Err(p) => return Ok(crate::report(&p)),
+        };
+        let bytes = std::fs::read(f).with_context(|| format!("{}: cannot read", f.display()))?;
+        let file = f
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("a file without a name")?;
+        let digest = Sha256::digest(&bytes);
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let key = match file.rsplit_once('.') {
+            Some((stem, ext)) => format!("packages/{stem}-{hex}.{ext}"),
+            None => format!("packages/{file}-{hex}"),
+        };
+        let uri = d.clients.blobs.uri(&key);
+        d.clients.blobs.put(&uri, bytes).await?;
+        let now = updraft_aws::now_ms();
+        let mut names: Vec<&String> = compiled
+            .workflows
+            .keys()
+            .chain(compiled.launch_plans.keys())
+            .collect();
+        names.sort();
+        names.dedup();
+        for name in &names {
+            d.clients.store.register(name, &key, now).await?;
+        }
+        eprintln!("updraft: {} → {uri}", f.display());
+        for name in names {
+            println!("{name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How `launch` hands the request over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// A JSON object under `requests/` in the bucket (what any S3 client can do).
+    S3,
+    /// A message to the launch queue.
+    Queue,
+    /// A synchronous invocation of the launch function (its errors come back at once).
+    Invoke,
+}
+
+/// What `updraft launch` was asked.
+pub struct LaunchArgs {
+    /// The request.
+    pub request: Request,
+    /// Inputs as `name=value`.
+    pub inputs: Vec<String>,
+    /// A JSON file of inputs.
+    pub inputs_file: Option<PathBuf>,
+    /// How to hand it over.
+    pub via: Via,
+    /// Follow the execution to its end.
+    pub wait: bool,
+}
+
+/// `updraft launch`: starts an execution on the stack; prints its name (and, with `--wait`, follows it
+/// as `watch` does).
+pub async fn launch(target: &Target, mut args: LaunchArgs) -> anyhow::Result<ExitCode> {
+    let d = connect(target).await?;
+    if let Some(f) = &args.inputs_file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("{}: cannot read", f.display()))?;
+        let v: Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", f.display()))?;
+        let Value::Object(m) = v else {
+            bail!("{}: inputs must be a JSON object", f.display())
+        };
+        args.request.inputs.extend(m);
+    }
+    for kv in &args.inputs {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--input `{kv}`: write name=value"))?;
+        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+        args.request.inputs.insert(k.to_string(), value);
+    }
+    let name = match &args.request.name {
+        Some(n) => n.clone(),
+        None => {
+            let seed = format!(
+                "{}-{}-{:?}",
+                std::process::id(),
+                updraft_aws::now_ms(),
+                std::time::SystemTime::now()
+            );
+            let d = Sha256::digest(seed.as_bytes());
+            let hex: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            format!("x{}", &hex[..15])
+        }
+    };
+    args.request.name = Some(name.clone());
+    let body = serde_json::to_vec(&args.request)?;
+    match args.via {
+        Via::S3 => {
+            let uri = d.clients.blobs.uri(&format!("requests/{name}.json"));
+            d.clients.blobs.put(&uri, body).await?;
+            eprintln!("updraft: request dropped at {uri}");
+            let error_uri = format!("{uri}.error.txt");
+            let started = Instant::now();
+            loop {
+                if d.clients.store.execution(&name).await?.is_some() {
+                    break;
+                }
+                if let Some(e) = d.clients.blobs.get(&error_uri).await? {
+                    bail!(
+                        "the request was refused ({error_uri}): {}",
+                        String::from_utf8_lossy(&e).trim()
+                    );
+                }
+                if started.elapsed() > Duration::from_secs(120) {
+                    bail!(
+                        "execution {name} has not started after 2 minutes; see `updraft logs {name} --stack {}`",
+                        d.stack
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        Via::Queue => {
+            let url = d.output("LaunchQueueUrl")?.to_string();
+            aws_sdk_sqs::Client::new(&d.clients.sdk)
+                .send_message()
+                .queue_url(&url)
+                .message_body(String::from_utf8_lossy(&body))
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "SQS SendMessage (launch queue): {}",
+                        aws_sdk_sqs::error::DisplayErrorContext(&e)
+                    )
+                })?;
+            let started = Instant::now();
+            while d.clients.store.execution(&name).await?.is_none() {
+                if started.elapsed() > Duration::from_secs(120) {
+                    bail!(
+                        "execution {name} has not started after 2 minutes; the launch function's logs or its dead-letter queue say why"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        Via::Invoke => {
+            let function = d.output("LaunchFunctionName")?.to_string();
+            let out = aws_sdk_lambda::Client::new(&d.clients.sdk)
+                .invoke()
+                .function_name(&function)
+                .payload(body.into())
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "Lambda Invoke {function}: {}",
+                        aws_sdk_lambda::error::DisplayErrorContext(&e)
+                    )
+                })?;
+            let payload = out.payload.map(|p| p.into_inner()).unwrap_or_default();
+            let v: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+            if out.function_error.is_some() {
+                let msg = v["errorMessage"].as_str().unwrap_or("(no message)");
+                bail!("the launch function refused the request: {msg}");
+            }
+        }
+    }
+    println!("{name}");
+    if args.wait {
+        return watch_execution(&d, &name).await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An execution's state as the stack holds it.
+struct Snapshot {
+    item: ExecutionItem,
+    state: ExecutionState,
+    /// Node id → phase, in node order.
+    nodes: Vec<(String, String)>,
+}
+
+async fn snapshot(d: &Deployment, name: &str) -> anyhow::Result<Snapshot> {
+    let item = d
+        .clients
+        .store
+        .execution(name)
+        .await?
+        .with_context(|| format!("no execution {name} in stack `{}`", d.stack))?;
+    let state = ExecutionState::decode(item.state.as_slice())
+        .with_context(|| format!("execution {name}: an unreadable state record"))?;
+    let mut nodes = Vec::new();
+    for (index, raw) in d.clients.node_records(name).await? {
+        let n = NodeState::decode(raw.as_slice())
+            .with_context(|| format!("execution {name}: node record {index} is unreadable"))?;
+        let phase = node_phase_of(n.phase)
+            .map_or_else(|| format!("phase {}", n.phase), |p| format!("{p:?}"));
+        nodes.push((index, n.id, phase));
+    }
+    nodes.sort_by_key(|n| n.0);
+    Ok(Snapshot {
+        item,
+        state,
+        nodes: nodes.into_iter().map(|(_, id, p)| (id, p)).collect(),
+    })
+}
+
+fn outputs_json(state: &ExecutionState) -> Option<Value> {
+    state.outputs.as_ref().map(|o| {
+        Value::Object(
+            o.literals
+                .iter()
+                .map(|(k, v)| (k.clone(), to_json(v)))
+                .collect(),
+        )
+    })
+}
+
+/// `updraft list --stack S`.
+pub async fn list(target: &Target) -> anyhow::Result<ExitCode> {
+    let d = connect(target).await?;
+    let mut rows = d.clients.store.executions().await?;
+    rows.sort_by_key(|e| e.created);
+    if rows.is_empty() {
+        eprintln!("no executions in stack `{}`", d.stack);
+    }
+    for e in rows {
+        let parent = e
+            .parent
+            .as_ref()
+            .map(|(p, n)| format!(" (child of {p}, node {n})"))
+            .unwrap_or_default();
+        println!("{:<20} {:<10} {}{parent}", e.name, e.phase, e.workflow);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `updraft status <exec> --stack S`.
+pub async fn status(target: &Target, name: &str) -> anyhow::Result<ExitCode> {
+    let d = connect(target).await?;
+    let s = snapshot(&d, name).await?;
+    println!("{} ({}): {}", s.item.name, s.item.workflow, s.item.phase);
+    for (id, phase) in &s.nodes {
+        println!("  {id:<28} {phase}");
+    }
+    if let Some(e) = &s.item.error {
+        println!("error: {e}");
+    }
+    if let Some(o) = outputs_json(&s.state) {
+        println!("outputs: {}", serde_json::to_string_pretty(&o)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `updraft watch <exec> --stack S`.
+pub async fn watch(target: &Target, name: &str) -> anyhow::Result<ExitCode> {
+    let d = connect(target).await?;
+    watch_execution(&d, name).await
+}
+
+/// Prints node phase changes as they happen until the execution ends; then its outputs as JSON
+/// (stdout) or its error. Exit 0 when it succeeded.
+async fn watch_execution(d: &Deployment, name: &str) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    let mut phase = String::new();
+    loop {
+        let s = snapshot(d, name).await?;
+        if s.item.phase != phase {
+            phase = s.item.phase.clone();
+            eprintln!(
+                "  [{:>7.2}s] {name:<24} {phase}",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        for (id, p) in &s.nodes {
+            if shown.get(id) != Some(p) {
+                eprintln!("  [{:>7.2}s] {id:<24} {p}", started.elapsed().as_secs_f64());
+                shown.insert(id.clone(), p.clone());
+            }
+        }
+        if matches!(phase.as_str(), "SUCCEEDED" | "FAILED" | "ABORTED") {
+            if let Some(o) = outputs_json(&s.state) {
+                println!("{}", serde_json::to_string_pretty(&o)?);
+            }
+            if let Some(e) = &s.item.error {
+                eprintln!("updraft: {name} {phase}: {e}");
+            }
+            return Ok(if phase == "SUCCEEDED" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn running(d: &Deployment, name: &str) -> anyhow::Result<ExecutionItem> {
+    let item = d
+        .clients
+        .store
+        .execution(name)
+        .await?
+        .with_context(|| format!("no execution {name} in stack `{}`", d.stack))?;
+    if matches!(item.phase.as_str(), "SUCCEEDED" | "FAILED" | "ABORTED") {
+        bail!("execution {name} is {}; nothing to steer", item.phase);
+    }
+    Ok(item)
+}
+
+/// `updraft abort <exec> --stack S`.
+pub async fn abort(target: &Target, name: &str, reason: &str) -> anyhow::Result<ExitCode> {
+    let d = connect(target).await?;
+    running(&d, name).await?;
+    d.clients
+        .queue
+        .send(
+            &QueueMessage {
+                execution: name.into(),
+                kind: Some(queue_message::Kind::Abort(AbortMessage {
+                    reason: reason.into(),
+                })),
+            },
+            Duration::ZERO,
+        )
+        .await?;
+    eprintln!("updraft: asked {name} to abort");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `updraft signal <exec> <id> <value> --stack S`: the value is typed as the gate that waits for it
+/// declares (the execution's package says).
+pub async fn signal(
+    target: &Target,
+    name: &str,
+    id: &str,
+    value: &str,
+) -> anyhow::Result<ExitCode> {
+    let d = connect(target).await?;
+    let item = running(&d, name).await?;
+    let uri = d.clients.blobs.uri(&item.package);
+    let bytes = d
+        .clients
+        .blobs
+        .get(&uri)
+        .await?
+        .with_context(|| format!("execution {name}: its package {uri} is gone"))?;
+    let pkg = updraft_engine::Package::decode(&item.package, &bytes, Default::default())
+        .map_err(|p| anyhow::anyhow!("{uri}: {p}"))?;
+    let compiled = updraft_engine::compile(&pkg).map_err(|p| anyhow::anyhow!("{uri}: {p}"))?;
+    let types = compiled
+        .workflows
+        .values()
+        .flat_map(crate::run::signal_types)
+        .collect::<BTreeMap<_, _>>();
+    let t = types
+        .get(id)
+        .with_context(|| format!("execution {name}: no gate waits for signal `{id}`"))?;
+    let v: Value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+    let literal = from_json(&v, t).map_err(|e| anyhow::anyhow!("signal `{id}`: {e}"))?;
+    d.clients
+        .queue
+        .send(
+            &QueueMessage {
+                execution: name.into(),
+                kind: Some(queue_message::Kind::Signal(SignalMessage {
+                    id: id.into(),
+                    value: Some(literal),
+                })),
+            },
+            Duration::ZERO,
+        )
+        .await?;
+    eprintln!("updraft: sent `{id}` to {name}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `updraft logs <exec> [node] --stack S`: the functions' log lines about the execution (and node),
+/// from CloudWatch Logs.
+pub async fn logs(target: &Target, name: &str, node: Option<&str>) -> anyhow::Result<ExitCode> {
+    let d = connect(target).await?;
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&d.clients.sdk);
+    let mut found = 0;
+    for function in ["LaunchFunctionName", "TransitionFunctionName"] {
+        let group = format!("/aws/lambda/{}", d.output(function)?);
+        let mut token = None;
+        loop {
+            let out = logs
+                .filter_log_events()
+                .log_group_name(&group)
+                .filter_pattern(format!("\"{name}\""))
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "CloudWatch Logs FilterLogEvents {group}: {}",
+                        aws_sdk_cloudwatchlogs::error::DisplayErrorContext(&e)
+                    )
+                })?;
+            for e in out.events.unwrap_or_default() {
+                let Some(line) = e.message else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(line.trim()) else {
+                    continue;
+                };
+                if !mentions(&v, "execution", name) {
+                    continue;
+                }
+                if let Some(n) = node
+                    && !mentions(&v, "node", n)
+                {
+                    continue;
+                }
+                found += 1;
+                println!("{}", render_log(&v));
+            }
+            token = out.next_token;
+            if token.is_none() {
+                break;
+            }
+        }
+    }
+    if found == 0 {
+        eprintln!("updraft: no log lines about {name} (yet)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// True when a JSON log line carries `field` = `value`, at the top, in its fields or in a span.
+fn mentions(v: &Value, field: &str, value: &str) -> bool {
+    let here = |o: &Value| o.get(field).and_then(Value::as_str) == Some(value);
+    here(v)
+        || here(&v["fields"])
+        || here(&v["span"])
+        || v["spans"]
+            .as_array()
+            .is_some_and(|spans| spans.iter().any(here))
+}
+
+fn render_log(v: &Value) -> String {
+    let time = v["timestamp"].as_str().unwrap_or_default();
+    let level = v["level"].as_str().unwrap_or_default();
+    let message = v["fields"]["message"].as_str().unwrap_or_default();
+    let mut extra = Vec::new();
+    if let Some(f) = v["fields"].as_object() {
+        for (k, val) in f {
+            if k != "message" {
+                extra.push(format!(
+                    "{k}={}",
+                    val.as_str().map_or(val.to_string(), str::to_string)
+                ));
+            }
+        }
+    }
+    for s in v["spans"].as_array().into_iter().flatten() {
+        for k in ["node", "attempt"] {
+            if let Some(val) = s.get(k) {
+                extra.push(format!(
+                    "{k}={}",
+                    val.as_str().map_or(val.to_string(), str::to_string)
+                ));
+            }
+        }
+    }
+    format!("{time} {level:<5} {message} {}", extra.join(" "))
+}

@@ -1,0 +1,352 @@
+//! The deployed form end to end on LocalStack: `updraft deploy` creates the CloudFormation stack of
+//! `infra/updraft.yaml` with the real Lambda binaries (run as processes by `localstack/executor`),
+//! `updraft register` uploads flytekit packages, requests dropped into the bucket (and sent to the
+//! launch queue, and given to the launch function) start executions, and the functions drive them —
+//! native tasks as pods on the Kubernetes API test server, whose kubelet runs the real `pyflyte-execute`
+//! against LocalStack's S3. The outputs in S3 must equal those of a local run. The stack is deployed
+//! with `FaultInjection=duplicate`, so every transitions-queue message is delivered twice.
+//!
+//! Needs `UPDRAFT_TEST_LOCALSTACK` and `UPDRAFT_TEST_PYTHON` (`scripts/test` sets both).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{root, temp_dir};
+use updraft_proto::Message;
+use updraft_test_kube::{Node, Server};
+
+fn endpoint() -> String {
+    std::env::var("UPDRAFT_TEST_LOCALSTACK").unwrap_or_else(|_| {
+        panic!(
+            "UPDRAFT_TEST_LOCALSTACK is not set: run the tests with `bash scripts/test`, which starts \
+             LocalStack (localstack/up) and passes its endpoint"
+        )
+    })
+}
+
+fn python() -> String {
+    std::env::var("UPDRAFT_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("UPDRAFT_TEST_PYTHON is not set: run the tests with `bash scripts/test`")
+    })
+}
+
+/// The deployment under test and how to reach it.
+struct Deployed {
+    stack: String,
+    endpoint: String,
+    outputs: serde_json::Value,
+    server: Server,
+}
+
+impl Deployed {
+    /// Runs `updraft <args> --stack S --endpoint-url E` with test credentials.
+    fn updraft(&self, args: &[&str]) -> (i32, String, String) {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--stack", &self.stack, "--endpoint-url", &self.endpoint]);
+        updraft_aws_env(&all)
+    }
+
+    /// Outputs of an execution as the functions wrote them to S3.
+    fn s3_outputs(&self, name: &str) -> serde_json::Value {
+        let bucket = self.outputs["BucketName"].as_str().unwrap().to_string();
+        let endpoint = self.endpoint.clone();
+        let key = format!("executions/{name}/outputs.pb");
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .endpoint_url(endpoint)
+                    .region(aws_config::Region::new("us-east-1"))
+                    .load()
+                    .await;
+                let s3 = updraft_aws::s3_client(&sdk);
+                let out = s3
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .unwrap();
+                out.body.collect().await.unwrap().into_bytes().to_vec()
+            });
+        let map = updraft_proto::core::LiteralMap::decode(bytes.as_slice()).unwrap();
+        serde_json::Value::Object(
+            map.literals
+                .iter()
+                .map(|(k, v)| (k.clone(), updraft_engine::literal::to_json(v)))
+                .collect(),
+        )
+    }
+
+    /// Pods the test cluster ran for execution `name`.
+    fn pods_of(&self, name: &str) -> BTreeSet<String> {
+        let store = self.server.store.lock().unwrap();
+        store
+            .logs
+            .keys()
+            .map(|(k, _)| k.name.clone())
+            .filter(|p| p.starts_with(&format!("{name}-")))
+            .collect()
+    }
+}
+
+/// Runs `updraft` with LocalStack's test credentials.
+fn updraft_aws_env(args: &[&str]) -> (i32, String, String) {
+    common::updraft_env(
+        args,
+        &[
+            ("AWS_ACCESS_KEY_ID", OsStr::new("test")),
+            ("AWS_SECRET_ACCESS_KEY", OsStr::new("test")),
+            ("AWS_REGION", OsStr::new("us-east-1")),
+            (
+                "PYTHONPATH",
+                root().join("tests/fixtures/flytekit/src").as_os_str(),
+            ),
+        ],
+    )
+}
+
+/// The Lambda binaries, built (debug) beside the `updraft` under test.
+fn bundle() -> PathBuf {
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "updraft-functions", "--bins"])
+        .current_dir(root())
+        .status()
+        .unwrap();
+    assert!(status.success(), "cannot build the functions");
+    Path::new(env!("CARGO_BIN_EXE_updraft"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn cluster(work: &Path) -> Server {
+    let python = python();
+    let venv_bin = Path::new(&python).parent().unwrap().to_path_buf();
+    let venv = venv_bin.parent().unwrap().to_path_buf();
+    let mut dirs = vec![venv_bin, updraft_test_kube::programs_dir("updraft-copilot")];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let node = Node {
+        env: vec![
+            (
+                "PATH".into(),
+                std::env::join_paths(dirs)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+            (
+                "PYTHONPATH".into(),
+                root()
+                    .join("tests/fixtures/flytekit/src")
+                    .display()
+                    .to_string(),
+            ),
+        ],
+        mounts: vec![(venv, "/opt/venv".into())],
+    };
+    Server::start_node(0, work.join("kubelet"), node).unwrap()
+}
+
+fn deploy(tag: &str) -> Deployed {
+    let ep = endpoint();
+    let work = temp_dir(tag);
+    let server = cluster(&work);
+    // The functions reach the test cluster as they reach EKS: by name, endpoint and CA (no CA: it
+    // speaks plain HTTP), with a token from their role.
+    let eks = serde_json::json!({
+        "namespace": "flyte",
+        "cluster": {"name": "test", "endpoint": server.url, "certificateAuthorityData": ""},
+        "env": {
+            "FLYTE_AWS_ENDPOINT": ep,
+            "FLYTE_AWS_ACCESS_KEY_ID": "test",
+            "FLYTE_AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_ENDPOINT_URL": ep,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    });
+    let eks_file = work.join("eks.json");
+    std::fs::write(&eks_file, eks.to_string()).unwrap();
+    let bundle = bundle();
+    let stack = format!("{tag}{}", std::process::id());
+    let mut d = Deployed {
+        stack,
+        endpoint: ep,
+        outputs: serde_json::Value::Null,
+        server,
+    };
+    let (code, out, err) = d.updraft(&[
+        "deploy",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--eks-config",
+        eks_file.to_str().unwrap(),
+        "-p",
+        "FaultInjection=duplicate",
+        "-p",
+        "MaxCheckDelaySeconds=2",
+    ]);
+    assert_eq!(code, 0, "deploy: {err}");
+    assert!(err.contains("CREATE_COMPLETE"), "{err}");
+    d.outputs = serde_json::from_str(&out).unwrap();
+    d
+}
+
+fn local_outputs(args: &[&str]) -> serde_json::Value {
+    let state = temp_dir("stack-local");
+    let mut all: Vec<&str> = vec!["run"];
+    all.extend(args);
+    let python = python();
+    all.extend(["--python", &python, "--state-dir", state.to_str().unwrap()]);
+    let (code, out, err) = updraft_aws_env(&all);
+    assert_eq!(code, 0, "local run: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
+    let d = deploy("e2e");
+    for key in [
+        "BucketName",
+        "TableName",
+        "TransitionsQueueUrl",
+        "LaunchQueueUrl",
+        "LaunchFunctionName",
+        "TransitionFunctionName",
+        "EventsFunctionName",
+    ] {
+        assert!(d.outputs[key].is_string(), "no output {key}: {}", d.outputs);
+    }
+    // Deploying again changes nothing.
+    let bundle = bundle();
+    let (code, _, err) = d.updraft(&["deploy", "--bundle", bundle.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+
+    let (code, out, err) = d.updraft(&[
+        "register",
+        "tests/fixtures/flytekit/branches.tgz",
+        "tests/fixtures/flytekit/maps.tgz",
+        "tests/fixtures/flytekit/failures.tgz",
+    ]);
+    assert_eq!(code, 0, "register: {err}");
+    assert!(
+        out.lines().any(|l| l == "fixtures.branches.branch_wf"),
+        "{out}"
+    );
+
+    // A branch between real tasks, launched by a request dropped into the bucket.
+    let (code, out, err) = d.updraft(&[
+        "launch",
+        "-w",
+        "fixtures.branches.branch_wf",
+        "-i",
+        "x=3",
+        "--name",
+        "br",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "launch br: {err}");
+    let printed: serde_json::Value = serde_json::from_str(out.split_once('\n').unwrap().1).unwrap();
+    let local = local_outputs(&["tests/fixtures/flytekit/branches.tgz", "-i", "x=3"]);
+    assert_eq!(d.s3_outputs("br"), local);
+    assert_eq!(printed, local);
+    let pods = d.pods_of("br");
+    assert!(!pods.is_empty());
+
+    // A map task, launched through the launch queue.
+    let (code, _, err) = d.updraft(&[
+        "launch",
+        "-w",
+        "fixtures.maps.maps_wf",
+        "--name",
+        "mp",
+        "--via",
+        "queue",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "launch mp: {err}");
+    let local = local_outputs(&["tests/fixtures/flytekit/maps.tgz"]);
+    assert_eq!(d.s3_outputs("mp"), local);
+
+    // Every message was delivered twice, yet each task attempt ran once: the same request again
+    // starts nothing new.
+    let (code, _, err) = d.updraft(&[
+        "launch",
+        "-w",
+        "fixtures.branches.branch_wf",
+        "-i",
+        "x=3",
+        "--name",
+        "br",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "relaunch: {err}");
+    assert_eq!(d.pods_of("br"), pods);
+
+    let (code, out, err) = d.updraft(&["status", "br"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("br (fixtures.branches.branch_wf): SUCCEEDED"),
+        "{out}"
+    );
+    assert!(out.contains("Succeeded"), "{out}");
+    let (code, out, _) = d.updraft(&["list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("br ") && out.contains("mp "), "{out}");
+    let (code, out, err) = d.updraft(&["logs", "br"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("launched"), "{out}");
+
+    // A bad request dropped into the bucket is refused, with the reason next to it.
+    let (code, _, err) = d.updraft(&["launch", "-w", "no.such.workflow", "--name", "bad"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not registered"), "{err}");
+
+    // Abort mid-run: started by invoking the launch function, stopped once its pod runs.
+    let (code, out, err) = d.updraft(&[
+        "launch",
+        "-w",
+        "fixtures.failures.slow_wf",
+        "--name",
+        "stop",
+        "--via",
+        "invoke",
+    ]);
+    assert_eq!(code, 0, "launch stop: {err}");
+    assert_eq!(out.trim(), "stop");
+    let start = Instant::now();
+    while d.server.store.lock().unwrap().objects.is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no pod started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, _, err) = d.updraft(&["abort", "stop", "--reason", "enough"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = d.updraft(&["watch", "stop"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("ABORTED"), "{err}");
+    let left: Vec<String> = d
+        .server
+        .store
+        .lock()
+        .unwrap()
+        .objects
+        .keys()
+        .map(|k| k.name.clone())
+        .collect();
+    assert!(left.is_empty(), "objects left running: {left:?}");
+    let (code, _, err) = d.updraft(&["abort", "stop"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nothing to steer"), "{err}");
+}
