@@ -52,12 +52,13 @@ impl Deployed {
         updraft_aws_env(&all)
     }
 
-    /// Outputs of an execution as the functions wrote them to S3.
-    fn s3_outputs(&self, name: &str) -> serde_json::Value {
-        let bucket = self.outputs["BucketName"].as_str().unwrap().to_string();
+    /// Runs `f` with an AWS configuration for LocalStack.
+    fn with_sdk<T, F: std::future::Future<Output = T>>(
+        &self,
+        f: impl FnOnce(aws_config::SdkConfig) -> F,
+    ) -> T {
         let endpoint = self.endpoint.clone();
-        let key = format!("executions/{name}/outputs.pb");
-        let bytes = tokio::runtime::Builder::new_current_thread()
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
@@ -65,18 +66,30 @@ impl Deployed {
                 let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
                     .endpoint_url(endpoint)
                     .region(aws_config::Region::new("us-east-1"))
+                    .credentials_provider(aws_credential_types::Credentials::new(
+                        "test", "test", None, None, "tests",
+                    ))
                     .load()
                     .await;
-                let s3 = updraft_aws::s3_client(&sdk);
-                let out = s3
-                    .get_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .unwrap();
-                out.body.collect().await.unwrap().into_bytes().to_vec()
-            });
+                f(sdk).await
+            })
+    }
+
+    /// Outputs of an execution as the functions wrote them to S3.
+    fn s3_outputs(&self, name: &str) -> serde_json::Value {
+        let bucket = self.outputs["BucketName"].as_str().unwrap().to_string();
+        let key = format!("executions/{name}/outputs.pb");
+        let bytes = self.with_sdk(|sdk| async move {
+            let s3 = updraft_aws::s3_client(&sdk);
+            let out = s3
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            out.body.collect().await.unwrap().into_bytes().to_vec()
+        });
         let map = updraft_proto::core::LiteralMap::decode(bytes.as_slice()).unwrap();
         serde_json::Value::Object(
             map.literals
@@ -95,6 +108,21 @@ impl Deployed {
             .map(|(k, _)| k.name.clone())
             .filter(|p| p.starts_with(&format!("{name}-")))
             .collect()
+    }
+}
+
+impl Drop for Deployed {
+    /// Deletes the stack, so its event source mappings stop polling (bucket and table are kept, as the
+    /// template says).
+    fn drop(&mut self) {
+        let stack = self.stack.clone();
+        self.with_sdk(|sdk| async move {
+            let _ = aws_sdk_cloudformation::Client::new(&sdk)
+                .delete_stack()
+                .stack_name(stack)
+                .send()
+                .await;
+        });
     }
 }
 
@@ -229,10 +257,11 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
     ] {
         assert!(d.outputs[key].is_string(), "no output {key}: {}", d.outputs);
     }
-    // Deploying again changes nothing.
+    // Deploying again changes nothing: the same code, and the parameters not given keep their values.
     let bundle = bundle();
     let (code, _, err) = d.updraft(&["deploy", "--bundle", bundle.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
+    assert!(err.contains("up to date"), "{err}");
 
     let (code, out, err) = d.updraft(&[
         "register",

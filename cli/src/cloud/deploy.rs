@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use aws_sdk_cloudformation::types::{Capability, Parameter, StackStatus};
 use sha2::{Digest, Sha256};
 
-use super::{Target, stack_outputs};
+use super::{Target, describe_stack};
 
 /// The stack's template (embedded, so an installed `updraft` deploys without a checkout).
 pub const TEMPLATE: &str = include_str!("../../../infra/updraft.yaml");
@@ -141,7 +141,8 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     params.insert("CodeBucket".into(), bucket.clone());
 
     let cfn = aws_sdk_cloudformation::Client::new(&sdk);
-    let parameters: Vec<Parameter> = params
+    let existing = describe_stack(&sdk, &stack).await?;
+    let mut parameters: Vec<Parameter> = params
         .iter()
         .map(|(k, v)| {
             Parameter::builder()
@@ -150,9 +151,19 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
                 .build()
         })
         .collect();
-    let existing = stack_outputs(&sdk, &stack).await?;
-    if let Some((status, _)) = &existing
-        && status == "ROLLBACK_COMPLETE"
+    // An update keeps the values of parameters not given this time.
+    for key in existing.iter().flat_map(|s| &s.parameters) {
+        if !params.contains_key(key) && TEMPLATE.contains(&format!("\n  {key}:\n    Type:")) {
+            parameters.push(
+                Parameter::builder()
+                    .parameter_key(key)
+                    .use_previous_value(true)
+                    .build(),
+            );
+        }
+    }
+    if let Some(info) = &existing
+        && info.status == "ROLLBACK_COMPLETE"
     {
         bail!(
             "{} is ROLLBACK_COMPLETE (its creation failed); delete it, then deploy again",
@@ -224,10 +235,10 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn print_outputs(sdk: &aws_config::SdkConfig, stack: &str) -> anyhow::Result<ExitCode> {
-    let (_, outputs) = stack_outputs(sdk, stack)
+    let info = describe_stack(sdk, stack)
         .await?
         .with_context(|| format!("stack `{stack}` vanished"))?;
-    println!("{}", serde_json::to_string_pretty(&outputs)?);
+    println!("{}", serde_json::to_string_pretty(&info.outputs)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -77,11 +77,18 @@ impl Deployment {
     }
 }
 
-/// The outputs of a stack, or `None` when there is no such stack.
-pub async fn stack_outputs(
-    sdk: &SdkConfig,
-    stack: &str,
-) -> anyhow::Result<Option<(String, BTreeMap<String, String>)>> {
+/// A stack as CloudFormation describes it.
+pub struct StackInfo {
+    /// Its status, e.g. `CREATE_COMPLETE`.
+    pub status: String,
+    /// Its outputs by key.
+    pub outputs: BTreeMap<String, String>,
+    /// The keys of its parameters.
+    pub parameters: Vec<String>,
+}
+
+/// The stack named `stack`, or `None` when there is no such stack.
+pub async fn describe_stack(sdk: &SdkConfig, stack: &str) -> anyhow::Result<Option<StackInfo>> {
     let cfn = aws_sdk_cloudformation::Client::new(sdk);
     let out = match cfn.describe_stacks().stack_name(stack).send().await {
         Ok(o) => o,
@@ -106,14 +113,27 @@ pub async fn stack_outputs(
         .into_iter()
         .filter_map(|o| Some((o.output_key?, o.output_value?)))
         .collect();
-    Ok(Some((status, outputs)))
+    let parameters = s
+        .parameters
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| p.parameter_key)
+        .collect();
+    Ok(Some(StackInfo {
+        status,
+        outputs,
+        parameters,
+    }))
 }
 
 /// Connects to the deployed stack `target` names.
 pub async fn connect(target: &Target) -> anyhow::Result<Deployment> {
     let sdk = target.sdk().await;
     let stack = target.stack().to_string();
-    let Some((status, outputs)) = stack_outputs(&sdk, &stack).await? else {
+    let Some(StackInfo {
+        status, outputs, ..
+    }) = describe_stack(&sdk, &stack).await?
+    else {
         bail!("no {} (deploy it with `updraft deploy`)", target.place());
     };
     if !status.ends_with("_COMPLETE") || status.contains("ROLLBACK") && !status.contains("UPDATE") {
