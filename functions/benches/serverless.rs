@@ -1,0 +1,719 @@
+//! Figures for the serverless runtime, against LocalStack (prints them; asserts nothing about speed).
+//!
+//! ```sh
+//! bash localstack/up && UPDRAFT_TEST_LOCALSTACK=http://127.0.0.1:4566 \
+//!   UPDRAFT_TEST_PYTHON=$(bash scripts/python-env) cargo bench -p updraft-functions --bench serverless
+//! ```
+//!
+//! - **node-to-node latency**: flytekit workflows run through the transitions queue with native tasks
+//!   on the Kubernetes API test server; for each transition that saw a task done and submitted the next
+//!   task (a new pod), the time from the message's receipt to the end of its commit; plus the SQS hop
+//!   (send → receive) that precedes it in a deployment;
+//! - **AWS requests per transition**, counted by a proxy in front of LocalStack, by service, and what
+//!   they cost per million transitions next to Step Functions Standard's $25;
+//! - **cold start**: the `transition` binary from process start to its first request for an event
+//!   (`/runtime/invocation/next`) on a stand-in Lambda Runtime API;
+//! - **peak RSS** of each function's binary handling one event;
+//! - **bootstrap size** of the zips `scripts/bundle` made, when present.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use updraft_connector_eks::{Cluster, EksConfig};
+use updraft_functions::launch::{Packages, Request, launch};
+use updraft_functions::transition::{Received, Transition, is_final};
+use updraft_functions::{Clients, Settings};
+use updraft_test_kube::{Node, Server};
+
+// ------------------------------------------------------------------ a counting proxy
+
+/// Requests seen by the proxy, by AWS service (from the signature's credential scope).
+type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
+
+/// Forwards TCP connections to `upstream`, counting the HTTP requests that pass.
+fn proxy(upstream: String) -> (String, Counts) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let counts: Counts = Arc::default();
+    let c = counts.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let up = TcpStream::connect(&upstream).unwrap();
+            let (mut up_r, mut down_w) = (up.try_clone().unwrap(), conn.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut up_r, &mut down_w);
+            });
+            let c = c.clone();
+            std::thread::spawn(move || count_requests(conn, up, &c));
+        }
+    });
+    (addr, counts)
+}
+
+/// Copies a client's requests upstream, counting each by the service its credential scope names.
+fn count_requests(client: TcpStream, mut up: TcpStream, counts: &Counts) {
+    let mut r = BufReader::new(client);
+    loop {
+        // Request line and headers.
+        let mut head = Vec::new();
+        let mut length = 0usize;
+        let mut service = String::from("?");
+        loop {
+            let mut line = Vec::new();
+            if r.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let text = String::from_utf8_lossy(&line).to_ascii_lowercase();
+            if let Some(v) = text.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if text.starts_with("authorization:")
+                && let Some(scope) = text.split("credential=").nth(1)
+            {
+                service = scope.split('/').nth(3).unwrap_or("?").to_string();
+            }
+            head.extend_from_slice(&line);
+            if line == b"\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0u8; length];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        *counts.lock().unwrap().entry(service).or_default() += 1;
+        if up.write_all(&head).is_err() || up.write_all(&body).is_err() {
+            return;
+        }
+    }
+}
+
+// ------------------------------------------------------------------ the stack
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: see the top of functions/benches/serverless.rs")
+    })
+}
+
+async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test", "test", None, None, "bench",
+        ))
+        .load()
+        .await
+}
+
+async fn resources(sdk: &aws_config::SdkConfig, id: &str) -> Settings {
+    let key = |n: &str, t| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .unwrap()
+    };
+    let attr = |n: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    aws_sdk_dynamodb::Client::new(sdk)
+        .create_table()
+        .table_name(id)
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .attribute_definitions(attr("pk"))
+        .attribute_definitions(attr("sk"))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    updraft_aws::s3_client(sdk)
+        .create_bucket()
+        .bucket(id)
+        .send()
+        .await
+        .unwrap();
+    let url = aws_sdk_sqs::Client::new(sdk)
+        .create_queue()
+        .queue_name(id)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    Settings {
+        table: id.into(),
+        bucket: id.into(),
+        transitions_url: url,
+        eks: None,
+        max_check_delay: Duration::from_secs(1),
+        lease: Duration::from_secs(30),
+        max_receives: 5,
+        fault: None,
+    }
+}
+
+fn cluster(work: &Path, root: &Path) -> Server {
+    let python = env("UPDRAFT_TEST_PYTHON");
+    let venv_bin = Path::new(&python).parent().unwrap().to_path_buf();
+    let venv = venv_bin.parent().unwrap().to_path_buf();
+    let mut dirs = vec![venv_bin];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let node = Node {
+        env: vec![
+            (
+                "PATH".into(),
+                std::env::join_paths(dirs)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+            (
+                "PYTHONPATH".into(),
+                root.join("tests/fixtures/flytekit/src")
+                    .display()
+                    .to_string(),
+            ),
+        ],
+        mounts: vec![(venv, "/opt/venv".into())],
+    };
+    Server::start_node(0, work.join("kubelet"), node).unwrap()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+// ------------------------------------------------------------------ a stand-in Runtime API
+
+/// Serves one event on a Lambda Runtime API; records when the first `next` arrived and the response.
+struct RuntimeApi {
+    addr: String,
+    first_next: Arc<Mutex<Option<Instant>>>,
+    response: Arc<Mutex<Option<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RuntimeApi {
+    fn start(event: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let first_next = Arc::new(Mutex::new(None));
+        let response = Arc::new(Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (f, r, s) = (first_next.clone(), response.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut served = false;
+            while !s.load(Ordering::SeqCst) {
+                let Ok((conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                };
+                conn.set_nonblocking(false).unwrap();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let mut length = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    let _ = reader.read_exact(&mut body);
+                    if line.starts_with("GET") && line.contains("/invocation/next") {
+                        f.lock().unwrap().get_or_insert_with(Instant::now);
+                        if served {
+                            // No second event: hold the request until stopped.
+                            while !s.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                            return;
+                        }
+                        served = true;
+                        let deadline = updraft_functions::now_ms() + 60_000;
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: bench-1\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:000000000000:function:bench\r\nContent-Length: {}\r\n\r\n{event}",
+                            event.len()
+                        );
+                    } else {
+                        *r.lock().unwrap() = Some(String::from_utf8_lossy(&body).into_owned());
+                        let _ = write!(conn, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
+                    }
+                }
+            }
+        });
+        Self {
+            addr,
+            first_next,
+            response,
+            stop,
+        }
+    }
+}
+
+impl Drop for RuntimeApi {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Starts function `binary` on a stand-in Runtime API with `event`: the time to its first `next`,
+/// its response, and its peak RSS (KiB) once it answered.
+fn run_function(
+    binary: &str,
+    settings: &Settings,
+    endpoint: &str,
+    event: String,
+    wait_response: bool,
+    extra: &[(&str, String)],
+) -> (Duration, Option<String>, u64) {
+    let api = RuntimeApi::start(event);
+    let started = Instant::now();
+    let mut child = std::process::Command::new(binary)
+        .env("AWS_LAMBDA_RUNTIME_API", &api.addr)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("UPDRAFT_TABLE", &settings.table)
+        .env("UPDRAFT_BUCKET", &settings.bucket)
+        .env("UPDRAFT_TRANSITIONS_URL", &settings.transitions_url)
+        .env("RUST_LOG", "warn")
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let limit = Instant::now() + Duration::from_secs(30);
+    let ready = loop {
+        if let Some(t) = *api.first_next.lock().unwrap() {
+            break t - started;
+        }
+        assert!(Instant::now() < limit, "{binary} never asked for an event");
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    if wait_response {
+        while api.response.lock().unwrap().is_none() {
+            assert!(Instant::now() < limit, "{binary} never answered");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Its next `next` (the event is done).
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let _ = child.kill();
+    let _ = child.wait();
+    let response = api.response.lock().unwrap().clone();
+    (ready, response, rss)
+}
+
+// ------------------------------------------------------------------ the figures
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let localstack = env("UPDRAFT_TEST_LOCALSTACK");
+    let upstream = localstack
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let (endpoint, counts) = proxy(upstream);
+    let sdk = sdk(&endpoint).await;
+    let id = format!("bench-{}", std::process::id());
+    let mut settings = resources(&sdk, &id).await;
+    let work = std::env::temp_dir().join(format!("updraft-{id}"));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let server = cluster(&work, &root);
+    server.write_kubeconfig(&work.join("kubeconfig")).unwrap();
+    let eks: EksConfig = serde_json::from_value(serde_json::json!({
+        "namespace": "flyte",
+        "env": {
+            "FLYTE_AWS_ENDPOINT": localstack,
+            "FLYTE_AWS_ACCESS_KEY_ID": "test",
+            "FLYTE_AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_ENDPOINT_URL": localstack,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    }))
+    .unwrap();
+    settings.eks = Some(eks.clone());
+    let clients: Clients = settings.clients_with(sdk.clone());
+    // The bench's own calls (polling, receiving, deleting) go around the proxy, so only the
+    // transitions' calls are counted.
+    let direct = self::sdk(&localstack).await;
+    let watcher: Clients = settings.clients_with(direct.clone());
+    let sqs = aws_sdk_sqs::Client::new(&direct);
+
+    // Register the package.
+    let file = "tests/fixtures/flytekit/branches.tgz";
+    let bytes = std::fs::read(root.join(file)).unwrap();
+    let key = "packages/branches.tgz";
+    clients
+        .blobs
+        .put(&clients.blobs.uri(key), bytes.clone())
+        .await
+        .unwrap();
+    let compiled =
+        updraft_engine::compile(&updraft_functions::launch::decode_package(key, &bytes).unwrap())
+            .unwrap();
+    for name in compiled
+        .workflows
+        .keys()
+        .chain(compiled.launch_plans.keys())
+    {
+        clients.store.register(name, key, 0).await.unwrap();
+    }
+
+    let kube = Cluster::from_kubeconfig(Some(&work.join("kubeconfig")))
+        .await
+        .unwrap();
+    let t = Transition::with_cluster(settings.clone(), clients.clone(), Some((kube, eks)));
+    let packages = Packages::default();
+    let runs: usize = std::env::var("UPDRAFT_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    eprintln!("running {runs} executions of fixtures.branches.branch_wf through the queue …");
+
+    let mut next_task = Vec::new();
+    let mut all = Vec::new();
+    let mut seen_pods: BTreeSet<String> = BTreeSet::new();
+    let before: BTreeMap<String, u64> = counts.lock().unwrap().clone();
+    let mut handled = 0u64;
+    let mut tasks = 0u64;
+    for i in 0..runs {
+        let name = format!("b{i}");
+        let req = Request {
+            name: Some(name.clone()),
+            workflow: Some("fixtures.branches.branch_wf".into()),
+            inputs: serde_json::from_value(serde_json::json!({"x": 1 + i as i64 % 5})).unwrap(),
+            ..Default::default()
+        };
+        launch(&settings, &watcher, &packages, &req, "")
+            .await
+            .unwrap();
+        let limit = Instant::now() + Duration::from_secs(120);
+        loop {
+            let item = watcher.store.execution(&name).await.unwrap().unwrap();
+            if is_final(&item.phase) {
+                assert_eq!(item.phase, "SUCCEEDED", "{name}: {:?}", item.error);
+                break;
+            }
+            assert!(Instant::now() < limit, "{name} did not finish");
+            let got = sqs
+                .receive_message()
+                .queue_url(&settings.transitions_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap();
+            for m in got.messages.unwrap_or_default() {
+                let body = m.body.clone().unwrap_or_default();
+                let is_check = updraft_functions::queue::decode(&body)
+                    .ok()
+                    .and_then(|q| q.kind)
+                    .is_some_and(|k| {
+                        matches!(k, updraft_proto::updraft::queue_message::Kind::Check(_))
+                    });
+                let received = Instant::now();
+                let failed = t
+                    .handle(vec![Received {
+                        id: m.message_id.clone().unwrap_or_default(),
+                        body,
+                        receive_count: 1,
+                    }])
+                    .await;
+                let took = received.elapsed();
+                handled += 1;
+                all.push(ms(took));
+                let pods: BTreeSet<String> = server
+                    .store
+                    .lock()
+                    .unwrap()
+                    .objects
+                    .keys()
+                    .map(|k| k.name.clone())
+                    .collect();
+                let new = pods.difference(&seen_pods).count();
+                if new > 0 {
+                    tasks += new as u64;
+                    if is_check {
+                        next_task.push(ms(took));
+                    }
+                }
+                seen_pods.extend(pods);
+                if failed.is_empty() {
+                    sqs.delete_message()
+                        .queue_url(&settings.transitions_url)
+                        .receipt_handle(m.receipt_handle.unwrap())
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    }
+    let after = counts.lock().unwrap().clone();
+    next_task.sort_by(f64::total_cmp);
+    all.sort_by(f64::total_cmp);
+
+    // The SQS hop: send → receive (long polling), as the event source mapping would see it.
+    let mut hop = Vec::new();
+    for _ in 0..30 {
+        let sent = Instant::now();
+        sqs.send_message()
+            .queue_url(&settings.transitions_url)
+            .message_body("hop")
+            .send()
+            .await
+            .unwrap();
+        loop {
+            let got = sqs
+                .receive_message()
+                .queue_url(&settings.transitions_url)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap();
+            if let Some(m) = got.messages.unwrap_or_default().into_iter().next() {
+                hop.push(ms(sent.elapsed()));
+                sqs.delete_message()
+                    .queue_url(&settings.transitions_url)
+                    .receipt_handle(m.receipt_handle.unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                break;
+            }
+        }
+    }
+    hop.sort_by(f64::total_cmp);
+
+    println!("\n== node-to-node latency (LocalStack on this machine, transition logic in-process)");
+    println!(
+        "task done → next task submitted: median {:.1} ms, p99 {:.1} ms ({} transitions)",
+        percentile(&next_task, 0.5),
+        percentile(&next_task, 0.99),
+        next_task.len()
+    );
+    println!(
+        "every transition:                median {:.1} ms, p99 {:.1} ms ({} messages)",
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        all.len()
+    );
+    println!(
+        "SQS hop (send → receive):        median {:.1} ms, p99 {:.1} ms",
+        percentile(&hop, 0.5),
+        percentile(&hop, 0.99)
+    );
+
+    // Requests per transition, and their cost.
+    let mut per: BTreeMap<String, f64> = BTreeMap::new();
+    for (svc, n) in &after {
+        let d = n - before.get(svc).copied().unwrap_or(0);
+        per.insert(svc.clone(), d as f64 / handled as f64);
+    }
+    println!("\n== AWS requests per transition ({handled} messages, {tasks} task attempts)");
+    for (svc, n) in &per {
+        println!("{svc:<10} {n:.2}");
+    }
+    // Prices (us-east-1, on demand): Lambda $0.20 per million requests plus $0.0000133334 per GB-s on
+    // arm64; SQS $0.40 per million requests (64 KB chunks); DynamoDB on demand $0.625 per million write
+    // units and $0.125 per million read units (a transactional write is 2 units); S3 $5 per million
+    // PUTs and $0.40 per million GETs. One transition = one SQS receive and one delete on top of the
+    // SDK calls counted here (an event source mapping batches up to 10 messages per receive and
+    // delete; counted as one each here).
+    let median_s = percentile(&all, 0.5) / 1000.0;
+    let lambda = 0.20 + 0.512 * median_s.max(0.001) * 13.3334;
+    let sqs_cost = (per.get("sqs").copied().unwrap_or(0.0) + 2.0) * 0.40;
+    println!(
+        "(plus 2 SQS requests per transition by the event source mapping: receive and delete)"
+    );
+    let ddb = per.get("dynamodb").copied().unwrap_or(0.0);
+    // Of DynamoDB calls, writes (lease, commit with about two items, release) dominate; count each
+    // call as 2 write units, an upper bound for items under 1 KB.
+    let ddb_cost = ddb * 2.0 * 0.625;
+    let s3 = per.get("s3").copied().unwrap_or(0.0);
+    let s3_cost = s3 * 5.0;
+    let total = lambda + sqs_cost + ddb_cost + s3_cost;
+    println!(
+        "\n== cost per million transitions (upper bounds, 512 MB arm64 at the median duration)\n\
+         Lambda ${lambda:.2}  SQS ${sqs_cost:.2}  DynamoDB ${ddb_cost:.2}  S3 ${s3_cost:.2}  \
+         = ${total:.2}   (Step Functions Standard: $25.00 per million state transitions)"
+    );
+
+    // Cold start, peak RSS.
+    println!("\n== the functions' binaries (bench profile) on a stand-in Runtime API");
+    let transition_bin = env!("CARGO_BIN_EXE_transition");
+    let mut cold = Vec::new();
+    for _ in 0..15 {
+        let (ready, _, _) = run_function(
+            transition_bin,
+            &settings,
+            &endpoint,
+            "{}".into(),
+            false,
+            &[],
+        );
+        cold.push(ms(ready));
+    }
+    cold.sort_by(f64::total_cmp);
+    println!(
+        "cold start (process start → first `next`): median {:.1} ms, p99 {:.1} ms",
+        percentile(&cold, 0.5),
+        percentile(&cold, 0.99)
+    );
+    let launch_event = serde_json::json!({
+        "name": "rss",
+        "workflow": "fixtures.branches.branch_wf",
+        "inputs": {"x": 1},
+    })
+    .to_string();
+    let cluster_env = [
+        (
+            "UPDRAFT_EKS",
+            serde_json::json!({"namespace": "flyte"}).to_string(),
+        ),
+        ("KUBECONFIG", work.join("kubeconfig").display().to_string()),
+    ];
+    let (_, r, rss) = run_function(
+        env!("CARGO_BIN_EXE_launch"),
+        &settings,
+        &endpoint,
+        launch_event,
+        true,
+        &cluster_env,
+    );
+    println!(
+        "launch:     peak RSS {:>6} KiB  → {}",
+        rss,
+        r.unwrap_or_default()
+    );
+    // The start message the launch just sent, as an SQS batch.
+    let got = sqs
+        .receive_message()
+        .queue_url(&settings.transitions_url)
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .unwrap();
+    let m = got.messages.unwrap_or_default().into_iter().next().unwrap();
+    let batch = serde_json::json!({"Records": [{
+        "messageId": m.message_id.clone().unwrap_or_default(),
+        "receiptHandle": m.receipt_handle.clone().unwrap_or_default(),
+        "body": m.body.clone().unwrap_or_default(),
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:bench",
+        "awsRegion": "us-east-1",
+    }]})
+    .to_string();
+    let (_, r, rss) = run_function(
+        transition_bin,
+        &settings,
+        &endpoint,
+        batch,
+        true,
+        &cluster_env,
+    );
+    println!(
+        "transition: peak RSS {:>6} KiB  → {}",
+        rss,
+        r.unwrap_or_default()
+    );
+    let event = serde_json::json!({"Records": [{
+        "messageId": "e1",
+        "body": serde_json::json!({
+            "source": "aws.batch",
+            "detail-type": "Batch Job State Change",
+            "detail": {"jobId": "no-such-job", "status": "SUCCEEDED"},
+        }).to_string(),
+    }]})
+    .to_string();
+    let (_, r, rss) = run_function(
+        env!("CARGO_BIN_EXE_events"),
+        &settings,
+        &endpoint,
+        event,
+        true,
+        &[],
+    );
+    println!(
+        "events:     peak RSS {:>6} KiB  → {}",
+        rss,
+        r.unwrap_or_default()
+    );
+
+    println!("\n== bootstrap zips (scripts/bundle)");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    let mut any = false;
+    for arch in ["arm64", "x86_64"] {
+        for f in ["launch", "transition", "events"] {
+            let p = target.join("lambda").join(arch).join(format!("{f}.zip"));
+            if let Ok(m) = std::fs::metadata(&p) {
+                any = true;
+                println!(
+                    "{arch:<7} {f:<11} {:>5.1} MiB",
+                    m.len() as f64 / (1024.0 * 1024.0)
+                );
+            }
+        }
+    }
+    if !any {
+        println!("(none yet: run scripts/bundle arm64 or x86_64)");
+    }
+}
