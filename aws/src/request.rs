@@ -35,3 +35,8 @@ pub struct Request {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallelism: Option<u32>,
 }
+
+/// A made-up execution name: `x` and 15 hex digits of a digest of `seed`.
+pub fn made_up_name(seed: &str) -> String {
+    format!("x{}", &crate::short_digest(seed.as_bytes())[..15])
+}

@@ -117,13 +117,14 @@ fn choose(
     .map_err(anyhow::Error::msg)
 }
 
-fn gather_inputs(
-    pkg: &CompiledPackage,
-    lp_name: &str,
-    args: &RunArgs,
-) -> anyhow::Result<LiteralMap> {
+/// The inputs given on the command line: a `--inputs-file` JSON object, then `--input name=value`
+/// pairs over it (each value JSON, or else plain text).
+pub fn given_inputs(
+    inputs_file: Option<&std::path::Path>,
+    inputs: &[String],
+) -> anyhow::Result<BTreeMap<String, Value>> {
     let mut given: BTreeMap<String, Value> = BTreeMap::new();
-    if let Some(f) = &args.inputs_file {
+    if let Some(f) = inputs_file {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("{}: cannot read", f.display()))?;
         let v: Value =
@@ -133,13 +134,22 @@ fn gather_inputs(
         };
         given.extend(m);
     }
-    for kv in &args.inputs {
+    for kv in inputs {
         let (k, v) = kv
             .split_once('=')
             .with_context(|| format!("--input `{kv}`: write name=value"))?;
         let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
         given.insert(k.to_string(), value);
     }
+    Ok(given)
+}
+
+fn gather_inputs(
+    pkg: &CompiledPackage,
+    lp_name: &str,
+    args: &RunArgs,
+) -> anyhow::Result<LiteralMap> {
+    let given = given_inputs(args.inputs_file.as_deref(), &args.inputs)?;
     launch_inputs(pkg, lp_name, given).map_err(|e| {
         if e.starts_with("missing") {
             anyhow::anyhow!("{e} (give them with --input name=value)")

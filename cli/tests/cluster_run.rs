@@ -32,26 +32,14 @@ impl TestCluster {
     /// default image keeps it), the fixtures' code, `updraft-copilot` and the `mpirun` stand-in.
     fn start(tag: &str, eks_config: &str) -> Self {
         let state = temp_dir(tag);
-        let python = python();
-        let venv_bin = Path::new(&python).parent().unwrap().to_path_buf();
-        let venv = venv_bin.parent().unwrap().to_path_buf();
-        let mut dirs = vec![
-            venv_bin,
-            updraft_test_kube::programs_dir("updraft-copilot"),
-            root().join("tests/node-image/bin"),
-        ];
-        dirs.extend(std::env::split_paths(
-            &std::env::var_os("PATH").unwrap_or_default(),
-        ));
-        let path = std::env::join_paths(dirs).unwrap();
-        let src = root().join("tests/fixtures/flytekit/src");
-        let node = Node {
-            env: vec![
-                ("PATH".into(), path.to_string_lossy().into_owned()),
-                ("PYTHONPATH".into(), src.display().to_string()),
+        let node = Node::python(
+            Path::new(&python()),
+            &root().join("tests/fixtures/flytekit/src"),
+            &[
+                updraft_test_kube::programs_dir("updraft-copilot"),
+                root().join("tests/node-image/bin"),
             ],
-            mounts: vec![(venv, "/opt/venv".into())],
-        };
+        );
         let server = Server::start_node(0, state.join("kubelet"), node).unwrap();
         let kubeconfig = state.join("kubeconfig");
         server.write_kubeconfig(&kubeconfig).unwrap();

@@ -157,32 +157,11 @@ fn bundle() -> PathBuf {
 }
 
 fn cluster(work: &Path) -> Server {
-    let python = python();
-    let venv_bin = Path::new(&python).parent().unwrap().to_path_buf();
-    let venv = venv_bin.parent().unwrap().to_path_buf();
-    let mut dirs = vec![venv_bin, updraft_test_kube::programs_dir("updraft-copilot")];
-    dirs.extend(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    ));
-    let node = Node {
-        env: vec![
-            (
-                "PATH".into(),
-                std::env::join_paths(dirs)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned(),
-            ),
-            (
-                "PYTHONPATH".into(),
-                root()
-                    .join("tests/fixtures/flytekit/src")
-                    .display()
-                    .to_string(),
-            ),
-        ],
-        mounts: vec![(venv, "/opt/venv".into())],
-    };
+    let node = Node::python(
+        Path::new(&python()),
+        &root().join("tests/fixtures/flytekit/src"),
+        &[updraft_test_kube::programs_dir("updraft-copilot")],
+    );
     Server::start_node(0, work.join("kubelet"), node).unwrap()
 }
 

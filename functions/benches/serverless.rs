@@ -170,31 +170,11 @@ async fn resources(sdk: &aws_config::SdkConfig, id: &str) -> Settings {
 }
 
 fn cluster(work: &Path, root: &Path) -> Server {
-    let python = env("UPDRAFT_TEST_PYTHON");
-    let venv_bin = Path::new(&python).parent().unwrap().to_path_buf();
-    let venv = venv_bin.parent().unwrap().to_path_buf();
-    let mut dirs = vec![venv_bin];
-    dirs.extend(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    ));
-    let node = Node {
-        env: vec![
-            (
-                "PATH".into(),
-                std::env::join_paths(dirs)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned(),
-            ),
-            (
-                "PYTHONPATH".into(),
-                root.join("tests/fixtures/flytekit/src")
-                    .display()
-                    .to_string(),
-            ),
-        ],
-        mounts: vec![(venv, "/opt/venv".into())],
-    };
+    let node = Node::python(
+        Path::new(&env("UPDRAFT_TEST_PYTHON")),
+        &root.join("tests/fixtures/flytekit/src"),
+        &[],
+    );
     Server::start_node(0, work.join("kubelet"), node).unwrap()
 }
 

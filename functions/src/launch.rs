@@ -16,7 +16,7 @@ use updraft_proto::updraft::{QueueMessage, StartMessage, queue_message};
 use crate::store::ExecutionItem;
 use crate::{Clients, Error, Settings, now_ms};
 
-pub use updraft_aws::request::Request;
+pub use updraft_aws::request::{Request, made_up_name};
 
 /// A package's problems as one error, one line.
 fn invalid(p: updraft_engine::Problems) -> Error {
@@ -66,14 +66,6 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-')
         && !name.ends_with('-')
-}
-
-/// A made-up execution name: `x` and 15 hex digits of a digest of `seed`.
-pub fn made_up_name(seed: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let d = Sha256::digest(seed.as_bytes());
-    let hex: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("x{}", &hex[..15])
 }
 
 /// Starts the execution `req` asks for; returns its name. `seed` makes the name of a request that has

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use aws_sdk_cloudformation::types::{Capability, Parameter, StackStatus};
-use sha2::{Digest, Sha256};
 
 use super::{Target, describe_stack};
 
@@ -19,6 +18,11 @@ pub const TEMPLATE: &str = include_str!("../../../infra/updraft.yaml");
 
 /// The functions, by the name of their binary and zip.
 pub const FUNCTIONS: [&str; 3] = ["launch", "transition", "events"];
+
+/// True when the template declares parameter `key`.
+fn has_parameter(key: &str) -> bool {
+    TEMPLATE.contains(&format!("\n  {key}:\n    Type:"))
+}
 
 /// The functions' architecture (`--arch`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -91,7 +95,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         let (k, v) = p
             .split_once('=')
             .with_context(|| format!("--parameter `{p}`: write Key=Value"))?;
-        if !TEMPLATE.contains(&format!("\n  {k}:\n    Type:")) {
+        if !has_parameter(k) {
             bail!("--parameter `{k}`: the template has no such parameter");
         }
         params.insert(k.into(), v.into());
@@ -131,8 +135,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let s3 = updraft_aws::s3_client(&sdk);
     ensure_bucket(&s3, &bucket, sdk.region().map(|r| r.as_ref())).await?;
     for (f, bytes) in &zips {
-        let digest = Sha256::digest(bytes);
-        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let hex = updraft_aws::short_digest(bytes);
         let key = format!("{stack}/{f}-{}-{hex}.zip", arch.name());
         upload(&s3, &bucket, &key, bytes).await?;
         let param = format!("{}{}CodeKey", f[..1].to_uppercase(), &f[1..]);
@@ -153,7 +156,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         .collect();
     // An update keeps the values of parameters not given this time.
     for key in existing.iter().flat_map(|s| &s.parameters) {
-        if !params.contains_key(key) && TEMPLATE.contains(&format!("\n  {key}:\n    Type:")) {
+        if !params.contains_key(key) && has_parameter(key) {
             parameters.push(
                 Parameter::builder()
                     .parameter_key(key)

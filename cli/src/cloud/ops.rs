@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use updraft_aws::request::Request;
 use updraft_aws::store::ExecutionItem;
 use updraft_engine::exec::node_phase_of;
@@ -39,8 +38,7 @@ pub async fn register(target: &Target, files: &[PathBuf]) -> anyhow::Result<Exit
             .file_name()
             .and_then(|n| n.to_str())
             .context("a file without a name")?;
-        let digest = Sha256::digest(&bytes);
-        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let hex = updraft_aws::short_digest(&bytes);
         let key = match file.rsplit_once('.') {
             Some((stem, ext)) => format!("packages/{stem}-{hex}.{ext}"),
             None => format!("packages/{file}-{hex}"),
@@ -95,36 +93,17 @@ pub struct LaunchArgs {
 /// as `watch` does).
 pub async fn launch(target: &Target, mut args: LaunchArgs) -> anyhow::Result<ExitCode> {
     let d = connect(target).await?;
-    if let Some(f) = &args.inputs_file {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("{}: cannot read", f.display()))?;
-        let v: Value =
-            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", f.display()))?;
-        let Value::Object(m) = v else {
-            bail!("{}: inputs must be a JSON object", f.display())
-        };
-        args.request.inputs.extend(m);
-    }
-    for kv in &args.inputs {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("--input `{kv}`: write name=value"))?;
-        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
-        args.request.inputs.insert(k.to_string(), value);
-    }
+    args.request.inputs.extend(crate::run::given_inputs(
+        args.inputs_file.as_deref(),
+        &args.inputs,
+    )?);
     let name = match &args.request.name {
         Some(n) => n.clone(),
-        None => {
-            let seed = format!(
-                "{}-{}-{:?}",
-                std::process::id(),
-                updraft_aws::now_ms(),
-                std::time::SystemTime::now()
-            );
-            let d = Sha256::digest(seed.as_bytes());
-            let hex: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
-            format!("x{}", &hex[..15])
-        }
+        None => updraft_aws::request::made_up_name(&format!(
+            "{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        )),
     };
     args.request.name = Some(name.clone());
     let body = serde_json::to_vec(&args.request)?;
@@ -133,26 +112,7 @@ pub async fn launch(target: &Target, mut args: LaunchArgs) -> anyhow::Result<Exi
             let uri = d.clients.blobs.uri(&format!("requests/{name}.json"));
             d.clients.blobs.put(&uri, body).await?;
             eprintln!("updraft: request dropped at {uri}");
-            let error_uri = format!("{uri}.error.txt");
-            let started = Instant::now();
-            loop {
-                if d.clients.store.execution(&name).await?.is_some() {
-                    break;
-                }
-                if let Some(e) = d.clients.blobs.get(&error_uri).await? {
-                    bail!(
-                        "the request was refused ({error_uri}): {}",
-                        String::from_utf8_lossy(&e).trim()
-                    );
-                }
-                if started.elapsed() > Duration::from_secs(120) {
-                    bail!(
-                        "execution {name} has not started after 2 minutes; see `updraft logs {name} --stack {}`",
-                        d.stack
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
+            wait_started(&d, &name, Some(&format!("{uri}.error.txt"))).await?;
         }
         Via::Queue => {
             let url = d.output("LaunchQueueUrl")?.to_string();
@@ -168,15 +128,7 @@ pub async fn launch(target: &Target, mut args: LaunchArgs) -> anyhow::Result<Exi
                         aws_sdk_sqs::error::DisplayErrorContext(&e)
                     )
                 })?;
-            let started = Instant::now();
-            while d.clients.store.execution(&name).await?.is_none() {
-                if started.elapsed() > Duration::from_secs(120) {
-                    bail!(
-                        "execution {name} has not started after 2 minutes; the launch function's logs or its dead-letter queue say why"
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
+            wait_started(&d, &name, None).await?;
         }
         Via::Invoke => {
             let function = d.output("LaunchFunctionName")?.to_string();
@@ -205,6 +157,31 @@ pub async fn launch(target: &Target, mut args: LaunchArgs) -> anyhow::Result<Exi
         return watch_execution(&d, &name).await;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Waits (up to 2 minutes) until the launch function has made execution `name`, or has written the
+/// request's refusal to `error_uri` (requests dropped into the bucket).
+async fn wait_started(d: &Deployment, name: &str, error_uri: Option<&str>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while d.clients.store.execution(name).await?.is_none() {
+        if let Some(uri) = error_uri
+            && let Some(e) = d.clients.blobs.get(uri).await?
+        {
+            bail!(
+                "the request was refused ({uri}): {}",
+                String::from_utf8_lossy(&e).trim()
+            );
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!(
+                "execution {name} has not started after 2 minutes; the launch function's logs \
+                 (`updraft logs {name} --stack {}`) or its dead-letter queue say why",
+                d.stack
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
 }
 
 /// An execution's state as the stack holds it.

@@ -43,7 +43,7 @@ mod operators;
 mod selector;
 mod store;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -62,6 +62,29 @@ pub struct Node {
     /// Host folders every container sees at a path, `(folder, path)`: a Python environment where the
     /// image would have it (`/opt/venv`), say. Like volume mounts, they need mount namespaces (root).
     pub mounts: Vec<(PathBuf, String)>,
+}
+
+impl Node {
+    /// A node whose image has the Python environment of interpreter `python` (its `bin/` first on
+    /// `PATH`, then `extra_path`, then this process's `PATH`; the environment itself at `/opt/venv`,
+    /// where flytekit's default image keeps it) and `pythonpath` as `PYTHONPATH`.
+    pub fn python(python: &Path, pythonpath: &Path, extra_path: &[PathBuf]) -> Self {
+        let venv_bin = python.parent().map(Path::to_path_buf).unwrap_or_default();
+        let venv = venv_bin.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut dirs = vec![venv_bin];
+        dirs.extend(extra_path.iter().cloned());
+        dirs.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        let path = std::env::join_paths(dirs).unwrap_or_default();
+        Self {
+            env: vec![
+                ("PATH".into(), path.to_string_lossy().into_owned()),
+                ("PYTHONPATH".into(), pythonpath.display().to_string()),
+            ],
+            mounts: vec![(venv, "/opt/venv".into())],
+        }
+    }
 }
 
 /// A running test server.
