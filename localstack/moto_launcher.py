@@ -6,6 +6,8 @@
 - an EKS cluster's certificate authority is a real base64 PEM certificate (moto's is random text, which no
   Kubernetes client accepts), and with UPDRAFT_MOTO_EKS_ENDPOINT set, clusters' endpoints point there (the
   Kubernetes API test server), since moto serves EKS's control plane only.
+- SageMaker, AWS Batch, EMR Serverless and Athena jobs that are queued, run, complete, fail on demand and
+  stop, publishing their state changes to EventBridge when asked: see `lifecycles.py`.
 """
 
 import base64
@@ -13,6 +15,8 @@ import datetime
 import os
 import sys
 import urllib.parse
+
+import lifecycles
 
 from moto.moto_server import werkzeug_app
 from moto.server import main
@@ -75,6 +79,7 @@ def _patch_eks() -> None:
 
 
 _patch_eks()
+lifecycles.install()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,737 @@
+"""Job lifecycles for moto's SageMaker, AWS Batch, EMR Serverless and Athena jobs, as the real services
+run them: plain moto creates every job already finished (or, for Batch, runs it in Docker), and has no
+StopTrainingJob. Here a job is queued, runs, and then completes or fails; it can be stopped; and every
+state change can be published to EventBridge as the service's own "... State Change" event.
+
+A job's key names it as Updraft's events function does: `sagemaker:training:<name>` (also
+`processing`, `transform`, `tuning`), `batch:<job id>`, `emr-serverless:<application>/<job run>` and
+`athena:<query execution id>`.
+
+Settings (the environment variable UPDRAFT_MOTO_LIFECYCLE holds the starting ones as JSON; GET and POST
+`/_updraft/lifecycle` read and change them; a job keeps those it started with):
+
+- `queue_seconds` (0.5): time in the states before running (Batch's SUBMITTED, PENDING, RUNNABLE and
+  STARTING share it evenly);
+- `run_seconds` (2.0): time running; `null` runs until stopped or finished through the control API;
+- `stop_seconds` (0.5): time in a stopping state (SageMaker's Stopping, EMR Serverless's CANCELLING);
+- `failures` ([]): `[{"match": text, "reason": text}]`; a job whose name (Athena: query text) contains
+  `match` fails with `reason` at the end of its run;
+- `events_endpoint` (null): an EventBridge endpoint (e.g. LocalStack's) each state change goes to, on
+  the default bus of `events_region` (us-east-1).
+
+`GET /_updraft/jobs` lists every job's key and state; `POST /_updraft/jobs/<key>` with
+`{"outcome": "succeeded" | "failed", "reason": text}` ends a running or queued job now.
+"""
+
+import datetime
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from typing import Any, Callable, Optional
+
+_LOCK = threading.RLock()
+_JOBS: dict[str, "Job"] = {}
+_EVENTS: "queue.Queue[tuple[str, dict[str, Any]]]" = queue.Queue()
+
+_DEFAULTS: dict[str, Any] = {
+    "queue_seconds": 0.5,
+    "run_seconds": 2.0,
+    "stop_seconds": 0.5,
+    "failures": [],
+    "events_endpoint": None,
+    "events_region": "us-east-1",
+}
+_SETTINGS: dict[str, Any] = dict(_DEFAULTS)
+
+
+class SettingsError(ValueError):
+    """A lifecycle setting that is unknown or of the wrong type."""
+
+
+def _check_settings(given: Any) -> dict[str, Any]:
+    if not isinstance(given, dict):
+        raise SettingsError("lifecycle settings must be a JSON object")
+    for name, value in given.items():
+        if name not in _DEFAULTS:
+            known = ", ".join(sorted(_DEFAULTS))
+            raise SettingsError(f"unknown lifecycle setting {name!r} (known: {known})")
+        if name in ("queue_seconds", "stop_seconds"):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise SettingsError(f"{name} must be a number of seconds >= 0, not {value!r}")
+        elif name == "run_seconds":
+            if value is not None and (
+                not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0
+            ):
+                raise SettingsError(f"run_seconds must be seconds >= 0 or null, not {value!r}")
+        elif name == "failures":
+            ok = isinstance(value, list) and all(
+                isinstance(f, dict)
+                and isinstance(f.get("match"), str)
+                and isinstance(f.get("reason"), str)
+                and set(f) <= {"match", "reason"}
+                for f in value
+            )
+            if not ok:
+                raise SettingsError(
+                    'failures must be a list of {"match": text, "reason": text}'
+                )
+        elif name == "events_endpoint":
+            if value is not None and not isinstance(value, str):
+                raise SettingsError("events_endpoint must be a URL or null")
+        elif name == "events_region":
+            if not isinstance(value, str) or not value:
+                raise SettingsError("events_region must be a region name")
+    return given
+
+
+def settings() -> dict[str, Any]:
+    """The current settings."""
+    with _LOCK:
+        return json.loads(json.dumps(_SETTINGS))
+
+
+def configure(given: Any) -> dict[str, Any]:
+    """Changes the settings named in `given` (others keep their values); returns them all."""
+    _check_settings(given)
+    with _LOCK:
+        _SETTINGS.update(given)
+    return settings()
+
+
+class Kind:
+    """How one kind of job shows its states: the statuses of each phase and where they are kept."""
+
+    source = ""
+    detail_type = ""
+    queued: list[str] = []
+    running = ""
+    succeeded = ""
+    failed = ""
+    stopping: Optional[str] = None
+    stopped = ""
+
+    def status(self, phase: str) -> str:
+        if phase.startswith("queued:"):
+            return self.queued[int(phase.split(":")[1])]
+        return getattr(self, phase)
+
+    def apply(self, job: "Job", phase: str, reason: Optional[str]) -> None:
+        raise NotImplementedError
+
+    def detail(self, job: "Job", previous: Optional[str]) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class SageMakerKind(Kind):
+    """A SageMaker training, processing, transform or tuning job: InProgress, then Completed, Failed or
+    (through Stopping) Stopped; training jobs also show their secondary status."""
+
+    source = "aws.sagemaker"
+    queued = ["InProgress"]
+    running = "InProgress"
+    succeeded = "Completed"
+    failed = "Failed"
+    stopping = "Stopping"
+    stopped = "Stopped"
+
+    def __init__(self, what: str, title: str, status_attr: str, end_attr: str, describe: str):
+        self.what = what
+        self.detail_type = f"SageMaker {title} Job State Change"
+        self.status_attr = status_attr
+        self.end_attr = end_attr
+        self.describe = describe
+
+    def apply(self, job: "Job", phase: str, reason: Optional[str]) -> None:
+        obj = job.obj
+        setattr(obj, self.status_attr, self.status(phase))
+        obj.last_modified_time = _now()
+        terminal = phase in ("succeeded", "failed", "stopped")
+        setattr(obj, self.end_attr, _now() if terminal else None)
+        if phase == "failed" or (phase in ("stopping", "stopped") and reason):
+            obj.failure_reason = reason
+        if self.what == "training":
+            secondary = {
+                "queued:0": "Starting",
+                "running": "Training",
+                "succeeded": "Completed",
+                "failed": "Failed",
+                "stopping": "Stopping",
+                "stopped": "Stopped",
+            }[phase]
+            if phase == "queued:0":
+                obj.secondary_status_transitions = []
+            for t in obj.secondary_status_transitions:
+                t.setdefault("EndTime", _now())
+            obj.secondary_status_transitions.append(
+                {"Status": secondary, "StartTime": _now(), "StatusMessage": reason or secondary}
+            )
+            obj.secondary_status = secondary
+            obj.training_start_time = obj.creation_time if phase != "queued:0" else None
+
+    def detail(self, job: "Job", previous: Optional[str]) -> dict[str, Any]:
+        d = getattr(job.obj, self.describe)
+        return d() if callable(d) else d
+
+
+class BatchKind(Kind):
+    """An AWS Batch job: SUBMITTED, PENDING, RUNNABLE, STARTING, RUNNING, then SUCCEEDED or FAILED;
+    TerminateJob (and CancelJob before it starts) fails it with the reason given."""
+
+    source = "aws.batch"
+    detail_type = "Batch Job State Change"
+    queued = ["SUBMITTED", "PENDING", "RUNNABLE", "STARTING"]
+    running = "RUNNING"
+    succeeded = "SUCCEEDED"
+    failed = "FAILED"
+    stopped = "FAILED"
+
+    def apply(self, job: "Job", phase: str, reason: Optional[str]) -> None:
+        obj = job.obj
+        if phase == "running":
+            obj.job_started_at = datetime.datetime.now()
+            if job.start_attempt:
+                obj._start_attempt()
+        if phase in ("succeeded", "failed", "stopped"):
+            if reason:
+                obj.job_stopped_reason = reason
+            if job.children is None:
+                obj.exit_code = 0 if phase == "succeeded" else 1
+            if obj.job_started_at.year == 1970:
+                obj.job_started_at = datetime.datetime.now()
+            obj._mark_stopped(success=phase == "succeeded")
+        else:
+            obj.status = self.status(phase)
+
+    def detail(self, job: "Job", previous: Optional[str]) -> dict[str, Any]:
+        return job.obj.describe()
+
+
+class EmrServerlessKind(Kind):
+    """An EMR Serverless job run: SUBMITTED, PENDING, SCHEDULED, RUNNING, then SUCCESS or FAILED;
+    CancelJobRun goes through CANCELLING to CANCELLED."""
+
+    source = "aws.emr-serverless"
+    detail_type = "EMR Serverless Job Run State Change"
+    queued = ["SUBMITTED", "PENDING", "SCHEDULED"]
+    running = "RUNNING"
+    succeeded = "SUCCESS"
+    failed = "FAILED"
+    stopping = "CANCELLING"
+    stopped = "CANCELLED"
+
+    def apply(self, job: "Job", phase: str, reason: Optional[str]) -> None:
+        obj = job.obj
+        obj.state = self.status(phase)
+        obj.state_details = reason or ""
+        obj.updated_at = _now().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def detail(self, job: "Job", previous: Optional[str]) -> dict[str, Any]:
+        obj = job.obj
+        return {
+            "jobRunId": obj.id,
+            "jobRunName": obj.name,
+            "applicationId": obj.application_id,
+            "arn": obj.arn,
+            "releaseLabel": obj.release_label,
+            "state": obj.state,
+            "previousState": previous,
+            "stateDetails": obj.state_details,
+            "createdAt": obj.created_at,
+            "updatedAt": obj.updated_at,
+        }
+
+
+class AthenaKind(Kind):
+    """An Athena query: QUEUED, RUNNING, then SUCCEEDED or FAILED (with its StateChangeReason);
+    StopQueryExecution cancels it."""
+
+    source = "aws.athena"
+    detail_type = "Athena Query State Change"
+    queued = ["QUEUED"]
+    running = "RUNNING"
+    succeeded = "SUCCEEDED"
+    failed = "FAILED"
+    stopped = "CANCELLED"
+
+    def apply(self, job: "Job", phase: str, reason: Optional[str]) -> None:
+        obj = job.obj
+        obj.status = self.status(phase)
+        obj.updraft_reason = reason
+        if phase in ("succeeded", "failed", "stopped"):
+            obj.end_time = time.time()
+
+    def detail(self, job: "Job", previous: Optional[str]) -> dict[str, Any]:
+        obj = job.obj
+        job.sequence += 1
+        return {
+            "currentState": obj.status,
+            "previousState": previous,
+            "queryExecutionId": obj.id,
+            "sequenceNumber": str(job.sequence),
+            "statementType": "DML",
+            "versionId": "0",
+            "workgroupName": obj.workgroup.name if obj.workgroup else "primary",
+        }
+
+
+class Job:
+    """One job's lifecycle: its phase follows from the time since it was created, unless it was
+    stopped or finished through the control API."""
+
+    def __init__(
+        self,
+        kind: Kind,
+        key: str,
+        name: str,
+        obj: Any,
+        arn: str,
+        children: Optional[list["Job"]] = None,
+        start_attempt: bool = True,
+    ):
+        with _LOCK:
+            s = dict(_SETTINGS)
+        self.kind = kind
+        self.key = key
+        self.obj = obj
+        self.arn = arn
+        self.children = children
+        self.start_attempt = start_attempt
+        self.created = time.monotonic()
+        self.queue_seconds = float(s["queue_seconds"])
+        self.run_seconds = None if s["run_seconds"] is None else float(s["run_seconds"])
+        self.stop_seconds = float(s["stop_seconds"])
+        self.failure = next((f["reason"] for f in s["failures"] if f["match"] in name), None)
+        self.events = (s["events_endpoint"], s["events_region"])
+        self.phase: Optional[str] = None
+        self.stop_at: Optional[float] = None
+        self.stop_reason: Optional[str] = None
+        self.finish: Optional[tuple[str, Optional[str]]] = None
+        self.sequence = 0
+
+    @property
+    def done(self) -> bool:
+        return self.phase in ("succeeded", "failed", "stopped")
+
+    def target(self, now: float) -> tuple[str, Optional[str]]:
+        if self.stop_at is not None:
+            if self.kind.stopping and now - self.stop_at < self.stop_seconds:
+                return "stopping", self.stop_reason
+            return "stopped", self.stop_reason
+        if self.finish is not None:
+            return self.finish
+        if self.children is not None:
+            phases = [c.phase or "queued:0" for c in self.children]
+            if all(p in ("succeeded", "failed", "stopped") for p in phases):
+                if all(p == "succeeded" for p in phases):
+                    return "succeeded", None
+                return "failed", "Array Child Job failed"
+            queued = [p for p in phases if p.startswith("queued:")]
+            if len(queued) < len(phases) or not queued:
+                return "running", None
+            return min(queued), None
+        t = now - self.created
+        n = len(self.kind.queued)
+        if t < self.queue_seconds:
+            return f"queued:{min(n - 1, int(t * n / self.queue_seconds))}", None
+        if self.run_seconds is None or t < self.queue_seconds + self.run_seconds:
+            return "running", None
+        if self.failure is not None:
+            return "failed", self.failure
+        return "succeeded", None
+
+    def advance(self, now: float) -> None:
+        """Moves the job to its phase now (through every queued state it has not shown yet)."""
+        if self.done:
+            return
+        phase, reason = self.target(now)
+        if phase == self.phase:
+            return
+        if phase.startswith("queued:") and self.phase and self.phase.startswith("queued:"):
+            if int(phase.split(":")[1]) < int(self.phase.split(":")[1]):
+                return
+        previous = None if self.phase is None else self.kind.status(self.phase)
+        self.kind.apply(self, phase, reason)
+        self.phase = phase
+        endpoint, region = self.events
+        if endpoint:
+            detail = self.kind.detail(self, previous)
+            _EVENTS.put(
+                (
+                    endpoint,
+                    {
+                        "region": region,
+                        "Source": self.kind.source,
+                        "DetailType": self.kind.detail_type,
+                        "Resources": [self.arn],
+                        "Detail": json.dumps(detail, default=str),
+                    },
+                )
+            )
+
+
+def track(job: Job) -> Job:
+    """Starts a job's lifecycle: it is queued at once."""
+    with _LOCK:
+        _JOBS[job.key] = job
+        job.advance(time.monotonic())
+    return job
+
+
+def tracked(key: str) -> Optional[Job]:
+    """The job with this key, if it has a lifecycle."""
+    with _LOCK:
+        return _JOBS.get(key)
+
+
+def stop(key: str, reason: Optional[str]) -> bool:
+    """Stops a job that has not finished; False when there is no such job or it has finished."""
+    with _LOCK:
+        job = _JOBS.get(key)
+        if job is None or job.done or job.stop_at is not None:
+            return job is not None and not job.done
+        job.stop_at = time.monotonic()
+        job.stop_reason = reason
+        for child in job.children or []:
+            if not child.done and child.stop_at is None:
+                child.stop_at = job.stop_at
+                child.stop_reason = reason
+        job.advance(time.monotonic())
+        return True
+
+
+def finish(key: str, outcome: str, reason: Optional[str]) -> str:
+    """Ends a job now as `succeeded` or `failed`; returns an error message, or "" when done."""
+    if outcome not in ("succeeded", "failed"):
+        return f'outcome must be "succeeded" or "failed", not {outcome!r}'
+    with _LOCK:
+        job = _JOBS.get(key)
+        if job is None:
+            return f"no job {key}"
+        if job.done or job.stop_at is not None:
+            return f"job {key} has already ended ({job.kind.status(job.phase or 'queued:0')})"
+        for j in (job.children or []) + [job]:
+            if not j.done:
+                j.finish = (outcome, reason or ("Failed on request" if outcome == "failed" else None))
+        job.advance(time.monotonic())
+        return ""
+
+
+def jobs() -> dict[str, str]:
+    """Every job's key and state."""
+    with _LOCK:
+        return {k: j.kind.status(j.phase or "queued:0") for k, j in _JOBS.items()}
+
+
+def _tick() -> None:
+    while True:
+        time.sleep(0.05)
+        with _LOCK:
+            now = time.monotonic()
+            pending = [j for j in _JOBS.values() if not j.done]
+            # children first, so an array job follows them in the same tick
+            for job in sorted(pending, key=lambda j: j.children is not None):
+                try:
+                    job.advance(now)
+                except Exception as e:  # a broken job must not stop the others
+                    print(f"lifecycles: job {job.key}: {e!r}", file=sys.stderr)
+                    job.phase = "failed"
+
+
+def _publish() -> None:
+    clients: dict[tuple[str, str], Any] = {}
+    while True:
+        endpoint, entry = _EVENTS.get()
+        region = entry.pop("region")
+        try:
+            import boto3
+
+            client = clients.get((endpoint, region))
+            if client is None:
+                client = boto3.client(
+                    "events",
+                    endpoint_url=endpoint,
+                    region_name=region,
+                    aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "test"),
+                    aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
+                )
+                clients[(endpoint, region)] = client
+            out = client.put_events(Entries=[entry])
+            if out.get("FailedEntryCount"):
+                print(f"lifecycles: event refused: {out['Entries']}", file=sys.stderr)
+        except Exception as e:
+            print(f"lifecycles: could not publish to {endpoint}: {e!r}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------ the services' patches
+
+_SAGEMAKER = {
+    "training": SageMakerKind(
+        "training", "Training", "training_job_status", "training_end_time", "response_object"
+    ),
+    "processing": SageMakerKind(
+        "processing", "Processing", "processing_job_status", "processing_end_time", "response_object"
+    ),
+    "transform": SageMakerKind(
+        "transform", "Transform", "transform_job_status", "transform_end_time", "response_object"
+    ),
+    "tuning": SageMakerKind(
+        "tuning",
+        "HyperParameter Tuning",
+        "hyper_parameter_tuning_job_status",
+        "hyper_parameter_tuning_end_time",
+        "describe",
+    ),
+}
+
+# what: (create method, name parameter, jobs dict, stop action, action's name parameter, title)
+_SAGEMAKER_API = {
+    "training": ("create_training_job", "training_job_name", "training_jobs", "TrainingJobName", "Training job"),
+    "processing": ("create_processing_job", "processing_job_name", "processing_jobs", "ProcessingJobName", "Processing job"),
+    "transform": ("create_transform_job", "transform_job_name", "transform_jobs", "TransformJobName", "Transform job"),
+    "tuning": (
+        "create_hyper_parameter_tuning_job",
+        "hyper_parameter_tuning_job_name",
+        "hyper_parameter_tuning_jobs",
+        "HyperParameterTuningJobName",
+        "Hyper parameter tuning job",
+    ),
+}
+
+
+def _patch_sagemaker() -> None:
+    from moto.core.responses import EmptyResult
+    from moto.sagemaker import models, responses
+    from moto.sagemaker.exceptions import ValidationError
+
+    backend = models.SageMakerModelBackend
+    for what, (create, name_arg, table, param, title) in _SAGEMAKER_API.items():
+
+        def created(original: Callable, what=what, name_arg=name_arg, table=table, title=title):
+            def create_job(self, *args, **kwargs):
+                name = kwargs.get(name_arg)
+                if name in getattr(self, table):
+                    arn = getattr(self, table)[name].arn
+                    raise ValidationError(
+                        message=f"{title} names must be unique within an AWS account and region, "
+                        f"and a {title.lower()} with this name already exists ({arn})"
+                    )
+                out = original(self, *args, **kwargs)
+                obj = getattr(self, table)[name]
+                track(Job(_SAGEMAKER[what], f"sagemaker:{what}:{name}", name, obj, obj.arn))
+                return out
+
+            return create_job
+
+        setattr(backend, create, created(getattr(backend, create)))
+
+        def stopper(what=what, param=param, table=table, title=title):
+            def stop_job(self):
+                name = self._get_param(param)
+                jobs_ = getattr(self.sagemaker_backend, table)
+                if name not in jobs_:
+                    raise ValidationError(message=f"Could not find {title.lower()} '{name}'.")
+                job = tracked(f"sagemaker:{what}:{name}")
+                if job is None or job.done:
+                    status = getattr(jobs_[name], _SAGEMAKER[what].status_attr)
+                    raise ValidationError(
+                        message=f"The request was rejected because the {title.lower()} is in status {status}."
+                    )
+                stop(job.key, None)
+                return EmptyResult()
+
+            return stop_job
+
+        action = "stop_" + create[len("create_") :]
+        setattr(responses.SageMakerResponse, action, stopper())
+
+
+def _patch_batch() -> None:
+    from moto.batch import models
+    from moto.batch_simple import models as simple
+    from moto.core.models import default_user_config
+
+    default_user_config.setdefault("batch", {})["use_docker"] = False
+    kind = BatchKind()
+
+    def _mark_job_as_finished(self, include_start_attempt: bool, job) -> None:
+        self.backend._jobs[job.job_id] = job
+        job.log_stream_name = job._stream_name
+        job._transitions = []  # the lifecycle, not moto's state manager, moves it on
+        name = job.job_name
+        if ":" in job.job_id:
+            # an array's child: tracked now, the parent (registered after its children) follows them
+            track(Job(kind, f"batch:{job.job_id}", name, job, job.arn, start_attempt=include_start_attempt))
+            return
+        children = None
+        if "size" in job.array_properties:
+            prefix = f"batch:{job.job_id}:"
+            with _LOCK:
+                children = [j for k, j in _JOBS.items() if k.startswith(prefix)]
+        track(Job(kind, f"batch:{job.job_id}", name, job, job.arn, children, include_start_attempt))
+
+    simple.BatchSimpleBackend._mark_job_as_finished = _mark_job_as_finished
+
+    terminate = models.Job.terminate
+
+    def terminate_job(self, reason: str) -> None:
+        if not stop(f"batch:{self.job_id}", reason):
+            terminate(self, reason)
+
+    models.Job.terminate = terminate_job
+    describe = models.Job.describe
+
+    def describe_job(self) -> dict[str, Any]:
+        out = describe(self)
+        if self.exit_code is not None and isinstance(out.get("container"), dict):
+            out["container"]["exitCode"] = self.exit_code  # moto's container details drop it
+        return out
+
+    models.Job.describe = describe_job
+
+
+def _patch_emr_serverless() -> None:
+    from moto.emrserverless import models
+    from moto.emrserverless.exceptions import ValidationException
+
+    backend = models.EMRServerlessBackend
+    start = backend.start_job_run
+
+    def start_job_run(self, *args, **kwargs):
+        run = start(self, *args, **kwargs)
+        name = run.name or run.id
+        track(Job(EmrServerlessKind(), f"emr-serverless:{run.application_id}/{run.id}", name, run, run.arn))
+        return run
+
+    backend.start_job_run = start_job_run
+    cancel = backend.cancel_job_run
+
+    def cancel_job_run(self, application_id: str, job_run_id: str):
+        job = tracked(f"emr-serverless:{application_id}/{job_run_id}")
+        if job is None:
+            return cancel(self, application_id, job_run_id)
+        self.get_job_run(application_id, job_run_id)
+        if job.done:
+            raise ValidationException(
+                f"Job run {job_run_id} is in a terminal state ({job.obj.state}) and cannot be cancelled"
+            )
+        stop(job.key, "Job run cancelled by user")
+        return application_id, job_run_id
+
+    backend.cancel_job_run = cancel_job_run
+
+
+def _patch_athena() -> None:
+    from moto.athena import models, responses
+
+    backend = models.AthenaBackend
+    start = backend.start_query_execution
+
+    def start_query_execution(self, *args, **kwargs):
+        exec_id = start(self, *args, **kwargs)
+        execution = self.executions[exec_id]
+        execution._transitions = []  # the lifecycle, not moto's state manager, moves it on
+        execution.updraft_reason = None
+        arn = f"arn:aws:athena:{self.region_name}:{self.account_id}:queryexecution/{exec_id}"
+        track(Job(AthenaKind(), f"athena:{exec_id}", execution.query, execution, arn))
+        return exec_id
+
+    backend.start_query_execution = start_query_execution
+
+    def stop_query_execution(self, exec_id: str) -> None:
+        if not stop(f"athena:{exec_id}", "Query cancelled by user"):
+            execution = self.executions[exec_id]
+            if tracked(f"athena:{exec_id}") is None:
+                execution.status = "CANCELLED"
+
+    backend.stop_query_execution = stop_query_execution
+    get = responses.AthenaResponse.get_query_execution
+
+    def get_query_execution(self):
+        out = get(self)
+        body = json.loads(out) if isinstance(out, str) else None
+        if body is None:
+            return out
+        exec_id = body.get("QueryExecution", {}).get("QueryExecutionId")
+        execution = self.athena_backend.executions.get(exec_id)
+        reason = getattr(execution, "updraft_reason", None)
+        if reason:
+            body["QueryExecution"]["Status"]["StateChangeReason"] = reason
+        return json.dumps(body)
+
+    responses.AthenaResponse.get_query_execution = get_query_execution
+
+
+def _respond(start_response, code: int, body: Any) -> list[bytes]:
+    data = json.dumps(body).encode()
+    status = {200: "200 OK", 400: "400 Bad Request", 404: "404 Not Found", 409: "409 Conflict"}[code]
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def control(environ: dict[str, Any], start_response) -> Optional[list[bytes]]:
+    """Serves `/_updraft/lifecycle` and `/_updraft/jobs`; None for any other path."""
+    path = environ.get("PATH_INFO", "")
+    if not path.startswith("/_updraft/"):
+        return None
+    method = environ.get("REQUEST_METHOD", "GET")
+    body: Any = {}
+    if method == "POST":
+        size = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(size) if size else b""
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError as e:
+            return _respond(start_response, 400, {"error": f"not JSON: {e}"})
+    if path == "/_updraft/lifecycle":
+        if method == "POST":
+            try:
+                return _respond(start_response, 200, configure(body))
+            except SettingsError as e:
+                return _respond(start_response, 400, {"error": str(e)})
+        return _respond(start_response, 200, settings())
+    if path == "/_updraft/jobs":
+        return _respond(start_response, 200, jobs())
+    if path.startswith("/_updraft/jobs/") and method == "POST":
+        key = path[len("/_updraft/jobs/") :]
+        if not isinstance(body, dict):
+            return _respond(start_response, 400, {"error": "the body must be a JSON object"})
+        if tracked(key) is None:
+            return _respond(start_response, 404, {"error": f"no job {key}"})
+        err = finish(key, body.get("outcome", ""), body.get("reason"))
+        if err:
+            return _respond(start_response, 409 if "already ended" in err else 400, {"error": err})
+        return _respond(start_response, 200, {key: jobs()[key]})
+    return _respond(start_response, 404, {"error": f"no such control path {path}"})
+
+
+def install() -> None:
+    """Patches moto's backends and server, and starts the threads that move jobs and publish events."""
+    start = os.environ.get("UPDRAFT_MOTO_LIFECYCLE")
+    if start:
+        try:
+            configure(json.loads(start))
+        except (ValueError, SettingsError) as e:
+            sys.exit(f"moto launcher: UPDRAFT_MOTO_LIFECYCLE: {e}")
+    _patch_sagemaker()
+    _patch_batch()
+    _patch_emr_serverless()
+    _patch_athena()
+
+    from moto.moto_server import werkzeug_app
+
+    call = werkzeug_app.DomainDispatcherApplication.__call__
+
+    def __call__(self, environ, start_response):
+        out = control(environ, start_response)
+        return out if out is not None else call(self, environ, start_response)
+
+    werkzeug_app.DomainDispatcherApplication.__call__ = __call__
+    threading.Thread(target=_tick, name="lifecycles", daemon=True).start()
+    threading.Thread(target=_publish, name="lifecycle-events", daemon=True).start()
