@@ -3,10 +3,13 @@
 //! `updraft register` uploads flytekit packages, requests dropped into the bucket (and sent to the
 //! launch queue, and given to the launch function) start executions, and the functions drive them —
 //! native tasks as pods on the Kubernetes API test server, whose kubelet runs the real `pyflyte-execute`
-//! against LocalStack's S3. The outputs in S3 must equal those of a local run. The stack is deployed
-//! with `FaultInjection=duplicate`, so every transitions-queue message is delivered twice.
+//! against LocalStack's S3. The outputs in S3 must equal those of a local run. The first stack is
+//! deployed with `FaultInjection=duplicate`, so every transitions-queue message is delivered twice; the
+//! second with `crash-before-commit` and short timeouts, for crashes between an effect and its commit,
+//! a poison message and a job state change sent through EventBridge by moto (`localstack/lifecycles.py`).
 //!
-//! Needs `UPDRAFT_TEST_LOCALSTACK` and `UPDRAFT_TEST_PYTHON` (`scripts/test` sets both).
+//! Needs `UPDRAFT_TEST_LOCALSTACK`, `UPDRAFT_TEST_PYTHON` and `UPDRAFT_TEST_MOTO` (`scripts/test` sets
+//! them).
 
 #![allow(clippy::unwrap_used)]
 
@@ -165,7 +168,8 @@ fn cluster(work: &Path) -> Server {
     Server::start_node(0, work.join("kubelet"), node).unwrap()
 }
 
-fn deploy(tag: &str) -> Deployed {
+/// Deploys a stack named after `tag` with the test cluster and the parameters given (`-p K=V`).
+fn deploy(tag: &str, params: &[&str]) -> Deployed {
     let ep = endpoint();
     let work = temp_dir(tag);
     let server = cluster(&work);
@@ -194,17 +198,19 @@ fn deploy(tag: &str) -> Deployed {
         outputs: serde_json::Value::Null,
         server,
     };
-    let (code, out, err) = d.updraft(&[
+    let mut args = vec![
         "deploy",
         "--bundle",
         bundle.to_str().unwrap(),
         "--eks-config",
         eks_file.to_str().unwrap(),
         "-p",
-        "FaultInjection=duplicate",
-        "-p",
         "MaxCheckDelaySeconds=2",
-    ]);
+    ];
+    for p in params {
+        args.extend(["-p", p]);
+    }
+    let (code, out, err) = d.updraft(&args);
     assert_eq!(code, 0, "deploy: {err}");
     assert!(err.contains("CREATE_COMPLETE"), "{err}");
     d.outputs = serde_json::from_str(&out).unwrap();
@@ -224,7 +230,7 @@ fn local_outputs(args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
-    let d = deploy("e2e");
+    let d = deploy("e2e", &["FaultInjection=duplicate"]);
     for key in [
         "BucketName",
         "TableName",
@@ -357,4 +363,312 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
     let (code, _, err) = d.updraft(&["abort", "stop"]);
     assert_eq!(code, 1);
     assert!(err.contains("nothing to steer"), "{err}");
+}
+
+/// moto's server through `localstack/moto_launcher.py`, its jobs' state changes published to
+/// LocalStack's EventBridge; killed when dropped.
+struct Moto {
+    child: std::process::Child,
+    url: String,
+    python: String,
+}
+
+impl Moto {
+    fn start(events_endpoint: &str) -> Moto {
+        let python = std::env::var("UPDRAFT_TEST_MOTO").unwrap_or_else(|_| {
+            panic!(
+                "UPDRAFT_TEST_MOTO is not set: run the tests with `bash scripts/test`, which \
+                 prepares moto (localstack/moto-env)"
+            )
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let lifecycle = serde_json::json!({
+            "queue_seconds": 0.2, "run_seconds": 0.5, "events_endpoint": events_endpoint,
+        });
+        let child = std::process::Command::new(&python)
+            .arg(root().join("localstack/moto_launcher.py"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("UPDRAFT_MOTO_LIFECYCLE", lifecycle.to_string())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start moto with {python}: {e}"));
+        let m = Moto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            python,
+        };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "moto did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        m
+    }
+
+    /// Starts a SageMaker training job (boto3, as a user's script would).
+    fn training_job(&self, name: &str) {
+        let script = "import boto3, sys\n\
+            boto3.client('sagemaker', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
+                aws_access_key_id='test', aws_secret_access_key='test').create_training_job(\n\
+                TrainingJobName=sys.argv[2],\n\
+                AlgorithmSpecification={'TrainingImage': 'trainer:1', 'TrainingInputMode': 'File'},\n\
+                RoleArn='arn:aws:iam::123456789012:role/trainer',\n\
+                OutputDataConfig={'S3OutputPath': 's3://models/out'},\n\
+                ResourceConfig={'InstanceType': 'ml.m5.large', 'InstanceCount': 1, 'VolumeSizeInGB': 1},\n\
+                StoppingCondition={'MaxRuntimeInSeconds': 60})\n";
+        let out = std::process::Command::new(&self.python)
+            .args(["-c", script, &self.url, name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "create_training_job: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `updraft status` of `name` prints `want`; returns what it printed.
+fn status_until(d: &Deployed, name: &str, want: &str, limit: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let (_, out, err) = d.updraft(&["status", name]);
+        if out.contains(want) {
+            return out;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{name} never showed {want:?}: {out}{err}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Messages waiting in the queue at `url`.
+fn queue_depth(d: &Deployed, url: &str) -> u64 {
+    let url = url.to_string();
+    d.with_sdk(|sdk| async move {
+        let out = aws_sdk_sqs::Client::new(&sdk)
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .unwrap();
+        out.attributes()
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    })
+}
+
+#[test]
+fn a_deployed_stack_survives_crashes_fails_poisoned_executions_and_hears_job_events() {
+    // Every transition that starts a task exits between its effects and its commit on the message's
+    // first delivery; the message comes back after the visibility timeout (15 s), once the crashed
+    // transition's lease (10 s) has expired. A message fails its execution on its second delivery.
+    let d = deploy(
+        "crash",
+        &[
+            "FaultInjection=crash-before-commit",
+            "TransitionTimeoutSeconds=5",
+            "MaxReceiveCount=2",
+        ],
+    );
+    let (code, _, err) = d.updraft(&[
+        "register",
+        "tests/fixtures/flytekit/branches.tgz",
+        "tests/fixtures/flytekit/failures.tgz",
+    ]);
+    assert_eq!(code, 0, "register: {err}");
+
+    // Crashes between effect and commit: the outputs are a local run's, and every task ran once.
+    let (code, _, err) = d.updraft(&[
+        "launch",
+        "-w",
+        "fixtures.branches.branch_wf",
+        "-i",
+        "x=3",
+        "--name",
+        "br",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "launch br: {err}");
+    let local = local_outputs(&["tests/fixtures/flytekit/branches.tgz", "-i", "x=3"]);
+    assert_eq!(d.s3_outputs("br"), local);
+    {
+        let store = d.server.store.lock().unwrap();
+        let created: Vec<_> = store
+            .creations
+            .iter()
+            .filter(|(k, _)| k.name.starts_with("br-"))
+            .collect();
+        assert!(!created.is_empty());
+        assert!(
+            created.iter().all(|(_, n)| **n == 1),
+            "a task was launched twice: {created:?}"
+        );
+    }
+    let (_, logs, _) = d.updraft(&["logs", "br"]);
+    assert!(
+        logs.contains("fault injection: exiting between the effects and the commit"),
+        "no transition crashed: {logs}"
+    );
+
+    // A job state change through EventBridge's rule: the events function sends the check of the
+    // task attempt that watches the job. Here the watcher is a late check of br's finished first
+    // task, which must change nothing.
+    let job = format!("updraft-e2e-{}", std::process::id());
+    let check = updraft_proto::updraft::QueueMessage {
+        execution: "br".into(),
+        kind: Some(updraft_proto::updraft::queue_message::Kind::Check(
+            updraft_proto::updraft::CheckMessage {
+                node: 1,
+                name: "br-late".into(),
+                handle: "[]".into(),
+                output_prefix: "s3://nowhere/late".into(),
+                ..Default::default()
+            },
+        )),
+    };
+    let (table, bucket, queue) = (
+        d.outputs["TableName"].as_str().unwrap().to_string(),
+        d.outputs["BucketName"].as_str().unwrap().to_string(),
+        d.outputs["TransitionsQueueUrl"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let key = format!("sagemaker:training:{job}");
+    {
+        let (table, bucket, queue, key) =
+            (table.clone(), bucket.clone(), queue.clone(), key.clone());
+        d.with_sdk(|sdk| async move {
+            let clients = updraft_aws::Clients::new(sdk, &table, &bucket, &queue);
+            clients
+                .store
+                .watch(&key, &check.encode_to_vec(), updraft_aws::now_ms())
+                .await
+                .unwrap();
+        });
+    }
+    let moto = Moto::start(&d.endpoint);
+    moto.training_job(&job);
+    let start = Instant::now();
+    loop {
+        let (_, logs, _) = d.updraft(&["logs", "br"]);
+        if logs.contains("check sent") && logs.contains(&key) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the events function sent no check for {key}: {logs}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(moto);
+
+    // A poison message: a timer of a kind no transition knows, sent to a running execution. Its
+    // second delivery fails the execution with the reason and it goes to the dead-letter queue.
+    let (code, _, err) = d.updraft(&[
+        "launch",
+        "-w",
+        "fixtures.failures.slow_wf",
+        "--name",
+        "poison",
+        "--via",
+        "invoke",
+    ]);
+    assert_eq!(code, 0, "launch poison: {err}");
+    let start = Instant::now();
+    while !d
+        .server
+        .store
+        .lock()
+        .unwrap()
+        .objects
+        .keys()
+        .any(|k| k.name.starts_with("poison-"))
+    {
+        assert!(start.elapsed() < Duration::from_secs(120), "no pod started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let poison = updraft_proto::updraft::QueueMessage {
+        execution: "poison".into(),
+        kind: Some(updraft_proto::updraft::queue_message::Kind::Timer(
+            updraft_proto::updraft::TimerMessage {
+                kind: 99,
+                ..Default::default()
+            },
+        )),
+    };
+    {
+        let (table, bucket, queue) = (table.clone(), bucket.clone(), queue.clone());
+        d.with_sdk(|sdk| async move {
+            updraft_aws::Clients::new(sdk, &table, &bucket, &queue)
+                .queue
+                .send(&poison, Duration::ZERO)
+                .await
+                .unwrap();
+        });
+    }
+    let out = status_until(&d, "poison", "FAILED", Duration::from_secs(120));
+    assert!(out.contains("PoisonMessage"), "{out}");
+    assert!(out.contains("unknown timer kind 99"), "{out}");
+    let dlq = d.outputs["TransitionsDeadLetterQueueUrl"].as_str().unwrap();
+    let start = Instant::now();
+    while queue_depth(&d, dlq) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the poison message is not in the dead-letter queue"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The failed execution's task is stopped, and the finished one is untouched by the late check.
+    let start = Instant::now();
+    loop {
+        let left: Vec<String> = d
+            .server
+            .store
+            .lock()
+            .unwrap()
+            .objects
+            .keys()
+            .map(|k| k.name.clone())
+            .filter(|n| n.starts_with("poison-"))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "objects left running: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, out, _) = d.updraft(&["status", "br"]);
+    assert!(
+        out.starts_with("br (fixtures.branches.branch_wf): SUCCEEDED"),
+        "{out}"
+    );
+    assert_eq!(d.s3_outputs("br"), local);
 }

@@ -552,6 +552,50 @@ fn stale_and_duplicate_events_change_nothing() {
 }
 
 #[test]
+fn an_attempt_is_over_only_once_it_cannot_start_again() {
+    let pkg = yaml_pkg(RETRY);
+    let mut exec = Driver::new(&pkg, "wf", ExecConfig::new("o")).exec;
+    // Not started: a message starting it may still come (again).
+    assert!(!exec.attempt_over(0, None, 0));
+    let fx = exec.step(Event::Start {
+        inputs: inputs(&[("x", lit_int(1))]),
+    });
+    let a = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::StartTask(t) if t.task == "flaky" => Some(t.node),
+            _ => None,
+        })
+        .unwrap();
+    assert!(!exec.attempt_over(a, None, 0), "running");
+    let fx = exec.step(Event::Task {
+        node: a,
+        index: None,
+        attempt: 0,
+        status: user_error(true),
+    });
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::StartTask(t) if t.attempt == 1))
+    );
+    assert!(exec.attempt_over(a, None, 0), "a retry runs in its place");
+    assert!(!exec.attempt_over(a, None, 1));
+    assert!(!exec.attempt_over(a, None, 2), "never started");
+    exec.step(Event::Task {
+        node: a,
+        index: None,
+        attempt: 1,
+        status: ok(vec![("y", lit_int(2))]),
+    });
+    assert!(exec.attempt_over(a, None, 1), "its node succeeded");
+    assert!(!exec.attempt_over(99, None, 0), "no such node");
+    exec.step(Event::Abort {
+        reason: "enough".into(),
+    });
+    assert!(exec.attempt_over(a, None, 2), "the execution ended");
+}
+
+#[test]
 fn abort_stops_running_work() {
     let pkg = yaml_pkg(RETRY);
     let mut d = Driver::new(&pkg, "wf", ExecConfig::new("ab"));

@@ -129,6 +129,10 @@ pub struct Transition {
 pub struct Outcome {
     /// Task attempts started.
     pub started: Vec<String>,
+    /// For a task attempt's status: the committed state has that attempt over, so its objects can go.
+    /// (An attempt whose start was never committed is not over: its start comes again and must find
+    /// the objects it made, not launch them a second time.)
+    pub attempt_over: bool,
 }
 
 impl Transition {
@@ -283,14 +287,40 @@ impl Transition {
                 self.clients.queue.send(m, Duration::from_secs(1)).await?;
                 Ok(Outcome::default())
             }
-            Ok(Some(o)) => Ok(o),
+            Ok(Some(o)) => {
+                if let Some(Kind::Check(c)) = &m.kind
+                    && o.attempt_over
+                {
+                    self.delete_finished(exec, c).await;
+                }
+                Ok(o)
+            }
             Err(e) => Err(e),
         }
     }
 
-    /// Looks at a task attempt; None while it runs.
-    async fn check(&self, exec: &str, c: &CheckMessage) -> Result<Option<TaskStatus>, Error> {
+    /// Deletes a finished attempt's objects once its end is committed (when the settings say so); a
+    /// failure is logged, not retried.
+    async fn delete_finished(&self, exec: &str, c: &CheckMessage) {
         let Some((cluster, config)) = &self.cluster else {
+            return;
+        };
+        if !config.delete_on_finish {
+            return;
+        }
+        let objects = match serde_json::from_str::<Vec<ObjectRef>>(&c.handle) {
+            Ok(refs) => refs.iter().map(ObjectRef::object).collect::<Vec<_>>(),
+            Err(_) => return,
+        };
+        if let Err(e) = cluster.delete(&objects).await {
+            tracing::warn!(execution = %exec, attempt_name = %c.name, error = %e, "could not delete a finished attempt's objects");
+        }
+    }
+
+    /// Looks at a task attempt; None while it runs. Its objects stay: they go once the engine has
+    /// committed the attempt's end (see [`Outcome::attempt_over`]).
+    async fn check(&self, exec: &str, c: &CheckMessage) -> Result<Option<TaskStatus>, Error> {
+        let Some((cluster, _)) = &self.cluster else {
             return Err(Error::Setting {
                 name: "UPDRAFT_EKS".into(),
                 reason: "a task check arrived but the function has no cluster settings".into(),
@@ -310,11 +340,6 @@ impl Transition {
         use updraft_connector_eks::status::Observed;
         if matches!(observed, Observed::Pending { .. } | Observed::Running) {
             return Ok(None);
-        }
-        if config.delete_on_finish
-            && let Err(e) = cluster.delete(&objects).await
-        {
-            tracing::warn!(execution = %exec, attempt_name = %c.name, error = %e, "could not delete a finished attempt's objects");
         }
         let prefix = c.output_prefix.trim_end_matches('/');
         let mut files = HashMap::new();
@@ -394,7 +419,10 @@ impl Transition {
         let exec = item.name.clone();
         if is_final(&item.phase) {
             self.clients.store.release(&exec, &self.owner).await?;
-            return Ok(Outcome::default());
+            return Ok(Outcome {
+                attempt_over: true,
+                ..Outcome::default()
+            });
         }
         let program = self.program(&item).await?;
         let state = ExecutionState::decode(item.state.as_slice())
@@ -411,6 +439,15 @@ impl Transition {
                 loaded.insert(i, rec.encode_to_vec());
             }
         }
+        let attempt = match &event {
+            Event::Task {
+                node,
+                index,
+                attempt,
+                ..
+            } => Some((*node, *index, *attempt)),
+            _ => None,
+        };
         let event = match event {
             Event::Start { .. } => Event::Start {
                 inputs: LiteralMap::decode(item.inputs.as_slice())
@@ -483,7 +520,9 @@ impl Transition {
             .store
             .commit(&item, &self.owner, finished, &changed, now_ms())
             .await?;
-        Ok(ctx.outcome)
+        let mut outcome = ctx.outcome;
+        outcome.attempt_over = attempt.is_some_and(|(n, i, a)| engine.attempt_over(n, i, a));
+        Ok(outcome)
     }
 
     async fn apply(&self, ctx: &mut Ctx<'_>, e: Effect) -> Result<(), Error> {

@@ -394,7 +394,11 @@ pub async fn logs(target: &Target, name: &str, node: Option<&str>) -> anyhow::Re
     let d = connect(target).await?;
     let logs = aws_sdk_cloudwatchlogs::Client::new(&d.clients.sdk);
     let mut found = 0;
-    for function in ["LaunchFunctionName", "TransitionFunctionName"] {
+    for function in [
+        "LaunchFunctionName",
+        "TransitionFunctionName",
+        "EventsFunctionName",
+    ] {
         let group = format!("/aws/lambda/{}", d.output(function)?);
         let mut token = None;
         loop {

@@ -227,6 +227,29 @@ impl Execution {
         }
     }
 
+    /// True once a task attempt has ended and will never be started again: a later attempt exists, its
+    /// node (or array element) has finished, or a dynamic sub-workflow runs in its place. Its objects
+    /// can then be deleted; before, an attempt whose start was never committed may still be started
+    /// (idempotently, by name) and must find what it made.
+    pub fn attempt_over(&self, node: NodeIdx, index: Option<u32>, attempt: u32) -> bool {
+        if self.phase().is_terminal() {
+            return true;
+        }
+        let Some(n) = self.nodes.get(node as usize) else {
+            return false;
+        };
+        let (current, phase) = match (index, &n.array) {
+            (Some(i), Some(a)) => match a.elements.get(i as usize) {
+                Some(e) => (e.attempt, e.phase.unwrap_or(NodePhase::NotYetStarted)),
+                None => return false,
+            },
+            _ => (n.task.attempt, n.phase),
+        };
+        current > attempt
+            || (current == attempt
+                && (phase.is_terminal() || (index.is_none() && n.dynamic.is_some())))
+    }
+
     /// Applies one event and returns what the runtime must do.
     pub fn step(&mut self, event: Event) -> Vec<Effect> {
         let mut fx = Vec::new();

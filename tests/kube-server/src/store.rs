@@ -98,6 +98,9 @@ pub struct Store {
     pub logs: BTreeMap<(Key, String), String>,
     /// Who called, when bearer tokens are checked (their ARNs, as STS named them).
     pub callers: std::collections::BTreeSet<String>,
+    /// How many times each object was created (a second creation after a deletion counts: a task
+    /// launched twice shows here).
+    pub creations: BTreeMap<Key, u32>,
     version: u64,
     uid: u64,
 }
@@ -256,6 +259,7 @@ impl Store {
         if let Some(m) = v.as_object_mut() {
             m.remove("status");
         }
+        *self.creations.entry(key.clone()).or_default() += 1;
         self.objects.insert(key, v.clone());
         (201, Reply::Json(v))
     }
