@@ -40,34 +40,75 @@ use updraft_test_kube::{Node, Server};
 /// Requests seen by the proxy, by AWS service (from the signature's credential scope).
 type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
 
-/// Forwards TCP connections to `upstream`, counting the HTTP requests that pass.
-fn proxy(upstream: String) -> (String, Counts) {
+/// Time from each request's last byte to its response's first byte, in ms, by service.
+type Waits = Arc<Mutex<BTreeMap<String, Vec<f64>>>>;
+
+/// Forwards TCP connections to `upstream`, counting the HTTP requests that pass and timing their
+/// answers; a request without an AWS signature counts as `unsigned` (the Kubernetes API's).
+fn proxy(upstream: String, unsigned: &'static str) -> (String, Counts, Waits) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let counts: Counts = Arc::default();
-    let c = counts.clone();
+    let waits: Waits = Arc::default();
+    let (c, w) = (counts.clone(), waits.clone());
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
             let up = TcpStream::connect(&upstream).unwrap();
-            let (mut up_r, mut down_w) = (up.try_clone().unwrap(), conn.try_clone().unwrap());
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut up_r, &mut down_w);
-            });
+            let _ = conn.set_nodelay(true);
+            let _ = up.set_nodelay(true);
+            let (up_r, down_w) = (up.try_clone().unwrap(), conn.try_clone().unwrap());
+            // The request waiting for its answer on this connection (HTTP/1.1: one at a time).
+            let pending: Arc<Mutex<Option<(Instant, String)>>> = Arc::default();
+            let (p, w) = (pending.clone(), w.clone());
+            std::thread::spawn(move || copy_answers(up_r, down_w, &p, &w));
             let c = c.clone();
-            std::thread::spawn(move || count_requests(conn, up, &c));
+            std::thread::spawn(move || count_requests(conn, up, &c, &pending, unsigned));
         }
     });
-    (addr, counts)
+    (addr, counts, waits)
+}
+
+/// Copies answers back to the client, timing the first bytes of each.
+fn copy_answers(
+    mut up: TcpStream,
+    mut client: TcpStream,
+    pending: &Mutex<Option<(Instant, String)>>,
+    waits: &Waits,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match up.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if let Some((sent, service)) = pending.lock().unwrap().take() {
+            waits
+                .lock()
+                .unwrap()
+                .entry(service)
+                .or_default()
+                .push(ms(sent.elapsed()));
+        }
+        if client.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
 }
 
 /// Copies a client's requests upstream, counting each by the service its credential scope names.
-fn count_requests(client: TcpStream, mut up: TcpStream, counts: &Counts) {
+fn count_requests(
+    client: TcpStream,
+    mut up: TcpStream,
+    counts: &Counts,
+    pending: &Mutex<Option<(Instant, String)>>,
+    unsigned: &str,
+) {
     let mut r = BufReader::new(client);
     loop {
         // Request line and headers.
         let mut head = Vec::new();
         let mut length = 0usize;
-        let mut service = String::from("?");
+        let mut service = unsigned.to_string();
         loop {
             let mut line = Vec::new();
             if r.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
@@ -91,10 +132,12 @@ fn count_requests(client: TcpStream, mut up: TcpStream, counts: &Counts) {
         if r.read_exact(&mut body).is_err() {
             return;
         }
-        *counts.lock().unwrap().entry(service).or_default() += 1;
-        if up.write_all(&head).is_err() || up.write_all(&body).is_err() {
+        *counts.lock().unwrap().entry(service.clone()).or_default() += 1;
+        head.extend_from_slice(&body);
+        if up.write_all(&head).is_err() {
             return;
         }
+        *pending.lock().unwrap() = Some((Instant::now(), service));
     }
 }
 
@@ -176,6 +219,19 @@ fn cluster(work: &Path, root: &Path) -> Server {
         &[],
     );
     Server::start_node(0, work.join("kubelet"), node).unwrap()
+}
+
+/// Requests answered so far and the time spent waiting for them, by service.
+fn totals(waits: &[&Waits]) -> BTreeMap<String, (usize, f64)> {
+    let mut out = BTreeMap::new();
+    for w in waits {
+        for (service, times) in w.lock().unwrap().iter() {
+            let e: &mut (usize, f64) = out.entry(service.clone()).or_default();
+            e.0 += times.len();
+            e.1 += times.iter().sum::<f64>();
+        }
+    }
+    out
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -343,7 +399,7 @@ async fn main() {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
-    let (endpoint, counts) = proxy(upstream);
+    let (endpoint, counts, waits) = proxy(upstream, "?");
     let sdk = sdk(&endpoint).await;
     let id = format!("bench-{}", std::process::id());
     let mut settings = resources(&sdk, &id).await;
@@ -352,6 +408,15 @@ async fn main() {
     std::fs::create_dir_all(&work).unwrap();
     let server = cluster(&work, &root);
     server.write_kubeconfig(&work.join("kubeconfig")).unwrap();
+    // The transitions reach the cluster through a proxy too, to time its answers.
+    let (kube_proxy, _, kube_waits) = proxy(
+        server.url.trim_start_matches("http://").to_string(),
+        "kubernetes",
+    );
+    let kubeconfig = std::fs::read_to_string(work.join("kubeconfig"))
+        .unwrap()
+        .replace(&server.url, &kube_proxy);
+    std::fs::write(work.join("kubeconfig-timed"), kubeconfig).unwrap();
     let eks: EksConfig = serde_json::from_value(serde_json::json!({
         "namespace": "flyte",
         "env": {
@@ -393,7 +458,7 @@ async fn main() {
         clients.store.register(name, key, 0).await.unwrap();
     }
 
-    let kube = Cluster::from_kubeconfig(Some(&work.join("kubeconfig")))
+    let kube = Cluster::from_kubeconfig(Some(&work.join("kubeconfig-timed")))
         .await
         .unwrap();
     let t = Transition::with_cluster(settings.clone(), clients.clone(), Some((kube, eks)));
@@ -405,6 +470,7 @@ async fn main() {
     eprintln!("running {runs} executions of fixtures.branches.branch_wf through the queue …");
 
     let mut next_task = Vec::new();
+    let mut split: BTreeMap<String, (usize, f64)> = BTreeMap::new();
     let mut all = Vec::new();
     let mut seen_pods: BTreeSet<String> = BTreeSet::new();
     let before: BTreeMap<String, u64> = counts.lock().unwrap().clone();
@@ -445,6 +511,7 @@ async fn main() {
                     .is_some_and(|k| {
                         matches!(k, updraft_proto::updraft::queue_message::Kind::Check(_))
                     });
+                let waited = totals(&[&waits, &kube_waits]);
                 let received = Instant::now();
                 let failed = t
                     .handle(vec![Received {
@@ -469,6 +536,13 @@ async fn main() {
                     tasks += new as u64;
                     if is_check {
                         next_task.push(ms(took));
+                        // Where its time went: waiting on each service, and the rest.
+                        for (service, (n, t)) in totals(&[&waits, &kube_waits]) {
+                            let (n0, t0) = waited.get(&service).copied().unwrap_or_default();
+                            let e: &mut (usize, f64) = split.entry(service).or_default();
+                            e.0 += n - n0;
+                            e.1 += t - t0;
+                        }
                     }
                 }
                 seen_pods.extend(pods);
@@ -536,6 +610,26 @@ async fn main() {
         "SQS hop (send → receive):        median {:.1} ms, p99 {:.1} ms",
         percentile(&hop, 0.5),
         percentile(&hop, 0.99)
+    );
+    let n = next_task.len().max(1) as f64;
+    let mean = next_task.iter().sum::<f64>() / n;
+    println!(
+        "\n== where a task done → next task transition waits (mean of {} transitions: {mean:.1} ms)",
+        next_task.len()
+    );
+    let mut waited = 0.0;
+    for (service, (count, t)) in &split {
+        waited += t;
+        println!(
+            "{service:<10} {:>5.1} requests  {:>6.1} ms  ({:.1} ms each)",
+            *count as f64 / n,
+            t / n,
+            t / (*count).max(1) as f64
+        );
+    }
+    println!(
+        "the rest (engine, encoding, SDK, the test server's clock) {:.1} ms",
+        mean - waited / n
     );
 
     // Requests per transition, and their cost.
