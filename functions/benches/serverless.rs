@@ -7,10 +7,11 @@
 //!
 //! - **node-to-node latency**: flytekit workflows run through the transitions queue with native tasks
 //!   on the Kubernetes API test server; for each transition that saw a task done and submitted the next
-//!   task (a new pod), the time from the message's receipt to the end of its commit; plus the SQS hop
-//!   (send → receive) that precedes it in a deployment;
-//! - **AWS requests per transition**, counted by a proxy in front of LocalStack, by service, and what
-//!   they cost per million transitions next to Step Functions Standard's $25;
+//!   task (a new pod), the time from the message's receipt to the pod's creation at the cluster, and
+//!   to the end of the transition; plus the SQS hop (send → receive) that precedes it in a deployment;
+//! - **where that time goes**: proxies in front of LocalStack and the test server time each request;
+//! - **AWS requests per transition**, counted by the proxy, by service, and what they cost per million
+//!   transitions next to Step Functions Standard's $25;
 //! - **cold start**: the `transition` binary from process start to its first request for an event
 //!   (`/runtime/invocation/next`) on a stand-in Lambda Runtime API;
 //! - **peak RSS** of each function's binary handling one event;
@@ -43,14 +44,18 @@ type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
 /// Time from each request's last byte to its response's first byte, in ms, by service.
 type Waits = Arc<Mutex<BTreeMap<String, Vec<f64>>>>;
 
+/// When each POST request arrived (for the Kubernetes API: object creations).
+type Posts = Arc<Mutex<Vec<Instant>>>;
+
 /// Forwards TCP connections to `upstream`, counting the HTTP requests that pass and timing their
 /// answers; a request without an AWS signature counts as `unsigned` (the Kubernetes API's).
-fn proxy(upstream: String, unsigned: &'static str) -> (String, Counts, Waits) {
+fn proxy(upstream: String, unsigned: &'static str) -> (String, Counts, Waits, Posts) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let counts: Counts = Arc::default();
     let waits: Waits = Arc::default();
-    let (c, w) = (counts.clone(), waits.clone());
+    let posts: Posts = Arc::default();
+    let (c, w, po) = (counts.clone(), waits.clone(), posts.clone());
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
             let up = TcpStream::connect(&upstream).unwrap();
@@ -61,11 +66,11 @@ fn proxy(upstream: String, unsigned: &'static str) -> (String, Counts, Waits) {
             let pending: Arc<Mutex<Option<(Instant, String)>>> = Arc::default();
             let (p, w) = (pending.clone(), w.clone());
             std::thread::spawn(move || copy_answers(up_r, down_w, &p, &w));
-            let c = c.clone();
-            std::thread::spawn(move || count_requests(conn, up, &c, &pending, unsigned));
+            let (c, po) = (c.clone(), po.clone());
+            std::thread::spawn(move || count_requests(conn, up, &c, &pending, &po, unsigned));
         }
     });
-    (addr, counts, waits)
+    (addr, counts, waits, posts)
 }
 
 /// Copies answers back to the client, timing the first bytes of each.
@@ -101,6 +106,7 @@ fn count_requests(
     mut up: TcpStream,
     counts: &Counts,
     pending: &Mutex<Option<(Instant, String)>>,
+    posts: &Posts,
     unsigned: &str,
 ) {
     let mut r = BufReader::new(client);
@@ -109,12 +115,19 @@ fn count_requests(
         let mut head = Vec::new();
         let mut length = 0usize;
         let mut service = unsigned.to_string();
+        let mut read = false;
         loop {
             let mut line = Vec::new();
             if r.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
                 return;
             }
             let text = String::from_utf8_lossy(&line).to_ascii_lowercase();
+            if head.is_empty() {
+                if text.starts_with("post ") {
+                    posts.lock().unwrap().push(Instant::now());
+                }
+                read = text.starts_with("get ") || text.starts_with("head ");
+            }
             if let Some(v) = text.strip_prefix("content-length:") {
                 length = v.trim().parse().unwrap_or(0);
             }
@@ -131,6 +144,10 @@ fn count_requests(
         let mut body = vec![0u8; length];
         if r.read_exact(&mut body).is_err() {
             return;
+        }
+        if service == "s3" {
+            // S3 prices reads and writes apart.
+            service = if read { "s3 GET" } else { "s3 PUT" }.into();
         }
         *counts.lock().unwrap().entry(service.clone()).or_default() += 1;
         head.extend_from_slice(&body);
@@ -399,7 +416,7 @@ async fn main() {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
-    let (endpoint, counts, waits) = proxy(upstream, "?");
+    let (endpoint, counts, waits, _) = proxy(upstream, "?");
     let sdk = sdk(&endpoint).await;
     let id = format!("bench-{}", std::process::id());
     let mut settings = resources(&sdk, &id).await;
@@ -409,7 +426,7 @@ async fn main() {
     let server = cluster(&work, &root);
     server.write_kubeconfig(&work.join("kubeconfig")).unwrap();
     // The transitions reach the cluster through a proxy too, to time its answers.
-    let (kube_proxy, _, kube_waits) = proxy(
+    let (kube_proxy, _, kube_waits, creations) = proxy(
         server.url.trim_start_matches("http://").to_string(),
         "kubernetes",
     );
@@ -470,6 +487,7 @@ async fn main() {
     eprintln!("running {runs} executions of fixtures.branches.branch_wf through the queue …");
 
     let mut next_task = Vec::new();
+    let mut submitted = Vec::new();
     let mut split: BTreeMap<String, (usize, f64)> = BTreeMap::new();
     let mut all = Vec::new();
     let mut seen_pods: BTreeSet<String> = BTreeSet::new();
@@ -536,6 +554,11 @@ async fn main() {
                     tasks += new as u64;
                     if is_check {
                         next_task.push(ms(took));
+                        // The next task is submitted when its pod's creation reaches the cluster.
+                        if let Some(at) = creations.lock().unwrap().iter().find(|t| **t >= received)
+                        {
+                            submitted.push(ms(at.duration_since(received)));
+                        }
                         // Where its time went: waiting on each service, and the rest.
                         for (service, (n, t)) in totals(&[&waits, &kube_waits]) {
                             let (n0, t0) = waited.get(&service).copied().unwrap_or_default();
@@ -559,6 +582,7 @@ async fn main() {
     }
     let after = counts.lock().unwrap().clone();
     next_task.sort_by(f64::total_cmp);
+    submitted.sort_by(f64::total_cmp);
     all.sort_by(f64::total_cmp);
 
     // The SQS hop: send → receive (long polling), as the event source mapping would see it.
@@ -595,10 +619,16 @@ async fn main() {
 
     println!("\n== node-to-node latency (LocalStack on this machine, transition logic in-process)");
     println!(
-        "task done → next task submitted: median {:.1} ms, p99 {:.1} ms ({} transitions)",
+        "task done → next task submitted: median {:.1} ms, p99 {:.1} ms ({} transitions: the check \
+         that saw a pod succeed received → the next pod's creation at the cluster)",
+        percentile(&submitted, 0.5),
+        percentile(&submitted, 0.99),
+        submitted.len()
+    );
+    println!(
+        "… to that transition's end:      median {:.1} ms, p99 {:.1} ms (its commit and cleanup too)",
         percentile(&next_task, 0.5),
         percentile(&next_task, 0.99),
-        next_task.len()
     );
     println!(
         "every transition:                median {:.1} ms, p99 {:.1} ms ({} messages)",
@@ -658,8 +688,8 @@ async fn main() {
     // Of DynamoDB calls, writes (lease, commit with about two items, release) dominate; count each
     // call as 2 write units, an upper bound for items under 1 KB.
     let ddb_cost = ddb * 2.0 * 0.625;
-    let s3 = per.get("s3").copied().unwrap_or(0.0);
-    let s3_cost = s3 * 5.0;
+    let s3_cost = per.get("s3 PUT").copied().unwrap_or(0.0) * 5.0
+        + per.get("s3 GET").copied().unwrap_or(0.0) * 0.40;
     let total = lambda + sqs_cost + ddb_cost + s3_cost;
     println!(
         "\n== cost per million transitions (upper bounds, 512 MB arm64 at the median duration)\n\
