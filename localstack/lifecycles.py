@@ -490,11 +490,30 @@ _SAGEMAKER = {
     ),
 }
 
-# what: (create method, name parameter, jobs dict, stop action, action's name parameter, title)
+# what: (create method, its name argument, the backend's jobs dict, the Stop action's name parameter,
+# the kind's title in SageMaker's messages)
 _SAGEMAKER_API = {
-    "training": ("create_training_job", "training_job_name", "training_jobs", "TrainingJobName", "Training job"),
-    "processing": ("create_processing_job", "processing_job_name", "processing_jobs", "ProcessingJobName", "Processing job"),
-    "transform": ("create_transform_job", "transform_job_name", "transform_jobs", "TransformJobName", "Transform job"),
+    "training": (
+        "create_training_job",
+        "training_job_name",
+        "training_jobs",
+        "TrainingJobName",
+        "Training job",
+    ),
+    "processing": (
+        "create_processing_job",
+        "processing_job_name",
+        "processing_jobs",
+        "ProcessingJobName",
+        "Processing job",
+    ),
+    "transform": (
+        "create_transform_job",
+        "transform_job_name",
+        "transform_jobs",
+        "TransformJobName",
+        "Transform job",
+    ),
     "tuning": (
         "create_hyper_parameter_tuning_job",
         "hyper_parameter_tuning_job_name",
