@@ -394,8 +394,10 @@ def stop(key: str, reason: Optional[str]) -> bool:
     """Stops a job that has not finished; False when there is no such job or it has finished."""
     with _LOCK:
         job = _JOBS.get(key)
-        if job is None or job.done or job.stop_at is not None:
-            return job is not None and not job.done
+        if job is None or job.done:
+            return False
+        if job.stop_at is not None:
+            return True  # already stopping
         job.stop_at = time.monotonic()
         job.stop_reason = reason
         for child in job.children or []:

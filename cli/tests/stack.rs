@@ -78,6 +78,20 @@ impl Deployed {
             })
     }
 
+    /// Runs `f` with the stack's table, bucket and transitions queue.
+    fn with_clients<T, F: std::future::Future<Output = T>>(
+        &self,
+        f: impl FnOnce(updraft_aws::Clients) -> F,
+    ) -> T {
+        let out = |k: &str| self.outputs[k].as_str().unwrap().to_string();
+        let (table, bucket, queue) = (
+            out("TableName"),
+            out("BucketName"),
+            out("TransitionsQueueUrl"),
+        );
+        self.with_sdk(|sdk| f(updraft_aws::Clients::new(sdk, &table, &bucket, &queue)))
+    }
+
     /// Outputs of an execution as the functions wrote them to S3.
     fn s3_outputs(&self, name: &str) -> serde_json::Value {
         let bucket = self.outputs["BucketName"].as_str().unwrap().to_string();
@@ -228,6 +242,28 @@ fn local_outputs(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
+/// `updraft launch` of the branch workflow as `br` (x=3), by a request dropped into the bucket, waiting.
+const LAUNCH_BR: &[&str] = &[
+    "launch",
+    "-w",
+    "fixtures.branches.branch_wf",
+    "-i",
+    "x=3",
+    "--name",
+    "br",
+    "--wait",
+];
+
+/// Launches the branch workflow as `br` (x=3) by a request dropped into the bucket and waits for it;
+/// its outputs in S3 must equal a local run's. Returns what `launch` printed and those outputs.
+fn launch_br(d: &Deployed) -> (String, serde_json::Value) {
+    let (code, out, err) = d.updraft(LAUNCH_BR);
+    assert_eq!(code, 0, "launch br: {err}");
+    let local = local_outputs(&["tests/fixtures/flytekit/branches.tgz", "-i", "x=3"]);
+    assert_eq!(d.s3_outputs("br"), local);
+    (out, local)
+}
+
 #[test]
 fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
     let d = deploy("e2e", &["FaultInjection=duplicate"]);
@@ -261,20 +297,8 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
     );
 
     // A branch between real tasks, launched by a request dropped into the bucket.
-    let (code, out, err) = d.updraft(&[
-        "launch",
-        "-w",
-        "fixtures.branches.branch_wf",
-        "-i",
-        "x=3",
-        "--name",
-        "br",
-        "--wait",
-    ]);
-    assert_eq!(code, 0, "launch br: {err}");
+    let (out, local) = launch_br(&d);
     let printed: serde_json::Value = serde_json::from_str(out.split_once('\n').unwrap().1).unwrap();
-    let local = local_outputs(&["tests/fixtures/flytekit/branches.tgz", "-i", "x=3"]);
-    assert_eq!(d.s3_outputs("br"), local);
     assert_eq!(printed, local);
     let pods = d.pods_of("br");
     assert!(!pods.is_empty());
@@ -296,16 +320,7 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
 
     // Every message was delivered twice, yet each task attempt ran once: the same request again
     // starts nothing new.
-    let (code, _, err) = d.updraft(&[
-        "launch",
-        "-w",
-        "fixtures.branches.branch_wf",
-        "-i",
-        "x=3",
-        "--name",
-        "br",
-        "--wait",
-    ]);
+    let (code, _, err) = d.updraft(LAUNCH_BR);
     assert_eq!(code, 0, "relaunch: {err}");
     assert_eq!(d.pods_of("br"), pods);
 
@@ -340,25 +355,16 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
     ]);
     assert_eq!(code, 0, "launch stop: {err}");
     assert_eq!(out.trim(), "stop");
-    let start = Instant::now();
-    while d.server.store.lock().unwrap().objects.is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(120), "no pod started");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    poll(Duration::from_secs(120), || {
+        let started = !d.server.store.lock().unwrap().objects.is_empty();
+        started.then_some(()).ok_or("no pod started")
+    });
     let (code, _, err) = d.updraft(&["abort", "stop", "--reason", "enough"]);
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = d.updraft(&["watch", "stop"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("ABORTED"), "{err}");
-    let left: Vec<String> = d
-        .server
-        .store
-        .lock()
-        .unwrap()
-        .objects
-        .keys()
-        .map(|k| k.name.clone())
-        .collect();
+    let left = d.server.store.lock().unwrap().names();
     assert!(left.is_empty(), "objects left running: {left:?}");
     let (code, _, err) = d.updraft(&["abort", "stop"]);
     assert_eq!(code, 1);
@@ -404,14 +410,11 @@ impl Moto {
             url: format!("http://127.0.0.1:{port}"),
             python,
         };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "moto did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        poll(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .map(drop)
+                .map_err(|_| "moto did not start")
+        });
         m
     }
 
@@ -445,20 +448,23 @@ impl Drop for Moto {
     }
 }
 
-/// Waits until `updraft status` of `name` prints `want`; returns what it printed.
-fn status_until(d: &Deployed, name: &str, want: &str, limit: Duration) -> String {
+/// Calls `f` every 200 ms until it gives a value; after `limit`, fails with its last complaint.
+fn poll<T, E: std::fmt::Display>(limit: Duration, mut f: impl FnMut() -> Result<T, E>) -> T {
     let start = Instant::now();
     loop {
-        let (_, out, err) = d.updraft(&["status", name]);
-        if out.contains(want) {
-            return out;
+        match f() {
+            Ok(v) => return v,
+            Err(e) => assert!(start.elapsed() < limit, "{e}"),
         }
-        assert!(
-            start.elapsed() < limit,
-            "{name} never showed {want:?}: {out}{err}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Names of the objects on the test cluster that start with `prefix`.
+fn objects_of(d: &Deployed, prefix: &str) -> Vec<String> {
+    let mut names = d.server.store.lock().unwrap().names();
+    names.retain(|n| n.starts_with(prefix));
+    names
 }
 
 /// Messages waiting in the queue at `url`.
@@ -502,19 +508,7 @@ fn a_deployed_stack_survives_crashes_fails_poisoned_executions_and_hears_job_eve
     assert_eq!(code, 0, "register: {err}");
 
     // Crashes between effect and commit: the outputs are a local run's, and every task ran once.
-    let (code, _, err) = d.updraft(&[
-        "launch",
-        "-w",
-        "fixtures.branches.branch_wf",
-        "-i",
-        "x=3",
-        "--name",
-        "br",
-        "--wait",
-    ]);
-    assert_eq!(code, 0, "launch br: {err}");
-    let local = local_outputs(&["tests/fixtures/flytekit/branches.tgz", "-i", "x=3"]);
-    assert_eq!(d.s3_outputs("br"), local);
+    let (_, local) = launch_br(&d);
     {
         let store = d.server.store.lock().unwrap();
         let created: Vec<_> = store
@@ -550,41 +544,24 @@ fn a_deployed_stack_survives_crashes_fails_poisoned_executions_and_hears_job_eve
             },
         )),
     };
-    let (table, bucket, queue) = (
-        d.outputs["TableName"].as_str().unwrap().to_string(),
-        d.outputs["BucketName"].as_str().unwrap().to_string(),
-        d.outputs["TransitionsQueueUrl"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    );
     let key = format!("sagemaker:training:{job}");
-    {
-        let (table, bucket, queue, key) =
-            (table.clone(), bucket.clone(), queue.clone(), key.clone());
-        d.with_sdk(|sdk| async move {
-            let clients = updraft_aws::Clients::new(sdk, &table, &bucket, &queue);
-            clients
-                .store
-                .watch(&key, &check.encode_to_vec(), updraft_aws::now_ms())
-                .await
-                .unwrap();
-        });
-    }
+    let watched = key.clone();
+    d.with_clients(|clients| async move {
+        clients
+            .store
+            .watch(&watched, &check.encode_to_vec(), updraft_aws::now_ms())
+            .await
+            .unwrap();
+    });
     let moto = Moto::start(&d.endpoint);
     moto.training_job(&job);
-    let start = Instant::now();
-    loop {
+    poll(Duration::from_secs(60), || {
         let (_, logs, _) = d.updraft(&["logs", "br"]);
-        if logs.contains("check sent") && logs.contains(&key) {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
+        let sent = logs.contains("check sent") && logs.contains(&key);
+        sent.then_some(()).ok_or(format!(
             "the events function sent no check for {key}: {logs}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        ))
+    });
     drop(moto);
 
     // A poison message: a timer of a kind no transition knows, sent to a running execution. Its
@@ -599,19 +576,10 @@ fn a_deployed_stack_survives_crashes_fails_poisoned_executions_and_hears_job_eve
         "invoke",
     ]);
     assert_eq!(code, 0, "launch poison: {err}");
-    let start = Instant::now();
-    while !d
-        .server
-        .store
-        .lock()
-        .unwrap()
-        .objects
-        .keys()
-        .any(|k| k.name.starts_with("poison-"))
-    {
-        assert!(start.elapsed() < Duration::from_secs(120), "no pod started");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    poll(Duration::from_secs(120), || {
+        let started = !objects_of(&d, "poison-").is_empty();
+        started.then_some(()).ok_or("no pod started")
+    });
     let poison = updraft_proto::updraft::QueueMessage {
         execution: "poison".into(),
         kind: Some(updraft_proto::updraft::queue_message::Kind::Timer(
@@ -621,50 +589,33 @@ fn a_deployed_stack_survives_crashes_fails_poisoned_executions_and_hears_job_eve
             },
         )),
     };
-    {
-        let (table, bucket, queue) = (table.clone(), bucket.clone(), queue.clone());
-        d.with_sdk(|sdk| async move {
-            updraft_aws::Clients::new(sdk, &table, &bucket, &queue)
-                .queue
-                .send(&poison, Duration::ZERO)
-                .await
-                .unwrap();
-        });
-    }
-    let out = status_until(&d, "poison", "FAILED", Duration::from_secs(120));
+    d.with_clients(|clients| async move {
+        clients.queue.send(&poison, Duration::ZERO).await.unwrap();
+    });
+    let out = poll(Duration::from_secs(120), || {
+        let (_, out, err) = d.updraft(&["status", "poison"]);
+        if out.contains("FAILED") {
+            Ok(out)
+        } else {
+            Err(format!("poison never showed FAILED: {out}{err}"))
+        }
+    });
     assert!(out.contains("PoisonMessage"), "{out}");
     assert!(out.contains("unknown timer kind 99"), "{out}");
     let dlq = d.outputs["TransitionsDeadLetterQueueUrl"].as_str().unwrap();
-    let start = Instant::now();
-    while queue_depth(&d, dlq) == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the poison message is not in the dead-letter queue"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    poll(Duration::from_secs(30), || {
+        let there = queue_depth(&d, dlq) > 0;
+        there
+            .then_some(())
+            .ok_or("the poison message is not in the dead-letter queue")
+    });
     // The failed execution's task is stopped, and the finished one is untouched by the late check.
-    let start = Instant::now();
-    loop {
-        let left: Vec<String> = d
-            .server
-            .store
-            .lock()
-            .unwrap()
-            .objects
-            .keys()
-            .map(|k| k.name.clone())
-            .filter(|n| n.starts_with("poison-"))
-            .collect();
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "objects left running: {left:?}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    poll(Duration::from_secs(60), || {
+        let left = objects_of(&d, "poison-");
+        left.is_empty()
+            .then_some(())
+            .ok_or(format!("objects left running: {left:?}"))
+    });
     let (_, out, _) = d.updraft(&["status", "br"]);
     assert!(
         out.starts_with("br (fixtures.branches.branch_wf): SUCCEEDED"),

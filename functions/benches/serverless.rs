@@ -541,14 +541,8 @@ async fn main() {
                 let took = received.elapsed();
                 handled += 1;
                 all.push(ms(took));
-                let pods: BTreeSet<String> = server
-                    .store
-                    .lock()
-                    .unwrap()
-                    .objects
-                    .keys()
-                    .map(|k| k.name.clone())
-                    .collect();
+                let pods: BTreeSet<String> =
+                    server.store.lock().unwrap().names().into_iter().collect();
                 let new = pods.difference(&seen_pods).count();
                 if new > 0 {
                     tasks += new as u64;

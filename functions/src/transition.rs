@@ -124,6 +124,13 @@ pub struct Transition {
     owner: String,
 }
 
+/// The cluster objects a check's handle names.
+fn handle_objects(c: &CheckMessage) -> Result<Vec<updraft_connector_eks::Object>, Error> {
+    let refs: Vec<ObjectRef> = serde_json::from_str(&c.handle)
+        .map_err(|e| Error::Invalid(format!("check of {}: bad handle: {e}", c.name)))?;
+    Ok(refs.iter().map(ObjectRef::object).collect())
+}
+
 /// What one transition did, for callers that wait on it (tests, benchmarks).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Outcome {
@@ -308,9 +315,9 @@ impl Transition {
         if !config.delete_on_finish {
             return;
         }
-        let objects = match serde_json::from_str::<Vec<ObjectRef>>(&c.handle) {
-            Ok(refs) => refs.iter().map(ObjectRef::object).collect::<Vec<_>>(),
-            Err(_) => return,
+        // A check reaches here only after its handle read well.
+        let Ok(objects) = handle_objects(c) else {
+            return;
         };
         if let Err(e) = cluster.delete(&objects).await {
             tracing::warn!(execution = %exec, attempt_name = %c.name, error = %e, "could not delete a finished attempt's objects");
@@ -326,9 +333,7 @@ impl Transition {
                 reason: "a task check arrived but the function has no cluster settings".into(),
             });
         };
-        let refs: Vec<ObjectRef> = serde_json::from_str(&c.handle)
-            .map_err(|e| Error::Invalid(format!("check of {}: bad handle: {e}", c.name)))?;
-        let objects: Vec<_> = refs.iter().map(ObjectRef::object).collect();
+        let objects = handle_objects(c)?;
         let pending_for = Duration::from_millis((now_ms() - c.started_ms).max(0) as u64);
         let observed = match cluster.check(&objects, pending_for).await {
             Ok(o) => o,

@@ -567,15 +567,7 @@ async fn poison_messages_fail_their_execution_and_aborts_stop_work() {
         .unwrap()
         .unwrap();
     assert!(item.error.unwrap().contains("no longer needed"));
-    let objects: Vec<String> = stack
-        .server
-        .store
-        .lock()
-        .unwrap()
-        .objects
-        .keys()
-        .map(|k| k.name.clone())
-        .collect();
+    let objects = stack.server.store.lock().unwrap().names();
     assert!(objects.is_empty(), "{objects:?}");
 }
 

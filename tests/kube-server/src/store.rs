@@ -143,6 +143,11 @@ pub(crate) fn now() -> String {
 }
 
 impl Store {
+    /// The names of the objects on the cluster.
+    pub fn names(&self) -> Vec<String> {
+        self.objects.keys().map(|k| k.name.clone()).collect()
+    }
+
     fn bump(&mut self) -> String {
         self.version += 1;
         self.version.to_string()
