@@ -3,7 +3,8 @@
 //! `updraft register` uploads flytekit packages, requests dropped into the bucket (and sent to the
 //! launch queue, and given to the launch function) start executions, and the functions drive them —
 //! native tasks as pods on the Kubernetes API test server, whose kubelet runs the real `pyflyte-execute`
-//! against LocalStack's S3. The outputs in S3 must equal those of a local run. The first stack is
+//! and, for raw containers, the real `updraft-copilot` against LocalStack's S3. The outputs in S3 must
+//! equal those of a local run. The first stack is
 //! deployed with `FaultInjection=duplicate`, so every transitions-queue message is delivered twice; the
 //! second with `crash-before-commit` and short timeouts, for crashes between an effect and its commit,
 //! a poison message and a job state change sent through EventBridge by moto (`localstack/lifecycles.py`).
@@ -114,6 +115,25 @@ impl Deployed {
                 .map(|(k, v)| (k.clone(), updraft_engine::literal::to_json(v)))
                 .collect(),
         )
+    }
+
+    /// Keys in the stack's bucket under `prefix`.
+    fn s3_keys(&self, prefix: &str) -> Vec<String> {
+        let bucket = self.outputs["BucketName"].as_str().unwrap().to_string();
+        let prefix = prefix.to_string();
+        self.with_sdk(|sdk| async move {
+            let out = updraft_aws::s3_client(&sdk)
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .send()
+                .await
+                .unwrap();
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string))
+                .collect()
+        })
     }
 
     /// Pods the test cluster ran for execution `name`.
@@ -317,6 +337,52 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
     assert_eq!(code, 0, "launch mp: {err}");
     let local = local_outputs(&["tests/fixtures/flytekit/maps.tgz"]);
     assert_eq!(d.s3_outputs("mp"), local);
+
+    // Raw containers, their data moved through S3 by the copilot in their pods: flytekit's
+    // ContainerTask beside pod tasks, and YAML containers in a map and a branch, and passing a folder and
+    // a file. Launched together, then watched.
+    let (code, _, err) = d.updraft(&[
+        "register",
+        "tests/fixtures/flytekit/containers.tgz",
+        "examples/hello.yaml",
+        "tests/fixtures/yaml/files.yaml",
+    ]);
+    assert_eq!(code, 0, "register: {err}");
+    let raw: [(&str, &[&str], &[&str]); 3] = [
+        (
+            "ct",
+            &["-w", "fixtures.containers.containers_wf", "-i", "radius=2"],
+            &["tests/fixtures/flytekit/containers.tgz", "-i", "radius=2"],
+        ),
+        (
+            "hi",
+            &["-w", "hello", "-i", "numbers=[1,2,3]"],
+            &["examples/hello.yaml", "-i", "numbers=[1,2,3]"],
+        ),
+        ("wd", &["-w", "words"], &["tests/fixtures/yaml/files.yaml"]),
+    ];
+    for (name, args, _) in raw {
+        let mut all = vec!["launch", "--name", name];
+        all.extend(args);
+        let (code, _, err) = d.updraft(&all);
+        assert_eq!(code, 0, "launch {name}: {err}");
+    }
+    for (name, _, local) in raw {
+        let (code, _, err) = d.updraft(&["watch", name]);
+        assert_eq!(code, 0, "{name}: {err}");
+        assert_eq!(d.s3_outputs(name), local_outputs(local), "{name}");
+    }
+    let keys = d.s3_keys("executions/wd/");
+    for file in [
+        "/raw/words/more/1.txt",
+        "/raw/words/more/3.txt",
+        "/raw/report",
+    ] {
+        assert!(
+            keys.iter().any(|k| k.ends_with(file)),
+            "no {file} in {keys:?}"
+        );
+    }
 
     // Every message was delivered twice, yet each task attempt ran once: the same request again
     // starts nothing new.

@@ -4,6 +4,11 @@
 //! The conventions are flytekit's `ContainerTask`'s: one file per input, named after it (primitives as
 //! text, a blob as the file or folder itself), plus `inputs.pb` with all of them; one file per declared
 //! output; `_ERROR` in the output folder fails the task with its contents.
+//!
+//! Data locations are URIs read and written through a [`Store`]: [`LocalFiles`] for local paths (the
+//! local runner), [`s3::Data`] for `s3://` and local paths together (the copilot program on a cluster).
+
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -15,8 +20,8 @@ use updraft_engine::exec::{ErrorKind, TaskStatus};
 use updraft_engine::{literal, template, types};
 use updraft_proto::Message;
 use updraft_proto::core::{
-    Literal, LiteralMap, LiteralType, VariableMap, literal::Value as LitValue, literal_type::Type,
-    scalar,
+    Literal, LiteralMap, LiteralType, VariableMap, blob_type::BlobDimensionality,
+    literal::Value as LitValue, literal_type::Type, scalar,
 };
 
 /// Why the outputs could not be read.
@@ -41,11 +46,17 @@ pub enum OutputError {
 /// Errors of moving data.
 #[derive(Debug, thiserror::Error)]
 pub enum CopilotError {
-    /// A location this copilot cannot read or write.
-    #[error(
-        "`{0}`: only local paths are data locations of this copilot (s3:// comes with the S3 store)"
-    )]
-    Unsupported(String),
+    /// A location this store cannot read or write.
+    #[error("`{0}`: {1}")]
+    Unsupported(String, &'static str),
+    /// A data store's call failed.
+    #[error("{uri}: {reason}")]
+    Remote {
+        /// The location.
+        uri: String,
+        /// What the store said.
+        reason: String,
+    },
     /// A file that does not decode.
     #[error("{path}: {reason}")]
     Decode {
@@ -75,9 +86,61 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> CopilotError + '_ {
 pub fn local_path(uri: &str) -> Result<PathBuf, CopilotError> {
     let p = uri.strip_prefix("file://").unwrap_or(uri);
     if p.contains("://") {
-        return Err(CopilotError::Unsupported(uri.into()));
+        return Err(CopilotError::Unsupported(
+            uri.into(),
+            "not a local path (s3:// is read and written by the copilot program)",
+        ));
     }
     Ok(PathBuf::from(p))
+}
+
+/// Where a raw container's data lives: objects by URI, and blobs (a file, or a folder of files) moved
+/// between a URI and this machine.
+pub trait Store {
+    /// The object at `uri`.
+    fn read(&self, uri: &str) -> Result<Vec<u8>, CopilotError>;
+    /// Writes `bytes` as the object at `uri`.
+    fn write(&self, uri: &str, bytes: &[u8]) -> Result<(), CopilotError>;
+    /// Copies the blob at `uri` — a folder of files when `multipart` — to `to`.
+    fn download(&self, uri: &str, multipart: bool, to: &Path) -> Result<(), CopilotError>;
+    /// Copies the file or folder `from` to `uri`.
+    fn upload(&self, from: &Path, uri: &str) -> Result<(), CopilotError>;
+}
+
+/// Local paths and `file://` URIs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalFiles;
+
+impl Store for LocalFiles {
+    fn read(&self, uri: &str) -> Result<Vec<u8>, CopilotError> {
+        let path = local_path(uri)?;
+        std::fs::read(&path).map_err(io_at(&path))
+    }
+
+    fn write(&self, uri: &str, bytes: &[u8]) -> Result<(), CopilotError> {
+        let path = local_path(uri)?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io_at(parent))?;
+        }
+        std::fs::write(&path, bytes).map_err(io_at(&path))
+    }
+
+    fn download(&self, uri: &str, _multipart: bool, to: &Path) -> Result<(), CopilotError> {
+        copy_tree(&local_path(uri)?, to)
+    }
+
+    fn upload(&self, from: &Path, uri: &str) -> Result<(), CopilotError> {
+        let to = local_path(uri)?;
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(io_at(parent))?;
+        }
+        copy_tree(from, &to)
+    }
+}
+
+/// `name` under the location `prefix` (a URI or a local path).
+pub fn join_uri(prefix: &str, name: &str) -> String {
+    format!("{}/{name}", prefix.trim_end_matches('/'))
 }
 
 /// Copies a file, or a folder with everything in it.
@@ -94,10 +157,18 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), CopilotError> {
     }
 }
 
-fn blob_uri(l: &Literal) -> Option<&str> {
+/// A blob's location, and whether it is a folder (multipart).
+fn blob_of(l: &Literal) -> Option<(&str, bool)> {
     match &l.value {
         Some(LitValue::Scalar(s)) => match &s.value {
-            Some(scalar::Value::Blob(b)) => Some(&b.uri),
+            Some(scalar::Value::Blob(b)) => {
+                let multipart = b
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.r#type.as_ref())
+                    .is_some_and(|t| t.dimensionality == BlobDimensionality::Multipart as i32);
+                Some((&b.uri, multipart))
+            }
             _ => None,
         },
         _ => None,
@@ -105,27 +176,33 @@ fn blob_uri(l: &Literal) -> Option<&str> {
 }
 
 /// Writes `inputs` into `dir`: `inputs.pb`, and one file per input — a blob's file or folder copied from
-/// its (local) location, any other value as text.
-pub fn write_inputs(inputs: &LiteralMap, dir: &Path) -> Result<(), CopilotError> {
+/// its location in `store`, any other value as text.
+pub fn write_inputs(
+    inputs: &LiteralMap,
+    dir: &Path,
+    store: &dyn Store,
+) -> Result<(), CopilotError> {
     std::fs::create_dir_all(dir).map_err(io_at(dir))?;
     let pb = dir.join("inputs.pb");
     std::fs::write(&pb, inputs.encode_to_vec()).map_err(io_at(&pb))?;
     for (name, value) in &inputs.literals {
         let to = dir.join(name);
-        match blob_uri(value) {
-            Some(uri) => copy_tree(&local_path(uri)?, &to)?,
+        match blob_of(value) {
+            Some((uri, multipart)) => store.download(uri, multipart, &to)?,
             None => std::fs::write(&to, template::literal_text(value)).map_err(io_at(&to))?,
         }
     }
     Ok(())
 }
 
-/// Reads the declared `outputs` from the files in `dir`. A blob output's file or folder is copied under
-/// `blobs_to` when given (the attempt's raw output prefix) and referenced where it is otherwise.
+/// Reads the declared `outputs` from the files in `dir`. A blob output's file or folder is copied to
+/// `<blobs_to>/<name>` in `store` when `blobs_to` is given (the attempt's raw output prefix) and
+/// referenced there; otherwise it is referenced where it is.
 pub fn read_outputs(
     dir: &Path,
     outputs: &BTreeMap<String, LiteralType>,
-    blobs_to: Option<&Path>,
+    blobs_to: Option<&str>,
+    store: &dyn Store,
 ) -> Result<Result<LiteralMap, OutputError>, CopilotError> {
     if let Ok(msg) = std::fs::read_to_string(dir.join("_ERROR")) {
         return Ok(Err(OutputError::Reported(msg.trim().to_string())));
@@ -139,16 +216,13 @@ pub fn read_outputs(
             }
             let at = match blobs_to {
                 Some(base) => {
-                    let to = base.join(name);
-                    if let Some(parent) = to.parent() {
-                        std::fs::create_dir_all(parent).map_err(io_at(parent))?;
-                    }
-                    copy_tree(&path, &to)?;
+                    let to = join_uri(base, name);
+                    store.upload(&path, &to)?;
                     to
                 }
-                None => path,
+                None => path.display().to_string(),
             };
-            Value::String(at.display().to_string())
+            Value::String(at)
         } else {
             let Ok(text) = std::fs::read_to_string(&path) else {
                 return Ok(Err(OutputError::Missing(name.clone())));
@@ -181,11 +255,14 @@ pub fn read_outputs(
 pub fn outcome(
     dir: &Path,
     outputs: &BTreeMap<String, LiteralType>,
-    blobs_to: Option<&Path>,
+    blobs_to: Option<&str>,
+    store: &dyn Store,
     code: Option<i32>,
     stderr_tail: &str,
 ) -> Result<TaskStatus, CopilotError> {
-    let read = read_outputs(dir, outputs, blobs_to)?;
+    // The outputs of a failed command are not worth copying.
+    let blobs_to = blobs_to.filter(|_| code == Some(0));
+    let read = read_outputs(dir, outputs, blobs_to, store)?;
     let failed = |code: &str, message: String, recoverable: bool| TaskStatus::Failed {
         code: code.into(),
         message,
@@ -210,10 +287,13 @@ pub fn outcome(
     })
 }
 
-/// Writes what a finished attempt leaves at its output prefix: `outputs.pb` when it succeeded, `error.pb`
-/// when it failed.
-pub fn write_outcome(status: &TaskStatus, prefix: &Path) -> Result<(), CopilotError> {
-    std::fs::create_dir_all(prefix).map_err(io_at(prefix))?;
+/// Writes what a finished attempt leaves at its output prefix in `store`: `outputs.pb` when it
+/// succeeded, `error.pb` when it failed.
+pub fn write_outcome(
+    status: &TaskStatus,
+    prefix: &str,
+    store: &dyn Store,
+) -> Result<(), CopilotError> {
     let (file, bytes) = match status {
         TaskStatus::Succeeded { outputs, .. } => ("outputs.pb", outputs.encode_to_vec()),
         TaskStatus::Failed {
@@ -227,8 +307,7 @@ pub fn write_outcome(status: &TaskStatus, prefix: &Path) -> Result<(), CopilotEr
         ),
         _ => return Ok(()),
     };
-    let path = prefix.join(file);
-    std::fs::write(&path, bytes).map_err(io_at(&path))
+    store.write(&join_uri(prefix, file), &bytes)
 }
 
 /// The output types of an interface as the copilot is given it (a base64 `VariableMap`, as on its command
@@ -257,12 +336,11 @@ pub fn encode_interface(outputs: &VariableMap) -> String {
     base64::engine::general_purpose::STANDARD.encode(outputs.encode_to_vec())
 }
 
-/// Reads `inputs.pb` (a `LiteralMap`) from a data location.
-pub fn read_inputs(uri: &str) -> Result<LiteralMap, CopilotError> {
-    let path = local_path(uri)?;
-    let bytes = std::fs::read(&path).map_err(io_at(&path))?;
+/// Reads `inputs.pb` (a `LiteralMap`) from a data location in `store`.
+pub fn read_inputs(uri: &str, store: &dyn Store) -> Result<LiteralMap, CopilotError> {
+    let bytes = store.read(uri)?;
     LiteralMap::decode(&bytes[..]).map_err(|e| CopilotError::Decode {
-        path: path.display().to_string(),
+        path: uri.to_string(),
         reason: format!("not a LiteralMap: {e}"),
     })
 }

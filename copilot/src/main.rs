@@ -6,18 +6,24 @@
 //! - `updraft-copilot run --output-prefix URI --raw-output-prefix URI --from DIR --interface B64 -- CMD…`:
 //!   runs CMD as it is, then leaves `outputs.pb` (or `error.pb`) at the output prefix from the files in DIR,
 //!   and exits with CMD's exit code (1 when its outputs are unusable).
+//!
+//! URIs are `s3://bucket/key` (S3, configured from the environment as the AWS SDKs are; see
+//! `updraft_copilot::s3`) or local paths.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-use updraft_copilot::{
-    decode_interface, local_path, outcome, read_inputs, write_inputs, write_outcome,
-};
+use updraft_copilot::s3::Data;
+use updraft_copilot::{decode_interface, outcome, read_inputs, write_inputs, write_outcome};
 use updraft_engine::exec::TaskStatus;
 
 const USAGE: &str = "usage:
   updraft-copilot download --inputs URI --to DIR [--install DIR]
-  updraft-copilot run --output-prefix URI --raw-output-prefix URI --from DIR --interface B64 -- CMD [ARG…]";
+  updraft-copilot run --output-prefix URI --raw-output-prefix URI --from DIR --interface B64 -- CMD [ARG…]
+
+URIs are s3://bucket/key or local paths. S3 is reached as the AWS SDKs reach it (AWS_REGION,
+AWS_ENDPOINT_URL, credentials from the environment, web identity, pod identity or instance metadata);
+FLYTE_AWS_ENDPOINT and FLYTE_AWS_ACCESS_KEY_ID/FLYTE_AWS_SECRET_ACCESS_KEY stand in when those are unset.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -76,10 +82,11 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     if let Some((k, _)) = opts.iter().find(|(k, _)| !known.contains(&k.as_str())) {
         return Err(format!("{verb}: unknown option --{k}\n{USAGE}"));
     }
+    let data = Data::default();
     if verb == "download" {
-        let inputs = read_inputs(get(&opts, "inputs")?).map_err(|e| e.to_string())?;
+        let inputs = read_inputs(get(&opts, "inputs")?, &data).map_err(|e| e.to_string())?;
         let to = PathBuf::from(get(&opts, "to")?);
-        write_inputs(&inputs, &to).map_err(|e| e.to_string())?;
+        write_inputs(&inputs, &to, &data).map_err(|e| e.to_string())?;
         eprintln!(
             "updraft-copilot: {} input(s) written to {}",
             inputs.literals.len(),
@@ -95,8 +102,8 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
     let outputs = decode_interface(get(&opts, "interface")?).map_err(|e| e.to_string())?;
-    let prefix = local_path(get(&opts, "output-prefix")?).map_err(|e| e.to_string())?;
-    let raw = local_path(get(&opts, "raw-output-prefix")?).map_err(|e| e.to_string())?;
+    let prefix = get(&opts, "output-prefix")?;
+    let raw = get(&opts, "raw-output-prefix")?;
     let from = PathBuf::from(get(&opts, "from")?);
     let Some((program, program_args)) = command.split_first() else {
         return Err(format!("run: the command follows `--`\n{USAGE}"));
@@ -107,12 +114,19 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         .status()
         .map_err(|e| format!("cannot run `{program}`: {e}"))?;
     let code = status.code();
-    let result = outcome(&from, &outputs, Some(&raw), code, "see the container's log")
-        .map_err(|e| e.to_string())?;
+    let result = outcome(
+        &from,
+        &outputs,
+        Some(raw),
+        &data,
+        code,
+        "see the container's log",
+    )
+    .map_err(|e| e.to_string())?;
     // A command that failed without saying why leaves no error.pb: its exit code tells.
     let reported = !matches!(&result, TaskStatus::Failed { code, .. } if code == "ExitCode");
     if reported {
-        write_outcome(&result, &prefix).map_err(|e| e.to_string())?;
+        write_outcome(&result, prefix, &data).map_err(|e| e.to_string())?;
     }
     Ok(match (code, &result) {
         (Some(0), TaskStatus::Succeeded { .. }) => ExitCode::SUCCESS,

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-use updraft_copilot::{OutputError, encode_interface, outcome, read_outputs, write_inputs};
+use updraft_copilot::{
+    LocalFiles, OutputError, encode_interface, outcome, read_outputs, write_inputs,
+};
 use updraft_engine::exec::TaskStatus;
 use updraft_engine::exec::outcome::{OutputFiles, from_output_files};
 use updraft_engine::literal::primitive_lit;
@@ -60,7 +62,7 @@ fn inputs_become_files_and_outputs_come_back() {
         ]
         .into(),
     };
-    write_inputs(&inputs, &d.join("in")).unwrap();
+    write_inputs(&inputs, &d.join("in"), &LocalFiles).unwrap();
     assert_eq!(std::fs::read_to_string(d.join("in/x")).unwrap(), "7");
     assert_eq!(std::fs::read_to_string(d.join("in/name")).unwrap(), "ada");
     let pb = std::fs::read(d.join("in/inputs.pb")).unwrap();
@@ -74,29 +76,31 @@ fn inputs_become_files_and_outputs_come_back() {
     ]
     .into();
     assert_eq!(
-        read_outputs(&out, &types, None).unwrap(),
+        read_outputs(&out, &types, None, &LocalFiles).unwrap(),
         Err(OutputError::Missing("ok".into()))
     );
     std::fs::write(out.join("y"), "2.5\n").unwrap();
     std::fs::write(out.join("ok"), "maybe").unwrap();
     assert!(matches!(
-        read_outputs(&out, &types, None).unwrap(),
+        read_outputs(&out, &types, None, &LocalFiles).unwrap(),
         Err(OutputError::Bad { name, .. }) if name == "ok"
     ));
     std::fs::write(out.join("ok"), "true").unwrap();
-    let got = read_outputs(&out, &types, None).unwrap().unwrap();
+    let got = read_outputs(&out, &types, None, &LocalFiles)
+        .unwrap()
+        .unwrap();
     assert_eq!(
         got.literals["y"],
         primitive_lit(primitive::Value::FloatValue(2.5))
     );
     // A failing command's exit code wins over files it left; `_ERROR` wins over both.
-    let s = outcome(&out, &types, None, Some(3), "boom").unwrap();
+    let s = outcome(&out, &types, None, &LocalFiles, Some(3), "boom").unwrap();
     assert!(
         matches!(s, TaskStatus::Failed { ref code, .. } if code == "ExitCode"),
         "{s:?}"
     );
     std::fs::write(out.join("_ERROR"), "no luck\n").unwrap();
-    let s = outcome(&out, &types, None, Some(0), "").unwrap();
+    let s = outcome(&out, &types, None, &LocalFiles, Some(0), "").unwrap();
     assert!(
         matches!(s, TaskStatus::Failed { ref code, ref message, recoverable: true, .. } if code == "ContainerError" && message == "no luck"),
         "{s:?}"

@@ -207,7 +207,7 @@ impl LocalExecutor {
         if let Some(d) = data {
             std::fs::create_dir_all(&in_dir)?;
             std::fs::create_dir_all(&out_dir)?;
-            updraft_copilot::write_inputs(&t.inputs, &in_dir)
+            updraft_copilot::write_inputs(&t.inputs, &in_dir, &updraft_copilot::LocalFiles)
                 .map_err(|e| LocalError::Data(e.to_string()))?;
             // A container engine mounts the folders at the container's paths; a process is pointed at them.
             if engine.is_none() {
@@ -294,6 +294,7 @@ impl LocalExecutor {
                 &out_dir,
                 outputs,
                 None,
+                &updraft_copilot::LocalFiles,
                 status.code(),
                 &stderr_tail,
             )
