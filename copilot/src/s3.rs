@@ -23,7 +23,7 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
-use crate::{CopilotError, LocalFiles, Store};
+use crate::{CopilotError, LocalFiles, Store, io_at};
 
 /// Files larger than this are uploaded in parts of this size (or larger, to stay within S3's 10,000
 /// parts).
@@ -68,13 +68,6 @@ fn causes<E: std::error::Error>(call: &str, e: E) -> String {
         source = s.source();
     }
     text
-}
-
-fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> CopilotError + '_ {
-    move |source| CopilotError::Io {
-        path: path.display().to_string(),
-        source,
-    }
 }
 
 /// A non-empty environment variable.
