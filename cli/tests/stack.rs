@@ -251,8 +251,11 @@ fn deploy(tag: &str, params: &[&str]) -> Deployed {
     d
 }
 
+/// Outputs of a local run of `args`, in a state folder of its own (the tests run side by side).
 fn local_outputs(args: &[&str]) -> serde_json::Value {
-    let state = temp_dir("stack-local");
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let state = temp_dir(&format!("stack-local-{n}"));
     let mut all: Vec<&str> = vec!["run"];
     all.extend(args);
     let python = python();
