@@ -190,7 +190,8 @@ impl S3 {
         Ok(size)
     }
 
-    /// The keys under the folder `uri` (`<uri>/…`), each with its path relative to the folder.
+    /// The objects under the folder `uri` (`<uri>/…`), each as its URI and its path relative to the
+    /// folder.
     async fn list(&self, uri: &str) -> Result<Vec<(String, PathBuf)>, CopilotError> {
         let (bucket, key) = parse_uri(uri)?;
         let prefix = format!("{}/", key.trim_end_matches('/'));
@@ -205,13 +206,15 @@ impl S3 {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| remote(uri, sdk_error("ListObjectsV2", e)))?;
             for object in page.contents() {
-                let Some(k) = object.key() else { continue };
-                let rel = &k[prefix.len().min(k.len())..];
+                let Some(rel) = object.key().and_then(|k| k.strip_prefix(&prefix)) else {
+                    continue;
+                };
                 // Folder markers hold nothing.
                 if rel.is_empty() || rel.ends_with('/') {
                     continue;
                 }
-                found.push((k.to_string(), safe_relative(uri, rel)?));
+                let at = format!("s3://{bucket}/{prefix}{rel}");
+                found.push((at, safe_relative(uri, rel)?));
             }
         }
         Ok(found)
@@ -413,8 +416,18 @@ fn key_of(rel: &Path) -> String {
         .join("/")
 }
 
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
+/// Says what was moved: one file (`files` None) or a folder's files, and how much.
+fn moved(
+    from: impl std::fmt::Display,
+    to: impl std::fmt::Display,
+    files: Option<usize>,
+    bytes: u64,
+) {
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    match files {
+        None => eprintln!("updraft-copilot: {from} → {to} ({mib:.1} MiB)"),
+        Some(n) => eprintln!("updraft-copilot: {from}/ → {to}/ ({n} file(s), {mib:.1} MiB)"),
+    }
 }
 
 impl Store for S3 {
@@ -449,28 +462,16 @@ impl Store for S3 {
         self.runtime.block_on(async {
             if !multipart {
                 let size = self.get_file(uri, to).await?;
-                eprintln!(
-                    "updraft-copilot: {uri} → {} ({:.1} MiB)",
-                    to.display(),
-                    mib(size)
-                );
+                moved(uri, to.display(), None, size);
                 return Ok(());
             }
             std::fs::create_dir_all(to).map_err(io_at(to))?;
-            let keys = self.list(uri).await?;
-            let (bucket, _) = parse_uri(uri)?;
+            let objects = self.list(uri).await?;
             let mut total = 0;
-            for (key, rel) in &keys {
-                total += self
-                    .get_file(&format!("s3://{bucket}/{key}"), &to.join(rel))
-                    .await?;
+            for (at, rel) in &objects {
+                total += self.get_file(at, &to.join(rel)).await?;
             }
-            eprintln!(
-                "updraft-copilot: {uri}/ → {}/ ({} file(s), {:.1} MiB)",
-                to.display(),
-                keys.len(),
-                mib(total)
-            );
+            moved(uri, to.display(), Some(objects.len()), total);
             Ok(())
         })
     }
@@ -480,11 +481,7 @@ impl Store for S3 {
         self.runtime.block_on(async {
             if !from.is_dir() {
                 let size = self.put_file(from, uri).await?;
-                eprintln!(
-                    "updraft-copilot: {} → {uri} ({:.1} MiB)",
-                    from.display(),
-                    mib(size)
-                );
+                moved(from.display(), uri, None, size);
                 return Ok(());
             }
             let files = files_under(from)?;
@@ -493,12 +490,7 @@ impl Store for S3 {
                 let to = crate::join_uri(uri, &key_of(rel));
                 total += self.put_file(&from.join(rel), &to).await?;
             }
-            eprintln!(
-                "updraft-copilot: {}/ → {uri}/ ({} file(s), {:.1} MiB)",
-                from.display(),
-                files.len(),
-                mib(total)
-            );
+            moved(from.display(), uri, Some(files.len()), total);
             Ok(())
         })
     }

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -14,40 +16,9 @@ use updraft_engine::exec::TaskStatus;
 use updraft_engine::exec::outcome::{OutputFiles, from_output_files};
 use updraft_engine::literal::primitive_lit;
 use updraft_proto::Message;
-use updraft_proto::core::{
-    LiteralMap, LiteralType, SimpleType, Variable, VariableMap, literal_type::Type, primitive,
-};
+use updraft_proto::core::{LiteralMap, LiteralType, primitive};
 
-fn dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("updraft-copilot-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn simple(s: SimpleType) -> LiteralType {
-    LiteralType {
-        r#type: Some(Type::Simple(s as i32)),
-        ..Default::default()
-    }
-}
-
-fn interface(vars: &[(&str, SimpleType)]) -> VariableMap {
-    VariableMap {
-        variables: vars
-            .iter()
-            .map(|(n, t)| {
-                (
-                    n.to_string(),
-                    Variable {
-                        r#type: Some(simple(*t)),
-                        ..Default::default()
-                    },
-                )
-            })
-            .collect(),
-    }
-}
+use common::{dir, ty, variables};
 
 #[test]
 fn inputs_become_files_and_outputs_come_back() {
@@ -71,8 +42,8 @@ fn inputs_become_files_and_outputs_come_back() {
     let out = d.join("out");
     std::fs::create_dir_all(&out).unwrap();
     let types: BTreeMap<String, LiteralType> = [
-        ("y".to_string(), simple(SimpleType::Float)),
-        ("ok".to_string(), simple(SimpleType::Boolean)),
+        ("y".to_string(), ty("float")),
+        ("ok".to_string(), ty("bool")),
     ]
     .into();
     assert_eq!(
@@ -135,7 +106,7 @@ fn the_program_downloads_runs_and_leaves_the_outcome() {
     let installed = install.join("updraft-copilot");
     assert!(installed.is_file());
 
-    let iface = encode_interface(&interface(&[("y", SimpleType::Integer)]));
+    let iface = encode_interface(&variables(&[("y", "int")]));
     let run = |script: &str| {
         let _ = std::fs::remove_dir_all(&prefix);
         let _ = std::fs::remove_dir_all(&out_dir);

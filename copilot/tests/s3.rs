@@ -6,7 +6,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
 use updraft_copilot::s3::S3;
@@ -15,7 +17,9 @@ use updraft_engine::exec::TaskStatus;
 use updraft_engine::exec::outcome::{OutputFiles, from_output_files};
 use updraft_engine::literal;
 use updraft_proto::Message;
-use updraft_proto::core::{LiteralMap, Variable, VariableMap};
+use updraft_proto::core::LiteralMap;
+
+use common::{dir, variables};
 
 fn endpoint() -> String {
     std::env::var("UPDRAFT_TEST_LOCALSTACK").unwrap_or_else(|_| {
@@ -26,31 +30,23 @@ fn endpoint() -> String {
     })
 }
 
-fn dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("updraft-copilot-s3-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// An S3 store on LocalStack with 5 MiB parts (S3's smallest), a new bucket named after `tag`, and the
 /// ETag of an object in it (`<md5 of the parts' md5s>-<parts>` for one uploaded in parts).
 fn store(tag: &str) -> (S3, String, impl Fn(&str) -> String) {
     let endpoint = endpoint();
-    let sdk = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap()
-        .block_on(async {
-            aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .endpoint_url(endpoint)
-                .region(aws_config::Region::new("us-east-1"))
-                .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                    "test", "test", None, None, "tests",
-                ))
-                .load()
-                .await
-        });
+        .unwrap();
+    let sdk = rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .load(),
+    );
     let s3 = S3::new(&sdk).unwrap().with_part_size(5 * 1024 * 1024);
     let bucket = format!("copilot-{tag}-{}", std::process::id());
     let client = aws_sdk_s3::Client::from_conf(
@@ -58,10 +54,6 @@ fn store(tag: &str) -> (S3, String, impl Fn(&str) -> String) {
             .force_path_style(true)
             .build(),
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     rt.block_on(client.create_bucket().bucket(&bucket).send())
         .unwrap_or_else(|e| panic!("create bucket: {e:?}"));
     let b = bucket.clone();
@@ -150,23 +142,6 @@ fn objects_files_and_folders_go_both_ways() {
     let err = s3.read(&format!("s3://{bucket}")).unwrap_err().to_string();
     assert!(err.contains("not an s3://bucket/key URI"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
-}
-
-fn variables(vars: &[(&str, &str)]) -> VariableMap {
-    VariableMap {
-        variables: vars
-            .iter()
-            .map(|(n, t)| {
-                (
-                    n.to_string(),
-                    Variable {
-                        r#type: Some(updraft_engine::types::parse(t).unwrap()),
-                        ..Default::default()
-                    },
-                )
-            })
-            .collect(),
-    }
 }
 
 /// The copilot program with S3 reached through flytekit's variables (as a deployment configured for
