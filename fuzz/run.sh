@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Runs each fuzz target for a bounded time (default 60 s in all), seeded with the project's fixtures.
-# Installs cargo-fuzz under $HOME/.cache/updraft/cargo-tools if missing. The stable toolchain is used with
+# Installs cargo-fuzz (pinned, --locked) under $HOME/.cache/updraft/cargo-tools if missing. The stable toolchain is used with
 # RUSTC_BOOTSTRAP=1, which cargo-fuzz's sanitizer flags need.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 total=${1:-60}
 tools="$HOME/.cache/updraft/cargo-tools"
-if [ ! -x "$tools/bin/cargo-fuzz" ]; then
-  echo "fuzz: installing cargo-fuzz into $tools" >&2
-  cargo install cargo-fuzz --locked --root "$tools" >&2
+cargo_fuzz_version=0.13.2
+if ! "$tools/bin/cargo-fuzz" --version 2>/dev/null | grep -q " $cargo_fuzz_version\$"; then
+  echo "fuzz: installing cargo-fuzz $cargo_fuzz_version into $tools" >&2
+  cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked --root "$tools" >&2
 fi
 export PATH="$tools/bin:$PATH" RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="$HOME/.cache/updraft/fuzz-target"
