@@ -85,3 +85,19 @@ impl Blobs {
         Ok(())
     }
 }
+
+/// The stack's attempts keep their data in S3: connectors read outcomes through this.
+#[async_trait::async_trait]
+impl updraft_connector::DataStore for Blobs {
+    async fn get(&self, uri: &str) -> Result<Option<Vec<u8>>, updraft_connector::Transient> {
+        Blobs::get(self, uri)
+            .await
+            .map_err(|e| updraft_connector::Transient(e.to_string()))
+    }
+
+    async fn put(&self, uri: &str, bytes: Vec<u8>) -> Result<(), updraft_connector::Transient> {
+        Blobs::put(self, uri, bytes)
+            .await
+            .map_err(|e| updraft_connector::Transient(e.to_string()))
+    }
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use updraft_connector_eks::{EksConfig, Paths, build, plan_launch};
+use updraft_connector_eks::{AttemptPaths, EksConfig, build, plan_launch};
 use updraft_engine::literal::from_json;
 use updraft_proto::core::LiteralMap;
 
@@ -86,7 +86,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             args.data_prefix.trim_end_matches('/'),
             launch.execution
         );
-        let paths = Paths::under(&base, &launch);
+        let paths = AttemptPaths::under(&base, &launch);
         let objects = match build(task, &launch, &paths, &config) {
             Ok(o) => o,
             Err(e) => bail!("{e}"),

@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::mpsc::{Sender, channel};
 use std::time::Instant;
 
@@ -12,8 +13,11 @@ use crate::store;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
-use updraft_connector_eks::EksRunner;
-use updraft_connector_local::{ContainerChoice, Containers, LocalExecutor};
+use updraft_connector::{
+    Attempt, AttemptPaths, Connector, Handle, LocalData, Registry, RegistryError,
+};
+use updraft_connector_eks::EksConnector;
+use updraft_connector_local::{ContainerChoice, LocalConnector};
 use updraft_engine::CompiledPackage;
 use updraft_engine::compile::{CompiledTask, Gate as G, NodeIdx, NodeKind};
 use updraft_engine::exec::{
@@ -22,7 +26,6 @@ use updraft_engine::exec::{
 };
 use updraft_engine::launch::{choose_launch_plan, launch_inputs, reachable_tasks};
 use updraft_engine::literal::{from_json, to_json};
-use updraft_engine::plugins::PluginKind;
 use updraft_proto::core::{LiteralMap, LiteralType};
 
 /// What to run and how.
@@ -193,44 +196,59 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // launch-plan nodes; the tasks of dynamic sub-workflows are known only when they run).
     // Each task once, however many nodes call it.
     let reachable = reachable_tasks(&compiled, &workflow);
-    let not_local: Vec<String> = reachable
-        .values()
-        .filter(|t| !runs_here(t, args.eks.is_some()))
-        .map(|t| format!("{} ({})", t.name, t.plugin))
-        .collect();
-    if !not_local.is_empty() {
-        let what = if args.eks.is_some() {
-            "on a cluster"
-        } else {
-            "locally"
-        };
-        bail!(
-            "{workflow} has tasks that do not run {what} yet: {}; nothing was started",
-            not_local.join(", ")
-        );
-    }
-    let eks = match &args.eks {
+    let containers = updraft_connector_local::detect(args.containers)
+        .map_err(|e| anyhow::anyhow!("--containers: {e}"))?;
+    let rt = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("the task runtime")?,
+    );
+    // The connectors of this run: local processes, or with `--executor eks` the cluster.
+    let registry = match &args.eks {
+        None => Registry::new().with(Arc::new(LocalConnector::new(
+            args.python.clone(),
+            containers.clone(),
+        ))),
         Some(e) => {
             let mut config = crate::plan::load_config(e.config.as_ref())?;
             if let Some(ns) = &e.namespace {
                 config.namespace.clone_from(ns);
             }
-            // Every native task's objects must build (pod templates, the copilot image, …) before
-            // anything starts.
-            for t in reachable.values().filter(|t| t.plugin.is_native()) {
-                let launch = updraft_connector_eks::plan_launch(t, Default::default(), None);
-                let paths = updraft_connector_eks::Paths::under("/plan", &launch);
-                updraft_connector_eks::build(t, &launch, &paths, &config)
-                    .map_err(|err| anyhow::anyhow!("{err}; nothing was started"))?;
-            }
-            let runner = EksRunner::connect(e.kubeconfig.as_deref(), config)
+            let eks = rt
+                .block_on(EksConnector::connect(e.kubeconfig.as_deref(), config))
                 .map_err(|err| anyhow::anyhow!("--executor eks: {err}"))?;
-            Some(Arc::new(runner))
+            Registry::new().with(Arc::new(eks))
         }
-        None => None,
     };
-    let containers = updraft_connector_local::detect(args.containers)
-        .map_err(|e| anyhow::anyhow!("--containers: {e}"))?;
+    // Every task must have a connector here, and its configuration must hold (pod templates, the
+    // copilot image, …), before anything starts.
+    let problems = registry.preflight(reachable.values().filter(|t| !t.runs_in_engine()).copied());
+    if !problems.is_empty() {
+        let mut lines = Vec::new();
+        let mut unserved = Vec::new();
+        for p in &problems {
+            match p {
+                RegistryError::Unserved { task, task_type } => {
+                    unserved.push(format!("{task} ({task_type})"));
+                }
+                RegistryError::Invalid { .. } => lines.push(p.to_string()),
+            }
+        }
+        if !unserved.is_empty() {
+            let what = if args.eks.is_some() {
+                "on a cluster"
+            } else {
+                "locally"
+            };
+            lines.push(format!(
+                "{workflow} has tasks that do not run {what} yet: {}",
+                unserved.join(", ")
+            ));
+        }
+        bail!("{}; nothing was started", lines.join("\n"));
+    }
     let raw_containers = compiled.tasks.values().any(is_raw_container);
     if raw_containers && args.eks.is_none() {
         eprintln!("updraft: raw containers run {containers}");
@@ -254,8 +272,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         root_pkg: compiled.clone(),
         root: root.clone(),
         cache,
-        containers,
-        eks,
+        registry,
+        handles: Arc::default(),
+        rt,
         runs: Vec::new(),
         by_name: BTreeMap::new(),
         tx,
@@ -342,14 +361,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Task kinds `updraft run` runs on this machine (a pod task: its primary container).
-fn runs_locally(plugin: PluginKind) -> bool {
-    matches!(
-        plugin,
-        PluginKind::Container | PluginKind::Pod | PluginKind::Echo
-    )
-}
-
 /// A raw container (its data moved by a `data_config`).
 fn is_raw_container(t: &CompiledTask) -> bool {
     matches!(
@@ -359,22 +370,13 @@ fn is_raw_container(t: &CompiledTask) -> bool {
     )
 }
 
-/// Whether this run can run `t`: locally, or with `eks`, its native tasks on the cluster (echo tasks stay
-/// in the engine; raw containers need a data sidecar on a cluster, not built yet).
-fn runs_here(t: &CompiledTask, eks: bool) -> bool {
-    if eks {
-        t.plugin == PluginKind::Echo || t.plugin.is_native()
-    } else {
-        runs_locally(t.plugin)
-    }
-}
-
 /// One execution of the run: the top one, or a child (a launch-plan node's, or a dynamic task's
 /// sub-workflow).
 struct Live {
     exec: Execution,
     program: Program,
-    executor: Arc<LocalExecutor>,
+    /// The execution's folder: its attempts' data live under it.
+    root: PathBuf,
     /// The run and node waiting for this one.
     parent: Option<(usize, NodeIdx)>,
     /// Shown before node ids: empty for the top execution, else the parent's node path and `/`.
@@ -389,9 +391,12 @@ struct Driver<'a> {
     root_pkg: Arc<CompiledPackage>,
     root: PathBuf,
     cache: Arc<LocalCache>,
-    containers: Containers,
-    /// Native tasks go to this cluster (`--executor eks`).
-    eks: Option<Arc<EksRunner>>,
+    /// The connectors that run this run's tasks.
+    registry: Registry,
+    /// Started attempts by name, so an abort reaches what their start made.
+    handles: Arc<Mutex<BTreeMap<String, Slot>>>,
+    /// Drives the connectors' calls from the attempts' threads.
+    rt: Arc<tokio::runtime::Runtime>,
     runs: Vec<Live>,
     /// Child execution name → its run, so a repeated start finds the child it made.
     by_name: BTreeMap<String, usize>,
@@ -425,10 +430,7 @@ impl Driver<'_> {
                 let id = &up.program.package.workflows[&up.program.workflow]
                     .node(node)
                     .id;
-                (
-                    up.executor.root.join(id).join("sub"),
-                    format!("{}{id}/", up.prefix),
-                )
+                (up.root.join(id).join("sub"), format!("{}{id}/", up.prefix))
             }
         };
         let mut config = ExecConfig::new(name.clone());
@@ -439,14 +441,10 @@ impl Driver<'_> {
         config.overwrite_cache = self.args.overwrite_cache;
         let exec = Execution::new(&program, config).map_err(anyhow::Error::msg)?;
         let signal_types = signal_types(&program.package.workflows[&program.workflow]);
-        let executor = Arc::new(
-            LocalExecutor::new(dir, self.args.python.clone())
-                .with_containers(self.containers.clone()),
-        );
         self.runs.push(Live {
             exec,
             program,
-            executor,
+            root: dir,
             parent,
             prefix,
             signal_types,
@@ -491,12 +489,17 @@ impl Driver<'_> {
             Effect::StartTask(t) => {
                 self.outstanding += 1;
                 let task = self.runs[run].program.package.tasks.get(&t.task).cloned();
-                let (tx, executor, cache, eks) = (
+                let (tx, cache, handles, rt) = (
                     self.tx.clone(),
-                    self.runs[run].executor.clone(),
                     self.cache.clone(),
-                    self.eks.clone(),
+                    self.handles.clone(),
+                    self.rt.clone(),
                 );
+                let connector = task
+                    .as_ref()
+                    .and_then(|c| self.registry.for_task(c))
+                    .cloned();
+                let paths = AttemptPaths::under(&self.runs[run].root.display().to_string(), &t);
                 let overwrite_cache = self.args.overwrite_cache;
                 std::thread::spawn(move || {
                     let (node, index, attempt) = (t.node, t.index, t.attempt);
@@ -511,8 +514,8 @@ impl Driver<'_> {
                             },
                         ))
                     };
-                    let status = match &task {
-                        Some(c) if runs_here(c, eks.is_some()) => {
+                    let status = match (&task, &connector) {
+                        (Some(c), Some(conn)) => {
                             let cached = t
                                 .cache_key
                                 .as_deref()
@@ -527,12 +530,13 @@ impl Driver<'_> {
                                     let _ = send(TaskStatus::Running);
                                     // Outputs as the task declares them (per element for the
                                     // tasks of YAML maps).
-                                    let status = match &eks {
-                                        Some(cluster) => {
-                                            cluster.run(c, &t, &executor.attempt_dir(&t))
-                                        }
-                                        None => executor.run(&t, &c.template, &c.interface.outputs),
+                                    let a = Attempt {
+                                        launch: &t,
+                                        task: c,
+                                        paths: &paths,
+                                        data: &LocalData,
                                     };
+                                    let status = drive(&rt, conn, &a, &handles);
                                     if let (Some(k), TaskStatus::Succeeded { outputs, .. }) =
                                         (&t.cache_key, &status)
                                     {
@@ -544,7 +548,7 @@ impl Driver<'_> {
                         }
                         // Only tasks of dynamic sub-workflows get here: the others were checked
                         // before the start.
-                        Some(c) => TaskStatus::Failed {
+                        (Some(c), None) => TaskStatus::Failed {
                             code: "NotLocal".into(),
                             message: format!(
                                 "task `{}` ({}) does not run locally yet",
@@ -553,7 +557,7 @@ impl Driver<'_> {
                             kind: ErrorKind::User,
                             recoverable: false,
                         },
-                        None => TaskStatus::Failed {
+                        (None, _) => TaskStatus::Failed {
                             code: "NoTask".into(),
                             message: format!("no task `{}`", t.task),
                             kind: ErrorKind::User,
@@ -585,10 +589,14 @@ impl Driver<'_> {
                     ));
                 });
             }
-            Effect::AbortTask { name, .. } => match &self.eks {
-                Some(cluster) => cluster.abort(&name),
-                None => self.runs[run].executor.abort(&name),
-            },
+            Effect::AbortTask { name, .. } => {
+                let before = lock(&self.handles).insert(name, Slot::Aborted);
+                if let Some(Slot::Started(conn, h)) = before
+                    && let Err(e) = self.rt.block_on(conn.abort(&h))
+                {
+                    eprintln!("updraft: could not abort {}: {e}", h.value);
+                }
+            }
             Effect::StartChild {
                 node,
                 launch_plan,
@@ -789,6 +797,99 @@ impl Driver<'_> {
         if std::mem::take(&mut self.bar_open) {
             eprintln!();
         }
+    }
+}
+
+/// What became of an attempt's start, for its abort.
+enum Slot {
+    /// Started: the connector and what it made.
+    Started(Arc<dyn Connector>, Handle),
+    /// Aborted (before or after its start).
+    Aborted,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts an attempt through its connector and checks it, at the connector's interval, until it ends or
+/// is aborted. Passing errors of a check are retried; fifty in a row end the attempt (a system failure).
+fn drive(
+    rt: &tokio::runtime::Runtime,
+    conn: &Arc<dyn Connector>,
+    a: &Attempt<'_>,
+    handles: &Mutex<BTreeMap<String, Slot>>,
+) -> TaskStatus {
+    let name = &a.launch.name;
+    let aborted = || TaskStatus::Failed {
+        code: "Aborted".into(),
+        message: "the attempt was aborted".into(),
+        kind: ErrorKind::System,
+        recoverable: false,
+    };
+    if matches!(lock(handles).get(name), Some(Slot::Aborted)) {
+        return aborted();
+    }
+    // The attempt's folders on this machine, and its inputs.
+    let prepared = [&a.paths.output_prefix, &a.paths.raw_output_prefix]
+        .iter()
+        .try_for_each(std::fs::create_dir_all)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            use updraft_proto::Message;
+            rt.block_on(a.data.put(&a.paths.input, a.launch.inputs.encode_to_vec()))
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = prepared {
+        return TaskStatus::Failed {
+            code: "LocalIo".into(),
+            message: format!("{}: {e}", a.paths.dir),
+            kind: ErrorKind::System,
+            recoverable: true,
+        };
+    }
+    let h = match rt.block_on(conn.start(a)) {
+        Ok(h) => h,
+        Err(ended) => return ended,
+    };
+    {
+        let mut slots = lock(handles);
+        if matches!(slots.get(name), Some(Slot::Aborted)) {
+            drop(slots);
+            let _ = rt.block_on(conn.abort(&h));
+            return aborted();
+        }
+        slots.insert(name.clone(), Slot::Started(conn.clone(), h.clone()));
+    }
+    let mut errors = 0u32;
+    loop {
+        if matches!(lock(handles).get(name), Some(Slot::Aborted)) {
+            return aborted();
+        }
+        match rt.block_on(conn.check(&h, a.data)) {
+            Ok(TaskStatus::Queued | TaskStatus::Running) => errors = 0,
+            Ok(end) => {
+                lock(handles).remove(name);
+                if let Err(e) = rt.block_on(conn.finalize(&h)) {
+                    eprintln!("updraft: could not clean up after {name}: {e}");
+                }
+                return end;
+            }
+            Err(e) => {
+                errors += 1;
+                if errors >= 50 {
+                    lock(handles).remove(name);
+                    let _ = rt.block_on(conn.abort(&h));
+                    return TaskStatus::Failed {
+                        code: "CheckFailed".into(),
+                        message: format!("could not check the attempt: {e}"),
+                        kind: ErrorKind::System,
+                        recoverable: true,
+                    };
+                }
+            }
+        }
+        std::thread::sleep(conn.check_interval());
     }
 }
 

@@ -607,7 +607,7 @@ fn a_deployed_stack_survives_crashes_fails_poisoned_executions_and_hears_job_eve
             updraft_proto::updraft::CheckMessage {
                 node: 1,
                 name: "br-late".into(),
-                handle: "[]".into(),
+                handle: r#"{"connector": "eks", "value": {"objects": [], "started_ms": 0, "output_prefix": "s3://nowhere/late"}}"#.into(),
                 output_prefix: "s3://nowhere/late".into(),
                 ..Default::default()
             },

@@ -21,10 +21,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use updraft_connector_eks::{Cluster, EksConfig, ObjectRef, Paths, build, plan_launch};
+use updraft_connector::{Attempt, Connector, Handle, Registry};
+use updraft_connector_eks::{AttemptPaths, Cluster, EksConfig, EksConnector, plan_launch};
 use updraft_engine::CompiledPackage;
 use updraft_engine::compile::NodeKind;
-use updraft_engine::exec::outcome::OutputFiles;
 use updraft_engine::exec::{
     Effect, ErrorKind, Event, ExecError, ExecPhase, Execution, Program, TaskStatus, TimerKind,
     error_from_record, error_record, exec_phase, exec_phase_code,
@@ -119,16 +119,18 @@ pub fn data_prefix(clients: &Clients, execution: &str) -> String {
 pub struct Transition {
     settings: Settings,
     clients: Clients,
-    cluster: Option<(Cluster, EksConfig)>,
+    /// The connectors that run this stack's tasks.
+    registry: Registry,
+    /// The cluster's connector, when the settings name one (aborts rebuild its handles from the task).
+    eks: Option<Arc<EksConnector>>,
     packages: Packages,
     owner: String,
 }
 
-/// The cluster objects a check's handle names.
-fn handle_objects(c: &CheckMessage) -> Result<Vec<updraft_connector_eks::Object>, Error> {
-    let refs: Vec<ObjectRef> = serde_json::from_str(&c.handle)
-        .map_err(|e| Error::Invalid(format!("check of {}: bad handle: {e}", c.name)))?;
-    Ok(refs.iter().map(ObjectRef::object).collect())
+/// The handle a check message carries.
+fn handle_of(c: &CheckMessage) -> Result<Handle, Error> {
+    serde_json::from_str(&c.handle)
+        .map_err(|e| Error::Invalid(format!("check of {}: bad handle: {e}", c.name)))
 }
 
 /// What one transition did, for callers that wait on it (tests, benchmarks).
@@ -171,10 +173,16 @@ impl Transition {
         cluster: Option<(Cluster, EksConfig)>,
     ) -> Self {
         let owner = format!("{}-{}", std::process::id(), now_ms());
+        let eks = cluster.map(|(c, config)| Arc::new(EksConnector::new(c, config)));
+        let mut registry = Registry::new();
+        if let Some(e) = &eks {
+            registry = registry.with(e.clone());
+        }
         Self {
             settings,
             clients,
-            cluster,
+            registry,
+            eks,
             packages: Packages::default(),
             owner,
         }
@@ -306,61 +314,50 @@ impl Transition {
         }
     }
 
-    /// Deletes a finished attempt's objects once its end is committed (when the settings say so); a
-    /// failure is logged, not retried.
+    /// Cleans up after a finished attempt once its end is committed (its connector's `finalize`: a
+    /// cluster's objects deleted when the settings say so); a failure is logged, not retried.
     async fn delete_finished(&self, exec: &str, c: &CheckMessage) {
-        let Some((cluster, config)) = &self.cluster else {
-            return;
-        };
-        if !config.delete_on_finish {
-            return;
-        }
         // A check reaches here only after its handle read well.
-        let Ok(objects) = handle_objects(c) else {
+        let Ok(h) = handle_of(c) else {
             return;
         };
-        if let Err(e) = cluster.delete(&objects).await {
-            tracing::warn!(execution = %exec, attempt_name = %c.name, error = %e, "could not delete a finished attempt's objects");
+        let Some(conn) = self.registry.named(&h.connector) else {
+            return;
+        };
+        if let Err(e) = conn.finalize(&h).await {
+            tracing::warn!(execution = %exec, attempt_name = %c.name, error = %e, "could not clean up after a finished attempt");
         }
     }
 
-    /// Looks at a task attempt; None while it runs. Its objects stay: they go once the engine has
-    /// committed the attempt's end (see [`Outcome::attempt_over`]).
+    /// Looks at a task attempt through its connector; None while it runs. What it made stays: it goes
+    /// once the engine has committed the attempt's end (see [`Outcome::attempt_over`]). A check that
+    /// cannot be made fails the message, so SQS tries again (and, past its receives, the execution
+    /// fails with the reason).
     async fn check(&self, exec: &str, c: &CheckMessage) -> Result<Option<TaskStatus>, Error> {
-        let Some((cluster, _)) = &self.cluster else {
+        let h = handle_of(c)?;
+        let Some(conn) = self.registry.named(&h.connector) else {
             return Err(Error::Setting {
                 name: "UPDRAFT_EKS".into(),
-                reason: "a task check arrived but the function has no cluster settings".into(),
+                reason: format!(
+                    "a check of a `{}` attempt arrived but the function has no such connector",
+                    h.connector
+                ),
             });
         };
-        let objects = handle_objects(c)?;
-        let pending_for = Duration::from_millis((now_ms() - c.started_ms).max(0) as u64);
-        let observed = match cluster.check(&objects, pending_for).await {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::warn!(execution = %exec, attempt_name = %c.name, error = %e, "check failed; looking again later");
-                return Ok(None);
-            }
-        };
-        use updraft_connector_eks::status::Observed;
-        if matches!(observed, Observed::Pending { .. } | Observed::Running) {
+        let status = conn
+            .check(&h, &self.clients.blobs)
+            .await
+            .map_err(|e| Error::Aws(format!("check of {}: {e}", c.name)))?;
+        if matches!(status, TaskStatus::Queued | TaskStatus::Running) {
             return Ok(None);
         }
-        let prefix = c.output_prefix.trim_end_matches('/');
-        let mut files = HashMap::new();
-        for name in OutputFiles::NAMES {
-            if let Some(b) = self.clients.blobs.get(&format!("{prefix}/{name}")).await? {
-                files.insert(name, b);
-            }
-        }
-        let files = OutputFiles::read_with(|n| files.remove(n));
-        let status = updraft_connector_eks::status::ended(&files, observed);
         if let (TaskStatus::Succeeded { outputs, .. }, false) = (&status, c.cache_key.is_empty()) {
             self.clients
                 .store
                 .put_cached(&c.cache_key, &outputs.encode_to_vec())
                 .await?;
         }
+        tracing::debug!(execution = %exec, attempt_name = %c.name, "attempt ended");
         Ok(Some(status))
     }
 
@@ -534,7 +531,7 @@ impl Transition {
         let exec = ctx.item.name.clone();
         match e {
             Effect::StartTask(t) => {
-                let paths = Paths::under(&data_prefix(&self.clients, &exec), &t);
+                let paths = AttemptPaths::under(&data_prefix(&self.clients, &exec), &t);
                 self.clients
                     .blobs
                     .put(&paths.input, t.inputs.encode_to_vec())
@@ -691,21 +688,14 @@ impl Transition {
         Ok(())
     }
 
-    /// Creates the attempt's objects; the handle a check needs, or the status the attempt ends with.
+    /// Starts the attempt through its task's connector; the handle a check needs (as JSON), or the
+    /// status the attempt ends with.
     async fn start_task(
         &self,
         t: &updraft_engine::exec::TaskLaunch,
-        paths: &Paths,
+        paths: &AttemptPaths,
         program: &Program,
     ) -> Result<String, TaskStatus> {
-        let Some((cluster, config)) = &self.cluster else {
-            return Err(failed(
-                "NoCluster",
-                "the stack has no cluster settings (UPDRAFT_EKS)".into(),
-                ErrorKind::User,
-                false,
-            ));
-        };
         let Some(task) = program.package.tasks.get(&t.task) else {
             return Err(failed(
                 "NoTask",
@@ -714,14 +704,25 @@ impl Transition {
                 false,
             ));
         };
-        let objects = build(task, t, paths, config)
-            .map_err(|e| failed("BuildError", e.to_string(), ErrorKind::User, false))?;
-        cluster
-            .start(&objects)
-            .await
-            .map_err(|e| failed("Cluster", e.to_string(), ErrorKind::System, true))?;
-        let refs: Vec<ObjectRef> = objects.iter().map(|o| o.reference()).collect();
-        serde_json::to_string(&refs)
+        let Some(conn) = self.registry.for_task(task) else {
+            return Err(failed(
+                "NoConnector",
+                format!(
+                    "task `{}` ({}): the stack has no connector for this task type (native tasks need the cluster settings, UPDRAFT_EKS)",
+                    t.task, task.template.r#type
+                ),
+                ErrorKind::User,
+                false,
+            ));
+        };
+        let a = Attempt {
+            launch: t,
+            task,
+            paths,
+            data: &self.clients.blobs,
+        };
+        let h = conn.start(&a).await?;
+        serde_json::to_string(&h)
             .map_err(|e| failed("Handle", e.to_string(), ErrorKind::System, true))
     }
 
@@ -734,7 +735,7 @@ impl Transition {
         attempt: u32,
         name: &str,
     ) {
-        let Some((cluster, config)) = &self.cluster else {
+        let Some(eks) = &self.eks else {
             return;
         };
         let Some(task) = task_of(&program.package, &program.workflow, node) else {
@@ -745,12 +746,12 @@ impl Transition {
         launch.node = node;
         launch.attempt = attempt;
         launch.name = name.into();
-        let paths = Paths::under("s3://abort/abort", &launch);
-        let objects = match build(task, &launch, &paths, config) {
-            Ok(o) => o,
-            Err(_) => return,
+        // The attempt's handle is not kept with its state yet: rebuild the objects' references.
+        let paths = AttemptPaths::under("s3://abort/abort", &launch);
+        let Ok(h) = eks.handle_for(task, &launch, &paths) else {
+            return;
         };
-        match cluster.delete(&objects).await {
+        match eks.abort(&h).await {
             Ok(()) => tracing::info!(execution = %exec, attempt_name = %name, "task aborted"),
             Err(e) => {
                 tracing::warn!(execution = %exec, attempt_name = %name, error = %e, "could not delete an aborted attempt's objects")

@@ -19,9 +19,9 @@
 pub mod auth;
 mod cluster;
 mod config;
+mod connector;
 mod kubeflow;
 pub mod pod;
-mod runner;
 mod spark;
 pub mod status;
 
@@ -34,44 +34,8 @@ use updraft_engine::plugins::PluginKind;
 
 pub use cluster::{Cluster, ClusterError};
 pub use config::{EksConfig, Interruptible};
-pub use runner::EksRunner;
-
-/// Where an attempt reads and writes (URIs, normally `s3://…`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Paths {
-    /// `inputs.pb` of the attempt.
-    pub input: String,
-    /// The output prefix (outputs.pb / error.pb / futures.pb are written under it).
-    pub output_prefix: String,
-    /// The raw output data prefix, unique per attempt.
-    pub raw_output_prefix: String,
-    /// Where this attempt writes checkpoints.
-    pub checkpoint_prefix: String,
-    /// The previous attempt's checkpoints, after the first attempt.
-    pub prev_checkpoint_prefix: Option<String>,
-}
-
-impl Paths {
-    /// The conventional layout under `base` (e.g. `s3://bucket/executions/<exec>`): the node (and element)
-    /// folder, then the attempt.
-    pub fn under(base: &str, launch: &TaskLaunch) -> Self {
-        let node = match launch.index {
-            Some(i) => format!("{}-{i}", launch.node_id),
-            None => launch.node_id.clone(),
-        };
-        let base = base.trim_end_matches('/');
-        let dir = |a: u32| format!("{base}/{node}/{a}");
-        let here = dir(launch.attempt);
-        Self {
-            input: format!("{base}/{node}/inputs.pb"),
-            output_prefix: format!("{here}/out"),
-            raw_output_prefix: format!("{here}/raw"),
-            checkpoint_prefix: format!("{here}/checkpoint"),
-            prev_checkpoint_prefix: (launch.attempt > 0)
-                .then(|| format!("{}/checkpoint", dir(launch.attempt - 1))),
-        }
-    }
-}
+pub use connector::EksConnector;
+pub use updraft_connector::AttemptPaths;
 
 /// A Kubernetes object to create.
 #[derive(Debug, Clone, PartialEq)]
@@ -235,7 +199,7 @@ pub(crate) fn task_error(task: &str, field: &str, reason: impl Into<String>) -> 
 pub fn build(
     task: &CompiledTask,
     launch: &TaskLaunch,
-    paths: &Paths,
+    paths: &AttemptPaths,
     config: &EksConfig,
 ) -> Result<Vec<Object>, BuildError> {
     let base = pod::Base::new(task, launch, paths, config)?;

@@ -9,12 +9,12 @@ use serde_json::Value;
 use updraft_engine::compile::CompiledTask;
 use updraft_engine::exec::{TaskLaunch, dns_name};
 use updraft_engine::literal::struct_json;
-use updraft_engine::template::{Vars, render_args};
+use updraft_engine::template::render_args;
 use updraft_proto::core::Resources;
 use updraft_proto::core::resources::ResourceName;
 use updraft_proto::core::task_template::Target;
 
-use crate::{BuildError, EksConfig, Paths, task_error};
+use crate::{AttemptPaths, BuildError, EksConfig, task_error};
 
 /// Label keys Updraft puts on every object.
 pub const LABEL_EXECUTION: &str = "updraft.run/execution";
@@ -44,26 +44,12 @@ impl<'a> Base<'a> {
     pub fn new(
         task: &'a CompiledTask,
         launch: &TaskLaunch,
-        paths: &Paths,
+        paths: &AttemptPaths,
         config: &EksConfig,
     ) -> Result<Self, BuildError> {
         let name = &task.name;
         let namespace = config.namespace();
-        let vars = Vars {
-            input: &paths.input,
-            input_prefix: paths
-                .input
-                .rsplit_once('/')
-                .map_or(paths.input.as_str(), |(d, _)| d),
-            output_prefix: &paths.output_prefix,
-            raw_output_prefix: &paths.raw_output_prefix,
-            checkpoint_prefix: &paths.checkpoint_prefix,
-            prev_checkpoint_prefix: paths.prev_checkpoint_prefix.as_deref(),
-            per_retry_key: &launch.name,
-            task_template_path: "",
-            namespace: &namespace,
-            inputs: Some(&launch.inputs),
-        };
+        let vars = paths.vars(launch, &namespace);
         let render = |field: &str, args: &[String]| {
             render_args(args, &vars).map_err(|e| task_error(name, field, e.to_string()))
         };
@@ -266,7 +252,7 @@ pub const COPILOT_DIR: &str = "/var/updraft";
 fn with_copilot(
     spec: &mut PodSpec,
     task: &CompiledTask,
-    paths: &Paths,
+    paths: &AttemptPaths,
     config: &EksConfig,
     data: &updraft_proto::core::DataLoadingConfig,
 ) -> Result<(), BuildError> {

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use updraft_connector_eks::status::Observed;
-use updraft_connector_eks::{Cluster, EksConfig, Object, Paths, build, plan_launch};
+use updraft_connector_eks::{AttemptPaths, Cluster, EksConfig, Object, build, plan_launch};
 use updraft_engine::exec::ErrorKind;
 use updraft_engine::{CompiledPackage, compile, yaml};
 use updraft_proto::core::LiteralMap;
@@ -59,7 +59,7 @@ fn objects(pkg: &CompiledPackage, task: &str) -> Vec<Object> {
     let t = &pkg.tasks[task];
     let launch = plan_launch(t, LiteralMap::default(), None);
     let dir = std::env::temp_dir().join(format!("updraft-eks-data-{}", std::process::id()));
-    let paths = Paths::under(dir.to_str().unwrap(), &launch);
+    let paths = AttemptPaths::under(dir.to_str().unwrap(), &launch);
     std::fs::create_dir_all(std::path::Path::new(&paths.input).parent().unwrap()).unwrap();
     std::fs::write(&paths.input, b"").unwrap();
     build(t, &launch, &paths, &EksConfig::default()).unwrap()

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use updraft_connector_eks::{BuildError, EksConfig, Object, Paths, build, plan_launch};
+use updraft_connector_eks::{AttemptPaths, BuildError, EksConfig, Object, build, plan_launch};
 use updraft_engine::compile::CompiledTask;
 use updraft_engine::{CompiledPackage, Limits, Package, compile, yaml};
 use updraft_proto::core::LiteralMap;
@@ -31,7 +31,7 @@ fn yaml_fixture(name: &str) -> CompiledPackage {
 
 fn objects(task: &CompiledTask, index: Option<u32>, config: &EksConfig) -> Vec<Object> {
     let launch = plan_launch(task, LiteralMap::default(), index);
-    let paths = Paths::under("s3://bucket/executions/plan", &launch);
+    let paths = AttemptPaths::under("s3://bucket/executions/plan", &launch);
     build(task, &launch, &paths, config).unwrap_or_else(|e| panic!("{}: {e}", task.name))
 }
 
@@ -107,7 +107,7 @@ fn pod_json(
 ) -> serde_json::Value {
     let mut launch = plan_launch(task, LiteralMap::default(), None);
     launch.interruptible = launch_interruptible;
-    let paths = Paths::under("s3://bucket/x", &launch);
+    let paths = AttemptPaths::under("s3://bucket/x", &launch);
     let objs = build(task, &launch, &paths, config).unwrap();
     assert_eq!(objs.len(), 1);
     objs[0].to_json()
@@ -122,7 +122,7 @@ fn pods_carry_names_labels_resources_and_rendered_arguments() {
     launch.node_id = "n1-n0".into();
     launch.attempt = 3;
     launch.name = updraft_engine::exec::dns_name(&format!("{}-n1-n0-3", launch.execution));
-    let paths = Paths::under("s3://b/e", &launch);
+    let paths = AttemptPaths::under("s3://b/e", &launch);
     let pod = build(task, &launch, &paths, &EksConfig::default()).unwrap()[0].to_json();
     let name = pod["metadata"]["name"].as_str().unwrap();
     assert!(name.len() <= 63, "{name}");
@@ -230,7 +230,13 @@ podTemplates:
 
     task.template.metadata.as_mut().unwrap().pod_template_name = "missing".into();
     let launch = plan_launch(&task, LiteralMap::default(), None);
-    let err = build(&task, &launch, &Paths::under("s3://b", &launch), &config).unwrap_err();
+    let err = build(
+        &task,
+        &launch,
+        &AttemptPaths::under("s3://b", &launch),
+        &config,
+    )
+    .unwrap_err();
     assert!(
         matches!(&err, BuildError::Task { field, .. } if field == "metadata.pod_template_name"),
         "{err}"
@@ -249,7 +255,7 @@ fn only_native_tasks_become_objects() {
     let err = build(
         task,
         &launch,
-        &Paths::under("s3://b", &launch),
+        &AttemptPaths::under("s3://b", &launch),
         &EksConfig::default(),
     )
     .unwrap_err();

@@ -15,8 +15,11 @@
 //! - **Pod tasks** (a `k8s_pod` target: `pod_template`, the legacy `sidecar`) run their primary container
 //!   as above; the pod's other containers are not started on this machine.
 //!
-//! Each attempt has its own folder: `<root>/<node>[-<index>]/<attempt>/` with `inputs.pb`, the output
-//! prefix `out/`, raw output data `raw/`, and the captured `stdout.log` / `stderr.log`.
+//! [`LocalConnector`] implements the connector contract ([`updraft_connector::Connector`]): a start spawns
+//! the process, a check looks whether it exited (and then reads its outcome), an abort kills it. Each
+//! attempt has its own folder ([`updraft_connector::AttemptPaths`]): `<node>[-<index>]/<attempt>/` with
+//! `inputs.pb`, the output prefix `out/`, raw output data `raw/`, and the captured `stdout.log` /
+//! `stderr.log`.
 
 mod containers;
 
@@ -26,31 +29,45 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
+use updraft_connector::{Attempt, Connector, DataStore, Handle, Problem, Transient, failed};
+use updraft_engine::compile::CompiledTask;
 use updraft_engine::exec::outcome::{OutputFiles, from_output_files};
-use updraft_engine::exec::{ErrorKind, TaskLaunch, TaskStatus};
+use updraft_engine::exec::{ErrorKind, TaskStatus};
 use updraft_engine::literal;
-use updraft_engine::template::{self, Vars};
-use updraft_proto::Message;
+use updraft_engine::plugins::PluginKind;
+use updraft_engine::template;
 use updraft_proto::core::{
     Container, K8sPod, KeyValuePair, LiteralType, TaskTemplate, task_template::Target,
 };
 
-/// Where and how attempts run.
-#[derive(Debug, Clone)]
-pub struct LocalExecutor {
-    /// The execution's folder.
-    pub root: PathBuf,
+/// The connector that runs attempts on this machine (see the crate's documentation).
+#[derive(Debug)]
+pub struct LocalConnector {
     /// The Python interpreter of the user's environment (its folder holds `pyflyte-execute`); when unset,
     /// `pyflyte-execute` is looked up on PATH.
     pub python: Option<PathBuf>,
     /// How raw containers run.
     pub containers: Containers,
-    /// Running attempts by name, and whether a container engine runs them.
-    running: Arc<Mutex<BTreeMap<String, (Child, bool)>>>,
+    /// Running attempts by name.
+    running: Mutex<BTreeMap<String, Running>>,
+}
+
+/// A running attempt's process and where its outcome will be.
+#[derive(Debug)]
+struct Running {
+    child: Child,
+    /// A container engine runs it (its container must go on abort).
+    in_engine: bool,
+    /// The attempt's folder (`stderr.log`).
+    dir: PathBuf,
+    /// The output prefix (flytekit's outputs.pb / error.pb).
+    out: PathBuf,
+    /// A raw container's output folder (one file per output) and its outputs' types.
+    data_out: Option<(PathBuf, BTreeMap<String, LiteralType>)>,
 }
 
 /// Why an attempt could not even start.
@@ -70,127 +87,58 @@ pub enum LocalError {
     Data(String),
 }
 
-fn failed(
-    kind: ErrorKind,
-    recoverable: bool,
-    code: &str,
-    message: impl Into<String>,
-) -> TaskStatus {
-    TaskStatus::Failed {
-        code: code.into(),
-        message: message.into(),
-        kind,
-        recoverable,
-    }
-}
+/// The name local processes are known by in their handles.
+const NAME: &str = "local";
 
-impl LocalExecutor {
-    /// An executor writing under `root`.
-    pub fn new(root: PathBuf, python: Option<PathBuf>) -> Self {
+impl LocalConnector {
+    /// A connector running Python tasks with `python` (or `pyflyte-execute` from PATH), raw containers
+    /// as `containers` says.
+    pub fn new(python: Option<PathBuf>, containers: Containers) -> Self {
         Self {
-            root,
             python,
-            containers: Containers::Process,
-            running: Arc::default(),
+            containers,
+            running: Mutex::default(),
         }
     }
 
-    /// The same executor, running raw containers as `containers` says.
-    pub fn with_containers(mut self, containers: Containers) -> Self {
-        self.containers = containers;
-        self
-    }
-
-    /// The folder of one attempt.
-    pub fn attempt_dir(&self, t: &TaskLaunch) -> PathBuf {
-        let node = match t.index {
-            Some(i) => format!("{}-{i}", t.node_id),
-            None => t.node_id.clone(),
-        };
-        self.root.join(node).join(t.attempt.to_string())
-    }
-
-    /// Runs one attempt to its end (blocking) and reports its outcome.
-    pub fn run(
-        &self,
-        t: &TaskLaunch,
-        task: &TaskTemplate,
-        outputs: &BTreeMap<String, LiteralType>,
-    ) -> TaskStatus {
-        match self.try_run(t, task, outputs) {
-            Ok(s) => s,
-            Err(LocalError::Io(e)) => failed(ErrorKind::System, true, "LocalIo", e.to_string()),
-            Err(e) => failed(ErrorKind::User, false, "LocalSetup", e.to_string()),
-        }
+    fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
+        // A panic while holding the lock leaves the map as it was: keep using it.
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Kills the process of attempt `name`, if it runs (and removes its container, when an engine runs it).
-    pub fn abort(&self, name: &str) {
-        if let Ok(mut running) = self.running.lock()
-            && let Some((mut child, in_engine)) = running.remove(name)
-        {
-            // Killing the engine's client would leave the container running: remove it first.
-            if let (true, Containers::Engine { program, .. }) = (in_engine, &self.containers) {
-                let _ = Command::new(program)
-                    .args(["rm", "-f", name])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+    fn kill(&self, name: &str) {
+        let Some(mut r) = self.running().remove(name) else {
+            return;
+        };
+        // Killing the engine's client would leave the container running: remove it first.
+        if let (true, Containers::Engine { program, .. }) = (r.in_engine, &self.containers) {
+            let _ = Command::new(program)
+                .args(["rm", "-f", name])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
+        let _ = r.child.kill();
+        let _ = r.child.wait();
     }
 
-    fn try_run(
-        &self,
-        t: &TaskLaunch,
-        task: &TaskTemplate,
-        outputs: &BTreeMap<String, LiteralType>,
-    ) -> Result<TaskStatus, LocalError> {
-        let dir = self.attempt_dir(t);
-        let out = dir.join("out");
-        let raw = dir.join("raw");
-        for d in [&out, &raw] {
+    /// Prepares the attempt's folder and starts its process; a second start of a running attempt keeps
+    /// the process it has.
+    fn spawn(&self, a: &Attempt<'_>) -> Result<Option<TaskStatus>, LocalError> {
+        let t = a.launch;
+        if self.running().contains_key(&t.name) {
+            return Ok(None);
+        }
+        let task = &a.task.template;
+        let dir = PathBuf::from(&a.paths.dir);
+        let out = PathBuf::from(&a.paths.output_prefix);
+        for d in [&out, &PathBuf::from(&a.paths.raw_output_prefix)] {
             std::fs::create_dir_all(d)?;
         }
-        let inputs_pb = dir.join("inputs.pb");
-        std::fs::write(&inputs_pb, t.inputs.encode_to_vec())?;
-        let container = match &task.target {
-            Some(Target::Container(c)) => c.clone(),
-            Some(Target::K8sPod(pod)) => primary_container(task, pod)?,
-            _ => {
-                return Err(LocalError::NoContainer(format!(
-                    "task type `{}`",
-                    task.r#type
-                )));
-            }
-        };
-        let prev = (t.attempt > 0).then(|| {
-            dir.with_file_name((t.attempt - 1).to_string())
-                .join("checkpoint")
-                .display()
-                .to_string()
-        });
-        let (inp, outp, rawp, ckpt) = (
-            inputs_pb.display().to_string(),
-            out.display().to_string(),
-            raw.display().to_string(),
-            dir.join("checkpoint").display().to_string(),
-        );
-        let vars = Vars {
-            input: &inp,
-            input_prefix: &dir.display().to_string(),
-            output_prefix: &outp,
-            raw_output_prefix: &rawp,
-            checkpoint_prefix: &ckpt,
-            prev_checkpoint_prefix: prev.as_deref(),
-            per_retry_key: &t.name,
-            task_template_path: "",
-            namespace: "local",
-            inputs: Some(&t.inputs),
-        };
+        let container = container_of(task)?;
+        let vars = a.paths.vars(t, "local");
         let mut argv: Vec<String> = container
             .command
             .iter()
@@ -257,50 +205,58 @@ impl LocalExecutor {
         let child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                return Ok(failed(
-                    ErrorKind::User,
-                    false,
+                return Ok(Some(failed(
                     "CommandNotFound",
                     format!("cannot start `{}`: {e}", program.display()),
-                ));
-            }
-        };
-        self.running
-            .lock()
-            .map_err(|_| std::io::Error::other("lock"))?
-            .insert(t.name.clone(), (child, engine.is_some()));
-        let status = loop {
-            std::thread::sleep(Duration::from_millis(5));
-            let mut running = self
-                .running
-                .lock()
-                .map_err(|_| std::io::Error::other("lock"))?;
-            let Some((child, _)) = running.get_mut(&t.name) else {
-                return Ok(failed(
-                    ErrorKind::System,
+                    ErrorKind::User,
                     false,
-                    "Aborted",
-                    "the attempt was aborted",
-                ));
-            };
-            if let Some(s) = child.try_wait()? {
-                running.remove(&t.name);
-                break s;
+                )));
             }
         };
-        let stderr_tail = tail(&dir.join("stderr.log"));
-        if data.is_some() {
+        self.running().insert(
+            t.name.clone(),
+            Running {
+                child,
+                in_engine: engine.is_some(),
+                dir,
+                out,
+                data_out: data.map(|_| (out_dir, a.task.interface.outputs.clone())),
+            },
+        );
+        Ok(None)
+    }
+
+    /// The status of attempt `name`: running, or its outcome read from its files once it exited.
+    fn status(&self, name: &str) -> Result<TaskStatus, Transient> {
+        let mut running = self.running();
+        let Some(r) = running.get_mut(name) else {
+            return Ok(failed(
+                "Aborted",
+                "the attempt was aborted",
+                ErrorKind::System,
+                false,
+            ));
+        };
+        let Some(exit) = r.child.try_wait().map_err(|e| Transient(e.to_string()))? else {
+            return Ok(TaskStatus::Running);
+        };
+        let Some(r) = running.remove(name) else {
+            return Err(Transient("the attempt vanished".into()));
+        };
+        drop(running);
+        let stderr_tail = tail(&r.dir.join("stderr.log"));
+        if let Some((data_out, outputs)) = &r.data_out {
             return Ok(updraft_copilot::outcome(
-                &out_dir,
+                data_out,
                 outputs,
                 None,
                 &updraft_copilot::LocalFiles,
-                status.code(),
+                exit.code(),
                 &stderr_tail,
             )
-            .unwrap_or_else(|e| failed(ErrorKind::System, true, "DataError", e.to_string())));
+            .unwrap_or_else(|e| failed("DataError", e.to_string(), ErrorKind::System, true)));
         }
-        Ok(read_outcome(&out, status.code(), &stderr_tail))
+        Ok(read_outcome(&r.out, exit.code(), &stderr_tail))
     }
 
     fn resolve_program(&self, program: &str) -> PathBuf {
@@ -313,6 +269,75 @@ impl LocalExecutor {
             }
         }
         PathBuf::from(program)
+    }
+}
+
+#[async_trait::async_trait]
+impl Connector for LocalConnector {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    /// Python tasks, raw containers and pod tasks (their primary container).
+    fn serves(&self, task: &CompiledTask) -> bool {
+        matches!(task.plugin, PluginKind::Container | PluginKind::Pod)
+    }
+
+    fn preflight(&self, task: &CompiledTask) -> Vec<Problem> {
+        match container_of(&task.template) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![Problem {
+                field: "target".into(),
+                reason: e.to_string(),
+            }],
+        }
+    }
+
+    fn check_interval(&self) -> Duration {
+        Duration::from_millis(5)
+    }
+
+    async fn start(&self, a: &Attempt<'_>) -> Result<Handle, TaskStatus> {
+        match self.spawn(a) {
+            Ok(None) => Ok(Handle {
+                connector: NAME.into(),
+                value: Value::String(a.launch.name.clone()),
+            }),
+            Ok(Some(ended)) => Err(ended),
+            Err(LocalError::Io(e)) => {
+                Err(failed("LocalIo", e.to_string(), ErrorKind::System, true))
+            }
+            Err(e) => Err(failed("LocalSetup", e.to_string(), ErrorKind::User, false)),
+        }
+    }
+
+    /// Its outcome is read from the attempt's folder on this machine.
+    async fn check(&self, h: &Handle, _data: &dyn DataStore) -> Result<TaskStatus, Transient> {
+        self.status(process_name(h)?)
+    }
+
+    async fn abort(&self, h: &Handle) -> Result<(), Transient> {
+        self.kill(process_name(h)?);
+        Ok(())
+    }
+}
+
+/// The attempt name a local handle holds.
+fn process_name(h: &Handle) -> Result<&str, Transient> {
+    h.value
+        .as_str()
+        .ok_or_else(|| Transient(format!("not a local handle: {}", h.value)))
+}
+
+/// The container a task runs locally: its container target, or a pod task's primary container.
+fn container_of(task: &TaskTemplate) -> Result<Container, LocalError> {
+    match &task.target {
+        Some(Target::Container(c)) => Ok(c.clone()),
+        Some(Target::K8sPod(pod)) => primary_container(task, pod),
+        _ => Err(LocalError::NoContainer(format!(
+            "task type `{}`",
+            task.r#type
+        ))),
     }
 }
 
@@ -378,22 +403,22 @@ pub fn read_outcome(out: &Path, code: Option<i32>, stderr_tail: &str) -> TaskSta
     }
     match code {
         Some(0) => failed(
-            ErrorKind::System,
-            true,
             "NoOutputs",
             "the task exited 0 but wrote neither outputs.pb nor error.pb",
+            ErrorKind::System,
+            true,
         ),
         Some(c) => failed(
-            ErrorKind::System,
-            true,
             "ExitCode",
             format!("exit code {c}: {stderr_tail}"),
-        ),
-        None => failed(
             ErrorKind::System,
             true,
+        ),
+        None => failed(
             "Killed",
             format!("killed by a signal: {stderr_tail}"),
+            ErrorKind::System,
+            true,
         ),
     }
 }

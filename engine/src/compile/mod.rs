@@ -53,6 +53,13 @@ pub struct CompiledTask {
     pub interface: Interface,
 }
 
+impl CompiledTask {
+    /// True for tasks the engine completes itself (echo), which no connector runs.
+    pub fn runs_in_engine(&self) -> bool {
+        self.plugin == PluginKind::Echo
+    }
+}
+
 /// A launch plan with its inputs resolved.
 #[derive(Debug, Clone)]
 pub struct CompiledLaunchPlan {

@@ -11,7 +11,6 @@ use crate::compile::{Gate, NodeIdx, NodeKind, compile_dynamic};
 use crate::exec::{
     Effect, ErrorKind, ExecError, NodePhase, Program, TaskLaunch, TaskStatus, TimerKind, cache_key,
 };
-use crate::plugins::PluginKind;
 
 impl Execution {
     /// Requests a task attempt (for a task node, or element `index` of an array), or queues it when the
@@ -51,7 +50,7 @@ impl Execution {
             _ => (st.task.attempt, st.inputs.clone().unwrap_or_default()),
         };
         let task = self.pkg.tasks.get(&task_name);
-        if task.is_some_and(|t| t.plugin == PluginKind::Echo) {
+        if task.is_some_and(|t| t.runs_in_engine()) {
             todo.push_back(Todo::Echo(node, index, attempt, inputs));
             return;
         }

@@ -1,0 +1,123 @@
+//! The connector contract: how every runtime starts, checks and stops a task attempt, whatever runs it.
+//!
+//! Shaped like Flyte's plugin machinery (`core.Plugin`, `webapi.AsyncPlugin`, `k8s.Plugin`): a
+//! [`Connector`] names the task types it serves, reports everything wrong with a task before anything
+//! starts ([`Connector::preflight`]), starts an attempt idempotently — the external name comes from
+//! execution, node and attempt ([`TaskLaunch::name`]), so a redelivered start finds the job it already
+//! made — checks it without blocking, and aborts it, tolerating "already gone". What a start made is a
+//! [`Handle`], stored with the attempt: it holds everything a check or an abort needs (what was made,
+//! where the outcome will be), so neither rebuilds anything nor needs the task again. A [`Registry`] routes
+//! each task to its connector by task type; the runtimes dispatch through it and never match on plugin
+//! kinds. The attempt data layout and the template variables live in [`paths`].
+
+mod data;
+pub mod paths;
+mod registry;
+
+pub use data::{DataStore, LocalData, read_output_files};
+pub use paths::AttemptPaths;
+pub use registry::{Registry, RegistryError};
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use updraft_engine::compile::CompiledTask;
+use updraft_engine::exec::{ErrorKind, TaskLaunch, TaskStatus};
+
+/// One task attempt, as a connector sees it. The runtime has written its inputs to `paths.input`.
+#[derive(Clone, Copy)]
+pub struct Attempt<'a> {
+    /// What to start: execution, node, element, attempt, inputs, the deterministic name.
+    pub launch: &'a TaskLaunch,
+    /// The task it runs.
+    pub task: &'a CompiledTask,
+    /// Where its data live.
+    pub paths: &'a AttemptPaths,
+    /// The store those paths are in (local files, S3).
+    pub data: &'a dyn DataStore,
+}
+
+/// What a start made (a process, Kubernetes objects, a job's id) and where its outcome will be, as the
+/// connector needs them to check and abort; stored with the attempt as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Handle {
+    /// The connector that made it ([`Connector::name`]).
+    pub connector: String,
+    /// The connector's own description of what it made.
+    pub value: serde_json::Value,
+}
+
+/// The job a service's state-change event is about (e.g. `batch:<job id>`), as the connector names it
+/// when it registers a started job.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct JobKey(pub String);
+
+/// A passing failure to reach the service: the runtime looks again later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Transient(pub String);
+
+/// One thing wrong with a task's configuration, found before anything starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The field, as a path into the task (e.g. `custom.jobQueue`).
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Runs task attempts on one system (this machine, a cluster, an AWS service).
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync {
+    /// Its name, recorded in every [`Handle`] it makes.
+    fn name(&self) -> &'static str;
+
+    /// Whether it runs `task` (by its type, and for some connectors its target).
+    fn serves(&self, task: &CompiledTask) -> bool;
+
+    /// Everything wrong with `task` for this connector; empty when it can run.
+    fn preflight(&self, _task: &CompiledTask) -> Vec<Problem> {
+        Vec::new()
+    }
+
+    /// How long a runtime waits between checks of a running attempt when nothing tells it of a change.
+    fn check_interval(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    /// Starts the attempt, or finds the one already started under its name. `Err` is the status the
+    /// attempt ends with at once (a setup error, a refused request).
+    async fn start(&self, a: &Attempt<'_>) -> Result<Handle, TaskStatus>;
+
+    /// The attempt's status now, without waiting; on success, with its outputs (read from `data`).
+    async fn check(&self, h: &Handle, data: &dyn DataStore) -> Result<TaskStatus, Transient>;
+
+    /// Stops the attempt; what is already gone is fine.
+    async fn abort(&self, h: &Handle) -> Result<(), Transient>;
+
+    /// Removes what a finished attempt left (Flyte's `Finalize`), once its end is committed.
+    async fn finalize(&self, _h: &Handle) -> Result<(), Transient> {
+        Ok(())
+    }
+
+    /// The job a service's state-change event (an EventBridge event's JSON) is about, if this connector
+    /// makes such jobs.
+    fn job_of(&self, _event: &serde_json::Value) -> Option<JobKey> {
+        None
+    }
+}
+
+/// A failed status for an attempt that could not start.
+pub fn failed(
+    code: &str,
+    message: impl Into<String>,
+    kind: ErrorKind,
+    recoverable: bool,
+) -> TaskStatus {
+    TaskStatus::Failed {
+        code: code.into(),
+        message: message.into(),
+        kind,
+        recoverable,
+    }
+}
