@@ -14,7 +14,7 @@ use crate::store;
 use anyhow::{Context, bail};
 use serde_json::Value;
 use updraft_connector::{
-    Attempt, AttemptPaths, Connector, Handle, LocalData, Registry, RegistryError,
+    Attempt, AttemptPaths, Connector, Handle, LocalData, Registry, RegistryError, failed,
 };
 use updraft_connector_eks::EksConnector;
 use updraft_connector_local::{ContainerChoice, LocalConnector};
@@ -821,11 +821,13 @@ fn drive(
     handles: &Mutex<BTreeMap<String, Slot>>,
 ) -> TaskStatus {
     let name = &a.launch.name;
-    let aborted = || TaskStatus::Failed {
-        code: "Aborted".into(),
-        message: "the attempt was aborted".into(),
-        kind: ErrorKind::System,
-        recoverable: false,
+    let aborted = || {
+        failed(
+            "Aborted",
+            "the attempt was aborted",
+            ErrorKind::System,
+            false,
+        )
     };
     if matches!(lock(handles).get(name), Some(Slot::Aborted)) {
         return aborted();
@@ -841,12 +843,12 @@ fn drive(
                 .map_err(|e| e.to_string())
         });
     if let Err(e) = prepared {
-        return TaskStatus::Failed {
-            code: "LocalIo".into(),
-            message: format!("{}: {e}", a.paths.dir),
-            kind: ErrorKind::System,
-            recoverable: true,
-        };
+        return failed(
+            "LocalIo",
+            format!("{}: {e}", a.paths.dir),
+            ErrorKind::System,
+            true,
+        );
     }
     let h = match rt.block_on(conn.start(a)) {
         Ok(h) => h,
@@ -880,12 +882,12 @@ fn drive(
                 if errors >= 50 {
                     lock(handles).remove(name);
                     let _ = rt.block_on(conn.abort(&h));
-                    return TaskStatus::Failed {
-                        code: "CheckFailed".into(),
-                        message: format!("could not check the attempt: {e}"),
-                        kind: ErrorKind::System,
-                        recoverable: true,
-                    };
+                    return failed(
+                        "CheckFailed",
+                        format!("could not check the attempt: {e}"),
+                        ErrorKind::System,
+                        true,
+                    );
                 }
             }
         }
