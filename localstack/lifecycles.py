@@ -17,7 +17,16 @@ Settings (the environment variable UPDRAFT_MOTO_LIFECYCLE holds the starting one
 - `failures` ([]): `[{"match": text, "reason": text}]`; a job whose name (Athena: query text) contains
   `match` fails with `reason` at the end of its run;
 - `events_endpoint` (null): an EventBridge endpoint (e.g. LocalStack's) each state change goes to, on
-  the default bus of `events_region` (us-east-1).
+  the default bus of `events_region` (us-east-1);
+- `run_commands` (false): AWS Batch jobs run their container's command as a local process (the image
+  is ignored), as the Kubernetes API test server's kubelet runs pods: the job runs while the process
+  does and ends with its exit code (`Essential container in task exited`, `container.exitCode`). The
+  process's environment is the launcher's, then the job's (its definition's and overrides'),
+  `AWS_BATCH_JOB_ID`, an array child's `AWS_BATCH_JOB_ARRAY_INDEX`, and, unless the launcher's
+  environment sets them, `AWS_ENDPOINT_URL` and `FLYTE_AWS_ENDPOINT` pointing at this moto (so a job's
+  S3 is this moto's, as a real job's is the real S3); its output goes to `$UPDRAFT_MOTO_JOB_LOGS`
+  (default: the system's temporary folder) as `<job id>.log`. `run_seconds` does not apply to them;
+  a `failures` match still fails them.
 
 `GET /_updraft/jobs` lists every job's key and state; `POST /_updraft/jobs/<key>` with
 `{"outcome": "succeeded" | "failed", "reason": text}` ends a running or queued job now.
@@ -27,7 +36,10 @@ import datetime
 import json
 import os
 import queue
+import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -43,6 +55,7 @@ _DEFAULTS: dict[str, Any] = {
     "failures": [],
     "events_endpoint": None,
     "events_region": "us-east-1",
+    "run_commands": False,
 }
 _SETTINGS: dict[str, Any] = dict(_DEFAULTS)
 
@@ -84,6 +97,9 @@ def _check_settings(given: Any) -> dict[str, Any]:
         elif name == "events_region":
             if not isinstance(value, str) or not value:
                 raise SettingsError("events_region must be a region name")
+        elif name == "run_commands":
+            if not isinstance(value, bool):
+                raise SettingsError(f"run_commands must be true or false, not {value!r}")
     return given
 
 
@@ -202,7 +218,12 @@ class BatchKind(Kind):
             if reason:
                 obj.job_stopped_reason = reason
             if job.children is None:
-                obj.exit_code = 0 if phase == "succeeded" else 1
+                if job.exit_code is not None:
+                    obj.exit_code = job.exit_code
+                elif phase == "stopped" and job.command is not None:
+                    obj.exit_code = 137  # killed
+                else:
+                    obj.exit_code = 0 if phase == "succeeded" else 1
             if obj.job_started_at.year == 1970:
                 obj.job_started_at = datetime.datetime.now()
             obj._mark_stopped(success=phase == "succeeded")
@@ -294,6 +315,7 @@ class Job:
         arn: str,
         children: Optional[list["Job"]] = None,
         start_attempt: bool = True,
+        command: Optional[tuple[list[str], dict[str, str]]] = None,
     ):
         with _LOCK:
             s = dict(_SETTINGS)
@@ -314,6 +336,10 @@ class Job:
         self.stop_reason: Optional[str] = None
         self.finish: Optional[tuple[str, Optional[str]]] = None
         self.sequence = 0
+        # (argv, environment) of a job that runs as a local process, and the process once started
+        self.command = command if s["run_commands"] else None
+        self.process: Optional[subprocess.Popen] = None
+        self.exit_code: Optional[int] = None
 
     @property
     def done(self) -> bool:
@@ -340,6 +366,15 @@ class Job:
         n = len(self.kind.queued)
         if t < self.queue_seconds:
             return f"queued:{min(n - 1, int(t * n / self.queue_seconds))}", None
+        if self.command is not None:
+            if self.process is None or self.process.poll() is None:
+                return "running", None
+            self.exit_code = self.process.returncode
+            if self.exit_code != 0:
+                return "failed", "Essential container in task exited"
+            if self.failure is not None:
+                return "failed", self.failure
+            return "succeeded", None
         if self.run_seconds is None or t < self.queue_seconds + self.run_seconds:
             return "running", None
         if self.failure is not None:
@@ -357,6 +392,12 @@ class Job:
             if int(phase.split(":")[1]) < int(self.phase.split(":")[1]):
                 return
         previous = None if self.phase is None else self.kind.status(self.phase)
+        if phase == "running" and self.command is not None and self.process is None:
+            try:
+                self.process = _spawn(self.key, *self.command)
+            except OSError as e:
+                phase, reason = "failed", f"CannotStartContainerError: {e}"
+                self.exit_code = 127
         self.kind.apply(self, phase, reason)
         self.phase = phase
         endpoint, region = self.events
@@ -374,6 +415,40 @@ class Job:
                     },
                 )
             )
+
+
+def _spawn(key: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """Starts a job's command as a process group of its own, its output in the job's log."""
+    full = dict(os.environ)
+    url = os.environ.get("UPDRAFT_MOTO_URL")
+    if url:
+        full.setdefault("AWS_ENDPOINT_URL", url)
+        full.setdefault("FLYTE_AWS_ENDPOINT", url)
+    full.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    full.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    full.update(env)
+    logs = os.environ.get("UPDRAFT_MOTO_JOB_LOGS") or tempfile.gettempdir()
+    os.makedirs(logs, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+    log = open(os.path.join(logs, f"{safe}.log"), "ab")
+    try:
+        return subprocess.Popen(
+            argv, env=full, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    finally:
+        log.close()
+
+
+def _kill(job: "Job") -> None:
+    """Stops a job's process (its whole group), if it runs."""
+    p = job.process
+    if p is not None and p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        p.wait()
 
 
 def track(job: Job) -> Job:
@@ -400,10 +475,12 @@ def stop(key: str, reason: Optional[str]) -> bool:
             return True  # already stopping
         job.stop_at = time.monotonic()
         job.stop_reason = reason
+        _kill(job)
         for child in job.children or []:
             if not child.done and child.stop_at is None:
                 child.stop_at = job.stop_at
                 child.stop_reason = reason
+                _kill(child)
         job.advance(time.monotonic())
         return True
 
@@ -573,6 +650,24 @@ def _patch_sagemaker() -> None:
         setattr(responses.SageMakerResponse, action, stopper())
 
 
+def _batch_command(job) -> Optional[tuple[list[str], dict[str, str]]]:
+    """The command and environment a Batch container job runs (overrides over its definition)."""
+    props = job.job_definition.container_properties
+    if props is None:
+        return None
+    overrides = job.container_overrides or {}
+    argv = overrides.get("command") or props.get("command") or []
+    if not argv:
+        return None
+    env = {e["name"]: e["value"] for e in props.get("environment") or []}
+    env.update({e["name"]: e["value"] for e in overrides.get("environment") or []})
+    env["AWS_BATCH_JOB_ID"] = job.job_id
+    # Batch's parameter substitution: Ref::name in the command
+    params = job.parameters or {}
+    argv = [params.get(a[5:], a) if a.startswith("Ref::") else a for a in argv]
+    return [str(a) for a in argv], env
+
+
 def _patch_batch() -> None:
     from moto.batch import models
     from moto.batch_simple import models as simple
@@ -586,16 +681,20 @@ def _patch_batch() -> None:
         job.log_stream_name = job._stream_name
         job._transitions = []  # the lifecycle, not moto's state manager, moves it on
         name = job.job_name
+        command = _batch_command(job)
         if ":" in job.job_id:
             # an array's child: tracked now, the parent (registered after its children) follows them
-            track(Job(kind, f"batch:{job.job_id}", name, job, job.arn, start_attempt=include_start_attempt))
+            if command is not None:
+                command[1]["AWS_BATCH_JOB_ARRAY_INDEX"] = job.job_id.rsplit(":", 1)[1]
+            track(Job(kind, f"batch:{job.job_id}", name, job, job.arn, start_attempt=include_start_attempt, command=command))
             return
         children = None
         if "size" in job.array_properties:
             prefix = f"batch:{job.job_id}:"
             with _LOCK:
                 children = [j for k, j in _JOBS.items() if k.startswith(prefix)]
-        track(Job(kind, f"batch:{job.job_id}", name, job, job.arn, children, include_start_attempt))
+        track(Job(kind, f"batch:{job.job_id}", name, job, job.arn, children, include_start_attempt,
+                  command=None if children is not None else command))
 
     simple.BatchSimpleBackend._mark_job_as_finished = _mark_job_as_finished
 

@@ -81,5 +81,17 @@ def _patch_eks() -> None:
 _patch_eks()
 lifecycles.install()
 
+def _own_url(argv: list[str]) -> str:
+    host, port = "127.0.0.1", "5000"
+    for i, a in enumerate(argv):
+        if a in ("-H", "--host") and i + 1 < len(argv):
+            host = argv[i + 1]
+        if a in ("-p", "--port") and i + 1 < len(argv):
+            port = argv[i + 1]
+    return f"http://{host}:{port}"
+
+
 if __name__ == "__main__":
+    # what jobs that run as local processes reach as their AWS (see lifecycles.py, run_commands)
+    os.environ.setdefault("UPDRAFT_MOTO_URL", _own_url(sys.argv[1:]))
     sys.exit(main())

@@ -105,8 +105,11 @@ enum Command {
         /// The namespace of `--executor eks` objects (overrides the cluster settings).
         #[arg(long)]
         namespace: Option<String>,
-        /// Cluster settings for `--executor eks` (YAML or JSON; see `updraft plan`).
-        #[arg(long)]
+        /// The settings file (YAML or JSON; docs/settings.md): data.prefix, aws, eks, batch, sagemaker.
+        #[arg(long, value_name = "FILE")]
+        settings: Option<PathBuf>,
+        /// Old name of --settings; also takes a file of cluster settings alone (the `eks` section).
+        #[arg(long, value_name = "FILE", conflicts_with = "settings")]
         eks_config: Option<PathBuf>,
     },
     /// List the executions in the local store (or, with --stack, in a deployed stack).
@@ -200,8 +203,11 @@ enum Command {
         /// missing).
         #[arg(long)]
         code_bucket: Option<String>,
-        /// Cluster settings (YAML or JSON, as for `run --executor eks`) for native tasks.
-        #[arg(long)]
+        /// The settings file (docs/settings.md): its `eks` section becomes the EksSettings parameter.
+        #[arg(long, value_name = "FILE")]
+        settings: Option<PathBuf>,
+        /// Old name of --settings; also takes a file of cluster settings alone (the `eks` section).
+        #[arg(long, value_name = "FILE", conflicts_with = "settings")]
         eks_config: Option<PathBuf>,
         /// A stack parameter, `Key=Value` (EksClusterName, EksNamespace, SageMakerRoleArn,
         /// BatchJobQueueArns, QuboleTokenSecretArn, LogRetentionDays, DataRetentionDays,
@@ -269,12 +275,22 @@ enum Command {
         /// Show the pod of this array element (map tasks).
         #[arg(long)]
         index: Option<u32>,
-        /// Cluster settings (YAML or JSON): namespace, serviceAccount, interruptible, podTemplates, …
-        #[arg(long)]
+        /// The settings file (docs/settings.md): its `eks` section (namespace, serviceAccount,
+        /// interruptible, podTemplates, …) and `data.prefix`.
+        #[arg(long, value_name = "FILE")]
+        settings: Option<PathBuf>,
+        /// Old names of --settings; also take a file of cluster settings alone (the `eks` section).
+        #[arg(
+            long,
+            alias = "eks-config",
+            value_name = "FILE",
+            conflicts_with = "settings"
+        )]
         config: Option<PathBuf>,
-        /// Where executions keep their data (input and output URIs are made under it).
-        #[arg(long, default_value = "s3://updraft-data/executions")]
-        data_prefix: String,
+        /// Where executions keep their data (input and output URIs are made under it; default: the
+        /// settings' data.prefix, else s3://updraft-data/executions).
+        #[arg(long)]
+        data_prefix: Option<String>,
     },
     /// Draw a workflow's DAG, with branches, maps and subworkflows shown as such.
     Graph {
@@ -316,16 +332,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             task,
             inputs,
             index,
+            settings,
             config,
             data_prefix,
-        } => plan::plan(&plan::PlanArgs {
-            files,
-            task,
-            inputs,
-            index,
-            config,
-            data_prefix,
-        }),
+        } => {
+            let settings = load_settings(settings.as_deref(), config.as_deref())?;
+            let data_prefix = data_prefix.unwrap_or_else(|| match settings.s3_prefix() {
+                Ok(p) => format!("{p}/executions"),
+                Err(_) => "s3://updraft-data/executions".into(),
+            });
+            plan::plan(&plan::PlanArgs {
+                files,
+                task,
+                inputs,
+                index,
+                settings,
+                data_prefix,
+            })
+        }
         Command::Graph {
             files,
             workflow,
@@ -345,8 +369,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             executor,
             kubeconfig,
             namespace,
+            settings,
             eks_config,
         } => run::run(run::RunArgs {
+            settings: load_settings(settings.as_deref(), eks_config.as_deref())?,
             files,
             workflow,
             launch_plan,
@@ -367,7 +393,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExecutorArg::Eks => Some(run::EksArgs {
                     kubeconfig,
                     namespace,
-                    config: eks_config,
                 }),
             },
         }),
@@ -431,16 +456,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             arch,
             bundle,
             code_bucket,
+            settings,
             eks_config,
             parameters,
-        } => cloud::block_on(cloud::deploy::deploy(cloud::deploy::DeployArgs {
-            target,
-            arch,
-            bundle,
-            code_bucket,
-            eks_config,
-            parameters,
-        }))?,
+        } => {
+            let given = settings.is_some() || eks_config.is_some();
+            let settings = load_settings(settings.as_deref(), eks_config.as_deref())?;
+            cloud::block_on(cloud::deploy::deploy(cloud::deploy::DeployArgs {
+                target,
+                arch,
+                bundle,
+                code_bucket,
+                settings: given.then_some(settings),
+                parameters,
+            }))?
+        }
         Command::Register { files, target } => {
             cloud::block_on(cloud::ops::register(&target, &files))?
         }
@@ -475,6 +505,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             },
         ))?,
     }
+}
+
+/// The settings of `--settings F` (or of `--eks-config F`, which may hold the cluster settings
+/// alone); every section checked now, so a wrong key stops the command before it does anything.
+fn load_settings(
+    settings: Option<&std::path::Path>,
+    eks_config: Option<&std::path::Path>,
+) -> anyhow::Result<updraft_settings::Settings> {
+    let (s, file) = match (settings, eks_config) {
+        (Some(f), _) => (updraft_settings::Settings::load(f)?, f),
+        (None, Some(f)) => (updraft_settings::Settings::load_eks_alias(f)?, f),
+        (None, None) => return Ok(updraft_settings::Settings::default()),
+    };
+    if let Some(eks) = &s.eks {
+        updraft_connector_eks::EksConfig::from_settings(&file.display().to_string(), eks)?;
+    }
+    Ok(s)
 }
 
 fn report(problems: &updraft_engine::Problems) -> ExitCode {

@@ -19,21 +19,18 @@ pub struct PlanArgs {
     pub inputs: Vec<String>,
     /// The array element to show.
     pub index: Option<u32>,
-    /// Cluster settings file.
-    pub config: Option<PathBuf>,
+    /// The settings (`--settings`; its `eks` section and `data.prefix`).
+    pub settings: updraft_settings::Settings,
     /// Base URI of execution data.
     pub data_prefix: String,
 }
 
-/// Reads the cluster settings (YAML or JSON; every field optional).
-pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<EksConfig> {
-    let Some(path) = path else {
-        return Ok(EksConfig::default());
-    };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    serde_norway::from_str(&text)
-        .with_context(|| format!("{}: not cluster settings", path.display()))
+/// The cluster settings of `settings` (its `eks` section; the defaults without one).
+pub fn eks_config(settings: &updraft_settings::Settings) -> anyhow::Result<EksConfig> {
+    match &settings.eks {
+        None => Ok(EksConfig::default()),
+        Some(section) => Ok(EksConfig::from_settings("settings", section)?),
+    }
 }
 
 /// Prints the objects of every native task (or the one named) as YAML documents.
@@ -46,7 +43,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(p) => return Ok(crate::report(&p)),
     };
-    let config = load_config(args.config.as_ref())?;
+    let config = eks_config(&args.settings)?;
     let tasks: Vec<_> = match &args.task {
         Some(t) => vec![compiled.tasks.get(t).with_context(|| {
             format!(

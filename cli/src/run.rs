@@ -52,6 +52,8 @@ pub struct RunArgs {
     pub containers: ContainerChoice,
     /// Run native tasks on a cluster.
     pub eks: Option<EksArgs>,
+    /// The settings file's contents (`--settings`).
+    pub settings: updraft_settings::Settings,
 }
 
 /// `--executor eks` settings.
@@ -60,8 +62,6 @@ pub struct EksArgs {
     pub kubeconfig: Option<PathBuf>,
     /// Namespace override.
     pub namespace: Option<String>,
-    /// Cluster settings file.
-    pub config: Option<PathBuf>,
 }
 
 /// Outputs of cached tasks, one file per cache key under `<state-dir>/cache/`.
@@ -205,14 +205,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .build()
             .context("the task runtime")?,
     );
-    // The connectors of this run: local processes, or with `--executor eks` the cluster.
+    // The connectors of this run: local processes, or with `--executor eks` the cluster, and the AWS
+    // services' connectors as the settings configure them.
+    let sdk = rt.block_on(updraft_connectors::sdk_config(&args.settings));
     let registry = match &args.eks {
         None => Registry::new().with(Arc::new(LocalConnector::new(
             args.python.clone(),
             containers.clone(),
         ))),
         Some(e) => {
-            let mut config = crate::plan::load_config(e.config.as_ref())?;
+            let mut config = crate::plan::eks_config(&args.settings)?;
             if let Some(ns) = &e.namespace {
                 config.namespace.clone_from(ns);
             }
@@ -221,6 +223,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .map_err(|err| anyhow::anyhow!("--executor eks: {err}"))?;
             Registry::new().with(Arc::new(eks))
         }
+    };
+    let registry = updraft_connectors::with_services(registry, &args.settings, &sdk);
+    // Attempts of services that read their data from S3 keep it under the settings' data.prefix.
+    let remote = match args.settings.s3_prefix() {
+        Ok(prefix) => {
+            let bucket = updraft_aws::blobs::parse_uri(&format!("{prefix}/x"))
+                .map(|(b, _)| b.to_string())
+                .map_err(|e| anyhow::anyhow!("data.prefix: {e}"))?;
+            Some(Remote {
+                prefix: prefix.to_string(),
+                data: Arc::new(updraft_aws::blobs::Blobs::new(
+                    updraft_aws::s3_client(&sdk),
+                    bucket,
+                )),
+            })
+        }
+        Err(_) => None,
     };
     // Every task must have a connector here, and its configuration must hold (pod templates, the
     // copilot image, …), before anything starts.
@@ -269,6 +288,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (tx, rx) = channel();
     let mut d = Driver {
         args: &args,
+        remote,
         root_pkg: compiled.clone(),
         root: root.clone(),
         cache,
@@ -385,9 +405,19 @@ struct Live {
     signal_types: BTreeMap<String, LiteralType>,
 }
 
+/// Where attempts of services that read their data from S3 keep it.
+struct Remote {
+    /// The settings' `data.prefix` (an `s3://` URI).
+    prefix: String,
+    /// The store under it.
+    data: Arc<dyn updraft_connector::DataStore>,
+}
+
 /// Carries out the effects of every execution of one `updraft run`.
 struct Driver<'a> {
     args: &'a RunArgs,
+    /// The S3 side of the run's data, when the settings give an `s3://` prefix.
+    remote: Option<Remote>,
     root_pkg: Arc<CompiledPackage>,
     root: PathBuf,
     cache: Arc<LocalCache>,
@@ -499,7 +529,28 @@ impl Driver<'_> {
                     .as_ref()
                     .and_then(|c| self.registry.for_task(c))
                     .cloned();
-                let paths = AttemptPaths::under(&self.runs[run].root.display().to_string(), &t);
+                // Local attempts keep their data in the run's folder; a service's, under the same
+                // layout below the settings' S3 prefix.
+                let (base, data): (String, Arc<dyn updraft_connector::DataStore>) = match (
+                    &self.remote,
+                    connector.as_ref().is_some_and(|c| c.remote_data()),
+                ) {
+                    (Some(r), true) => {
+                        let rel = self.runs[run]
+                            .root
+                            .strip_prefix(self.root.parent().unwrap_or(&self.root))
+                            .unwrap_or(&self.runs[run].root);
+                        (
+                            format!("{}/executions/{}", r.prefix, rel.display()),
+                            r.data.clone(),
+                        )
+                    }
+                    _ => (
+                        self.runs[run].root.display().to_string(),
+                        Arc::new(LocalData),
+                    ),
+                };
+                let paths = AttemptPaths::under(&base, &t);
                 let overwrite_cache = self.args.overwrite_cache;
                 std::thread::spawn(move || {
                     let (node, index, attempt) = (t.node, t.index, t.attempt);
@@ -534,7 +585,7 @@ impl Driver<'_> {
                                         launch: &t,
                                         task: c,
                                         paths: &paths,
-                                        data: &LocalData,
+                                        data: data.as_ref(),
                                     };
                                     let status = drive(&rt, conn, &a, &handles);
                                     if let (Some(k), TaskStatus::Succeeded { outputs, .. }) =
@@ -835,6 +886,7 @@ fn drive(
     // The attempt's folders on this machine, and its inputs.
     let prepared = [&a.paths.output_prefix, &a.paths.raw_output_prefix]
         .iter()
+        .filter(|p| !p.contains("://"))
         .try_for_each(std::fs::create_dir_all)
         .map_err(|e| e.to_string())
         .and_then(|()| {

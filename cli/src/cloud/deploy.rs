@@ -71,8 +71,10 @@ pub struct DeployArgs {
     pub bundle: Option<PathBuf>,
     /// The bucket for the zips.
     pub code_bucket: Option<String>,
-    /// Cluster settings (YAML or JSON) for the EksSettings parameter.
-    pub eks_config: Option<PathBuf>,
+    /// The settings file's contents, when one was given: its `eks` section becomes the EksSettings
+    /// parameter, `sagemaker.roleArn` SageMakerRoleArn and `batch.jobQueue` BatchJobQueueArns (a
+    /// `--parameter` of the same name wins).
+    pub settings: Option<updraft_settings::Settings>,
     /// Further parameters, `Key=Value`.
     pub parameters: Vec<String>,
 }
@@ -88,8 +90,16 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     };
     let mut params: BTreeMap<String, String> = BTreeMap::new();
     params.insert("Architecture".into(), arch.name().into());
-    if let Some(f) = &args.eks_config {
-        params.insert("EksSettings".into(), eks_settings(f)?);
+    if let Some(s) = &args.settings {
+        if let Some(eks) = &s.eks {
+            params.insert("EksSettings".into(), serde_json::to_string(eks)?);
+        }
+        if let Some(role) = &s.sagemaker.role_arn {
+            params.insert("SageMakerRoleArn".into(), role.clone());
+        }
+        if let Some(queue) = &s.batch.job_queue {
+            params.insert("BatchJobQueueArns".into(), queue.clone());
+        }
     }
     for p in &args.parameters {
         let (k, v) = p
@@ -243,17 +253,6 @@ async fn print_outputs(sdk: &aws_config::SdkConfig, stack: &str) -> anyhow::Resu
         .with_context(|| format!("stack `{stack}` vanished"))?;
     println!("{}", serde_json::to_string_pretty(&info.outputs)?);
     Ok(ExitCode::SUCCESS)
-}
-
-/// The EksSettings parameter: the file's settings, checked, as one line of JSON.
-fn eks_settings(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    let value: serde_json::Value = serde_norway::from_str(&text)
-        .with_context(|| format!("{}: not YAML or JSON", path.display()))?;
-    serde_json::from_value::<updraft_connector_eks::EksConfig>(value.clone())
-        .with_context(|| format!("{}: not cluster settings", path.display()))?;
-    Ok(serde_json::to_string(&value)?)
 }
 
 /// Builds the functions for `arch` with `scripts/bundle` in this source checkout; returns the folder.

@@ -100,6 +100,18 @@ pub trait Connector: Send + Sync {
         Ok(())
     }
 
+    /// Whether attempts' data must live in a remote store (`s3://`) because the service that runs them
+    /// reads and writes it there; false for connectors that reach the runtime's local folders.
+    fn remote_data(&self) -> bool {
+        false
+    }
+
+    /// The job whose state-change events concern the attempt `h` started, so a runtime that receives
+    /// such events can check the attempt as soon as one arrives.
+    fn watch(&self, _h: &Handle) -> Option<JobKey> {
+        None
+    }
+
     /// The job a service's state-change event (an EventBridge event's JSON) is about, if this connector
     /// makes such jobs.
     fn job_of(&self, _event: &serde_json::Value) -> Option<JobKey> {
@@ -119,5 +131,46 @@ pub fn failed(
         message: message.into(),
         kind,
         recoverable,
+    }
+}
+
+/// The attempt `updraft plan` shows: execution `plan`, the task's short name as the node, attempt 0,
+/// interruptible as the task says. Inputs not given stand as `<name>` in rendered arguments.
+pub fn plan_launch(
+    task: &CompiledTask,
+    mut inputs: updraft_proto::core::LiteralMap,
+    index: Option<u32>,
+) -> TaskLaunch {
+    for name in task.interface.inputs.keys() {
+        inputs.literals.entry(name.clone()).or_insert_with(|| {
+            updraft_engine::literal::primitive_lit(
+                updraft_proto::core::primitive::Value::StringValue(format!("<{name}>")),
+            )
+        });
+    }
+    let execution = "plan".to_string();
+    let node_id = "n0".to_string();
+    let name = updraft_engine::exec::dns_name(&match index {
+        Some(i) => format!("{execution}-{node_id}-{i}-0"),
+        None => format!("{execution}-{node_id}-0"),
+    });
+    let interruptible = task
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.interruptible_value)
+        .is_some_and(|updraft_proto::core::task_metadata::InterruptibleValue::Interruptible(i)| i);
+    TaskLaunch {
+        execution,
+        node: 0,
+        node_id,
+        index,
+        attempt: 0,
+        task: task.name.clone(),
+        inputs: std::sync::Arc::new(inputs),
+        name,
+        interruptible,
+        cache_key: None,
+        cache_serializable: false,
     }
 }

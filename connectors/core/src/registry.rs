@@ -57,6 +57,11 @@ impl Registry {
         self.connectors.iter().find(|c| c.name() == name)
     }
 
+    /// The job a service's state-change event is about, as the connector that makes such jobs names it.
+    pub fn job_of(&self, event: &serde_json::Value) -> Option<crate::JobKey> {
+        self.connectors.iter().find_map(|c| c.job_of(event))
+    }
+
     /// Everything that stops `tasks` from running here, one entry per problem, before anything starts.
     pub fn preflight<'a>(
         &self,

@@ -90,3 +90,52 @@ impl EksConfig {
             .replace("{{domain}}", &self.domain)
     }
 }
+
+impl EksConfig {
+    /// The cluster settings of a settings file's `eks` section; an unknown key is an error naming it
+    /// (`eks.podTemplate: unknown field …`).
+    pub fn from_settings(
+        origin: &str,
+        section: &serde_json::Value,
+    ) -> Result<Self, updraft_settings::SettingsError> {
+        updraft_settings::from_value(origin, "eks", section.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key the settings' JSON Schema lists under `eks` reads, and an unknown one is named.
+    #[test]
+    fn schema_keys_read() {
+        let schema: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../settings/updraft-settings.schema.json"
+        ))
+        .unwrap();
+        let eks = &schema["properties"]["eks"]["properties"];
+        let example = serde_json::json!({
+            "namespace": "ml", "project": "p", "domain": "d", "serviceAccount": "sa",
+            "interruptible": {"nodeSelector": {"a": "b"}, "tolerations": []},
+            "podTemplates": {}, "labels": {}, "annotations": {}, "env": {"A": "1"},
+            "deleteOnFinish": false, "sparkVersion": "3.5.0", "copilotImage": "c",
+            "imagePullGraceSeconds": 5,
+            "cluster": {"name": "c", "region": "r", "endpoint": "e", "certificateAuthorityData": "x"}
+        });
+        let mut keys: Vec<&String> = eks.as_object().unwrap().keys().collect();
+        let mut given: Vec<&String> = example.as_object().unwrap().keys().collect();
+        keys.sort();
+        given.sort();
+        assert_eq!(keys, given);
+        let c = EksConfig::from_settings("s.yaml", &example).unwrap();
+        assert_eq!(c.namespace(), "ml");
+        assert!(!c.delete_on_finish);
+        let e = EksConfig::from_settings("s.yaml", &serde_json::json!({"podTemplate": {}}))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("s.yaml: eks.podTemplate: unknown field `podTemplate`"),
+            "{e}"
+        );
+    }
+}

@@ -36,6 +36,7 @@ pub use cluster::{Cluster, ClusterError};
 pub use config::{EksConfig, Interruptible};
 pub use connector::EksConnector;
 pub use updraft_connector::AttemptPaths;
+pub use updraft_connector::plan_launch;
 
 /// A Kubernetes object to create.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,45 +217,4 @@ pub fn build(
             });
         }
     })
-}
-
-/// The attempt `updraft plan` shows: execution `plan`, the task's short name as the node, attempt 0,
-/// interruptible as the task says. Inputs not given stand as `<name>` in rendered arguments.
-pub fn plan_launch(
-    task: &CompiledTask,
-    mut inputs: updraft_proto::core::LiteralMap,
-    index: Option<u32>,
-) -> TaskLaunch {
-    for name in task.interface.inputs.keys() {
-        inputs.literals.entry(name.clone()).or_insert_with(|| {
-            updraft_engine::literal::primitive_lit(
-                updraft_proto::core::primitive::Value::StringValue(format!("<{name}>")),
-            )
-        });
-    }
-    let execution = "plan".to_string();
-    let node_id = "n0".to_string();
-    let name = updraft_engine::exec::dns_name(&match index {
-        Some(i) => format!("{execution}-{node_id}-{i}-0"),
-        None => format!("{execution}-{node_id}-0"),
-    });
-    let interruptible = task
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.interruptible_value)
-        .is_some_and(|updraft_proto::core::task_metadata::InterruptibleValue::Interruptible(i)| i);
-    TaskLaunch {
-        execution,
-        node: 0,
-        node_id,
-        index,
-        attempt: 0,
-        task: task.name.clone(),
-        inputs: std::sync::Arc::new(inputs),
-        name,
-        interruptible,
-        cache_key: None,
-        cache_serializable: false,
-    }
 }

@@ -1,0 +1,104 @@
+//! `updraft run --settings` with AWS Batch: flytekit's `aws-batch` fixture runs as a Batch job on moto
+//! (`localstack/moto-up`, the job's `pyflyte-execute` a local process of the flytekit environment), its
+//! data in moto's S3, and gives flytekit's outputs; a workflow whose settings cannot run it is refused
+//! before anything starts, naming what is missing. Needs `UPDRAFT_TEST_MOTO` and `UPDRAFT_TEST_PYTHON`
+//! (set by `scripts/test`).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+#[path = "../../connectors/batch/tests/support/mod.rs"]
+mod support;
+
+use common::{root, temp_dir, updraft, updraft_env};
+use std::path::PathBuf;
+
+fn python() -> PathBuf {
+    PathBuf::from(std::env::var("UPDRAFT_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("UPDRAFT_TEST_PYTHON is not set: run the tests with `bash scripts/test`")
+    }))
+}
+
+#[test]
+fn a_flytekit_batch_task_runs_as_a_batch_job() {
+    let bin = python().parent().unwrap().to_path_buf();
+    let moto = support::Moto::start(&[bin], &[root().join("tests/fixtures/flytekit/src")]);
+    let dir = temp_dir("batch-run");
+    let settings = dir.join("settings.yaml");
+    std::fs::write(&settings, moto.settings()).unwrap();
+    let state = dir.join("state");
+    let (code, out, err) = updraft_env(
+        &[
+            "run",
+            "tests/fixtures/flytekit/batch.tgz",
+            "--settings",
+            settings.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "-i",
+            "name=film",
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing".as_ref()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".as_ref()),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let outputs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(outputs, serde_json::json!({"o0": "film.mp4"}));
+    // The outputs came from the job, through S3: flytekit wrote them under the attempt's prefix.
+    let name = std::fs::read_dir(state.join("executions"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let key = format!(
+        "runs/executions/{}/n0/0/out/0/outputs.pb",
+        name.to_string_lossy()
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s3 = updraft_aws::s3_client(&moto.sdk());
+    rt.block_on(s3.head_object().bucket(support::BUCKET).key(&key).send())
+        .unwrap_or_else(|e| panic!("no {key}: {e:?}"));
+}
+
+#[test]
+fn settings_that_cannot_run_batch_are_refused_before_anything_starts() {
+    let dir = temp_dir("batch-refused");
+    let state = dir.join("state");
+    let (code, _, err) = updraft(&[
+        "run",
+        "tests/fixtures/flytekit/batch.tgz",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    for want in [
+        "fixtures.batch.transcode",
+        "batch.jobQueue",
+        "batch.jobRoleArn",
+        "data.prefix",
+        "nothing was started",
+    ] {
+        assert!(err.contains(want), "`{want}` missing from: {err}");
+    }
+    assert!(!state.join("executions").exists(), "nothing was started");
+    // An unknown key in the settings names the file and the key.
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "batch: {jobQeue: q}\n").unwrap();
+    let (code, _, err) = updraft(&[
+        "run",
+        "tests/fixtures/flytekit/batch.tgz",
+        "--settings",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "{}: batch.jobQeue: unknown field `jobQeue`",
+            bad.display()
+        )),
+        "{err}"
+    );
+}

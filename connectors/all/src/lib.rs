@@ -1,0 +1,33 @@
+//! Every runtime's registry of the AWS services' connectors, built from the settings: `updraft run`
+//! (beside its local or cluster connector) and the deployed functions build theirs here, so a service
+//! added here runs everywhere at once.
+
+use std::sync::Arc;
+
+use updraft_connector::Registry;
+use updraft_settings::Settings;
+
+/// `registry` with the connectors of the AWS services (AWS Batch) added, configured by `settings`
+/// and calling AWS with `sdk`'s configuration.
+pub fn with_services(
+    registry: Registry,
+    settings: &Settings,
+    sdk: &aws_config::SdkConfig,
+) -> Registry {
+    registry.with(Arc::new(updraft_connector_batch::BatchConnector::new(
+        sdk, settings,
+    )))
+}
+
+/// The SDK configuration `settings` describe: its `aws.region` and `aws.endpoint` over the SDK's own
+/// (environment, profile, `AWS_ENDPOINT_URL`).
+pub async fn sdk_config(settings: &Settings) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(r) = &settings.aws.region {
+        loader = loader.region(aws_config::Region::new(r.clone()));
+    }
+    if let Some(e) = &settings.aws.endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    loader.load().await
+}

@@ -1,0 +1,353 @@
+//! Updraft's settings file: one YAML (or JSON) file that `updraft run`, `plan` and `deploy` read with
+//! `--settings F`, and the deployed functions read from `UPDRAFT_SETTINGS`.
+//!
+//! ```yaml
+//! data:
+//!   prefix: s3://my-bucket/updraft        # where attempts' data live (default: the local state folder)
+//! aws:
+//!   region: eu-west-1                     # default: the SDK's own configuration
+//!   endpoint: http://127.0.0.1:5000       # optional; AWS_ENDPOINT_URL works too
+//! eks: { namespace: ml-{{domain}} }       # the cluster settings of native tasks
+//! batch:
+//!   jobQueue: arn:aws:batch:…:job-queue/ml
+//!   jobRoleArn: arn:aws:iam::…:role/ml-batch-job
+//! sagemaker:
+//!   roleArn: arn:aws:iam::…:role/ml-sagemaker
+//! ```
+//!
+//! Every key is optional. An unknown key is an error naming the file and the key's place
+//! ([`SettingsError`]); so is a value of the wrong kind. The keys are described in `docs/settings.md`
+//! and `updraft-settings.schema.json` beside this crate.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The top-level keys of a settings file.
+pub const SECTIONS: &[&str] = &["data", "aws", "eks", "batch", "sagemaker"];
+
+/// The whole settings file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Settings {
+    /// Where attempts' data live.
+    pub data: DataSettings,
+    /// How the AWS services are reached.
+    pub aws: AwsSettings,
+    /// The cluster settings of native tasks (checked by the EKS connector); absent: no cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eks: Option<serde_json::Value>,
+    /// AWS Batch tasks.
+    pub batch: BatchSettings,
+    /// SageMaker tasks.
+    pub sagemaker: SageMakerSettings,
+}
+
+/// `data`: where attempts' data live.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct DataSettings {
+    /// `s3://bucket/prefix` or a local folder; default: the local state folder (`updraft run`) or the
+    /// stack's bucket (deployed). Tasks that run on an AWS service need an `s3://` prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+/// `aws`: how the AWS services are reached.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct AwsSettings {
+    /// The region; default: the SDK's own configuration (`AWS_REGION`, the profile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// One endpoint for every service (an S3-compatible or emulated AWS); default: the SDK's own
+    /// configuration, `AWS_ENDPOINT_URL` included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// `batch`: AWS Batch tasks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct BatchSettings {
+    /// The job queue (name or ARN) of tasks whose configuration names none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_queue: Option<String>,
+    /// The IAM role jobs run as (the job definition's `jobRoleArn`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_role_arn: Option<String>,
+}
+
+/// `sagemaker`: SageMaker tasks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct SageMakerSettings {
+    /// The execution role of jobs whose request names none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+}
+
+/// A settings file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {reason}")]
+pub struct SettingsError {
+    /// The file (or the variable) the settings came from.
+    pub origin: String,
+    /// What is wrong, naming the key.
+    pub reason: String,
+}
+
+impl SettingsError {
+    fn new(origin: &str, reason: impl Into<String>) -> Self {
+        Self {
+            origin: origin.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Reads a value of `T` from a JSON value, naming the key that is wrong (`batch: unknown field …`).
+pub fn from_value<T: serde::de::DeserializeOwned>(
+    origin: &str,
+    section: &str,
+    value: serde_json::Value,
+) -> Result<T, SettingsError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let at = match (section.is_empty(), path.as_str()) {
+            (true, ".") => String::new(),
+            (true, p) => format!("{p}: "),
+            (false, ".") => format!("{section}: "),
+            (false, p) => format!("{section}.{p}: "),
+        };
+        SettingsError::new(origin, format!("{at}{}", e.into_inner()))
+    })
+}
+
+impl Settings {
+    /// Reads a settings file (YAML or JSON).
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SettingsError::new(&origin, format!("cannot read: {e}")))?;
+        Self::parse(&origin, &text)
+    }
+
+    /// Reads settings from text (YAML or JSON); `origin` names where it came from in errors.
+    pub fn parse(origin: &str, text: &str) -> Result<Self, SettingsError> {
+        let value = yaml_value(origin, text)?;
+        let settings: Self = from_value(origin, "", value)?;
+        settings.check(origin)?;
+        Ok(settings)
+    }
+
+    /// Reads `--eks-config F`: a settings file, or (as before settings files) the cluster settings
+    /// alone, which become the `eks` section.
+    pub fn load_eks_alias(path: &Path) -> Result<Self, SettingsError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SettingsError::new(&origin, format!("cannot read: {e}")))?;
+        let value = yaml_value(&origin, &text)?;
+        let whole = value
+            .as_object()
+            .is_some_and(|m| !m.is_empty() && m.keys().all(|k| SECTIONS.contains(&k.as_str())));
+        if whole {
+            return Self::parse(&origin, &text);
+        }
+        Ok(Self {
+            eks: Some(value),
+            ..Self::default()
+        })
+    }
+
+    /// Checks what the types do not: prefixes and endpoints are of a known kind.
+    fn check(&self, origin: &str) -> Result<(), SettingsError> {
+        if let Some(p) = &self.data.prefix {
+            if p.trim().is_empty() {
+                return Err(SettingsError::new(origin, "data.prefix: empty"));
+            }
+            if p.contains("://") && !p.starts_with("s3://") {
+                return Err(SettingsError::new(
+                    origin,
+                    format!("data.prefix: `{p}` is neither an s3:// URI nor a local folder"),
+                ));
+            }
+        }
+        if let Some(e) = &self.aws.endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(SettingsError::new(
+                origin,
+                format!("aws.endpoint: `{e}` is not an http:// or https:// URL"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The data prefix as an `s3://` URI, for tasks that run on an AWS service; the error says where
+    /// to set one.
+    pub fn s3_prefix(&self) -> Result<&str, String> {
+        match self.data.prefix.as_deref() {
+            Some(p) if p.starts_with("s3://") => Ok(p.trim_end_matches('/')),
+            Some(p) => Err(format!(
+                "this task runs on an AWS service, which reads and writes its data in S3, but the \
+                 settings' data.prefix is the local folder `{p}`; set data.prefix to an s3:// URI"
+            )),
+            None => Err(
+                "this task runs on an AWS service, which reads and writes its data in S3; give a \
+                 settings file (--settings) with data.prefix set to an s3:// URI"
+                    .into(),
+            ),
+        }
+    }
+
+    /// The settings as one line of JSON (how the stack hands them to its functions).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// The local data folder, when `data.prefix` names one.
+    pub fn local_prefix(&self) -> Option<PathBuf> {
+        self.data
+            .prefix
+            .as_deref()
+            .filter(|p| !p.starts_with("s3://"))
+            .map(PathBuf::from)
+    }
+}
+
+fn yaml_value(origin: &str, text: &str) -> Result<serde_json::Value, SettingsError> {
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Object(Default::default()));
+    }
+    let value: serde_json::Value = serde_norway::from_str(text)
+        .map_err(|e| SettingsError::new(origin, format!("not YAML or JSON: {e}")))?;
+    match value {
+        serde_json::Value::Null => Ok(serde_json::Value::Object(Default::default())),
+        v @ serde_json::Value::Object(_) => Ok(v),
+        _ => Err(SettingsError::new(
+            origin,
+            "settings are a mapping of keys (data, aws, eks, batch, sagemaker)",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = "\
+data: {prefix: s3://bucket/updraft}
+aws: {region: eu-west-1, endpoint: http://127.0.0.1:5000}
+eks: {namespace: ml}
+batch: {jobQueue: ml-queue, jobRoleArn: arn:aws:iam::123456789012:role/batch}
+sagemaker: {roleArn: arn:aws:iam::123456789012:role/sagemaker}
+";
+
+    #[test]
+    fn every_key_reads() {
+        let s = Settings::parse("f.yaml", FULL).unwrap();
+        assert_eq!(s.data.prefix.as_deref(), Some("s3://bucket/updraft"));
+        assert_eq!(s.aws.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(s.aws.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(s.eks, Some(serde_json::json!({"namespace": "ml"})));
+        assert_eq!(s.batch.job_queue.as_deref(), Some("ml-queue"));
+        assert!(s.batch.job_role_arn.unwrap().ends_with("role/batch"));
+        assert!(s.sagemaker.role_arn.unwrap().ends_with("role/sagemaker"));
+        assert_eq!(
+            s3(&Settings::parse("f", FULL).unwrap()),
+            "s3://bucket/updraft"
+        );
+    }
+
+    fn s3(s: &Settings) -> &str {
+        s.s3_prefix().unwrap()
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Settings::parse("f.yaml", "batch: {jobQeue: q}\n").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("f.yaml: batch.jobQeue: unknown field `jobQeue`"),
+            "{text}"
+        );
+        assert!(text.contains("jobQueue"), "{text}");
+        let e = Settings::parse("f.yaml", "sagemker: {}\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `sagemker`"), "{e}");
+        let e = Settings::parse("f.yaml", "data: {prefix: 3}\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("f.yaml: data.prefix: invalid type"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn values_are_checked() {
+        let e = Settings::parse("f", "data: {prefix: 'gs://b/p'}").unwrap_err();
+        assert!(e.to_string().contains("data.prefix: `gs://b/p`"), "{e}");
+        let e = Settings::parse("f", "aws: {endpoint: localhost:5000}").unwrap_err();
+        assert!(e.to_string().contains("aws.endpoint"), "{e}");
+        let e = Settings::parse("f", "- a").unwrap_err();
+        assert!(e.to_string().contains("mapping"), "{e}");
+        assert_eq!(Settings::parse("f", "").unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn s3_prefix_says_what_is_missing() {
+        let none = Settings::default();
+        assert!(none.s3_prefix().unwrap_err().contains("--settings"));
+        let local = Settings::parse("f", "data: {prefix: /tmp/x}").unwrap();
+        assert!(local.s3_prefix().unwrap_err().contains("`/tmp/x`"));
+        assert_eq!(local.local_prefix(), Some(PathBuf::from("/tmp/x")));
+    }
+
+    #[test]
+    fn eks_alias_takes_either_form() {
+        let dir = std::env::temp_dir().join(format!("updraft-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bare = dir.join("eks.yaml");
+        std::fs::write(&bare, "namespace: ml\nserviceAccount: runner\n").unwrap();
+        let s = Settings::load_eks_alias(&bare).unwrap();
+        assert_eq!(
+            s.eks,
+            Some(serde_json::json!({"namespace": "ml", "serviceAccount": "runner"}))
+        );
+        let whole = dir.join("settings.yaml");
+        std::fs::write(&whole, FULL).unwrap();
+        assert_eq!(
+            Settings::load_eks_alias(&whole).unwrap(),
+            Settings::parse("x", FULL).unwrap()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The JSON Schema beside the crate names exactly the keys the loader reads.
+    #[test]
+    fn schema_matches_the_loader() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../updraft-settings.schema.json")).unwrap();
+        assert_eq!(schema["additionalProperties"], false);
+        let props = schema["properties"].as_object().unwrap();
+        let top: Vec<&str> = props.keys().map(String::as_str).collect();
+        let mut want = SECTIONS.to_vec();
+        want.sort();
+        let mut got = top.clone();
+        got.sort();
+        assert_eq!(got, want);
+        let full: serde_json::Value = serde_norway::from_str(FULL).unwrap();
+        for section in ["data", "aws", "batch", "sagemaker"] {
+            let s = &props[section];
+            assert_eq!(s["additionalProperties"], false, "{section}");
+            let mut keys: Vec<&String> = s["properties"].as_object().unwrap().keys().collect();
+            keys.sort();
+            let mut example: Vec<&String> = full[section].as_object().unwrap().keys().collect();
+            example.sort();
+            assert_eq!(
+                keys, example,
+                "{section}: the schema's keys and the loader's"
+            );
+        }
+    }
+}
