@@ -68,7 +68,8 @@ pub struct JobSpec {
     /// The request.
     pub submit: Submit,
     /// Where the task writes its outcome (`outputs.pb`, `error.pb`): flytekit's AWS Batch tasks write
-    /// under `{{.outputPrefix}}/0`, as the element of an array of one.
+    /// under `{{.outputPrefix}}/0`, as the element of an array of one; a task whose arguments pass the
+    /// output prefix itself, there.
     pub outcome_prefix: String,
 }
 
@@ -237,6 +238,15 @@ pub fn spec(
         );
         env.insert("FAKE_JOB_ARRAY_INDEX".into(), "0".into());
     }
+    // flytekit's Batch tasks write their outcome under `{{.outputPrefix}}/0` (an array of one to Flyte);
+    // tasks that pass the output prefix itself write there.
+    let base = paths.output_prefix.trim_end_matches('/');
+    let element = format!("{base}/0");
+    let outcome_prefix = if command.iter().any(|a| a == &element) {
+        element
+    } else {
+        base.to_string()
+    };
     tags.insert("updraft:execution".into(), launch.execution.clone());
     tags.insert("updraft:node".into(), launch.node_id.clone());
     let definition = definition(&c.image, settings.job_role_arn.clone(), platform);
@@ -255,7 +265,7 @@ pub fn spec(
             retry_attempts,
             timeout_seconds,
         },
-        outcome_prefix: format!("{}/0", paths.output_prefix.trim_end_matches('/')),
+        outcome_prefix,
     })
 }
 
@@ -416,6 +426,41 @@ mod tests {
         assert_ne!(a.name, c.name);
         assert!(a.name.starts_with("updraft-train-"), "{}", a.name);
         assert_eq!(a.name.len(), "updraft-train-".len() + 16);
+    }
+
+    fn task(args: &[&str]) -> CompiledTask {
+        use updraft_proto::core::{Container, TaskTemplate};
+        CompiledTask {
+            name: "t".into(),
+            template: TaskTemplate {
+                r#type: "aws-batch".into(),
+                target: Some(Target::Container(Container {
+                    image: "img".into(),
+                    args: args.iter().map(|s| s.to_string()).collect(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+            plugin: updraft_engine::plugins::PluginKind::Batch,
+            interface: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_outcome_is_where_the_arguments_send_it() {
+        let settings = BatchSettings {
+            job_queue: Some("q".into()),
+            job_role_arn: Some("r".into()),
+        };
+        let t = task(&["run", "{{.outputPrefix}}/0"]);
+        let launch = updraft_connector::plan_launch(&t, Default::default(), None);
+        let paths = AttemptPaths::under("s3://b/e", &launch);
+        let s = spec(&t, &launch, &paths, &settings).unwrap();
+        assert_eq!(s.outcome_prefix, "s3://b/e/n0/0/out/0");
+        assert_eq!(s.submit.command, ["run", "s3://b/e/n0/0/out/0"]);
+        let t = task(&["run", "{{.outputPrefix}}"]);
+        let s = spec(&t, &launch, &paths, &settings).unwrap();
+        assert_eq!(s.outcome_prefix, "s3://b/e/n0/0/out");
     }
 
     #[test]

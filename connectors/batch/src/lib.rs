@@ -13,7 +13,8 @@
 //!   repeated (a redelivered message, a crash before the commit) finds the job already submitted under
 //!   its name (`ListJobs` by name) and submits nothing.
 //! - **Check**: `DescribeJobs`; on `SUCCEEDED` the outcome is what the task wrote under its output
-//!   prefix (`<outputPrefix>/0`, as flytekit's Batch tasks write it); on `FAILED`, an `error.pb` decides,
+//!   prefix (`<outputPrefix>/0` when the arguments say so, as flytekit's Batch tasks do); on `FAILED`, an
+//!   `error.pb` decides,
 //!   else the status reason and the exit code (see [`failure`]).
 //! - **Abort**: `TerminateJob`; a job already gone is fine.
 //! - **Events**: `Batch Job State Change` events name the job (`batch:<job id>`).
