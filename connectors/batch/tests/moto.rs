@@ -237,7 +237,7 @@ fn failures_and_aborts() {
         updraft_engine::exec::outcome::error_document("Bad", "bad input", ErrorKind::User, false);
     bed.rt
         .block_on(bed.data.put(
-            &format!("{}/0/error.pb", paths.output_prefix),
+            &format!("{}/error.pb", paths.output_prefix),
             updraft_proto::Message::encode_to_vec(&doc),
         ))
         .unwrap();
