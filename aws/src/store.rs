@@ -7,6 +7,7 @@
 //! | cache entry | `cache#<key>` | `#` | `outputs` (LiteralMap) |
 //! | registered workflow or launch plan | `reg#<name>` | `#` | `package` (S3 key), `registered` |
 //! | watched external job | `watch#<job key>` | `#` | `message` (the QueueMessage that checks the task), `ttl` |
+//! | started task attempt | `attempt#<attempt name>` | `#` | `handle` (its connector's handle, JSON), `ttl` |
 //!
 //! One execution is changed by one transition at a time: a transition takes the execution's lease
 //! (a conditional update), reads its node records (one query), and commits the new state in one
@@ -472,5 +473,29 @@ impl Store {
             .get(format!("watch#{job}"), "watch")
             .await?
             .and_then(|i| get_b(&i, "message")))
+    }
+
+    /// Keeps the handle of task attempt `name` (what its connector's start made, as JSON), so an abort
+    /// reaches what it made without rebuilding it. Kept 30 days; a repeated start writes the same.
+    pub async fn put_handle(&self, name: &str, handle: &str, now_ms: i64) -> Result<(), Error> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("attempt#{name}")))
+            .item("sk", s("#"))
+            .item("handle", s(handle))
+            .item("ttl", n(now_ms / 1000 + RETENTION_SECS as i64))
+            .send()
+            .await
+            .map_err(|e| Error::aws("DynamoDB PutItem (attempt handle)", e))?;
+        Ok(())
+    }
+
+    /// The handle of task attempt `name`, if its start was recorded.
+    pub async fn handle(&self, name: &str) -> Result<Option<String>, Error> {
+        Ok(self
+            .get(format!("attempt#{name}"), "attempt handle")
+            .await?
+            .and_then(|i| get_s(&i, "handle")))
     }
 }

@@ -234,7 +234,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Some(Remote {
                 prefix: prefix.to_string(),
                 data: Arc::new(updraft_aws::blobs::Blobs::new(
-                    updraft_aws::s3_client(&sdk),
+                    s3_client(&sdk, &args.settings),
                     bucket,
                 )),
             })
@@ -379,6 +379,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         d.local.push_back((run, ev));
     }
+}
+
+/// The S3 client of the run's remote data: path-style, at the settings' `aws.endpoint` when they give one
+/// (which wins over `AWS_ENDPOINT_URL`).
+fn s3_client(
+    sdk: &aws_config::SdkConfig,
+    settings: &updraft_settings::Settings,
+) -> aws_sdk_s3::Client {
+    let mut conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(true);
+    if let Some(e) = &settings.aws.endpoint {
+        conf = conf.endpoint_url(e);
+    }
+    aws_sdk_s3::Client::from_conf(conf.build())
 }
 
 /// A raw container (its data moved by a `data_config`).

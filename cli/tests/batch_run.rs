@@ -41,6 +41,8 @@ fn a_flytekit_batch_task_runs_as_a_batch_job() {
         &[
             ("AWS_ACCESS_KEY_ID", "testing".as_ref()),
             ("AWS_SECRET_ACCESS_KEY", "testing".as_ref()),
+            // The settings' aws.endpoint wins over the environment's.
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9".as_ref()),
         ],
     );
     assert_eq!(code, 0, "{err}");

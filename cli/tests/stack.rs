@@ -15,6 +15,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "../../connectors/batch/tests/support/mod.rs"]
+mod support;
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -204,6 +206,11 @@ fn cluster(work: &Path) -> Server {
 
 /// Deploys a stack named after `tag` with the test cluster and the parameters given (`-p K=V`).
 fn deploy(tag: &str, params: &[&str]) -> Deployed {
+    deploy_with(tag, params, serde_json::json!({}))
+}
+
+/// As [`deploy`], with more sections of the settings file (`aws`, `batch`, …) beside the cluster's.
+fn deploy_with(tag: &str, params: &[&str], more: serde_json::Value) -> Deployed {
     let ep = endpoint();
     let work = temp_dir(tag);
     let server = cluster(&work);
@@ -222,8 +229,13 @@ fn deploy(tag: &str, params: &[&str]) -> Deployed {
             "AWS_DEFAULT_REGION": "us-east-1",
         }
     });
-    let eks_file = work.join("eks.json");
-    std::fs::write(&eks_file, eks.to_string()).unwrap();
+    let mut settings = serde_json::json!({ "eks": eks });
+    for (k, v) in more.as_object().unwrap() {
+        settings[k] = v.clone();
+    }
+    // JSON is YAML: the settings file as --settings reads it.
+    let settings_file = work.join("settings.yaml");
+    std::fs::write(&settings_file, settings.to_string()).unwrap();
     let bundle = bundle();
     let stack = format!("{tag}{}", std::process::id());
     let mut d = Deployed {
@@ -236,8 +248,8 @@ fn deploy(tag: &str, params: &[&str]) -> Deployed {
         "deploy",
         "--bundle",
         bundle.to_str().unwrap(),
-        "--eks-config",
-        eks_file.to_str().unwrap(),
+        "--settings",
+        settings_file.to_str().unwrap(),
         "-p",
         "MaxCheckDelaySeconds=2",
     ];
@@ -691,4 +703,112 @@ fn a_deployed_stack_survives_crashes_fails_poisoned_executions_and_hears_job_eve
         "{out}"
     );
     assert_eq!(d.s3_outputs("br"), local);
+}
+
+/// The job names moto's Batch has for attempt `name` (on the test queue).
+fn batch_jobs(moto: &support::Moto, name: &str) -> Vec<(String, String, String)> {
+    let sdk = moto.sdk();
+    let name = name.to_string();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async move {
+            let batch = aws_sdk_batch::Client::new(&sdk);
+            let listed = batch
+                .list_jobs()
+                .job_queue(support::QUEUE)
+                .filters(
+                    aws_sdk_batch::types::KeyValuesPair::builder()
+                        .name("JOB_NAME")
+                        .values(&name)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            for j in listed.job_summary_list() {
+                let id = j.job_id().unwrap().to_string();
+                let d = batch.describe_jobs().jobs(&id).send().await.unwrap();
+                let job = &d.jobs()[0];
+                out.push((
+                    id,
+                    job.status()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
+                    job.status_reason().unwrap_or_default().to_string(),
+                ));
+            }
+            out
+        })
+}
+
+#[test]
+fn a_deployed_stack_runs_aws_batch_tasks_as_batch_jobs() {
+    // moto's Batch runs each job's pyflyte-execute as a local process, against LocalStack's S3 (the
+    // stack's bucket), and publishes the jobs' state changes to LocalStack's EventBridge.
+    let ls = endpoint();
+    let bin = Path::new(&python()).parent().unwrap().to_path_buf();
+    let moto = support::Moto::start_with(
+        &[bin],
+        &[root().join("tests/fixtures/flytekit/src")],
+        &[("FLYTE_AWS_ENDPOINT", &ls), ("AWS_ENDPOINT_URL", &ls)],
+    );
+    moto.lifecycle(serde_json::json!({ "events_endpoint": ls }));
+    // Every transitions-queue message is delivered twice.
+    let d = deploy_with(
+        "batch",
+        &["FaultInjection=duplicate"],
+        serde_json::json!({
+            "aws": {"endpoint": moto.endpoint},
+            "batch": {"jobQueue": support::QUEUE, "jobRoleArn": support::ROLE},
+        }),
+    );
+    let (code, _, err) = d.updraft(&["register", "tests/fixtures/flytekit/batch.tgz"]);
+    assert_eq!(code, 0, "register: {err}");
+    let (code, _, err) = d.updraft(&[
+        "launch",
+        "-w",
+        "fixtures.batch.batch_wf",
+        "-i",
+        "name=film",
+        "--name",
+        "bj",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "launch bj: {err}");
+    assert_eq!(d.s3_outputs("bj"), serde_json::json!({"o0": "film.mp4"}));
+    // One job, however often its start was delivered.
+    let jobs = batch_jobs(&moto, "bj-n0-0");
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].1, "SUCCEEDED");
+    // Its state changes came through EventBridge to the events function, which checked the attempt.
+    let key = format!("batch:{}", jobs[0].0);
+    poll(Duration::from_secs(60), || {
+        let (_, logs, _) = d.updraft(&["logs", "bj"]);
+        (logs.contains("check sent") && logs.contains(&key))
+            .then_some(())
+            .ok_or(format!("no check sent for {key}: {logs}"))
+    });
+
+    // An abort stops the job through the handle its start kept.
+    moto.lifecycle(serde_json::json!({ "queue_seconds": 120.0 }));
+    let (code, _, err) = d.updraft(&["launch", "-w", "fixtures.batch.batch_wf", "--name", "held"]);
+    assert_eq!(code, 0, "launch held: {err}");
+    poll(Duration::from_secs(60), || {
+        let jobs = batch_jobs(&moto, "held-n0-0");
+        (jobs.len() == 1).then_some(()).ok_or(format!("{jobs:?}"))
+    });
+    let (code, _, err) = d.updraft(&["abort", "held", "--reason", "not needed"]);
+    assert_eq!(code, 0, "abort: {err}");
+    poll(Duration::from_secs(60), || {
+        let jobs = batch_jobs(&moto, "held-n0-0");
+        let stopped = jobs.len() == 1
+            && jobs[0].1 == "FAILED"
+            && jobs[0].2 == updraft_connector_batch::ABORT_REASON;
+        stopped
+            .then_some(())
+            .ok_or(format!("the job was not terminated: {jobs:?}"))
+    });
+    let (_, out, _) = d.updraft(&["status", "held"]);
+    assert!(out.contains("ABORTED"), "{out}");
 }

@@ -222,6 +222,7 @@ async fn resources(sdk: &aws_config::SdkConfig, id: &str) -> Settings {
         bucket: id.into(),
         transitions_url: url,
         eks: None,
+        services: Default::default(),
         max_check_delay: Duration::from_secs(1),
         lease: Duration::from_secs(30),
         max_receives: 5,

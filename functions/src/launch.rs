@@ -8,7 +8,6 @@ use std::time::Duration;
 use serde_json::Value;
 use updraft_engine::exec::{ExecConfig, Execution, Program, exec_phase_code};
 use updraft_engine::launch::{choose_launch_plan, launch_inputs, reachable_tasks};
-use updraft_engine::plugins::PluginKind;
 use updraft_engine::{CompiledPackage, Limits, Package};
 use updraft_proto::Message;
 use updraft_proto::updraft::{QueueMessage, StartMessage, queue_message};
@@ -112,7 +111,7 @@ pub async fn launch(
     let inputs = launch_inputs(&pkg, &lp, req.inputs.clone())
         .map_err(|e| Error::Invalid(format!("request: {e}")))?;
     let workflow = pkg.launch_plans[&lp].workflow.clone();
-    check_tasks(settings, &pkg, &workflow)?;
+    check_tasks(settings, &clients.sdk, &pkg, &workflow)?;
     let mut config = ExecConfig::new(&name);
     config.overwrite_cache = req.overwrite_cache;
     config.max_parallelism = req.max_parallelism.filter(|m| *m > 0);
@@ -149,31 +148,42 @@ pub async fn launch(
     Ok(name)
 }
 
-/// Refuses a workflow with tasks this deployment cannot run: native tasks need the cluster settings;
-/// other task types have no connector here yet.
+/// Refuses a workflow with tasks this deployment cannot run, each problem named: native tasks need
+/// the cluster settings (the cluster itself is reached only when a task starts); the AWS services'
+/// tasks go through their connectors' pre-flight checks (queue, role, configuration); other task
+/// types have no connector here.
 pub fn check_tasks(
     settings: &Settings,
+    sdk: &aws_config::SdkConfig,
     pkg: &CompiledPackage,
     workflow: &str,
 ) -> Result<(), Error> {
+    let tasks = reachable_tasks(pkg, workflow);
     let mut bad = Vec::new();
-    for t in reachable_tasks(pkg, workflow).values() {
-        let ok = t.plugin == PluginKind::Echo || (t.plugin.is_native() && settings.eks.is_some());
-        if !ok {
-            bad.push(format!("{} ({})", t.name, t.plugin));
+    let mut others = Vec::new();
+    for t in tasks.values() {
+        if t.runs_in_engine() {
+            continue;
+        }
+        if t.plugin.is_native() {
+            if settings.eks.is_none() {
+                bad.push(format!(
+                    "task `{}` ({}): the stack has no cluster settings (EksClusterName, EksSettings)",
+                    t.name, t.plugin
+                ));
+            }
+        } else {
+            others.push(*t);
         }
     }
+    let services = settings.registry(None, sdk);
+    bad.extend(services.preflight(others).iter().map(ToString::to_string));
     if bad.is_empty() {
         return Ok(());
     }
-    let why = if settings.eks.is_none() {
-        "the stack has no cluster settings (UPDRAFT_EKS), and other task types have no connector yet"
-    } else {
-        "only native (cluster) tasks run on the serverless runtime yet"
-    };
     Err(Error::Invalid(format!(
-        "request: `{workflow}` has tasks that cannot run here: {}; {why}; nothing was started",
-        bad.join(", ")
+        "request: `{workflow}` has tasks that cannot run here: {}; nothing was started",
+        bad.join("; ")
     )))
 }
 

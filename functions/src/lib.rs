@@ -41,8 +41,13 @@ pub struct Settings {
     /// `UPDRAFT_MAX_RECEIVES`: the queue's maxReceiveCount; on a message's last delivery a failure to
     /// process it fails its execution before it goes to the dead-letter queue (default 5).
     pub max_receives: u32,
+    /// `UPDRAFT_SETTINGS`: the settings file's sections for the AWS services' connectors (`aws`,
+    /// `batch`, `sagemaker`) as JSON, as `updraft deploy --settings` passes them; `data.prefix` is
+    /// always the stack's bucket.
+    pub services: updraft_settings::Settings,
     /// `UPDRAFT_FAULT`: fault injection for tests: `crash-before-commit` (exit after a transition's
-    /// effects, before its commit, on the first delivery of each message that started a task),
+    /// effects, before its commit, on the first delivery of a message that started a task for the
+    /// first time: once per attempt),
     /// `drop-before-commit` (the same without exiting: the transition fails, nothing is committed and
     /// the lease is left to expire, as after a crash) or `duplicate` (send every message twice).
     pub fault: Option<String>,
@@ -106,9 +111,21 @@ impl Settings {
                 ),
             });
         }
+        let bucket = var("UPDRAFT_BUCKET")?;
+        let mut services =
+            match set("UPDRAFT_SETTINGS") {
+                Some(text) => updraft_settings::Settings::parse("UPDRAFT_SETTINGS", &text)
+                    .map_err(|e| Error::Setting {
+                        name: "UPDRAFT_SETTINGS".into(),
+                        reason: e.reason,
+                    })?,
+                None => updraft_settings::Settings::default(),
+            };
+        services.data.prefix = Some(format!("s3://{bucket}/executions"));
         Ok(Self {
             table: var("UPDRAFT_TABLE")?,
-            bucket: var("UPDRAFT_BUCKET")?,
+            bucket,
+            services,
             transitions_url: var("UPDRAFT_TRANSITIONS_URL")?,
             eks,
             max_check_delay: Duration::from_secs(number("UPDRAFT_MAX_CHECK_DELAY", 60)?.min(900)),
@@ -120,6 +137,19 @@ impl Settings {
 }
 
 impl Settings {
+    /// The connectors of this deployment: the cluster's, when one is given, and the AWS services'.
+    pub fn registry(
+        &self,
+        eks: Option<std::sync::Arc<updraft_connector_eks::EksConnector>>,
+        sdk: &aws_config::SdkConfig,
+    ) -> updraft_connector::Registry {
+        let mut registry = updraft_connector::Registry::new();
+        if let Some(e) = eks {
+            registry = registry.with(e);
+        }
+        updraft_connectors::with_services(registry, &self.services, sdk)
+    }
+
     /// The deployment's clients, from the environment's AWS configuration (`AWS_ENDPOINT_URL` and the
     /// like apply).
     pub async fn clients(&self) -> Clients {

@@ -21,10 +21,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use updraft_connector::{Attempt, Connector, Handle, Registry};
-use updraft_connector_eks::{AttemptPaths, Cluster, EksConfig, EksConnector, plan_launch};
-use updraft_engine::CompiledPackage;
-use updraft_engine::compile::NodeKind;
+use updraft_connector::{Attempt, Handle, Registry};
+use updraft_connector_eks::{AttemptPaths, Cluster, EksConfig, EksConnector};
 use updraft_engine::exec::{
     Effect, ErrorKind, Event, ExecError, ExecPhase, Execution, Program, TaskStatus, TimerKind,
     error_from_record, error_record, exec_phase, exec_phase_code,
@@ -121,8 +119,6 @@ pub struct Transition {
     clients: Clients,
     /// The connectors that run this stack's tasks.
     registry: Registry,
-    /// The cluster's connector, when the settings name one (aborts rebuild its handles from the task).
-    eks: Option<Arc<EksConnector>>,
     packages: Packages,
     owner: String,
 }
@@ -174,15 +170,11 @@ impl Transition {
     ) -> Self {
         let owner = format!("{}-{}", std::process::id(), now_ms());
         let eks = cluster.map(|(c, config)| Arc::new(EksConnector::new(c, config)));
-        let mut registry = Registry::new();
-        if let Some(e) = &eks {
-            registry = registry.with(e.clone());
-        }
+        let registry = settings.registry(eks, &clients.sdk);
         Self {
             settings,
             clients,
             registry,
-            eks,
             packages: Packages::default(),
             owner,
         }
@@ -337,7 +329,7 @@ impl Transition {
         let h = handle_of(c)?;
         let Some(conn) = self.registry.named(&h.connector) else {
             return Err(Error::Setting {
-                name: "UPDRAFT_EKS".into(),
+                name: "UPDRAFT_EKS / UPDRAFT_SETTINGS".into(),
                 reason: format!(
                     "a check of a `{}` attempt arrived but the function has no such connector",
                     h.connector
@@ -463,6 +455,7 @@ impl Transition {
             overwrite_cache,
             events: VecDeque::from([event]),
             outcome: Outcome::default(),
+            first_start: false,
         };
         let mut guard = 0;
         while let Some(ev) = ctx.events.pop_front() {
@@ -476,7 +469,7 @@ impl Transition {
                 self.apply(&mut ctx, e).await?;
             }
         }
-        if receive_count == 1 && !ctx.outcome.started.is_empty() {
+        if receive_count == 1 && ctx.first_start {
             match self.settings.fault.as_deref() {
                 Some("crash-before-commit") => {
                     tracing::warn!(execution = %exec, "fault injection: exiting between the effects and the commit");
@@ -556,7 +549,22 @@ impl Transition {
                 let status = self.start_task(&t, &paths, ctx.program).await;
                 tracing::info!(execution = %exec, node = %t.node_id, attempt = t.attempt, index = ?t.index, attempt_name = %t.name, "task started");
                 match status {
-                    Ok(handle) => {
+                    Ok((handle, watch)) => {
+                        // Fault injection crashes once per attempt: a copy of a crashed message
+                        // (re-sent while the crashed transition's lease was held) must not crash again.
+                        if self
+                            .settings
+                            .fault
+                            .as_deref()
+                            .is_some_and(|f| f.ends_with("-before-commit"))
+                        {
+                            ctx.first_start |= self.clients.store.handle(&t.name).await?.is_none();
+                        }
+                        // Kept with the attempt: an abort reaches what the start made through it.
+                        self.clients
+                            .store
+                            .put_handle(&t.name, &handle, now_ms())
+                            .await?;
                         let check = CheckMessage {
                             node: t.node,
                             index: t.index,
@@ -569,9 +577,17 @@ impl Transition {
                             cache_key: t.cache_key.clone().unwrap_or_default(),
                             checks: 0,
                         };
+                        let check = message(&exec, Kind::Check(check));
+                        // The job's state changes (through the events function) check it at once.
+                        if let Some(job) = watch {
+                            self.clients
+                                .store
+                                .watch(&job.0, &check.encode_to_vec(), now_ms())
+                                .await?;
+                        }
                         self.clients
                             .queue
-                            .send(&message(&exec, Kind::Check(check)), Duration::from_secs(1))
+                            .send(&check, Duration::from_secs(1))
                             .await?;
                         ctx.outcome.started.push(t.name);
                     }
@@ -583,15 +599,7 @@ impl Transition {
                     }),
                 }
             }
-            Effect::AbortTask {
-                node,
-                index,
-                attempt,
-                name,
-            } => {
-                self.abort_task(ctx.program, &exec, node, index, attempt, &name)
-                    .await
-            }
+            Effect::AbortTask { name, .. } => self.abort_task(&exec, &name).await?,
             Effect::Timer {
                 node,
                 index,
@@ -688,14 +696,14 @@ impl Transition {
         Ok(())
     }
 
-    /// Starts the attempt through its task's connector; the handle a check needs (as JSON), or the
-    /// status the attempt ends with.
+    /// Starts the attempt through its task's connector; the handle a check needs (as JSON) and the
+    /// job whose state changes concern it, or the status the attempt ends with.
     async fn start_task(
         &self,
         t: &updraft_engine::exec::TaskLaunch,
         paths: &AttemptPaths,
         program: &Program,
-    ) -> Result<String, TaskStatus> {
+    ) -> Result<(String, Option<updraft_connector::JobKey>), TaskStatus> {
         let Some(task) = program.package.tasks.get(&t.task) else {
             return Err(failed(
                 "NoTask",
@@ -708,7 +716,7 @@ impl Transition {
             return Err(failed(
                 "NoConnector",
                 format!(
-                    "task `{}` ({}): the stack has no connector for this task type (native tasks need the cluster settings, UPDRAFT_EKS)",
+                    "task `{}` ({}): the stack has no connector for this task type",
                     t.task, task.template.r#type
                 ),
                 ErrorKind::User,
@@ -722,41 +730,31 @@ impl Transition {
             data: &self.clients.blobs,
         };
         let h = conn.start(&a).await?;
-        serde_json::to_string(&h)
-            .map_err(|e| failed("Handle", e.to_string(), ErrorKind::System, true))
+        let json = serde_json::to_string(&h)
+            .map_err(|e| failed("Handle", e.to_string(), ErrorKind::System, true))?;
+        Ok((json, conn.watch(&h)))
     }
 
-    async fn abort_task(
-        &self,
-        program: &Program,
-        exec: &str,
-        node: u32,
-        index: Option<u32>,
-        attempt: u32,
-        name: &str,
-    ) {
-        let Some(eks) = &self.eks else {
-            return;
+    /// Stops what attempt `name` started, through the handle its start kept; an attempt that never
+    /// started (or whose start was never recorded) has nothing to stop.
+    async fn abort_task(&self, exec: &str, name: &str) -> Result<(), Error> {
+        let Some(json) = self.clients.store.handle(name).await? else {
+            tracing::info!(execution = %exec, attempt_name = %name, "no handle kept: nothing to abort");
+            return Ok(());
         };
-        let Some(task) = task_of(&program.package, &program.workflow, node) else {
-            return;
+        let h: Handle = serde_json::from_str(&json)
+            .map_err(|e| Error::Invalid(format!("attempt {name}: bad handle: {e}")))?;
+        let Some(conn) = self.registry.named(&h.connector) else {
+            tracing::warn!(execution = %exec, attempt_name = %name, connector = %h.connector, "no such connector here: cannot abort");
+            return Ok(());
         };
-        let mut launch = plan_launch(task, LiteralMap::default(), index);
-        launch.execution = exec.into();
-        launch.node = node;
-        launch.attempt = attempt;
-        launch.name = name.into();
-        // The attempt's handle is not kept with its state yet: rebuild the objects' references.
-        let paths = AttemptPaths::under("s3://abort/abort", &launch);
-        let Ok(h) = eks.handle_for(task, &launch, &paths) else {
-            return;
-        };
-        match eks.abort(&h).await {
+        match conn.abort(&h).await {
             Ok(()) => tracing::info!(execution = %exec, attempt_name = %name, "task aborted"),
             Err(e) => {
-                tracing::warn!(execution = %exec, attempt_name = %name, error = %e, "could not delete an aborted attempt's objects")
+                tracing::warn!(execution = %exec, attempt_name = %name, error = %e, "could not abort an attempt")
             }
         }
+        Ok(())
     }
 
     /// Starts a launch plan's child execution (idempotent by name); the error that fails the node when
@@ -815,6 +813,9 @@ struct Ctx<'a> {
     overwrite_cache: bool,
     events: VecDeque<Event>,
     outcome: Outcome,
+    /// An attempt was started for the first time (no handle was kept for it before): what fault
+    /// injection crashes after, once per attempt.
+    first_start: bool,
 }
 
 fn engine_node_id(program: &Program, node: u32) -> String {
@@ -825,20 +826,4 @@ fn engine_node_id(program: &Program, node: u32) -> String {
         .and_then(|w| w.nodes.get(node as usize))
         .map(|n| n.id.clone())
         .unwrap_or_default()
-}
-
-fn task_of<'a>(
-    pkg: &'a Arc<CompiledPackage>,
-    workflow: &str,
-    node: u32,
-) -> Option<&'a updraft_engine::compile::CompiledTask> {
-    let wf = pkg.workflows.get(workflow)?;
-    let mut kind = &wf.nodes.get(node as usize)?.kind;
-    if let NodeKind::Array { sub, .. } = kind {
-        kind = &wf.nodes.get(*sub as usize)?.kind;
-    }
-    match kind {
-        NodeKind::Task { task } => pkg.tasks.get(task),
-        _ => None,
-    }
 }

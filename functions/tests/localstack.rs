@@ -120,6 +120,7 @@ impl Stack {
             bucket: id.clone(),
             transitions_url: url,
             eks: None,
+            services: Default::default(),
             max_check_delay: Duration::from_secs(2),
             lease: Duration::from_secs(30),
             max_receives: 3,

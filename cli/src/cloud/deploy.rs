@@ -90,6 +90,8 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     };
     let mut params: BTreeMap<String, String> = BTreeMap::new();
     params.insert("Architecture".into(), arch.name().into());
+    // A job queue given by name becomes an ARN once the account is known (below).
+    let mut queue_name = None;
     if let Some(s) = &args.settings {
         if let Some(eks) = &s.eks {
             params.insert("EksSettings".into(), serde_json::to_string(eks)?);
@@ -97,10 +99,30 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         if let Some(role) = &s.sagemaker.role_arn {
             params.insert("SageMakerRoleArn".into(), role.clone());
         }
-        if let Some(queue) = &s.batch.job_queue {
-            params.insert("BatchJobQueueArns".into(), queue.clone());
+        if let Some(role) = &s.batch.job_role_arn {
+            params.insert("BatchJobRoleArn".into(), role.clone());
         }
+        match &s.batch.job_queue {
+            Some(q) if q.starts_with("arn:") => {
+                params.insert("BatchJobQueueArns".into(), q.clone());
+            }
+            Some(q) => queue_name = Some(q.clone()),
+            None => {}
+        }
+        // The connectors' sections; where data live and the cluster are the stack's own.
+        let services = updraft_settings::Settings {
+            aws: s.aws.clone(),
+            batch: s.batch.clone(),
+            sagemaker: s.sagemaker.clone(),
+            ..Default::default()
+        };
+        params.insert("ServiceSettings".into(), services.to_json());
     }
+    let given: Vec<String> = args
+        .parameters
+        .iter()
+        .filter_map(|p| p.split_once('=').map(|(k, _)| k.to_string()))
+        .collect();
     for p in &args.parameters {
         let (k, v) = p
             .split_once('=')
@@ -121,6 +143,9 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     }
 
     let sdk = args.target.sdk().await;
+    if let Some(q) = queue_name.filter(|_| !given.iter().any(|k| k == "BatchJobQueueArns")) {
+        params.insert("BatchJobQueueArns".into(), queue_arn(&sdk, &q).await?);
+    }
     let stack = args.target.stack().to_string();
     let bucket = match &args.code_bucket {
         Some(b) => b.clone(),
@@ -253,6 +278,35 @@ async fn print_outputs(sdk: &aws_config::SdkConfig, stack: &str) -> anyhow::Resu
         .with_context(|| format!("stack `{stack}` vanished"))?;
     println!("{}", serde_json::to_string_pretty(&info.outputs)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The ARN of job queue `name` in the account and region of `sdk` (IAM grants need ARNs).
+async fn queue_arn(sdk: &aws_config::SdkConfig, name: &str) -> anyhow::Result<String> {
+    let id = aws_sdk_sts::Client::new(sdk)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "STS GetCallerIdentity (for the ARN of job queue {name}): {}",
+                aws_sdk_sts::error::DisplayErrorContext(&e)
+            )
+        })?;
+    let region = sdk
+        .region()
+        .map(|r| r.to_string())
+        .context("no AWS region: give --region or set AWS_REGION")?;
+    let partition = if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    };
+    Ok(format!(
+        "arn:{partition}:batch:{region}:{}:job-queue/{name}",
+        id.account.unwrap_or_default()
+    ))
 }
 
 /// Builds the functions for `arch` with `scripts/bundle` in this source checkout; returns the folder.

@@ -61,10 +61,18 @@ pub struct BatchConnector {
 
 impl BatchConnector {
     /// The connector of `settings` (its `batch` section; `data.prefix` must be an `s3://` URI), calling
-    /// Batch with `sdk`'s configuration.
+    /// Batch with `sdk`'s configuration under the settings' `aws.region` and `aws.endpoint` (which win
+    /// over the environment's, `AWS_ENDPOINT_URL` included).
     pub fn new(sdk: &aws_config::SdkConfig, settings: &Settings) -> Self {
+        let mut conf = aws_sdk_batch::config::Builder::from(sdk);
+        if let Some(r) = &settings.aws.region {
+            conf = conf.region(aws_config::Region::new(r.clone()));
+        }
+        if let Some(e) = &settings.aws.endpoint {
+            conf = conf.endpoint_url(e);
+        }
         Self {
-            client: Client::new(sdk),
+            client: Client::from_conf(conf.build()),
             settings: settings.batch.clone(),
             no_s3: settings.s3_prefix().err(),
             definitions: Mutex::default(),

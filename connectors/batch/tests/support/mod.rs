@@ -37,6 +37,12 @@ impl Moto {
     /// Starts moto, its jobs' processes seeing `path` first on `PATH` and `pythonpath` as
     /// `PYTHONPATH`; makes the bucket and the queue.
     pub fn start(path: &[PathBuf], pythonpath: &[PathBuf]) -> Moto {
+        Self::start_with(path, pythonpath, &[])
+    }
+
+    /// As [`Moto::start`], with more environment for its jobs' processes (e.g. `FLYTE_AWS_ENDPOINT`
+    /// and `AWS_ENDPOINT_URL` naming another S3 than moto's).
+    pub fn start_with(path: &[PathBuf], pythonpath: &[PathBuf], env: &[(&str, &str)]) -> Moto {
         let python = std::env::var("UPDRAFT_TEST_MOTO").unwrap_or_else(|_| {
             panic!(
                 "UPDRAFT_TEST_MOTO is not set: run the tests with `bash scripts/test`, which \
@@ -64,6 +70,7 @@ impl Moto {
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env_remove("UPDRAFT_MOTO_LIFECYCLE")
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         assert!(
