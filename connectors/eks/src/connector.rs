@@ -11,7 +11,7 @@ use updraft_connector::{
     Attempt, Connector, DataStore, Handle, Problem, Transient, failed, read_output_files,
 };
 use updraft_engine::compile::CompiledTask;
-use updraft_engine::exec::{ErrorKind, TaskLaunch, TaskStatus};
+use updraft_engine::exec::{ErrorKind, TaskStatus};
 
 use crate::Object;
 use crate::status::Observed;
@@ -96,17 +96,6 @@ impl EksConnector {
     /// The cluster's settings.
     pub fn config(&self) -> &EksConfig {
         &self.config
-    }
-
-    /// The handle of the objects an attempt's start makes, without making them.
-    pub fn handle_for(
-        &self,
-        task: &CompiledTask,
-        launch: &TaskLaunch,
-        paths: &AttemptPaths,
-    ) -> Result<Handle, BuildError> {
-        let objects = build(task, launch, paths, &self.config)?;
-        Ok(handle(&objects, paths))
     }
 }
 
