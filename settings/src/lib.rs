@@ -19,7 +19,7 @@
 //! ([`SettingsError`]); so is a value of the wrong kind. The keys are described in `docs/settings.md`
 //! and `updraft-settings.schema.json` beside this crate.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -47,8 +47,8 @@ pub struct Settings {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct DataSettings {
-    /// `s3://bucket/prefix` or a local folder; default: the local state folder (`updraft run`) or the
-    /// stack's bucket (deployed). Tasks that run on an AWS service need an `s3://` prefix.
+    /// `s3://bucket/prefix`; unset: attempts' data stay in the local state folder (`updraft run`) or
+    /// the stack's bucket (deployed). Tasks that run on an AWS service need it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
 }
@@ -166,10 +166,13 @@ impl Settings {
             if p.trim().is_empty() {
                 return Err(SettingsError::new(origin, "data.prefix: empty"));
             }
-            if p.contains("://") && !p.starts_with("s3://") {
+            if !p.starts_with("s3://") || p.trim_end_matches('/') == "s3:" {
                 return Err(SettingsError::new(
                     origin,
-                    format!("data.prefix: `{p}` is neither an s3:// URI nor a local folder"),
+                    format!(
+                        "data.prefix: `{p}` is not an s3:// URI (leave it unset to keep attempts' \
+                         data in the local state folder, --state-dir)"
+                    ),
                 ));
             }
         }
@@ -189,11 +192,7 @@ impl Settings {
     pub fn s3_prefix(&self) -> Result<&str, String> {
         match self.data.prefix.as_deref() {
             Some(p) if p.starts_with("s3://") => Ok(p.trim_end_matches('/')),
-            Some(p) => Err(format!(
-                "this task runs on an AWS service, which reads and writes its data in S3, but the \
-                 settings' data.prefix is the local folder `{p}`; set data.prefix to an s3:// URI"
-            )),
-            None => Err(
+            Some(_) | None => Err(
                 "this task runs on an AWS service, which reads and writes its data in S3; give a \
                  settings file (--settings) with data.prefix set to an s3:// URI"
                     .into(),
@@ -204,15 +203,6 @@ impl Settings {
     /// The settings as one line of JSON (how the stack hands them to its functions).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
-    }
-
-    /// The local data folder, when `data.prefix` names one.
-    pub fn local_prefix(&self) -> Option<PathBuf> {
-        self.data
-            .prefix
-            .as_deref()
-            .filter(|p| !p.starts_with("s3://"))
-            .map(PathBuf::from)
     }
 }
 
@@ -298,9 +288,12 @@ sagemaker: {roleArn: arn:aws:iam::123456789012:role/sagemaker}
     fn s3_prefix_says_what_is_missing() {
         let none = Settings::default();
         assert!(none.s3_prefix().unwrap_err().contains("--settings"));
-        let local = Settings::parse("f", "data: {prefix: /tmp/x}").unwrap();
-        assert!(local.s3_prefix().unwrap_err().contains("`/tmp/x`"));
-        assert_eq!(local.local_prefix(), Some(PathBuf::from("/tmp/x")));
+        let e = Settings::parse("f", "data: {prefix: /tmp/x}").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("data.prefix: `/tmp/x` is not an s3:// URI"),
+            "{e}"
+        );
     }
 
     #[test]
