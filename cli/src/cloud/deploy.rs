@@ -150,21 +150,8 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let bucket = match &args.code_bucket {
         Some(b) => b.clone(),
         None => {
-            let id = aws_sdk_sts::Client::new(&sdk)
-                .get_caller_identity()
-                .send()
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "STS GetCallerIdentity (are AWS credentials set?): {}",
-                        aws_sdk_sts::error::DisplayErrorContext(&e)
-                    )
-                })?;
-            let region = sdk
-                .region()
-                .map(|r| r.to_string())
-                .context("no AWS region: give --region or set AWS_REGION")?;
-            format!("updraft-code-{}-{region}", id.account.unwrap_or_default())
+            let (account, region) = account_region(&sdk).await?;
+            format!("updraft-code-{account}-{region}")
         }
     };
     let s3 = updraft_aws::s3_client(&sdk);
@@ -280,15 +267,15 @@ async fn print_outputs(sdk: &aws_config::SdkConfig, stack: &str) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-/// The ARN of job queue `name` in the account and region of `sdk` (IAM grants need ARNs).
-async fn queue_arn(sdk: &aws_config::SdkConfig, name: &str) -> anyhow::Result<String> {
+/// The account (STS `GetCallerIdentity`) and region of `sdk`'s identity.
+async fn account_region(sdk: &aws_config::SdkConfig) -> anyhow::Result<(String, String)> {
     let id = aws_sdk_sts::Client::new(sdk)
         .get_caller_identity()
         .send()
         .await
         .map_err(|e| {
             anyhow::anyhow!(
-                "STS GetCallerIdentity (for the ARN of job queue {name}): {}",
+                "STS GetCallerIdentity (are AWS credentials set?): {}",
                 aws_sdk_sts::error::DisplayErrorContext(&e)
             )
         })?;
@@ -296,6 +283,12 @@ async fn queue_arn(sdk: &aws_config::SdkConfig, name: &str) -> anyhow::Result<St
         .region()
         .map(|r| r.to_string())
         .context("no AWS region: give --region or set AWS_REGION")?;
+    Ok((id.account.unwrap_or_default(), region))
+}
+
+/// The ARN of job queue `name` in the account and region of `sdk` (IAM grants need ARNs).
+async fn queue_arn(sdk: &aws_config::SdkConfig, name: &str) -> anyhow::Result<String> {
+    let (account, region) = account_region(sdk).await?;
     let partition = if region.starts_with("cn-") {
         "aws-cn"
     } else if region.starts_with("us-gov-") {
@@ -304,8 +297,7 @@ async fn queue_arn(sdk: &aws_config::SdkConfig, name: &str) -> anyhow::Result<St
         "aws"
     };
     Ok(format!(
-        "arn:{partition}:batch:{region}:{}:job-queue/{name}",
-        id.account.unwrap_or_default()
+        "arn:{partition}:batch:{region}:{account}:job-queue/{name}"
     ))
 }
 
