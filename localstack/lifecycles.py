@@ -3,8 +3,12 @@ run them: plain moto creates every job already finished (or, for Batch, runs it 
 StopTrainingJob. Here a job is queued, runs, and then completes or fails; it can be stopped; and every
 state change can be published to EventBridge as the service's own "... State Change" event.
 
+SageMaker models, endpoint configurations and endpoints are as the real service keeps them: a name
+already taken is its `Cannot create already existing …` error, and an endpoint is `Creating` for the
+job times below before it is `InService` (or `Failed`). A job whose name is taken is `ResourceInUse`.
+
 A job's key names it as Updraft's events function does: `sagemaker:training:<name>` (also
-`processing`, `transform`, `tuning`), `batch:<job id>`, `emr-serverless:<application>/<job run>` and
+`processing`, `transform`, `tuning`, and `sagemaker:endpoint:<name>`), `batch:<job id>`, `emr-serverless:<application>/<job run>` and
 `athena:<query execution id>`.
 
 Settings (the environment variable UPDRAFT_MOTO_LIFECYCLE holds the starting ones as JSON; GET and POST
@@ -18,11 +22,14 @@ Settings (the environment variable UPDRAFT_MOTO_LIFECYCLE holds the starting one
   `match` fails with `reason` at the end of its run;
 - `events_endpoint` (null): an EventBridge endpoint (e.g. LocalStack's) each state change goes to, on
   the default bus of `events_region` (us-east-1);
-- `run_commands` (false): AWS Batch jobs run their container's command as a local process (the image
-  is ignored), as the Kubernetes API test server's kubelet runs pods: the job runs while the process
-  does and ends with its exit code (`Essential container in task exited`, `container.exitCode`). The
-  process's environment is the launcher's, then the job's (its definition's and overrides'),
-  `AWS_BATCH_JOB_ID`, an array child's `AWS_BATCH_JOB_ARRAY_INDEX`, and, unless the launcher's
+- `run_commands` (false): AWS Batch jobs, and SageMaker training and processing jobs that name a
+  `ContainerEntrypoint` (Pythonic jobs do), run their container's command as a local process (the
+  image is ignored), as the Kubernetes API test server's kubelet runs pods: the job runs while the
+  process does and ends with its exit code (Batch: `Essential container in task exited`,
+  `container.exitCode`; SageMaker: `AlgorithmError: …` as the FailureReason). The process's
+  environment is the launcher's, then the job's (a Batch definition's and overrides'; a SageMaker
+  job's `Environment`), `AWS_BATCH_JOB_ID` and an array child's `AWS_BATCH_JOB_ARRAY_INDEX` (Batch),
+  `TRAINING_JOB_NAME` or `PROCESSING_JOB_NAME` (SageMaker), and, unless the launcher's
   environment sets them, `AWS_ENDPOINT_URL` and `FLYTE_AWS_ENDPOINT` pointing at this moto (so a job's
   S3 is this moto's, as a real job's is the real S3); its output goes to `$UPDRAFT_MOTO_JOB_LOGS`
   (default: the system's temporary folder) as `<job id>.log`. `run_seconds` does not apply to them;
@@ -140,6 +147,10 @@ class Kind:
     def detail(self, job: "Job", previous: Optional[str]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def exit_reason(self, code: int) -> str:
+        """The failure reason of a job whose process exited with `code` (not 0)."""
+        return f"the job's process exited with code {code}"
+
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
@@ -190,10 +201,123 @@ class SageMakerKind(Kind):
             )
             obj.secondary_status = secondary
             obj.training_start_time = obj.creation_time if phase != "queued:0" else None
+        if self.what == "tuning":
+            _tune(obj, phase)
+
+    def exit_reason(self, code: int) -> str:
+        return f"AlgorithmError: the job's container exited with code {code}"
 
     def detail(self, job: "Job", previous: Optional[str]) -> dict[str, Any]:
         d = getattr(job.obj, self.describe)
         return d() if callable(d) else d
+
+
+def _tune(obj: Any, phase: str) -> None:
+    """A tuning job's trials as SageMaker shows them: one in progress while it runs; when it completes,
+    a real training job (`<tuning job>-001-<8 hex>`, from its TrainingJobDefinition) as its best."""
+    done = phase in ("succeeded", "failed", "stopped")
+    obj.training_job_status_counters = {
+        "Completed": 1 if phase == "succeeded" else 0,
+        "InProgress": 0 if done else 1,
+        "RetryableError": 0,
+        "NonRetryableError": 1 if phase == "failed" else 0,
+        "Stopped": 1 if phase == "stopped" else 0,
+    }
+    obj.objective_status_counters = {
+        "Succeeded": 1 if phase == "succeeded" else 0,
+        "Pending": 0 if done else 1,
+        "Failed": 1 if phase == "failed" else 0,
+    }
+    if phase != "succeeded":
+        obj.best_training_job = None
+        obj.OverallBestTrainingJob = None
+        return
+    backend = getattr(obj, "updraft_backend", None)
+    create = getattr(obj, "updraft_create_training_job", None)
+    if backend is None or create is None:
+        return
+    import hashlib
+
+    d = obj.training_job_definition or {}
+    name = f"{obj.hyper_parameter_tuning_job_name[:50]}-001-" + hashlib.sha256(obj.arn.encode()).hexdigest()[:8]
+    ranges = (obj.hyper_parameter_tuning_job_config or {}).get("ParameterRanges") or {}
+    tuned = {}
+    for kind in ("IntegerParameterRanges", "ContinuousParameterRanges"):
+        for r in ranges.get(kind) or []:
+            tuned[r["Name"]] = str(r.get("MinValue"))
+    for r in ranges.get("CategoricalParameterRanges") or []:
+        tuned[r["Name"]] = str((r.get("Values") or [""])[0])
+    if name not in backend.training_jobs:
+        create(
+            backend,
+            training_job_name=name,
+            hyper_parameters={**(d.get("StaticHyperParameters") or {}), **tuned},
+            algorithm_specification=dict(d.get("AlgorithmSpecification") or {}),
+            role_arn=d.get("RoleArn"),
+            input_data_config=d.get("InputDataConfig"),
+            output_data_config=d.get("OutputDataConfig") or {"S3OutputPath": ""},
+            resource_config=d.get("ResourceConfig"),
+            vpc_config=d.get("VpcConfig"),
+            stopping_condition=d.get("StoppingCondition"),
+            tags=[],
+            enable_network_isolation=False,
+            enable_inter_container_traffic_encryption=False,
+            enable_managed_spot_training=False,
+            checkpoint_config=None,
+            debug_hook_config=None,
+            debug_rule_configurations=None,
+            tensor_board_output_config=None,
+            experiment_config=None,
+        )
+    best = backend.training_jobs[name]
+    objective = (obj.hyper_parameter_tuning_job_config or {}).get("HyperParameterTuningJobObjective") or {}
+    obj.best_training_job = {
+        "TrainingJobName": name,
+        "TrainingJobArn": best.arn,
+        "TuningJobName": obj.hyper_parameter_tuning_job_name,
+        "CreationTime": best.creation_time,
+        "TrainingStartTime": best.training_start_time,
+        "TrainingEndTime": best.training_end_time,
+        "TrainingJobStatus": "Completed",
+        "TunedHyperParameters": tuned,
+        "FinalHyperParameterTuningJobObjectiveMetric": {
+            "Type": objective.get("Type", "Minimize"),
+            "MetricName": objective.get("MetricName", "objective"),
+            "Value": 0.5,
+        },
+        "ObjectiveStatus": "Succeeded",
+    }
+    obj.OverallBestTrainingJob = obj.best_training_job
+
+
+class EndpointKind(Kind):
+    """A SageMaker endpoint: Creating, then InService or Failed (with its FailureReason)."""
+
+    source = "aws.sagemaker"
+    detail_type = "SageMaker Endpoint State Change"
+    queued = ["Creating"]
+    running = "Creating"
+    succeeded = "InService"
+    failed = "Failed"
+    stopped = "Failed"
+
+    def apply(self, job: "Job", phase: str, reason: Optional[str]) -> None:
+        obj = job.obj
+        obj.endpoint_status = self.status(phase)
+        obj.last_modified_time = _now()
+        if phase in ("failed", "stopped"):
+            obj.failure_reason = reason
+
+    def detail(self, job: "Job", previous: Optional[str]) -> dict[str, Any]:
+        obj = job.obj
+        return {
+            "EndpointName": obj.endpoint_name,
+            "EndpointArn": obj.arn,
+            "EndpointConfigName": obj.endpoint_config_name,
+            "EndpointStatus": obj.endpoint_status,
+            "CreationTime": obj.creation_time,
+            "LastModifiedTime": obj.last_modified_time,
+        }
 
 
 class BatchKind(Kind):
@@ -207,6 +331,9 @@ class BatchKind(Kind):
     succeeded = "SUCCEEDED"
     failed = "FAILED"
     stopped = "FAILED"
+
+    def exit_reason(self, code: int) -> str:
+        return "Essential container in task exited"
 
     def apply(self, job: "Job", phase: str, reason: Optional[str]) -> None:
         obj = job.obj
@@ -371,7 +498,7 @@ class Job:
                 return "running", None
             self.exit_code = self.process.returncode
             if self.exit_code != 0:
-                return "failed", "Essential container in task exited"
+                return "failed", self.kind.exit_reason(self.exit_code)
             if self.failure is not None:
                 return "failed", self.failure
             return "succeeded", None
@@ -603,12 +730,40 @@ _SAGEMAKER_API = {
 }
 
 
+# The request being served, for what moto's SageMaker backend does not keep (a job's Environment).
+_REQUEST = threading.local()
+
+
+def _sagemaker_command(what: str, name: str, obj: Any) -> Optional[tuple[list[str], dict[str, str]]]:
+    """The command and environment a training or processing job's container runs, when the job names
+    one (`ContainerEntrypoint` and `ContainerArguments`, as Pythonic jobs do); None for an algorithm
+    image's job, which runs for `run_seconds`."""
+    if what == "training":
+        spec = obj.algorithm_specification or {}
+    elif what == "processing":
+        spec = obj.app_specification or {}
+    else:
+        return None
+    argv = list(spec.get("ContainerEntrypoint") or []) + list(spec.get("ContainerArguments") or [])
+    if not argv:
+        return None
+    env = {str(k): str(v) for k, v in (getattr(_REQUEST, "environment", None) or {}).items()}
+    obj.environment = dict(env)
+    if what == "training":
+        env["TRAINING_JOB_NAME"] = name
+        env["TRAINING_JOB_ARN"] = obj.arn
+    else:
+        env["PROCESSING_JOB_NAME"] = name
+    return [str(a) for a in argv], env
+
+
 def _patch_sagemaker() -> None:
     from moto.core.responses import EmptyResult
     from moto.sagemaker import models, responses
-    from moto.sagemaker.exceptions import ValidationError
+    from moto.sagemaker.exceptions import ResourceInUseException, ValidationError
 
     backend = models.SageMakerModelBackend
+    originals = {"create_training_job": backend.create_training_job}
     for what, (create, name_arg, table, param, title) in _SAGEMAKER_API.items():
 
         def created(original: Callable, what=what, name_arg=name_arg, table=table, title=title):
@@ -616,13 +771,17 @@ def _patch_sagemaker() -> None:
                 name = kwargs.get(name_arg)
                 if name in getattr(self, table):
                     arn = getattr(self, table)[name].arn
-                    raise ValidationError(
-                        message=f"{title} names must be unique within an AWS account and region, "
+                    raise ResourceInUseException(
+                        f"{title} names must be unique within an AWS account and region, "
                         f"and a {title.lower()} with this name already exists ({arn})"
                     )
                 out = original(self, *args, **kwargs)
                 obj = getattr(self, table)[name]
-                track(Job(_SAGEMAKER[what], f"sagemaker:{what}:{name}", name, obj, obj.arn))
+                if what == "tuning":  # its best training job is made when it completes
+                    obj.updraft_backend = self
+                    obj.updraft_create_training_job = originals["create_training_job"]
+                command = _sagemaker_command(what, name, obj)
+                track(Job(_SAGEMAKER[what], f"sagemaker:{what}:{name}", name, obj, obj.arn, command=command))
                 return out
 
             return create_job
@@ -648,6 +807,57 @@ def _patch_sagemaker() -> None:
 
         action = "stop_" + create[len("create_") :]
         setattr(responses.SageMakerResponse, action, stopper())
+
+    # Environment reaches the job's process (moto's backend drops it).
+    for action in ("create_training_job", "create_processing_job"):
+
+        def keeping_environment(original: Callable):
+            def handler(self):
+                _REQUEST.environment = self._get_param("Environment")
+                try:
+                    return original(self)
+                finally:
+                    _REQUEST.environment = None
+
+            return handler
+
+        setattr(
+            responses.SageMakerResponse,
+            action,
+            keeping_environment(getattr(responses.SageMakerResponse, action)),
+        )
+
+    # Models, endpoint configurations and endpoints: a name taken is SageMaker's "Cannot create already
+    # existing" error (moto replaces the old one); an endpoint is Creating before it is InService.
+    for create, name_arg, table, noun in (
+        ("create_model", "model_name", "_models", "model"),
+        ("create_endpoint_config", "endpoint_config_name", "endpoint_configs", "endpoint configuration"),
+        ("create_endpoint", "endpoint_name", "endpoints", "endpoint"),
+    ):
+
+        def unique(original: Callable, name_arg=name_arg, table=table, noun=noun, create=create):
+            def create_once(self, *args, **kwargs):
+                name = kwargs[name_arg] if name_arg in kwargs else args[0]
+                existing = getattr(self, table).get(name)
+                if existing is not None:
+                    raise ValidationError(message=f'Cannot create already existing {noun} "{existing.arn}".')
+                out = original(self, *args, **kwargs)
+                if create == "create_endpoint":
+                    track(Job(EndpointKind(), f"sagemaker:endpoint:{name}", name, out, out.arn))
+                return out
+
+            return create_once
+
+        setattr(backend, create, unique(getattr(backend, create)))
+
+    delete = backend.delete_endpoint
+
+    def delete_endpoint(self, endpoint_name: str) -> None:
+        delete(self, endpoint_name)
+        with _LOCK:
+            _JOBS.pop(f"sagemaker:endpoint:{endpoint_name}", None)
+
+    backend.delete_endpoint = delete_endpoint
 
 
 def _batch_command(job) -> Optional[tuple[list[str], dict[str, str]]]:

@@ -7,16 +7,20 @@ use std::sync::Arc;
 use updraft_connector::Registry;
 use updraft_settings::Settings;
 
-/// `registry` with the connectors of the AWS services (AWS Batch) added, configured by `settings`
-/// and calling AWS with `sdk`'s configuration.
+/// `registry` with the connectors of the AWS services (AWS Batch; SageMaker jobs, Pythonic jobs and
+/// endpoints; boto calls) added, configured by `settings` and calling AWS with `sdk`'s configuration.
 pub fn with_services(
     registry: Registry,
     settings: &Settings,
     sdk: &aws_config::SdkConfig,
 ) -> Registry {
-    registry.with(Arc::new(updraft_connector_batch::BatchConnector::new(
+    let mut registry = registry.with(Arc::new(updraft_connector_batch::BatchConnector::new(
         sdk, settings,
-    )))
+    )));
+    for c in updraft_connector_sagemaker::connectors(sdk, settings) {
+        registry = registry.with(c);
+    }
+    registry
 }
 
 /// The SDK configuration `settings` describe: its `aws.region` and `aws.endpoint` over the SDK's own
