@@ -7,7 +7,7 @@
 //! | cache entry | `cache#<key>` | `#` | `outputs` (LiteralMap) |
 //! | registered workflow or launch plan | `reg#<name>` | `#` | `package` (S3 key), `registered` |
 //! | watched external job | `watch#<job key>` | `#` | `message` (the QueueMessage that checks the task), `ttl` |
-//! | started task attempt | `attempt#<attempt name>` | `#` | `handle` (its connector's handle, JSON), `ttl` |
+//! | started task attempt, until its end is committed | `handles#<execution>` | attempt name | `handle` (its connector's handle, JSON), `ttl` |
 //!
 //! One execution is changed by one transition at a time: a transition takes the execution's lease
 //! (a conditional update), reads its node records (one query), and commits the new state in one
@@ -475,14 +475,21 @@ impl Store {
             .and_then(|i| get_b(&i, "message")))
     }
 
-    /// Keeps the handle of task attempt `name` (what its connector's start made, as JSON), so an abort
-    /// reaches what it made without rebuilding it. Kept 30 days; a repeated start writes the same.
-    pub async fn put_handle(&self, name: &str, handle: &str, now_ms: i64) -> Result<(), Error> {
+    /// Keeps the handle of task attempt `name` of execution `exec` (what its connector's start made,
+    /// as JSON), so an abort reaches what it made without rebuilding it. Kept 30 days, or until the
+    /// attempt's end is committed; a repeated start writes the same.
+    pub async fn put_handle(
+        &self,
+        exec: &str,
+        name: &str,
+        handle: &str,
+        now_ms: i64,
+    ) -> Result<(), Error> {
         self.client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(format!("attempt#{name}")))
-            .item("sk", s("#"))
+            .item("pk", s(handles_pk(exec)))
+            .item("sk", s(name))
             .item("handle", s(handle))
             .item("ttl", n(now_ms / 1000 + RETENTION_SECS as i64))
             .send()
@@ -491,11 +498,66 @@ impl Store {
         Ok(())
     }
 
-    /// The handle of task attempt `name`, if its start was recorded.
-    pub async fn handle(&self, name: &str) -> Result<Option<String>, Error> {
-        Ok(self
-            .get(format!("attempt#{name}"), "attempt handle")
-            .await?
-            .and_then(|i| get_s(&i, "handle")))
+    /// The handle of task attempt `name` of execution `exec`, if its start was recorded (and its end
+    /// not yet).
+    pub async fn handle(&self, exec: &str, name: &str) -> Result<Option<String>, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(handles_pk(exec)))
+            .key("sk", s(name))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::aws("DynamoDB GetItem (attempt handle)", e))?;
+        Ok(out.item.as_ref().and_then(|i| get_s(i, "handle")))
     }
+
+    /// Forgets the handle of an attempt that has ended (its end committed, or it was aborted).
+    pub async fn drop_handle(&self, exec: &str, name: &str) -> Result<(), Error> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(handles_pk(exec)))
+            .key("sk", s(name))
+            .send()
+            .await
+            .map_err(|e| Error::aws("DynamoDB DeleteItem (attempt handle)", e))?;
+        Ok(())
+    }
+
+    /// Every handle still kept for execution `exec`, by attempt name: the attempts whose start was
+    /// recorded and whose end was not (including starts a crash kept from being committed).
+    pub async fn handles(&self, exec: &str) -> Result<Vec<(String, String)>, Error> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :p")
+                .expression_attribute_values(":p", s(handles_pk(exec)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| Error::aws("DynamoDB Query (attempt handles)", e))?;
+            for item in page.items() {
+                if let (Some(name), Some(h)) = (get_s(item, "sk"), get_s(item, "handle")) {
+                    out.push((name, h));
+                }
+            }
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn handles_pk(exec: &str) -> String {
+    format!("handles#{exec}")
 }

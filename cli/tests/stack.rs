@@ -812,3 +812,163 @@ fn a_deployed_stack_runs_aws_batch_tasks_as_batch_jobs() {
     let (_, out, _) = d.updraft(&["status", "held"]);
     assert!(out.contains("ABORTED"), "{out}");
 }
+
+#[test]
+fn a_deployed_stack_runs_sagemaker_tasks() {
+    // moto's SageMaker runs the Pythonic jobs' pyflyte-execute as local processes against LocalStack's
+    // S3 (the stack's bucket), and publishes every job's and endpoint's state changes to LocalStack's
+    // EventBridge.
+    let ls = endpoint();
+    let bin = Path::new(&python()).parent().unwrap().to_path_buf();
+    let moto = support::Moto::start_with(
+        &[bin],
+        &[root().join("tests/fixtures/flytekit/src")],
+        &[("FLYTE_AWS_ENDPOINT", &ls), ("AWS_ENDPOINT_URL", &ls)],
+    );
+    moto.lifecycle(serde_json::json!({ "events_endpoint": ls }));
+    // Each transition that starts a task exits between the start and its commit on the message's
+    // first delivery: the redelivered start must find the job, not make another.
+    let d = deploy_with(
+        "sagemaker",
+        &[
+            "FaultInjection=crash-before-commit",
+            "TransitionTimeoutSeconds=5",
+            "BotoActions=sagemaker:CreateModel,sagemaker:CreateEndpointConfig,sagemaker:DescribeEndpoint",
+        ],
+        serde_json::json!({
+            "aws": {"endpoint": moto.endpoint},
+            "sagemaker": {"roleArn": "arn:aws:iam::123456789012:role/SageMakerRole"},
+        }),
+    );
+    let (code, _, err) = d.updraft(&["register", "tests/fixtures/flytekit/sagemaker.tgz"]);
+    assert_eq!(code, 0, "register: {err}");
+    let (code, _, err) = d.updraft(&[
+        "launch",
+        "-w",
+        "fixtures.sagemaker.services_wf",
+        "--name",
+        "sm",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "launch sm: {err}");
+    let out = d.s3_outputs("sm");
+    let trained = &out["o0"];
+    assert!(
+        trained["ModelArtifacts"]["S3ModelArtifacts"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("/output/model.tar.gz")),
+        "{out}"
+    );
+    assert_eq!(
+        out["o1"],
+        serde_json::json!({"EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/svc"})
+    );
+    assert_eq!(
+        (&out["o2"], &out["o3"], &out["o4"]),
+        (
+            &serde_json::json!(""),
+            &serde_json::json!(84),
+            &serde_json::json!(0.084)
+        ),
+        "{out}"
+    );
+    // One job per task, however often its start ran: each carries the attempt that made it.
+    let jobs = sagemaker_jobs(&moto);
+    let ours: Vec<_> = jobs
+        .iter()
+        .filter(|j| j["attempt"].as_str().is_some_and(|a| a.starts_with("sm-")))
+        .collect();
+    let mut attempts: Vec<&str> = ours
+        .iter()
+        .map(|j| j["attempt"].as_str().unwrap())
+        .collect();
+    attempts.sort();
+    let before = attempts.len();
+    attempts.dedup();
+    assert_eq!(before, attempts.len(), "an attempt made two jobs: {jobs:?}");
+    assert_eq!(
+        attempts.len(),
+        5,
+        "processing, training, tuning and two Pythonic jobs: {jobs:?}"
+    );
+    let (_, logs, _) = d.updraft(&["logs", "sm"]);
+    assert!(
+        logs.contains("fault injection: exiting between the effects and the commit"),
+        "no transition crashed: {logs}"
+    );
+    // State changes came through EventBridge to the events function, which checked the attempts.
+    poll(Duration::from_secs(60), || {
+        let (_, logs, _) = d.updraft(&["logs", "sm"]);
+        (logs.contains("check sent") && logs.contains("sagemaker:endpoint:svc"))
+            .then_some(())
+            .ok_or(format!("no check sent for the endpoint: {logs}"))
+    });
+
+    // An abort stops the running jobs through the handles their starts kept. (The token-named jobs
+    // are the first run's — the same request is the same job — so only the Pythonic ones run.)
+    moto.lifecycle(serde_json::json!({ "queue_seconds": 300.0 }));
+    let (code, _, err) = d.updraft(&[
+        "launch",
+        "-w",
+        "fixtures.sagemaker.services_wf",
+        "--name",
+        "held",
+    ]);
+    assert_eq!(code, 0, "launch held: {err}");
+    poll(Duration::from_secs(90), || {
+        let held: Vec<_> = sagemaker_jobs(&moto)
+            .into_iter()
+            .filter(|j| {
+                j["attempt"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("held-"))
+            })
+            .collect();
+        (held.len() == 1).then_some(()).ok_or(format!("{held:?}"))
+    });
+    let (code, _, err) = d.updraft(&["abort", "held", "--reason", "not needed"]);
+    assert_eq!(code, 0, "abort: {err}");
+    poll(Duration::from_secs(60), || {
+        let held: Vec<_> = sagemaker_jobs(&moto)
+            .into_iter()
+            .filter(|j| {
+                j["attempt"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("held-"))
+            })
+            .collect();
+        held.iter()
+            .all(|j| j["status"] == "Stopped")
+            .then_some(())
+            .ok_or(format!("a job was not stopped: {held:?}"))
+    });
+    let (_, out, _) = d.updraft(&["status", "held"]);
+    assert!(out.contains("ABORTED"), "{out}");
+}
+
+/// Every SageMaker training, processing and tuning job moto has: name, status and `updraft:attempt`
+/// tag.
+fn sagemaker_jobs(moto: &support::Moto) -> Vec<serde_json::Value> {
+    let script = r#"
+import boto3, json, sys
+c = boto3.client("sagemaker", endpoint_url=sys.argv[1], region_name="us-east-1",
+                 aws_access_key_id="t", aws_secret_access_key="t")
+out = []
+for kind, key in (("training", "TrainingJob"), ("processing", "ProcessingJob"),
+                  ("hyper_parameter_tuning", "HyperParameterTuningJob")):
+    for s in getattr(c, f"list_{kind}_jobs")()[f"{key}Summaries"]:
+        tags = {t["Key"]: t["Value"] for t in c.list_tags(ResourceArn=s[f"{key}Arn"])["Tags"]}
+        out.append({"name": s[f"{key}Name"], "status": s[f"{key}Status"], "attempt": tags.get("updraft:attempt")})
+print(json.dumps(out))
+"#;
+    let out = std::process::Command::new(std::env::var("UPDRAFT_TEST_MOTO").unwrap())
+        .args(["-c", script, &moto.endpoint])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -1,7 +1,8 @@
-//! Job state changes: EventBridge delivers the state changes of SageMaker, AWS Batch, EMR Serverless and
-//! Athena jobs to the events queue; each names a job, and when a task attempt waits on that job (a
-//! `watch#` item its connector wrote when it started the job), its check message is sent at once instead
-//! of waiting for the next scheduled check.
+//! Job state changes: EventBridge delivers the state changes of SageMaker jobs and endpoints, AWS Batch,
+//! EMR Serverless and Athena jobs to the events queue; the connectors name the job each is about
+//! (`updraft_connectors::job_of`), and when a task attempt waits on that job (a `watch#` item written
+//! when its connector started the job), its check message is sent at once instead of waiting for the
+//! next scheduled check.
 //!
 //! A check is idempotent (it reads the job's state and changes nothing when the attempt has moved on),
 //! so duplicate, late and reordered state changes are harmless; scheduled checks go on regardless, so
@@ -15,55 +16,26 @@ use updraft_proto::updraft::QueueMessage;
 
 use crate::{Clients, Error};
 
-/// The job a state-change event is about, as `<service>:<id>` (the key a connector watches), and the
-/// state it reports. `None` for events of other kinds.
+/// The job a state-change event is about, as the connector that started it names it (the key of its
+/// `watch#` item; `updraft_connectors::job_of`), and the state it reports (for the log). `None` for
+/// events of jobs no connector makes.
 pub fn job_of(event: &Value) -> Option<(String, String)> {
+    let job = updraft_connectors::job_of(event)?;
     let d = &event["detail"];
-    let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
-    let source = event["source"].as_str()?;
-    let kind = event["detail-type"].as_str().unwrap_or_default();
-    match source {
-        "aws.sagemaker" => {
-            let (field, status, what) = match kind {
-                "SageMaker Training Job State Change" => {
-                    ("TrainingJobName", "TrainingJobStatus", "training")
-                }
-                "SageMaker Processing Job State Change" => {
-                    ("ProcessingJobName", "ProcessingJobStatus", "processing")
-                }
-                "SageMaker Transform Job State Change" => {
-                    ("TransformJobName", "TransformJobStatus", "transform")
-                }
-                "SageMaker HyperParameter Tuning Job State Change" => (
-                    "HyperParameterTuningJobName",
-                    "HyperParameterTuningJobStatus",
-                    "tuning",
-                ),
-                _ => return None,
-            };
-            Some((
-                format!("sagemaker:{what}:{}", text(&d[field])?),
-                text(&d[status]).unwrap_or_default(),
-            ))
-        }
-        "aws.batch" => Some((
-            format!("batch:{}", text(&d["jobId"])?),
-            text(&d["status"]).unwrap_or_default(),
-        )),
-        "aws.emr-serverless" => Some((
-            format!(
-                "emr-serverless:{}/{}",
-                text(&d["applicationId"])?,
-                text(&d["jobRunId"])?
-            ),
-            text(&d["state"]).unwrap_or_default(),
-        )),
-        "aws.athena" => Some((
-            format!("athena:{}", text(&d["queryExecutionId"])?),
-            text(&d["currentState"]).unwrap_or_default(),
-        )),
-        _ => None,
-    }
+    let state = ["status", "currentState", "state"]
+        .iter()
+        .map(|k| &d[*k])
+        .chain(
+            d.as_object()
+                .into_iter()
+                .flat_map(|m| m.iter())
+                .filter(|(k, _)| k.ends_with("Status") && !k.starts_with("Secondary"))
+                .map(|(_, v)| v),
+        )
+        .find_map(|v| v.as_str().filter(|s| !s.is_empty()))
+        .unwrap_or_default()
+        .to_string();
+    Some((job.0, state))
 }
 
 /// Handles one events-queue message (an EventBridge event as JSON): sends the check of the task that
@@ -94,4 +66,32 @@ pub async fn handle(
     clients.queue.send(&check, Duration::ZERO).await?;
     tracing::info!(job = %job, state = %state, execution = %check.execution, "check sent");
     Ok(Some(job))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_name_the_job_their_connector_watches() {
+        let batch = json!({"source": "aws.batch", "detail-type": "Batch Job State Change",
+            "detail": {"jobId": "j-1", "status": "RUNNING"}});
+        assert_eq!(job_of(&batch), Some(("batch:j-1".into(), "RUNNING".into())));
+        let endpoint = json!({"source": "aws.sagemaker", "detail-type": "SageMaker Endpoint State Change",
+            "detail": {"EndpointName": "xgb", "EndpointStatus": "InService"}});
+        assert_eq!(
+            job_of(&endpoint),
+            Some(("sagemaker:endpoint:xgb".into(), "InService".into()))
+        );
+        let training = json!({"source": "aws.sagemaker", "detail-type": "SageMaker Training Job State Change",
+            "detail": {"TrainingJobName": "t", "SecondaryStatus": "Training", "TrainingJobStatus": "InProgress"}});
+        assert_eq!(
+            job_of(&training),
+            Some(("sagemaker:training:t".into(), "InProgress".into()))
+        );
+        let other = json!({"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification",
+            "detail": {"state": "running"}});
+        assert_eq!(job_of(&other), None);
+    }
 }

@@ -319,6 +319,10 @@ impl Transition {
         if let Err(e) = conn.finalize(&h).await {
             tracing::warn!(execution = %exec, attempt_name = %c.name, error = %e, "could not clean up after a finished attempt");
         }
+        // Its end is committed: nothing of it is left for an abort to stop.
+        if let Err(e) = self.clients.store.drop_handle(exec, &c.name).await {
+            tracing::warn!(execution = %exec, attempt_name = %c.name, error = %e, "could not forget a finished attempt's handle");
+        }
     }
 
     /// Looks at a task attempt through its connector; None while it runs. What it made stays: it goes
@@ -558,12 +562,13 @@ impl Transition {
                             .as_deref()
                             .is_some_and(|f| f.ends_with("-before-commit"))
                         {
-                            ctx.first_start |= self.clients.store.handle(&t.name).await?.is_none();
+                            ctx.first_start |=
+                                self.clients.store.handle(&exec, &t.name).await?.is_none();
                         }
                         // Kept with the attempt: an abort reaches what the start made through it.
                         self.clients
                             .store
-                            .put_handle(&t.name, &handle, now_ms())
+                            .put_handle(&exec, &t.name, &handle, now_ms())
                             .await?;
                         let check = CheckMessage {
                             node: t.node,
@@ -671,6 +676,9 @@ impl Transition {
                     self.clients.blobs.put(&uri, out.encode_to_vec()).await?;
                 }
                 tracing::info!(execution = %exec, phase = ?phase, error = ?error.as_ref().map(|e| &e.message), "execution finished");
+                if phase != ExecPhase::Succeeded {
+                    self.abort_orphans(&exec).await?;
+                }
                 if let Some((parent, node)) = &ctx.item.parent {
                     let done = ChildDoneMessage {
                         node: *node,
@@ -738,21 +746,40 @@ impl Transition {
     /// Stops what attempt `name` started, through the handle its start kept; an attempt that never
     /// started (or whose start was never recorded) has nothing to stop.
     async fn abort_task(&self, exec: &str, name: &str) -> Result<(), Error> {
-        let Some(json) = self.clients.store.handle(name).await? else {
+        let Some(json) = self.clients.store.handle(exec, name).await? else {
             tracing::info!(execution = %exec, attempt_name = %name, "no handle kept: nothing to abort");
             return Ok(());
         };
-        let h: Handle = serde_json::from_str(&json)
+        self.abort_handle(exec, name, &json).await
+    }
+
+    /// Stops what a kept handle names, and forgets the handle once that is done.
+    async fn abort_handle(&self, exec: &str, name: &str, json: &str) -> Result<(), Error> {
+        let h: Handle = serde_json::from_str(json)
             .map_err(|e| Error::Invalid(format!("attempt {name}: bad handle: {e}")))?;
         let Some(conn) = self.registry.named(&h.connector) else {
             tracing::warn!(execution = %exec, attempt_name = %name, connector = %h.connector, "no such connector here: cannot abort");
             return Ok(());
         };
         match conn.abort(&h).await {
-            Ok(()) => tracing::info!(execution = %exec, attempt_name = %name, "task aborted"),
+            Ok(()) => {
+                tracing::info!(execution = %exec, attempt_name = %name, "task aborted");
+                self.clients.store.drop_handle(exec, name).await?;
+            }
             Err(e) => {
                 tracing::warn!(execution = %exec, attempt_name = %name, error = %e, "could not abort an attempt")
             }
+        }
+        Ok(())
+    }
+
+    /// An execution that ended without succeeding stops every attempt whose handle is still kept: the
+    /// starts a crash kept from being committed (the job exists, the execution's record does not
+    /// know it), whose redelivered message now finds the execution over and starts nothing.
+    async fn abort_orphans(&self, exec: &str) -> Result<(), Error> {
+        for (name, json) in self.clients.store.handles(exec).await? {
+            tracing::info!(execution = %exec, attempt_name = %name, "stopping an attempt the execution's record does not hold");
+            self.abort_handle(exec, &name, &json).await?;
         }
         Ok(())
     }

@@ -23,6 +23,14 @@ pub fn with_services(
     registry
 }
 
+/// The job a service's state-change event (an EventBridge event's JSON) is about, as the connector that
+/// made it names it (what its `watch` gave). Pure: it needs no client, so the events function routes
+/// events without linking the services' SDKs.
+pub fn job_of(event: &serde_json::Value) -> Option<updraft_connector::JobKey> {
+    updraft_connector_batch::job_of_event(event)
+        .or_else(|| updraft_connector_sagemaker::job_of_event(event))
+}
+
 /// The SDK configuration `settings` describe: its `aws.region` and `aws.endpoint` over the SDK's own
 /// (environment, profile, `AWS_ENDPOINT_URL`).
 pub async fn sdk_config(settings: &Settings) -> aws_config::SdkConfig {

@@ -455,14 +455,20 @@ impl Connector for BatchConnector {
     }
 
     fn job_of(&self, event: &Value) -> Option<JobKey> {
-        if event["source"] != "aws.batch" || event["detail-type"] != "Batch Job State Change" {
-            return None;
-        }
-        let id = event["detail"]["jobId"]
-            .as_str()
-            .filter(|s| !s.is_empty())?;
-        Some(JobKey(format!("batch:{id}")))
+        job_of_event(event)
     }
+}
+
+/// The job a `Batch Job State Change` event is about (`batch:<job id>`); a free function, so a runtime
+/// that only routes events needs no Batch client.
+pub fn job_of_event(event: &Value) -> Option<JobKey> {
+    if event["source"] != "aws.batch" || event["detail-type"] != "Batch Job State Change" {
+        return None;
+    }
+    let id = event["detail"]["jobId"]
+        .as_str()
+        .filter(|s| !s.is_empty())?;
+    Some(JobKey(format!("batch:{id}")))
 }
 
 #[cfg(test)]

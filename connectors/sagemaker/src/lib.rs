@@ -248,8 +248,9 @@ impl Made {
     }
 }
 
-/// The job a `SageMaker … State Change` event is about.
-fn event_job(event: &Value) -> Option<JobKey> {
+/// The job or endpoint a `SageMaker … State Change` event is about (`sagemaker:<what>:<name>`); a free
+/// function, so a runtime that only routes events needs no client.
+pub fn job_of_event(event: &Value) -> Option<JobKey> {
     if event["source"] != "aws.sagemaker" {
         return None;
     }
@@ -556,7 +557,7 @@ impl Connector for SageMakerConnector {
     }
 
     fn job_of(&self, event: &Value) -> Option<JobKey> {
-        event_job(event)
+        job_of_event(event)
     }
 }
 
@@ -1082,13 +1083,16 @@ mod tests {
     fn events_name_the_jobs_they_are_about() {
         let e = json!({"source": "aws.sagemaker", "detail-type": "SageMaker Endpoint State Change",
             "detail": {"EndpointName": "xgb", "EndpointStatus": "InService"}});
-        assert_eq!(event_job(&e), Some(JobKey("sagemaker:endpoint:xgb".into())));
+        assert_eq!(
+            job_of_event(&e),
+            Some(JobKey("sagemaker:endpoint:xgb".into()))
+        );
         let e = json!({"source": "aws.sagemaker", "detail-type": "SageMaker HyperParameter Tuning Job State Change",
             "detail": {"HyperParameterTuningJobName": "t"}});
-        assert_eq!(event_job(&e), Some(JobKey("sagemaker:tuning:t".into())));
+        assert_eq!(job_of_event(&e), Some(JobKey("sagemaker:tuning:t".into())));
         let e =
             json!({"source": "aws.batch", "detail-type": "Batch Job State Change", "detail": {}});
-        assert_eq!(event_job(&e), None);
+        assert_eq!(job_of_event(&e), None);
     }
 
     #[test]
