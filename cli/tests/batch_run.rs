@@ -31,6 +31,8 @@ fn a_flytekit_batch_task_runs_as_a_batch_job() {
         &[
             "run",
             "tests/fixtures/flytekit/batch.tgz",
+            "-w",
+            "fixtures.batch.batch_wf",
             "--settings",
             settings.to_str().unwrap(),
             "--state-dir",
@@ -63,6 +65,88 @@ fn a_flytekit_batch_task_runs_as_a_batch_job() {
     let s3 = updraft_aws::s3_client(&moto.sdk());
     rt.block_on(s3.head_object().bucket(support::BUCKET).key(&key).send())
         .unwrap_or_else(|e| panic!("no {key}: {e:?}"));
+}
+
+#[test]
+fn a_map_over_a_batch_task_is_one_array_job() {
+    let bin = python().parent().unwrap().to_path_buf();
+    let moto = support::Moto::start(&[bin], &[root().join("tests/fixtures/flytekit/src")]);
+    let dir = temp_dir("batch-map");
+    let settings = dir.join("settings.yaml");
+    std::fs::write(&settings, moto.settings()).unwrap();
+    let state = dir.join("state");
+    let (code, out, err) = updraft_env(
+        &[
+            "run",
+            "tests/fixtures/flytekit/batch.tgz",
+            "-w",
+            "fixtures.batch.batch_map_wf",
+            "--settings",
+            settings.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing".as_ref()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".as_ref()),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // Element 1 (x = -2) failed with the task's own error; min_success_ratio 0.5 lets the map succeed,
+    // its output None.
+    let outputs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(outputs, serde_json::json!({"o0": [1, null, 27, 64]}));
+    // One array job of four children ran them, named for the array's first attempt.
+    let name = std::fs::read_dir(state.join("executions"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let batch = aws_sdk_batch::Client::new(&moto.sdk());
+    let array = format!("{name}-n0-array-0");
+    let all = rt
+        .block_on(
+            batch
+                .list_jobs()
+                .job_queue(support::QUEUE)
+                .filters(
+                    aws_sdk_batch::types::KeyValuesPair::builder()
+                        .name("JOB_NAME")
+                        .values("r*")
+                        .build(),
+                )
+                .send(),
+        )
+        .unwrap();
+    // (moto lists an array job's children, `<id>:<index>`, beside it.)
+    let jobs: Vec<(&str, &str)> = all
+        .job_summary_list()
+        .iter()
+        .filter_map(|j| Some((j.job_name()?, j.job_id()?)))
+        .collect();
+    let parents: Vec<&(&str, &str)> = jobs.iter().filter(|j| !j.1.contains(':')).collect();
+    let names: Vec<&str> = parents.iter().map(|j| j.0).collect();
+    assert_eq!(names, vec![array.as_str()], "{jobs:?}");
+    assert_eq!(
+        jobs.len(),
+        5,
+        "the array job and its four children: {jobs:?}"
+    );
+    let id = parents[0].1.to_string();
+    let d = rt.block_on(batch.describe_jobs().jobs(&id).send()).unwrap();
+    let job = &d.jobs()[0];
+    assert_eq!(job.array_properties().and_then(|a| a.size()), Some(4));
+    let command = job.container().unwrap().command();
+    assert_eq!(command[0], "pyflyte-map-execute");
+    assert!(
+        command
+            .iter()
+            .any(|a| a == "flytekit.core.legacy_map_task.MapTaskResolver")
+    );
 }
 
 #[test]

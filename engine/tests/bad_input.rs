@@ -129,7 +129,10 @@ fn missing_referenced_task() {
 #[test]
 fn unknown_task_type() {
     let mut es = entries(&fixture("batch.tgz"));
-    let (name, data) = es.iter_mut().find(|(n, _)| n.ends_with("_1.pb")).unwrap();
+    let (name, data) = es
+        .iter_mut()
+        .find(|(n, _)| n.ends_with("transcode_1.pb"))
+        .unwrap();
     let entry = name.clone();
     let mut spec = TaskSpec::decode(&data[..]).unwrap();
     spec.template.as_mut().unwrap().r#type = "dask".into();

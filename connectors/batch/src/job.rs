@@ -58,6 +58,8 @@ pub struct Submit {
     pub retry_attempts: Option<i32>,
     /// `AWSBatchConfig.timeout.attemptDurationSeconds`.
     pub timeout_seconds: Option<i32>,
+    /// An array job's size (its children run the same command, each its own element).
+    pub array_size: Option<u32>,
 }
 
 /// Everything an attempt needs from AWS Batch.
@@ -69,8 +71,56 @@ pub struct JobSpec {
     pub submit: Submit,
     /// Where the task writes its outcome (`outputs.pb`, `error.pb`): flytekit's AWS Batch tasks write
     /// under `{{.outputPrefix}}/0`, as the element of an array of one; a task whose arguments pass the
-    /// output prefix itself, there.
+    /// output prefix itself, there. For an element of an array job, its child's.
     pub outcome_prefix: String,
+    /// For an element of an array job: its index, the child `<array job id>:<index>` its attempt is.
+    pub child: Option<u32>,
+}
+
+/// flytekit's legacy map-task resolver: with `pyflyte-map-execute`, it runs element
+/// `$BATCH_JOB_ARRAY_INDEX_VAR_NAME` of the shared inputs and writes under `<output prefix>/<index>`.
+pub const MAP_RESOLVER: &str = "flytekit.core.legacy_map_task.MapTaskResolver";
+
+/// The arguments of a flytekit Batch task mapped over an array (its `pyflyte-execute … --output-prefix
+/// {{.outputPrefix}}/0 … --resolver R -- <R's args>`), as the element runner: `pyflyte-map-execute …
+/// --output-prefix {{.outputPrefix}} … --resolver` [`MAP_RESOLVER`] `-- vars '' resolver R <R's args>`,
+/// so each element (a child of one array job, or a retry on its own) reads its element of the shared
+/// inputs and writes under `{{.outputPrefix}}/<index>`, as Flyte's AWS Batch array plugin runs them.
+/// None for arguments of another shape.
+pub fn as_map_args(args: &[String]) -> Option<Vec<String>> {
+    if args.first().map(String::as_str) != Some("pyflyte-execute") {
+        return None;
+    }
+    let split = args.iter().position(|a| a == "--")?;
+    let (head, tail) = (&args[..split], &args[split + 1..]);
+    let mut out = vec!["pyflyte-map-execute".to_string()];
+    let mut resolver = None;
+    let mut i = 1;
+    while i < head.len() {
+        let a = &head[i];
+        let value = head.get(i + 1);
+        match (a.as_str(), value) {
+            ("--output-prefix", Some(v)) => {
+                out.push(a.clone());
+                out.push(v.strip_suffix("/0").unwrap_or(v).to_string());
+                i += 2;
+            }
+            ("--resolver", Some(v)) => {
+                resolver = Some(v.clone());
+                out.push(a.clone());
+                out.push(MAP_RESOLVER.into());
+                i += 2;
+            }
+            _ => {
+                out.push(a.clone());
+                i += 1;
+            }
+        }
+    }
+    out.push("--".into());
+    out.extend(["vars".into(), String::new(), "resolver".into(), resolver?]);
+    out.extend(tail.iter().cloned());
+    Some(out)
 }
 
 fn problem(field: &str, reason: impl Into<String>) -> Problem {
@@ -209,11 +259,30 @@ pub fn spec(
             None
         }
     };
-    let vars = paths.vars(launch, "");
+    // An element of a flytekit map task runs the task as a map element; the first attempt of an
+    // array of more than one is a child of one array job, whose data live at the array's own paths.
+    let map_args = match (launch.index, launch.array_size) {
+        (Some(_), Some(_)) => as_map_args(&c.args),
+        _ => None,
+    };
+    let array_size = match (launch.index, launch.array_size) {
+        (Some(_), Some(n)) if n > 1 && launch.attempt == 0 && map_args.is_some() => Some(n),
+        _ => None,
+    };
+    let array_paths = array_size.map(|_| {
+        let mut whole = launch.clone();
+        whole.index = None;
+        AttemptPaths::under(&paths.base, &whole)
+    });
+    let job_paths = array_paths.as_ref().unwrap_or(paths);
+    let mut vars = job_paths.vars(launch, "");
+    // The array's children read the inputs the runtime wrote for this element (every element's are
+    // the same: the whole lists).
+    vars.input = &paths.input;
     let mut command = Vec::new();
     for (field, args) in [
         ("container.command", &c.command),
-        ("container.args", &c.args),
+        ("container.args", map_args.as_ref().unwrap_or(&c.args)),
     ] {
         match render_args(args, &vars) {
             Ok(a) => command.extend(a),
@@ -230,6 +299,14 @@ pub fn spec(
         .map(|kv| (kv.key.clone(), kv.value.clone()))
         .collect();
     env.extend(launch.flyte_env("updraft", "development"));
+    if array_size.is_some() {
+        // Each child finds its element in the variable Batch sets (Flyte's array plugin's way).
+        env.remove("FLYTE_K8S_ARRAY_INDEX");
+        env.insert(
+            "BATCH_JOB_ARRAY_INDEX_VAR_NAME".into(),
+            "AWS_BATCH_JOB_ARRAY_INDEX".into(),
+        );
+    }
     if launch.index.is_none() {
         // A single task is an array of one to Flyte's plugin, whose jobs find their index here.
         env.insert(
@@ -240,20 +317,29 @@ pub fn spec(
     }
     // flytekit's Batch tasks write their outcome under `{{.outputPrefix}}/0` (an array of one to Flyte);
     // tasks that pass the output prefix itself write there.
-    let base = paths.output_prefix.trim_end_matches('/');
+    let base = job_paths.output_prefix.trim_end_matches('/');
     let element = format!("{base}/0");
-    let outcome_prefix = if command.iter().any(|a| a == &element) {
-        element
-    } else {
-        base.to_string()
+    let outcome_prefix = match (map_args.is_some(), launch.index) {
+        // A map element writes under `<output prefix>/<index>`.
+        (true, Some(i)) => format!("{base}/{i}"),
+        _ if command.iter().any(|a| a == &element) => element,
+        _ => base.to_string(),
     };
     tags.insert("updraft:execution".into(), launch.execution.clone());
     tags.insert("updraft:node".into(), launch.node_id.clone());
     let definition = definition(&c.image, settings.job_role_arn.clone(), platform);
+    // An array job is named for the whole array's attempt, so every element's start finds it.
+    let name = match array_size {
+        Some(_) => updraft_engine::exec::dns_name(&format!(
+            "{}-{}-array-{}",
+            launch.execution, launch.node_id, launch.attempt
+        )),
+        None => launch.name.clone(),
+    };
     Ok(JobSpec {
         definition,
         submit: Submit {
-            job_name: job_name(&launch.name),
+            job_name: job_name(&name),
             job_queue: queue.unwrap_or_default(),
             command,
             environment: env.into_iter().collect(),
@@ -264,8 +350,10 @@ pub fn spec(
             scheduling_priority,
             retry_attempts,
             timeout_seconds,
+            array_size,
         },
         outcome_prefix,
+        child: array_size.and(launch.index),
     })
 }
 
@@ -461,6 +549,96 @@ mod tests {
         let t = task(&["run", "{{.outputPrefix}}"]);
         let s = spec(&t, &launch, &paths, &settings).unwrap();
         assert_eq!(s.outcome_prefix, "s3://b/e/n0/0/out");
+    }
+
+    const FLYTEKIT_ARGS: &[&str] = &[
+        "pyflyte-execute",
+        "--inputs",
+        "{{.input}}",
+        "--output-prefix",
+        "{{.outputPrefix}}/0",
+        "--raw-output-data-prefix",
+        "{{.rawOutputDataPrefix}}",
+        "--resolver",
+        "flytekit.core.python_auto_container.default_task_resolver",
+        "--",
+        "task-module",
+        "m",
+        "task-name",
+        "t",
+    ];
+
+    #[test]
+    fn a_mapped_flytekit_task_runs_as_a_map_element() {
+        let args: Vec<String> = FLYTEKIT_ARGS.iter().map(|s| s.to_string()).collect();
+        let out = as_map_args(&args).unwrap();
+        assert_eq!(
+            out,
+            [
+                "pyflyte-map-execute",
+                "--inputs",
+                "{{.input}}",
+                "--output-prefix",
+                "{{.outputPrefix}}",
+                "--raw-output-data-prefix",
+                "{{.rawOutputDataPrefix}}",
+                "--resolver",
+                MAP_RESOLVER,
+                "--",
+                "vars",
+                "",
+                "resolver",
+                "flytekit.core.python_auto_container.default_task_resolver",
+                "task-module",
+                "m",
+                "task-name",
+                "t",
+            ]
+        );
+        assert_eq!(as_map_args(&["run".to_string()]), None);
+    }
+
+    #[test]
+    fn an_arrays_first_attempt_is_one_array_job_and_a_retry_a_job_of_its_own() {
+        let settings = BatchSettings {
+            job_queue: Some("q".into()),
+            job_role_arn: Some("r".into()),
+        };
+        let t = task(FLYTEKIT_ARGS);
+        let mut launch = updraft_connector::plan_launch(&t, Default::default(), Some(2));
+        launch.array_size = Some(4);
+        let paths = AttemptPaths::under("s3://b/e", &launch);
+        let s = spec(&t, &launch, &paths, &settings).unwrap();
+        assert_eq!(s.submit.array_size, Some(4));
+        assert_eq!(s.child, Some(2));
+        assert_eq!(s.submit.job_name, "plan-n0-array-0");
+        // The children read this element's inputs and write under the array's own output prefix.
+        let at = |flag: &str| {
+            let i = s.submit.command.iter().position(|a| a == flag).unwrap();
+            s.submit.command[i + 1].clone()
+        };
+        assert_eq!(at("--inputs"), "s3://b/e/n0-2/0/inputs.pb");
+        assert_eq!(at("--output-prefix"), "s3://b/e/n0/0/out");
+        assert_eq!(s.outcome_prefix, "s3://b/e/n0/0/out/2");
+        let env: BTreeMap<_, _> = s.submit.environment.iter().cloned().collect();
+        assert_eq!(
+            env["BATCH_JOB_ARRAY_INDEX_VAR_NAME"],
+            "AWS_BATCH_JOB_ARRAY_INDEX"
+        );
+        assert!(!env.contains_key("FLYTE_K8S_ARRAY_INDEX"));
+        // A retry is a job of its own, told its index.
+        launch.attempt = 1;
+        let paths = AttemptPaths::under("s3://b/e", &launch);
+        let s = spec(&t, &launch, &paths, &settings).unwrap();
+        assert_eq!((s.submit.array_size, s.child), (None, None));
+        assert_eq!(s.outcome_prefix, "s3://b/e/n0-2/1/out/2");
+        let env: BTreeMap<_, _> = s.submit.environment.iter().cloned().collect();
+        assert_eq!(
+            env["BATCH_JOB_ARRAY_INDEX_VAR_NAME"],
+            "FLYTE_K8S_ARRAY_INDEX"
+        );
+        assert_eq!(env["FLYTE_K8S_ARRAY_INDEX"], "2");
+        assert_eq!(s.submit.command[0], "pyflyte-map-execute");
     }
 
     #[test]

@@ -28,8 +28,8 @@ use std::time::Duration;
 use aws_sdk_batch::Client;
 use aws_sdk_batch::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_batch::types::{
-    ContainerOverrides, ContainerProperties, JobDefinitionType, JobStatus, JobTimeout,
-    KeyValuePair, KeyValuesPair, PlatformCapability, ResourceRequirement, ResourceType,
+    ArrayProperties, ContainerOverrides, ContainerProperties, JobDefinitionType, JobStatus,
+    JobTimeout, KeyValuePair, KeyValuesPair, PlatformCapability, ResourceRequirement, ResourceType,
     RetryStrategy,
 };
 use serde_json::{Value, json};
@@ -57,6 +57,9 @@ pub struct BatchConnector {
     no_s3: Option<String>,
     /// Job definition name → ARN, as found or registered.
     definitions: Mutex<HashMap<String, String>>,
+    /// Array job name → id, as found or submitted here: the elements of one array start together, and
+    /// the first submits the array job the others' starts must find (before `ListJobs` shows it).
+    arrays: tokio::sync::Mutex<HashMap<String, String>>,
 }
 
 impl BatchConnector {
@@ -76,6 +79,7 @@ impl BatchConnector {
             settings: settings.batch.clone(),
             no_s3: settings.s3_prefix().err(),
             definitions: Mutex::default(),
+            arrays: tokio::sync::Mutex::default(),
         }
     }
 
@@ -149,8 +153,9 @@ impl BatchConnector {
                 .await
                 .map_err(|e| start_error("ListJobs", e))?;
             for j in page.job_summary_list() {
+                // (An array job's children carry its name; their ids are `<id>:<index>`.)
                 if j.job_name() == Some(name)
-                    && let Some(id) = j.job_id()
+                    && let Some(id) = j.job_id().filter(|id| !id.contains(':'))
                 {
                     let at = j.created_at().unwrap_or(i64::MAX);
                     if best.as_ref().is_none_or(|(b, _)| at < *b) {
@@ -316,13 +321,29 @@ impl Connector for BatchConnector {
         let handle = |id: String| Handle {
             connector: NAME.into(),
             value: json!({
-                "jobId": id,
+                // An element of an array job is its child `<array job id>:<index>`.
+                "jobId": match spec.child {
+                    Some(i) => format!("{id}:{i}"),
+                    None => id,
+                },
                 "jobName": s.job_name,
                 "jobQueue": s.job_queue,
                 "outcomePrefix": spec.outcome_prefix,
             }),
         };
+        // The elements of an array start one after another here (and may start together in a local
+        // run): one submits, the others find its job.
+        let mut arrays = match s.array_size {
+            Some(_) => Some(self.arrays.lock().await),
+            None => None,
+        };
+        if let Some(id) = arrays.as_ref().and_then(|a| a.get(&s.job_name)) {
+            return Ok(handle(id.clone()));
+        }
         if let Some(id) = self.submitted(&s.job_queue, &s.job_name).await? {
+            if let Some(a) = arrays.as_mut() {
+                a.insert(s.job_name.clone(), id.clone());
+            }
             return Ok(handle(id));
         }
         let arn = self.definition_arn(&spec.definition).await?;
@@ -359,10 +380,16 @@ impl Connector for BatchConnector {
         if let Some(n) = s.timeout_seconds {
             req = req.timeout(JobTimeout::builder().attempt_duration_seconds(n).build());
         }
+        if let Some(n) = s.array_size {
+            req = req.array_properties(ArrayProperties::builder().size(n as i32).build());
+        }
         let out = req.send().await.map_err(|e| start_error("SubmitJob", e))?;
         let id = out
             .job_id()
             .ok_or_else(|| setup("SubmitJob", "no job id in the answer"))?;
+        if let Some(a) = arrays.as_mut() {
+            a.insert(s.job_name.clone(), id.to_string());
+        }
         Ok(handle(id.to_string()))
     }
 

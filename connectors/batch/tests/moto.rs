@@ -50,6 +50,7 @@ fn launch(exec: &str, attempt: u32) -> TaskLaunch {
         interruptible: false,
         cache_key: None,
         cache_serializable: false,
+        array_size: None,
     }
 }
 

@@ -172,5 +172,6 @@ pub fn plan_launch(
         interruptible,
         cache_key: None,
         cache_serializable: false,
+        array_size: None,
     }
 }

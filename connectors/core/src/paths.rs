@@ -11,6 +11,9 @@ use updraft_engine::template::Vars;
 /// prefix `out/` (`outputs.pb`, `error.pb`, `futures.pb`), the raw output data `raw/` and `checkpoint/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptPaths {
+    /// The execution's base (a folder, or a prefix such as `s3://bucket/executions/<exec>`), which
+    /// every attempt's folder is under.
+    pub base: String,
     /// The attempt's folder (`{{.inputPrefix}}`).
     pub dir: String,
     /// `inputs.pb` of the attempt.
@@ -44,6 +47,7 @@ impl AttemptPaths {
             prev_checkpoint_prefix: (launch.attempt > 0)
                 .then(|| format!("{}/checkpoint", dir(launch.attempt - 1))),
             dir: here,
+            base: base.to_string(),
         }
     }
 
@@ -82,6 +86,7 @@ mod tests {
             interruptible: false,
             cache_key: None,
             cache_serializable: false,
+            array_size: None,
         }
     }
 

@@ -61,6 +61,7 @@ fn launch(node: &str, task: &str, inputs: LiteralMap) -> TaskLaunch {
         interruptible: false,
         cache_key: None,
         cache_serializable: false,
+        array_size: None,
     }
 }
 

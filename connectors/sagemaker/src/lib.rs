@@ -1166,6 +1166,7 @@ mod tests {
             interruptible: false,
             cache_key: None,
             cache_serializable: false,
+            array_size: None,
         };
         let mut r = json!({"Tags": [{"Key": "team", "Value": "ml"}]});
         tag_attempt(&mut r, &launch);

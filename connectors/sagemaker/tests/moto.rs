@@ -71,6 +71,7 @@ fn launch(exec: &str, attempt: u32, inputs: &[(&str, &str)]) -> TaskLaunch {
         interruptible: false,
         cache_key: None,
         cache_serializable: false,
+        array_size: None,
     }
 }
 

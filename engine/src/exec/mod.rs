@@ -314,6 +314,10 @@ pub struct TaskLaunch {
     pub cache_key: Option<String>,
     /// Hold the cache key while computing (serializable cache).
     pub cache_serializable: bool,
+    /// For an element of an array whose elements all read the same inputs (flytekit's map tasks, which
+    /// pick their element by index): the array's size, so a connector may run the whole array as one
+    /// job (an AWS Batch array job).
+    pub array_size: Option<u32>,
 }
 
 impl TaskLaunch {

@@ -105,6 +105,17 @@ impl Execution {
         });
         let node_id = wf_node.id.clone();
         let name = self.task_name(node, index, attempt);
+        let shared = matches!(
+            wf_node.kind,
+            NodeKind::Array {
+                original_interface: false,
+                ..
+            }
+        );
+        let array_size = match (index, &self.nodes[node as usize].array) {
+            (Some(_), Some(a)) if shared => Some(a.size),
+            _ => None,
+        };
         fx.push(Effect::StartTask(TaskLaunch {
             execution: self.config.name.clone(),
             node,
@@ -117,6 +128,7 @@ impl Execution {
             interruptible,
             cache_key,
             cache_serializable,
+            array_size,
         }));
         // Each attempt is bounded by the node's timeout, or else the task's.
         let attempt_timeout = wf_node.metadata.timeout.or(meta.timeout);
