@@ -135,6 +135,9 @@ class Kind:
     failed = ""
     stopping: Optional[str] = None
     stopped = ""
+    # Whether a phase change that keeps the status (a training job's secondary status moving on) is
+    # an event of its own.
+    repeat_events = True
 
     def status(self, phase: str) -> str:
         if phase.startswith("queued:"):
@@ -300,6 +303,7 @@ class EndpointKind(Kind):
     succeeded = "InService"
     failed = "Failed"
     stopped = "Failed"
+    repeat_events = False
 
     def apply(self, job: "Job", phase: str, reason: Optional[str]) -> None:
         obj = job.obj
@@ -528,7 +532,7 @@ class Job:
         self.kind.apply(self, phase, reason)
         self.phase = phase
         endpoint, region = self.events
-        if endpoint:
+        if endpoint and (self.kind.repeat_events or previous != self.kind.status(phase)):
             detail = self.kind.detail(self, previous)
             _EVENTS.put(
                 (

@@ -44,6 +44,8 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         Err(p) => return Ok(crate::report(&p)),
     };
     let config = eks_config(&args.settings)?;
+    // The tasks the cluster's connector serves.
+    let eks = updraft_connector_eks::EksConnector::checking(config.clone());
     let tasks: Vec<_> = match &args.task {
         Some(t) => vec![compiled.tasks.get(t).with_context(|| {
             format!(
@@ -54,7 +56,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         None => compiled
             .tasks
             .values()
-            .filter(|t| t.plugin.is_native())
+            .filter(|t| updraft_connector::Connector::serves(&eks, t))
             .collect(),
     };
     if tasks.is_empty() {

@@ -148,10 +148,10 @@ pub async fn launch(
     Ok(name)
 }
 
-/// Refuses a workflow with tasks this deployment cannot run, each problem named: native tasks need
-/// the cluster settings (the cluster itself is reached only when a task starts); the AWS services'
-/// tasks go through their connectors' pre-flight checks (queue, role, configuration); other task
-/// types have no connector here.
+/// Refuses a workflow with tasks this deployment cannot run, each problem named: every task goes
+/// through the registry the transition function runs it with (the cluster's connector checking native
+/// tasks against the cluster settings without reaching the cluster, the AWS services' connectors their
+/// queues, roles and configurations); a task no connector here serves is named with its type.
 pub fn check_tasks(
     settings: &Settings,
     sdk: &aws_config::SdkConfig,
@@ -159,25 +159,22 @@ pub fn check_tasks(
     workflow: &str,
 ) -> Result<(), Error> {
     let tasks = reachable_tasks(pkg, workflow);
-    let mut bad = Vec::new();
-    let mut others = Vec::new();
-    for t in tasks.values() {
-        if t.runs_in_engine() {
-            continue;
-        }
-        if t.plugin.is_native() {
-            if settings.eks.is_none() {
-                bad.push(format!(
-                    "task `{}` ({}): the stack has no cluster settings (EksClusterName, EksSettings)",
-                    t.name, t.plugin
-                ));
-            }
-        } else {
-            others.push(*t);
-        }
-    }
-    let services = settings.registry(None, sdk);
-    bad.extend(services.preflight(others).iter().map(ToString::to_string));
+    let eks = settings
+        .eks
+        .clone()
+        .map(|c| std::sync::Arc::new(updraft_connector_eks::EksConnector::checking(c)));
+    let registry = settings.registry(eks, sdk);
+    let bad: Vec<String> = registry
+        .preflight(tasks.values().copied().filter(|t| !t.runs_in_engine()))
+        .iter()
+        .map(|p| match p {
+            updraft_connector::RegistryError::Unserved { .. } if settings.eks.is_none() => format!(
+                "{p} (without cluster settings, EksClusterName and EksSettings, the stack runs no \
+                 native task)"
+            ),
+            p => p.to_string(),
+        })
+        .collect();
     if bad.is_empty() {
         return Ok(());
     }
@@ -330,4 +327,99 @@ async fn report(clients: &Clients, uri: &str, e: &Error) -> Result<(), Error> {
         .blobs
         .put(&format!("{uri}.error.txt"), format!("{e}\n").into_bytes())
         .await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn package(names: &[&str]) -> CompiledPackage {
+        let mut pkg = updraft_engine::package::Package::default();
+        for n in names {
+            let path = format!(
+                "{}/../tests/fixtures/flytekit/{n}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let bytes = std::fs::read(&path).unwrap();
+            pkg.merge(
+                updraft_engine::package::Package::from_tgz(n, &bytes, Default::default()).unwrap(),
+            )
+            .unwrap();
+        }
+        updraft_engine::compile::compile(&pkg).unwrap()
+    }
+
+    fn settings(eks: Option<&str>, services: &str) -> Settings {
+        let mut services = updraft_settings::Settings::parse("test", services).unwrap();
+        // As the functions' settings have it: the stack's bucket.
+        services.data.prefix = Some("s3://b/executions".into());
+        Settings {
+            table: "t".into(),
+            bucket: "b".into(),
+            transitions_url: "q".into(),
+            eks: eks.map(|e| serde_json::from_str(e).unwrap()),
+            max_check_delay: Duration::from_secs(60),
+            lease: Duration::from_secs(120),
+            max_receives: 5,
+            services,
+            fault: None,
+        }
+    }
+
+    fn sdk() -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build()
+    }
+
+    #[test]
+    fn every_task_is_checked_by_the_connector_that_would_run_it() {
+        let pkg = package(&["branches.tgz", "batch.tgz"]);
+        // No cluster: native tasks are named, with what the stack lacks.
+        let e = check_tasks(
+            &settings(None, "{}"),
+            &sdk(),
+            &pkg,
+            "fixtures.branches.branch_wf",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no connector here runs this task type"), "{e}");
+        assert!(e.contains("EksClusterName"), "{e}");
+        assert!(e.contains("nothing was started"), "{e}");
+        // With the cluster's settings, they pass without reaching a cluster.
+        let eks = r#"{"namespace": "flyte"}"#;
+        check_tasks(
+            &settings(Some(eks), "{}"),
+            &sdk(),
+            &pkg,
+            "fixtures.branches.branch_wf",
+        )
+        .unwrap();
+        // A Batch task is checked against the Batch settings.
+        let e = check_tasks(
+            &settings(Some(eks), "{}"),
+            &sdk(),
+            &pkg,
+            "fixtures.batch.batch_wf",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("fixtures.batch.transcode") && e.contains("batch.jobQueue"),
+            "{e}"
+        );
+        check_tasks(
+            &settings(
+                Some(eks),
+                "{batch: {jobQueue: q, jobRoleArn: 'arn:aws:iam::1:role/r'}}",
+            ),
+            &sdk(),
+            &pkg,
+            "fixtures.batch.batch_wf",
+        )
+        .unwrap();
+    }
 }

@@ -200,8 +200,100 @@ class Lifecycles(unittest.TestCase):
         self.assertIn("Could not find", str(e.exception))
         with self.assertRaises(ClientError) as e:
             self.training("train-stop")
-        self.assertEqual(e.exception.response["Error"]["Code"], "ValidationException")
+        self.assertEqual(e.exception.response["Error"]["Code"], "ResourceInUse")
         self.assertIn("must be unique", str(e.exception))
+
+    def test_endpoints_are_creating_then_in_service_and_names_are_unique(self) -> None:
+        sm = self.moto.client("sagemaker")
+        sm.create_model(ModelName="m", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": "img:1"})
+        with self.assertRaises(ClientError) as e:
+            sm.create_model(ModelName="m", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": "img:1"})
+        self.assertEqual(e.exception.response["Error"]["Code"], "ValidationException")
+        self.assertIn(f'Cannot create already existing model "arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/m"', str(e.exception))
+        variants = [{"VariantName": "v", "ModelName": "m", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}]
+        sm.create_endpoint_config(EndpointConfigName="c", ProductionVariants=variants)
+        with self.assertRaises(ClientError) as e:
+            sm.create_endpoint_config(EndpointConfigName="c", ProductionVariants=variants)
+        self.assertIn("Cannot create already existing endpoint configuration", str(e.exception))
+        for name in ("ep-ok", "ep-bad"):
+            sm.create_endpoint(EndpointName=name, EndpointConfigName="c")
+        seen = wait_for(
+            lambda: sm.describe_endpoint(EndpointName="ep-ok")["EndpointStatus"], lambda s: s == "InService"
+        )
+        self.assertEqual(seen, ["Creating", "InService"])
+        self.assertEqual(
+            self.events("sagemaker", "EndpointName", "ep-ok", "EndpointStatus", "InService"), ["Creating", "InService"]
+        )
+        self.assertEqual(self.last_event["detail-type"], "SageMaker Endpoint State Change")
+        wait_for(lambda: sm.describe_endpoint(EndpointName="ep-bad")["EndpointStatus"], lambda s: s == "Failed")
+        self.assertEqual(sm.describe_endpoint(EndpointName="ep-bad")["FailureReason"], SETTINGS["failures"][0]["reason"])
+        with self.assertRaises(ClientError) as e:
+            sm.create_endpoint(EndpointName="ep-ok", EndpointConfigName="c")
+        self.assertIn("Cannot create already existing endpoint", str(e.exception))
+        sm.delete_endpoint(EndpointName="ep-ok")
+        with self.assertRaises(ClientError):
+            sm.describe_endpoint(EndpointName="ep-ok")
+
+    def test_a_tuning_jobs_best_training_job_is_real(self) -> None:
+        sm = self.moto.client("sagemaker")
+        sm.create_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName="tune-real",
+            HyperParameterTuningJobConfig={
+                "Strategy": "Bayesian",
+                "HyperParameterTuningJobObjective": {"Type": "Minimize", "MetricName": "rmse"},
+                "ResourceLimits": {"MaxNumberOfTrainingJobs": 2, "MaxParallelTrainingJobs": 1},
+                "ParameterRanges": {"IntegerParameterRanges": [{"Name": "depth", "MinValue": "2", "MaxValue": "8"}]},
+            },
+            TrainingJobDefinition={
+                "AlgorithmSpecification": {"TrainingImage": "img:1", "TrainingInputMode": "File"},
+                "RoleArn": ROLE,
+                "OutputDataConfig": {"S3OutputPath": "s3://b/tune/"},
+                "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+                "StoppingCondition": {"MaxRuntimeInSeconds": 60},
+            },
+        )
+        d = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-real")
+        self.assertEqual(d["TrainingJobStatusCounters"]["InProgress"], 1)
+        wait_for(
+            lambda: sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-real")[
+                "HyperParameterTuningJobStatus"
+            ],
+            lambda s: s == "Completed",
+        )
+        best = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-real")["BestTrainingJob"]
+        self.assertTrue(best["TrainingJobName"].startswith("tune-real-001-"), best)
+        self.assertEqual(best["TunedHyperParameters"], {"depth": "2"})
+        job = sm.describe_training_job(TrainingJobName=best["TrainingJobName"])
+        self.assertTrue(job["ModelArtifacts"]["S3ModelArtifacts"].startswith("s3://b/tune/"), job)
+
+    def test_a_job_naming_an_entrypoint_runs_it_with_its_environment(self) -> None:
+        sm = self.moto.client("sagemaker")
+        out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"moto-entrypoint-{self.moto.port}")
+        self.assertEqual(self.moto.control("/_updraft/lifecycle", {"run_commands": True})[0], 200)
+        try:
+            for name, code in (("entry-ok", 0), ("entry-exit", 3)):
+                sm.create_training_job(
+                    TrainingJobName=name,
+                    AlgorithmSpecification={
+                        "TrainingImage": "img:1",
+                        "TrainingInputMode": "File",
+                        "ContainerEntrypoint": ["sh", "-c", f'echo "$GREETING $TRAINING_JOB_NAME" > {out}-{name}; exit {code}'],
+                    },
+                    RoleArn=ROLE,
+                    OutputDataConfig={"S3OutputPath": "s3://b/o"},
+                    ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+                    StoppingCondition={"MaxRuntimeInSeconds": 60},
+                    Environment={"GREETING": "hello"},
+                )
+            for name, end in (("entry-ok", "Completed"), ("entry-exit", "Failed")):
+                wait_for(lambda n=name: sm.describe_training_job(TrainingJobName=n)["TrainingJobStatus"], lambda s, e=end: s == e)
+                with open(f"{out}-{name}") as f:
+                    self.assertEqual(f.read().strip(), f"hello {name}")
+            d = sm.describe_training_job(TrainingJobName="entry-exit")
+            self.assertEqual(d["FailureReason"], "AlgorithmError: the job's container exited with code 3")
+            self.assertEqual(d["Environment"], {"GREETING": "hello"})
+        finally:
+            self.moto.control("/_updraft/lifecycle", {"run_commands": False})
 
     def test_processing_job_lifecycle(self) -> None:
         sm = self.moto.client("sagemaker")

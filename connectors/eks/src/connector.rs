@@ -26,7 +26,8 @@ const NAME: &str = "eks";
 /// Runs native tasks (pods, Kubeflow jobs, Spark applications) on one cluster.
 #[derive(Clone)]
 pub struct EksConnector {
-    cluster: Cluster,
+    /// None for a connector that only checks tasks (see [`EksConnector::checking`]).
+    cluster: Option<Cluster>,
     config: EksConfig,
     /// How often a running attempt is looked at.
     pub poll: Duration,
@@ -70,7 +71,7 @@ impl EksConnector {
     /// Attempts on `cluster`, their objects built with `config`.
     pub fn new(cluster: Cluster, config: EksConfig) -> Self {
         Self {
-            cluster,
+            cluster: Some(cluster),
             config,
             poll: Duration::from_millis(100),
         }
@@ -91,6 +92,22 @@ impl EksConnector {
         };
         cluster.image_pull_grace = Duration::from_secs(config.image_pull_grace_seconds);
         Ok(Self::new(cluster, config))
+    }
+
+    /// A connector that serves and checks native tasks with `config` without reaching a cluster (a
+    /// launcher's pre-flight check); it starts nothing.
+    pub fn checking(config: EksConfig) -> Self {
+        Self {
+            cluster: None,
+            config,
+            poll: Duration::from_millis(100),
+        }
+    }
+
+    fn cluster(&self) -> Result<&Cluster, String> {
+        self.cluster
+            .as_ref()
+            .ok_or_else(|| "this connector only checks tasks: it has no cluster".to_string())
     }
 
     /// The cluster's settings.
@@ -131,7 +148,8 @@ impl Connector for EksConnector {
     async fn start(&self, a: &Attempt<'_>) -> Result<Handle, TaskStatus> {
         let objects = build(a.task, a.launch, a.paths, &self.config)
             .map_err(|e| failed("BuildError", e.to_string(), ErrorKind::User, false))?;
-        self.cluster
+        self.cluster()
+            .map_err(|e| failed("Cluster", e, ErrorKind::System, false))?
             .start(&objects)
             .await
             .map_err(|e| failed("Cluster", e.to_string(), ErrorKind::System, true))?;
@@ -143,7 +161,8 @@ impl Connector for EksConnector {
         let objects: Vec<_> = m.objects.iter().map(ObjectRef::object).collect();
         let pending_for = Duration::from_millis(now_ms().saturating_sub(m.started_ms));
         let observed = self
-            .cluster
+            .cluster()
+            .map_err(Transient)?
             .check(&objects, pending_for)
             .await
             .map_err(|e| Transient(e.to_string()))?;
@@ -159,7 +178,8 @@ impl Connector for EksConnector {
 
     async fn abort(&self, h: &Handle) -> Result<(), Transient> {
         let objects: Vec<_> = made(h)?.objects.iter().map(ObjectRef::object).collect();
-        self.cluster
+        self.cluster()
+            .map_err(Transient)?
             .delete(&objects)
             .await
             .map_err(|e| Transient(e.to_string()))
