@@ -299,7 +299,7 @@ fn with_copilot(
         "--from".into(),
         data.output_path.clone(),
         "--interface".into(),
-        updraft_copilot::encode_interface(&outputs),
+        updraft_copilot_data::encode_interface(&outputs),
         "--".into(),
     ];
     command.extend(argv);

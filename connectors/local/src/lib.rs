@@ -155,8 +155,12 @@ impl LocalConnector {
         if let Some(d) = data {
             std::fs::create_dir_all(&in_dir)?;
             std::fs::create_dir_all(&out_dir)?;
-            updraft_copilot::write_inputs(&t.inputs, &in_dir, &updraft_copilot::LocalFiles)
-                .map_err(|e| LocalError::Data(e.to_string()))?;
+            updraft_copilot_data::write_inputs(
+                &t.inputs,
+                &in_dir,
+                &updraft_copilot_data::LocalFiles,
+            )
+            .map_err(|e| LocalError::Data(e.to_string()))?;
             // A container engine mounts the folders at the container's paths; a process is pointed at them.
             if engine.is_none() {
                 for a in &mut argv {
@@ -246,11 +250,11 @@ impl LocalConnector {
         drop(running);
         let stderr_tail = tail(&r.dir.join("stderr.log"));
         if let Some((data_out, outputs)) = &r.data_out {
-            return Ok(updraft_copilot::outcome(
+            return Ok(updraft_copilot_data::outcome(
                 data_out,
                 outputs,
                 None,
-                &updraft_copilot::LocalFiles,
+                &updraft_copilot_data::LocalFiles,
                 exit.code(),
                 &stderr_tail,
             )
