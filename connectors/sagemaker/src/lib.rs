@@ -332,6 +332,42 @@ async fn create(
     ))
 }
 
+/// A job's describe answer; `Err` the status of an attempt whose job SageMaker refuses to describe (gone),
+/// and a passing failure to reach it the outer error (look again later).
+async fn describe(
+    aws: &Aws,
+    kind: &JobKind,
+    m: &Made,
+) -> Result<Result<Value, TaskStatus>, Transient> {
+    match aws
+        .call(
+            &SAGEMAKER,
+            &m.region,
+            kind.describe,
+            &json!({ kind.name_key: m.name }),
+        )
+        .await
+    {
+        Ok(d) => Ok(Ok(d)),
+        Err(e) if e.passing() => Err(transient(kind.describe, &e)),
+        Err(e) => Ok(Err(failed(
+            "JobGone",
+            format!("SageMaker {}: {e}", kind.describe),
+            ErrorKind::System,
+            true,
+        ))),
+    }
+}
+
+/// Calls `op` to stop what a handle names; nothing left to stop is fine.
+async fn stop(aws: &Aws, region: &str, op: &str, body: &Value) -> Result<(), Transient> {
+    match aws.call(&SAGEMAKER, region, op, body).await {
+        Ok(_) => Ok(()),
+        Err(e) if nothing_to_stop(&e) => Ok(()),
+        Err(e) => Err(transient(op, &e)),
+    }
+}
+
 /// Fills a request's role from the settings' `sagemaker.roleArn` where it names none.
 fn fill_role(kind: &JobKind, request: &mut Value, role: Option<&str>) {
     let Some(role) = role else { return };
@@ -478,26 +514,9 @@ impl Connector for SageMakerConnector {
         }
         let kind = jobs::kind(&m.kind)
             .ok_or_else(|| Transient(format!("an unknown SageMaker job kind {}", m.kind)))?;
-        let d = match self
-            .aws
-            .call(
-                &SAGEMAKER,
-                &m.region,
-                kind.describe,
-                &json!({ kind.name_key: m.name }),
-            )
-            .await
-        {
+        let d = match describe(&self.aws, kind, &m).await? {
             Ok(d) => d,
-            Err(e) if e.passing() => return Err(transient(kind.describe, &e)),
-            Err(e) => {
-                return Ok(failed(
-                    "JobGone",
-                    format!("SageMaker {}: {e}", kind.describe),
-                    ErrorKind::System,
-                    true,
-                ));
-            }
+            Err(gone) => return Ok(gone),
         };
         let status = d[kind.status_key].as_str().unwrap_or_default();
         match jobs::phase(status) {
@@ -545,11 +564,7 @@ impl Connector for SageMakerConnector {
                 .ok_or_else(|| Transient(format!("an unknown SageMaker job kind {}", m.kind)))?;
             (kind.stop, json!({ kind.name_key: m.name }))
         };
-        match self.aws.call(&SAGEMAKER, &m.region, op, &body).await {
-            Ok(_) => Ok(()),
-            Err(e) if nothing_to_stop(&e) => Ok(()),
-            Err(e) => Err(transient(op, &e)),
-        }
+        stop(&self.aws, &m.region, op, &body).await
     }
 
     fn watch(&self, h: &Handle) -> Option<JobKey> {
@@ -782,26 +797,9 @@ impl Connector for PythonicConnector {
                 h.value
             ))
         })?;
-        let d = match self
-            .aws
-            .call(
-                &SAGEMAKER,
-                &m.region,
-                kind.describe,
-                &json!({ kind.name_key: m.name }),
-            )
-            .await
-        {
+        let d = match describe(&self.aws, kind, &m).await? {
             Ok(d) => d,
-            Err(e) if e.passing() => return Err(transient(kind.describe, &e)),
-            Err(e) => {
-                return Ok(failed(
-                    "JobGone",
-                    format!("SageMaker {}: {e}", kind.describe),
-                    ErrorKind::System,
-                    true,
-                ));
-            }
+            Err(gone) => return Ok(gone),
         };
         let status = d[kind.status_key].as_str().unwrap_or_default();
         let phase = jobs::phase(status);
@@ -844,20 +842,13 @@ impl Connector for PythonicConnector {
         let m = Made::of(h)?;
         let kind = jobs::kind(&m.kind)
             .ok_or_else(|| Transient(format!("an unknown SageMaker job kind {}", m.kind)))?;
-        match self
-            .aws
-            .call(
-                &SAGEMAKER,
-                &m.region,
-                kind.stop,
-                &json!({ kind.name_key: m.name }),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if nothing_to_stop(&e) => Ok(()),
-            Err(e) => Err(transient(kind.stop, &e)),
-        }
+        stop(
+            &self.aws,
+            &m.region,
+            kind.stop,
+            &json!({ kind.name_key: m.name }),
+        )
+        .await
     }
 
     fn watch(&self, h: &Handle) -> Option<JobKey> {
