@@ -186,6 +186,25 @@ fn region_of(
         .or_else(|| aws.default_region().map(str::to_string))
 }
 
+/// The task's images with their region filled, and a problem for every placeholder of `config` that
+/// neither they nor the task's inputs can fill.
+fn images_and_gaps(
+    task: &CompiledTask,
+    custom: &Map<String, Value>,
+    config: &Value,
+    region: &str,
+) -> (Option<Map<String, Value>>, Vec<Problem>) {
+    let images = match custom.get("images") {
+        Some(Value::Object(i)) => Some(images_for(i, region)),
+        _ => None,
+    };
+    let gaps = unfillable(config, &task.interface.inputs, images.as_ref())
+        .into_iter()
+        .map(|p| problem("custom.config", p))
+        .collect();
+    (images, gaps)
+}
+
 /// Adds the attempt tag to a request's `Tags`.
 fn tag_attempt(request: &mut Value, launch: &TaskLaunch) {
     let tag = json!({"Key": ATTEMPT_TAG, "Value": launch.name});
@@ -413,19 +432,8 @@ impl SageMakerConnector {
                 "no region: set it on the task, or aws.region in the settings",
             )]);
         };
-        let images = match custom.get("images") {
-            Some(Value::Object(i)) => Some(images_for(i, &region)),
-            _ => None,
-        };
-        let declared = task
-            .interface
-            .inputs
-            .keys()
-            .map(|k| (k.clone(), ()))
-            .collect();
-        for p in unfillable(config, &declared, images.as_ref()) {
-            problems.push(problem("custom.config", p));
-        }
+        let (images, gaps) = images_and_gaps(task, &custom, config, &region);
+        problems.extend(gaps);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -938,19 +946,8 @@ impl BotoConnector {
             ));
         }
         let region = region.unwrap_or_default();
-        let images = match custom.get("images") {
-            Some(Value::Object(i)) => Some(images_for(i, &region)),
-            _ => None,
-        };
-        let declared = task
-            .interface
-            .inputs
-            .keys()
-            .map(|k| (k.clone(), ()))
-            .collect();
-        for p in unfillable(&config, &declared, images.as_ref()) {
-            problems.push(problem("custom.config", p));
-        }
+        let (images, gaps) = images_and_gaps(task, &custom, &config, &region);
+        problems.extend(gaps);
         let Some(service) = service.filter(|_| problems.is_empty()) else {
             return Err(problems);
         };

@@ -393,9 +393,9 @@ pub fn render(
 
 /// Names every placeholder of `config` that the interface's `inputs` and the task's `images` cannot
 /// fill, and why (for the pre-flight check).
-pub fn unfillable(
+pub fn unfillable<T>(
     config: &Value,
-    inputs: &BTreeMap<String, ()>,
+    inputs: &BTreeMap<String, T>,
     images: Option<&Map<String, Value>>,
 ) -> Vec<String> {
     let mut out = Vec::new();
