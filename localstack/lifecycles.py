@@ -22,9 +22,10 @@ Settings (the environment variable UPDRAFT_MOTO_LIFECYCLE holds the starting one
   `match` fails with `reason` at the end of its run;
 - `events_endpoint` (null): an EventBridge endpoint (e.g. LocalStack's) each state change goes to, on
   the default bus of `events_region` (us-east-1);
-- `run_commands` (false): AWS Batch jobs, and SageMaker training and processing jobs that name a
-  `ContainerEntrypoint` (Pythonic jobs do), run their container's command as a local process (the
-  image is ignored), as the Kubernetes API test server's kubelet runs pods: the job runs while the
+- `run_commands` (false): AWS Batch jobs, SageMaker training and processing jobs that name a
+  `ContainerEntrypoint` (Pythonic jobs do), and training jobs whose hyperparameters carry a command as
+  flytekit's SageMaker runner reads it (`__FLYTE_CMD_<i>_<arg>__`, `__FLYTE_ENV_VAR_<name>__`: custom
+  training jobs) run their container's command as a local process (the image is ignored), as the Kubernetes API test server's kubelet runs pods: the job runs while the
   process does and ends with its exit code (Batch: `Essential container in task exited`,
   `container.exitCode`; SageMaker: `AlgorithmError: …` as the FailureReason). The process's
   environment is the launcher's, then the job's (a Batch definition's and overrides'; a SageMaker
@@ -34,6 +35,10 @@ Settings (the environment variable UPDRAFT_MOTO_LIFECYCLE holds the starting one
   S3 is this moto's, as a real job's is the real S3); its output goes to `$UPDRAFT_MOTO_JOB_LOGS`
   (default: the system's temporary folder) as `<job id>.log`. `run_seconds` does not apply to them;
   a `failures` match still fails them.
+
+A training job that runs no command (a built-in algorithm's, and a tuning job's best) leaves its model
+as SageMaker does: `model.tar.gz` (holding `hyperparameters.json`) at its `ModelArtifacts`
+(`<S3OutputPath>/<job>/output/model.tar.gz`) in this moto's S3, when that bucket exists.
 
 `GET /_updraft/jobs` lists every job's key and state; `POST /_updraft/jobs/<key>` with
 `{"outcome": "succeeded" | "failed", "reason": text}` ends a running or queued job now.
@@ -204,6 +209,8 @@ class SageMakerKind(Kind):
             )
             obj.secondary_status = secondary
             obj.training_start_time = obj.creation_time if phase != "queued:0" else None
+        if self.what == "training" and phase == "succeeded" and not job.command:
+            _write_model(obj)
         if self.what == "tuning":
             _tune(obj, phase)
 
@@ -272,6 +279,7 @@ def _tune(obj: Any, phase: str) -> None:
             tensor_board_output_config=None,
             experiment_config=None,
         )
+        _write_model(backend.training_jobs[name])
     best = backend.training_jobs[name]
     objective = (obj.hyper_parameter_tuning_job_config or {}).get("HyperParameterTuningJobObjective") or {}
     obj.best_training_job = {
@@ -749,9 +757,12 @@ def _sagemaker_command(what: str, name: str, obj: Any) -> Optional[tuple[list[st
     else:
         return None
     argv = list(spec.get("ContainerEntrypoint") or []) + list(spec.get("ContainerArguments") or [])
+    env = {str(k): str(v) for k, v in (getattr(_REQUEST, "environment", None) or {}).items()}
+    if not argv and what == "training":
+        argv, hp_env = _runner_command(obj.hyper_parameters or {})
+        env.update(hp_env)
     if not argv:
         return None
-    env = {str(k): str(v) for k, v in (getattr(_REQUEST, "environment", None) or {}).items()}
     obj.environment = dict(env)
     if what == "training":
         env["TRAINING_JOB_NAME"] = name
@@ -759,6 +770,54 @@ def _sagemaker_command(what: str, name: str, obj: Any) -> Optional[tuple[list[st
     else:
         env["PROCESSING_JOB_NAME"] = name
     return [str(a) for a in argv], env
+
+
+_CMD_PREFIX = "__FLYTE_CMD_"
+_ENV_PREFIX = "__FLYTE_ENV_VAR_"
+_SUFFIX = "__"
+
+
+def _runner_command(hyperparameters: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """The command flytekit's SageMaker runner (the image's `SAGEMAKER_PROGRAM`) rebuilds from a custom
+    training job's hyperparameters: `__FLYTE_CMD_<i>_<arg>__` in the order of `i`, and
+    `__FLYTE_ENV_VAR_<name>__` as the environment. Empty for any other job."""
+    args: list[tuple[int, str]] = []
+    env: dict[str, str] = {}
+    for key, value in hyperparameters.items():
+        if not key.endswith(_SUFFIX):
+            continue
+        if key.startswith(_CMD_PREFIX):
+            index, _, arg = key[len(_CMD_PREFIX) : -len(_SUFFIX)].partition("_")
+            if index.isdigit():
+                args.append((int(index), arg))
+        elif key.startswith(_ENV_PREFIX):
+            env[key[len(_ENV_PREFIX) : -len(_SUFFIX)]] = str(value)
+    return [a for _, a in sorted(args)], env
+
+
+def _write_model(job: Any) -> None:
+    """A completed algorithm training job's model, as SageMaker leaves it: `model.tar.gz` (holding
+    `hyperparameters.json`) at the job's `ModelArtifacts`, in this moto's S3 when the bucket exists."""
+    import io
+    import tarfile
+
+    uri = ((getattr(job, "model_artifacts", None) or {}).get("S3ModelArtifacts")) or ""
+    if not uri.startswith("s3://"):
+        return
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    body = json.dumps(getattr(job, "hyper_parameters", None) or {}, sort_keys=True).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("hyperparameters.json")
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    try:
+        from moto.s3.models import s3_backends
+
+        account = job.arn.split(":")[4]
+        s3_backends[account]["aws"].put_object(bucket, key, buf.getvalue())
+    except Exception as e:  # a missing bucket: the job still completes, as moto's own do
+        print(f"lifecycles: no model written to {uri}: {e}", file=sys.stderr)
 
 
 def _patch_sagemaker() -> None:

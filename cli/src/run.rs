@@ -209,10 +209,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // services' connectors as the settings configure them.
     let sdk = rt.block_on(updraft_connectors::sdk_config(&args.settings));
     let registry = match &args.eks {
-        None => Registry::new().with(Arc::new(LocalConnector::new(
-            args.python.clone(),
-            containers.clone(),
-        ))),
+        None => Registry::new().with(Arc::new(
+            LocalConnector::new(args.python.clone(), containers.clone())
+                .with_env(aws_env(&args.settings)),
+        )),
         Some(e) => {
             let mut config = crate::plan::eks_config(&args.settings)?;
             if let Some(ns) = &e.namespace {
@@ -252,7 +252,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 RegistryError::Unserved { task, task_type } => {
                     unserved.push(format!("{task} ({task_type})"));
                 }
-                RegistryError::Invalid { .. } => lines.push(p.to_string()),
+                RegistryError::Invalid { task, .. } => {
+                    lines.push(format!(
+                        "{}{p}",
+                        task_place(&pkg, &compiled, &workflow, task)
+                    ));
+                }
             }
         }
         if !unserved.is_empty() {
@@ -1000,5 +1005,54 @@ fn report_end(
             );
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The variables that point a local task's process at the settings' AWS: `aws.endpoint` as flytekit's
+/// S3 endpoint (`FLYTE_AWS_ENDPOINT`) and the SDKs' (`AWS_ENDPOINT_URL`), `aws.region` as the region, so
+/// a task reading a blob in S3 reads the same S3 the run's services write to.
+fn aws_env(settings: &updraft_settings::Settings) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    if let Some(e) = &settings.aws.endpoint {
+        env.push(("FLYTE_AWS_ENDPOINT".to_string(), e.clone()));
+        env.push(("AWS_ENDPOINT_URL".to_string(), e.clone()));
+    }
+    if let Some(r) = &settings.aws.region {
+        env.push(("AWS_REGION".to_string(), r.clone()));
+        env.push(("AWS_DEFAULT_REGION".to_string(), r.clone()));
+    }
+    env
+}
+
+/// Where a task is, for an error about it: its file (and entry) and the workflow nodes that call it
+/// (`file!entry: workflow W node n0, n3: `).
+fn task_place(
+    pkg: &updraft_engine::Package,
+    compiled: &CompiledPackage,
+    workflow: &str,
+    task: &str,
+) -> String {
+    let file = pkg
+        .tasks
+        .get(task)
+        .map(|t| format!("{}: ", t.origin.display()))
+        .unwrap_or_default();
+    let mut places = Vec::new();
+    for w in updraft_engine::launch::reachable_workflows(compiled, workflow) {
+        let nodes: Vec<&str> = compiled.workflows[&w]
+            .nodes
+            .iter()
+            .filter(|n| matches!(&n.kind, NodeKind::Task { task: t } if t == task))
+            .map(|n| n.id.as_str())
+            .collect();
+        if !nodes.is_empty() {
+            let s = if nodes.len() > 1 { "s" } else { "" };
+            places.push(format!("workflow {w} node{s} {}", nodes.join(", ")));
+        }
+    }
+    if places.is_empty() {
+        file
+    } else {
+        format!("{file}{}: ", places.join("; "))
     }
 }

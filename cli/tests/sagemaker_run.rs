@@ -31,14 +31,27 @@ fn start_moto() -> support::Moto {
 
 /// Runs a workflow of the SageMaker fixture; (exit code, stdout, stderr).
 fn run(moto: &support::Moto, dir: &Path, workflow: &str) -> (i32, String, String) {
+    run_package(moto, dir, "sagemaker", workflow, "")
+}
+
+/// Runs a workflow of a fixture package with moto's settings and `more` settings after them; (exit
+/// code, stdout, stderr).
+fn run_package(
+    moto: &support::Moto,
+    dir: &Path,
+    package: &str,
+    workflow: &str,
+    more: &str,
+) -> (i32, String, String) {
     let settings = dir.join("settings.yaml");
-    std::fs::write(&settings, moto.settings()).unwrap();
+    std::fs::write(&settings, format!("{}{more}", moto.settings())).unwrap();
     let state = dir.join("state");
     let pythonpath = fixtures();
+    let package = format!("tests/fixtures/flytekit/{package}.tgz");
     updraft_env(
         &[
             "run",
-            "tests/fixtures/flytekit/sagemaker.tgz",
+            &package,
             "-w",
             workflow,
             "--settings",
@@ -181,4 +194,221 @@ fn failures_end_with_sagemakers_reason_or_the_tasks_own_error() {
         err.contains("rows must not be negative, got -1"),
         "the task's own error (error.pb): {err}"
     );
+}
+
+const LEGACY_ROLE: &str = "sagemaker: {roleArn: 'arn:aws:iam::123456789012:role/legacy'}\n";
+
+/// The execution a run names on its first line (`running … as <name>`).
+fn execution_of(err: &str) -> String {
+    err.split(" as ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string()
+}
+
+/// One object of moto's S3, through boto3: its size.
+fn object_size(moto: &support::Moto, uri: &str) -> u64 {
+    let (bucket, key) = uri.trim_start_matches("s3://").split_once('/').unwrap();
+    let out = std::process::Command::new(std::env::var("UPDRAFT_TEST_MOTO").unwrap())
+        .args([
+            "-c",
+            "import boto3, sys; c = boto3.client('s3', endpoint_url=sys.argv[1], \
+             region_name='us-east-1', aws_access_key_id='t', aws_secret_access_key='t'); \
+             print(c.head_object(Bucket=sys.argv[2], Key=sys.argv[3])['ContentLength'])",
+            &moto.endpoint,
+            bucket,
+            key,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{uri}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn the_legacy_sagemaker_types_run_as_flytes_plugin_runs_them() {
+    let moto = start_moto();
+    let dir = temp_dir("sagemaker-legacy");
+    let (code, out, err) = run_package(
+        &moto,
+        &dir,
+        "sagemaker_legacy",
+        "fixtures.sagemaker_legacy.legacy_wf",
+        LEGACY_ROLE,
+    );
+    assert_eq!(code, 0, "{err}");
+    let exec = execution_of(&err);
+    let outputs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let data = format!("s3://{}/runs", support::BUCKET);
+    let raw = |node: &str| format!("{data}/executions/{exec}/{node}/0/raw");
+    // The built-in algorithm's model is where Flyte's plugin says: the job is the attempt's name.
+    let model = format!(
+        "{}/training_outputs/{exec}-n0-0/output/model.tar.gz",
+        raw("n0")
+    );
+    assert_eq!(outputs["o0"], serde_json::json!(model), "{out}");
+    // The tuning job's output is its best training job's model.
+    let tuning = describe(
+        &moto,
+        "describe_hyper_parameter_tuning_job",
+        "HyperParameterTuningJobName",
+        &format!("{exec}-n1-0"),
+    );
+    let best = tuning["BestTrainingJob"]["TrainingJobName"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        outputs["o1"],
+        serde_json::json!(format!(
+            "{}/hyperparameter_tuning_outputs/{best}/output/model.tar.gz",
+            raw("n1")
+        ))
+    );
+    // The custom training job ran the task's own function (1200 rows × SCALE=2, its environment
+    // carried as hyperparameters); a Python task read the model the training left in S3.
+    assert_eq!(outputs["o2"], serde_json::json!(2.4));
+    assert_eq!(outputs["o3"], serde_json::json!(object_size(&moto, &model)));
+    // The requests carry what Flyte's plugin sends: the algorithm's image for the region, the role of
+    // the settings, the ranges of the inputs, and no static hyperparameter that is also tuned.
+    let config = &tuning["HyperParameterTuningJobConfig"];
+    assert_eq!(config["Strategy"], "Bayesian");
+    assert_eq!(
+        config["ResourceLimits"],
+        serde_json::json!({"MaxNumberOfTrainingJobs": 10, "MaxParallelTrainingJobs": 2})
+    );
+    assert_eq!(
+        config["ParameterRanges"]["IntegerParameterRanges"],
+        serde_json::json!([{"Name": "max_depth", "MinValue": "2", "MaxValue": "8", "ScalingType": "Linear"}])
+    );
+    assert_eq!(
+        config["ParameterRanges"]["ContinuousParameterRanges"][0]["MinValue"],
+        "0.100000"
+    );
+    let definition = &tuning["TrainingJobDefinition"];
+    assert_eq!(
+        definition["StaticHyperParameters"],
+        serde_json::json!({"num_round": "10", "objective": "binary:logistic"})
+    );
+    assert_eq!(
+        definition["RoleArn"],
+        "arn:aws:iam::123456789012:role/legacy"
+    );
+    assert_eq!(
+        definition["AlgorithmSpecification"]["TrainingImage"],
+        "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:0.90-2-cpu-py3"
+    );
+    let trained = describe(
+        &moto,
+        "describe_training_job",
+        "TrainingJobName",
+        &format!("{exec}-n0-0"),
+    );
+    assert_eq!(
+        trained["HyperParameters"],
+        serde_json::json!({"max_depth": "5", "num_round": "10", "objective": "binary:logistic"})
+    );
+    assert_eq!(trained["InputDataConfig"][1]["ChannelName"], "validation");
+    let custom = describe(
+        &moto,
+        "describe_training_job",
+        "TrainingJobName",
+        &format!("{exec}-n2-0"),
+    );
+    let hps = &custom["HyperParameters"];
+    assert_eq!(
+        hps["__FLYTE_CMD_0_pyflyte-execute__"],
+        "__FLYTE_CMD_DUMMY_VALUE__"
+    );
+    assert_eq!(hps["__FLYTE_ENV_VAR_SCALE__"], "2");
+    assert_eq!(hps["__FLYTE_ENV_VAR_FLYTE_STATSD_DISABLED__"], "true");
+    assert_eq!(hps["sagemaker_mpi_enabled"], "false");
+    assert_eq!(
+        custom["OutputDataConfig"]["S3OutputPath"],
+        serde_json::json!(format!("{data}/executions/{exec}/n2/0/out"))
+    );
+}
+
+#[test]
+fn legacy_failures_are_refused_early_or_end_with_their_reason() {
+    let moto = start_moto();
+    // No role anywhere: refused before anything starts, naming the file, the task and the field.
+    let dir = temp_dir("sagemaker-legacy-norole");
+    let (code, _, err) = run_package(
+        &moto,
+        &dir,
+        "sagemaker_legacy",
+        "fixtures.sagemaker_legacy.legacy_wf",
+        "",
+    );
+    assert_ne!(code, 0, "{err}");
+    for want in [
+        "sagemaker_legacy.tgz",
+        "xgboost_train",
+        "security_context.run_as.iam_role",
+        "sagemaker.roleArn",
+    ] {
+        assert!(err.contains(want), "`{want}` missing from: {err}");
+    }
+    assert!(
+        describe_list(&moto).is_empty(),
+        "a refused run started a job"
+    );
+    // The task's own error, from the error.pb its job wrote.
+    let dir = temp_dir("sagemaker-legacy-task");
+    let (code, _, err) = run_package(
+        &moto,
+        &dir,
+        "sagemaker_legacy",
+        "fixtures.sagemaker_legacy.failing_custom_wf",
+        LEGACY_ROLE,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("rows must not be negative, got -1"),
+        "the task's own error (error.pb): {err}"
+    );
+    // A built-in algorithm's job that fails ends with SageMaker's reason, not retried.
+    moto.lifecycle(serde_json::json!({"failures": [
+        {"match": "-n0-", "reason": "ClientError: the train channel has no label column"}
+    ]}));
+    let dir = temp_dir("sagemaker-legacy-fail");
+    let (code, _, err) = run_package(
+        &moto,
+        &dir,
+        "sagemaker_legacy",
+        "fixtures.sagemaker_legacy.legacy_wf",
+        LEGACY_ROLE,
+    );
+    assert_eq!(code, 1, "{err}");
+    for want in [
+        "ClientError: the train channel has no label column",
+        "training job",
+        "-n0-0 failed",
+    ] {
+        assert!(err.contains(want), "`{want}` missing from: {err}");
+    }
+}
+
+/// The names of every SageMaker training job moto has.
+fn describe_list(moto: &support::Moto) -> Vec<String> {
+    let out = std::process::Command::new(std::env::var("UPDRAFT_TEST_MOTO").unwrap())
+        .args([
+            "-c",
+            "import boto3, sys; c = boto3.client('sagemaker', endpoint_url=sys.argv[1], \
+             region_name='us-east-1', aws_access_key_id='t', aws_secret_access_key='t'); \
+             [print(j['TrainingJobName']) for j in c.list_training_jobs()['TrainingJobSummaries']]",
+            &moto.endpoint,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }

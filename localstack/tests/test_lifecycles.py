@@ -295,6 +295,59 @@ class Lifecycles(unittest.TestCase):
         finally:
             self.moto.control("/_updraft/lifecycle", {"run_commands": False})
 
+    def test_a_custom_training_jobs_hyperparameters_carry_its_command(self) -> None:
+        sm = self.moto.client("sagemaker")
+        out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"moto-runner-{self.moto.port}")
+        self.assertEqual(self.moto.control("/_updraft/lifecycle", {"run_commands": True})[0], 200)
+        script = f'echo "$GREETING $TRAINING_JOB_NAME $0" > {out}'
+        args = ["sh", "-c", script, "third"]
+        # Keys out of order, as a JSON object may carry them; the index orders them.
+        hps = {f"__FLYTE_CMD_{i}_{a}__": "__FLYTE_CMD_DUMMY_VALUE__" for i, a in reversed(list(enumerate(args)))}
+        hps.update({"__FLYTE_ENV_VAR_GREETING__": "hi", "sagemaker_mpi_enabled": "false"})
+        try:
+            sm.create_training_job(
+                TrainingJobName="runner-ok",
+                AlgorithmSpecification={"TrainingImage": "img:1", "TrainingInputMode": "File"},
+                HyperParameters=hps,
+                RoleArn=ROLE,
+                OutputDataConfig={"S3OutputPath": "s3://b/o"},
+                ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+                StoppingCondition={"MaxRuntimeInSeconds": 60},
+            )
+            wait_for(
+                lambda: sm.describe_training_job(TrainingJobName="runner-ok")["TrainingJobStatus"],
+                lambda s: s == "Completed",
+            )
+            with open(out) as f:
+                self.assertEqual(f.read().strip(), "hi runner-ok third")
+        finally:
+            self.moto.control("/_updraft/lifecycle", {"run_commands": False})
+
+    def test_an_algorithm_training_job_leaves_its_model_in_s3(self) -> None:
+        import io
+        import tarfile
+
+        s3 = self.moto.client("s3")
+        s3.create_bucket(Bucket="models")
+        sm = self.moto.client("sagemaker")
+        sm.create_training_job(
+            TrainingJobName="algo-model",
+            AlgorithmSpecification={"TrainingImage": "img:1", "TrainingInputMode": "File"},
+            HyperParameters={"num_round": "10"},
+            RoleArn=ROLE,
+            OutputDataConfig={"S3OutputPath": "s3://models/out"},
+            ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+            StoppingCondition={"MaxRuntimeInSeconds": 60},
+        )
+        wait_for(
+            lambda: sm.describe_training_job(TrainingJobName="algo-model")["TrainingJobStatus"],
+            lambda s: s == "Completed",
+        )
+        body = s3.get_object(Bucket="models", Key="out/algo-model/output/model.tar.gz")["Body"].read()
+        with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+            member = tar.extractfile("hyperparameters.json")
+            self.assertEqual(json.loads(member.read()), {"num_round": "10"})
+
     def test_processing_job_lifecycle(self) -> None:
         sm = self.moto.client("sagemaker")
         for name in ("process-ok", "process-bad"):

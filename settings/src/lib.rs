@@ -13,6 +13,11 @@
 //!   jobRoleArn: arn:aws:iam::…:role/ml-batch-job
 //! sagemaker:
 //!   roleArn: arn:aws:iam::…:role/ml-sagemaker
+//!   prebuiltAlgorithms:                   # images of the seed-era built-in algorithm jobs
+//!     - name: xgboost
+//!       regionalConfigs:
+//!         - region: eu-west-1
+//!           versionConfigs: [{version: "1.7", image: 141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-xgboost:1.7-1}]
 //! ```
 //!
 //! Every key is optional. An unknown key is an error naming the file and the key's place
@@ -85,6 +90,43 @@ pub struct SageMakerSettings {
     /// The execution role of jobs whose request names none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
+    /// The images of the built-in algorithms seed-era `sagemaker_training_job_task` and
+    /// `sagemaker_hyperparameter_tuning_job_task` train with, as Flyte's SageMaker plugin configures
+    /// them; default: Flyte's (XGBoost 0.90 in us-east-1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prebuilt_algorithms: Option<Vec<PrebuiltAlgorithm>>,
+}
+
+/// One built-in algorithm's images, per region and version.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PrebuiltAlgorithm {
+    /// The algorithm's name, as `flyteidl.plugins.sagemaker.AlgorithmName` spells it (case ignored).
+    pub name: String,
+    /// Its images in each region.
+    #[serde(default)]
+    pub regional_configs: Vec<RegionalAlgorithm>,
+}
+
+/// An algorithm's images in one region.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegionalAlgorithm {
+    /// The region (case ignored).
+    pub region: String,
+    /// The image of each version.
+    #[serde(default)]
+    pub version_configs: Vec<AlgorithmVersion>,
+}
+
+/// The image of one version of an algorithm.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AlgorithmVersion {
+    /// The version (`0.90`, `1.7-1`): compared by its numbers.
+    pub version: String,
+    /// The image URI.
+    pub image: String,
 }
 
 /// A settings file that cannot be used.
@@ -231,7 +273,11 @@ data: {prefix: s3://bucket/updraft}
 aws: {region: eu-west-1, endpoint: http://127.0.0.1:5000}
 eks: {namespace: ml}
 batch: {jobQueue: ml-queue, jobRoleArn: arn:aws:iam::123456789012:role/batch}
-sagemaker: {roleArn: arn:aws:iam::123456789012:role/sagemaker}
+sagemaker:
+  roleArn: arn:aws:iam::123456789012:role/sagemaker
+  prebuiltAlgorithms:
+    - name: xgboost
+      regionalConfigs: [{region: eu-west-1, versionConfigs: [{version: '1.7', image: xgb:1.7}]}]
 ";
 
     #[test]
@@ -244,6 +290,11 @@ sagemaker: {roleArn: arn:aws:iam::123456789012:role/sagemaker}
         assert_eq!(s.batch.job_queue.as_deref(), Some("ml-queue"));
         assert!(s.batch.job_role_arn.unwrap().ends_with("role/batch"));
         assert!(s.sagemaker.role_arn.unwrap().ends_with("role/sagemaker"));
+        let algorithms = s.sagemaker.prebuilt_algorithms.unwrap();
+        assert_eq!(
+            algorithms[0].regional_configs[0].version_configs[0].image,
+            "xgb:1.7"
+        );
         assert_eq!(
             s3(&Settings::parse("f", FULL).unwrap()),
             "s3://bucket/updraft"

@@ -52,6 +52,8 @@ pub struct LocalConnector {
     pub python: Option<PathBuf>,
     /// How raw containers run.
     pub containers: Containers,
+    /// Variables every attempt's process gets before its container's own (`with_env`).
+    env: Vec<(String, String)>,
     /// Running attempts by name.
     running: Mutex<BTreeMap<String, Running>>,
 }
@@ -97,8 +99,17 @@ impl LocalConnector {
         Self {
             python,
             containers,
+            env: Vec::new(),
             running: Mutex::default(),
         }
+    }
+
+    /// Gives every attempt's process these variables (the container's own and flytekit's come after
+    /// them and win), e.g. the S3 endpoint of the settings' `aws.endpoint`.
+    #[must_use]
+    pub fn with_env(mut self, env: Vec<(String, String)>) -> Self {
+        self.env = env;
+        self
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
@@ -173,11 +184,13 @@ impl LocalConnector {
                 }
             }
         }
-        let mut env: Vec<(String, String)> = container
-            .env
-            .iter()
-            .map(|kv| (kv.key.clone(), kv.value.clone()))
-            .collect();
+        let mut env = self.env.clone();
+        env.extend(
+            container
+                .env
+                .iter()
+                .map(|kv| (kv.key.clone(), kv.value.clone())),
+        );
         env.extend(t.flyte_env("local", "development"));
         let (program, args) = match (&engine, data) {
             (Some(engine), Some(d)) => {

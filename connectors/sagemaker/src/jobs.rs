@@ -275,7 +275,8 @@ pub fn message(kind: &JobKind, d: &Value) -> String {
 }
 
 /// The longest SageMaker job name.
-const MAX_JOB_NAME: usize = 63;
+/// The longest name SageMaker gives a job.
+pub const MAX_JOB_NAME: usize = 63;
 
 /// A Pythonic job's name, as flytekit's `_make_job_name` makes it: the task's `job_name_prefix` (only
 /// letters, digits and `-`) and 20 hex digits of a SHA-256 of the attempt (output prefix, execution,

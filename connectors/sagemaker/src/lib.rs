@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod jobs;
+pub mod legacy;
 pub mod pyfmt;
 pub mod render;
 
@@ -58,12 +59,22 @@ pub const ENDPOINT: &str = "sagemaker-endpoint";
 /// The tag every job and endpoint Updraft makes carries: the attempt that made it.
 pub const ATTEMPT_TAG: &str = "updraft:attempt";
 
-/// The three SageMaker connectors of `settings`, calling AWS with `sdk`'s configuration under the
+/// The four SageMaker connectors of `settings`, calling AWS with `sdk`'s configuration under the
 /// settings' `aws.region` and `aws.endpoint`.
-pub fn connectors(sdk: &aws_config::SdkConfig, settings: &Settings) -> [Arc<dyn Connector>; 3] {
+pub fn connectors(sdk: &aws_config::SdkConfig, settings: &Settings) -> [Arc<dyn Connector>; 4] {
     let aws = Arc::new(Aws::new(sdk, settings));
     let role = settings.sagemaker.role_arn.clone();
     [
+        Arc::new(legacy::LegacyConnector {
+            aws: aws.clone(),
+            role: role.clone(),
+            algorithms: settings
+                .sagemaker
+                .prebuilt_algorithms
+                .clone()
+                .unwrap_or_else(legacy::default_algorithms),
+            no_s3: settings.s3_prefix().err(),
+        }),
         Arc::new(SageMakerConnector {
             aws: aws.clone(),
             role: role.clone(),
@@ -356,14 +367,15 @@ async fn create(
 async fn describe(
     aws: &Aws,
     kind: &JobKind,
-    m: &Made,
+    name: &str,
+    region: &str,
 ) -> Result<Result<Value, TaskStatus>, Transient> {
     match aws
         .call(
             &SAGEMAKER,
-            &m.region,
+            region,
             kind.describe,
-            &json!({ kind.name_key: m.name }),
+            &json!({ kind.name_key: name }),
         )
         .await
     {
@@ -522,7 +534,7 @@ impl Connector for SageMakerConnector {
         }
         let kind = jobs::kind(&m.kind)
             .ok_or_else(|| Transient(format!("an unknown SageMaker job kind {}", m.kind)))?;
-        let d = match describe(&self.aws, kind, &m).await? {
+        let d = match describe(&self.aws, kind, &m.name, &m.region).await? {
             Ok(d) => d,
             Err(gone) => return Ok(gone),
         };
@@ -805,7 +817,7 @@ impl Connector for PythonicConnector {
                 h.value
             ))
         })?;
-        let d = match describe(&self.aws, kind, &m).await? {
+        let d = match describe(&self.aws, kind, &m.name, &m.region).await? {
             Ok(d) => d,
             Err(gone) => return Ok(gone),
         };

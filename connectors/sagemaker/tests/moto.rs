@@ -88,7 +88,7 @@ fn training_request(name: &str) -> Value {
 
 struct Bed {
     moto: Moto,
-    conns: [Arc<dyn Connector>; 3],
+    conns: [Arc<dyn Connector>; 4],
     data: updraft_aws::blobs::Blobs,
     rt: tokio::runtime::Runtime,
 }
