@@ -38,7 +38,8 @@ Settings (the environment variable UPDRAFT_MOTO_LIFECYCLE holds the starting one
 
 A training job that runs no command (a built-in algorithm's, and a tuning job's best) leaves its model
 as SageMaker does: `model.tar.gz` (holding `hyperparameters.json`) at its `ModelArtifacts`
-(`<S3OutputPath>/<job>/output/model.tar.gz`) in this moto's S3, when that bucket exists.
+(`<S3OutputPath>/<job>/output/model.tar.gz`) in the jobs' S3 (the launcher's `AWS_ENDPOINT_URL`, else
+this moto's), when that bucket exists.
 
 `GET /_updraft/jobs` lists every job's key and state; `POST /_updraft/jobs/<key>` with
 `{"outcome": "succeeded" | "failed", "reason": text}` ends a running or queued job now.
@@ -812,10 +813,22 @@ def _write_model(job: Any) -> None:
         info.size = len(body)
         tar.addfile(info, io.BytesIO(body))
     try:
-        from moto.s3.models import s3_backends
+        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:  # the jobs' S3 is another service's (e.g. LocalStack's)
+            import boto3
 
-        account = job.arn.split(":")[4]
-        s3_backends[account]["aws"].put_object(bucket, key, buf.getvalue())
+            boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name=os.environ.get("AWS_REGION", "us-east-1"),
+                aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "test"),
+                aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
+            ).put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
+        else:
+            from moto.s3.models import s3_backends
+
+            account = job.arn.split(":")[4]
+            s3_backends[account]["aws"].put_object(bucket, key, buf.getvalue())
     except Exception as e:  # a missing bucket: the job still completes, as moto's own do
         print(f"lifecycles: no model written to {uri}: {e}", file=sys.stderr)
 

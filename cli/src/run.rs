@@ -13,6 +13,7 @@ use crate::store;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+use updraft_connector::effects::Child;
 use updraft_connector::{
     Attempt, AttemptPaths, Connector, Handle, LocalData, Registry, RegistryError, failed,
 };
@@ -22,7 +23,7 @@ use updraft_engine::CompiledPackage;
 use updraft_engine::compile::{CompiledTask, Gate as G, NodeIdx, NodeKind};
 use updraft_engine::exec::{
     Effect, ErrorKind, Event, ExecConfig, ExecError, ExecPhase, Execution, NodePhase, Program,
-    TaskStatus,
+    TaskLaunch, TaskStatus, TimerKind,
 };
 use updraft_engine::launch::{choose_launch_plan, launch_inputs, reachable_tasks};
 use updraft_engine::literal::{from_json, to_json};
@@ -532,262 +533,28 @@ impl Driver<'_> {
         format!("{}{id}", r.prefix)
     }
 
+    /// Applies one effect of run `run` through the one interpreter every runtime shares; returns the
+    /// exit code once the top execution ends.
     fn apply(&mut self, run: usize, e: Effect) -> anyhow::Result<Option<ExitCode>> {
-        match e {
-            Effect::StartTask(t) => {
-                self.outstanding += 1;
-                let task = self.runs[run].program.package.tasks.get(&t.task).cloned();
-                let (tx, cache, handles, rt) = (
-                    self.tx.clone(),
-                    self.cache.clone(),
-                    self.handles.clone(),
-                    self.rt.clone(),
-                );
-                let connector = task
-                    .as_ref()
-                    .and_then(|c| self.registry.for_task(c))
-                    .cloned();
-                // Local attempts keep their data in the run's folder; a service's, under the same
-                // layout below the settings' S3 prefix.
-                let (base, data): (String, Arc<dyn updraft_connector::DataStore>) = match (
-                    &self.remote,
-                    connector.as_ref().is_some_and(|c| c.remote_data()),
-                ) {
-                    (Some(r), true) => {
-                        let rel = self.runs[run]
-                            .root
-                            .strip_prefix(self.root.parent().unwrap_or(&self.root))
-                            .unwrap_or(&self.runs[run].root);
-                        (
-                            format!("{}/executions/{}", r.prefix, rel.display()),
-                            r.data.clone(),
-                        )
-                    }
-                    _ => (
-                        self.runs[run].root.display().to_string(),
-                        Arc::new(LocalData),
-                    ),
-                };
-                let paths = AttemptPaths::under(&base, &t);
-                let overwrite_cache = self.args.overwrite_cache;
-                std::thread::spawn(move || {
-                    let (node, index, attempt) = (t.node, t.index, t.attempt);
-                    let send = |status| {
-                        tx.send((
-                            run,
-                            Event::Task {
-                                node,
-                                index,
-                                attempt,
-                                status,
-                            },
-                        ))
-                    };
-                    let status = match (&task, &connector) {
-                        (Some(c), Some(conn)) => {
-                            let cached = t
-                                .cache_key
-                                .as_deref()
-                                .filter(|_| !overwrite_cache)
-                                .and_then(|k| cache.get(k));
-                            match cached {
-                                Some(outputs) => TaskStatus::Succeeded {
-                                    outputs,
-                                    cached: true,
-                                },
-                                None => {
-                                    let _ = send(TaskStatus::Running);
-                                    // Outputs as the task declares them (per element for the
-                                    // tasks of YAML maps).
-                                    let a = Attempt {
-                                        launch: &t,
-                                        task: c,
-                                        paths: &paths,
-                                        data: data.as_ref(),
-                                    };
-                                    let status = drive(&rt, conn, &a, &handles);
-                                    if let (Some(k), TaskStatus::Succeeded { outputs, .. }) =
-                                        (&t.cache_key, &status)
-                                    {
-                                        cache.put(k, outputs);
-                                    }
-                                    status
-                                }
-                            }
-                        }
-                        // Only tasks of dynamic sub-workflows get here: the others were checked
-                        // before the start.
-                        (Some(c), None) => TaskStatus::Failed {
-                            code: "NotLocal".into(),
-                            message: format!(
-                                "task `{}` ({}) does not run locally yet",
-                                t.task, c.plugin
-                            ),
-                            kind: ErrorKind::User,
-                            recoverable: false,
-                        },
-                        (None, _) => TaskStatus::Failed {
-                            code: "NoTask".into(),
-                            message: format!("no task `{}`", t.task),
-                            kind: ErrorKind::User,
-                            recoverable: false,
-                        },
-                    };
-                    let _ = send(status);
-                });
-            }
-            Effect::Timer {
-                node,
-                index,
-                attempt,
-                kind,
-                after,
-            } => {
-                self.outstanding += 1;
-                let tx = self.tx.clone();
-                std::thread::spawn(move || {
-                    std::thread::sleep(after);
-                    let _ = tx.send((
-                        run,
-                        Event::Timer {
-                            node,
-                            index,
-                            attempt,
-                            kind,
-                        },
-                    ));
-                });
-            }
-            Effect::AbortTask { name, .. } => {
-                let before = lock(&self.handles).insert(name, Slot::Aborted);
-                if let Some(Slot::Started(conn, h)) = before
-                    && let Err(e) = self.rt.block_on(conn.abort(&h))
-                {
-                    eprintln!("updraft: could not abort {}: {e}", h.value);
-                }
-            }
-            Effect::StartChild {
-                node,
-                launch_plan,
-                inputs,
-                name,
-            } => {
-                if self.by_name.contains_key(&name) {
-                    return Ok(None);
-                }
-                let Some(lp) = self.root_pkg.launch_plans.get(&launch_plan) else {
-                    let err = ExecError {
-                        node: self.node_path(run, node),
-                        code: "NoLaunchPlan".into(),
-                        message: format!("no launch plan `{launch_plan}`"),
-                        kind: ErrorKind::User,
-                    };
-                    self.local.push_back((
-                        run,
-                        Event::Child {
-                            node,
-                            result: Err(err),
-                        },
-                    ));
-                    return Ok(None);
-                };
-                // As the launch plan would start it: its defaults, the node's inputs, its fixed inputs.
-                let mut all = lp.defaults.clone();
-                all.extend(inputs.literals);
-                all.extend(lp.fixed.clone());
-                let program = Program {
-                    package: self.root_pkg.clone(),
-                    workflow: lp.workflow.clone(),
-                };
-                return self.start_run(
-                    name,
-                    program,
-                    Some((run, node)),
-                    LiteralMap { literals: all },
-                );
-            }
-            Effect::StartDynamic {
-                node,
-                program,
-                name,
-            } => {
-                if self.by_name.contains_key(&name) {
-                    return Ok(None);
-                }
-                return self.start_run(name, program, Some((run, node)), LiteralMap::default());
-            }
-            Effect::AbortChild { name, .. } => {
-                if let Some(&child) = self.by_name.get(&name) {
-                    self.local.push_back((
-                        child,
-                        Event::Abort {
-                            reason: "its parent node stopped".into(),
-                        },
-                    ));
-                }
-            }
-            Effect::NodePhase { node, phase } => {
-                let path = self.node_path(run, node);
-                let r = &self.runs[run];
-                let n = r.program.package.workflows[&r.program.workflow].node(node);
-                self.summary
-                    .nodes
-                    .insert(path.clone(), format!("{phase:?}"));
-                if let NodeKind::Gate(G::Approve { signal_id } | G::Signal { signal_id, .. }) =
-                    &n.kind
-                {
-                    if phase == NodePhase::Running {
-                        self.waiting_signals.insert(signal_id.clone());
-                    } else {
-                        self.waiting_signals.remove(signal_id);
-                    }
-                }
-                self.close_bar();
-                eprintln!(
-                    "  [{:>7.2}s] {path:<24} {phase:?}",
-                    self.started.elapsed().as_secs_f64(),
-                );
-            }
-            Effect::Finished {
-                phase,
-                outputs,
-                error,
-            } => {
-                if let Some((parent, node)) = self.runs[run].parent {
-                    let result = match (phase, outputs) {
-                        (ExecPhase::Succeeded, Some(o)) => Ok(o),
-                        _ => Err(error.unwrap_or_else(|| ExecError {
-                            node: self.node_path(parent, node),
-                            code: "ChildFailed".into(),
-                            message: format!("the child execution ended {phase:?}"),
-                            kind: ErrorKind::User,
-                        })),
-                    };
-                    self.local
-                        .push_back((parent, Event::Child { node, result }));
-                    return Ok(None);
-                }
-                self.close_bar();
-                let summary = &mut self.summary;
-                summary.phase = format!("{phase:?}");
-                summary.waiting_for.clear();
-                summary.error = error
-                    .as_ref()
-                    .map(|e| format!("node {}: {} ({})", e.node, e.message, e.code));
-                summary.outputs = outputs.as_ref().map(|o| {
-                    Value::Object(
-                        o.literals
-                            .iter()
-                            .map(|(k, v)| (k.clone(), to_json(v)))
-                            .collect(),
-                    )
-                });
-                store::save(&self.root, summary)?;
-                let name = summary.name.clone();
-                return Ok(Some(report_end(&name, phase, outputs, error, self.started)));
-            }
+        let rt = self.rt.clone();
+        let mut host = RunHost {
+            d: self,
+            run,
+            exit: None,
+            child: None,
+        };
+        rt.block_on(updraft_connector::effects::apply(&mut host, e))?;
+        let (exit, child) = (host.exit, host.child);
+        if exit.is_some() {
+            return Ok(exit);
         }
-        Ok(None)
+        // A child runs its first step once the effect is done (outside the interpreter's call).
+        match child {
+            Some((name, program, node, inputs)) => {
+                self.start_run(name, program, Some((run, node)), inputs)
+            }
+            None => Ok(None),
+        }
     }
 
     /// Hands a signal to every running execution with a gate for it; false when none takes it.
@@ -883,6 +650,237 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Starts an attempt through its connector and checks it, at the connector's interval, until it ends or
 /// is aborted. Passing errors of a check are retried; fifty in a row end the attempt (a system failure).
+/// `updraft run` as the interpreter's host: attempts on threads (or the connector's own process),
+/// timers as sleeping threads, children as runs of the same driver, the run's folder for the rest.
+struct RunHost<'a, 'b> {
+    d: &'a mut Driver<'b>,
+    run: usize,
+    /// The exit code, once the top execution ended.
+    exit: Option<ExitCode>,
+    /// A child to start once the effect is applied: name, program, node, inputs.
+    child: Option<(String, Program, NodeIdx, LiteralMap)>,
+}
+
+#[async_trait::async_trait]
+impl updraft_connector::effects::Host for RunHost<'_, '_> {
+    type Error = anyhow::Error;
+
+    fn program(&self) -> &Program {
+        &self.d.runs[self.run].program
+    }
+
+    fn launch_plans(&self) -> Arc<CompiledPackage> {
+        self.d.root_pkg.clone()
+    }
+
+    fn registry(&self) -> &Registry {
+        &self.d.registry
+    }
+
+    fn node_path(&self, node: NodeIdx) -> String {
+        self.d.node_path(self.run, node)
+    }
+
+    fn overwrite_cache(&self) -> bool {
+        self.d.args.overwrite_cache
+    }
+
+    fn feed(&mut self, event: Event) {
+        self.d.local.push_back((self.run, event));
+    }
+
+    async fn cached(&mut self, key: &str) -> anyhow::Result<Option<LiteralMap>> {
+        Ok(self.d.cache.get(key))
+    }
+
+    async fn start_task(
+        &mut self,
+        t: TaskLaunch,
+        task: &CompiledTask,
+        conn: Arc<dyn Connector>,
+    ) -> anyhow::Result<()> {
+        let (d, run) = (&mut *self.d, self.run);
+        d.outstanding += 1;
+        let (tx, cache, handles, rt) = (
+            d.tx.clone(),
+            d.cache.clone(),
+            d.handles.clone(),
+            d.rt.clone(),
+        );
+        // Local attempts keep their data in the run's folder; a service's, under the same layout
+        // below the settings' S3 prefix.
+        let (base, data): (String, Arc<dyn updraft_connector::DataStore>) =
+            match (&d.remote, conn.remote_data()) {
+                (Some(r), true) => {
+                    let rel = d.runs[run]
+                        .root
+                        .strip_prefix(d.root.parent().unwrap_or(&d.root))
+                        .unwrap_or(&d.runs[run].root);
+                    (
+                        format!("{}/executions/{}", r.prefix, rel.display()),
+                        r.data.clone(),
+                    )
+                }
+                _ => (d.runs[run].root.display().to_string(), Arc::new(LocalData)),
+            };
+        let paths = AttemptPaths::under(&base, &t);
+        let task = task.clone();
+        std::thread::spawn(move || {
+            let (node, index, attempt) = (t.node, t.index, t.attempt);
+            let send = |status| {
+                tx.send((
+                    run,
+                    Event::Task {
+                        node,
+                        index,
+                        attempt,
+                        status,
+                    },
+                ))
+            };
+            let _ = send(TaskStatus::Running);
+            let a = Attempt {
+                launch: &t,
+                task: &task,
+                paths: &paths,
+                data: data.as_ref(),
+            };
+            let status = drive(&rt, &conn, &a, &handles);
+            if let (Some(k), TaskStatus::Succeeded { outputs, .. }) = (&t.cache_key, &status) {
+                cache.put(k, outputs);
+            }
+            let _ = send(status);
+        });
+        Ok(())
+    }
+
+    async fn abort_task(&mut self, name: &str) -> anyhow::Result<()> {
+        let before = lock(&self.d.handles).insert(name.to_string(), Slot::Aborted);
+        if let Some(Slot::Started(conn, h)) = before
+            && let Err(e) = conn.abort(&h).await
+        {
+            eprintln!("updraft: could not abort {}: {e}", h.value);
+        }
+        Ok(())
+    }
+
+    async fn timer(
+        &mut self,
+        node: NodeIdx,
+        index: Option<u32>,
+        attempt: u32,
+        kind: TimerKind,
+        after: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        self.d.outstanding += 1;
+        let (tx, run) = (self.d.tx.clone(), self.run);
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            let _ = tx.send((
+                run,
+                Event::Timer {
+                    node,
+                    index,
+                    attempt,
+                    kind,
+                },
+            ));
+        });
+        Ok(())
+    }
+
+    async fn start_child(
+        &mut self,
+        node: NodeIdx,
+        name: &str,
+        child: Child,
+    ) -> anyhow::Result<Result<(), ExecError>> {
+        // A name already started is that child.
+        if !self.d.by_name.contains_key(name) {
+            let (program, inputs) = match child {
+                Child::LaunchPlan { program, inputs } => (program, inputs),
+                Child::Dynamic { program } => (program, LiteralMap::default()),
+            };
+            self.child = Some((name.to_string(), program, node, inputs));
+        }
+        Ok(Ok(()))
+    }
+
+    async fn abort_child(&mut self, _node: NodeIdx, name: &str) -> anyhow::Result<()> {
+        if let Some(&child) = self.d.by_name.get(name) {
+            self.d.local.push_back((
+                child,
+                Event::Abort {
+                    reason: "its parent node stopped".into(),
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    async fn node_phase(&mut self, node: NodeIdx, phase: NodePhase) -> anyhow::Result<()> {
+        let d = &mut *self.d;
+        let path = d.node_path(self.run, node);
+        let r = &d.runs[self.run];
+        let n = r.program.package.workflows[&r.program.workflow].node(node);
+        d.summary.nodes.insert(path.clone(), format!("{phase:?}"));
+        if let NodeKind::Gate(G::Approve { signal_id } | G::Signal { signal_id, .. }) = &n.kind {
+            if phase == NodePhase::Running {
+                d.waiting_signals.insert(signal_id.clone());
+            } else {
+                d.waiting_signals.remove(signal_id);
+            }
+        }
+        d.close_bar();
+        eprintln!(
+            "  [{:>7.2}s] {path:<24} {phase:?}",
+            d.started.elapsed().as_secs_f64(),
+        );
+        Ok(())
+    }
+
+    async fn finished(
+        &mut self,
+        phase: ExecPhase,
+        outputs: Option<LiteralMap>,
+        error: Option<ExecError>,
+    ) -> anyhow::Result<()> {
+        let d = &mut *self.d;
+        if let Some((parent, node)) = d.runs[self.run].parent {
+            let result = match (phase, outputs) {
+                (ExecPhase::Succeeded, Some(o)) => Ok(o),
+                _ => Err(error.unwrap_or_else(|| ExecError {
+                    node: d.node_path(parent, node),
+                    code: "ChildFailed".into(),
+                    message: format!("the child execution ended {phase:?}"),
+                    kind: ErrorKind::User,
+                })),
+            };
+            d.local.push_back((parent, Event::Child { node, result }));
+            return Ok(());
+        }
+        d.close_bar();
+        let summary = &mut d.summary;
+        summary.phase = format!("{phase:?}");
+        summary.waiting_for.clear();
+        summary.error = error
+            .as_ref()
+            .map(|e| format!("node {}: {} ({})", e.node, e.message, e.code));
+        summary.outputs = outputs.as_ref().map(|o| {
+            Value::Object(
+                o.literals
+                    .iter()
+                    .map(|(k, v)| (k.clone(), to_json(v)))
+                    .collect(),
+            )
+        });
+        store::save(&d.root, summary)?;
+        let name = summary.name.clone();
+        self.exit = Some(report_end(&name, phase, outputs, error, d.started));
+        Ok(())
+    }
+}
+
 fn drive(
     rt: &tokio::runtime::Runtime,
     conn: &Arc<dyn Connector>,
@@ -1037,22 +1035,10 @@ fn task_place(
         .get(task)
         .map(|t| format!("{}: ", t.origin.display()))
         .unwrap_or_default();
-    let mut places = Vec::new();
-    for w in updraft_engine::launch::reachable_workflows(compiled, workflow) {
-        let nodes: Vec<&str> = compiled.workflows[&w]
-            .nodes
-            .iter()
-            .filter(|n| matches!(&n.kind, NodeKind::Task { task: t } if t == task))
-            .map(|n| n.id.as_str())
-            .collect();
-        if !nodes.is_empty() {
-            let s = if nodes.len() > 1 { "s" } else { "" };
-            places.push(format!("workflow {w} node{s} {}", nodes.join(", ")));
-        }
-    }
-    if places.is_empty() {
+    let nodes = updraft_engine::launch::task_nodes_text(compiled, workflow, task);
+    if nodes.is_empty() {
         file
     } else {
-        format!("{file}{}: ", places.join("; "))
+        format!("{file}{nodes}: ")
     }
 }

@@ -904,6 +904,35 @@ fn a_deployed_stack_runs_sagemaker_tasks() {
             .ok_or(format!("no check sent for the endpoint: {logs}"))
     });
 
+    // The legacy types too: a built-in algorithm's model, and a custom job that ran the task's own
+    // function from its hyperparameters, each started once through the crashing transitions.
+    let (code, _, err) = d.updraft(&["register", "tests/fixtures/flytekit/sagemaker_legacy.tgz"]);
+    assert_eq!(code, 0, "register legacy: {err}");
+    let (code, _, err) = d.updraft(&[
+        "launch",
+        "-w",
+        "fixtures.sagemaker_legacy.legacy_services_wf",
+        "--name",
+        "lg",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "launch lg: {err}");
+    let out = d.s3_outputs("lg");
+    assert!(
+        out["o0"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("/raw/training_outputs/lg-n0-0/output/model.tar.gz")),
+        "{out}"
+    );
+    assert_eq!(out["o1"], serde_json::json!(1.2), "{out}");
+    let legacy: Vec<_> = sagemaker_jobs(&moto)
+        .into_iter()
+        .filter(|j| j["attempt"].as_str().is_some_and(|a| a.starts_with("lg-")))
+        .collect();
+    let mut names: Vec<&str> = legacy.iter().map(|j| j["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["lg-n0-0", "lg-n1-0"], "{legacy:?}");
+
     // An abort stops the running jobs through the handles their starts kept. (The token-named jobs
     // are the first run's — the same request is the same job — so only the Pythonic ones run.)
     moto.lifecycle(serde_json::json!({ "queue_seconds": 300.0 }));

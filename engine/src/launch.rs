@@ -118,3 +118,32 @@ pub fn reachable_tasks<'a>(
         .map(|t| (t.name.as_str(), t))
         .collect()
 }
+
+/// Where a task is called from a workflow and the workflows it reaches: each workflow with the ids of
+/// its nodes that run the task, for errors that must name them.
+pub fn task_nodes(pkg: &CompiledPackage, workflow: &str, task: &str) -> Vec<(String, Vec<String>)> {
+    reachable_workflows(pkg, workflow)
+        .into_iter()
+        .filter_map(|w| {
+            let nodes: Vec<String> = pkg.workflows[&w]
+                .nodes
+                .iter()
+                .filter(|n| matches!(&n.kind, NodeKind::Task { task: t } if t == task))
+                .map(|n| n.id.clone())
+                .collect();
+            (!nodes.is_empty()).then_some((w, nodes))
+        })
+        .collect()
+}
+
+/// [`task_nodes`] as text: `workflow W node n0; workflow V nodes n1, n2` (empty when none).
+pub fn task_nodes_text(pkg: &CompiledPackage, workflow: &str, task: &str) -> String {
+    task_nodes(pkg, workflow, task)
+        .into_iter()
+        .map(|(w, nodes)| {
+            let s = if nodes.len() > 1 { "s" } else { "" };
+            format!("workflow {w} node{s} {}", nodes.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -172,6 +172,14 @@ pub fn check_tasks(
                 "{p} (without cluster settings, EksClusterName and EksSettings, the stack runs no \
                  native task)"
             ),
+            updraft_connector::RegistryError::Invalid { task, .. } => {
+                let nodes = updraft_engine::launch::task_nodes_text(pkg, workflow, task);
+                if nodes.is_empty() {
+                    p.to_string()
+                } else {
+                    format!("{nodes}: {p}")
+                }
+            }
             p => p.to_string(),
         })
         .collect();

@@ -21,11 +21,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use updraft_connector::{Attempt, Handle, Registry};
+use updraft_connector::effects::Child;
+use updraft_connector::{Attempt, Connector, Handle, Registry, failed};
 use updraft_connector_eks::{AttemptPaths, Cluster, EksConfig, EksConnector};
+use updraft_engine::compile::{CompiledTask, NodeIdx};
 use updraft_engine::exec::{
-    Effect, ErrorKind, Event, ExecError, ExecPhase, Execution, Program, TaskStatus, TimerKind,
-    error_from_record, error_record, exec_phase, exec_phase_code,
+    ErrorKind, Event, ExecError, ExecPhase, Execution, NodePhase, Program, TaskLaunch, TaskStatus,
+    TimerKind, error_from_record, error_record, exec_phase, exec_phase_code,
 };
 use updraft_proto::Message;
 use updraft_proto::core::LiteralMap;
@@ -89,15 +91,6 @@ fn timer_code(kind: TimerKind) -> u32 {
         TimerKind::Sleep => 1,
         TimerKind::AttemptTimeout => 2,
         TimerKind::NodeTimeout => 3,
-    }
-}
-
-fn failed(code: &str, message: String, kind: ErrorKind, recoverable: bool) -> TaskStatus {
-    TaskStatus::Failed {
-        code: code.into(),
-        message,
-        kind,
-        recoverable,
     }
 }
 
@@ -470,7 +463,11 @@ impl Transition {
                 )));
             }
             for e in engine.step(ev) {
-                self.apply(&mut ctx, e).await?;
+                let mut host = StackHost {
+                    t: self,
+                    ctx: &mut ctx,
+                };
+                updraft_connector::effects::apply(&mut host, e).await?;
             }
         }
         if receive_count == 1 && ctx.first_start {
@@ -524,225 +521,6 @@ impl Transition {
         Ok(outcome)
     }
 
-    async fn apply(&self, ctx: &mut Ctx<'_>, e: Effect) -> Result<(), Error> {
-        let exec = ctx.item.name.clone();
-        match e {
-            Effect::StartTask(t) => {
-                let paths = AttemptPaths::under(&data_prefix(&self.clients, &exec), &t);
-                self.clients
-                    .blobs
-                    .put(&paths.input, t.inputs.encode_to_vec())
-                    .await?;
-                if let Some(key) = &t.cache_key
-                    && !ctx.overwrite_cache
-                    && let Some(bytes) = self.clients.store.cached(key).await?
-                {
-                    let outputs = LiteralMap::decode(bytes.as_slice())
-                        .map_err(|e| Error::Invalid(format!("cache entry {key}: {e}")))?;
-                    ctx.events.push_back(Event::Task {
-                        node: t.node,
-                        index: t.index,
-                        attempt: t.attempt,
-                        status: TaskStatus::Succeeded {
-                            outputs,
-                            cached: true,
-                        },
-                    });
-                    return Ok(());
-                }
-                let status = self.start_task(&t, &paths, ctx.program).await;
-                tracing::info!(execution = %exec, node = %t.node_id, attempt = t.attempt, index = ?t.index, attempt_name = %t.name, "task started");
-                match status {
-                    Ok((handle, watch)) => {
-                        // Fault injection crashes once per attempt: a copy of a crashed message
-                        // (re-sent while the crashed transition's lease was held) must not crash again.
-                        if self
-                            .settings
-                            .fault
-                            .as_deref()
-                            .is_some_and(|f| f.ends_with("-before-commit"))
-                        {
-                            ctx.first_start |=
-                                self.clients.store.handle(&exec, &t.name).await?.is_none();
-                        }
-                        // Kept with the attempt: an abort reaches what the start made through it.
-                        self.clients
-                            .store
-                            .put_handle(&exec, &t.name, &handle, now_ms())
-                            .await?;
-                        let check = CheckMessage {
-                            node: t.node,
-                            index: t.index,
-                            attempt: t.attempt,
-                            name: t.name.clone(),
-                            task: t.task.clone(),
-                            handle,
-                            started_ms: now_ms(),
-                            output_prefix: paths.output_prefix.clone(),
-                            cache_key: t.cache_key.clone().unwrap_or_default(),
-                            checks: 0,
-                        };
-                        let check = message(&exec, Kind::Check(check));
-                        // The job's state changes (through the events function) check it at once.
-                        if let Some(job) = watch {
-                            self.clients
-                                .store
-                                .watch(&job.0, &check.encode_to_vec(), now_ms())
-                                .await?;
-                        }
-                        self.clients
-                            .queue
-                            .send(&check, Duration::from_secs(1))
-                            .await?;
-                        ctx.outcome.started.push(t.name);
-                    }
-                    Err(status) => ctx.events.push_back(Event::Task {
-                        node: t.node,
-                        index: t.index,
-                        attempt: t.attempt,
-                        status,
-                    }),
-                }
-            }
-            Effect::AbortTask { name, .. } => self.abort_task(&exec, &name).await?,
-            Effect::Timer {
-                node,
-                index,
-                attempt,
-                kind,
-                after,
-            } => {
-                let t = TimerMessage {
-                    node,
-                    index,
-                    attempt,
-                    kind: timer_code(kind),
-                    due_ms: now_ms() + after.as_millis() as i64,
-                };
-                self.clients
-                    .queue
-                    .send(&message(&exec, Kind::Timer(t)), after)
-                    .await?;
-            }
-            Effect::StartChild {
-                node,
-                launch_plan,
-                inputs,
-                name,
-            } => {
-                if let Err(err) = self
-                    .start_child(ctx, node, &launch_plan, inputs, &name)
-                    .await?
-                {
-                    ctx.events.push_back(Event::Child {
-                        node,
-                        result: Err(err),
-                    });
-                }
-            }
-            Effect::StartDynamic { node, .. } => {
-                ctx.events.push_back(Event::Child {
-                    node,
-                    result: Err(ExecError {
-                        node: engine_node_id(ctx.program, node),
-                        code: "Unsupported".into(),
-                        message:
-                            "dynamic tasks do not run on the serverless runtime yet; run this \
-                                  workflow with `updraft run`"
-                                .into(),
-                        kind: ErrorKind::User,
-                    }),
-                });
-            }
-            Effect::AbortChild { name, .. } => {
-                let abort = AbortMessage {
-                    reason: format!("its parent {exec} stopped it"),
-                };
-                self.clients
-                    .queue
-                    .send(&message(&name, Kind::Abort(abort)), Duration::ZERO)
-                    .await?;
-            }
-            Effect::NodePhase { node, phase } => {
-                tracing::info!(execution = %exec, node = %engine_node_id(ctx.program, node), phase = ?phase, "node phase");
-            }
-            Effect::Finished {
-                phase,
-                outputs,
-                error,
-            } => {
-                if let Some(out) = &outputs {
-                    let uri = format!("{}/outputs.pb", data_prefix(&self.clients, &exec));
-                    self.clients.blobs.put(&uri, out.encode_to_vec()).await?;
-                }
-                tracing::info!(execution = %exec, phase = ?phase, error = ?error.as_ref().map(|e| &e.message), "execution finished");
-                if phase != ExecPhase::Succeeded {
-                    self.abort_orphans(&exec).await?;
-                }
-                if let Some((parent, node)) = &ctx.item.parent {
-                    let done = ChildDoneMessage {
-                        node: *node,
-                        outputs: outputs.clone(),
-                        error: match (phase, &error) {
-                            (ExecPhase::Succeeded, _) => None,
-                            (_, Some(e)) => Some(error_record(e)),
-                            (_, None) => Some(error_record(&ExecError {
-                                node: String::new(),
-                                code: "ChildFailed".into(),
-                                message: format!("child execution {exec} ended {phase:?}"),
-                                kind: ErrorKind::User,
-                            })),
-                        },
-                    };
-                    self.clients
-                        .queue
-                        .send(&message(parent, Kind::ChildDone(done)), Duration::ZERO)
-                        .await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Starts the attempt through its task's connector; the handle a check needs (as JSON) and the
-    /// job whose state changes concern it, or the status the attempt ends with.
-    async fn start_task(
-        &self,
-        t: &updraft_engine::exec::TaskLaunch,
-        paths: &AttemptPaths,
-        program: &Program,
-    ) -> Result<(String, Option<updraft_connector::JobKey>), TaskStatus> {
-        let Some(task) = program.package.tasks.get(&t.task) else {
-            return Err(failed(
-                "NoTask",
-                format!("no task `{}`", t.task),
-                ErrorKind::User,
-                false,
-            ));
-        };
-        let Some(conn) = self.registry.for_task(task) else {
-            return Err(failed(
-                "NoConnector",
-                format!(
-                    "task `{}` ({}): the stack has no connector for this task type",
-                    t.task, task.template.r#type
-                ),
-                ErrorKind::User,
-                false,
-            ));
-        };
-        let a = Attempt {
-            launch: t,
-            task,
-            paths,
-            data: &self.clients.blobs,
-        };
-        let h = conn.start(&a).await?;
-        let json = serde_json::to_string(&h)
-            .map_err(|e| failed("Handle", e.to_string(), ErrorKind::System, true))?;
-        Ok((json, conn.watch(&h)))
-    }
-
     /// Stops what attempt `name` started, through the handle its start kept; an attempt that never
     /// started (or whose start was never recorded) has nothing to stop.
     async fn abort_task(&self, exec: &str, name: &str) -> Result<(), Error> {
@@ -783,53 +561,250 @@ impl Transition {
         }
         Ok(())
     }
+}
 
-    /// Starts a launch plan's child execution (idempotent by name); the error that fails the node when
-    /// the launch plan is unknown.
-    async fn start_child(
-        &self,
-        ctx: &Ctx<'_>,
-        node: u32,
-        launch_plan: &str,
-        inputs: LiteralMap,
-        name: &str,
-    ) -> Result<Result<(), ExecError>, Error> {
-        let pkg = &ctx.program.package;
-        let Some(lp) = pkg.launch_plans.get(launch_plan) else {
-            return Ok(Err(ExecError {
-                node: engine_node_id(ctx.program, node),
-                code: "NoLaunchPlan".into(),
-                message: format!("no launch plan `{launch_plan}`"),
-                kind: ErrorKind::User,
-            }));
+/// The serverless stack as the interpreter's host: attempts' inputs in the bucket and their handles in
+/// the table, checks and timers as delayed queue messages, children as executions of their own.
+struct StackHost<'a, 'b> {
+    t: &'a Transition,
+    ctx: &'a mut Ctx<'b>,
+}
+
+#[async_trait::async_trait]
+impl updraft_connector::effects::Host for StackHost<'_, '_> {
+    type Error = Error;
+
+    fn program(&self) -> &Program {
+        self.ctx.program
+    }
+
+    fn registry(&self) -> &Registry {
+        &self.t.registry
+    }
+
+    fn node_path(&self, node: NodeIdx) -> String {
+        engine_node_id(self.ctx.program, node)
+    }
+
+    fn overwrite_cache(&self) -> bool {
+        self.ctx.overwrite_cache
+    }
+
+    fn feed(&mut self, event: Event) {
+        self.ctx.events.push_back(event);
+    }
+
+    async fn cached(&mut self, key: &str) -> Result<Option<LiteralMap>, Error> {
+        let Some(bytes) = self.t.clients.store.cached(key).await? else {
+            return Ok(None);
         };
-        let mut all = lp.defaults.clone();
-        all.extend(inputs.literals);
-        all.extend(lp.fixed.clone());
-        let program = Program {
-            package: pkg.clone(),
-            workflow: lp.workflow.clone(),
+        LiteralMap::decode(bytes.as_slice())
+            .map(Some)
+            .map_err(|e| Error::Invalid(format!("cache entry {key}: {e}")))
+    }
+
+    async fn start_task(
+        &mut self,
+        t: TaskLaunch,
+        task: &CompiledTask,
+        conn: Arc<dyn Connector>,
+    ) -> Result<(), Error> {
+        let (this, ctx) = (self.t, &mut *self.ctx);
+        let exec = ctx.item.name.clone();
+        let paths = AttemptPaths::under(&data_prefix(&this.clients, &exec), &t);
+        this.clients
+            .blobs
+            .put(&paths.input, t.inputs.encode_to_vec())
+            .await?;
+        let a = Attempt {
+            launch: &t,
+            task,
+            paths: &paths,
+            data: &this.clients.blobs,
+        };
+        let started = match conn.start(&a).await {
+            Ok(h) => serde_json::to_string(&h)
+                .map(|json| (json, conn.watch(&h)))
+                .map_err(|e| failed("Handle", e.to_string(), ErrorKind::System, true)),
+            Err(status) => Err(status),
+        };
+        tracing::info!(execution = %exec, node = %t.node_id, attempt = t.attempt, index = ?t.index, attempt_name = %t.name, "task started");
+        let (handle, watch) = match started {
+            Ok(s) => s,
+            Err(status) => {
+                ctx.events.push_back(Event::Task {
+                    node: t.node,
+                    index: t.index,
+                    attempt: t.attempt,
+                    status,
+                });
+                return Ok(());
+            }
+        };
+        // Fault injection crashes once per attempt: a copy of a crashed message (re-sent while the
+        // crashed transition's lease was held) must not crash again.
+        if this
+            .settings
+            .fault
+            .as_deref()
+            .is_some_and(|f| f.ends_with("-before-commit"))
+        {
+            ctx.first_start |= this.clients.store.handle(&exec, &t.name).await?.is_none();
+        }
+        // Kept with the attempt: an abort reaches what the start made through it.
+        this.clients
+            .store
+            .put_handle(&exec, &t.name, &handle, now_ms())
+            .await?;
+        let check = CheckMessage {
+            node: t.node,
+            index: t.index,
+            attempt: t.attempt,
+            name: t.name.clone(),
+            task: t.task.clone(),
+            handle,
+            started_ms: now_ms(),
+            output_prefix: paths.output_prefix.clone(),
+            cache_key: t.cache_key.clone().unwrap_or_default(),
+            checks: 0,
+        };
+        let check = message(&exec, Kind::Check(check));
+        // The job's state changes (through the events function) check it at once.
+        if let Some(job) = watch {
+            this.clients
+                .store
+                .watch(&job.0, &check.encode_to_vec(), now_ms())
+                .await?;
+        }
+        this.clients
+            .queue
+            .send(&check, Duration::from_secs(1))
+            .await?;
+        ctx.outcome.started.push(t.name);
+        Ok(())
+    }
+
+    async fn abort_task(&mut self, name: &str) -> Result<(), Error> {
+        self.t.abort_task(&self.ctx.item.name, name).await
+    }
+
+    async fn timer(
+        &mut self,
+        node: NodeIdx,
+        index: Option<u32>,
+        attempt: u32,
+        kind: TimerKind,
+        after: Duration,
+    ) -> Result<(), Error> {
+        let t = TimerMessage {
+            node,
+            index,
+            attempt,
+            kind: timer_code(kind),
+            due_ms: now_ms() + after.as_millis() as i64,
+        };
+        self.t
+            .clients
+            .queue
+            .send(&message(&self.ctx.item.name, Kind::Timer(t)), after)
+            .await
+    }
+
+    async fn start_child(
+        &mut self,
+        node: NodeIdx,
+        name: &str,
+        child: Child,
+    ) -> Result<Result<(), ExecError>, Error> {
+        let (program, inputs) = match child {
+            Child::LaunchPlan { program, inputs } => (program, inputs),
+            Child::Dynamic { .. } => {
+                return Ok(Err(ExecError {
+                    node: engine_node_id(self.ctx.program, node),
+                    code: "Unsupported".into(),
+                    message: "dynamic tasks do not run on the serverless runtime yet; run this \
+                              workflow with `updraft run`"
+                        .into(),
+                    kind: ErrorKind::User,
+                }));
+            }
         };
         let mut config = updraft_engine::exec::ExecConfig::new(name);
-        config.overwrite_cache = ctx.overwrite_cache;
+        config.overwrite_cache = self.ctx.overwrite_cache;
         let child = Execution::new(&program, config).map_err(Error::Invalid)?;
         let item = ExecutionItem {
             name: name.into(),
             phase: "QUEUED".into(),
-            workflow: lp.workflow.clone(),
-            package: ctx.item.package.clone(),
+            workflow: program.workflow.clone(),
+            package: self.ctx.item.package.clone(),
             state: child.state_record().encode_to_vec(),
-            inputs: LiteralMap { literals: all }.encode_to_vec(),
-            parent: Some((ctx.item.name.clone(), node)),
+            inputs: inputs.encode_to_vec(),
+            parent: Some((self.ctx.item.name.clone(), node)),
             created: now_ms(),
             ..Default::default()
         };
-        self.clients.store.create_execution(&item).await?;
-        self.clients
+        // Idempotent by name: a child already made is left as it is.
+        self.t.clients.store.create_execution(&item).await?;
+        self.t
+            .clients
             .queue
             .send(&message(name, Kind::Start(StartMessage {})), Duration::ZERO)
             .await?;
         Ok(Ok(()))
+    }
+
+    async fn abort_child(&mut self, _node: NodeIdx, name: &str) -> Result<(), Error> {
+        let abort = AbortMessage {
+            reason: format!("its parent {} stopped it", self.ctx.item.name),
+        };
+        self.t
+            .clients
+            .queue
+            .send(&message(name, Kind::Abort(abort)), Duration::ZERO)
+            .await
+    }
+
+    async fn node_phase(&mut self, node: NodeIdx, phase: NodePhase) -> Result<(), Error> {
+        tracing::info!(execution = %self.ctx.item.name, node = %engine_node_id(self.ctx.program, node), phase = ?phase, "node phase");
+        Ok(())
+    }
+
+    async fn finished(
+        &mut self,
+        phase: ExecPhase,
+        outputs: Option<LiteralMap>,
+        error: Option<ExecError>,
+    ) -> Result<(), Error> {
+        let (this, exec) = (self.t, self.ctx.item.name.clone());
+        if let Some(out) = &outputs {
+            let uri = format!("{}/outputs.pb", data_prefix(&this.clients, &exec));
+            this.clients.blobs.put(&uri, out.encode_to_vec()).await?;
+        }
+        tracing::info!(execution = %exec, phase = ?phase, error = ?error.as_ref().map(|e| &e.message), "execution finished");
+        if phase != ExecPhase::Succeeded {
+            this.abort_orphans(&exec).await?;
+        }
+        if let Some((parent, node)) = &self.ctx.item.parent {
+            let done = ChildDoneMessage {
+                node: *node,
+                outputs: outputs.clone(),
+                error: match (phase, &error) {
+                    (ExecPhase::Succeeded, _) => None,
+                    (_, Some(e)) => Some(error_record(e)),
+                    (_, None) => Some(error_record(&ExecError {
+                        node: String::new(),
+                        code: "ChildFailed".into(),
+                        message: format!("child execution {exec} ended {phase:?}"),
+                        kind: ErrorKind::User,
+                    })),
+                },
+            };
+            this.clients
+                .queue
+                .send(&message(parent, Kind::ChildDone(done)), Duration::ZERO)
+                .await?;
+        }
+        Ok(())
     }
 }
 

@@ -13,7 +13,7 @@
 //!   jobRoleArn: arn:aws:iam::…:role/ml-batch-job
 //! sagemaker:
 //!   roleArn: arn:aws:iam::…:role/ml-sagemaker
-//!   prebuiltAlgorithms:                   # images of the seed-era built-in algorithm jobs
+//!   prebuiltAlgorithms:                   # images of the legacy built-in algorithm jobs
 //!     - name: xgboost
 //!       regionalConfigs:
 //!         - region: eu-west-1
@@ -90,7 +90,7 @@ pub struct SageMakerSettings {
     /// The execution role of jobs whose request names none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
-    /// The images of the built-in algorithms seed-era `sagemaker_training_job_task` and
+    /// The images of the built-in algorithms the legacy `sagemaker_training_job_task` and
     /// `sagemaker_hyperparameter_tuning_job_task` train with, as Flyte's SageMaker plugin configures
     /// them; default: Flyte's (XGBoost 0.90 in us-east-1).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use updraft_connector::Registry;
 use updraft_settings::Settings;
 
-/// `registry` with the connectors of the AWS services (AWS Batch; SageMaker jobs, Pythonic jobs and
-/// endpoints; boto calls) added, configured by `settings` and calling AWS with `sdk`'s configuration.
+/// `registry` with the connectors of the AWS services (AWS Batch; SageMaker jobs, Pythonic jobs, legacy
+/// jobs and endpoints; boto calls) added, configured by `settings` and calling AWS with `sdk`'s
+/// configuration.
 pub fn with_services(
     registry: Registry,
     settings: &Settings,

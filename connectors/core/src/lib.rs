@@ -8,9 +8,11 @@
 //! [`Handle`], stored with the attempt: it holds everything a check or an abort needs (what was made,
 //! where the outcome will be), so neither rebuilds anything nor needs the task again. A [`Registry`] routes
 //! each task to its connector by task type; the runtimes dispatch through it and never match on plugin
-//! kinds. The attempt data layout and the template variables live in [`paths`].
+//! kinds. The attempt data layout and the template variables live in [`paths`]; the engine's effects
+//! are interpreted in [`effects`], for every runtime, each a [`effects::Host`].
 
 mod data;
+pub mod effects;
 pub mod paths;
 mod registry;
 
