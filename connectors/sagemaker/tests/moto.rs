@@ -1,8 +1,8 @@
 //! The SageMaker connectors against moto (`localstack/moto-up`: jobs through their lifecycles, Pythonic
 //! jobs as local processes, endpoints Creating → InService): a repeated start makes one job, a name
 //! taken by another attempt is refused, aborts stop jobs and delete endpoints (and a second abort is
-//! fine), `boto` calls SageMaker Runtime, and the pre-flight check names every problem. Needs
-//! `UPDRAFT_TEST_MOTO` (set by `scripts/test`).
+//! fine), a legacy job is one per attempt and stops on abort, `boto` calls SageMaker Runtime, and the
+//! pre-flight check names every problem. Needs `UPDRAFT_TEST_MOTO` (set by `scripts/test`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -428,4 +428,106 @@ fn preflight_names_every_problem() {
         None,
     );
     assert_eq!(problems(&t), Vec::<String>::new());
+}
+
+#[test]
+fn a_legacy_job_is_one_per_attempt_and_its_abort_stops_it() {
+    use updraft_proto::core::{BlobType, blob_type::BlobDimensionality, literal_type::Type};
+    let mut bed = Bed::new();
+    let settings = Settings::parse(
+        "test",
+        &format!("{}sagemaker: {{roleArn: '{ROLE}'}}\n", bed.moto.settings()),
+    )
+    .unwrap();
+    bed.conns = updraft_connector_sagemaker::connectors(&bed.moto.sdk(), &settings);
+    bed.moto.lifecycle(json!({"run_seconds": null}));
+    let blob = |d: BlobDimensionality| LiteralType {
+        r#type: Some(Type::Blob(BlobType {
+            format: "csv".into(),
+            dimensionality: d as i32,
+        })),
+        ..Default::default()
+    };
+    let mut t = task(
+        "sagemaker_training_job_task",
+        json!({
+            "algorithmSpecification": {"algorithmName": "XGBOOST"},
+            "trainingJobResourceConfig": {"instanceCount": "1", "instanceType": "ml.m5.large", "volumeSizeInGb": "5"},
+        }),
+        &[],
+        None,
+    );
+    for name in ["train", "validation"] {
+        t.interface
+            .inputs
+            .insert(name.into(), blob(BlobDimensionality::Multipart));
+    }
+    let struct_type = updraft_engine::types::simple(SimpleType::Struct);
+    t.interface
+        .inputs
+        .insert("static_hyperparameters".into(), struct_type.clone());
+    t.interface
+        .outputs
+        .insert("model".into(), blob(BlobDimensionality::Single));
+    assert_eq!(bed.conn(&t).preflight(&t), vec![]);
+    let mut l = launch("lg", 0, &[]);
+    let mut inputs = updraft_proto::core::LiteralMap::default();
+    for (name, uri) in [("train", "s3://b/train/"), ("validation", "s3://b/valid/")] {
+        let lit =
+            updraft_engine::literal::from_json(&json!(uri), &blob(BlobDimensionality::Multipart))
+                .unwrap();
+        inputs.literals.insert(name.into(), lit);
+    }
+    let hps = updraft_engine::literal::from_json(&json!({"num_round": 10}), &struct_type).unwrap();
+    inputs.literals.insert("static_hyperparameters".into(), hps);
+    l.inputs = Arc::new(inputs);
+    let first = bed.start(&t, &l).unwrap();
+    assert_eq!(
+        bed.start(&t, &l).unwrap(),
+        first,
+        "a repeated start finds its job"
+    );
+    let jobs = bed.boto("list_training_jobs", json!({}));
+    assert_eq!(
+        jobs["TrainingJobSummaries"].as_array().unwrap().len(),
+        1,
+        "{jobs}"
+    );
+    let d = bed.boto(
+        "describe_training_job",
+        json!({"TrainingJobName": "lg-n0-0"}),
+    );
+    assert_eq!(d["HyperParameters"], json!({"num_round": "10"}));
+    assert_eq!(d["RoleArn"], ROLE);
+    assert_eq!(
+        d["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"],
+        "s3://b/train/"
+    );
+    // The next attempt is a job of its own.
+    l.attempt = 1;
+    l.name = "lg-n0-1".into();
+    let second = bed.start(&t, &l).unwrap();
+    assert_ne!(second, first);
+    // An abort stops each; Stopped is a retryable system failure, as in Flyte; a second abort is fine.
+    for h in [&first, &second] {
+        assert_eq!(bed.check(&t, h), TaskStatus::Running);
+        bed.rt.block_on(bed.conn(&t).abort(h)).unwrap();
+        let end = bed.end(&t, h);
+        assert_eq!(code_of(&end), ("Stopped", ErrorKind::System, true));
+        bed.rt.block_on(bed.conn(&t).abort(h)).unwrap();
+    }
+    // Without its inputs the attempt cannot start, and says which.
+    l.inputs = Arc::new(updraft_proto::core::LiteralMap::default());
+    l.name = "lg-n0-2".into();
+    let refused = bed.start(&t, &l).unwrap_err();
+    let TaskStatus::Failed { message, .. } = &refused else {
+        panic!("{refused:?}")
+    };
+    for want in [
+        "inputs.train",
+        "inputs.validation",
+        "inputs.static_hyperparameters",
+    ] {
+        assert!(message.contains(want), "`{want}` missing from: {message}");
+    }
 }
