@@ -512,6 +512,8 @@ struct Made {
     name: String,
     /// A custom job's output prefix (`outputs.pb`, `error.pb`).
     output_prefix: Option<String>,
+    /// Whether a custom job's task has outputs (so its `outputs.pb` must be there).
+    has_outputs: bool,
     /// The model output: its name, the folder the job's (or best job's) folder is in, its blob format.
     model: Option<(String, String, String)>,
 }
@@ -525,6 +527,7 @@ impl Made {
                 "region": self.region,
                 "name": self.name,
                 "outputPrefix": self.output_prefix,
+                "hasOutputs": self.has_outputs,
                 "model": self.model.as_ref().map(|(var, base, format)| json!({
                     "output": var, "base": base, "format": format,
                 })),
@@ -547,6 +550,7 @@ impl Made {
             region: s("region")?,
             name: s("name")?,
             output_prefix: h.value["outputPrefix"].as_str().map(str::to_string),
+            has_outputs: h.value["hasOutputs"].as_bool().unwrap_or(false),
             model: m["output"].as_str().map(|var| {
                 (
                     var.to_string(),
@@ -785,6 +789,7 @@ impl LegacyConnector {
             region: p.region.clone(),
             name: name.clone(),
             output_prefix: None,
+            has_outputs: !a.task.interface.outputs.is_empty(),
             model: None,
         };
         if ty == CUSTOM_TRAINING {
@@ -1061,6 +1066,18 @@ impl Connector for LegacyConnector {
         }
         if let Some(prefix) = &m.output_prefix {
             let files = read_output_files(data, prefix).await?;
+            if m.has_outputs && files.outputs.is_none() && files.error.is_none() {
+                return Ok(failed(
+                    "NoOutputs",
+                    format!(
+                        "the SageMaker training job {} completed without writing outputs.pb under \
+                         {prefix}",
+                        m.name
+                    ),
+                    ErrorKind::User,
+                    false,
+                ));
+            }
             return Ok(from_output_files(&files).unwrap_or(TaskStatus::Succeeded {
                 outputs: LiteralMap::default(),
                 cached: false,
