@@ -177,7 +177,9 @@ type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// Signs and sends requests to AWS services.
 pub struct Aws {
-    http: Client<Https, Full<Bytes>>,
+    /// Made on the first call: reading the system's root certificates takes tens of milliseconds, which
+    /// a function that never calls these services should not pay at its cold start.
+    http: std::sync::OnceLock<Client<Https, Full<Bytes>>>,
     credentials: Option<SharedCredentialsProvider>,
     cached: Mutex<Option<Credentials>>,
     endpoint: Option<String>,
@@ -188,13 +190,8 @@ impl Aws {
     /// A client with `sdk`'s credentials, region and endpoint, under the settings' `aws.region` and
     /// `aws.endpoint` (which win; the endpoint then serves every service, as LocalStack and moto do).
     pub fn new(sdk: &aws_config::SdkConfig, settings: &updraft_settings::Settings) -> Self {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config())
-            .https_or_http()
-            .enable_http1()
-            .build();
         Self {
-            http: Client::builder(TokioExecutor::new()).build(https),
+            http: std::sync::OnceLock::new(),
             credentials: sdk.credentials_provider(),
             cached: Mutex::default(),
             endpoint: settings
@@ -208,6 +205,17 @@ impl Aws {
                 .clone()
                 .or_else(|| sdk.region().map(|r| r.to_string())),
         }
+    }
+
+    fn http(&self) -> &Client<Https, Full<Bytes>> {
+        self.http.get_or_init(|| {
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls_config())
+                .https_or_http()
+                .enable_http1()
+                .build();
+            Client::builder(TokioExecutor::new()).build(https)
+        })
     }
 
     /// The region calls go to when the task names none.
@@ -453,7 +461,7 @@ impl Aws {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| bad(e.to_string()))?;
         instructions.apply_to_request_http1x(&mut request);
-        let answer = tokio::time::timeout(Duration::from_secs(60), self.http.request(request))
+        let answer = tokio::time::timeout(Duration::from_secs(60), self.http().request(request))
             .await
             .map_err(|_| ApiError::unreachable(format!("{url}: no answer in 60 s")))?
             .map_err(|e| ApiError::unreachable(format!("{url}: {e}")))?;
