@@ -41,7 +41,7 @@ use updraft_settings::PrebuiltAlgorithm;
 
 use crate::api::Aws;
 use crate::jobs::{self, JobKind};
-use crate::{create, describe, problem, setup_failure, stop, tag_attempt};
+use crate::{create, describe, problem, setup_failure, stop_job, tag_attempt};
 
 /// The name of [`LegacyConnector`] in handles.
 pub const LEGACY: &str = "sagemaker-legacy";
@@ -1109,14 +1109,7 @@ impl Connector for LegacyConnector {
 
     async fn abort(&self, h: &Handle) -> Result<(), Transient> {
         let m = Made::of(h)?;
-        let kind = m.job();
-        stop(
-            &self.aws,
-            &m.region,
-            kind.stop,
-            &json!({ kind.name_key: m.name }),
-        )
-        .await
+        stop_job(&self.aws, &m.region, m.job(), &m.name).await
     }
 
     fn watch(&self, h: &Handle) -> Option<JobKey> {

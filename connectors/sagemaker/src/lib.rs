@@ -399,6 +399,11 @@ async fn stop(aws: &Aws, region: &str, op: &str, body: &Value) -> Result<(), Tra
     }
 }
 
+/// Stops job `name` of `kind`; one already ended or gone is fine.
+async fn stop_job(aws: &Aws, region: &str, kind: &JobKind, name: &str) -> Result<(), Transient> {
+    stop(aws, region, kind.stop, &json!({ kind.name_key: name })).await
+}
+
 /// Fills a request's role from the settings' `sagemaker.roleArn` where it names none.
 fn fill_role(kind: &JobKind, request: &mut Value, role: Option<&str>) {
     let Some(role) = role else { return };
@@ -577,14 +582,13 @@ impl Connector for SageMakerConnector {
 
     async fn abort(&self, h: &Handle) -> Result<(), Transient> {
         let m = Made::of(h)?;
-        let (op, body) = if m.kind == ENDPOINT {
-            ("DeleteEndpoint", json!({"EndpointName": m.name}))
-        } else {
-            let kind = jobs::kind(&m.kind)
-                .ok_or_else(|| Transient(format!("an unknown SageMaker job kind {}", m.kind)))?;
-            (kind.stop, json!({ kind.name_key: m.name }))
-        };
-        stop(&self.aws, &m.region, op, &body).await
+        if m.kind == ENDPOINT {
+            let body = json!({"EndpointName": m.name});
+            return stop(&self.aws, &m.region, "DeleteEndpoint", &body).await;
+        }
+        let kind = jobs::kind(&m.kind)
+            .ok_or_else(|| Transient(format!("an unknown SageMaker job kind {}", m.kind)))?;
+        stop_job(&self.aws, &m.region, kind, &m.name).await
     }
 
     fn watch(&self, h: &Handle) -> Option<JobKey> {
@@ -862,13 +866,7 @@ impl Connector for PythonicConnector {
         let m = Made::of(h)?;
         let kind = jobs::kind(&m.kind)
             .ok_or_else(|| Transient(format!("an unknown SageMaker job kind {}", m.kind)))?;
-        stop(
-            &self.aws,
-            &m.region,
-            kind.stop,
-            &json!({ kind.name_key: m.name }),
-        )
-        .await
+        stop_job(&self.aws, &m.region, kind, &m.name).await
     }
 
     fn watch(&self, h: &Handle) -> Option<JobKey> {
