@@ -63,7 +63,7 @@ pub async fn read_output_files(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -78,7 +78,7 @@ mod tests {
     }
 
     /// Polls a future that never waits (the local store's) to its end.
-    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    pub(crate) fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
         let mut f = std::pin::pin!(f);

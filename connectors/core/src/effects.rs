@@ -232,6 +232,7 @@ async fn start_task<H: Host + ?Sized>(host: &mut H, t: TaskLaunch) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::tests::block_on as block;
     use std::collections::BTreeMap;
 
     /// A host that records what it was asked.
@@ -414,17 +415,6 @@ workflows:
             cache_key: cache_key.map(str::to_string),
             cache_serializable: false,
             array_size: None,
-        }
-    }
-
-    fn block<F: std::future::Future>(f: F) -> F::Output {
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        let mut f = std::pin::pin!(f);
-        loop {
-            if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-                return v;
-            }
         }
     }
 
