@@ -41,7 +41,7 @@ use updraft_settings::PrebuiltAlgorithm;
 
 use crate::api::Aws;
 use crate::jobs::{self, JobKind};
-use crate::{create, describe, problem, setup_failure, stop_job, tag_attempt};
+use crate::{Made, create, describe, problem, setup_failure, stop_job, tag_attempt};
 
 /// The name of [`LegacyConnector`] in handles.
 pub const LEGACY: &str = "sagemaker-legacy";
@@ -56,6 +56,8 @@ const TRAIN: &str = "train";
 const VALIDATION: &str = "validation";
 const STATIC_HPS: &str = "static_hyperparameters";
 const TUNING_CONFIG: &str = "hyperparameter_tuning_job_config";
+/// The kind of a tuning job (`jobs::KINDS`).
+const TUNING_JOB: &str = "sagemaker-hyperparameter-tuning-job";
 const CMD_PREFIX: &str = "__FLYTE_CMD_";
 const ENV_PREFIX: &str = "__FLYTE_ENV_VAR_";
 const SUFFIX: &str = "__";
@@ -504,71 +506,19 @@ fn tuning_config_json(bytes: &[u8]) -> Option<Value> {
     }))
 }
 
-/// What a legacy job's handle holds.
-struct Made {
-    /// The task type.
-    kind: String,
-    region: String,
-    name: String,
-    /// A custom job's output prefix (`outputs.pb`, `error.pb`).
-    output_prefix: Option<String>,
-    /// Whether a custom job's task has outputs (so its `outputs.pb` must be there).
-    has_outputs: bool,
-    /// The model output: its name, the folder the job's (or best job's) folder is in, its blob format.
-    model: Option<(String, String, String)>,
+/// The kind (`jobs::KINDS`) of a legacy task type's job.
+fn job_kind(task_type: &str) -> &'static str {
+    if task_type == TUNING {
+        TUNING_JOB
+    } else {
+        "sagemaker-training-job"
+    }
 }
 
-impl Made {
-    fn handle(&self) -> Handle {
-        Handle {
-            connector: LEGACY.into(),
-            value: json!({
-                "kind": self.kind,
-                "region": self.region,
-                "name": self.name,
-                "outputPrefix": self.output_prefix,
-                "hasOutputs": self.has_outputs,
-                "model": self.model.as_ref().map(|(var, base, format)| json!({
-                    "output": var, "base": base, "format": format,
-                })),
-            }),
-        }
-    }
-
-    fn of(h: &Handle) -> Result<Self, Transient> {
-        let s = |k: &str| {
-            h.value[k].as_str().map(str::to_string).ok_or_else(|| {
-                Transient(format!(
-                    "not a legacy SageMaker handle (no {k}): {}",
-                    h.value
-                ))
-            })
-        };
-        let m = &h.value["model"];
-        Ok(Self {
-            kind: s("kind")?,
-            region: s("region")?,
-            name: s("name")?,
-            output_prefix: h.value["outputPrefix"].as_str().map(str::to_string),
-            has_outputs: h.value["hasOutputs"].as_bool().unwrap_or(false),
-            model: m["output"].as_str().map(|var| {
-                (
-                    var.to_string(),
-                    text_of(&m["base"]).to_string(),
-                    text_of(&m["format"]).to_string(),
-                )
-            }),
-        })
-    }
-
-    fn job(&self) -> &'static JobKind {
-        let t = if self.kind == TUNING {
-            "sagemaker-hyperparameter-tuning-job"
-        } else {
-            "sagemaker-training-job"
-        };
-        jobs::kind(t).unwrap_or(&jobs::KINDS[0])
-    }
+/// The kind of a legacy handle's job.
+fn job_of(m: &Made) -> Result<&'static JobKind, Transient> {
+    jobs::kind(&m.kind)
+        .ok_or_else(|| Transient(format!("an unknown SageMaker job kind {}", m.kind)))
 }
 
 /// A legacy task's settings and request, before its inputs are known.
@@ -785,7 +735,7 @@ impl LegacyConnector {
         let inputs = &a.launch.inputs;
         let stopping = json!({"MaxRuntimeInSeconds": MAX_RUNTIME_SECONDS});
         let mut made = Made {
-            kind: ty.into(),
+            kind: job_kind(ty).into(),
             region: p.region.clone(),
             name: name.clone(),
             output_prefix: None,
@@ -1022,22 +972,23 @@ impl Connector for LegacyConnector {
     async fn start(&self, a: &Attempt<'_>) -> Result<Handle, TaskStatus> {
         let (mut request, made) = self.request(a).map_err(setup_failure)?;
         tag_attempt(&mut request, a.launch);
+        let kind = job_of(&made).map_err(|e| setup_failure(vec![problem("type", e.0)]))?;
         create(
             &self.aws,
             &made.region,
-            made.job(),
+            kind,
             &request,
             &made.name,
             "",
             a.launch,
         )
         .await?;
-        Ok(made.handle())
+        Ok(made.handle(LEGACY, ""))
     }
 
     async fn check(&self, h: &Handle, data: &dyn DataStore) -> Result<TaskStatus, Transient> {
         let m = Made::of(h)?;
-        let kind = m.job();
+        let kind = job_of(&m)?;
         let d = match describe(&self.aws, kind, &m.name, &m.region).await? {
             Ok(d) => d,
             Err(gone) => return Ok(gone),
@@ -1083,7 +1034,7 @@ impl Connector for LegacyConnector {
                 cached: false,
             }));
         }
-        let job = if m.kind == TUNING {
+        let job = if m.kind == TUNING_JOB {
             match d["BestTrainingJob"]["TrainingJobName"].as_str() {
                 Some(best) => best.to_string(),
                 None => {
@@ -1109,12 +1060,11 @@ impl Connector for LegacyConnector {
 
     async fn abort(&self, h: &Handle) -> Result<(), Transient> {
         let m = Made::of(h)?;
-        stop_job(&self.aws, &m.region, m.job(), &m.name).await
+        stop_job(&self.aws, &m.region, job_of(&m)?, &m.name).await
     }
 
     fn watch(&self, h: &Handle) -> Option<JobKey> {
-        let m = Made::of(h).ok()?;
-        Some(JobKey(format!("sagemaker:{}:{}", m.job().what, m.name)))
+        Made::of(h).ok()?.key()
     }
 }
 

@@ -230,11 +230,17 @@ fn tag_attempt(request: &mut Value, launch: &TaskLaunch) {
 
 /// What a SageMaker job's or endpoint's handle holds.
 struct Made {
+    /// The task type of the job's kind (`jobs::KINDS`), or of the endpoint.
     kind: String,
     region: String,
     name: String,
+    /// Where a job running the task's own command writes `outputs.pb` and `error.pb`.
     output_prefix: Option<String>,
+    /// Whether that task has outputs (so its `outputs.pb` must be there).
     has_outputs: bool,
+    /// A legacy built-in job's model output: its name, the folder the job's (or best job's) folder is
+    /// in, its blob format.
+    model: Option<(String, String, String)>,
 }
 
 impl Made {
@@ -248,6 +254,9 @@ impl Made {
                 "token": token,
                 "outputPrefix": self.output_prefix,
                 "hasOutputs": self.has_outputs,
+                "model": self.model.as_ref().map(|(var, base, format)| json!({
+                    "output": var, "base": base, "format": format,
+                })),
             }),
         }
     }
@@ -265,6 +274,11 @@ impl Made {
             name: s("name")?,
             output_prefix: h.value["outputPrefix"].as_str().map(str::to_string),
             has_outputs: h.value["hasOutputs"].as_bool().unwrap_or(false),
+            model: h.value["model"]["output"].as_str().map(|var| {
+                let m = &h.value["model"];
+                let text = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+                (var.to_string(), text("base"), text("format"))
+            }),
         })
     }
 
@@ -510,6 +524,7 @@ impl Connector for SageMakerConnector {
             name: name.clone(),
             output_prefix: None,
             has_outputs: true,
+            model: None,
         };
         if task_type == ENDPOINT {
             return match self
@@ -807,6 +822,7 @@ impl Connector for PythonicConnector {
             name,
             output_prefix: Some(a.paths.output_prefix.clone()),
             has_outputs: !a.task.interface.outputs.is_empty(),
+            model: None,
         }
         .handle(PYTHONIC, ""))
     }
