@@ -813,24 +813,49 @@ def _write_model(job: Any) -> None:
         info.size = len(body)
         tar.addfile(info, io.BytesIO(body))
     try:
-        endpoint = os.environ.get("AWS_ENDPOINT_URL")
-        if endpoint:  # the jobs' S3 is another service's (e.g. LocalStack's)
-            import boto3
-
-            boto3.client(
-                "s3",
-                endpoint_url=endpoint,
-                region_name=os.environ.get("AWS_REGION", "us-east-1"),
-                aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "test"),
-                aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
-            ).put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
-        else:
-            from moto.s3.models import s3_backends
-
-            account = job.arn.split(":")[4]
-            s3_backends[account]["aws"].put_object(bucket, key, buf.getvalue())
+        _s3_put(uri, job.arn.split(":")[4], buf.getvalue())
     except Exception as e:  # a missing bucket: the job still completes, as moto's own do
         print(f"lifecycles: no model written to {uri}: {e}", file=sys.stderr)
+
+
+def _s3_client():
+    """boto3's S3 client of the jobs' S3 when it is another service's (AWS_ENDPOINT_URL, e.g.
+    LocalStack's), else None (this moto's own, in process)."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return None
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=os.environ.get("AWS_REGION", "us-east-1"),
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "test"),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
+    )
+
+
+def _s3_put(uri: str, account: str, body: bytes) -> None:
+    """Writes an object of the jobs' S3."""
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    client = _s3_client()
+    if client is not None:
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+    else:
+        from moto.s3.models import s3_backends
+
+        s3_backends[account]["aws"].put_object(bucket, key, body)
+
+
+def _s3_get(uri: str, account: str) -> bytes:
+    """Reads an object of the jobs' S3."""
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    client = _s3_client()
+    if client is not None:
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    from moto.s3.models import s3_backends
+
+    return bytes(s3_backends[account]["aws"].get_object(bucket, key).value)
 
 
 def _patch_sagemaker() -> None:
@@ -1010,9 +1035,15 @@ def _patch_emr_serverless() -> None:
     start = backend.start_job_run
 
     def start_job_run(self, *args, **kwargs):
+        application_id, token = kwargs.get("application_id"), kwargs.get("client_token")
+        # EMR Serverless's clientToken: a repeated start with the same token is the same job run
+        for run in (self.job_runs.get(application_id) or []) if token else []:
+            if getattr(run, "client_token", None) == token:
+                return run
         run = start(self, *args, **kwargs)
         name = run.name or run.id
-        track(Job(EmrServerlessKind(), f"emr-serverless:{run.application_id}/{run.id}", name, run, run.arn))
+        key = f"emr-serverless:{run.application_id}/{run.id}"
+        track(Job(EmrServerlessKind(), key, name, run, run.arn, command=_emr_command(key, run)))
         return run
 
     backend.start_job_run = start_job_run
@@ -1033,11 +1064,59 @@ def _patch_emr_serverless() -> None:
     backend.cancel_job_run = cancel_job_run
 
 
+def _emr_command(key: str, run: Any) -> Optional[tuple[list[str], dict[str, str]]]:
+    """A Spark job run whose entry point is a Python file in S3 runs it as a local process, with its
+    `entryPointArguments` and the driver's environment from `sparkSubmitParameters`
+    (`--conf spark.emr-serverless.driverEnv.NAME=VALUE`); other runs run nothing."""
+    spark = (getattr(run, "job_driver", None) or {}).get("sparkSubmit") or {}
+    entry = spark.get("entryPoint") or ""
+    if not (entry.startswith("s3://") and entry.endswith(".py")):
+        return None
+    try:
+        body = _s3_get(entry, run.arn.split(":")[4])
+    except Exception as e:  # the job fails as EMR fails a run whose entry point is missing
+        print(f"lifecycles: {key}: cannot read the entry point {entry}: {e}", file=sys.stderr)
+        return ["false"], {}
+    folder = os.path.join(tempfile.gettempdir(), "updraft-emr-entrypoints")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "".join(c if c.isalnum() else "_" for c in key) + ".py")
+    with open(path, "wb") as f:
+        f.write(body)
+    env: dict[str, str] = {}
+    words = (spark.get("sparkSubmitParameters") or "").split()
+    for i, w in enumerate(words):
+        if w == "--conf" and i + 1 < len(words):
+            name, _, value = words[i + 1].partition("=")
+            prefix = "spark.emr-serverless.driverEnv."
+            if name.startswith(prefix):
+                env[name[len(prefix) :]] = value
+    env["EMR_SERVERLESS_JOB_RUN_ID"] = run.id
+    args = [str(a) for a in spark.get("entryPointArguments") or []]
+    return ["python3", path, *args], env
+
+
 def _patch_athena() -> None:
     from moto.athena import models, responses
 
     backend = models.AthenaBackend
     start = backend.start_query_execution
+    respond = responses.AthenaResponse.start_query_execution
+    tokens: dict[tuple[str, str, str], str] = {}
+
+    def start_with_token(self):
+        # Athena's ClientRequestToken: a repeated start with the same token is the same query
+        token = self._get_param("ClientRequestToken")
+        at = (self.current_account, self.region, token)
+        if token and at in tokens:
+            return json.dumps({"QueryExecutionId": tokens[at]})
+        out = respond(self)
+        if token and isinstance(out, str):
+            exec_id = json.loads(out).get("QueryExecutionId")
+            if exec_id:
+                tokens[at] = exec_id
+        return out
+
+    responses.AthenaResponse.start_query_execution = start_with_token
 
     def start_query_execution(self, *args, **kwargs):
         exec_id = start(self, *args, **kwargs)

@@ -18,6 +18,18 @@
 //!       regionalConfigs:
 //!         - region: eu-west-1
 //!           versionConfigs: [{version: "1.7", image: 141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-xgboost:1.7-1}]
+//! athena:
+//!   outputLocation: s3://my-bucket/athena  # default: each attempt's raw output prefix
+//!   workgroup: analytics                   # of queries whose task names none (default: primary)
+//! hive:
+//!   engine: qubole                         # or emr-serverless, or athena
+//! qubole:
+//!   endpoint: https://us.qubole.com
+//!   tokenSecretArn: arn:aws:secretsmanager:…:secret:qubole  # or token: … (never logged)
+//!   defaultClusterLabel: default
+//! emrServerless:
+//!   applicationId: 00f5abc123def456        # the application Hive queries run on
+//!   executionRoleArn: arn:aws:iam::…:role/emr-jobs
 //! ```
 //!
 //! Every key is optional. An unknown key is an error naming the file and the key's place
@@ -29,7 +41,17 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 /// The top-level keys of a settings file.
-pub const SECTIONS: &[&str] = &["data", "aws", "eks", "batch", "sagemaker"];
+pub const SECTIONS: &[&str] = &[
+    "data",
+    "aws",
+    "eks",
+    "batch",
+    "sagemaker",
+    "athena",
+    "hive",
+    "qubole",
+    "emrServerless",
+];
 
 /// The whole settings file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -46,6 +68,14 @@ pub struct Settings {
     pub batch: BatchSettings,
     /// SageMaker tasks.
     pub sagemaker: SageMakerSettings,
+    /// Athena queries (`presto` tasks, and `hive` tasks on the `athena` engine).
+    pub athena: AthenaSettings,
+    /// Which engine runs `hive` tasks.
+    pub hive: HiveSettings,
+    /// Qubole, where `hive` tasks run on the `qubole` engine.
+    pub qubole: QuboleSettings,
+    /// EMR Serverless: `hive` tasks on the `emr-serverless` engine, defaults of `emr_serverless` tasks.
+    pub emr_serverless: EmrServerlessSettings,
 }
 
 /// `data`: where attempts' data live.
@@ -95,6 +125,95 @@ pub struct SageMakerSettings {
     /// them; default: Flyte's (XGBoost 0.90 in us-east-1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prebuilt_algorithms: Option<Vec<PrebuiltAlgorithm>>,
+}
+
+/// `athena`: Athena queries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct AthenaSettings {
+    /// Where query results are written (`s3://…`); default: each attempt's raw output prefix, as in
+    /// Flyte. A workgroup that enforces its own location overrides both.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_location: Option<String>,
+    /// The workgroup of queries whose task names none; default `primary`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workgroup: Option<String>,
+    /// The data catalog of queries whose task names none; default `AwsDataCatalog`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<String>,
+}
+
+/// `hive`: which engine runs `hive` tasks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct HiveSettings {
+    /// The engine; default `qubole`.
+    pub engine: HiveEngine,
+}
+
+/// An engine that runs `hive` tasks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HiveEngine {
+    /// Qubole's commands API, as Flyte's Qubole plugin drives it.
+    #[default]
+    Qubole,
+    /// A Hive job run on an EMR Serverless application (`emrServerless`).
+    EmrServerless,
+    /// An Athena query, as Flyte's Athena plugin runs `hive` tasks (database = the cluster label).
+    Athena,
+}
+
+impl HiveEngine {
+    /// The engine's name in settings files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Qubole => "qubole",
+            Self::EmrServerless => "emr-serverless",
+            Self::Athena => "athena",
+        }
+    }
+}
+
+/// `qubole`: Qubole's API, where `hive` tasks run on the `qubole` engine.
+#[derive(Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct QuboleSettings {
+    /// The API's base URL; default `https://api.qubole.com`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The API token (`X-AUTH-TOKEN`); prefer `tokenSecretArn` in AWS. Never logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The Secrets Manager secret holding the token (its `SecretString`), read when first needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_secret_arn: Option<String>,
+    /// The cluster label of queries whose task names none; default `default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_cluster_label: Option<String>,
+}
+
+impl std::fmt::Debug for QuboleSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuboleSettings")
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("token_secret_arn", &self.token_secret_arn)
+            .field("default_cluster_label", &self.default_cluster_label)
+            .finish()
+    }
+}
+
+/// `emrServerless`: EMR Serverless.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct EmrServerlessSettings {
+    /// The application (id, or name looked up) `hive` tasks run on with the `emr-serverless` engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application_id: Option<String>,
+    /// The role job runs run as, where the task names none (`hive` tasks always).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution_role_arn: Option<String>,
 }
 
 /// One built-in algorithm's images, per region and version.
@@ -218,12 +337,25 @@ impl Settings {
                 ));
             }
         }
-        if let Some(e) = &self.aws.endpoint
-            && !(e.starts_with("http://") || e.starts_with("https://"))
+        for (key, url) in [
+            ("aws.endpoint", &self.aws.endpoint),
+            ("qubole.endpoint", &self.qubole.endpoint),
+        ] {
+            if let Some(e) = url
+                && !(e.starts_with("http://") || e.starts_with("https://"))
+            {
+                return Err(SettingsError::new(
+                    origin,
+                    format!("{key}: `{e}` is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        if let Some(l) = &self.athena.output_location
+            && !l.starts_with("s3://")
         {
             return Err(SettingsError::new(
                 origin,
-                format!("aws.endpoint: `{e}` is not an http:// or https:// URL"),
+                format!("athena.outputLocation: `{l}` is not an s3:// URI"),
             ));
         }
         Ok(())
@@ -278,6 +410,14 @@ sagemaker:
   prebuiltAlgorithms:
     - name: xgboost
       regionalConfigs: [{region: eu-west-1, versionConfigs: [{version: '1.7', image: xgb:1.7}]}]
+athena: {outputLocation: s3://bucket/athena, workgroup: analytics, catalog: lake}
+hive: {engine: emr-serverless}
+qubole:
+  endpoint: http://127.0.0.1:8090
+  token: secret-token
+  tokenSecretArn: arn:aws:secretsmanager:eu-west-1:123456789012:secret:qubole
+  defaultClusterLabel: etl
+emrServerless: {applicationId: 00f5abc123def456, executionRoleArn: arn:aws:iam::123456789012:role/emr}
 ";
 
     #[test]
@@ -299,6 +439,16 @@ sagemaker:
             s3(&Settings::parse("f", FULL).unwrap()),
             "s3://bucket/updraft"
         );
+        assert_eq!(s.athena.workgroup.as_deref(), Some("analytics"));
+        assert_eq!(s.hive.engine, HiveEngine::EmrServerless);
+        assert_eq!(s.qubole.default_cluster_label.as_deref(), Some("etl"));
+        assert_eq!(
+            s.emr_serverless.application_id.as_deref(),
+            Some("00f5abc123def456")
+        );
+        let shown = format!("{:?}", s.qubole);
+        assert!(!shown.contains("secret-token"), "{shown}");
+        assert_eq!(Settings::default().hive.engine, HiveEngine::Qubole);
     }
 
     fn s3(s: &Settings) -> &str {
@@ -330,6 +480,15 @@ sagemaker:
         assert!(e.to_string().contains("data.prefix: `gs://b/p`"), "{e}");
         let e = Settings::parse("f", "aws: {endpoint: localhost:5000}").unwrap_err();
         assert!(e.to_string().contains("aws.endpoint"), "{e}");
+        let e = Settings::parse("f", "qubole: {endpoint: api.qubole.com}").unwrap_err();
+        assert!(e.to_string().contains("qubole.endpoint"), "{e}");
+        let e = Settings::parse("f", "athena: {outputLocation: /tmp/a}").unwrap_err();
+        assert!(e.to_string().contains("athena.outputLocation"), "{e}");
+        let e = Settings::parse("f", "hive: {engine: presto}").unwrap_err();
+        assert!(
+            e.to_string().contains("hive.engine") && e.to_string().contains("emr-serverless"),
+            "{e}"
+        );
         let e = Settings::parse("f", "- a").unwrap_err();
         assert!(e.to_string().contains("mapping"), "{e}");
         assert_eq!(Settings::parse("f", "").unwrap(), Settings::default());
@@ -381,7 +540,16 @@ sagemaker:
         got.sort();
         assert_eq!(got, want);
         let full: serde_json::Value = serde_norway::from_str(FULL).unwrap();
-        for section in ["data", "aws", "batch", "sagemaker"] {
+        for section in [
+            "data",
+            "aws",
+            "batch",
+            "sagemaker",
+            "athena",
+            "hive",
+            "qubole",
+            "emrServerless",
+        ] {
             let s = &props[section];
             assert_eq!(s["additionalProperties"], false, "{section}");
             let mut keys: Vec<&String> = s["properties"].as_object().unwrap().keys().collect();

@@ -22,6 +22,12 @@ pub fn with_services(
         registry = registry.with(c);
     }
     registry
+        .with(Arc::new(updraft_connector_athena::AthenaConnector::new(
+            sdk, settings,
+        )))
+        .with(Arc::new(
+            updraft_connector_emr::EmrServerlessConnector::new(sdk, settings),
+        ))
 }
 
 /// The job a service's state-change event (an EventBridge event's JSON) is about, as the connector that
@@ -30,6 +36,8 @@ pub fn with_services(
 pub fn job_of(event: &serde_json::Value) -> Option<updraft_connector::JobKey> {
     updraft_connector_batch::job_of_event(event)
         .or_else(|| updraft_connector_sagemaker::job_of_event(event))
+        .or_else(|| updraft_connector_athena::job_of_event(event))
+        .or_else(|| updraft_connector_emr::job_of_event(event))
 }
 
 /// The SDK configuration `settings` describe: its `aws.region` and `aws.endpoint` over the SDK's own

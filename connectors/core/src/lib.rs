@@ -14,6 +14,7 @@
 mod data;
 pub mod effects;
 pub mod paths;
+pub mod query;
 mod registry;
 
 pub use data::{DataStore, LocalData, read_output_files};
@@ -119,6 +120,25 @@ pub trait Connector: Send + Sync {
     fn job_of(&self, _event: &serde_json::Value) -> Option<JobKey> {
         None
     }
+}
+
+/// An idempotency token of `launch`'s attempt, at most `max_len` (≥ 34) characters: its name (cut to fit)
+/// and 32 hex digits of a hash of execution, node, element and attempt — the same for every start of
+/// the attempt, different for every other attempt. Services that take a client token (Athena's
+/// `ClientRequestToken`, EMR Serverless's `clientToken`) then start an attempt's job once.
+pub fn attempt_token(launch: &TaskLaunch, max_len: usize) -> String {
+    use sha2::Digest;
+    let id = format!(
+        "{}/{}/{}/{}",
+        launch.execution,
+        launch.node_id,
+        launch.index.map(|i| i.to_string()).unwrap_or_default(),
+        launch.attempt
+    );
+    let hash = format!("{:x}", sha2::Sha256::digest(id.as_bytes()));
+    let keep = max_len.saturating_sub(33);
+    let name: String = launch.name.chars().take(keep).collect();
+    format!("{name}-{}", &hash[..32])
 }
 
 /// A failed status for an attempt that could not start.

@@ -19,7 +19,7 @@
 //! fine. Each job is watched as `sagemaker:<training|processing|tuning|transform|endpoint>:<name>`, the
 //! key its `SageMaker … State Change` events name.
 
-pub mod api;
+pub use updraft_call as api;
 pub mod jobs;
 pub mod legacy;
 pub mod pyfmt;

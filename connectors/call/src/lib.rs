@@ -1,8 +1,14 @@
-//! Calls of AWS services as boto3 makes them, for requests that arrive as boto3 dicts: a JSON-protocol
-//! request (`X-Amz-Target: <prefix>.<Operation>`) or a REST call of SageMaker Runtime, signed with
-//! Signature Version 4 under the SDK's credentials, the answer returned as JSON. Mapping every field of
-//! hundreds of request shapes onto the SDK's typed builders would only turn the dict back into the
-//! same JSON.
+//! HTTP calls of the services Updraft's connectors drive.
+//!
+//! - [`Aws`]: AWS services called as boto3 calls them, for requests that arrive as JSON (a boto3 dict,
+//!   a connector's request): a JSON-protocol request (`X-Amz-Target: <prefix>.<Operation>`,
+//!   [`Aws::call`]), a REST-JSON request ([`Aws::rest`], EMR Serverless) or a REST call of SageMaker
+//!   Runtime, signed with Signature Version 4 under the SDK's credentials, the answer returned as JSON.
+//!   Mapping every field of hundreds of request shapes onto the SDK's typed builders would only turn the
+//!   JSON back into the same JSON, and each service's SDK crate would add minutes to every build.
+//! - [`Http`]: plain HTTPS (or HTTP) calls of a service's own API (Qubole's).
+//!
+//! Both trust the system's root certificates (else the built-in ones), read on the first call.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -30,6 +36,9 @@ pub enum Protocol {
     },
     /// SageMaker Runtime's REST operations (`invoke_endpoint`, `invoke_endpoint_async`).
     SageMakerRuntime,
+    /// REST-JSON: the operation is a method and a path, the request and answer JSON
+    /// ([`Aws::rest`]).
+    RestJson,
 }
 
 /// An AWS service boto3 names.
@@ -69,6 +78,26 @@ pub const SAGEMAKER: Service = json(
     "1.1",
 );
 
+/// EMR Serverless (REST-JSON).
+pub const EMR_SERVERLESS: Service = Service {
+    name: "emr-serverless",
+    host: "emr-serverless",
+    signing_name: "emr-serverless",
+    protocol: Protocol::RestJson,
+};
+
+/// Athena.
+pub const ATHENA: Service = json("athena", "athena", "athena", "AmazonAthena", "1.1");
+
+/// Secrets Manager.
+pub const SECRETS_MANAGER: Service = json(
+    "secretsmanager",
+    "secretsmanager",
+    "secretsmanager",
+    "secretsmanager",
+    "1.1",
+);
+
 /// The services a `boto` task can call: every JSON-protocol service below, and SageMaker Runtime.
 pub const SERVICES: &[Service] = &[
     SAGEMAKER,
@@ -78,7 +107,7 @@ pub const SERVICES: &[Service] = &[
         signing_name: "sagemaker",
         protocol: Protocol::SageMakerRuntime,
     },
-    json("athena", "athena", "athena", "AmazonAthena", "1.1"),
+    ATHENA,
     json(
         "dynamodb",
         "dynamodb",
@@ -104,13 +133,7 @@ pub const SERVICES: &[Service] = &[
     json("glue", "glue", "glue", "AWSGlue", "1.1"),
     json("kinesis", "kinesis", "kinesis", "Kinesis_20131202", "1.1"),
     json("logs", "logs", "logs", "Logs_20140328", "1.1"),
-    json(
-        "secretsmanager",
-        "secretsmanager",
-        "secretsmanager",
-        "secretsmanager",
-        "1.1",
-    ),
+    SECRETS_MANAGER,
     json("sqs", "sqs", "sqs", "AmazonSQS", "1.0"),
     json("ssm", "ssm", "ssm", "AmazonSSM", "1.1"),
     json(
@@ -175,11 +198,111 @@ impl ApiError {
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// Signs and sends requests to AWS services.
-pub struct Aws {
+/// Sends HTTP(S) requests, unsigned.
+#[derive(Default)]
+pub struct Http {
     /// Made on the first call: reading the system's root certificates takes tens of milliseconds, which
     /// a function that never calls these services should not pay at its cold start.
-    http: std::sync::OnceLock<Client<Https, Full<Bytes>>>,
+    client: std::sync::OnceLock<Client<Https, Full<Bytes>>>,
+}
+
+/// An answer: its status, headers and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The headers, as sent.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as JSON: `{}` when empty, `{"message": <text>}` when not JSON.
+    pub fn json(&self) -> Value {
+        if self.body.is_empty() {
+            json!({})
+        } else {
+            serde_json::from_slice(&self.body).unwrap_or_else(
+                |_| json!({"message": String::from_utf8_lossy(&self.body).to_string()}),
+            )
+        }
+    }
+}
+
+impl Http {
+    fn client(&self) -> &Client<Https, Full<Bytes>> {
+        self.client.get_or_init(|| {
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls_config())
+                .https_or_http()
+                .enable_http1()
+                .build();
+            Client::builder(TokioExecutor::new()).build(https)
+        })
+    }
+
+    /// Sends one request with `headers` and `body`, waiting at most `timeout` for the whole answer.
+    pub async fn send(
+        &self,
+        request: http::Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Answer, ApiError> {
+        let url = request.uri().to_string();
+        let answer = tokio::time::timeout(timeout, async {
+            let answer = self
+                .client()
+                .request(request)
+                .await
+                .map_err(|e| ApiError::unreachable(format!("{url}: {e}")))?;
+            let status = answer.status().as_u16();
+            let headers = answer
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+                .collect();
+            let body = answer
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ApiError::unreachable(format!("{url}: reading the answer: {e}")))?
+                .to_bytes()
+                .to_vec();
+            Ok(Answer {
+                status,
+                headers,
+                body,
+            })
+        })
+        .await
+        .map_err(|_| {
+            ApiError::unreachable(format!("{url}: no answer in {} s", timeout.as_secs()))
+        })??;
+        Ok(answer)
+    }
+
+    /// Sends `method url` with `headers` and a body, unsigned.
+    pub async fn call(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Answer, ApiError> {
+        let mut request = http::Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ApiError::unreachable(format!("{url}: {e}")))?;
+        self.send(request, Duration::from_secs(60)).await
+    }
+}
+
+/// Signs and sends requests to AWS services.
+pub struct Aws {
+    http: Http,
     credentials: Option<SharedCredentialsProvider>,
     cached: Mutex<Option<Credentials>>,
     endpoint: Option<String>,
@@ -191,7 +314,7 @@ impl Aws {
     /// `aws.endpoint` (which win; the endpoint then serves every service, as LocalStack and moto do).
     pub fn new(sdk: &aws_config::SdkConfig, settings: &updraft_settings::Settings) -> Self {
         Self {
-            http: std::sync::OnceLock::new(),
+            http: Http::default(),
             credentials: sdk.credentials_provider(),
             cached: Mutex::default(),
             endpoint: settings
@@ -205,17 +328,6 @@ impl Aws {
                 .clone()
                 .or_else(|| sdk.region().map(|r| r.to_string())),
         }
-    }
-
-    fn http(&self) -> &Client<Https, Full<Bytes>> {
-        self.http.get_or_init(|| {
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls_config())
-                .https_or_http()
-                .enable_http1()
-                .build();
-            Client::builder(TokioExecutor::new()).build(https)
-        })
     }
 
     /// The region calls go to when the task names none.
@@ -265,8 +377,19 @@ impl Aws {
         operation: &str,
         body: &Value,
     ) -> Result<Value, ApiError> {
-        let Protocol::Json { target, version } = service.protocol else {
-            return self.call_runtime(region, operation, body).await;
+        let (target, version) = match service.protocol {
+            Protocol::Json { target, version } => (target, version),
+            Protocol::SageMakerRuntime => return self.call_runtime(region, operation, body).await,
+            Protocol::RestJson => {
+                return Err(ApiError {
+                    code: "UnknownOperation".into(),
+                    message: format!(
+                        "{} takes REST requests, not {operation} as a JSON-protocol call",
+                        service.name
+                    ),
+                    status: 400,
+                });
+            }
         };
         let bytes = serde_json::to_vec(body).unwrap_or_default();
         let headers = vec![
@@ -289,6 +412,48 @@ impl Aws {
         };
         if (200..300).contains(&status) {
             return Ok(parsed);
+        }
+        Err(error_of(status, &parsed))
+    }
+
+    /// Calls a REST-JSON `service` in `region`: `method path` (the path with its query, its segments
+    /// escaped with [`path_segment`]) with `body` as JSON; the answer's JSON.
+    pub async fn rest(
+        &self,
+        service: &Service,
+        region: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        let url = format!("{}{path}", self.url(service, region));
+        let (headers, bytes) = match body {
+            Some(b) => (
+                vec![("content-type".to_string(), "application/json".to_string())],
+                serde_json::to_vec(b).unwrap_or_default(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        let (status, answer_headers, body) = self
+            .send(service, region, method, &url, headers, bytes)
+            .await?;
+        let mut parsed = Answer {
+            status,
+            headers: Vec::new(),
+            body,
+        }
+        .json();
+        if (200..300).contains(&status) {
+            return Ok(parsed);
+        }
+        if let (Some(t), Value::Object(m)) = (
+            answer_headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("x-amzn-errortype")),
+            &mut parsed,
+        ) {
+            m.entry("__type")
+                .or_insert_with(|| Value::from(t.1.clone()));
         }
         Err(error_of(status, &parsed))
     }
@@ -461,24 +626,8 @@ impl Aws {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| bad(e.to_string()))?;
         instructions.apply_to_request_http1x(&mut request);
-        let answer = tokio::time::timeout(Duration::from_secs(60), self.http().request(request))
-            .await
-            .map_err(|_| ApiError::unreachable(format!("{url}: no answer in 60 s")))?
-            .map_err(|e| ApiError::unreachable(format!("{url}: {e}")))?;
-        let status = answer.status().as_u16();
-        let answer_headers = answer
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
-            .collect();
-        let bytes = answer
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ApiError::unreachable(format!("{url}: reading the answer: {e}")))?
-            .to_bytes()
-            .to_vec();
-        Ok((status, answer_headers, bytes))
+        let a = self.http.send(request, Duration::from_secs(60)).await?;
+        Ok((a.status, a.headers, a.body))
     }
 }
 
@@ -531,6 +680,11 @@ fn error_of(status: u16, body: &Value) -> ApiError {
         message,
         status,
     }
+}
+
+/// `s` escaped for one segment of a URL's path (or a query value).
+pub fn path_segment(s: &str) -> String {
+    percent_encode(s)
 }
 
 fn percent_encode(s: &str) -> String {
