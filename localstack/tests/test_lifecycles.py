@@ -468,7 +468,63 @@ class Lifecycles(unittest.TestCase):
         self.assertEqual(states, ["SUBMITTED", "PENDING", "SCHEDULED", "RUNNING", "SUCCESS"])
         self.assertEqual(self.last_event["detail"]["applicationId"], app)
 
+    def test_emr_serverless_client_tokens_and_python_entry_points(self) -> None:
+        emr, s3 = self.moto.client("emr-serverless"), self.moto.client("s3")
+        app = emr.create_application(name="spark", releaseLabel="emr-7.0.0", type="SPARK")["applicationId"]
+        driver = {"hive": {"query": "s3://bucket/query.sql"}}
+        once = [
+            emr.start_job_run(applicationId=app, clientToken="tok-1", executionRoleArn=ROLE, jobDriver=driver)["jobRunId"]
+            for _ in range(2)
+        ]
+        self.assertEqual(once[0], once[1])
+        other = emr.start_job_run(applicationId=app, clientToken="tok-2", executionRoleArn=ROLE, jobDriver=driver)
+        self.assertNotEqual(other["jobRunId"], once[0])
+        # A Spark run whose entry point is a Python file in S3 runs it, with the driver's environment.
+        s3.create_bucket(Bucket="emr-code")
+        out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"emr-entry-{os.getpid()}.txt")
+        code = b"import os, sys; open(os.environ['MARK'], 'w').write(' '.join(sys.argv[1:])); sys.exit(int(sys.argv[2]))"
+        s3.put_object(Bucket="emr-code", Key="entry.py", Body=code)
+        self.assertEqual(self.moto.control("/_updraft/lifecycle", {"run_commands": True})[0], 200)
+        try:
+            runs = {}
+            for rc in (0, 3):
+                submit = {
+                    "entryPoint": "s3://emr-code/entry.py",
+                    "entryPointArguments": ["rc", str(rc)],
+                    "sparkSubmitParameters": f"--conf spark.executor.memory=1g --conf spark.emr-serverless.driverEnv.MARK={out}.{rc}",
+                }
+                runs[rc] = emr.start_job_run(
+                    applicationId=app, executionRoleArn=ROLE, jobDriver={"sparkSubmit": submit}
+                )["jobRunId"]
+
+            def run(r):
+                return emr.get_job_run(applicationId=app, jobRunId=r)["jobRun"]
+
+            wait_for(lambda: run(runs[0])["state"], lambda s: s in ("SUCCESS", "FAILED"))
+            self.assertEqual(run(runs[0])["state"], "SUCCESS")
+            with open(f"{out}.0") as f:
+                self.assertEqual(f.read(), "rc 0")
+            wait_for(lambda: run(runs[3])["state"], lambda s: s in ("SUCCESS", "FAILED"))
+            self.assertEqual(run(runs[3])["state"], "FAILED")
+            self.assertEqual(run(runs[3])["stateDetails"], "the job's process exited with code 3")
+        finally:
+            self.moto.control("/_updraft/lifecycle", {"run_commands": False})
+
     # ------------------------------------------------------------------ Athena
+
+    def test_athena_client_request_tokens_start_once(self) -> None:
+        athena = self.moto.client("athena")
+
+        def start(token):
+            return athena.start_query_execution(
+                QueryString="SELECT 3",
+                ClientRequestToken=token,
+                ResultConfiguration={"OutputLocation": "s3://bucket/results/"},
+            )["QueryExecutionId"]
+
+        first = start("t" * 32)
+        self.assertEqual(start("t" * 32), first)
+        self.assertNotEqual(start("u" * 32), first)
 
     def test_athena_query_succeeds_fails_and_stops(self) -> None:
         athena = self.moto.client("athena")

@@ -6,7 +6,7 @@ Qubole can be reached from a test machine. It follows Qubole's documented behavi
 - `GET /api/v1.2/commands/<id>` is its status: `waiting` → `running` → `done`, or `error`, or
   `cancelled` after `PUT /api/v1.2/commands/<id>` with `{"status": "kill"}`;
 - `GET /api/v1.2/commands/<id>/results` its results, `GET /api/v1.2/commands/<id>/logs` its log;
-- `GET /api/v1.2/commands` the command history, newest first (`page`, `per_page`), as
+- `GET /api/v1.2/commands` the command history, newest first (`page`, `per_page`, `name`), as
   `{"paging_info": …, "commands": […]}`: every command received, with its exact query, label and tags;
 - every call needs the account's token in `X-AUTH-TOKEN` (401 `Invalid Token` without it).
 
@@ -52,6 +52,7 @@ def _advance(c: dict) -> None:
             c["_log"].append("Starting the Hive query")
         return
     failure = next((f["reason"] for f in s["failures"] if f["match"] in c["command"]["query"]), None)
+    c["start_time"] = c["start_time"] or _now()
     c["end_time"] = _now()
     if failure is not None:
         c["status"] = "error"
@@ -120,10 +121,11 @@ class Handler(BaseHTTPRequestHandler):
             q = parse_qs(url.query)
             page = max(1, int((q.get("page") or ["1"])[0]))
             per_page = max(1, min(100, int((q.get("per_page") or ["10"])[0])))
+            name = (q.get("name") or [None])[0]
             with _LOCK:
                 for c in _COMMANDS:
                     _advance(c)
-                newest = [_public(c) for c in reversed(_COMMANDS)]
+                newest = [_public(c) for c in reversed(_COMMANDS) if name is None or c["name"] == name]
             chunk = newest[(page - 1) * per_page : page * per_page]
             more = page * per_page < len(newest)
             return self._send(

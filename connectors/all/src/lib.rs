@@ -8,8 +8,9 @@ use updraft_connector::Registry;
 use updraft_settings::Settings;
 
 /// `registry` with the connectors of the AWS services (AWS Batch; SageMaker jobs, Pythonic jobs, legacy
-/// jobs and endpoints; boto calls) added, configured by `settings` and calling AWS with `sdk`'s
-/// configuration.
+/// jobs and endpoints; boto calls; Athena queries; EMR Serverless job runs) and of Qubole's Hive
+/// commands added, configured by `settings` (`hive.engine` picks which one runs `hive` tasks) and
+/// calling AWS with `sdk`'s configuration.
 pub fn with_services(
     registry: Registry,
     settings: &Settings,
@@ -21,13 +22,13 @@ pub fn with_services(
     for c in updraft_connector_sagemaker::connectors(sdk, settings) {
         registry = registry.with(c);
     }
+    let athena = updraft_connector_athena::AthenaConnector::new(sdk, settings);
+    let emr = updraft_connector_emr::EmrServerlessConnector::new(sdk, settings);
+    let qubole = updraft_connector_qubole::QuboleConnector::new(sdk, settings);
     registry
-        .with(Arc::new(updraft_connector_athena::AthenaConnector::new(
-            sdk, settings,
-        )))
-        .with(Arc::new(
-            updraft_connector_emr::EmrServerlessConnector::new(sdk, settings),
-        ))
+        .with(Arc::new(athena))
+        .with(Arc::new(emr))
+        .with(Arc::new(qubole))
 }
 
 /// The job a service's state-change event (an EventBridge event's JSON) is about, as the connector that

@@ -5,6 +5,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod qubole;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -128,6 +130,28 @@ impl Moto {
             .output()
             .unwrap();
         assert!(out.status.success(), "lifecycle settings refused");
+    }
+
+    /// Runs `code` with boto3 in moto's Python: `endpoint` and `kw` (the client arguments that reach
+    /// this moto) are defined, `args` is `sys.argv[1:]`; what it prints is JSON.
+    pub fn boto(&self, code: &str, args: &[&str]) -> serde_json::Value {
+        let prelude = "import boto3, json, sys\nendpoint = sys.argv[1]\nargs = sys.argv[2:]\n\
+                       kw = dict(endpoint_url=endpoint, region_name='us-east-1', \
+                       aws_access_key_id='testing', aws_secret_access_key='testing')\n";
+        let out = Command::new(std::env::var("UPDRAFT_TEST_MOTO").unwrap())
+            .arg("-c")
+            .arg(format!("{prelude}{code}"))
+            .arg(&self.endpoint)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "boto3 against moto failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     fn prepare(&self) {
