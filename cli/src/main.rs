@@ -203,15 +203,16 @@ enum Command {
         /// missing).
         #[arg(long)]
         code_bucket: Option<String>,
-        /// The settings file (docs/settings.md): its `eks` section becomes the EksSettings parameter.
+        /// The settings file (docs/settings.md): its `eks` section becomes the EksSettings parameter,
+        /// the services' sections the connectors' settings and their permissions' parameters.
         #[arg(long, value_name = "FILE")]
         settings: Option<PathBuf>,
         /// Old name of --settings; also takes a file of cluster settings alone (the `eks` section).
         #[arg(long, value_name = "FILE", conflicts_with = "settings")]
         eks_config: Option<PathBuf>,
         /// A stack parameter, `Key=Value` (EksClusterName, EksNamespace, SageMakerRoleArn,
-        /// BatchJobQueueArns, QuboleTokenSecretArn, LogRetentionDays, DataRetentionDays,
-        /// MaxCheckDelaySeconds, MaxReceiveCount, AlarmTopicArn).
+        /// BatchJobQueueArns, QuboleTokenSecretArn, EmrServerlessRoleArns, AthenaWorkgroupArns,
+        /// LogRetentionDays, DataRetentionDays, MaxCheckDelaySeconds, MaxReceiveCount, AlarmTopicArn).
         #[arg(long = "parameter", short = 'p', value_name = "KEY=VALUE")]
         parameters: Vec<String>,
     },

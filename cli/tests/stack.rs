@@ -1001,3 +1001,165 @@ print(json.dumps(out))
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+#[test]
+fn a_deployed_stack_runs_query_tasks_once_each() {
+    // moto serves Athena, EMR Serverless and Secrets Manager (the Qubole token's secret); its Pythonic
+    // EMR runs read their entry point from, and write their outputs to, LocalStack's S3 (the stack's
+    // bucket); its state changes go to LocalStack's EventBridge. Hive runs on the Qubole API test
+    // server.
+    let ls = endpoint();
+    let bin = Path::new(&python()).parent().unwrap().to_path_buf();
+    let moto = support::Moto::start_with(
+        &[bin],
+        &[root().join("tests/fixtures/flytekit/src")],
+        &[("FLYTE_AWS_ENDPOINT", &ls), ("AWS_ENDPOINT_URL", &ls)],
+    );
+    moto.lifecycle(serde_json::json!({ "events_endpoint": ls }));
+    let qubole = support::qubole::Qubole::start("stack-token");
+    let made = moto.boto(
+        "sm = boto3.client('secretsmanager', **kw)\n\
+         arn = sm.create_secret(Name='qubole-token', SecretString=args[1])['ARN']\n\
+         s3 = boto3.client('s3', **dict(kw, endpoint_url=args[0]))\n\
+         s3.create_bucket(Bucket='updraft-fixtures')\n\
+         s3.put_object(Bucket='updraft-fixtures', Key='scripts/main.py', Body=b'print(\"main\")')\n\
+         e = boto3.client('emr-serverless', **kw)\n\
+         apps = {n: e.create_application(name=n, releaseLabel='emr-7.0.0', type=t)['applicationId'] \
+                 for n, t in [('etl-spark', 'SPARK'), ('etl-hive', 'HIVE'), ('pythonic-app', 'SPARK')]}\n\
+         print(json.dumps({'secret': arn, 'apps': apps}))",
+        &[&ls, &qubole.token],
+    );
+    let emr_role = "arn:aws:iam::123456789012:role/EMRServerlessRole";
+    // Each transition that starts a task exits between the start and its commit on the message's
+    // first delivery: the redelivered start must find the query, command or job run, not make another.
+    let d = deploy_with(
+        "queries",
+        &[
+            "FaultInjection=crash-before-commit",
+            "TransitionTimeoutSeconds=5",
+        ],
+        serde_json::json!({
+            "aws": {"endpoint": moto.endpoint},
+            "athena": {"workgroup": "primary"},
+            "qubole": {"endpoint": qubole.endpoint, "tokenSecretArn": made["secret"]},
+            "emrServerless": {"executionRoleArn": emr_role},
+        }),
+    );
+    let (code, _, err) = d.updraft(&["register", "tests/fixtures/flytekit/queries.tgz"]);
+    assert_eq!(code, 0, "register: {err}");
+    for (wf, name) in [("athena_wf", "aq"), ("hive_wf", "hq"), ("emr_wf", "eq")] {
+        let (code, _, err) = d.updraft(&[
+            "launch",
+            "-w",
+            &format!("fixtures.queries.{wf}"),
+            "--name",
+            name,
+            "--wait",
+        ]);
+        assert_eq!(code, 0, "launch {name}: {err}");
+    }
+    let bucket = d.outputs["BucketName"].as_str().unwrap().to_string();
+    // Athena: one query, its results where Athena wrote them.
+    let queries = moto.boto(
+        "a = boto3.client('athena', **kw)\n\
+         print(json.dumps([a.get_query_execution(QueryExecutionId=i)['QueryExecution'] \
+                           for i in a.list_query_executions()['QueryExecutionIds']], default=str))",
+        &[],
+    );
+    let queries = queries.as_array().unwrap();
+    assert_eq!(
+        queries.len(),
+        1,
+        "one query, however often its start ran: {queries:?}"
+    );
+    let location = queries[0]["ResultConfiguration"]["OutputLocation"]
+        .as_str()
+        .unwrap();
+    assert!(
+        location.starts_with(&format!("s3://{bucket}/")) && location.ends_with(".csv"),
+        "{location}"
+    );
+    assert_eq!(d.s3_outputs("aq"), serde_json::json!({"o0": location}));
+    // Qubole: one command per task, the token read from the secret.
+    let commands = qubole.commands();
+    let names: Vec<&str> = commands
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["hq-n0-0", "hq-n1-0"], "{commands:?}");
+    let raw = d.s3_outputs("hq")["o0"].as_str().unwrap().to_string();
+    assert!(
+        raw.starts_with(&format!("s3://{bucket}/")) && raw.ends_with("/n1/0/raw"),
+        "{raw}"
+    );
+    assert!(
+        commands[1]["command"]["query"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("SET LOCATION '{raw}'"))
+    );
+    // EMR Serverless: one run per task; the Pythonic one doubled 21.
+    assert_eq!(d.s3_outputs("eq"), serde_json::json!({"o0": 42}));
+    for app in ["etl-spark", "etl-hive", "pythonic-app"] {
+        let runs = moto.boto(
+            "e = boto3.client('emr-serverless', **kw)\n\
+             print(json.dumps([r['name'] for r in e.list_job_runs(applicationId=args[0])['jobRuns']]))",
+            &[made["apps"][app].as_str().unwrap()],
+        );
+        assert_eq!(runs.as_array().unwrap().len(), 1, "{app}: {runs}");
+    }
+    let (_, logs, _) = d.updraft(&["logs", "eq"]);
+    assert!(
+        logs.contains("fault injection: exiting between the effects and the commit"),
+        "no transition crashed: {logs}"
+    );
+    // State changes came through EventBridge to the events function, which checked the attempts.
+    let pythonic = made["apps"]["pythonic-app"].as_str().unwrap().to_string();
+    poll(Duration::from_secs(60), || {
+        let (_, logs, _) = d.updraft(&["logs", "eq"]);
+        (logs.contains("check sent") && logs.contains(&format!("emr-serverless:{pythonic}/")))
+            .then_some(())
+            .ok_or(format!("no check sent for the EMR run: {logs}"))
+    });
+    let query = queries[0]["QueryExecutionId"].as_str().unwrap().to_string();
+    poll(Duration::from_secs(60), || {
+        let (_, logs, _) = d.updraft(&["logs", "aq"]);
+        (logs.contains("check sent") && logs.contains(&format!("athena:{query}")))
+            .then_some(())
+            .ok_or(format!("no check sent for the query: {logs}"))
+    });
+
+    // An abort cancels the running job run through the handle its start kept.
+    moto.lifecycle(serde_json::json!({ "queue_seconds": 300.0 }));
+    let (code, _, err) = d.updraft(&[
+        "launch",
+        "-w",
+        "fixtures.queries.emr_failing_wf",
+        "--name",
+        "held",
+    ]);
+    assert_eq!(code, 0, "launch held: {err}");
+    // The held run, once there: its states (one per run of that name).
+    let runs = |state: Option<&str>| {
+        let states = moto.boto(
+            "e = boto3.client('emr-serverless', **kw)\n\
+             print(json.dumps([r['state'] for r in e.list_job_runs(applicationId=args[0])['jobRuns'] \
+                               if r['name'] == 'held-n0-0']))",
+            &[&pythonic],
+        );
+        let states = states.as_array().unwrap().clone();
+        states.len() == 1 && state.is_none_or(|s| states[0] == s)
+    };
+    poll(Duration::from_secs(60), || {
+        runs(None).then_some(()).ok_or("no held run yet")
+    });
+    let (code, _, err) = d.updraft(&["abort", "held", "--reason", "not needed"]);
+    assert_eq!(code, 0, "abort: {err}");
+    poll(Duration::from_secs(60), || {
+        runs(Some("CANCELLED"))
+            .then_some(())
+            .ok_or("the run was not cancelled")
+    });
+    let (_, out, _) = d.updraft(&["status", "held"]);
+    assert!(out.contains("ABORTED"), "{out}");
+}

@@ -72,8 +72,10 @@ pub struct DeployArgs {
     /// The bucket for the zips.
     pub code_bucket: Option<String>,
     /// The settings file's contents, when one was given: its `eks` section becomes the EksSettings
-    /// parameter, `sagemaker.roleArn` SageMakerRoleArn and `batch.jobQueue` BatchJobQueueArns (a
-    /// `--parameter` of the same name wins).
+    /// parameter, `sagemaker.roleArn` SageMakerRoleArn, `batch.jobQueue` BatchJobQueueArns,
+    /// `qubole.tokenSecretArn` QuboleTokenSecretArn, `emrServerless.executionRoleArn`
+    /// EmrServerlessRoleArns and `athena.workgroup` AthenaWorkgroupArns (a `--parameter` of the same
+    /// name wins). `qubole.token` is refused: a stack reads the token from Secrets Manager.
     pub settings: Option<updraft_settings::Settings>,
     /// Further parameters, `Key=Value`.
     pub parameters: Vec<String>,
@@ -92,6 +94,8 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     params.insert("Architecture".into(), arch.name().into());
     // A job queue given by name becomes an ARN once the account is known (below).
     let mut queue_name = None;
+    // So does an Athena workgroup.
+    let mut workgroup = None;
     if let Some(s) = &args.settings {
         if let Some(eks) = &s.eks {
             params.insert("EksSettings".into(), serde_json::to_string(eks)?);
@@ -102,6 +106,20 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         if let Some(role) = &s.batch.job_role_arn {
             params.insert("BatchJobRoleArn".into(), role.clone());
         }
+        if s.qubole.token.is_some() {
+            bail!(
+                "qubole.token: a deployed stack reads the Qubole token from Secrets Manager, so it \
+                 never lies in the stack's configuration; store it in a secret and set \
+                 qubole.tokenSecretArn instead"
+            );
+        }
+        if let Some(arn) = &s.qubole.token_secret_arn {
+            params.insert("QuboleTokenSecretArn".into(), arn.clone());
+        }
+        if let Some(role) = &s.emr_serverless.execution_role_arn {
+            params.insert("EmrServerlessRoleArns".into(), role.clone());
+        }
+        workgroup = s.athena.workgroup.clone();
         match &s.batch.job_queue {
             Some(q) if q.starts_with("arn:") => {
                 params.insert("BatchJobQueueArns".into(), q.clone());
@@ -114,6 +132,10 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
             aws: s.aws.clone(),
             batch: s.batch.clone(),
             sagemaker: s.sagemaker.clone(),
+            athena: s.athena.clone(),
+            hive: s.hive.clone(),
+            qubole: s.qubole.clone(),
+            emr_serverless: s.emr_serverless.clone(),
             ..Default::default()
         };
         params.insert("ServiceSettings".into(), services.to_json());
@@ -145,6 +167,22 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let sdk = args.target.sdk().await;
     if let Some(q) = queue_name.filter(|_| !given.iter().any(|k| k == "BatchJobQueueArns")) {
         params.insert("BatchJobQueueArns".into(), queue_arn(&sdk, &q).await?);
+    }
+    if let Some(wg) = workgroup.filter(|_| !given.iter().any(|k| k == "AthenaWorkgroupArns")) {
+        let (account, region) = account_region(&sdk).await?;
+        params.insert(
+            "AthenaWorkgroupArns".into(),
+            format!(
+                "arn:{}:athena:{region}:{account}:workgroup/{wg}",
+                if region.starts_with("cn-") {
+                    "aws-cn"
+                } else if region.starts_with("us-gov-") {
+                    "aws-us-gov"
+                } else {
+                    "aws"
+                }
+            ),
+        );
     }
     let stack = args.target.stack().to_string();
     let bucket = match &args.code_bucket {
