@@ -37,15 +37,32 @@ fn start_moto() -> support::Moto {
 /// Runs a workflow of the `queries` fixture with moto's settings and `more` after them; (exit code,
 /// stdout, stderr).
 fn run(moto: &support::Moto, dir: &Path, workflow: &str, more: &str) -> (i32, String, String) {
+    run_file(
+        moto,
+        dir,
+        "tests/fixtures/flytekit/queries.tgz",
+        &format!("fixtures.queries.{workflow}"),
+        more,
+    )
+}
+
+/// Runs `workflow` of `file` with moto's settings and `more` after them.
+fn run_file(
+    moto: &support::Moto,
+    dir: &Path,
+    file: &str,
+    workflow: &str,
+    more: &str,
+) -> (i32, String, String) {
     let settings = dir.join("settings.yaml");
     std::fs::write(&settings, format!("{}{more}", moto.settings())).unwrap();
     let state = dir.join("state");
     updraft_env(
         &[
             "run",
-            "tests/fixtures/flytekit/queries.tgz",
+            file,
             "-w",
-            &format!("fixtures.queries.{workflow}"),
+            workflow,
             "--settings",
             settings.to_str().unwrap(),
             "--state-dir",
@@ -423,5 +440,45 @@ fn hive_on_emr_serverless_writes_the_query_and_runs_a_hive_job() {
         err.contains("emrServerless.applicationId")
             && err.contains("emrServerless.executionRoleArn"),
         "{err}"
+    );
+}
+
+#[test]
+fn query_tasks_written_in_yaml_run_the_same_way() {
+    let moto = start_moto();
+    let qubole = Qubole::start("yaml-token");
+    let apps = make_applications(&moto);
+    let dir = temp_dir("queries-yaml");
+    let (code, out, err) = run_file(
+        &moto,
+        &dir,
+        "tests/fixtures/yaml/queries.yaml",
+        "queries",
+        &qubole.settings(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let outputs: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(outputs["doubled"], 8, "{out}");
+    let q = &athena_queries(&moto)[0];
+    assert_eq!(q["Query"], "SELECT * FROM events WHERE ds = '2024-02-02'");
+    assert_eq!(q["QueryExecutionContext"]["Database"], "analytics");
+    assert_eq!(q["WorkGroup"], "primary");
+    // A dataset output: the query's result file.
+    assert_eq!(
+        outputs["events"], q["ResultConfiguration"]["OutputLocation"],
+        "{out}"
+    );
+    let commands = qubole.commands();
+    assert_eq!(commands.len(), 1);
+    assert_eq!(
+        commands[0]["command"]["query"],
+        "LOAD DATA INPATH 's3://raw/2024-02-02' INTO TABLE raw"
+    );
+    assert_eq!(commands[0]["label"], "etl");
+    assert_eq!(commands[0]["tags"][0], "yaml");
+    let spark = job_runs(&moto, apps["etl-spark"].as_str().unwrap());
+    assert_eq!(
+        spark[0]["jobDriver"]["sparkSubmit"]["entryPointArguments"],
+        json!(["--from-yaml"])
     );
 }

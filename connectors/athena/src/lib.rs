@@ -9,7 +9,7 @@
 //!   `ClientRequestToken` comes from execution, node and attempt, so a start repeated (a redelivered
 //!   message, a crash before the commit) gets the query already started and starts none.
 //! - **Check**: `GetQueryExecution`. `QUEUED` is queued, `RUNNING` running; `SUCCEEDED` gives the
-//!   `results` schema output pointing at the query's result location (the one Athena reports, which a
+//!   `results` output (a schema or structured dataset, as declared) pointing at the query's result location (the one Athena reports, which a
 //!   workgroup's own setting may have chosen); `FAILED` is a failure with Athena's reason — the system's
 //!   when Athena's error category says so, else the user's — retryable as Athena says (Flyte retries
 //!   every failure); `CANCELLED` is a retryable failure.
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use updraft_call::{ATHENA, ApiError, Aws};
-use updraft_connector::query::{render_query, results, results_type, schema_json, schema_of_json};
+use updraft_connector::query::{render_query, results, results_type, type_json, type_of_json};
 use updraft_connector::{
     Attempt, AttemptPaths, Connector, DataStore, Handle, JobKey, LocalData, Problem, Transient,
     failed, plan_launch,
@@ -65,8 +65,8 @@ pub struct Query {
     pub output_location: String,
     /// The idempotency token.
     pub token: String,
-    /// The `results` output's schema, if the task has one.
-    pub results: Option<updraft_proto::core::SchemaType>,
+    /// The `results` output's type (a schema or a structured dataset), if the task has one.
+    pub results: Option<updraft_proto::core::LiteralType>,
 }
 
 fn problem(field: &str, reason: impl Into<String>) -> Problem {
@@ -351,7 +351,7 @@ impl Connector for AthenaConnector {
                 "queryExecutionId": id,
                 "region": region,
                 "token": q.token,
-                "results": schema_json(q.results.as_ref()),
+                "results": type_json(q.results.as_ref()),
             }),
         })
     }
@@ -389,7 +389,7 @@ impl Connector for AthenaConnector {
                     .as_str()
                     .unwrap_or_default();
                 TaskStatus::Succeeded {
-                    outputs: results(schema_of_json(&m.results), location),
+                    outputs: results(type_of_json(&m.results), location),
                     cached: false,
                 }
             }

@@ -5,9 +5,12 @@
 use serde_json::{Value, json};
 use updraft_engine::compile::CompiledTask;
 use updraft_engine::template::render;
+use updraft_proto::Message;
 use updraft_proto::core::literal_type::Type;
-use updraft_proto::core::schema_type::SchemaColumn;
-use updraft_proto::core::{Literal, LiteralMap, Scalar, Schema, SchemaType, literal, scalar};
+use updraft_proto::core::{
+    Literal, LiteralMap, LiteralType, Scalar, Schema, StructuredDataset, StructuredDatasetMetadata,
+    literal, scalar,
+};
 
 use crate::{Attempt, Problem};
 
@@ -23,9 +26,9 @@ pub fn render_query(text: &str, a: &Attempt<'_>, field: &str) -> Result<String, 
     })
 }
 
-/// The schema of the task's `results` output, as Flyte's Hive plugin requires it: no output, or one
-/// named `results` of a schema type.
-pub fn results_type(task: &CompiledTask) -> Result<Option<SchemaType>, Problem> {
+/// The type of the task's `results` output, as Flyte's query plugins require it: no output, or one
+/// named `results` that is a schema (`FlyteSchema`) or a structured dataset.
+pub fn results_type(task: &CompiledTask) -> Result<Option<LiteralType>, Problem> {
     let outputs = &task.interface.outputs;
     let problem = |reason: String| Problem {
         field: "interface.outputs".into(),
@@ -44,9 +47,9 @@ pub fn results_type(task: &CompiledTask) -> Result<Option<SchemaType>, Problem> 
                 )));
             }
             match &t.r#type {
-                Some(Type::Schema(s)) => Ok(Some(s.clone())),
+                Some(Type::Schema(_) | Type::StructuredDatasetType(_)) => Ok(Some(t.clone())),
                 _ => Err(problem(format!(
-                    "`{RESULTS}` of a query task is a schema (FlyteSchema); it is not"
+                    "`{RESULTS}` of a query task is a schema or a structured dataset; it is not"
                 ))),
             }
         }
@@ -56,50 +59,60 @@ pub fn results_type(task: &CompiledTask) -> Result<Option<SchemaType>, Problem> 
     }
 }
 
-/// A schema type as a handle keeps it: `[[column, type], …]`, or null for no output.
-pub fn schema_json(t: Option<&SchemaType>) -> Value {
+/// A results type as a handle keeps it: its protobuf in hex, or null for none.
+pub fn type_json(t: Option<&LiteralType>) -> Value {
     match t {
         None => Value::Null,
-        Some(t) => Value::Array(
-            t.columns
+        Some(t) => Value::from(
+            t.encode_to_vec()
                 .iter()
-                .map(|c| json!([c.name, c.r#type]))
-                .collect(),
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
         ),
     }
 }
 
-/// The schema type [`schema_json`] kept; None for null.
-pub fn schema_of_json(v: &Value) -> Option<SchemaType> {
-    let columns = v.as_array()?;
-    Some(SchemaType {
-        columns: columns
-            .iter()
-            .map(|c| SchemaColumn {
-                name: c[0].as_str().unwrap_or_default().to_string(),
-                r#type: c[1].as_i64().unwrap_or_default() as i32,
-            })
-            .collect(),
-    })
+/// The results type [`type_json`] kept; None for null (or anything else).
+pub fn type_of_json(v: &Value) -> Option<LiteralType> {
+    let hex = v.as_str()?;
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
+    LiteralType::decode(bytes?.as_slice()).ok()
 }
 
-/// The outputs of a finished query: `results` = a schema at `uri` of type `t`, or none without one.
-pub fn results(t: Option<SchemaType>, uri: &str) -> LiteralMap {
+/// The outputs of a finished query: `results` = a schema or structured dataset at `uri`, as the task
+/// declares it, or none without one.
+pub fn results(t: Option<LiteralType>, uri: &str) -> LiteralMap {
     let mut out = LiteralMap::default();
-    if let Some(t) = t {
-        out.literals.insert(
-            RESULTS.into(),
-            Literal {
-                value: Some(literal::Value::Scalar(Box::new(Scalar {
-                    value: Some(scalar::Value::Schema(Schema {
-                        uri: uri.to_string(),
-                        r#type: Some(t),
-                    })),
-                }))),
-                ..Default::default()
-            },
-        );
-    }
+    let value = match t.and_then(|t| t.r#type) {
+        Some(Type::Schema(s)) => scalar::Value::Schema(Schema {
+            uri: uri.to_string(),
+            r#type: Some(s),
+        }),
+        Some(Type::StructuredDatasetType(d)) => {
+            scalar::Value::StructuredDataset(StructuredDataset {
+                uri: uri.to_string(),
+                metadata: Some(StructuredDatasetMetadata {
+                    structured_dataset_type: Some(d),
+                }),
+            })
+        }
+        _ => return out,
+    };
+    out.literals.insert(
+        RESULTS.into(),
+        Literal {
+            value: Some(literal::Value::Scalar(Box::new(Scalar {
+                value: Some(value),
+            }))),
+            ..Default::default()
+        },
+    );
     out
 }
 
@@ -107,7 +120,8 @@ pub fn results(t: Option<SchemaType>, uri: &str) -> LiteralMap {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use updraft_proto::core::LiteralType;
+    use updraft_proto::core::schema_type::SchemaColumn;
+    use updraft_proto::core::{SchemaType, StructuredDatasetType};
 
     fn task(outputs: &[(&str, Option<Type>)]) -> CompiledTask {
         let mut interface = updraft_engine::compile::Interface::default();
@@ -128,37 +142,53 @@ mod tests {
         }
     }
 
+    fn scalar_of(out: &LiteralMap) -> scalar::Value {
+        let Some(literal::Value::Scalar(sc)) = &out.literals["results"].value else {
+            panic!("{out:?}")
+        };
+        sc.value.clone().unwrap()
+    }
+
     #[test]
-    fn results_are_one_schema_or_nothing() {
-        let schema = SchemaType {
+    fn results_are_one_schema_or_dataset_or_nothing() {
+        let schema = Type::Schema(SchemaType {
             columns: vec![SchemaColumn {
                 name: "a".into(),
                 r#type: 1,
             }],
-        };
+        });
         assert_eq!(results_type(&task(&[])).unwrap(), None);
-        let t = results_type(&task(&[("results", Some(Type::Schema(schema.clone())))])).unwrap();
-        assert_eq!(t.as_ref(), Some(&schema));
-        let e = results_type(&task(&[("out", Some(Type::Schema(schema.clone())))])).unwrap_err();
+        let t = results_type(&task(&[("results", Some(schema.clone()))])).unwrap();
+        assert_eq!(
+            t.as_ref().and_then(|t| t.r#type.clone()),
+            Some(schema.clone())
+        );
+        let e = results_type(&task(&[("out", Some(schema.clone()))])).unwrap_err();
         assert!(e.reason.contains("`out`"), "{e:?}");
         let e = results_type(&task(&[("results", None)])).unwrap_err();
         assert!(e.reason.contains("schema"), "{e:?}");
-        let two = task(&[
-            ("results", Some(Type::Schema(schema.clone()))),
-            ("more", None),
-        ]);
+        let two = task(&[("results", Some(schema.clone())), ("more", None)]);
         assert!(results_type(&two).unwrap_err().reason.contains("2"));
-        let kept = schema_json(t.as_ref());
-        assert_eq!(schema_of_json(&kept).as_ref(), Some(&schema));
-        assert_eq!(schema_of_json(&schema_json(None)), None);
-        let out = results(t, "s3://b/raw");
-        let Some(literal::Value::Scalar(sc)) = &out.literals["results"].value else {
-            panic!("{out:?}")
-        };
-        let Some(scalar::Value::Schema(s)) = &sc.value else {
-            panic!("{out:?}")
+        let kept = type_json(t.as_ref());
+        assert_eq!(type_of_json(&kept), t);
+        assert_eq!(type_of_json(&type_json(None)), None);
+        let scalar::Value::Schema(s) = scalar_of(&results(t, "s3://b/raw")) else {
+            panic!()
         };
         assert_eq!(s.uri, "s3://b/raw");
         assert!(results(None, "x").literals.is_empty());
+        let dataset = Type::StructuredDatasetType(StructuredDatasetType {
+            format: "parquet".into(),
+            ..Default::default()
+        });
+        let t = results_type(&task(&[("results", Some(dataset))])).unwrap();
+        let scalar::Value::StructuredDataset(d) = scalar_of(&results(t, "s3://b/r.csv")) else {
+            panic!()
+        };
+        assert_eq!(d.uri, "s3://b/r.csv");
+        assert_eq!(
+            d.metadata.unwrap().structured_dataset_type.unwrap().format,
+            "parquet"
+        );
     }
 }

@@ -42,7 +42,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use updraft_call::{ApiError, Aws, EMR_SERVERLESS, path_segment};
-use updraft_connector::query::{render_query, results, results_type, schema_json, schema_of_json};
+use updraft_connector::query::{render_query, results, results_type, type_json, type_of_json};
 use updraft_connector::{
     Attempt, AttemptPaths, Connector, DataStore, Handle, JobKey, LocalData, Problem, Transient,
     attempt_token, failed, plan_launch, read_output_files,
@@ -95,7 +95,7 @@ pub enum Mode {
     Script,
     /// The task's own function, through [`ENTRYPOINT`]: outputs from `outputs.pb`.
     Pythonic,
-    /// A `hive` task's query: the `results` schema, if declared.
+    /// A `hive` task's query: the `results` output, if declared.
     Hive,
 }
 
@@ -126,8 +126,8 @@ pub struct Run {
     pub entrypoint: Option<String>,
     /// Where the task writes outputs.pb / error.pb (Pythonic mode).
     pub output_prefix: Option<String>,
-    /// The `results` output of a `hive` task: its schema and location.
-    pub results: Option<(Option<updraft_proto::core::SchemaType>, String)>,
+    /// The `results` output of a `hive` task: its type and location.
+    pub results: Option<(Option<updraft_proto::core::LiteralType>, String)>,
 }
 
 fn problem(field: &str, reason: impl Into<String>) -> Problem {
@@ -751,7 +751,7 @@ impl Connector for EmrServerlessConnector {
                 )
             })?;
         let (results, results_uri) = match &run.results {
-            Some((t, uri)) => (schema_json(t.as_ref()), uri.clone()),
+            Some((t, uri)) => (type_json(t.as_ref()), uri.clone()),
             None => (Value::Null, String::new()),
         };
         Ok(Handle {
@@ -840,7 +840,7 @@ impl Connector for EmrServerlessConnector {
         }
         Ok(TaskStatus::Succeeded {
             outputs: if m.mode == Mode::Hive.name() {
-                results(schema_of_json(&m.results), &m.results_uri)
+                results(type_of_json(&m.results), &m.results_uri)
             } else {
                 LiteralMap::default()
             },

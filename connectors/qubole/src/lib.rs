@@ -13,7 +13,7 @@
 //! - **Token**: `X-AUTH-TOKEN`, from `qubole.token`, or the Secrets Manager secret
 //!   `qubole.tokenSecretArn` names (read once); never logged.
 //! - **Check**: `GET /api/v1.2/commands/<id>`. `waiting` is queued, `running` running; `done` gives the
-//!   `results` schema output at the attempt's raw output prefix (where a `HiveSelectTask`'s table
+//!   `results` output (a schema, or a structured dataset) at the attempt's raw output prefix (where a `HiveSelectTask`'s table
 //!   lives), as Flyte does; `error` is the user's failure with the end of the command's log, retryable
 //!   as in Flyte; `cancelled` an abort.
 //! - **Errors**: a refused token (401, 403) is the user's to fix; Qubole's quota (429) and outages
@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use updraft_call::{ApiError, Aws, Http, SECRETS_MANAGER, path_segment};
-use updraft_connector::query::{render_query, results, results_type, schema_json, schema_of_json};
+use updraft_connector::query::{render_query, results, results_type, type_json, type_of_json};
 use updraft_connector::{
     Attempt, AttemptPaths, Connector, DataStore, Handle, LocalData, Problem, Transient, failed,
     plan_launch,
@@ -67,8 +67,8 @@ pub struct Command {
     pub request: Value,
     /// The command's name (the attempt's).
     pub name: String,
-    /// The `results` output's schema, if the task has one.
-    pub results: Option<updraft_proto::core::SchemaType>,
+    /// The `results` output's type, if the task has one.
+    pub results: Option<updraft_proto::core::LiteralType>,
     /// Where the results are (the attempt's raw output prefix).
     pub results_uri: String,
 }
@@ -450,7 +450,7 @@ impl Connector for QuboleConnector {
                 "commandId": id,
                 "name": cmd.name,
                 "uri": format!("{}/v2/analyze?command_id={id}", self.endpoint()),
-                "results": schema_json(cmd.results.as_ref()),
+                "results": type_json(cmd.results.as_ref()),
                 "resultsUri": cmd.results_uri,
             }),
         })
@@ -496,7 +496,7 @@ impl Connector for QuboleConnector {
             "waiting" => TaskStatus::Queued,
             "running" => TaskStatus::Running,
             "done" => TaskStatus::Succeeded {
-                outputs: results(schema_of_json(&m.results), &m.results_uri),
+                outputs: results(type_of_json(&m.results), &m.results_uri),
                 cached: false,
             },
             "error" => {
