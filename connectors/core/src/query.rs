@@ -2,7 +2,7 @@
 //! the attempt's variables, and the `results` output — a schema literal pointing at where the query
 //! wrote — which a handle carries as JSON.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use updraft_engine::compile::CompiledTask;
 use updraft_engine::template::render;
 use updraft_proto::Message;
