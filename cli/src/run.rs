@@ -922,6 +922,11 @@ fn drive(
         Ok(h) => h,
         Err(ended) => return ended,
     };
+    // Where a service keeps the attempt's logs (a job run's log folder, its console page).
+    if let Some(logs) = h.value["logs"].as_array().filter(|l| !l.is_empty()) {
+        let logs: Vec<&str> = logs.iter().filter_map(|l| l.as_str()).collect();
+        eprintln!("updraft: {name} logs: {}", logs.join(" "));
+    }
     {
         let mut slots = lock(handles);
         if matches!(slots.get(name), Some(Slot::Aborted)) {

@@ -307,6 +307,12 @@ fn emr_serverless_tasks_run_in_every_mode() {
     let exec = execution_of(&err);
     let outputs: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(outputs["o0"], 42, "{out}");
+    // Where each run keeps its logs, printed as it starts.
+    let logs = format!(
+        "updraft: {exec}-n0-0 logs: s3://updraft-fixtures/emr-logs/applications/{}/jobs/",
+        apps["etl-spark"].as_str().unwrap()
+    );
+    assert!(err.contains(&logs), "{err}");
 
     // Spark script: the task's driver, parameters with the attempt's Flyte variables, tags, timeout.
     let spark = job_runs(&moto, apps["etl-spark"].as_str().unwrap());

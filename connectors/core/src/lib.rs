@@ -41,7 +41,8 @@ pub struct Attempt<'a> {
 }
 
 /// What a start made (a process, Kubernetes objects, a job's id) and where its outcome will be, as the
-/// connector needs them to check and abort; stored with the attempt as JSON.
+/// connector needs them to check and abort; stored with the attempt as JSON. A `logs` array of strings
+/// in `value` names where the service keeps the attempt's logs; `updraft run` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Handle {
     /// The connector that made it ([`Connector::name`]).

@@ -22,7 +22,9 @@
 //!     output prefix.
 //! - **Application**: `application_id`, an id, or — when it does not look like one, or only
 //!   `application_name` is given — the name of an existing application, looked up (`ListApplications`).
-//!   Updraft does not create or change applications (flytekit's connector can, when allowed).
+//!   Its EMR release (`GetApplication`) is kept in the handle; a task's `release_label` that differs is
+//!   logged, not refused (the release belongs to the application). Updraft does not create or change
+//!   applications (flytekit's connector can, when allowed).
 //! - **Start**: `StartJobRun` with the role (`execution_role_arn`, else `emrServerless.executionRoleArn`),
 //!   the configuration overrides (`configuration_overrides` with `application_configuration` added),
 //!   tags (the task's, `ManagedBy: updraft`, `updraft:attempt`), `execution_timeout_minutes` (60), the
@@ -128,6 +130,8 @@ pub struct Run {
     pub output_prefix: Option<String>,
     /// The `results` output of a `hive` task: its type and location.
     pub results: Option<(Option<updraft_proto::core::LiteralType>, String)>,
+    /// The EMR release the task was written for (`release_label`), if it names one.
+    pub release_label: Option<String>,
 }
 
 fn problem(field: &str, reason: impl Into<String>) -> Problem {
@@ -482,7 +486,22 @@ impl EmrServerlessConnector {
             entrypoint,
             output_prefix,
             results: results_out,
+            release_label: if hive { None } else { text("release_label") },
         })
+    }
+
+    /// The application's EMR release, as `GetApplication` reports it (None when it cannot be read:
+    /// the start goes on, and `StartJobRun` says what is wrong with the application).
+    async fn release_of(&self, region: &str, id: &str) -> Option<String> {
+        let path = format!("/applications/{}", path_segment(id));
+        let answer = self
+            .aws
+            .rest(&EMR_SERVERLESS, region, "GET", &path, None)
+            .await
+            .ok()?;
+        answer["application"]["releaseLabel"]
+            .as_str()
+            .map(str::to_string)
     }
 
     /// The id of the application `given` names: itself when it is an id, else the id of the
@@ -701,6 +720,18 @@ impl Connector for EmrServerlessConnector {
     async fn start(&self, a: &Attempt<'_>) -> Result<Handle, TaskStatus> {
         let run = self.plan(a).map_err(|p| setup_failure(&p))?;
         let application = self.application_id(&run.region, &run.application).await?;
+        // A release label belongs to the application (flytekit uses the task's only to create one):
+        // a task written for another release is told, not refused.
+        let release = self.release_of(&run.region, &application).await;
+        if let (Some(want), Some(have)) = (&run.release_label, &release)
+            && want != have
+        {
+            tracing::warn!(
+                attempt = %a.launch.name,
+                application = %application,
+                "the task names EMR release {want}, its application runs {have}"
+            );
+        }
         let unreachable = |what: &str, e: Transient| {
             failed(
                 "EmrServerlessSetup",
@@ -766,6 +797,7 @@ impl Connector for EmrServerlessConnector {
                 "results": results,
                 "resultsUri": results_uri,
                 "logs": log_locations(&run.region, &application, id, &run.request),
+                "releaseLabel": release,
             }),
         })
     }

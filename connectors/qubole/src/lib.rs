@@ -558,8 +558,81 @@ impl Connector for QuboleConnector {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use updraft_proto::core::SimpleType;
+
+    fn hive_task(custom: Value) -> CompiledTask {
+        let mut interface = updraft_engine::compile::Interface::default();
+        interface.inputs.insert(
+            "ds".into(),
+            updraft_engine::types::simple(SimpleType::String),
+        );
+        CompiledTask {
+            name: "h".into(),
+            template: updraft_proto::core::TaskTemplate {
+                r#type: "hive".into(),
+                custom: Some(updraft_engine::yaml::plugins::to_struct(&custom)),
+                ..Default::default()
+            },
+            plugin: PluginKind::Hive,
+            interface,
+        }
+    }
+
+    fn connector(settings: &str) -> QuboleConnector {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        QuboleConnector::new(&sdk, &Settings::parse("t", settings).unwrap())
+    }
+
+    #[test]
+    fn a_query_collection_is_one_command_of_its_rendered_queries() {
+        let c =
+            connector("data: {prefix: 's3://b/p'}\nqubole: {token: t, defaultClusterLabel: etl}\n");
+        let task = hive_task(json!({
+            "queryCollection": {"queries": [
+                {"query": "ADD JAR s3://b/udf.jar;"},
+                {"query": "INSERT INTO t SELECT * FROM raw WHERE ds = '{{ .inputs.ds }}'", "timeoutSec": 0.0},
+            ]},
+            "tags": ["nightly"],
+        }));
+        let mut inputs = updraft_proto::core::LiteralMap::default();
+        inputs.literals.insert(
+            "ds".into(),
+            updraft_engine::literal::from_json(&json!("2024-03-03"), &task.interface.inputs["ds"])
+                .unwrap(),
+        );
+        let launch = plan_launch(&task, inputs, None);
+        let paths = AttemptPaths::under("s3://b/p/executions/plan", &launch);
+        let a = Attempt {
+            launch: &launch,
+            task: &task,
+            paths: &paths,
+            data: &LocalData,
+        };
+        let cmd = c.command(&a).unwrap();
+        assert_eq!(
+            cmd.request["query"],
+            "ADD JAR s3://b/udf.jar;\nINSERT INTO t SELECT * FROM raw WHERE ds = '2024-03-03';"
+        );
+        assert_eq!(cmd.request["label"], "etl", "the settings' default label");
+        assert_eq!(cmd.request["tags"][0], "nightly");
+        assert_eq!(cmd.request["name"], launch.name.as_str());
+        assert!(cmd.request.get("timeout").is_none());
+        // Nothing to run, or no token: named.
+        let none = c.command(&Attempt {
+            task: &hive_task(json!({"clusterLabel": "x"})),
+            ..a
+        });
+        assert_eq!(none.unwrap_err()[0].field, "custom.query.query");
+        let no_token = connector("data: {prefix: 's3://b/p'}\n")
+            .command(&a)
+            .unwrap_err();
+        assert_eq!(no_token[0].field, "qubole.token");
+    }
 
     #[test]
     fn submit_failures_are_classified() {

@@ -326,7 +326,9 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
 
     @classmethod
     def cleanup_version(cls, function_version: FunctionVersion) -> None:
-        pass
+        # A deleted function's unzipped code (hundreds of MB for a debug build) leaves the disk with it.
+        if function_version.config.code is not None:
+            function_version.config.code.destroy_cached()
 
     @classmethod
     def validate_environment(cls) -> bool:
