@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -724,6 +724,9 @@ impl updraft_connector::effects::Host for RunHost<'_, '_> {
                 _ => (d.runs[run].root.display().to_string(), Arc::new(LocalData)),
             };
         let paths = AttemptPaths::under(&base, &t);
+        // Where `updraft logs` looks for the attempt, whichever store holds its data.
+        let local_dir =
+            PathBuf::from(AttemptPaths::under(&d.runs[run].root.display().to_string(), &t).dir);
         let task = task.clone();
         std::thread::spawn(move || {
             let (node, index, attempt) = (t.node, t.index, t.attempt);
@@ -745,7 +748,7 @@ impl updraft_connector::effects::Host for RunHost<'_, '_> {
                 paths: &paths,
                 data: data.as_ref(),
             };
-            let status = drive(&rt, &conn, &a, &handles);
+            let status = drive(&rt, &conn, &a, &handles, &local_dir);
             if let (Some(k), TaskStatus::Succeeded { outputs, .. }) = (&t.cache_key, &status) {
                 cache.put(k, outputs);
             }
@@ -886,6 +889,7 @@ fn drive(
     conn: &Arc<dyn Connector>,
     a: &Attempt<'_>,
     handles: &Mutex<BTreeMap<String, Slot>>,
+    local_dir: &Path,
 ) -> TaskStatus {
     let name = &a.launch.name;
     let aborted = || {
@@ -922,10 +926,17 @@ fn drive(
         Ok(h) => h,
         Err(ended) => return ended,
     };
-    // Where a service keeps the attempt's logs (a job run's log folder, its console page).
+    // Where a service keeps the attempt's logs (a job run's log folder, its console page): shown now,
+    // and kept for `updraft logs`.
     if let Some(logs) = h.value["logs"].as_array().filter(|l| !l.is_empty()) {
         let logs: Vec<&str> = logs.iter().filter_map(|l| l.as_str()).collect();
         eprintln!("updraft: {name} logs: {}", logs.join(" "));
+        let kept = std::fs::create_dir_all(local_dir).and_then(|()| {
+            std::fs::write(local_dir.join("service-logs.txt"), logs.join("\n") + "\n")
+        });
+        if let Err(e) = kept {
+            eprintln!("updraft: {name}: cannot keep its log locations: {e}");
+        }
     }
     {
         let mut slots = lock(handles);

@@ -153,11 +153,22 @@ pub fn logs(
             .with_context(|| format!("node `{folder}` of {name} has run no task attempt"))?,
     };
     let a = node_dir.join(attempt.to_string());
-    for f in ["stdout.log", "stderr.log"] {
-        let text = std::fs::read_to_string(a.join(f))
-            .with_context(|| format!("{}: no {f}", a.display()))?;
+    // A local process's output; for an attempt a service ran, where the service keeps its logs.
+    let mut shown = 0;
+    for f in ["stdout.log", "stderr.log", "service-logs.txt"] {
+        let Ok(text) = std::fs::read_to_string(a.join(f)) else {
+            continue;
+        };
         println!("==> {folder} attempt {attempt} {f} <==");
         print!("{text}");
+        shown += 1;
+    }
+    if shown == 0 {
+        bail!(
+            "{}: no stdout.log, stderr.log or service-logs.txt (the attempt has not started, or its \
+             service keeps no logs Updraft knows of)",
+            a.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

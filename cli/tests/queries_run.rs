@@ -313,6 +313,22 @@ fn emr_serverless_tasks_run_in_every_mode() {
         apps["etl-spark"].as_str().unwrap()
     );
     assert!(err.contains(&logs), "{err}");
+    let (code, kept, lerr) = updraft_env(
+        &[
+            "logs",
+            &exec,
+            "n0",
+            "--state-dir",
+            dir.join("state").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{lerr}");
+    assert!(
+        kept.contains("service-logs.txt")
+            && kept.contains("s3://updraft-fixtures/emr-logs/applications/"),
+        "{kept}"
+    );
 
     // Spark script: the task's driver, parameters with the attempt's Flyte variables, tags, timeout.
     let spark = job_runs(&moto, apps["etl-spark"].as_str().unwrap());
