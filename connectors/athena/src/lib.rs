@@ -19,16 +19,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use updraft_call::{ATHENA, ApiError, Aws};
 use updraft_connector::query::{render_query, results, results_type, type_json, type_of_json};
 use updraft_connector::{
-    Attempt, AttemptPaths, Connector, DataStore, Handle, JobKey, LocalData, Problem, Transient,
-    failed, plan_launch,
+    Attempt, Connector, DataStore, Handle, JobKey, Problem, Transient, custom_json, failed,
+    preflight_plan, setup_failed,
 };
 use updraft_engine::compile::CompiledTask;
 use updraft_engine::exec::{ErrorKind, TaskLaunch, TaskStatus};
-use updraft_engine::literal::struct_json;
 use updraft_engine::plugins::PluginKind;
 use updraft_settings::{AthenaSettings, HiveEngine, Settings};
 
@@ -69,21 +68,6 @@ pub struct Query {
     pub results: Option<updraft_proto::core::LiteralType>,
 }
 
-fn problem(field: &str, reason: impl Into<String>) -> Problem {
-    Problem {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
-/// The `custom` of a task as JSON.
-fn custom(task: &CompiledTask) -> Map<String, Value> {
-    match task.template.custom.as_ref().map(struct_json) {
-        Some(Value::Object(m)) => m,
-        _ => Map::new(),
-    }
-}
-
 /// The `ClientRequestToken` of an attempt (32 to 128 characters, as Athena requires).
 pub fn token(launch: &TaskLaunch) -> String {
     updraft_connector::attempt_token(launch, 128)
@@ -108,7 +92,7 @@ impl AthenaConnector {
 
     /// The query an attempt starts, or everything wrong with it.
     pub fn query(&self, a: &Attempt<'_>) -> Result<Query, Vec<Problem>> {
-        let c = custom(a.task);
+        let c = custom_json(a.task);
         let mut problems = Vec::new();
         let render = |text: &str, field: &str, problems: &mut Vec<Problem>| {
             render_query(text, a, field).unwrap_or_else(|p| {
@@ -120,7 +104,7 @@ impl AthenaConnector {
         let (statement, database, catalog, workgroup) = if a.task.plugin == PluginKind::Hive {
             let q = text(&c.get("query").cloned().unwrap_or_default()["query"]);
             if q.is_empty() {
-                problems.push(problem(
+                problems.push(Problem::new(
                     "custom.query.query",
                     "a Hive query is required (flytekit 0.3.0 or later writes it)",
                 ));
@@ -136,7 +120,7 @@ impl AthenaConnector {
             let get = |k: &str| text(c.get(k).unwrap_or(&Value::Null));
             let statement = get("statement");
             if statement.trim().is_empty() {
-                problems.push(problem("custom.statement", "the query is required"));
+                problems.push(Problem::new("custom.statement", "the query is required"));
             }
             (
                 render(&statement, "custom.statement", &mut problems),
@@ -146,7 +130,7 @@ impl AthenaConnector {
             )
         };
         if database.is_empty() && problems.is_empty() {
-            problems.push(problem(
+            problems.push(Problem::new(
                 if a.task.plugin == PluginKind::Hive {
                     "custom.clusterLabel"
                 } else {
@@ -166,7 +150,7 @@ impl AthenaConnector {
             (Some(l), _) => l.clone(),
             (None, None) => a.paths.raw_output_prefix.clone(),
             (None, Some(why)) => {
-                problems.push(problem(
+                problems.push(Problem::new(
                     "data.prefix",
                     format!("{why} (or set athena.outputLocation)"),
                 ));
@@ -174,7 +158,7 @@ impl AthenaConnector {
             }
         };
         if self.aws.default_region().is_none() {
-            problems.push(problem(
+            problems.push(Problem::new(
                 "aws.region",
                 "no region: set aws.region in the settings, or AWS_REGION",
             ));
@@ -214,14 +198,6 @@ pub fn request(q: &Query) -> Value {
         "ResultConfiguration": {"OutputLocation": q.output_location},
         "WorkGroup": q.workgroup,
     })
-}
-
-fn setup_failure(problems: &[Problem]) -> TaskStatus {
-    let text: Vec<String> = problems
-        .iter()
-        .map(|p| format!("{}: {}", p.field, p.reason))
-        .collect();
-    failed("AthenaSetup", text.join("; "), ErrorKind::User, false)
 }
 
 fn start_failure(e: &ApiError) -> TaskStatus {
@@ -307,15 +283,7 @@ impl Connector for AthenaConnector {
     }
 
     fn preflight(&self, task: &CompiledTask) -> Vec<Problem> {
-        let launch = plan_launch(task, Default::default(), None);
-        let paths = AttemptPaths::under("s3://preflight/p", &launch);
-        let a = Attempt {
-            launch: &launch,
-            task,
-            paths: &paths,
-            data: &LocalData,
-        };
-        self.query(&a).err().unwrap_or_default()
+        preflight_plan(task, |a| self.query(a).err().unwrap_or_default())
     }
 
     fn check_interval(&self) -> Duration {
@@ -327,7 +295,7 @@ impl Connector for AthenaConnector {
     }
 
     async fn start(&self, a: &Attempt<'_>) -> Result<Handle, TaskStatus> {
-        let q = self.query(a).map_err(|p| setup_failure(&p))?;
+        let q = self.query(a).map_err(|p| setup_failed("AthenaSetup", &p))?;
         let region = self.region();
         let answer = self
             .aws
@@ -447,6 +415,7 @@ pub fn job_of_event(event: &Value) -> Option<JobKey> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use updraft_connector::plan_launch;
 
     #[test]
     fn tokens_are_per_attempt_and_within_athenas_bounds() {

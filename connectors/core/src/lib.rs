@@ -70,6 +70,55 @@ pub struct Problem {
     pub reason: String,
 }
 
+impl Problem {
+    /// A problem with `field`.
+    pub fn new(field: &str, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The failure of an attempt whose task has `problems` (the user's to fix, not retried), under `code`.
+pub fn setup_failed(code: &str, problems: &[Problem]) -> TaskStatus {
+    let text: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{}: {}", p.field, p.reason))
+        .collect();
+    failed(code, text.join("; "), ErrorKind::User, false)
+}
+
+/// A task's `custom` (a `google.protobuf.Struct`) as a JSON object; empty when it has none.
+pub fn custom_json(task: &CompiledTask) -> serde_json::Map<String, serde_json::Value> {
+    match task
+        .template
+        .custom
+        .as_ref()
+        .map(updraft_engine::literal::struct_json)
+    {
+        Some(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// What `check` finds wrong with the attempt `updraft plan` would show for `task` (see [`plan_launch`]),
+/// its data under a placeholder `s3://` prefix: a connector's pre-flight check through the same code
+/// its start runs.
+pub fn preflight_plan(
+    task: &CompiledTask,
+    check: impl FnOnce(&Attempt<'_>) -> Vec<Problem>,
+) -> Vec<Problem> {
+    let launch = plan_launch(task, Default::default(), None);
+    let paths = AttemptPaths::under("s3://preflight/p", &launch);
+    check(&Attempt {
+        launch: &launch,
+        task,
+        paths: &paths,
+        data: &LocalData,
+    })
+}
+
 /// Runs task attempts on one system (this machine, a cluster, an AWS service).
 #[async_trait::async_trait]
 pub trait Connector: Send + Sync {

@@ -26,6 +26,44 @@ pub fn render_query(text: &str, a: &Attempt<'_>, field: &str) -> Result<String, 
     })
 }
 
+/// The queries of a `hive` task's `QuboleHiveJob` (its `custom`, as JSON): `query.query`, else every
+/// query of `queryCollection`, in order, each with the field it came from; empty when there is none.
+pub fn hive_queries(custom: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
+    if let Some(q) = custom
+        .get("query")
+        .and_then(|q| q["query"].as_str())
+        .filter(|q| !q.is_empty())
+    {
+        return vec![("custom.query.query".into(), q.to_string())];
+    }
+    custom
+        .get("queryCollection")
+        .and_then(|qc| qc.get("queries"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, q)| {
+            let t = q["query"].as_str().filter(|t| !t.is_empty())?;
+            Some((
+                format!("custom.queryCollection.queries[{i}].query"),
+                t.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Several rendered Hive queries as one script, in order: each without its trailing `;`, joined by
+/// `;` and a line break, ended by `;`.
+pub fn hive_script(queries: &[String]) -> String {
+    queries
+        .iter()
+        .map(|q| q.trim().trim_end_matches(';'))
+        .collect::<Vec<_>>()
+        .join(";\n")
+        + ";"
+}
+
 /// The type of the task's `results` output, as Flyte's query plugins require it: no output, or one
 /// named `results` that is a schema (`FlyteSchema`) or a structured dataset.
 pub fn results_type(task: &CompiledTask) -> Result<Option<LiteralType>, Problem> {

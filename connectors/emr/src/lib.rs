@@ -44,15 +44,16 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use updraft_call::{ApiError, Aws, EMR_SERVERLESS, path_segment};
-use updraft_connector::query::{render_query, results, results_type, type_json, type_of_json};
+use updraft_connector::query::{
+    hive_queries, hive_script, render_query, results, results_type, type_json, type_of_json,
+};
 use updraft_connector::{
-    Attempt, AttemptPaths, Connector, DataStore, Handle, JobKey, LocalData, Problem, Transient,
-    attempt_token, failed, plan_launch, read_output_files,
+    Attempt, Connector, DataStore, Handle, JobKey, Problem, Transient, attempt_token, custom_json,
+    failed, preflight_plan, read_output_files, setup_failed,
 };
 use updraft_engine::compile::CompiledTask;
 use updraft_engine::exec::outcome::from_output_files;
 use updraft_engine::exec::{ErrorKind, TaskStatus};
-use updraft_engine::literal::struct_json;
 use updraft_engine::plugins::PluginKind;
 use updraft_engine::template::render_args;
 use updraft_proto::core::LiteralMap;
@@ -132,20 +133,6 @@ pub struct Run {
     pub results: Option<(Option<updraft_proto::core::LiteralType>, String)>,
     /// The EMR release the task was written for (`release_label`), if it names one.
     pub release_label: Option<String>,
-}
-
-fn problem(field: &str, reason: impl Into<String>) -> Problem {
-    Problem {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
-fn custom(task: &CompiledTask) -> Map<String, Value> {
-    match task.template.custom.as_ref().map(struct_json) {
-        Some(Value::Object(m)) => m,
-        _ => Map::new(),
-    }
 }
 
 /// Whether `s` looks like an application id (lower-case letters and digits), as flytekit tells ids
@@ -231,10 +218,10 @@ impl EmrServerlessConnector {
 
     /// The job run an attempt starts, or everything wrong with it.
     pub fn plan(&self, a: &Attempt<'_>) -> Result<Run, Vec<Problem>> {
-        let c = custom(a.task);
+        let c = custom_json(a.task);
         let mut problems = Vec::new();
         if let Err(why) = &self.prefix {
-            problems.push(problem("data.prefix", why.clone()));
+            problems.push(Problem::new("data.prefix", why.clone()));
         }
         let text = |k: &str| {
             c.get(k)
@@ -244,7 +231,7 @@ impl EmrServerlessConnector {
         };
         let region = text("region").or_else(|| self.aws.default_region().map(str::to_string));
         if region.is_none() {
-            problems.push(problem(
+            problems.push(Problem::new(
                 "custom.region",
                 "no region: set it on the task, or aws.region in the settings",
             ));
@@ -256,7 +243,7 @@ impl EmrServerlessConnector {
             text("execution_role_arn").or_else(|| self.settings.execution_role_arn.clone())
         };
         if role.is_none() {
-            problems.push(problem(
+            problems.push(Problem::new(
                 if hive {
                     "emrServerless.executionRoleArn"
                 } else {
@@ -272,7 +259,7 @@ impl EmrServerlessConnector {
             text("application_id").or_else(|| text("application_name"))
         };
         if application.is_none() {
-            problems.push(problem(
+            problems.push(Problem::new(
                 if hive {
                     "emrServerless.applicationId"
                 } else {
@@ -321,27 +308,9 @@ impl EmrServerlessConnector {
         let driver = if hive {
             mode = Mode::Hive;
             let job = &c;
-            let mut queries: Vec<(String, String)> = Vec::new();
-            if let Some(q) = job
-                .get("query")
-                .and_then(|q| q["query"].as_str())
-                .filter(|q| !q.is_empty())
-            {
-                queries.push(("custom.query.query".into(), q.to_string()));
-            } else if let Some(Value::Array(qs)) =
-                job.get("queryCollection").and_then(|qc| qc.get("queries"))
-            {
-                for (i, q) in qs.iter().enumerate() {
-                    if let Some(t) = q["query"].as_str() {
-                        queries.push((
-                            format!("custom.queryCollection.queries[{i}].query"),
-                            t.into(),
-                        ));
-                    }
-                }
-            }
+            let queries = hive_queries(job);
             if queries.is_empty() {
-                problems.push(problem(
+                problems.push(Problem::new(
                     "custom.query.query",
                     "a Hive query is required (flytekit 0.3.0 or later writes it)",
                 ));
@@ -349,7 +318,7 @@ impl EmrServerlessConnector {
             let mut rendered = Vec::new();
             for (field, q) in &queries {
                 match render_query(q, a, field) {
-                    Ok(t) => rendered.push(t.trim().trim_end_matches(';').to_string()),
+                    Ok(t) => rendered.push(t),
                     Err(p) => problems.push(p),
                 }
             }
@@ -368,7 +337,7 @@ impl EmrServerlessConnector {
                 Err(p) => problems.push(p),
             }
             let uri = format!("{}/hive-query.sql", a.paths.dir);
-            query_file = Some((uri.clone(), format!("{};\n", rendered.join(";\n"))));
+            query_file = Some((uri.clone(), hive_script(&rendered) + "\n"));
             json!({"hive": {"query": uri}})
         } else if let Some(d) = c.get("spark_job_driver").filter(|d| d.is_object()) {
             let mut d = d.clone();
@@ -388,7 +357,7 @@ impl EmrServerlessConnector {
                 d["sparkSubmitParameters"] = Value::from(params.join(" "));
             }
             if d["entryPoint"].as_str().is_none_or(str::is_empty) {
-                problems.push(problem(
+                problems.push(Problem::new(
                     "custom.spark_job_driver.entryPoint",
                     "the Spark script's S3 location is required",
                 ));
@@ -396,7 +365,7 @@ impl EmrServerlessConnector {
             json!({"sparkSubmit": d})
         } else if let Some(d) = c.get("hive_job_driver").filter(|d| d.is_object()) {
             if d["query"].as_str().is_none_or(str::is_empty) {
-                problems.push(problem(
+                problems.push(Problem::new(
                     "custom.hive_job_driver.query",
                     "the Hive query's S3 location is required",
                 ));
@@ -405,7 +374,7 @@ impl EmrServerlessConnector {
         } else {
             mode = Mode::Pythonic;
             let Some(Target::Container(container)) = &a.task.template.target else {
-                problems.push(problem(
+                problems.push(Problem::new(
                     "container",
                     "a Pythonic EMR Serverless task runs the task's container arguments; it has \
                      none (or give spark_job_driver / hive_job_driver)",
@@ -415,7 +384,7 @@ impl EmrServerlessConnector {
             let args = match render_args(&container.args, &a.paths.vars(l, "")) {
                 Ok(args) => args,
                 Err(e) => {
-                    problems.push(problem("container.args", e.to_string()));
+                    problems.push(Problem::new("container.args", e.to_string()));
                     Vec::new()
                 }
             };
@@ -447,7 +416,7 @@ impl EmrServerlessConnector {
         if mode == Mode::Script
             && let Some(name) = a.task.interface.outputs.keys().next()
         {
-            problems.push(problem(
+            problems.push(Problem::new(
                 "interface.outputs",
                 format!(
                     "a script-mode EMR Serverless task gives no outputs (as flytekit's connector), \
@@ -570,19 +539,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn setup_failure(problems: &[Problem]) -> TaskStatus {
-    let text: Vec<String> = problems
-        .iter()
-        .map(|p| format!("{}: {}", p.field, p.reason))
-        .collect();
-    failed(
-        "EmrServerlessSetup",
-        text.join("; "),
-        ErrorKind::User,
-        false,
-    )
-}
-
 /// A refused call while starting is the user's to fix; a passing one is retryable.
 fn start_failure(call: &str, e: &ApiError) -> TaskStatus {
     let message = format!("EMR Serverless {call}: {e}");
@@ -698,15 +654,7 @@ impl Connector for EmrServerlessConnector {
     }
 
     fn preflight(&self, task: &CompiledTask) -> Vec<Problem> {
-        let launch = plan_launch(task, Default::default(), None);
-        let paths = AttemptPaths::under("s3://preflight/p", &launch);
-        let a = Attempt {
-            launch: &launch,
-            task,
-            paths: &paths,
-            data: &LocalData,
-        };
-        self.plan(&a).err().unwrap_or_default()
+        preflight_plan(task, |a| self.plan(a).err().unwrap_or_default())
     }
 
     fn check_interval(&self) -> Duration {
@@ -718,7 +666,9 @@ impl Connector for EmrServerlessConnector {
     }
 
     async fn start(&self, a: &Attempt<'_>) -> Result<Handle, TaskStatus> {
-        let run = self.plan(a).map_err(|p| setup_failure(&p))?;
+        let run = self
+            .plan(a)
+            .map_err(|p| setup_failed("EmrServerlessSetup", &p))?;
         let application = self.application_id(&run.region, &run.application).await?;
         // A release label belongs to the application (flytekit uses the task's only to create one):
         // a task written for another release is told, not refused.

@@ -24,16 +24,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use updraft_call::{ApiError, Aws, Http, SECRETS_MANAGER, path_segment};
-use updraft_connector::query::{render_query, results, results_type, type_json, type_of_json};
+use updraft_connector::query::{
+    hive_queries, hive_script, render_query, results, results_type, type_json, type_of_json,
+};
 use updraft_connector::{
-    Attempt, AttemptPaths, Connector, DataStore, Handle, LocalData, Problem, Transient, failed,
-    plan_launch,
+    Attempt, Connector, DataStore, Handle, Problem, Transient, custom_json, failed, preflight_plan,
+    setup_failed,
 };
 use updraft_engine::compile::CompiledTask;
 use updraft_engine::exec::{ErrorKind, TaskStatus};
-use updraft_engine::literal::struct_json;
 use updraft_engine::plugins::PluginKind;
 use updraft_settings::{HiveEngine, QuboleSettings, Settings};
 
@@ -73,20 +74,6 @@ pub struct Command {
     pub results_uri: String,
 }
 
-fn problem(field: &str, reason: impl Into<String>) -> Problem {
-    Problem {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
-fn custom(task: &CompiledTask) -> Map<String, Value> {
-    match task.template.custom.as_ref().map(struct_json) {
-        Some(Value::Object(m)) => m,
-        _ => Map::new(),
-    }
-}
-
 impl QuboleConnector {
     /// The connector of `settings` (`qubole`, `hive.engine`); `sdk` reads the token's secret.
     pub fn new(sdk: &aws_config::SdkConfig, settings: &Settings) -> Self {
@@ -110,29 +97,11 @@ impl QuboleConnector {
 
     /// The command an attempt submits, or everything wrong with it.
     pub fn command(&self, a: &Attempt<'_>) -> Result<Command, Vec<Problem>> {
-        let c = custom(a.task);
+        let c = custom_json(a.task);
         let mut problems = Vec::new();
-        let mut queries: Vec<(String, String)> = Vec::new();
-        if let Some(q) = c
-            .get("query")
-            .and_then(|q| q["query"].as_str())
-            .filter(|q| !q.is_empty())
-        {
-            queries.push(("custom.query.query".into(), q.to_string()));
-        } else if let Some(Value::Array(qs)) =
-            c.get("queryCollection").and_then(|qc| qc.get("queries"))
-        {
-            for (i, q) in qs.iter().enumerate() {
-                if let Some(t) = q["query"].as_str().filter(|t| !t.is_empty()) {
-                    queries.push((
-                        format!("custom.queryCollection.queries[{i}].query"),
-                        t.to_string(),
-                    ));
-                }
-            }
-        }
+        let queries = hive_queries(&c);
         if queries.is_empty() {
-            problems.push(problem(
+            problems.push(Problem::new(
                 "custom.query.query",
                 "a Hive query is required (flytekit 0.3.0 or later writes it)",
             ));
@@ -152,10 +121,10 @@ impl QuboleConnector {
             }
         };
         if let Some(why) = &self.no_s3 {
-            problems.push(problem("data.prefix", why.clone()));
+            problems.push(Problem::new("data.prefix", why.clone()));
         }
         if self.settings.token.is_none() && self.settings.token_secret_arn.is_none() {
-            problems.push(problem(
+            problems.push(Problem::new(
                 "qubole.token",
                 "no Qubole token: set qubole.tokenSecretArn (a Secrets Manager secret holding it) \
                  or qubole.token in the settings",
@@ -187,12 +156,7 @@ impl QuboleConnector {
         let query = if rendered.len() == 1 {
             rendered.remove(0)
         } else {
-            rendered
-                .iter()
-                .map(|q| q.trim().trim_end_matches(';'))
-                .collect::<Vec<_>>()
-                .join(";\n")
-                + ";"
+            hive_script(&rendered)
         };
         let mut request = json!({
             "command_type": "HiveCommand",
@@ -393,15 +357,7 @@ impl Connector for QuboleConnector {
     }
 
     fn preflight(&self, task: &CompiledTask) -> Vec<Problem> {
-        let launch = plan_launch(task, Default::default(), None);
-        let paths = AttemptPaths::under("s3://preflight/p", &launch);
-        let a = Attempt {
-            launch: &launch,
-            task,
-            paths: &paths,
-            data: &LocalData,
-        };
-        self.command(&a).err().unwrap_or_default()
+        preflight_plan(task, |a| self.command(a).err().unwrap_or_default())
     }
 
     fn check_interval(&self) -> Duration {
@@ -415,13 +371,9 @@ impl Connector for QuboleConnector {
     }
 
     async fn start(&self, a: &Attempt<'_>) -> Result<Handle, TaskStatus> {
-        let cmd = self.command(a).map_err(|problems| {
-            let text: Vec<String> = problems
-                .iter()
-                .map(|p| format!("{}: {}", p.field, p.reason))
-                .collect();
-            failed("QuboleSetup", text.join("; "), ErrorKind::User, false)
-        })?;
+        let cmd = self
+            .command(a)
+            .map_err(|p| setup_failed("QuboleSetup", &p))?;
         let token = self.token().await?;
         let id = match self
             .submitted(&token, &cmd.name)
@@ -561,6 +513,7 @@ impl Connector for QuboleConnector {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use updraft_connector::{AttemptPaths, LocalData, plan_launch};
     use updraft_proto::core::SimpleType;
 
     fn hive_task(custom: Value) -> CompiledTask {

@@ -36,7 +36,7 @@ use updraft_connector::{
 use updraft_engine::compile::CompiledTask;
 use updraft_engine::exec::outcome::from_output_files;
 use updraft_engine::exec::{ErrorKind, TaskLaunch, TaskStatus};
-use updraft_engine::literal::{from_json, struct_json};
+use updraft_engine::literal::from_json;
 use updraft_engine::plugins::PluginKind;
 use updraft_engine::template::render_args;
 use updraft_proto::Message;
@@ -89,25 +89,15 @@ pub fn connectors(sdk: &aws_config::SdkConfig, settings: &Settings) -> [Arc<dyn 
 }
 
 fn custom(task: &CompiledTask) -> Map<String, Value> {
-    match task.template.custom.as_ref().map(struct_json) {
-        Some(Value::Object(m)) => m,
-        _ => Map::new(),
-    }
+    updraft_connector::custom_json(task)
 }
 
 fn problem(field: &str, reason: impl Into<String>) -> Problem {
-    Problem {
-        field: field.into(),
-        reason: reason.into(),
-    }
+    Problem::new(field, reason)
 }
 
 fn setup_failure(problems: Vec<Problem>) -> TaskStatus {
-    let text: Vec<String> = problems
-        .iter()
-        .map(|p| format!("{}: {}", p.field, p.reason))
-        .collect();
-    failed("SageMakerSetup", text.join("; "), ErrorKind::User, false)
+    updraft_connector::setup_failed("SageMakerSetup", &problems)
 }
 
 /// A refused call while starting is the user's to fix; a passing one is retryable.
@@ -781,16 +771,7 @@ impl Connector for PythonicConnector {
     }
 
     fn preflight(&self, task: &CompiledTask) -> Vec<Problem> {
-        let launch = plan_launch(task, Default::default(), None);
-        let paths = updraft_connector::AttemptPaths::under("s3://preflight/p", &launch);
-        let data = updraft_connector::LocalData;
-        let a = Attempt {
-            launch: &launch,
-            task,
-            paths: &paths,
-            data: &data,
-        };
-        self.request(&a).err().unwrap_or_default()
+        updraft_connector::preflight_plan(task, |a| self.request(a).err().unwrap_or_default())
     }
 
     fn check_interval(&self) -> Duration {
