@@ -12,26 +12,16 @@ mod common;
 #[path = "../../connectors/batch/tests/support/mod.rs"]
 mod support;
 
-use common::{root, temp_dir, updraft_env};
+use common::{execution_of, fixture_src, flytekit_python, temp_dir, updraft_env};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use support::qubole::Qubole;
 
 const EMR_ROLE: &str = "arn:aws:iam::123456789012:role/EMRServerlessRole";
 
-fn python() -> PathBuf {
-    PathBuf::from(std::env::var("UPDRAFT_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!("UPDRAFT_TEST_PYTHON is not set: run the tests with `bash scripts/test`")
-    }))
-}
-
-fn fixtures() -> PathBuf {
-    root().join("tests/fixtures/flytekit/src")
-}
-
 fn start_moto() -> support::Moto {
-    let bin = python().parent().unwrap().to_path_buf();
-    support::Moto::start(&[bin], &[fixtures()])
+    let bin = flytekit_python().parent().unwrap().to_path_buf();
+    support::Moto::start(&[bin], &[fixture_src()])
 }
 
 /// Runs a workflow of the `queries` fixture with moto's settings and `more` after them; (exit code,
@@ -68,7 +58,7 @@ fn run_file(
             "--state-dir",
             state.to_str().unwrap(),
             "--python",
-            python().to_str().unwrap(),
+            flytekit_python().to_str().unwrap(),
         ],
         &[
             ("AWS_ACCESS_KEY_ID", "testing".as_ref()),
@@ -76,15 +66,6 @@ fn run_file(
             ("AWS_ENDPOINT_URL", "http://127.0.0.1:9".as_ref()),
         ],
     )
-}
-
-/// The execution a run names on its first line (`running … as <name>`).
-fn execution_of(err: &str) -> String {
-    err.split(" as ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string()
 }
 
 fn raw_prefix(exec: &str, node: &str, attempt: u32) -> String {

@@ -11,22 +11,12 @@ mod common;
 #[path = "../../connectors/batch/tests/support/mod.rs"]
 mod support;
 
-use common::{root, temp_dir, updraft_env};
-use std::path::{Path, PathBuf};
-
-fn python() -> PathBuf {
-    PathBuf::from(std::env::var("UPDRAFT_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!("UPDRAFT_TEST_PYTHON is not set: run the tests with `bash scripts/test`")
-    }))
-}
-
-fn fixtures() -> PathBuf {
-    root().join("tests/fixtures/flytekit/src")
-}
+use common::{execution_of, fixture_src, flytekit_python, temp_dir, updraft_env};
+use std::path::Path;
 
 fn start_moto() -> support::Moto {
-    let bin = python().parent().unwrap().to_path_buf();
-    support::Moto::start(&[bin], &[fixtures()])
+    let bin = flytekit_python().parent().unwrap().to_path_buf();
+    support::Moto::start(&[bin], &[fixture_src()])
 }
 
 /// Runs a workflow of the SageMaker fixture; (exit code, stdout, stderr).
@@ -46,7 +36,7 @@ fn run_package(
     let settings = dir.join("settings.yaml");
     std::fs::write(&settings, format!("{}{more}", moto.settings())).unwrap();
     let state = dir.join("state");
-    let pythonpath = fixtures();
+    let pythonpath = fixture_src();
     let package = format!("tests/fixtures/flytekit/{package}.tgz");
     updraft_env(
         &[
@@ -59,7 +49,7 @@ fn run_package(
             "--state-dir",
             state.to_str().unwrap(),
             "--python",
-            python().to_str().unwrap(),
+            flytekit_python().to_str().unwrap(),
         ],
         &[
             ("AWS_ACCESS_KEY_ID", "testing".as_ref()),
@@ -89,9 +79,9 @@ h = xxhash.xxh64(sorted_dict_str(c).encode("utf-8")).hexdigest()
 print(json.dumps(format_dict("sagemaker", c, args, idempotence_token=h)))
 "#
     );
-    let out = std::process::Command::new(python())
+    let out = std::process::Command::new(flytekit_python())
         .args(["-c", &script, &inputs.to_string()])
-        .env("PYTHONPATH", fixtures())
+        .env("PYTHONPATH", fixture_src())
         .output()
         .unwrap();
     assert!(
@@ -197,15 +187,6 @@ fn failures_end_with_sagemakers_reason_or_the_tasks_own_error() {
 }
 
 const LEGACY_ROLE: &str = "sagemaker: {roleArn: 'arn:aws:iam::123456789012:role/legacy'}\n";
-
-/// The execution a run names on its first line (`running … as <name>`).
-fn execution_of(err: &str) -> String {
-    err.split(" as ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string()
-}
 
 /// One object of moto's S3, through boto3: its size.
 fn object_size(moto: &support::Moto, uri: &str) -> u64 {

@@ -31,6 +31,28 @@ pub fn updraft_env(args: &[&str], env: &[(&str, &OsStr)]) -> (i32, String, Strin
     )
 }
 
+/// The Python with the locked flytekit the tests run tasks in (`UPDRAFT_TEST_PYTHON`, set by
+/// `scripts/test`).
+pub fn flytekit_python() -> std::path::PathBuf {
+    std::path::PathBuf::from(std::env::var("UPDRAFT_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("UPDRAFT_TEST_PYTHON is not set: run the tests with `bash scripts/test`")
+    }))
+}
+
+/// The flytekit fixtures' source folder (their tasks import `fixtures.*` from it).
+pub fn fixture_src() -> std::path::PathBuf {
+    root().join("tests/fixtures/flytekit/src")
+}
+
+/// The execution a run names on its first line (`running … as <name>`).
+pub fn execution_of(err: &str) -> String {
+    err.split(" as ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string()
+}
+
 /// A fresh temporary folder for one test.
 pub fn temp_dir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("updraft-cli-test-{tag}-{}", std::process::id()));
