@@ -4,6 +4,7 @@ mod cloud;
 mod graph;
 mod load;
 mod plan;
+mod progress;
 mod run;
 mod store;
 
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use updraft_connector_local::ContainerChoice;
+use updraft_connector_local::{ContainerChoice, Workers};
 
 /// Where task attempts run (`--executor`).
 #[derive(Clone, Copy, ValueEnum)]
@@ -33,6 +34,15 @@ enum ContainersArg {
     Podman,
     /// Always as local processes.
     Process,
+}
+
+/// How `updraft run` starts Python tasks.
+#[derive(Clone, Copy, ValueEnum)]
+enum WorkersArg {
+    /// Forked from a warm worker that imported flytekit once.
+    On,
+    /// A new interpreter per task.
+    Off,
 }
 
 /// Updraft: run Flyte-style workflows serverlessly on AWS, or on one machine.
@@ -95,6 +105,10 @@ enum Command {
         /// answers, else runs them as processes.
         #[arg(long, value_enum, default_value_t = ContainersArg::Auto)]
         containers: ContainersArg,
+        /// How Python tasks start: `on` forks each from a warm worker that imported flytekit once (its
+        /// own process all the same); `off` starts a new interpreter per task.
+        #[arg(long, value_enum, default_value_t = WorkersArg::On, env = "UPDRAFT_WORKERS")]
+        workers: WorkersArg,
         /// Where task attempts run: `local` (processes, containers) or `eks` (native tasks as Kubernetes
         /// objects on the cluster of `--kubeconfig`; its containers must see the state folder).
         #[arg(long, value_enum, default_value_t = ExecutorArg::Local)]
@@ -367,6 +381,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             state_dir,
             overwrite_cache,
             containers,
+            workers,
             executor,
             kubeconfig,
             namespace,
@@ -388,6 +403,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ContainersArg::Docker => ContainerChoice::Docker,
                 ContainersArg::Podman => ContainerChoice::Podman,
                 ContainersArg::Process => ContainerChoice::Process,
+            },
+            workers: match workers {
+                WorkersArg::On => Workers::On,
+                WorkersArg::Off => Workers::Off,
             },
             eks: match executor {
                 ExecutorArg::Local => None,

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::sync::mpsc::{Sender, channel};
 use std::time::Instant;
 
+use crate::progress::{Printer, Progress};
 use crate::store;
 
 use anyhow::{Context, bail};
@@ -18,7 +19,7 @@ use updraft_connector::{
     Attempt, AttemptPaths, Connector, Handle, LocalData, Registry, RegistryError, failed,
 };
 use updraft_connector_eks::EksConnector;
-use updraft_connector_local::{ContainerChoice, LocalConnector};
+use updraft_connector_local::{ContainerChoice, LocalConnector, Notices, Workers};
 use updraft_engine::CompiledPackage;
 use updraft_engine::compile::{CompiledTask, Gate as G, NodeIdx, NodeKind};
 use updraft_engine::exec::{
@@ -51,6 +52,8 @@ pub struct RunArgs {
     pub overwrite_cache: bool,
     /// How raw containers run.
     pub containers: ContainerChoice,
+    /// Whether Python tasks run in warm workers.
+    pub workers: Workers,
     /// Run native tasks on a cluster.
     pub eks: Option<EksArgs>,
     /// The settings file's contents (`--settings`).
@@ -209,10 +212,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // The connectors of this run: local processes, or with `--executor eks` the cluster, and the AWS
     // services' connectors as the settings configure them.
     let sdk = rt.block_on(updraft_connectors::sdk_config(&args.settings));
+    let started = Instant::now();
+    let progress = Progress::new(std::io::stderr().is_terminal(), started);
+    let notices = {
+        let printer = progress.printer();
+        Notices::to(move |line| printer.line(&format!("updraft: {line}")))
+    };
     let registry = match &args.eks {
         None => Registry::new().with(Arc::new(
             LocalConnector::new(args.python.clone(), containers.clone())
-                .with_env(aws_env(&args.settings)),
+                .with_env(aws_env(&args.settings))
+                .with_workers(args.workers)
+                .with_notices(notices),
         )),
         Some(e) => {
             let mut config = crate::plan::eks_config(&args.settings)?;
@@ -276,7 +287,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let raw_containers = compiled.tasks.values().any(is_raw_container);
     if raw_containers && args.eks.is_none() {
-        eprintln!("updraft: raw containers run {containers}");
+        progress.line(&format!("updraft: raw containers run {containers}"));
     }
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -307,10 +318,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         local: VecDeque::new(),
         outstanding: 0,
         waiting_signals: BTreeSet::new(),
-        started: Instant::now(),
-        bars: BTreeMap::new(),
-        bar_open: false,
-        tty: std::io::stderr().is_terminal(),
+        started,
+        progress,
         summary: store::Summary {
             name: name.clone(),
             workflow: workflow.clone(),
@@ -323,10 +332,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         package: compiled.clone(),
         workflow: workflow.clone(),
     };
-    eprintln!(
+    d.progress.line(&format!(
         "updraft: running {workflow} as {name} (state in {})",
         root.display()
-    );
+    ));
     d.start_run(name.clone(), program, None, inputs)?;
     let mut seen_signals = BTreeSet::new();
     let mut told_waiting = false;
@@ -344,9 +353,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 bail!("execution {name} has nothing left to run but did not finish");
             }
             told_waiting = true;
-            d.close_bar();
             for id in &d.waiting_signals {
-                eprintln!("updraft: {name} waits for `{id}`: updraft signal {name} {id} <value>");
+                d.progress.line(&format!(
+                    "updraft: {name} waits for `{id}`: updraft signal {name} {id} <value>"
+                ));
             }
         }
         let (run, ev) = match rx.recv_timeout(std::time::Duration::from_millis(100)) {
@@ -456,11 +466,8 @@ struct Driver<'a> {
     outstanding: usize,
     waiting_signals: BTreeSet<String>,
     started: Instant,
-    /// Array node → the last progress figure shown.
-    bars: BTreeMap<(usize, NodeIdx), u32>,
-    /// A progress bar is drawn on the current line (TTY only).
-    bar_open: bool,
-    tty: bool,
+    /// Live lines of running nodes (on a terminal) and phase changes.
+    progress: Progress,
     summary: store::Summary,
 }
 
@@ -580,59 +587,26 @@ impl Driver<'_> {
                         },
                     ));
                 }
-                Err(e) => eprintln!("updraft: signal `{id}` ignored: {e}"),
+                Err(e) => self
+                    .progress
+                    .line(&format!("updraft: signal `{id}` ignored: {e}")),
             }
         }
         if !wanted {
-            eprintln!("updraft: signal `{id}` ignored: no gate of this execution waits for it");
+            self.progress.line(&format!(
+                "updraft: signal `{id}` ignored: no gate of this execution waits for it"
+            ));
         }
         taken
     }
 
-    /// Shows an array node's progress: a bar redrawn in place on a terminal, else a line every 10%.
+    /// Shows an array node's progress.
     fn show_array(&mut self, run: usize, node: NodeIdx) {
         let Some((size, ok, failed)) = self.runs[run].exec.array_progress(node) else {
             return;
         };
-        let done = ok + failed;
-        if done == 0 {
-            return;
-        }
-        let shown = self.bars.get(&(run, node)).copied();
-        let step = if self.tty { done } else { done * 10 / size };
-        if shown == Some(step) {
-            return;
-        }
-        self.bars.insert((run, node), step);
         let path = self.node_path(run, node);
-        let width = 30usize;
-        let filled = (done as usize * width) / size as usize;
-        let bar = format!("{}{}", "#".repeat(filled), ".".repeat(width - filled));
-        let failed_note = if failed > 0 {
-            format!(", {failed} failed")
-        } else {
-            String::new()
-        };
-        let line = format!(
-            "  [{:>7.2}s] {path:<24} [{bar}] {done}/{size}{failed_note}",
-            self.started.elapsed().as_secs_f64()
-        );
-        if self.tty {
-            eprint!("\r{line}\x1b[K");
-            self.bar_open = done < size;
-            if !self.bar_open {
-                eprintln!();
-            }
-        } else {
-            eprintln!("{line}");
-        }
-    }
-
-    /// Ends a bar drawn in place, so the next line starts clean.
-    fn close_bar(&mut self) {
-        if std::mem::take(&mut self.bar_open) {
-            eprintln!();
-        }
+        self.progress.array(&path, size, ok, failed);
     }
 }
 
@@ -728,6 +702,7 @@ impl updraft_connector::effects::Host for RunHost<'_, '_> {
         let local_dir =
             PathBuf::from(AttemptPaths::under(&d.runs[run].root.display().to_string(), &t).dir);
         let task = task.clone();
+        let printer = d.progress.printer();
         std::thread::spawn(move || {
             let (node, index, attempt) = (t.node, t.index, t.attempt);
             let send = |status| {
@@ -748,7 +723,7 @@ impl updraft_connector::effects::Host for RunHost<'_, '_> {
                 paths: &paths,
                 data: data.as_ref(),
             };
-            let status = drive(&rt, &conn, &a, &handles, &local_dir);
+            let status = drive(&rt, &conn, &a, &handles, &local_dir, &printer);
             if let (Some(k), TaskStatus::Succeeded { outputs, .. }) = (&t.cache_key, &status) {
                 cache.put(k, outputs);
             }
@@ -762,7 +737,9 @@ impl updraft_connector::effects::Host for RunHost<'_, '_> {
         if let Some(Slot::Started(conn, h)) = before
             && let Err(e) = conn.abort(&h).await
         {
-            eprintln!("updraft: could not abort {}: {e}", h.value);
+            self.d
+                .progress
+                .line(&format!("updraft: could not abort {}: {e}", h.value));
         }
         Ok(())
     }
@@ -834,11 +811,8 @@ impl updraft_connector::effects::Host for RunHost<'_, '_> {
                 d.waiting_signals.remove(signal_id);
             }
         }
-        d.close_bar();
-        eprintln!(
-            "  [{:>7.2}s] {path:<24} {phase:?}",
-            d.started.elapsed().as_secs_f64(),
-        );
+        d.progress
+            .phase(&path, &format!("{phase:?}"), phase.is_terminal());
         Ok(())
     }
 
@@ -862,7 +836,7 @@ impl updraft_connector::effects::Host for RunHost<'_, '_> {
             d.local.push_back((parent, Event::Child { node, result }));
             return Ok(());
         }
-        d.close_bar();
+        d.progress.clear();
         let summary = &mut d.summary;
         summary.phase = format!("{phase:?}");
         summary.waiting_for.clear();
@@ -890,6 +864,7 @@ fn drive(
     a: &Attempt<'_>,
     handles: &Mutex<BTreeMap<String, Slot>>,
     local_dir: &Path,
+    printer: &Printer,
 ) -> TaskStatus {
     let name = &a.launch.name;
     let aborted = || {
@@ -930,12 +905,14 @@ fn drive(
     // and kept for `updraft logs`.
     if let Some(logs) = h.value["logs"].as_array().filter(|l| !l.is_empty()) {
         let logs: Vec<&str> = logs.iter().filter_map(|l| l.as_str()).collect();
-        eprintln!("updraft: {name} logs: {}", logs.join(" "));
+        printer.line(&format!("updraft: {name} logs: {}", logs.join(" ")));
         let kept = std::fs::create_dir_all(local_dir).and_then(|()| {
             std::fs::write(local_dir.join("service-logs.txt"), logs.join("\n") + "\n")
         });
         if let Err(e) = kept {
-            eprintln!("updraft: {name}: cannot keep its log locations: {e}");
+            printer.line(&format!(
+                "updraft: {name}: cannot keep its log locations: {e}"
+            ));
         }
     }
     {
@@ -957,7 +934,7 @@ fn drive(
             Ok(end) => {
                 lock(handles).remove(name);
                 if let Err(e) = rt.block_on(conn.finalize(&h)) {
-                    eprintln!("updraft: could not clean up after {name}: {e}");
+                    printer.line(&format!("updraft: could not clean up after {name}: {e}"));
                 }
                 return end;
             }

@@ -15,6 +15,15 @@
 //! - **Pod tasks** (a `k8s_pod` target: `pod_template`, the legacy `sidecar`) run their primary container
 //!   as above; the pod's other containers are not started on this machine.
 //!
+//! **Warm workers** ([`Workers::On`], the default): a Python task whose program is a console script of a
+//! Python environment (`pyflyte-execute`, `pyflyte-map-execute`) runs in a process forked from a warm
+//! worker of that interpreter, which imported flytekit once ([`Worker`]). The task's process is otherwise
+//! the same as one started directly. When an interpreter cannot host a worker, its tasks run as
+//! processes and the notice says why.
+//!
+//! Every attempt's process leads its own process group; an abort, a timeout and the attempt's end kill
+//! the whole group, so nothing a task started outlives it.
+//!
 //! [`LocalConnector`] implements the connector contract ([`updraft_connector::Connector`]): a start spawns
 //! the process, a check looks whether it exited (and then reads its outcome), an abort kills it. Each
 //! attempt has its own folder ([`updraft_connector::AttemptPaths`]): `<node>[-<index>]/<attempt>/` with
@@ -22,14 +31,17 @@
 //! `stderr.log`.
 
 mod containers;
+mod worker;
 
 pub use containers::{ContainerChoice, Containers, detect};
+pub use worker::{Exit, Worker, interpreter_of};
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -54,14 +66,123 @@ pub struct LocalConnector {
     pub containers: Containers,
     /// Variables every attempt's process gets before its container's own (`with_env`).
     env: Vec<(String, String)>,
+    /// Whether Python tasks run in warm workers.
+    workers: Workers,
+    /// Warm workers by interpreter (or why that interpreter cannot host one).
+    pool: Mutex<BTreeMap<PathBuf, Slot>>,
+    /// Where notices go (why tasks run as processes).
+    notices: Notices,
     /// Running attempts by name.
     running: Mutex<BTreeMap<String, Running>>,
+}
+
+/// Whether Python tasks run in processes forked from a warm worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Workers {
+    /// Forked from a warm worker when the interpreter can host one (the default).
+    #[default]
+    On,
+    /// A new process per task.
+    Off,
+}
+
+/// A warm worker of one interpreter, or none (it could not host one).
+#[derive(Debug)]
+enum Slot {
+    Up(Arc<Worker>),
+    Unavailable,
+}
+
+/// Where a notice line goes.
+type Sink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Receives the connector's notices (one line each, each said once).
+#[derive(Clone, Default)]
+pub struct Notices {
+    to: Option<Sink>,
+    said: Arc<Mutex<std::collections::BTreeSet<String>>>,
+}
+
+impl Notices {
+    /// Notices go to `f`.
+    pub fn to(f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Self {
+            to: Some(Arc::new(f)),
+            said: Arc::default(),
+        }
+    }
+
+    fn say(&self, line: &str) {
+        let new = self
+            .said
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(line.to_string());
+        if let (true, Some(f)) = (new, &self.to) {
+            f(line);
+        }
+    }
+}
+
+impl std::fmt::Debug for Notices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notices")
+    }
+}
+
+/// An attempt's process: a child of this process, or forked by a warm worker.
+#[derive(Debug)]
+enum Proc {
+    Child(Child),
+    Forked { pid: u32, worker: Arc<Worker> },
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        match self {
+            Self::Child(c) => c.id(),
+            Self::Forked { pid, .. } => *pid,
+        }
+    }
+
+    /// How it ended, once it did: its exit code (`None` when a signal killed it).
+    fn try_wait(&mut self) -> Result<Option<Option<i32>>, String> {
+        match self {
+            Self::Child(c) => c
+                .try_wait()
+                .map(|s| s.map(|s| s.code()))
+                .map_err(|e| e.to_string()),
+            Self::Forked { pid, worker } => Ok(worker.exit_of(*pid)?.map(|e| {
+                worker.forget(*pid);
+                e.code
+            })),
+        }
+    }
+
+    /// Kills its process group (the process and everything it started) and, for a child, reaps it.
+    fn kill(&mut self) {
+        kill_group(self.pid());
+        if let Self::Child(c) = self {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Kills process group `pgid`, if it still has members.
+fn kill_group(pgid: u32) {
+    if let Some(pid) = i32::try_from(pgid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
 }
 
 /// A running attempt's process and where its outcome will be.
 #[derive(Debug)]
 struct Running {
-    child: Child,
+    proc: Proc,
     /// A container engine runs it (its container must go on abort).
     in_engine: bool,
     /// The attempt's folder (`stderr.log`).
@@ -100,7 +221,59 @@ impl LocalConnector {
             python,
             containers,
             env: Vec::new(),
+            workers: Workers::default(),
+            pool: Mutex::default(),
+            notices: Notices::default(),
             running: Mutex::default(),
+        }
+    }
+
+    /// Whether Python tasks run in warm workers ([`Workers::On`] by default).
+    #[must_use]
+    pub fn with_workers(mut self, workers: Workers) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Where notices go, e.g. why a Python environment's tasks run as processes.
+    #[must_use]
+    pub fn with_notices(mut self, notices: Notices) -> Self {
+        self.notices = notices;
+        self
+    }
+
+    /// The warm worker of the interpreter behind `program` (a console script), started on first use;
+    /// `None` (once said why) when there is none.
+    fn worker_for(&self, program: &Path, env: &[(String, String)]) -> Option<Arc<Worker>> {
+        if self.workers == Workers::Off {
+            return None;
+        }
+        let script = if program.components().count() > 1 {
+            program.to_path_buf()
+        } else {
+            on_path(program)?
+        };
+        let python = interpreter_of(&script)?;
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        match pool.get(&python) {
+            Some(Slot::Up(w)) if !w.is_gone() => return Some(w.clone()),
+            Some(Slot::Unavailable) => return None,
+            _ => {}
+        }
+        match Worker::start(&python, env) {
+            Ok(w) => {
+                let w = Arc::new(w);
+                pool.insert(python, Slot::Up(w.clone()));
+                Some(w)
+            }
+            Err(why) => {
+                self.notices.say(&format!(
+                    "Python tasks of {} run as processes, without a warm worker: {why}",
+                    python.display()
+                ));
+                pool.insert(python, Slot::Unavailable);
+                None
+            }
         }
     }
 
@@ -122,6 +295,7 @@ impl LocalConnector {
         let Some(mut r) = self.running().remove(name) else {
             return;
         };
+        r.proc.kill();
         // Killing the engine's client would leave the container running: remove it first.
         if let (true, Containers::Engine { program, .. }) = (r.in_engine, &self.containers) {
             let _ = Command::new(program)
@@ -131,8 +305,6 @@ impl LocalConnector {
                 .stderr(Stdio::null())
                 .status();
         }
-        let _ = r.child.kill();
-        let _ = r.child.wait();
     }
 
     /// Prepares the attempt's folder and starts its process; a second start of a running attempt keeps
@@ -210,17 +382,54 @@ impl LocalConnector {
                 (self.resolve_program(first), argv[1..].to_vec())
             }
         };
+        let (stdout, stderr) = (dir.join("stdout.log"), dir.join("stderr.log"));
+        // A Python task forked from a warm worker, when its interpreter has one.
+        if data.is_none()
+            && let Some(w) = self.worker_for(&program, &self.env)
+        {
+            let mut argv = vec![program.display().to_string()];
+            argv.extend(args.iter().cloned());
+            let mut full: BTreeMap<String, String> = std::env::vars().collect();
+            full.extend(env.iter().cloned());
+            let req = worker::Request {
+                argv: &argv,
+                env: &full,
+                cwd: &dir,
+                stdout: &stdout,
+                stderr: &stderr,
+            };
+            match w.spawn(&req) {
+                Ok(pid) => {
+                    self.running().insert(
+                        t.name.clone(),
+                        Running {
+                            proc: Proc::Forked { pid, worker: w },
+                            in_engine: false,
+                            dir,
+                            out,
+                            data_out: None,
+                        },
+                    );
+                    return Ok(None);
+                }
+                Err(why) => self.notices.say(&format!(
+                    "`{}` runs as a new process per task: {why}",
+                    program.display()
+                )),
+            }
+        }
         let mut cmd = Command::new(&program);
         cmd.args(&args)
             .current_dir(&dir)
+            .process_group(0)
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.join("stdout.log"))?)
-            .stderr(std::fs::File::create(dir.join("stderr.log"))?);
+            .stdout(std::fs::File::create(&stdout)?)
+            .stderr(std::fs::File::create(&stderr)?);
         if engine.is_none() {
             cmd.envs(env);
         }
         let child = match cmd.spawn() {
-            Ok(c) => c,
+            Ok(c) => Proc::Child(c),
             Err(e) => {
                 return Ok(Some(failed(
                     "CommandNotFound",
@@ -233,7 +442,7 @@ impl LocalConnector {
         self.running().insert(
             t.name.clone(),
             Running {
-                child,
+                proc: child,
                 in_engine: engine.is_some(),
                 dir,
                 out,
@@ -254,13 +463,23 @@ impl LocalConnector {
                 false,
             ));
         };
-        let Some(exit) = r.child.try_wait().map_err(|e| Transient(e.to_string()))? else {
-            return Ok(TaskStatus::Running);
+        let exit = match r.proc.try_wait() {
+            Ok(Some(code)) => code,
+            Ok(None) => return Ok(TaskStatus::Running),
+            Err(why) => {
+                // Its worker is gone, and with it any news of its end: stop it, so its retry runs alone.
+                if let Some(r) = running.remove(name) {
+                    kill_group(r.proc.pid());
+                }
+                return Ok(failed("WorkerLost", why, ErrorKind::System, true));
+            }
         };
         let Some(r) = running.remove(name) else {
             return Err(Transient("the attempt vanished".into()));
         };
         drop(running);
+        // Whatever the task left running in its group ends with it, as a container's processes do.
+        kill_group(r.proc.pid());
         let stderr_tail = tail(&r.dir.join("stderr.log"));
         if let Some((data_out, outputs)) = &r.data_out {
             return Ok(updraft_copilot_data::outcome(
@@ -268,12 +487,12 @@ impl LocalConnector {
                 outputs,
                 None,
                 &updraft_copilot_data::LocalFiles,
-                exit.code(),
+                exit,
                 &stderr_tail,
             )
             .unwrap_or_else(|e| failed("DataError", e.to_string(), ErrorKind::System, true)));
         }
-        Ok(read_outcome(&r.out, exit.code(), &stderr_tail))
+        Ok(read_outcome(&r.out, exit, &stderr_tail))
     }
 
     fn resolve_program(&self, program: &str) -> PathBuf {
@@ -337,6 +556,15 @@ impl Connector for LocalConnector {
         self.kill(process_name(h)?);
         Ok(())
     }
+}
+
+/// Where `program` is on PATH.
+fn on_path(program: &Path) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
 }
 
 /// The attempt name a local handle holds.
