@@ -585,3 +585,71 @@ fn plan_prints_the_objects_native_tasks_would_create() {
     assert_eq!(code, 1);
     assert!(err.contains("no task `nope`"), "{err}");
 }
+
+/// Two maps at once: on a terminal each keeps a live line of its own, drawn together; elsewhere plain
+/// lines only.
+#[test]
+fn progress_keeps_a_line_per_running_node_on_a_terminal_and_plain_lines_elsewhere() {
+    let state = temp_dir("progress");
+    let yaml = state.join("two-maps.yaml");
+    std::fs::write(
+        &yaml,
+        r#"
+version: 1
+image: busybox:1
+tasks:
+  nap:
+    type: container
+    inputs: {x: int}
+    outputs: {}
+    command: [sh, -c, 'sleep 0.3']
+workflows:
+  wf:
+    nodes:
+      - {id: left, map: {task: nap, parallelism: 2}, inputs: {x: [1, 2, 3, 4, 5, 6]}}
+      - {id: right, map: {task: nap, parallelism: 2}, inputs: {x: [1, 2, 3, 4, 5, 6]}}
+"#,
+    )
+    .unwrap();
+    let args = |dir: &str| {
+        vec![
+            "run".to_string(),
+            yaml.display().to_string(),
+            "--containers".into(),
+            "process".into(),
+            "--parallelism".into(),
+            "4".into(),
+            "--state-dir".into(),
+            state.join(dir).display().to_string(),
+        ]
+    };
+    // Not a terminal: plain lines, no cursor movement.
+    let plain: Vec<String> = args("plain");
+    let plain: Vec<&str> = plain.iter().map(String::as_str).collect();
+    let (code, _, err) = updraft(&plain);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains('\x1b'), "{err}");
+    assert!(
+        err.contains("left                     [###############...............] 3/6"),
+        "{err}"
+    );
+    // A terminal (util-linux's `script` gives the run a pseudo-terminal).
+    let command = std::iter::once(env!("CARGO_BIN_EXE_updraft").to_string())
+        .chain(args("tty"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(common::root())
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    // A frame is drawn between cursor movements; one shows both maps' bars.
+    let together = tty.split("\x1b[").any(|frame| {
+        frame.contains(" left ") && frame.contains(" right ") && frame.matches("/6 ").count() >= 2
+    });
+    assert!(together, "no frame shows both maps' lines: {tty:?}");
+    assert!(tty.contains("/6"), "{tty:?}");
+    let _ = std::fs::remove_dir_all(&state);
+}
