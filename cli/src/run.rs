@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::time::Instant;
 
@@ -336,6 +337,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         "updraft: running {workflow} as {name} (state in {})",
         root.display()
     ));
+    // Ctrl-C (or SIGTERM) aborts the run, stopping its tasks and everything they started; a second
+    // one ends `updraft` at once.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, interrupted.clone())
+            .and_then(|_| signal_hook::flag::register(sig, interrupted.clone()))
+            .context("cannot handle Ctrl-C")?;
+    }
+    let mut told_interrupted = false;
     d.start_run(name.clone(), program, None, inputs)?;
     let mut seen_signals = BTreeSet::new();
     let mut told_waiting = false;
@@ -344,6 +354,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             if let Some(code) = d.step(run, ev)? {
                 return Ok(code);
             }
+        }
+        if interrupted.load(Ordering::Relaxed) && !told_interrupted {
+            told_interrupted = true;
+            d.progress.line(&format!(
+                "updraft: interrupted: aborting {name} (interrupt again to quit at once)"
+            ));
+            d.local.push_back((
+                0,
+                Event::Abort {
+                    reason: "interrupted".into(),
+                },
+            ));
+            continue;
         }
         d.summary.phase = format!("{:?}", d.runs[0].exec.phase());
         d.summary.waiting_for = d.waiting_signals.iter().cloned().collect();

@@ -1,8 +1,9 @@
 //! `updraft run`'s task processes, with warm workers (the default) and without (`--workers off`), with the
 //! real flytekit: each task its own process (group, environment, working folder, output files), what a
 //! task starts dying with it on a timeout or an abort (Python tasks in both modes, raw containers run as
-//! processes), a task killed by a signal leaving its siblings alone, a lost worker's task retried by a new
-//! one, and an interpreter that cannot host a worker running its tasks as processes, saying why.
+//! processes), on Ctrl-C (the run aborts) and when `updraft` itself is killed (warm workers' tasks), a task
+//! killed by a signal leaving its siblings alone, a lost worker's task retried by a new one, and an
+//! interpreter that cannot host a worker running its tasks as processes, saying why.
 //!
 //! Needs the Python environment `scripts/python-env` makes (`UPDRAFT_TEST_PYTHON`, set by `scripts/test`)
 //! and, for the fallback, the moto environment (`UPDRAFT_TEST_MOTO`, a Python without flytekit).
@@ -151,28 +152,9 @@ fn a_timed_out_python_task_takes_what_it_started_with_it() {
 #[test]
 fn an_aborted_python_task_takes_what_it_started_with_it() {
     let state = temp_dir("orphan-abort");
-    let pidfile = state.join("grandchild.pid");
-    let python = flytekit_python();
-    let input = format!("pidfile={}", pidfile.display());
-    let s = state.to_str().unwrap();
-    let child = spawn_updraft(
-        &[
-            "run",
-            PACKAGE,
-            "-w",
-            "fixtures.processes.abort_wf",
-            "-i",
-            &input,
-            "--python",
-            python.to_str().unwrap(),
-            "--state-dir",
-            s,
-        ],
-        &[("PYTHONPATH", fixture_src().as_os_str())],
-    );
-    let pid = pid_in(&pidfile);
-    assert!(alive(pid));
+    let (child, pid) = start_lingering(&state, "on");
     let (name, _) = wait_for(&state, |v| v["phase"] == "Running");
+    let s = state.to_str().unwrap();
     let (code, _, err) = updraft(&["abort", &name, "--reason", "enough", "--state-dir", s]);
     assert_eq!(code, 0, "{err}");
     let out = child.wait_with_output().unwrap();
@@ -363,6 +345,75 @@ fn an_interpreter_without_flytekit_runs_tasks_as_processes_saying_why() {
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&out).unwrap()["o0"][0],
         "a"
+    );
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+/// Starts `abort_wf` (a task whose `sleep 300` grandchild and itself would run 5 minutes) in the
+/// background; the run and the grandchild's pid.
+fn start_lingering(state: &Path, workers: &str) -> (std::process::Child, u32) {
+    let pidfile = state.join("grandchild.pid");
+    let python = flytekit_python();
+    let input = format!("pidfile={}", pidfile.display());
+    let child = spawn_updraft(
+        &[
+            "run",
+            PACKAGE,
+            "-w",
+            "fixtures.processes.abort_wf",
+            "-i",
+            &input,
+            "--workers",
+            workers,
+            "--python",
+            python.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[("PYTHONPATH", fixture_src().as_os_str())],
+    );
+    let pid = pid_in(&pidfile);
+    assert!(alive(pid));
+    (child, pid)
+}
+
+fn send(signal: &str, pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn an_interrupted_run_aborts_and_its_tasks_take_what_they_started_with_them() {
+    for workers in ["on", "off"] {
+        let state = temp_dir(&format!("interrupt-{workers}"));
+        let (child, grandchild) = start_lingering(&state, workers);
+        send("-INT", child.id());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("interrupted: aborting"), "{stderr}");
+        assert!(stderr.contains("was aborted: interrupted"), "{stderr}");
+        assert!(
+            gone(grandchild),
+            "--workers {workers}: the task's `sleep 300` ({grandchild}) outlived the run"
+        );
+        let _ = std::fs::remove_dir_all(&state);
+    }
+}
+
+#[test]
+fn a_killed_run_takes_its_warm_workers_tasks_with_it() {
+    let state = temp_dir("killed-run");
+    let (mut child, grandchild) = start_lingering(&state, "on");
+    // SIGKILL cannot be handled: the worker sees its connector gone and stops what it started.
+    send("-KILL", child.id());
+    let _ = child.wait();
+    assert!(
+        gone(grandchild),
+        "the task's `sleep 300` ({grandchild}) outlived the run"
     );
     let _ = std::fs::remove_dir_all(&state);
 }

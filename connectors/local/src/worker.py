@@ -42,7 +42,11 @@ BASE_PYTHONPATH = os.environ.get("PYTHONPATH", "")
 def send(obj):
     data = (json.dumps(obj) + "\n").encode()
     while data:
-        n = os.write(PROTO_OUT, data)
+        try:
+            n = os.write(PROTO_OUT, data)
+        except BrokenPipeError:  # the connector is gone
+            stop_all()
+            os._exit(0)
         data = data[n:]
 
 
@@ -84,8 +88,11 @@ def run_task(req, ep):
     try:
         os.setsid()
         signal.set_wakeup_fd(-1)
-        for s in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
-            signal.signal(s, signal.SIG_DFL)
+        # Signal handling as a new interpreter starts with it.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         os.close(PROTO_IN)
         os.close(PROTO_OUT)
         for fd, path in ((1, req["stdout"]), (2, req["stderr"])):
@@ -158,7 +165,20 @@ def start(req):
     pid = os.fork()
     if pid == 0:
         run_task(req, ep)
+    RUNNING.add(pid)
     return {"pid": pid}
+
+
+RUNNING = set()
+
+
+def stop_all():
+    """The connector is gone (its process ended, however it ended): so do the tasks it started."""
+    for pid in RUNNING:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def reap():
@@ -169,6 +189,7 @@ def reap():
             return
         if pid == 0:
             return
+        RUNNING.discard(pid)
         if os.WIFSIGNALED(status):
             send({"exit": pid, "signal": os.WTERMSIG(status)})
         else:
@@ -181,7 +202,8 @@ def main():
     os.set_blocking(wake_r, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # Ctrl-C reaches the whole foreground group; the connector decides what stops, not the terminal.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import threading
 
     send(
@@ -209,7 +231,8 @@ def main():
         if PROTO_IN in ready:
             chunk = os.read(PROTO_IN, 65536)
             if not chunk:
-                return  # the connector is gone; tasks already running finish on their own
+                stop_all()
+                return
             buf += chunk
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)

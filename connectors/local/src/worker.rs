@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -91,6 +92,8 @@ impl Worker {
     pub fn start(python: &Path, env: &[(String, String)]) -> Result<Self, String> {
         let mut child = Command::new(python)
             .args(["-u", "-c", WORKER_PY])
+            // Its own group: a Ctrl-C at the terminal reaches `updraft`, which decides what stops.
+            .process_group(0)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
