@@ -34,6 +34,8 @@ struct Case {
     extra: Vec<&'static str>,
     /// Also run with `--workers off` by default.
     off: bool,
+    /// Extra environment of `updraft run`.
+    env: Vec<(&'static str, &'static str)>,
 }
 
 /// One measured run.
@@ -86,6 +88,18 @@ fn main() {
             pythonpath: fixtures.join("src"),
             extra: vec![],
             off: true,
+            env: vec![],
+        },
+        Case {
+            name: "chain+preload",
+            what: "the same, the tasks' module also imported once by the worker (`UPDRAFT_WORKER_PRELOAD=fixtures.bench`)",
+            package: fixtures.join("bench.tgz"),
+            workflow: "fixtures.bench.chain_wf",
+            flytekit: Some(("fixtures.bench", "chain_wf")),
+            pythonpath: fixtures.join("src"),
+            extra: vec![],
+            off: false,
+            env: vec![("UPDRAFT_WORKER_PRELOAD", "fixtures.bench")],
         },
         Case {
             name: "map1000",
@@ -96,6 +110,7 @@ fn main() {
             pythonpath: fixtures.join("src"),
             extra: vec![],
             off: all_off,
+            env: vec![],
         },
         Case {
             name: "napmap",
@@ -106,6 +121,7 @@ fn main() {
             pythonpath: fixtures.join("src"),
             extra: vec!["--parallelism", "16"],
             off: all_off,
+            env: vec![],
         },
         Case {
             name: "readme",
@@ -116,6 +132,7 @@ fn main() {
             pythonpath: example.clone(),
             extra: vec![],
             off: true,
+            env: vec![],
         },
         Case {
             name: "hello.yaml",
@@ -126,6 +143,7 @@ fn main() {
             pythonpath: example.clone(),
             extra: vec!["--containers", "process"],
             off: false,
+            env: vec![],
         },
     ];
     let picked: Option<Vec<String>> = std::env::var("UPDRAFT_BENCH_CASES")
@@ -211,6 +229,7 @@ fn updraft_run(python: &Path, case: &Case, workers: &str, work: &Path) -> Figure
         .arg(&state)
         .args(&case.extra)
         .env("PYTHONPATH", &case.pythonpath)
+        .envs(case.env.iter().copied())
         .current_dir(root());
     let (wall, peak, out, err, ok) = measured(cmd);
     assert!(ok, "{} (--workers {workers}): {err}", case.name);

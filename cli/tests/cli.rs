@@ -642,7 +642,9 @@ workflows:
         .args(["-qec", &command, "/dev/null"])
         .current_dir(common::root())
         .output()
-        .unwrap();
+        .unwrap_or_else(|e| {
+            panic!("util-linux's `script` (Debian: bsdutils) gives the run a terminal: {e}")
+        });
     let tty = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{tty}");
     // A frame is drawn between cursor movements; one shows both maps' bars.

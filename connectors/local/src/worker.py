@@ -15,6 +15,7 @@
 # `sys.path` as that interpreter would have it for that environment. It runs the console script named by
 # argv[0] (found in this environment's entry points) and exits with its exit code.
 
+import gc
 import json
 import os
 import select
@@ -80,6 +81,11 @@ for name in ("pyflyte-execute", "pyflyte-map-execute"):
             LOADED[name] = SCRIPTS[name].load()
         except Exception:
             pass
+
+# What is imported now stays out of the collector's sight, so a task's collections do not write to
+# (and copy) the pages it shares with the worker.
+gc.collect()
+gc.freeze()
 
 
 def run_task(req, ep):
