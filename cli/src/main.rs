@@ -306,6 +306,10 @@ enum Command {
         /// settings' data.prefix, else s3://updraft-data/executions).
         #[arg(long)]
         data_prefix: Option<String>,
+        /// Output format: YAML documents (strings any YAML reader reads back as strings), or one JSON
+        /// array of the objects.
+        #[arg(long, value_enum, default_value_t = plan::Format::Yaml)]
+        format: plan::Format,
     },
     /// Draw a workflow's DAG, with branches, maps and subworkflows shown as such.
     Graph {
@@ -350,6 +354,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             settings,
             config,
             data_prefix,
+            format,
         } => {
             let settings = load_settings(settings.as_deref(), config.as_deref())?;
             let data_prefix = data_prefix.unwrap_or_else(|| match settings.s3_prefix() {
@@ -363,6 +368,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 index,
                 settings,
                 data_prefix,
+                format,
             })
         }
         Command::Graph {

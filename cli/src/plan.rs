@@ -1,4 +1,5 @@
-//! `updraft plan`: the Kubernetes objects native tasks would create, printed as YAML, without a cluster.
+//! `updraft plan`: the Kubernetes objects native tasks would create, printed as YAML (read back the same by
+//! YAML 1.1 and 1.2 readers; see `updraft_connector_eks::to_yaml`) or JSON, without a cluster.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,6 +24,17 @@ pub struct PlanArgs {
     pub settings: updraft_settings::Settings,
     /// Base URI of execution data.
     pub data_prefix: String,
+    /// How the objects are printed.
+    pub format: Format,
+}
+
+/// How `updraft plan` prints the objects.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    /// YAML documents, each after a comment naming its task, separated by `---`.
+    Yaml,
+    /// One JSON array of every object.
+    Json,
 }
 
 /// The cluster settings of `settings` (its `eks` section; the defaults without one).
@@ -71,6 +83,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         given.insert(k.into(), value);
     }
     let mut out = String::new();
+    let mut all = Vec::new();
     for task in tasks {
         let mut inputs = LiteralMap::default();
         for (k, v) in &given {
@@ -91,11 +104,16 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             Err(e) => bail!("{e}"),
         };
         for o in objects {
+            let json = o.to_json();
             out.push_str(&format!("# task {} ({})\n", task.name, task.plugin));
-            out.push_str(&serde_norway::to_string(&o.to_json())?);
+            out.push_str(&updraft_connector_eks::to_yaml(&json));
             out.push_str("---\n");
+            all.push(json);
         }
     }
-    print!("{out}");
+    match args.format {
+        Format::Yaml => print!("{out}"),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+    }
     Ok(ExitCode::SUCCESS)
 }

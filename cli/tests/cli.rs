@@ -573,7 +573,7 @@ fn plan_prints_the_objects_native_tasks_would_create() {
     assert_eq!(code, 0);
     assert_eq!(out.matches("\n---\n").count(), 3, "{out}");
     assert!(
-        out.contains("- '1.5'"),
+        out.contains("- \"1.5\""),
         "the input is rendered into the command: {out}"
     );
     let (code, _, err) = updraft(&[
@@ -654,4 +654,62 @@ workflows:
     assert!(together, "no frame shows both maps' lines: {tty:?}");
     assert!(tty.contains("/6"), "{tty:?}");
     let _ = std::fs::remove_dir_all(&state);
+}
+
+/// `updraft plan`'s YAML is read back as the very objects of `--format json` by a YAML 1.1 reader
+/// (PyYAML, as kubectl's reader is 1.1): every fixture with native tasks, including a pod whose
+/// annotations are `yes`, `on`, `0755`, `1:30` and a date.
+#[test]
+fn plan_yaml_reads_back_as_the_same_objects_in_yaml_1_1() {
+    let python = common::flytekit_python();
+    let dir = temp_dir("plan-yaml11");
+    let files = [
+        "tests/fixtures/flytekit/containers.tgz",
+        "tests/fixtures/flytekit/maps.tgz",
+        "tests/fixtures/flytekit/training.tgz",
+        "tests/fixtures/flytekit/spark_tasks.tgz",
+        "tests/fixtures/flytekit/processes.tgz",
+        "tests/fixtures/yaml/everything.yaml",
+        "examples/hello.yaml",
+    ];
+    for file in files {
+        let (code, yaml, err) = updraft(&["plan", file]);
+        assert_eq!(code, 0, "{file}: {err}");
+        let (code, json, err) = updraft(&["plan", file, "--format", "json"]);
+        assert_eq!(code, 0, "{file}: {err}");
+        let (y, j) = (dir.join("plan.yaml"), dir.join("plan.json"));
+        std::fs::write(&y, &yaml).unwrap();
+        std::fs::write(&j, &json).unwrap();
+        let out = std::process::Command::new(&python)
+            .args([
+                "-c",
+                "import json, sys, yaml\n\
+                 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]\n\
+                 want = json.load(open(sys.argv[2]))\n\
+                 print(len(docs), docs == want)\n\
+                 for d, w in zip(docs, want):\n    d == w or print(repr(d), repr(w))",
+            ])
+            .arg(&y)
+            .arg(&j)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let objects = serde_json::from_str::<serde_json::Value>(&json).unwrap();
+        let n = objects.as_array().unwrap().len();
+        assert!(n > 0, "{file}");
+        assert!(said.starts_with(&format!("{n} True")), "{file}: {said}");
+        if file.ends_with("everything.yaml") {
+            assert!(
+                json.contains("\"sidecar.istio.io/inject\": \"yes\""),
+                "{json}"
+            );
+            assert!(yaml.contains("sidecar.istio.io/inject: \"yes\""), "{yaml}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

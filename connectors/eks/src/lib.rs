@@ -24,6 +24,7 @@ mod kubeflow;
 pub mod pod;
 mod spark;
 pub mod status;
+mod yaml;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -37,6 +38,7 @@ pub use config::{EksConfig, Interruptible};
 pub use connector::EksConnector;
 pub use updraft_connector::AttemptPaths;
 pub use updraft_connector::plan_launch;
+pub use yaml::to_yaml;
 
 /// A Kubernetes object to create.
 #[derive(Debug, Clone, PartialEq)]

@@ -38,7 +38,7 @@ fn objects(task: &CompiledTask, index: Option<u32>, config: &EksConfig) -> Vec<O
 fn yaml_text(objects: &[Object]) -> String {
     objects
         .iter()
-        .map(|o| serde_norway::to_string(&o.to_json()).unwrap())
+        .map(|o| updraft_connector_eks::to_yaml(&o.to_json()))
         .collect::<Vec<_>>()
         .join("---\n")
 }

@@ -1,4 +1,4 @@
-//! YAML that every reader reads back as the same objects, YAML 1.1 readers included (kubectl's, PyYAML):
+//! The objects as YAML that every reader reads back as the same objects, YAML 1.1 readers included (kubectl's, PyYAML):
 //! a string is written plain only when it cannot be read as anything else — letters, digits and `_./-`,
 //! starting with a letter, `/` or `_`, and not one of YAML 1.1's booleans or nulls (`yes`, `no`, `on`,
 //! `off`, `y`, `n`, `~`, …). Every other string is double-quoted (as JSON writes it, which YAML reads
@@ -22,8 +22,8 @@ pub fn to_yaml(v: &Value) -> String {
 
 /// YAML 1.1's words for booleans and null, which a plain scalar must not be.
 const WORDS: &[&str] = &[
-    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false", "False",
-    "FALSE", "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL",
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false",
+    "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL",
 ];
 
 /// Whether `s` reads back as the same string when written plain, in YAML 1.1 and 1.2 alike.
@@ -145,14 +145,33 @@ mod tests {
         });
         let y = to_yaml(&v);
         for quoted in [
-            "\"yes\": \"yes\"", "\"on\": \"off\"", "\"n\": \"y\"", "tilde: \"~\"", "octal: \"0755\"",
-            "time: \"1:30\"", "date: \"2024-01-01\"", "float: \"1e3\"", "inf: \".inf\"",
-            "empty: \"\"", "space: \" x\"", "image: \"ghcr.io/x:1\"", "- \"no\"",
-            "multi: \"a\\nb \\\"q\\\"\"", "\"null\": null",
+            "\"yes\": \"yes\"",
+            "\"on\": \"off\"",
+            "\"n\": \"y\"",
+            "tilde: \"~\"",
+            "octal: \"0755\"",
+            "time: \"1:30\"",
+            "date: \"2024-01-01\"",
+            "float: \"1e3\"",
+            "inf: \".inf\"",
+            "empty: \"\"",
+            "space: \" x\"",
+            "image: \"ghcr.io/x:1\"",
+            "- \"no\"",
+            "multi: \"a\\nb \\\"q\\\"\"",
+            "\"null\": null",
         ] {
             assert!(y.contains(quoted), "{quoted} in\n{y}");
         }
-        for plain in ["big: 1.0e+300", "small: 1.5e-7", "name: python-task", "path: /var/inputs", "int: 3", "bool: true", "- a"] {
+        for plain in [
+            "big: 1.0e+300",
+            "small: 1.5e-7",
+            "name: python-task",
+            "path: /var/inputs",
+            "int: 3",
+            "bool: true",
+            "- a",
+        ] {
             assert!(y.contains(plain), "{plain} in\n{y}");
         }
         // And it is YAML that reads back as the same value.
