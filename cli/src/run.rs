@@ -901,15 +901,14 @@ fn drive(
     if matches!(lock(handles).get(name), Some(Slot::Aborted)) {
         return aborted();
     }
-    // The attempt's folders on this machine, and its inputs.
+    // The attempt's folders on this machine, its inputs (and its template, when it reads it).
     let prepared = [&a.paths.output_prefix, &a.paths.raw_output_prefix]
         .iter()
         .filter(|p| !p.contains("://"))
         .try_for_each(std::fs::create_dir_all)
         .map_err(|e| e.to_string())
         .and_then(|()| {
-            use updraft_proto::Message;
-            rt.block_on(a.data.put(&a.paths.input, a.launch.inputs.encode_to_vec()))
+            rt.block_on(a.paths.write_inputs(a.data, a.launch, a.task))
                 .map_err(|e| e.to_string())
         });
     if let Err(e) = prepared {

@@ -612,10 +612,10 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
         let (this, ctx) = (self.t, &mut *self.ctx);
         let exec = ctx.item.name.clone();
         let paths = AttemptPaths::under(&data_prefix(&this.clients, &exec), &t);
-        this.clients
-            .blobs
-            .put(&paths.input, t.inputs.encode_to_vec())
-            .await?;
+        paths
+            .write_inputs(&this.clients.blobs, &t, task)
+            .await
+            .map_err(|e| Error::Aws(e.0))?;
         let a = Attempt {
             launch: &t,
             task,

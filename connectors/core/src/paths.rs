@@ -2,13 +2,19 @@
 //! the same under a local folder and under an `s3://` prefix, and the template variables a task's
 //! arguments are rendered with.
 
+use updraft_engine::compile::CompiledTask;
 use updraft_engine::exec::TaskLaunch;
 use updraft_engine::template::Vars;
+use updraft_proto::Message;
+use updraft_proto::core::{TaskTemplate, task_template::Target};
+
+use crate::{DataStore, Transient};
 
 /// Where an attempt reads and writes: paths under a local folder, or URIs under `s3://…`.
 ///
 /// The layout under an execution's base: `<node>[-<index>]/<attempt>/` holding `inputs.pb`, the output
-/// prefix `out/` (`outputs.pb`, `error.pb`, `futures.pb`), the raw output data `raw/` and `checkpoint/`.
+/// prefix `out/` (`outputs.pb`, `error.pb`, `futures.pb`), the raw output data `raw/` and `checkpoint/`,
+/// and `task.pb` (the task template) for a task whose arguments name `{{.taskTemplatePath}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptPaths {
     /// The execution's base (a folder, or a prefix such as `s3://bucket/executions/<exec>`), which
@@ -26,6 +32,8 @@ pub struct AttemptPaths {
     pub checkpoint_prefix: String,
     /// The previous attempt's checkpoints, after the first attempt.
     pub prev_checkpoint_prefix: Option<String>,
+    /// The task template (`{{.taskTemplatePath}}`), written only for a task that reads it.
+    pub task_template: String,
 }
 
 impl AttemptPaths {
@@ -44,6 +52,7 @@ impl AttemptPaths {
             output_prefix: format!("{here}/out"),
             raw_output_prefix: format!("{here}/raw"),
             checkpoint_prefix: format!("{here}/checkpoint"),
+            task_template: format!("{here}/task.pb"),
             prev_checkpoint_prefix: (launch.attempt > 0)
                 .then(|| format!("{}/checkpoint", dir(launch.attempt - 1))),
             dir: here,
@@ -61,11 +70,46 @@ impl AttemptPaths {
             checkpoint_prefix: &self.checkpoint_prefix,
             prev_checkpoint_prefix: self.prev_checkpoint_prefix.as_deref(),
             per_retry_key: &launch.name,
-            task_template_path: "",
+            task_template_path: &self.task_template,
             namespace,
             inputs: Some(&launch.inputs),
         }
     }
+}
+
+impl AttemptPaths {
+    /// Writes what the attempt reads before it starts: its inputs and, when its arguments name
+    /// `{{.taskTemplatePath}}` (flytekit's `SQLite3Task` and other tasks whose code ships in their image,
+    /// run by `default_task_template_resolver`), its task template.
+    pub async fn write_inputs(
+        &self,
+        data: &dyn DataStore,
+        launch: &TaskLaunch,
+        task: &CompiledTask,
+    ) -> Result<(), Transient> {
+        data.put(&self.input, launch.inputs.encode_to_vec()).await?;
+        if reads_template(&task.template) {
+            data.put(&self.task_template, task.template.encode_to_vec())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a task's container (or pod) arguments name `{{.taskTemplatePath}}`.
+fn reads_template(t: &TaskTemplate) -> bool {
+    let text = match &t.target {
+        Some(Target::Container(c)) => c.command.iter().chain(&c.args).cloned().collect(),
+        Some(Target::K8sPod(p)) => p
+            .pod_spec
+            .as_ref()
+            .map(|s| updraft_engine::literal::struct_json(s).to_string())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    text.to_ascii_lowercase()
+        .replace(' ', "")
+        .contains("{{.tasktemplatepath}}")
 }
 
 #[cfg(test)]
@@ -105,6 +149,33 @@ mod tests {
             p.prev_checkpoint_prefix.as_deref(),
             Some("/tmp/x/n0-3/1/checkpoint")
         );
+    }
+
+    #[test]
+    fn only_a_task_naming_its_template_path_reads_it() {
+        use updraft_proto::core::Container;
+        let with = |args: &[&str]| TaskTemplate {
+            target: Some(Target::Container(Container {
+                args: args.iter().map(|a| a.to_string()).collect(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        // flytekit's SQLite3Task, as `pyflyte package` writes it.
+        assert!(reads_template(&with(&[
+            "pyflyte-execute",
+            "--resolver",
+            "flytekit.core.python_customized_container_task.default_task_template_resolver",
+            "--",
+            "{{.taskTemplatePath}}",
+            "flytekit.extras.sqlite3.task.SQLite3TaskExecutor",
+        ])));
+        assert!(reads_template(&with(&["{{ .TaskTemplatePath }}"])));
+        assert!(!reads_template(&with(&["pyflyte-execute", "{{.input}}"])));
+        assert!(!reads_template(&TaskTemplate::default()));
+        let l = launch(None, 0);
+        let p = AttemptPaths::under("/s", &l);
+        assert_eq!(p.vars(&l, "ns").task_template_path, "/s/n0/0/task.pb");
     }
 
     #[test]
