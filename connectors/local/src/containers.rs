@@ -43,7 +43,7 @@ impl std::fmt::Display for Containers {
 }
 
 /// The first `name` file in the folders of `path` (a `PATH`-style list).
-fn on_path(name: &str, path: &OsStr) -> Option<PathBuf> {
+pub(crate) fn on_path(name: &str, path: &OsStr) -> Option<PathBuf> {
     std::env::split_paths(path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())

@@ -113,11 +113,7 @@ impl Notices {
     }
 
     fn say(&self, line: &str) {
-        let new = self
-            .said
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(line.to_string());
+        let new = lock(&self.said).insert(line.to_string());
         if let (true, Some(f)) = (new, &self.to) {
             f(line);
         }
@@ -251,10 +247,10 @@ impl LocalConnector {
         let script = if program.components().count() > 1 {
             program.to_path_buf()
         } else {
-            on_path(program)?
+            worker::on_path(program.to_str()?)?
         };
         let python = interpreter_of(&script)?;
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = lock(&self.pool);
         match pool.get(&python) {
             Some(Slot::Up(w)) if !w.is_gone() => return Some(w.clone()),
             Some(Slot::Unavailable) => return None,
@@ -286,8 +282,7 @@ impl LocalConnector {
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
-        // A panic while holding the lock leaves the map as it was: keep using it.
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.running)
     }
 
     /// Kills the process of attempt `name`, if it runs (and removes its container, when an engine runs it).
@@ -412,10 +407,18 @@ impl LocalConnector {
                     );
                     return Ok(None);
                 }
-                Err(why) => self.notices.say(&format!(
-                    "`{}` runs as a new process per task: {why}",
-                    program.display()
-                )),
+                Err(why) => {
+                    // A worker that is gone or does not answer serves no more tasks: the next task
+                    // starts a new one.
+                    if let worker::Refused::Gone(_) = why {
+                        lock(&self.pool).remove(w.python());
+                        w.stop();
+                    }
+                    self.notices.say(&format!(
+                        "`{}` runs as a new process per task: {why}",
+                        program.display()
+                    ));
+                }
             }
         }
         let mut cmd = Command::new(&program);
@@ -558,13 +561,9 @@ impl Connector for LocalConnector {
     }
 }
 
-/// Where `program` is on PATH.
-fn on_path(program: &Path) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(program))
-            .find(|p| p.is_file())
-    })
+/// Locks `m`; a panic while another thread held it leaves what it guards as it was: keep using it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The attempt name a local handle holds.

@@ -11,7 +11,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
+
+use crate::lock;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -80,10 +82,6 @@ pub enum Refused {
     /// The worker is gone or does not answer; a process can still run the task.
     #[error("the warm worker stopped: {0}")]
     Gone(String),
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Worker {
@@ -311,16 +309,16 @@ pub fn interpreter_of(script: &Path) -> Option<PathBuf> {
     let mut words = first.strip_prefix("#!")?.split_whitespace();
     let mut interp = PathBuf::from(words.next()?);
     if interp.file_name().is_some_and(|f| f == "env") {
-        let name = words.find(|w| !w.starts_with('-'))?;
-        interp = std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(name))
-                .find(|p| p.is_file())
-        })?;
+        interp = on_path(words.find(|w| !w.starts_with('-'))?)?;
     }
     let is_python = interp
         .file_name()
         .and_then(|f| f.to_str())
         .is_some_and(|f| f.starts_with("python"));
     (interp.is_absolute() && is_python).then_some(interp)
+}
+
+/// Where `program` is on this process's PATH.
+pub(crate) fn on_path(program: &str) -> Option<PathBuf> {
+    crate::containers::on_path(program, &std::env::var_os("PATH")?)
 }
