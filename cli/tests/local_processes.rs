@@ -21,22 +21,37 @@ use common::{
 
 const PACKAGE: &str = "tests/fixtures/flytekit/processes.tgz";
 
-/// `updraft run PACKAGE -w fixtures.processes.<wf> <extra>` with the flytekit Python; (code, outputs,
-/// stderr).
-fn run(state: &Path, wf: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
+/// The arguments of `updraft run PACKAGE -w fixtures.processes.<wf> <extra>` with the flytekit Python
+/// and the state folder `state`.
+fn run_args(state: &Path, wf: &str, extra: &[&str]) -> Vec<String> {
     let python = flytekit_python();
-    let wf = format!("fixtures.processes.{wf}");
-    let mut args = vec![
+    [
         "run",
         PACKAGE,
         "-w",
-        &wf,
+        &format!("fixtures.processes.{wf}"),
         "--python",
         python.to_str().unwrap(),
         "--state-dir",
         state.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
+    ]
+    .iter()
+    .chain(extra)
+    .map(|a| a.to_string())
+    .collect()
+}
+
+/// Starts that run in the background (`run_args`).
+fn spawn_run(state: &Path, wf: &str, extra: &[&str]) -> std::process::Child {
+    let args = run_args(state, wf, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn_updraft(&args, &[("PYTHONPATH", fixture_src().as_os_str())])
+}
+
+/// Runs that run to its end: (code, outputs, stderr).
+fn run(state: &Path, wf: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    let args = run_args(state, wf, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, out, err) = updraft_env(
         &args,
         &[
@@ -259,21 +274,7 @@ fn workers_of(parent: u32) -> Vec<u32> {
 #[test]
 fn a_lost_worker_fails_its_task_as_a_system_error_and_a_new_one_takes_over() {
     let state = temp_dir("lost-worker");
-    let python = flytekit_python();
-    let s = state.to_str().unwrap();
-    let child = spawn_updraft(
-        &[
-            "run",
-            PACKAGE,
-            "-w",
-            "fixtures.processes.steady_wf",
-            "--python",
-            python.to_str().unwrap(),
-            "--state-dir",
-            s,
-        ],
-        &[("PYTHONPATH", fixture_src().as_os_str())],
-    );
+    let child = spawn_run(&state, "steady_wf", &[]);
     wait_for(&state, |v| v["nodes"]["n0"] == "Running");
     // The first task is forked (its attempt folder's stdout exists) once the worker is up.
     let exec = execution_dir(&state);
@@ -362,25 +363,8 @@ fn an_interpreter_without_flytekit_runs_tasks_as_processes_saying_why() {
 /// background; the run and the grandchild's pid.
 fn start_lingering(state: &Path, workers: &str) -> (std::process::Child, u32) {
     let pidfile = state.join("grandchild.pid");
-    let python = flytekit_python();
     let input = format!("pidfile={}", pidfile.display());
-    let child = spawn_updraft(
-        &[
-            "run",
-            PACKAGE,
-            "-w",
-            "fixtures.processes.abort_wf",
-            "-i",
-            &input,
-            "--workers",
-            workers,
-            "--python",
-            python.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-        &[("PYTHONPATH", fixture_src().as_os_str())],
-    );
+    let child = spawn_run(state, "abort_wf", &["-i", &input, "--workers", workers]);
     let pid = pid_in(&pidfile);
     assert!(alive(pid));
     (child, pid)

@@ -148,10 +148,7 @@ impl Proc {
                 .try_wait()
                 .map(|s| s.map(|s| s.code()))
                 .map_err(|e| e.to_string()),
-            Self::Forked { pid, worker } => Ok(worker.exit_of(*pid)?.map(|e| {
-                worker.forget(*pid);
-                e.code
-            })),
+            Self::Forked { pid, worker } => Ok(worker.take_exit(*pid)?.map(|e| e.code)),
         }
     }
 
@@ -238,9 +235,9 @@ impl LocalConnector {
         self
     }
 
-    /// The warm worker of the interpreter behind `program` (a console script), started on first use;
-    /// `None` (once said why) when there is none.
-    fn worker_for(&self, program: &Path, env: &[(String, String)]) -> Option<Arc<Worker>> {
+    /// The warm worker of the interpreter behind `program` (a console script), started on first use
+    /// with the connector's variables; `None` (once said why) when there is none.
+    fn worker_for(&self, program: &Path) -> Option<Arc<Worker>> {
         if self.workers == Workers::Off {
             return None;
         }
@@ -256,7 +253,7 @@ impl LocalConnector {
             Some(Slot::Unavailable) => return None,
             _ => {}
         }
-        match Worker::start(&python, env) {
+        match Worker::start(&python, &self.env) {
             Ok(w) => {
                 let w = Arc::new(w);
                 pool.insert(python, Slot::Up(w.clone()));
@@ -380,7 +377,7 @@ impl LocalConnector {
         let (stdout, stderr) = (dir.join("stdout.log"), dir.join("stderr.log"));
         // A Python task forked from a warm worker, when its interpreter has one.
         if data.is_none()
-            && let Some(w) = self.worker_for(&program, &self.env)
+            && let Some(w) = self.worker_for(&program)
         {
             let mut argv = vec![program.display().to_string()];
             argv.extend(args.iter().cloned());

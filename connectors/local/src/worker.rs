@@ -191,11 +191,12 @@ impl Worker {
         ))
     }
 
-    /// How process `pid` ended, once it did; `Err` when the worker is gone and cannot tell any more.
-    pub fn exit_of(&self, pid: u32) -> Result<Option<Exit>, String> {
-        let st = lock(&self.state.0);
-        if let Some(e) = st.exits.get(&pid) {
-            return Ok(Some(*e));
+    /// How process `pid` ended, once it did (told once: the end is forgotten as it is taken); `Err`
+    /// when the worker is gone and cannot tell any more.
+    pub fn take_exit(&self, pid: u32) -> Result<Option<Exit>, String> {
+        let mut st = lock(&self.state.0);
+        if let Some(e) = st.exits.remove(&pid) {
+            return Ok(Some(e));
         }
         if st.gone {
             return Err(format!(
@@ -204,11 +205,6 @@ impl Worker {
             ));
         }
         Ok(None)
-    }
-
-    /// Forgets the end of process `pid` (once its outcome was read).
-    pub fn forget(&self, pid: u32) {
-        lock(&self.state.0).exits.remove(&pid);
     }
 
     /// Whether the worker is gone (a new one is needed for new tasks).
