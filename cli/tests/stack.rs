@@ -452,81 +452,19 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
     assert!(err.contains("nothing to steer"), "{err}");
 }
 
-/// moto's server through `localstack/moto_launcher.py`, its jobs' state changes published to
-/// LocalStack's EventBridge; killed when dropped.
-struct Moto {
-    child: std::process::Child,
-    url: String,
-    python: String,
-}
-
-impl Moto {
-    fn start(events_endpoint: &str) -> Moto {
-        let python = std::env::var("UPDRAFT_TEST_MOTO").unwrap_or_else(|_| {
-            panic!(
-                "UPDRAFT_TEST_MOTO is not set: run the tests with `bash scripts/test`, which \
-                 prepares moto (localstack/moto-env)"
-            )
-        });
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let lifecycle = serde_json::json!({
-            "queue_seconds": 0.2, "run_seconds": 0.5, "events_endpoint": events_endpoint,
-        });
-        let child = std::process::Command::new(&python)
-            .arg(root().join("localstack/moto_launcher.py"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("UPDRAFT_MOTO_LIFECYCLE", lifecycle.to_string())
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start moto with {python}: {e}"));
-        let m = Moto {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            python,
-        };
-        poll(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port))
-                .map(drop)
-                .map_err(|_| "moto did not start")
-        });
-        m
-    }
-
-    /// Starts a SageMaker training job (boto3, as a user's script would).
-    fn training_job(&self, name: &str) {
-        let script = "import boto3, sys\n\
-            boto3.client('sagemaker', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
-                aws_access_key_id='test', aws_secret_access_key='test').create_training_job(\n\
-                TrainingJobName=sys.argv[2],\n\
-                AlgorithmSpecification={'TrainingImage': 'trainer:1', 'TrainingInputMode': 'File'},\n\
-                RoleArn='arn:aws:iam::123456789012:role/trainer',\n\
-                OutputDataConfig={'S3OutputPath': 's3://models/out'},\n\
-                ResourceConfig={'InstanceType': 'ml.m5.large', 'InstanceCount': 1, 'VolumeSizeInGB': 1},\n\
-                StoppingCondition={'MaxRuntimeInSeconds': 60})\n";
-        let out = std::process::Command::new(&self.python)
-            .args(["-c", script, &self.url, name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "create_training_job: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts a SageMaker training job on `moto` (boto3, as a user's script would).
+fn training_job(moto: &support::Moto, name: &str) {
+    moto.boto(
+        "boto3.client('sagemaker', **kw).create_training_job(\n\
+             TrainingJobName=args[0],\n\
+             AlgorithmSpecification={'TrainingImage': 'trainer:1', 'TrainingInputMode': 'File'},\n\
+             RoleArn='arn:aws:iam::123456789012:role/trainer',\n\
+             OutputDataConfig={'S3OutputPath': 's3://models/out'},\n\
+             ResourceConfig={'InstanceType': 'ml.m5.large', 'InstanceCount': 1, 'VolumeSizeInGB': 1},\n\
+             StoppingCondition={'MaxRuntimeInSeconds': 60})\n\
+         print('{}')\n",
+        &[name],
+    );
 }
 
 /// Calls `f` every 200 ms until it gives a value; after `limit`, fails with its last complaint.
@@ -634,8 +572,13 @@ fn a_deployed_stack_survives_crashes_fails_poisoned_executions_and_hears_job_eve
             .await
             .unwrap();
     });
-    let moto = Moto::start(&d.endpoint);
-    moto.training_job(&job);
+    // moto's jobs' state changes published to LocalStack's EventBridge.
+    let moto = support::Moto::start(&[], &[]);
+    moto.lifecycle(serde_json::json!({
+        "queue_seconds": 0.2, "run_seconds": 0.5, "run_commands": false,
+        "events_endpoint": d.endpoint,
+    }));
+    training_job(&moto, &job);
     poll(Duration::from_secs(60), || {
         let (_, logs, _) = d.updraft(&["logs", "br"]);
         let sent = logs.contains("check sent") && logs.contains(&key);

@@ -7,7 +7,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
 
 use aws_credential_types::Credentials;
@@ -70,50 +71,54 @@ fn tokens_are_presigned_get_caller_identity_urls() {
     assert_ne!(token("other", "eu-west-1", &creds, at).unwrap(), t);
 }
 
-/// moto's server, through the project's launcher, on a free port; killed on drop.
+/// moto's server on a free port, started by `localstack/moto-up` (which waits for it and shows its
+/// log if it does not answer) and stopped by `localstack/moto-down` on drop.
 struct Moto {
-    child: Child,
+    port: u16,
     url: String,
 }
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = Command::new("bash")
+            .arg(script("moto-down"))
+            .args(["--port", &self.port.to_string()])
+            .output();
     }
+}
+
+/// A script of `localstack/`.
+fn script(name: &str) -> String {
+    format!("{}/../../localstack/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 fn moto(eks_endpoint: &str) -> Moto {
     let python = std::env::var("UPDRAFT_TEST_MOTO").unwrap_or_else(|_| {
         panic!("UPDRAFT_TEST_MOTO is not set: run the tests with `bash scripts/test`, which prepares moto (localstack/moto-env)")
     });
+    let venv = Path::new(&python).parent().and_then(Path::parent).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let launcher = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../localstack/moto_launcher.py"
-    );
-    let child = Command::new(&python)
-        .args([launcher, "-H", "127.0.0.1", "-p", &port.to_string()])
+    let out = Command::new("bash")
+        .arg(script("moto-up"))
+        .args(["--port", &port.to_string()])
+        .env("UPDRAFT_MOTO_VENV", venv)
         .env("UPDRAFT_MOTO_EKS_ENDPOINT", eks_endpoint)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start moto with {python}: {e}"));
-    let m = Moto {
-        child,
+        .env_remove("UPDRAFT_MOTO_LIFECYCLE")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run localstack/moto-up: {e}"));
+    assert!(
+        out.status.success(),
+        "localstack/moto-up failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Moto {
+        port,
         url: format!("http://127.0.0.1:{port}"),
-    };
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return m;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("moto did not start on port {port}");
 }
 
 fn pod(name: &str) -> Object {
