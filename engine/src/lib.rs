@@ -11,10 +11,12 @@ pub mod launch;
 pub mod literal;
 pub mod package;
 pub mod plugins;
+pub mod references;
 pub mod template;
 pub mod types;
 pub mod yaml;
 
-pub use compile::{CompiledPackage, CompiledWorkflow, compile, compile_lenient};
+pub use compile::{CompiledPackage, CompiledWorkflow, compile, compile_for, compile_lenient};
 pub use error::{Problem, Problems};
 pub use package::{Limits, Package};
+pub use references::{EntityKind, EntityRef, Reference};

@@ -432,6 +432,81 @@ fn insert_unique<T>(
     Ok(())
 }
 
+impl Package {
+    /// The package as a `pyflyte package` archive that decodes to the same entities: each task a
+    /// `TaskSpec`, each top-level workflow a `WorkflowSpec` (the other workflows as the first one's
+    /// subworkflows, last, so the last top-level workflow stays the default), each launch plan as it
+    /// came, and the code bundles.
+    pub fn to_archive(&self) -> std::io::Result<Vec<u8>> {
+        let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut n = 0usize;
+        let mut entry = |name: &str, kind: u8, bytes: Vec<u8>, entries: &mut Vec<_>| {
+            n += 1;
+            let safe: String = name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            entries.push((format!("{n:04}_{safe}_{kind}.pb"), bytes));
+        };
+        for (name, t) in &self.tasks {
+            let spec = TaskSpec {
+                template: Some(t.template.clone()),
+                ..Default::default()
+            };
+            entry(name, 1, spec.encode_to_vec(), &mut entries);
+        }
+        let mut subs: Vec<WorkflowTemplate> = self
+            .workflows
+            .iter()
+            .filter(|(name, _)| !self.top_level.contains(name))
+            .map(|(_, w)| w.template.clone())
+            .collect();
+        if !self
+            .top_level
+            .iter()
+            .any(|w| self.workflows.contains_key(w))
+        {
+            // No top-level workflow to carry them: each its own spec.
+            for w in std::mem::take(&mut subs) {
+                let name = w.id.as_ref().map(|i| i.name.clone()).unwrap_or_default();
+                let spec = WorkflowSpec {
+                    template: Some(w),
+                    ..Default::default()
+                };
+                entry(&name, 2, spec.encode_to_vec(), &mut entries);
+            }
+        }
+        let tops = self
+            .top_level
+            .iter()
+            .filter(|w| self.workflows.contains_key(*w));
+        for (i, name) in tops.enumerate() {
+            let w = &self.workflows[name];
+            let spec = WorkflowSpec {
+                template: Some(w.template.clone()),
+                sub_workflows: if i == 0 {
+                    std::mem::take(&mut subs)
+                } else {
+                    Vec::new()
+                },
+                ..Default::default()
+            };
+            entry(name, 2, spec.encode_to_vec(), &mut entries);
+        }
+        for (name, lp) in &self.launch_plans {
+            entry(name, 3, lp.launch_plan.encode_to_vec(), &mut entries);
+        }
+        entries.extend(self.code_bundles.iter().cloned());
+        write_archive(&entries)
+    }
+}
+
 /// Writes entries (name, bytes) as a gzip-compressed tar, the layout `pyflyte package` uses.
 pub fn write_archive(entries: &[(String, Vec<u8>)]) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();

@@ -238,3 +238,144 @@ fn reference_entities_resolve_only_with_the_packages_that_define_them() {
     let with = load_all(&["references.tgz", "subworkflows.tgz", "launchplans.tgz"]);
     compile(&with).unwrap_or_else(|p| panic!("{p}"));
 }
+
+#[test]
+fn a_workflow_needs_only_its_closure() {
+    use updraft_engine::{EntityRef, compile_for};
+    let pkg = load("references.tgz");
+    // The whole package does not compile (its references resolve nowhere) …
+    assert!(compile(&pkg).is_err());
+    // … but a workflow that needs none of them does, by its launch plan.
+    let roots = pkg.launch_roots(None, Some("fixtures.references.standalone_wf"));
+    assert_eq!(
+        roots,
+        [
+            EntityRef::workflow("fixtures.references.standalone_wf"),
+            EntityRef::launch_plan("fixtures.references.standalone_wf"),
+        ]
+    );
+    assert!(pkg.unresolved(Some(&roots)).is_empty());
+    let closure = pkg.closure(&roots);
+    assert_eq!(
+        closure.tasks.keys().collect::<Vec<_>>(),
+        ["fixtures.references.double"]
+    );
+    assert_eq!(closure.top_level, ["fixtures.references.standalone_wf"]);
+    let compiled = compile_for(&pkg, &roots).unwrap_or_else(|p| panic!("{p}"));
+    assert!(
+        compiled
+            .workflows
+            .contains_key("fixtures.references.standalone_wf")
+    );
+    assert!(
+        !compiled
+            .workflows
+            .contains_key("fixtures.references.references_wf")
+    );
+    // The other workflow's problems are still its own.
+    let refs = pkg.launch_roots(None, Some("fixtures.references.references_wf"));
+    let e = compile_for(&pkg, &refs).unwrap_err().to_string();
+    assert!(
+        e.contains("task `fixtures.subworkflows.add` is not in the package"),
+        "{e}"
+    );
+}
+
+#[test]
+fn references_name_what_they_refer_to_and_resolve_from_a_lookup() {
+    let mut pkg = load("references.tgz");
+    let refs = pkg.unresolved(None);
+    let described: Vec<(String, &str, &str, Option<&str>)> = refs
+        .iter()
+        .map(|r| {
+            (
+                r.describe(),
+                r.project.as_str(),
+                r.by.as_str(),
+                r.node.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        described,
+        [
+            (
+                "task `fixtures.subworkflows.add` (version v1)".to_string(),
+                "flytesnacks",
+                "workflow fixtures.references.references_wf",
+                Some("n0")
+            ),
+            (
+                "launch plan `greet_twice` (version v1)".to_string(),
+                "flytesnacks",
+                "workflow fixtures.references.references_wf",
+                Some("n1")
+            ),
+        ]
+    );
+    // Nothing registered: each reference is a problem naming its node and version.
+    let (resolved, problems) = pkg.clone().resolve(None, |_| Ok(None));
+    assert!(resolved.is_empty());
+    let text = updraft_engine::Problems(problems).to_string();
+    assert!(
+        text.contains("node n0: task_node.reference_id: task `fixtures.subworkflows.add` (version v1) is not in the package"),
+        "{text}"
+    );
+    assert!(text.contains("nothing registered has it"), "{text}");
+    // A registry holding the packages that define them: each found entity comes with its closure
+    // (the launch plan with its workflow and that workflow's tasks).
+    let registry = [load("subworkflows.tgz"), load("launchplans.tgz")];
+    let mut asked = Vec::new();
+    let (resolved, problems) = pkg.resolve(None, |r| {
+        asked.push(r.entity.clone());
+        Ok(registry.iter().find(|p| p.holds(&r.entity)).cloned())
+    });
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(resolved.len(), 2);
+    assert_eq!(asked.len(), 2, "each reference looked up once: {asked:?}");
+    assert!(!pkg.holds(&updraft_engine::EntityRef::workflow(
+        "fixtures.subworkflows.outer_wf"
+    )));
+    compile(&pkg).unwrap_or_else(|p| panic!("{p}"));
+    // A lookup that fails says why.
+    let (_, problems) = load("references.tgz").resolve(None, |r| {
+        Err(format!("{} is registered only at version v2", r.entity))
+    });
+    assert!(
+        problems[0].reason.contains("only at version v2"),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn a_package_written_back_as_an_archive_is_the_same_package() {
+    for names in [
+        &["subworkflows.tgz"][..],
+        &["references.tgz", "subworkflows.tgz", "launchplans.tgz"],
+        &["literals_fast.tgz"],
+    ] {
+        let pkg = load_all(names);
+        let bytes = pkg.to_archive().unwrap();
+        let back = Package::from_tgz("again.tgz", &bytes, Limits::default())
+            .unwrap_or_else(|p| panic!("{names:?}: {p}"));
+        assert_eq!(back.top_level, pkg.top_level, "{names:?}");
+        for (name, t) in &pkg.tasks {
+            assert_eq!(back.tasks[name].template, t.template, "{name}");
+        }
+        for (name, w) in &pkg.workflows {
+            assert_eq!(back.workflows[name].template, w.template, "{name}");
+        }
+        for (name, l) in &pkg.launch_plans {
+            assert_eq!(back.launch_plans[name].launch_plan, l.launch_plan, "{name}");
+        }
+        assert_eq!(back.code_bundles, pkg.code_bundles);
+        assert_eq!(
+            (
+                back.tasks.len(),
+                back.workflows.len(),
+                back.launch_plans.len()
+            ),
+            (pkg.tasks.len(), pkg.workflows.len(), pkg.launch_plans.len())
+        );
+    }
+}

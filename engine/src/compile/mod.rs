@@ -283,6 +283,18 @@ pub fn compile(pkg: &Package) -> Result<CompiledPackage, Problems> {
     problems.into_result(compiled)
 }
 
+/// Compiles what `roots` reach (see [`Package::closure`]) strictly — any problem there is returned —
+/// and, beside it, every other entity of `pkg` that compiles (a dynamic task may launch one). A
+/// problem in an entity the roots do not reach does not stop them, as in Flyte, where each entity is
+/// registered on its own.
+pub fn compile_for(
+    pkg: &Package,
+    roots: &[crate::references::EntityRef],
+) -> Result<CompiledPackage, Problems> {
+    compile(&pkg.closure(roots))?;
+    Ok(compile_lenient(pkg).0)
+}
+
 /// Compiles what can be compiled and returns it with every problem found (for `inspect`).
 pub fn compile_lenient(pkg: &Package) -> (CompiledPackage, Problems) {
     let mut problems = Vec::new();
