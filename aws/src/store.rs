@@ -451,6 +451,68 @@ impl Store {
             .and_then(|i| get_s(&i, "package")))
     }
 
+    /// Records that entity `kind` (`task`, `workflow`, `launch plan`) `name` at `version` is in the
+    /// package at S3 key `package` (what reference tasks and launch plans resolve against).
+    pub async fn register_entity(
+        &self,
+        kind: &str,
+        name: &str,
+        version: &str,
+        package: &str,
+        now_ms: i64,
+    ) -> Result<(), Error> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("ent#{kind}#{name}")))
+            .item("sk", s(format!("v#{version}")))
+            .item("package", s(package))
+            .item("registered", n(now_ms))
+            .send()
+            .await
+            .map_err(|e| Error::aws("DynamoDB PutItem (entity registration)", e))?;
+        Ok(())
+    }
+
+    /// Every version entity `kind` `name` is registered at, with its package's S3 key and when,
+    /// oldest first.
+    pub async fn entity_versions(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<Vec<(String, String, i64)>, Error> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :p AND begins_with(sk, :v)")
+                .expression_attribute_values(":p", s(format!("ent#{kind}#{name}")))
+                .expression_attribute_values(":v", s("v#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| Error::aws("DynamoDB Query (entity registrations)", e))?;
+            for item in page.items() {
+                let version =
+                    get_s(item, "sk").and_then(|v| v.strip_prefix("v#").map(str::to_string));
+                if let (Some(v), Some(p)) = (version, get_s(item, "package")) {
+                    let at = get_n(item, "registered").unwrap_or(0);
+                    out.push((v, p, at));
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        out.sort_by_key(|(_, _, at)| *at);
+        Ok(out)
+    }
+
     /// Records that the task attempt `check` (an encoded check message) waits on the external job `job`
     /// (e.g. `batch:<job id>`), so that the job's state changes check it at once. Kept 30 days.
     pub async fn watch(&self, job: &str, check: &[u8], now_ms: i64) -> Result<(), Error> {

@@ -5,6 +5,7 @@ mod graph;
 mod load;
 mod plan;
 mod progress;
+mod registry;
 mod run;
 mod store;
 
@@ -58,9 +59,12 @@ enum Command {
     /// Check packages and YAML workflows; print one line per problem (file, entity, node, field, reason).
     Validate {
         /// `pyflyte package` archives (.tgz) and Updraft YAML files (.yaml); together they form one set,
-        /// so reference tasks and launch plans resolve across them.
+        /// so reference tasks and launch plans resolve across them (and then against the registry).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Where the local registry is kept (`<state-dir>/registry`, filled by `updraft register`).
+        #[arg(long, default_value = ".updraft")]
+        state_dir: PathBuf,
     },
     /// List the entities: tasks with their types and plugins, workflows, launch plans, interfaces.
     Inspect {
@@ -230,12 +234,20 @@ enum Command {
         #[arg(long = "parameter", short = 'p', value_name = "KEY=VALUE")]
         parameters: Vec<String>,
     },
-    /// Upload packages and YAML files to a stack and register their workflows and launch plans by name
-    /// (each file must compile on its own); prints the names.
+    /// Register packages and YAML files: their tasks, workflows and launch plans by name and version,
+    /// in the local registry (under --state-dir) or, with --stack, in a deployed stack. Their
+    /// reference tasks and launch plans resolve against what is registered; prints the entities.
     Register {
         /// Packages and YAML files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// The version to register them at (what `@reference_task(version=…)` names); default: the
+        /// file's digest.
+        #[arg(long)]
+        version: Option<String>,
+        /// Where the local registry is kept (`<state-dir>/registry`), without --stack.
+        #[arg(long, default_value = ".updraft")]
+        state_dir: PathBuf,
         #[command(flatten)]
         target: cloud::Target,
     },
@@ -344,7 +356,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Validate { files } => Ok(validate(&files)),
+        Command::Validate { files, state_dir } => validate(&files, &state_dir),
         Command::Inspect { files, format } => inspect(&files, format),
         Command::Plan {
             files,
@@ -497,9 +509,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 parameters,
             }))?
         }
-        Command::Register { files, target } => {
-            cloud::block_on(cloud::ops::register(&target, &files))?
-        }
+        Command::Register {
+            files,
+            version,
+            state_dir,
+            target,
+        } => match target.stack {
+            Some(_) => cloud::block_on(cloud::ops::register(&target, &files, version.as_deref()))?,
+            None => registry::register(&state_dir, &files, version.as_deref()),
+        },
         Command::Launch {
             workflow,
             launch_plan,
@@ -562,12 +580,18 @@ fn report(problems: &updraft_engine::Problems) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn validate(files: &[PathBuf]) -> ExitCode {
-    let pkg = match load::load(files) {
+fn validate(files: &[PathBuf], state_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let mut pkg = match load::load(files) {
         Ok(p) => p,
-        Err(p) => return report(&p),
+        Err(p) => return Ok(report(&p)),
     };
-    match updraft_engine::compile(&pkg) {
+    // References the files do not resolve among themselves: from the registry, or an error each.
+    if !pkg.unresolved(None).is_empty()
+        && let Err(p) = registry::Registry::open(state_dir)?.resolve(&mut pkg, None)
+    {
+        return Ok(report(&p));
+    }
+    Ok(match updraft_engine::compile(&pkg) {
         Ok(c) => {
             println!(
                 "ok: {} workflow{}, {} task{}, {} launch plan{}",
@@ -581,7 +605,7 @@ fn validate(files: &[PathBuf]) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(p) => report(&p),
-    }
+    })
 }
 
 fn plural(n: usize) -> &'static str {
@@ -615,7 +639,8 @@ fn draw(
         Ok(p) => p,
         Err(p) => return Ok(report(&p)),
     };
-    let compiled = match updraft_engine::compile(&pkg) {
+    let roots = pkg.launch_roots(None, workflow);
+    let compiled = match updraft_engine::compile_for(&pkg, &roots) {
         Ok(c) => c,
         Err(p) => return Ok(report(&p)),
     };

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use updraft_connector_eks::{AttemptPaths, EksConfig, build, plan_launch};
+use updraft_engine::EntityRef;
 use updraft_engine::literal::from_json;
 use updraft_proto::core::LiteralMap;
 
@@ -51,7 +52,12 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         Ok(p) => p,
         Err(p) => return Ok(crate::report(&p)),
     };
-    let compiled = match updraft_engine::compile(&pkg) {
+    // Only the tasks shown must compile (a workflow's unresolved references do not matter here).
+    let roots: Vec<EntityRef> = match &args.task {
+        Some(t) => vec![EntityRef::task(t)],
+        None => pkg.tasks.keys().map(EntityRef::task).collect(),
+    };
+    let compiled = match updraft_engine::compile_for(&pkg, &roots) {
         Ok(c) => c,
         Err(p) => return Ok(crate::report(&p)),
     };

@@ -186,15 +186,25 @@ pub fn signal_types(wf: &updraft_engine::CompiledWorkflow) -> BTreeMap<String, L
 
 /// Runs the chosen workflow to its end; prints progress to stderr and the outputs as JSON to stdout.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let pkg = match crate::load::load(&args.files) {
+    let mut pkg = match crate::load::load(&args.files) {
         Ok(p) => p,
         Err(p) => return Ok(crate::report(&p)),
     };
-    let compiled = match updraft_engine::compile(&pkg) {
+    // Only what the chosen workflow or launch plan reaches must resolve and compile; its references
+    // resolve against the local registry.
+    let loaded_order = pkg.top_level.clone();
+    let roots = pkg.launch_roots(args.launch_plan.as_deref(), args.workflow.as_deref());
+    if !pkg.unresolved(Some(&roots)).is_empty()
+        && let Err(p) =
+            crate::registry::Registry::open(&args.state_dir)?.resolve(&mut pkg, Some(&roots))
+    {
+        return Ok(crate::report(&p));
+    }
+    let compiled = match updraft_engine::compile_for(&pkg, &roots) {
         Ok(c) => Arc::new(c),
         Err(p) => return Ok(crate::report(&p)),
     };
-    let lp_name = choose(&compiled, &pkg.top_level, &args)?;
+    let lp_name = choose(&compiled, &loaded_order, &args)?;
     let inputs = gather_inputs(&compiled, &lp_name, &args)?;
     let workflow = compiled.launch_plans[&lp_name].workflow.clone();
     // Tasks this runner cannot run are rejected before anything starts (also in the workflows of

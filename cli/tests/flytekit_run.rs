@@ -482,3 +482,118 @@ fn the_flytekit_example_packages_and_runs() {
     assert!(cached >= 2, "the squares of 2 and 3 are cached ({cached})");
     let _ = std::fs::remove_dir_all(&state);
 }
+
+/// Runs `updraft <args> --state-dir <state>` from the repository root: (exit code, stdout, stderr).
+fn updraft_in(state: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let mut all = args.to_vec();
+    all.extend(["--state-dir", state.to_str().unwrap()]);
+    let src = root().join("tests/fixtures/flytekit/src");
+    updraft_env(&all, &[("PYTHONPATH", src.as_os_str())])
+}
+
+#[test]
+fn reference_tasks_and_launch_plans_resolve_against_the_local_registry() {
+    let state = temp_dir("refs");
+    let refs = "tests/fixtures/flytekit/references.tgz";
+    // A workflow that needs nothing registered runs, though another one in its package does.
+    let (code, out, err, kept) = run_keep(
+        "refs-alone",
+        &[refs, "-w", "fixtures.references.standalone_wf"],
+    );
+    let _ = std::fs::remove_dir_all(kept);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, serde_json::json!({"o0": 42}));
+    // `plan` shows a task of that package; only what it shows must compile.
+    let (code, _, err) = updraft(&["plan", refs, "--task", "fixtures.references.double"]);
+    assert_eq!(code, 0, "{err}");
+
+    // Nothing registered: the references are errors naming node, entity and version, before
+    // anything runs.
+    let wf = [
+        "run",
+        refs,
+        "-w",
+        "fixtures.references.references_wf",
+        "--python",
+        &python(),
+    ];
+    let (code, _, err) = updraft_in(&state, &wf);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("node n0: task_node.reference_id: task `fixtures.subworkflows.add` (version v1) is not in the package (or the packages given with it), and nothing registered has it"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "node n1: workflow_node.launchplan_ref: launch plan `greet_twice` (version v1)"
+        ),
+        "{err}"
+    );
+    assert!(!state.join("executions").exists(), "nothing ran");
+    let (code, _, err) = updraft_in(&state, &["validate", refs]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("2 problems found"), "{err}");
+
+    // Registered, but one at another version: said, with how to register it.
+    let (code, out, err) = updraft_in(
+        &state,
+        &[
+            "register",
+            "tests/fixtures/flytekit/subworkflows.tgz",
+            "--version",
+            "v1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("task fixtures.subworkflows.add v1\n"), "{out}");
+    let (code, out, err) = updraft_in(
+        &state,
+        &["register", "tests/fixtures/flytekit/launchplans.tgz"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let digest = out
+        .lines()
+        .find_map(|l| l.strip_prefix("launch plan greet_twice "))
+        .unwrap()
+        .to_string();
+    assert_eq!(digest.len(), 16, "{out}");
+    let (code, _, err) = updraft_in(&state, &["validate", refs]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("launch plan `greet_twice` is registered ({digest}), but not at version v1 (register it with --version v1)")),
+        "{err}"
+    );
+    assert!(
+        err.contains("task `fixtures.subworkflows.add` (version v1) resolved from the registry"),
+        "{err}"
+    );
+
+    // Both at v1: validate says where each came from, and the run uses them.
+    let (code, _, err) = updraft_in(
+        &state,
+        &[
+            "register",
+            "tests/fixtures/flytekit/launchplans.tgz",
+            "--version",
+            "v1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = updraft_in(&state, &["validate", refs]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("ok:"), "{out}");
+    assert!(
+        err.contains("launch plan `greet_twice` (version v1) resolved from the registry"),
+        "{err}"
+    );
+    let (code, out, err) = updraft_in(&state, &wf);
+    assert_eq!(code, 0, "{err}");
+    let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(out, serde_json::json!({"o0": "Hey, ref! Hey, ref!"}));
+    // The reference task ran, as a node of this execution, with the registered template.
+    let name = common::execution_of(&err);
+    let (code, out, err) = updraft_in(&state, &["status", &name]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("): Succeeded\n  n0    "), "{out}");
+    let _ = std::fs::remove_dir_all(&state);
+}

@@ -32,13 +32,18 @@ pub fn decode_package(key: &str, bytes: &[u8]) -> Result<Package, Error> {
     Package::decode(key, bytes, Limits::default()).map_err(invalid)
 }
 
-/// Compiled packages by key, kept while the function stays warm (packages never change under a key).
+/// Packages by key, decoded and compiled, kept while the function stays warm (packages never change
+/// under a key).
 #[derive(Debug, Default)]
-pub struct Packages(Mutex<HashMap<String, Arc<CompiledPackage>>>);
+pub struct Packages(Mutex<HashMap<String, (Arc<Package>, Arc<CompiledPackage>)>>);
 
 impl Packages {
-    /// The compiled package at `key` in the bucket.
-    pub async fn get(&self, clients: &Clients, key: &str) -> Result<Arc<CompiledPackage>, Error> {
+    /// The package at `key` in the bucket, and every entity of it that compiles.
+    async fn load(
+        &self,
+        clients: &Clients,
+        key: &str,
+    ) -> Result<(Arc<Package>, Arc<CompiledPackage>), Error> {
         if let Some(p) = self.0.lock().ok().and_then(|m| m.get(key).cloned()) {
             return Ok(p);
         }
@@ -49,10 +54,30 @@ impl Packages {
             .await?
             .ok_or_else(|| Error::Invalid(format!("no package at {uri}")))?;
         let pkg = decode_package(key, &bytes)?;
-        let compiled = Arc::new(updraft_engine::compile(&pkg).map_err(invalid)?);
+        let compiled = Arc::new(updraft_engine::compile_lenient(&pkg).0);
+        let both = (Arc::new(pkg), compiled);
         if let Ok(mut m) = self.0.lock() {
-            m.insert(key.to_string(), compiled.clone());
+            m.insert(key.to_string(), both.clone());
         }
+        Ok(both)
+    }
+
+    /// The compiled package at `key` in the bucket (every entity of it that compiles; a launch has
+    /// checked that what its execution runs does).
+    pub async fn get(&self, clients: &Clients, key: &str) -> Result<Arc<CompiledPackage>, Error> {
+        Ok(self.load(clients, key).await?.1)
+    }
+
+    /// The compiled package at `key`, once everything `roots` reach compiles (problems elsewhere in
+    /// the package do not matter to them).
+    pub async fn get_for(
+        &self,
+        clients: &Clients,
+        key: &str,
+        roots: impl FnOnce(&Package) -> Vec<updraft_engine::EntityRef>,
+    ) -> Result<Arc<CompiledPackage>, Error> {
+        let (pkg, compiled) = self.load(clients, key).await?;
+        updraft_engine::compile(&pkg.closure(&roots(&pkg))).map_err(invalid)?;
         Ok(compiled)
     }
 }
@@ -100,7 +125,11 @@ pub async fn launch(
             ))
         })?,
     };
-    let pkg = packages.get(clients, &key).await?;
+    let pkg = packages
+        .get_for(clients, &key, |p| {
+            p.launch_roots(req.launch_plan.as_deref(), req.workflow.as_deref())
+        })
+        .await?;
     let lp = choose_launch_plan(
         &pkg,
         req.launch_plan.as_deref(),
