@@ -353,6 +353,49 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
     let local = local_outputs(&["tests/fixtures/flytekit/maps.tgz"]);
     assert_eq!(d.s3_outputs("mp"), local);
 
+    // Reference tasks and launch plans resolve against what the stack registered, by version; the
+    // reference launch plan runs as a child execution.
+    let refs = "tests/fixtures/flytekit/references.tgz";
+    let (code, _, err) = d.updraft(&["register", refs]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("task `fixtures.subworkflows.add` (version v1) is not in the package (or the packages given with it), and nothing registered has it"),
+        "{err}"
+    );
+    let (code, _, err) = d.updraft(&[
+        "register",
+        "tests/fixtures/flytekit/subworkflows.tgz",
+        "tests/fixtures/flytekit/launchplans.tgz",
+        "--version",
+        "v1",
+    ]);
+    assert_eq!(code, 0, "register: {err}");
+    let (code, out, err) = d.updraft(&["register", refs]);
+    assert_eq!(code, 0, "register: {err}");
+    assert!(
+        err.contains("launch plan `greet_twice` (version v1) resolved from the stack's registry"),
+        "{err}"
+    );
+    assert!(out.contains("fixtures.references.references_wf"), "{out}");
+    let (code, _, err) = d.updraft(&[
+        "launch",
+        "-w",
+        "fixtures.references.references_wf",
+        "--name",
+        "rf",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "launch rf: {err}");
+    let local = local_outputs(&[
+        refs,
+        "tests/fixtures/flytekit/subworkflows.tgz",
+        "tests/fixtures/flytekit/launchplans.tgz",
+        "-w",
+        "fixtures.references.references_wf",
+    ]);
+    assert_eq!(local, serde_json::json!({"o0": "Hey, ref! Hey, ref!"}));
+    assert_eq!(d.s3_outputs("rf"), local);
+
     // Raw containers, their data moved through S3 by the copilot in their pods: flytekit's
     // ContainerTask beside pod tasks, and YAML containers in a map and a branch, and passing a folder and
     // a file. Launched together, then watched.
