@@ -105,6 +105,10 @@ enum Command {
         /// Run cached tasks again and overwrite their cached outputs.
         #[arg(long)]
         overwrite_cache: bool,
+        /// A folder of secrets as files, `<dir>/<group>/<key>`, for tasks' `secret_requests` (beside
+        /// `_FSEC_<GROUP>_<KEY>` variables in the environment); tasks read them there.
+        #[arg(long, value_name = "DIR", env = "UPDRAFT_SECRETS_DIR")]
+        secrets_dir: Option<PathBuf>,
         /// How raw containers (tasks with a data_config) run: `auto` uses docker, else podman, when it
         /// answers, else runs them as processes.
         #[arg(long, value_enum, default_value_t = ContainersArg::Auto)]
@@ -398,6 +402,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             parallelism,
             state_dir,
             overwrite_cache,
+            secrets_dir,
             containers,
             workers,
             executor,
@@ -416,6 +421,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             parallelism,
             state_dir,
             overwrite_cache,
+            secrets_dir,
             containers: match containers {
                 ContainersArg::Auto => ContainerChoice::Auto,
                 ContainersArg::Docker => ContainerChoice::Docker,

@@ -51,6 +51,8 @@ pub struct RunArgs {
     pub state_dir: PathBuf,
     /// Run cached tasks again and overwrite their cached outputs.
     pub overwrite_cache: bool,
+    /// A folder of secrets as files (`<dir>/<group>/<key>`).
+    pub secrets_dir: Option<PathBuf>,
     /// How raw containers run.
     pub containers: ContainerChoice,
     /// Whether Python tasks run in warm workers.
@@ -234,6 +236,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             LocalConnector::new(args.python.clone(), containers.clone())
                 .with_env(aws_env(&args.settings))
                 .with_workers(args.workers)
+                .with_secrets_dir(args.secrets_dir.clone())
                 .with_notices(notices),
         )),
         Some(e) => {

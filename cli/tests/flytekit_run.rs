@@ -597,3 +597,96 @@ fn reference_tasks_and_launch_plans_resolve_against_the_local_registry() {
     assert!(out.contains("): Succeeded\n  n0    "), "{out}");
     let _ = std::fs::remove_dir_all(&state);
 }
+
+/// The digest the secrets fixture's tasks return for a value.
+fn secret_digest(value: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(value.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect::<String>()[..12].to_string()
+}
+
+/// Every file under `dir` that holds `needle`.
+fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_holding(&p, needle));
+        } else if std::fs::read(&p).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle)) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn secrets_are_provided_where_flytekit_reads_them_and_a_missing_one_stops_the_run_first() {
+    let state = temp_dir("secrets");
+    let pkg = "tests/fixtures/flytekit/secrets.tgz";
+    let src = root().join("tests/fixtures/flytekit/src");
+    let python = python();
+    let run = |extra: &[&str], env: &[(&str, &std::ffi::OsStr)]| {
+        let mut args = vec!["run", pkg, "--python", &python, "--state-dir"];
+        args.push(state.to_str().unwrap());
+        args.extend(extra);
+        let mut all_env = vec![("PYTHONPATH", src.as_os_str())];
+        all_env.extend(env);
+        updraft_env(&args, &all_env)
+    };
+    // None provided (and none in flytekit's default folder): every request is named, nothing starts.
+    let empty = state.join("no-secrets");
+    let (code, _, err) = run(&[], &[("FLYTE_SECRETS_DEFAULT_DIR", empty.as_os_str())]);
+    assert_eq!(code, 1, "{err}");
+    for (node, task, secret, var) in [
+        ("n0", "from_context", "db/password", "_FSEC_DB_PASSWORD"),
+        ("n1", "from_env_var", "api/token", "_FSEC_API_TOKEN"),
+        ("n2", "from_file", "api/token", "_FSEC_API_TOKEN"),
+    ] {
+        let line = format!(
+            "node {node}: task `fixtures.secrets.{task}`: security_context.secrets[0]: secret `{secret}` is not provided here: set {var} in updraft's environment, or put it in the file {}",
+            empty.join(secret).display()
+        );
+        assert!(err.contains(&line), "{line}\nnot in:\n{err}");
+    }
+    assert!(err.contains("nothing was started"), "{err}");
+    assert!(!state.join("executions").exists());
+
+    // A secrets folder: flytekit's lookup finds the file; a variable request gets the value; a file
+    // request the path.
+    let dir = state.join("secrets");
+    std::fs::create_dir_all(dir.join("db")).unwrap();
+    std::fs::create_dir_all(dir.join("api")).unwrap();
+    std::fs::write(dir.join("db/password"), "hunter2-from-file").unwrap();
+    std::fs::write(dir.join("api/token"), "token-from-file").unwrap();
+    let (code, out, err) = run(&["--secrets-dir", dir.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let token = secret_digest("token-from-file");
+    assert_eq!(
+        out,
+        serde_json::json!({"o0": secret_digest("hunter2-from-file"), "o1": token, "o2": token})
+    );
+
+    // From the environment (flytekit's variable), the folder for the rest: a file request of a value
+    // from the environment gets a file of its own, gone when the attempt ends; the value is nowhere
+    // in the state folder, logs included.
+    std::fs::remove_file(dir.join("api/token")).unwrap();
+    let (code, out, err) = run(
+        &[],
+        &[
+            ("UPDRAFT_SECRETS_DIR", dir.as_os_str()),
+            ("_FSEC_API_TOKEN", std::ffi::OsStr::new("token-from-env")),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let token = secret_digest("token-from-env");
+    assert_eq!(
+        out,
+        serde_json::json!({"o0": secret_digest("hunter2-from-file"), "o1": token, "o2": token})
+    );
+    assert!(!err.contains("token-from-env"));
+    let leaks = files_holding(&state.join("executions"), "token-from-env");
+    assert!(leaks.is_empty(), "the secret's value is in {leaks:?}");
+    let _ = std::fs::remove_dir_all(&state);
+}

@@ -35,15 +35,14 @@ pub fn decode_package(key: &str, bytes: &[u8]) -> Result<Package, Error> {
 /// Packages by key, decoded and compiled, kept while the function stays warm (packages never change
 /// under a key).
 #[derive(Debug, Default)]
-pub struct Packages(Mutex<HashMap<String, (Arc<Package>, Arc<CompiledPackage>)>>);
+pub struct Packages(Mutex<HashMap<String, Loaded>>);
+
+/// A package and every entity of it that compiles.
+type Loaded = (Arc<Package>, Arc<CompiledPackage>);
 
 impl Packages {
     /// The package at `key` in the bucket, and every entity of it that compiles.
-    async fn load(
-        &self,
-        clients: &Clients,
-        key: &str,
-    ) -> Result<(Arc<Package>, Arc<CompiledPackage>), Error> {
+    async fn load(&self, clients: &Clients, key: &str) -> Result<Loaded, Error> {
         if let Some(p) = self.0.lock().ok().and_then(|m| m.get(key).cloned()) {
             return Ok(p);
         }

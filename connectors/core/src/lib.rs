@@ -16,6 +16,7 @@ pub mod effects;
 pub mod paths;
 pub mod query;
 mod registry;
+pub mod secrets;
 
 pub use data::{DataStore, LocalData, read_output_files};
 pub use paths::AttemptPaths;

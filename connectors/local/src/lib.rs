@@ -38,6 +38,7 @@ pub use worker::{Exit, Worker, interpreter_of};
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -74,6 +75,26 @@ pub struct LocalConnector {
     notices: Notices,
     /// Running attempts by name.
     running: Mutex<BTreeMap<String, Running>>,
+    /// Where secrets are kept as files, `<dir>/<group>/<key>` (`with_secrets_dir`).
+    secrets_dir: Option<PathBuf>,
+}
+
+/// The attempt's folder of secret files (`FILE` requests of values from the environment).
+const SECRETS: &str = ".secrets";
+
+/// What a task's process needs for its secrets.
+#[derive(Default)]
+struct SecretSetup {
+    /// Variables to set.
+    env: Vec<(String, String)>,
+    /// Files to write: the variable that names the file, the request's index, the value.
+    files: Vec<(String, usize, String)>,
+}
+
+/// Where a secret was found.
+enum Found {
+    Value(String),
+    File(PathBuf),
 }
 
 /// Whether Python tasks run in processes forked from a warm worker.
@@ -201,6 +222,9 @@ pub enum LocalError {
     /// The inputs of a raw container could not be written.
     #[error("{0}")]
     Data(String),
+    /// A secret the task asks for is not provided.
+    #[error("{0}")]
+    Secret(String),
 }
 
 /// The name local processes are known by in their handles.
@@ -218,6 +242,7 @@ impl LocalConnector {
             pool: Mutex::default(),
             notices: Notices::default(),
             running: Mutex::default(),
+            secrets_dir: None,
         }
     }
 
@@ -278,6 +303,102 @@ impl LocalConnector {
         self
     }
 
+    /// Secrets tasks ask for are also looked up as files `<dir>/<group>/<key>` (flytekit's layout), and
+    /// tasks read them there.
+    pub fn with_secrets_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.secrets_dir = dir;
+        self
+    }
+
+    /// A variable of the attempts' environment: this connector's own, else this process's.
+    fn var(&self, name: &str) -> Option<String> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(name).ok())
+    }
+
+    /// The folder flytekit reads secret files from in the attempts: the secrets folder given, else
+    /// flytekit's own (`FLYTE_SECRETS_DEFAULT_DIR`, default `/etc/secrets`).
+    fn secrets_folder(&self) -> PathBuf {
+        self.secrets_dir.clone().unwrap_or_else(|| {
+            PathBuf::from(
+                self.var("FLYTE_SECRETS_DEFAULT_DIR")
+                    .unwrap_or_else(|| "/etc/secrets".into()),
+            )
+        })
+    }
+
+    /// Where each secret `task` asks for is: `Ok` with the variables its process needs beyond the
+    /// environment it inherits (and the files a `FILE` request is given, to write), or every secret
+    /// that is nowhere, with where it was looked for.
+    fn secrets_for(&self, task: &TaskTemplate) -> Result<SecretSetup, Vec<Problem>> {
+        let requests = updraft_connector::secrets::requests(task);
+        let mut setup = SecretSetup::default();
+        if requests.is_empty() {
+            return Ok(setup);
+        }
+        let prefix = self
+            .var("FLYTE_SECRETS_ENV_PREFIX")
+            .unwrap_or_else(|| updraft_connector::secrets::ENV_PREFIX.into());
+        let file_prefix = self.var("FLYTE_SECRETS_FILE_PREFIX").unwrap_or_default();
+        let folder = self.secrets_folder();
+        if let Some(d) = &self.secrets_dir {
+            setup
+                .env
+                .push(("FLYTE_SECRETS_DEFAULT_DIR".into(), d.display().to_string()));
+        }
+        let mut missing = Vec::new();
+        for r in requests {
+            let var = r.env_name(&prefix);
+            let file = r.file_in(&folder, &file_prefix);
+            let found = match self.var(&var) {
+                Some(v) => Some(Found::Value(v)),
+                None if file.is_file() => Some(Found::File(file.clone())),
+                None => None,
+            };
+            let Some(found) = found else {
+                missing.push(Problem {
+                    field: r.field(),
+                    reason: format!(
+                        "secret `{}` is not provided here: set {var} in updraft's environment, or put it in the file {} (--secrets-dir)",
+                        r.label(),
+                        file.display()
+                    ),
+                });
+                continue;
+            };
+            if r.env_var.is_empty() {
+                continue; // flytekit's own lookup finds it where it was found
+            }
+            match (r.wants_file(), found) {
+                (true, Found::File(path)) => setup
+                    .env
+                    .push((r.env_var.clone(), path.display().to_string())),
+                (true, Found::Value(v)) => setup.files.push((r.env_var.clone(), r.index, v)),
+                (false, Found::Value(v)) => setup.env.push((r.env_var.clone(), v)),
+                (false, Found::File(path)) => match std::fs::read_to_string(&path) {
+                    Ok(v) => setup.env.push((r.env_var.clone(), v)),
+                    Err(e) => missing.push(Problem {
+                        field: r.field(),
+                        reason: format!(
+                            "secret `{}`: cannot read {}: {e}",
+                            r.label(),
+                            path.display()
+                        ),
+                    }),
+                },
+            }
+        }
+        if missing.is_empty() {
+            Ok(setup)
+        } else {
+            Err(missing)
+        }
+    }
+
     fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
         lock(&self.running)
     }
@@ -288,6 +409,7 @@ impl LocalConnector {
             return;
         };
         r.proc.kill();
+        let _ = std::fs::remove_dir_all(r.dir.join(SECRETS));
         // Killing the engine's client would leave the container running: remove it first.
         if let (true, Containers::Engine { program, .. }) = (r.in_engine, &self.containers) {
             let _ = Command::new(program)
@@ -356,6 +478,32 @@ impl LocalConnector {
                 .map(|kv| (kv.key.clone(), kv.value.clone())),
         );
         env.extend(t.flyte_env("local", "development"));
+        // The secrets it asks for, where flytekit reads them (a FILE request of a value from the
+        // environment: a file of the attempt's own, removed when it ends).
+        let secrets = self.secrets_for(task).map_err(|p| {
+            let what: Vec<String> = p
+                .into_iter()
+                .map(|p| format!("{}: {}", p.field, p.reason))
+                .collect();
+            LocalError::Secret(what.join("; "))
+        })?;
+        env.extend(secrets.env);
+        if !secrets.files.is_empty() {
+            let folder = dir.join(SECRETS);
+            std::fs::create_dir_all(&folder)?;
+            std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700))?;
+            for (var, index, value) in secrets.files {
+                let path = folder.join(index.to_string());
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&path)?;
+                std::io::Write::write_all(&mut f, value.as_bytes())?;
+                env.push((var, path.display().to_string()));
+            }
+        }
         let (program, args) = match (&engine, data) {
             (Some(engine), Some(d)) => {
                 let mounts = [
@@ -478,6 +626,7 @@ impl LocalConnector {
             return Err(Transient("the attempt vanished".into()));
         };
         drop(running);
+        let _ = std::fs::remove_dir_all(r.dir.join(SECRETS));
         // Whatever the task left running in its group ends with it, as a container's processes do.
         kill_group(r.proc.pid());
         let stderr_tail = tail(&r.dir.join("stderr.log"));
@@ -520,13 +669,17 @@ impl Connector for LocalConnector {
     }
 
     fn preflight(&self, task: &CompiledTask) -> Vec<Problem> {
-        match container_of(&task.template) {
+        let mut problems = match container_of(&task.template) {
             Ok(_) => Vec::new(),
             Err(e) => vec![Problem {
                 field: "target".into(),
                 reason: e.to_string(),
             }],
+        };
+        if let Err(mut p) = self.secrets_for(&task.template) {
+            problems.append(&mut p);
         }
+        problems
     }
 
     fn check_interval(&self) -> Duration {
@@ -543,6 +696,7 @@ impl Connector for LocalConnector {
             Err(LocalError::Io(e)) => {
                 Err(failed("LocalIo", e.to_string(), ErrorKind::System, true))
             }
+            Err(LocalError::Secret(e)) => Err(failed("SecretMissing", e, ErrorKind::User, false)),
             Err(e) => Err(failed("LocalSetup", e.to_string(), ErrorKind::User, false)),
         }
     }
