@@ -90,11 +90,13 @@ impl TestCluster {
     }
 
     /// The objects left on the cluster.
+    /// The objects the runs made that are still there (the tests' own Secrets aside).
     fn objects(&self) -> Vec<String> {
         let store = self.server.store.lock().unwrap();
         store
             .objects
             .keys()
+            .filter(|k| k.resource.kind != "Secret")
             .map(|k| format!("{}/{}", k.namespace, k.name))
             .collect()
     }
@@ -178,6 +180,49 @@ fn python_pod_and_raw_container_tasks() {
     );
     assert!(c.objects().is_empty(), "{:?}", c.objects());
     assert!(c.pods_ran("") >= 9, "one pod per task and map element");
+}
+
+#[test]
+fn secrets_come_from_kubernetes_secrets_as_flyte_injects_them() {
+    let c = TestCluster::start("eks-secrets", "{}");
+    let args = ["tests/fixtures/flytekit/secrets.tgz"];
+    // No such secrets: the container cannot be configured, and the attempt fails naming the secret.
+    let (code, _, err) = c.run(&args);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("CreateContainerConfigError"), "{err}");
+    assert!(
+        err.contains("secret \"db\" not found") || err.contains("secret \"api\" not found"),
+        "{err}"
+    );
+    assert!(c.objects().is_empty(), "{:?}", c.objects());
+    // The secrets in the namespace: variables for ENV_VAR requests, files under /etc/flyte/secrets for
+    // the rest, each as flytekit reads it.
+    let secrets = updraft_test_kube::Resource::named("", "v1", "secrets").unwrap();
+    {
+        let mut store = c.server.store.lock().unwrap();
+        let (status, _) = store.create(
+            &secrets,
+            "flyte",
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+                "data": {"password": "aHVudGVyMi1rOHM="}}),
+        );
+        assert_eq!(status, 201);
+        let (status, _) = store.create(
+            &secrets,
+            "flyte",
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "api"},
+                "stringData": {"token": "token-k8s"}}),
+        );
+        assert_eq!(status, 201);
+    }
+    let (code, out, err) = c.run(&args);
+    assert_eq!(code, 0, "{err}");
+    let token = common::secret_digest("token-k8s");
+    assert_eq!(
+        out,
+        serde_json::json!({"o0": common::secret_digest("hunter2-k8s"), "o1": token, "o2": token})
+    );
+    assert!(c.objects().is_empty(), "{:?}", c.objects());
 }
 
 #[test]

@@ -598,13 +598,6 @@ fn reference_tasks_and_launch_plans_resolve_against_the_local_registry() {
     let _ = std::fs::remove_dir_all(&state);
 }
 
-/// The digest the secrets fixture's tasks return for a value.
-fn secret_digest(value: &str) -> String {
-    use sha2::Digest;
-    let d = sha2::Sha256::digest(value.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect::<String>()[..12].to_string()
-}
-
 /// Every file under `dir` that holds `needle`.
 fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -661,10 +654,10 @@ fn secrets_are_provided_where_flytekit_reads_them_and_a_missing_one_stops_the_ru
     let (code, out, err) = run(&["--secrets-dir", dir.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{err}");
     let out: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let token = secret_digest("token-from-file");
+    let token = common::secret_digest("token-from-file");
     assert_eq!(
         out,
-        serde_json::json!({"o0": secret_digest("hunter2-from-file"), "o1": token, "o2": token})
+        serde_json::json!({"o0": common::secret_digest("hunter2-from-file"), "o1": token, "o2": token})
     );
 
     // From the environment (flytekit's variable), the folder for the rest: a file request of a value
@@ -680,10 +673,10 @@ fn secrets_are_provided_where_flytekit_reads_them_and_a_missing_one_stops_the_ru
     );
     assert_eq!(code, 0, "{err}");
     let out: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let token = secret_digest("token-from-env");
+    let token = common::secret_digest("token-from-env");
     assert_eq!(
         out,
-        serde_json::json!({"o0": secret_digest("hunter2-from-file"), "o1": token, "o2": token})
+        serde_json::json!({"o0": common::secret_digest("hunter2-from-file"), "o1": token, "o2": token})
     );
     assert!(!err.contains("token-from-env"));
     let leaks = files_holding(&state.join("executions"), "token-from-env");

@@ -102,3 +102,10 @@ pub fn wait_for(
     }
     panic!("the execution under {} never got there", state.display());
 }
+
+/// The digest the secrets fixture's tasks return for a value (never the value itself).
+pub fn secret_digest(value: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(value.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect::<String>()[..12].to_string()
+}

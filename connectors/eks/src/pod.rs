@@ -156,6 +156,7 @@ impl<'a> Base<'a> {
         all.retain(|e| !vars_env.iter().any(|v| v.name == e.name));
         all.extend(vars_env);
         c.env = Some(all);
+        with_secrets(&mut spec, t);
         // The deployment's variables, in every container where the task sets none of that name.
         for c in spec
             .containers
@@ -239,6 +240,130 @@ impl<'a> Base<'a> {
             .as_ref()
             .map(struct_json)
             .unwrap_or(Value::Null)
+    }
+}
+
+/// Where secret files are mounted, as Flyte's secret injector mounts them: `<dir>/<group>/<key>`.
+pub const SECRETS_DIR: &str = "/etc/flyte/secrets";
+
+/// The secrets the task asks for (`security_context.secrets`), from Kubernetes secrets named by their
+/// group, as Flyte's secret injector provides them: `ENV_VAR` requests as `_FSEC_<GROUP>_<KEY>`
+/// variables referring to the secret's key; `ANY` and `FILE` requests as the secret's keys mounted
+/// read-only at `/etc/flyte/secrets/<group>/`, with `FLYTE_SECRETS_DEFAULT_DIR` saying so; a request's
+/// `env_var` gets the value (`ENV_VAR`) or the file's path. In every container and init container.
+/// Values never appear in the pod spec: Kubernetes fills them in, and a missing secret or key keeps the
+/// container from starting (`CreateContainerConfigError`), which fails the attempt naming it.
+fn with_secrets(spec: &mut PodSpec, template: &updraft_proto::core::TaskTemplate) {
+    use k8s_openapi::api::core::v1::{
+        EnvVarSource, KeyToPath, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+    };
+    use updraft_proto::core::secret::MountType;
+    let requests = updraft_connector::secrets::requests(template);
+    if requests.is_empty() {
+        return;
+    }
+    let mut env: Vec<EnvVar> = Vec::new();
+    let mut volumes: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    let from_secret = |name: &str, r: &updraft_connector::secrets::SecretRequest| EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: r.group.clone(),
+                key: r.key.clone(),
+                optional: None,
+            }),
+            ..Default::default()
+        }),
+    };
+    let set = |e: EnvVar, env: &mut Vec<EnvVar>| {
+        env.retain(|x| x.name != e.name);
+        env.push(e);
+    };
+    for r in &requests {
+        if r.mount == MountType::EnvVar {
+            set(
+                from_secret(&r.env_name(updraft_connector::secrets::ENV_PREFIX), r),
+                &mut env,
+            );
+            set(
+                self::env(
+                    "FLYTE_SECRETS_ENV_PREFIX",
+                    updraft_connector::secrets::ENV_PREFIX,
+                ),
+                &mut env,
+            );
+            if !r.env_var.is_empty() {
+                set(from_secret(&r.env_var, r), &mut env);
+            }
+        } else {
+            let group = r.group.to_lowercase();
+            let keys = &mut volumes
+                .entry(group.clone())
+                .or_insert_with(|| (r.group.clone(), Vec::new()))
+                .1;
+            if !keys.contains(&r.key) {
+                keys.push(r.key.clone());
+            }
+            set(
+                self::env("FLYTE_SECRETS_DEFAULT_DIR", SECRETS_DIR),
+                &mut env,
+            );
+            set(self::env("FLYTE_SECRETS_FILE_PREFIX", ""), &mut env);
+            if !r.env_var.is_empty() {
+                let path = format!("{SECRETS_DIR}/{group}/{}", r.key.to_lowercase());
+                set(self::env(&r.env_var, &path), &mut env);
+            }
+        }
+    }
+    let mut mounts = Vec::new();
+    for (group, (secret, keys)) in &volumes {
+        let name = format!("flyte-secret-{}", dns_name(group));
+        mounts.push(VolumeMount {
+            name: name.clone(),
+            mount_path: format!("{SECRETS_DIR}/{group}"),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        let volume = Volume {
+            name,
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                items: Some(
+                    keys.iter()
+                        .map(|k| KeyToPath {
+                            key: k.clone(),
+                            path: k.to_lowercase(),
+                            mode: None,
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let all = spec.volumes.get_or_insert_with(Vec::new);
+        all.retain(|v| v.name != volume.name);
+        all.push(volume);
+    }
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
+        let mut all = c.env.take().unwrap_or_default();
+        for e in &env {
+            all.retain(|x| x.name != e.name);
+            all.push(e.clone());
+        }
+        c.env = Some(all);
+        if !mounts.is_empty() {
+            let all = c.volume_mounts.get_or_insert_with(Vec::new);
+            for m in &mounts {
+                all.retain(|x| x.name != m.name);
+                all.push(m.clone());
+            }
+        }
     }
 }
 

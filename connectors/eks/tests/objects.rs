@@ -66,6 +66,7 @@ fn every_native_fixture_task_matches_its_golden_objects() {
         "training.tgz",
         "spark_tasks.tgz",
         "maps.tgz",
+        "secrets.tgz",
     ] {
         let pkg = fixture(pkg_name);
         for task in pkg.tasks.values().filter(|t| t.plugin.is_native()) {
@@ -92,6 +93,9 @@ fn every_native_fixture_task_matches_its_golden_objects() {
         "fixtures.training.tf_train",
         "fixtures.training.mpi_train",
         "fixtures.spark_tasks.estimate_pi",
+        "fixtures.secrets.from_context",
+        "fixtures.secrets.from_env_var",
+        "fixtures.secrets.from_file",
     ] {
         assert!(
             seen.iter().any(|s| s == want),

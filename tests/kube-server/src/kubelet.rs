@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::Node;
+use base64::Engine;
+
 use crate::store::{Key, Resource, Store};
 
 /// Watches for new pods and runs each in its own thread.
@@ -125,6 +127,62 @@ impl PodRun {
         }
     }
 
+    /// Key `key` of secret `name` in the pod's namespace (`data`, base64, or `stringData`), or what
+    /// the kubelet says when it is not there.
+    fn secret_value(&self, name: &str, key: &str) -> Result<Vec<u8>, String> {
+        let ns = &self.key.namespace;
+        let not_found = || format!("secret \"{name}\" not found");
+        let res = Resource::named("", "v1", "secrets").ok_or_else(not_found)?;
+        let obj = self
+            .store
+            .lock()
+            .map_err(|_| not_found())?
+            .objects
+            .get(&Key::new(&res, ns, name))
+            .cloned()
+            .ok_or_else(not_found)?;
+        if let Some(v) = obj["data"][key].as_str() {
+            return base64::engine::general_purpose::STANDARD
+                .decode(v)
+                .map_err(|e| format!("secret {ns}/{name}: key {key}: {e}"));
+        }
+        if let Some(v) = obj["stringData"][key].as_str() {
+            return Ok(v.as_bytes().to_vec());
+        }
+        Err(format!("couldn't find key {key} in Secret {ns}/{name}"))
+    }
+
+    /// The secret keys container `c` needs (its variables' `secretKeyRef`s, its mounted secret
+    /// volumes' items): the first that is not there, as `CreateContainerConfigError` names it.
+    fn config_error(&self, pod: &Value, c: &Value) -> Option<String> {
+        for e in c["env"].as_array().into_iter().flatten() {
+            let r = &e["valueFrom"]["secretKeyRef"];
+            if let (Some(name), Some(key)) = (r["name"].as_str(), r["key"].as_str())
+                && r["optional"] != true
+                && let Err(why) = self.secret_value(name, key)
+            {
+                return Some(why);
+            }
+        }
+        for m in c["volumeMounts"].as_array().into_iter().flatten() {
+            let volume = containers(pod, "volumes")
+                .into_iter()
+                .find(|v| v["name"] == m["name"])
+                .unwrap_or_default();
+            let Some(name) = volume["secret"]["secretName"].as_str() else {
+                continue;
+            };
+            for item in volume["secret"]["items"].as_array().into_iter().flatten() {
+                if let Some(key) = item["key"].as_str()
+                    && let Err(why) = self.secret_value(name, key)
+                {
+                    return Some(why);
+                }
+            }
+        }
+        None
+    }
+
     fn spawn(&self, pod: &Value, c: &Value) -> std::io::Result<Option<Child>> {
         let strings = |v: &Value| -> Vec<String> {
             v.as_array()
@@ -163,8 +221,17 @@ impl PodRun {
             .stderr(log);
         cmd.envs(self.node.env.iter().map(|(k, v)| (k, v)));
         for e in c["env"].as_array().into_iter().flatten() {
-            if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
+            let Some(k) = e["name"].as_str() else {
+                continue;
+            };
+            if let Some(v) = e["value"].as_str() {
                 cmd.env(k, v);
+            }
+            let r = &e["valueFrom"]["secretKeyRef"];
+            if let (Some(name), Some(key)) = (r["name"].as_str(), r["key"].as_str())
+                && let Ok(v) = self.secret_value(name, key)
+            {
+                cmd.env(k, String::from_utf8_lossy(&v).as_ref());
             }
         }
         cmd.spawn().map(Some)
@@ -211,6 +278,32 @@ impl PodRun {
                 std::thread::sleep(Duration::from_millis(20));
             }
             return;
+        }
+        // A secret a container needs that is not there: the pod waits (and starts once it is).
+        let mut said = String::new();
+        while let Some((c, why)) = init
+            .iter()
+            .chain(&main)
+            .find_map(|c| Some((c, self.config_error(pod, c)?)))
+        {
+            let statuses: Vec<Value> = main
+                .iter()
+                .map(|m| {
+                    if name_of(m) == name_of(c) {
+                        waiting(&name_of(m), "CreateContainerConfigError", &why)
+                    } else {
+                        waiting(&name_of(m), "ContainerCreating", "")
+                    }
+                })
+                .collect();
+            if said != why {
+                self.status(json!({"phase": "Pending", "conditions": scheduled, "containerStatuses": statuses}));
+                said = why;
+            }
+            if !self.alive() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
         // Init containers, one after the other.
         for c in &init {
@@ -394,9 +487,46 @@ impl PodRun {
                 dir
             } else if let Some(p) = volume["hostPath"]["path"].as_str() {
                 PathBuf::from(p)
+            } else if let Some(secret) = volume["secret"]["secretName"].as_str() {
+                // The secret's keys as files (its items, or every key), as the kubelet projects them.
+                let dir = self.dir.join("secrets").join(name);
+                std::fs::create_dir_all(&dir)?;
+                let items: Vec<(String, String)> = match volume["secret"]["items"].as_array() {
+                    Some(items) => items
+                        .iter()
+                        .filter_map(|i| {
+                            Some((i["key"].as_str()?.into(), i["path"].as_str()?.into()))
+                        })
+                        .collect(),
+                    None => {
+                        let res = Resource::named("", "v1", "secrets");
+                        let obj = res.and_then(|r| {
+                            let s = self.store.lock().ok()?;
+                            s.objects
+                                .get(&Key::new(&r, &self.key.namespace, secret))
+                                .cloned()
+                        });
+                        let keys = |f: &str| -> Vec<String> {
+                            obj.as_ref()
+                                .and_then(|o| o[f].as_object())
+                                .map(|m| m.keys().cloned().collect())
+                                .unwrap_or_default()
+                        };
+                        let mut all = keys("data");
+                        all.extend(keys("stringData"));
+                        all.into_iter().map(|k| (k.clone(), k)).collect()
+                    }
+                };
+                for (key, path) in items {
+                    let value = self
+                        .secret_value(secret, &key)
+                        .map_err(std::io::Error::other)?;
+                    std::fs::write(dir.join(path), value)?;
+                }
+                dir
             } else {
                 return Err(std::io::Error::other(format!(
-                    "volume `{name}`: only emptyDir and hostPath volumes are served here"
+                    "volume `{name}`: only emptyDir, hostPath and secret volumes are served here"
                 )));
             };
             out.push(Mount {

@@ -25,10 +25,16 @@
 //!   conventions inject failures: an image whose name contains `missing` never pulls (ErrImagePull, then
 //!   ImagePullBackOff); an image tagged `:oom` is OOMKilled (exit code 137). Volume mounts are real: a
 //!   container with `volumeMounts` (or on a node with [`Node::mounts`]) runs in its own mount namespace
-//!   (`unshare`, so root) where each `emptyDir` volume — a folder of the pod's — and `hostPath` is bound at
-//!   its mount path (read-only when asked); a path that does not exist is made in an overlay of its
-//!   nearest existing folder, so the node's own files are never touched. Containers run in their own
-//!   process group, killed whole when the pod goes.
+//!   (`unshare`, so root) where each `emptyDir` volume — a folder of the pod's — `hostPath`, and `secret`
+//!   volume (the Secret's keys, or its `items`, as files) is bound at its mount path (read-only when
+//!   asked); a path that does not exist is made in an overlay of its nearest existing folder, so the
+//!   node's own files are never touched. Containers run in their own process group, killed whole when
+//!   the pod goes.
+//! - **Secrets** (`/api/v1/namespaces/<ns>/secrets`) are stored as given; a variable's
+//!   `valueFrom.secretKeyRef` takes the key's value (`data`, base64, or `stringData`). A secret or key a
+//!   container needs that is not there keeps the pod Pending with that container waiting in
+//!   `CreateContainerConfigError`, the message the kubelet gives (`secret "x" not found`, `couldn't find
+//!   key k in Secret ns/x`), until it appears.
 //! - **training operator**: a PyTorchJob, TFJob or MPIJob becomes one pod per replica (`<job>-<role>-<i>`,
 //!   with the operator's environment: MASTER_ADDR/WORLD_SIZE/RANK, TF_CONFIG), and its conditions follow the
 //!   decisive pod (PyTorch master, TF chief or first worker, MPI launcher): Created → Running → Succeeded

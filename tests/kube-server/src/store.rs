@@ -20,8 +20,9 @@ pub struct Resource {
     pub kind: String,
 }
 
-const RESOURCES: [(&str, &str, &str, &str); 5] = [
+const RESOURCES: [(&str, &str, &str, &str); 6] = [
     ("", "v1", "pods", "Pod"),
+    ("", "v1", "secrets", "Secret"),
     ("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob"),
     ("kubeflow.org", "v1", "tfjobs", "TFJob"),
     ("kubeflow.org", "v1", "mpijobs", "MPIJob"),
