@@ -2,7 +2,7 @@
 //!
 //! | item | pk | sk | attributes |
 //! |---|---|---|---|
-//! | execution | `exec#<name>` | `#` | `version`, `phase`, `workflow`, `package`, `state` (ExecutionState), `inputs`, `parent`, `parent_node`, `error`, `created`, `updated`, lease (`lease_owner`, `lease_until`), `ttl` once finished |
+//! | execution | `exec#<name>` | `#` | `version`, `phase`, `workflow`, `package`, `state` (ExecutionState), `inputs`, `parent`, `parent_node`, `futures` (a dynamic task's child), `error`, `created`, `updated`, lease (`lease_owner`, `lease_until`), `ttl` once finished |
 //! | node | `exec#<name>` | `node#<index, 6 digits>` | `state` (NodeState) or `blob` (an S3 key, for records over 350 KB), `version` |
 //! | cache entry | `cache#<key>` | `#` | `outputs` (LiteralMap) |
 //! | registered workflow or launch plan | `reg#<name>` | `#` | `package` (S3 key), `registered` |
@@ -50,6 +50,9 @@ pub struct ExecutionItem {
     pub inputs: Vec<u8>,
     /// Parent execution and node, for child executions.
     pub parent: Option<(String, u32)>,
+    /// For the child execution of a dynamic task: the S3 key of the sub-workflow it runs (the task's
+    /// `DynamicJobSpec`), compiled over its parent's program.
+    pub futures: Option<String>,
     /// The error it failed with.
     pub error: Option<String>,
     /// Created, milliseconds since the epoch.
@@ -134,6 +137,7 @@ fn execution_from(item: &HashMap<String, AttributeValue>) -> ExecutionItem {
         state: get_b(item, "state").unwrap_or_default(),
         inputs: get_b(item, "inputs").unwrap_or_default(),
         parent,
+        futures: get_s(item, "futures"),
         error: get_s(item, "error"),
         created: get_n(item, "created").unwrap_or(0),
         updated: get_n(item, "updated").unwrap_or(0),
@@ -173,6 +177,9 @@ impl Store {
             .condition_expression("attribute_not_exists(pk)");
         if let Some((p, node)) = &e.parent {
             req = req.item("parent", s(p)).item("parent_node", n(node));
+        }
+        if let Some(f) = &e.futures {
+            req = req.item("futures", s(f));
         }
         match req.send().await {
             Ok(_) => Ok(true),

@@ -815,7 +815,7 @@ impl updraft_connector::effects::Host for RunHost<'_, '_> {
         if !self.d.by_name.contains_key(name) {
             let (program, inputs) = match child {
                 Child::LaunchPlan { program, inputs } => (program, inputs),
-                Child::Dynamic { program } => (program, LiteralMap::default()),
+                Child::Dynamic { program, .. } => (program, LiteralMap::default()),
             };
             self.child = Some((name.to_string(), program, node, inputs));
         }

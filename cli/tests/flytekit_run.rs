@@ -271,6 +271,13 @@ fn dynamic_tasks_run_the_sub_workflow_they_return() {
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, serde_json::json!({"o0": ""}));
+    // A dynamic task whose sub-workflow runs dynamic tasks: children of a child.
+    let (code, out, err) = run(
+        "dyn-nested",
+        &["tests/fixtures/flytekit/dynamic_nested.tgz", "-i", "m=3"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, serde_json::json!({"o0": [1, 5, 14]}));
 }
 
 #[test]

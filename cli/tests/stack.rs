@@ -396,6 +396,30 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
     assert_eq!(local, serde_json::json!({"o0": "Hey, ref! Hey, ref!"}));
     assert_eq!(d.s3_outputs("rf"), local);
 
+    // Dynamic tasks: the sub-workflow each returns runs as a child execution, compiled again by
+    // every transition from the spec kept in the bucket; nested ones as children of a child.
+    let (code, _, err) = d.updraft(&[
+        "register",
+        "tests/fixtures/flytekit/dynamic.tgz",
+        "tests/fixtures/flytekit/dynamic_nested.tgz",
+    ]);
+    assert_eq!(code, 0, "register: {err}");
+    for (name, args) in [
+        ("dy", ["fixtures.dynamic.dynamic_wf", "n=3"]),
+        ("dn", ["fixtures.dynamic_nested.nested_wf", "m=3"]),
+    ] {
+        let (code, _, err) = d.updraft(&[
+            "launch", "-w", args[0], "-i", args[1], "--name", name, "--wait",
+        ]);
+        assert_eq!(code, 0, "launch {name}: {err}");
+    }
+    assert_eq!(d.s3_outputs("dy"), serde_json::json!({"o0": "1,2,3"}));
+    assert_eq!(
+        d.s3_outputs("dy"),
+        local_outputs(&["tests/fixtures/flytekit/dynamic.tgz", "-i", "n=3"])
+    );
+    assert_eq!(d.s3_outputs("dn"), serde_json::json!({"o0": [1, 5, 14]}));
+
     // Raw containers, their data moved through S3 by the copilot in their pods: flytekit's
     // ContainerTask beside pod tasks, and YAML containers in a map and a branch, and passing a folder and
     // a file. Launched together, then watched.

@@ -153,6 +153,7 @@ impl Driver {
                     node,
                     program,
                     name,
+                    ..
                 } => {
                     // The sub-workflow runs to its end as a child execution; its tasks count as started.
                     let (result, started) = run_child(&program, &name, behave);
@@ -939,6 +940,7 @@ fn simulate(
                     node,
                     program,
                     name,
+                    ..
                 } => {
                     // Child creation is idempotent by name too: a repeated start reports the same end.
                     let (result, started) = run_child(&program, &name, behave);

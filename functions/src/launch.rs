@@ -33,9 +33,9 @@ pub fn decode_package(key: &str, bytes: &[u8]) -> Result<Package, Error> {
 }
 
 /// Packages by key, decoded and compiled, kept while the function stays warm (packages never change
-/// under a key).
+/// under a key); and dynamic tasks' sub-workflows, compiled, by child execution.
 #[derive(Debug, Default)]
-pub struct Packages(Mutex<HashMap<String, Loaded>>);
+pub struct Packages(Mutex<HashMap<String, Loaded>>, Mutex<HashMap<String, Program>>);
 
 /// A package and every entity of it that compiles.
 type Loaded = (Arc<Package>, Arc<CompiledPackage>);
@@ -59,6 +59,18 @@ impl Packages {
             m.insert(key.to_string(), both.clone());
         }
         Ok(both)
+    }
+
+    /// The compiled sub-workflow of dynamic child execution `name`, if kept.
+    pub fn dynamic(&self, name: &str) -> Option<Program> {
+        self.1.lock().ok().and_then(|m| m.get(name).cloned())
+    }
+
+    /// Keeps the compiled sub-workflow of dynamic child execution `name`.
+    pub fn keep_dynamic(&self, name: &str, program: &Program) {
+        if let Ok(mut m) = self.1.lock() {
+            m.insert(name.to_string(), program.clone());
+        }
     }
 
     /// The compiled package at `key` in the bucket (every entity of it that compiles; a launch has

@@ -350,11 +350,66 @@ impl Transition {
         Ok(Some(status))
     }
 
+    /// The program `item` runs: its package's workflow; for a dynamic task's child, the sub-workflow
+    /// the task returned, compiled over its parent's program (itself perhaps a dynamic task's child).
     async fn program(&self, item: &ExecutionItem) -> Result<Program, Error> {
-        Ok(Program {
-            package: self.packages.get(&self.clients, &item.package).await?,
-            workflow: item.workflow.clone(),
-        })
+        let Some(futures) = &item.futures else {
+            return Ok(Program {
+                package: self.packages.get(&self.clients, &item.package).await?,
+                workflow: item.workflow.clone(),
+            });
+        };
+        if let Some(p) = self.packages.dynamic(&item.name) {
+            return Ok(p);
+        }
+        let Some((parent_name, node)) = &item.parent else {
+            return Err(Error::Invalid(format!(
+                "execution {}: a dynamic sub-workflow without a parent",
+                item.name
+            )));
+        };
+        let parent = self
+            .clients
+            .store
+            .execution(parent_name)
+            .await?
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "execution {}: its parent {parent_name} is gone",
+                    item.name
+                ))
+            })?;
+        let parent_program = Box::pin(self.program(&parent)).await?;
+        let uri = self.clients.blobs.uri(futures);
+        let bytes = self.clients.blobs.get(&uri).await?.ok_or_else(|| {
+            Error::Invalid(format!("execution {}: no sub-workflow at {uri}", item.name))
+        })?;
+        let spec = updraft_proto::core::DynamicJobSpec::decode(bytes.as_slice())
+            .map_err(|e| Error::Invalid(format!("{uri}: {e}")))?;
+        let wf_node = parent_program
+            .package
+            .workflows
+            .get(&parent_program.workflow)
+            .and_then(|w| w.nodes.get(*node as usize))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "execution {}: its parent has no node {node}",
+                    item.name
+                ))
+            })?;
+        let (package, workflow) = updraft_engine::compile::compile_dynamic(
+            &parent_program.package,
+            &wf_node.id,
+            &wf_node.outputs,
+            &spec,
+        )
+        .map_err(|p| Error::Invalid(format!("{uri}: {p}")))?;
+        let program = Program {
+            package: Arc::new(package),
+            workflow,
+        };
+        self.packages.keep_dynamic(&item.name, &program);
+        Ok(program)
     }
 
     async fn node_states(
@@ -716,17 +771,37 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
         name: &str,
         child: Child,
     ) -> Result<Result<(), ExecError>, Error> {
-        let (program, inputs) = match child {
-            Child::LaunchPlan { program, inputs } => (program, inputs),
-            Child::Dynamic { .. } => {
-                return Ok(Err(ExecError {
-                    node: engine_node_id(self.ctx.program, node),
-                    code: "Unsupported".into(),
-                    message: "dynamic tasks do not run on the serverless runtime yet; run this \
-                              workflow with `updraft run`"
-                        .into(),
-                    kind: ErrorKind::User,
-                }));
+        let (program, inputs, futures) = match child {
+            Child::LaunchPlan { program, inputs } => (program, inputs, None),
+            Child::Dynamic { program, spec } => {
+                // A sub-workflow with tasks this deployment cannot run fails its node before any
+                // of them starts.
+                let tasks = updraft_engine::launch::reachable_tasks(&program.package, &program.workflow);
+                let bad: Vec<String> = self
+                    .t
+                    .registry
+                    .preflight(tasks.values().copied().filter(|t| !t.runs_in_engine()))
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                if !bad.is_empty() {
+                    return Ok(Err(ExecError {
+                        node: engine_node_id(self.ctx.program, node),
+                        code: "DynamicTaskUnsupported".into(),
+                        message: format!(
+                            "the dynamic sub-workflow has tasks that cannot run here: {}; nothing \
+                             of it was started",
+                            bad.join("; ")
+                        ),
+                        kind: ErrorKind::User,
+                    }));
+                }
+                // Kept where later transitions compile it again from (the same bytes for every
+                // copy of this start).
+                let key = format!("executions/{name}/futures.pb");
+                let uri = self.t.clients.blobs.uri(&key);
+                self.t.clients.blobs.put(&uri, spec.encode_to_vec()).await?;
+                (program, LiteralMap::default(), Some(key))
             }
         };
         let mut config = updraft_engine::exec::ExecConfig::new(name);
@@ -740,6 +815,7 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
             state: child.state_record().encode_to_vec(),
             inputs: inputs.encode_to_vec(),
             parent: Some((self.ctx.item.name.clone(), node)),
+            futures,
             created: now_ms(),
             ..Default::default()
         };

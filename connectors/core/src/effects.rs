@@ -31,6 +31,8 @@ pub enum Child {
     Dynamic {
         /// The compiled sub-workflow.
         program: Program,
+        /// The sub-workflow as the task returned it (`futures.pb`).
+        spec: Box<updraft_proto::core::DynamicJobSpec>,
     },
 }
 
@@ -148,8 +150,9 @@ pub async fn apply<H: Host + ?Sized>(host: &mut H, effect: Effect) -> Result<(),
         Effect::StartDynamic {
             node,
             program,
+            spec,
             name,
-        } => start_child(host, node, &name, Child::Dynamic { program }).await,
+        } => start_child(host, node, &name, Child::Dynamic { program, spec }).await,
         Effect::AbortChild { node, name } => host.abort_child(node, &name).await,
         Effect::NodePhase { node, phase } => host.node_phase(node, phase).await,
         Effect::Finished {
@@ -534,6 +537,7 @@ workflows:
             Effect::StartDynamic {
                 node: 0,
                 program,
+                spec: Box::default(),
                 name: "d1".into(),
             },
         ))

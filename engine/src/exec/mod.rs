@@ -261,6 +261,9 @@ pub enum Effect {
         node: NodeIdx,
         /// The compiled sub-workflow.
         program: Program,
+        /// The sub-workflow as the task returned it (what a runtime that keeps no program in memory
+        /// compiles it again from: [`crate::compile::compile_dynamic`] over the parent's package).
+        spec: Box<DynamicJobSpec>,
         /// Deterministic child execution name.
         name: String,
     },

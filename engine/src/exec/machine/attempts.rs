@@ -255,6 +255,7 @@ impl Execution {
                                 package: Arc::new(package),
                                 workflow,
                             },
+                            spec,
                             name,
                         });
                     }
