@@ -420,6 +420,42 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
     );
     assert_eq!(d.s3_outputs("dn"), serde_json::json!({"o0": [1, 5, 14]}));
 
+    // Gates in a launch-plan node's child: the sleep ends by a timer, and signals sent to the parent
+    // reach the child's gates (a value, then an approval).
+    let (code, _, err) = d.updraft(&["register", "tests/fixtures/flytekit/gates_child.tgz"]);
+    assert_eq!(code, 0, "register: {err}");
+    let (code, _, err) = d.updraft(&[
+        "launch",
+        "-w",
+        "fixtures.gates_child.gated_parent_wf",
+        "-i",
+        "x=7",
+        "--name",
+        "gt",
+    ]);
+    assert_eq!(code, 0, "launch gt: {err}");
+    let gate_running = |node: &str| {
+        let (_, out, err) = d.updraft(&["status", "gt-n0"]);
+        let waiting = out
+            .lines()
+            .any(|l| l.trim_start().starts_with(&format!("{node} ")) && l.ends_with("Running"));
+        waiting
+            .then_some(())
+            .ok_or(format!("gate {node} of gt-n0 is not waiting: {out}{err}"))
+    };
+    poll(Duration::from_secs(180), || gate_running("n2"));
+    let (code, _, err) = d.updraft(&["signal", "gt", "review-note", "lgtm"]);
+    assert_eq!(code, 0, "signal: {err}");
+    poll(Duration::from_secs(120), || gate_running("n3"));
+    let (code, _, err) = d.updraft(&["signal", "gt", "publish-report", "true"]);
+    assert_eq!(code, 0, "signal: {err}");
+    let (code, _, err) = d.updraft(&["watch", "gt"]);
+    assert_eq!(code, 0, "gt: {err}");
+    assert_eq!(
+        d.s3_outputs("gt"),
+        serde_json::json!({"o0": "report 7 (lgtm)"})
+    );
+
     // Raw containers, their data moved through S3 by the copilot in their pods: flytekit's
     // ContainerTask beside pod tasks, and YAML containers in a map and a branch, and passing a folder and
     // a file. Launched together, then watched.

@@ -1328,6 +1328,8 @@ fn node_timeouts_and_child_executions() {
     assert_eq!(child.2, "sub");
     assert_eq!(child.1, "to-child");
     assert_eq!(int(&child.3.literals["x"]), 1);
+    // A running child is where signals also go.
+    assert_eq!(exec.running_children(), ["to-child"]);
     let (a, kind) = fx
         .iter()
         .find_map(|e| {
@@ -1551,6 +1553,7 @@ fn a_dynamic_sub_workflow_failure_fails_the_node_and_duplicates_start_nothing() 
         panic!("{fx:?}")
     };
     assert_eq!(name, "df-n0-0-dynamic");
+    assert_eq!(exec.running_children(), ["df-n0-0-dynamic"]);
     let wf = &program.package.workflows[&program.workflow];
     assert_eq!(wf.nodes.len(), 4, "dn0..dn3");
     // The same status again, or a late success of the attempt, changes nothing.

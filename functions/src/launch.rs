@@ -35,7 +35,10 @@ pub fn decode_package(key: &str, bytes: &[u8]) -> Result<Package, Error> {
 /// Packages by key, decoded and compiled, kept while the function stays warm (packages never change
 /// under a key); and dynamic tasks' sub-workflows, compiled, by child execution.
 #[derive(Debug, Default)]
-pub struct Packages(Mutex<HashMap<String, Loaded>>, Mutex<HashMap<String, Program>>);
+pub struct Packages(
+    Mutex<HashMap<String, Loaded>>,
+    Mutex<HashMap<String, Program>>,
+);
 
 /// A package and every entity of it that compiles.
 type Loaded = (Arc<Package>, Arc<CompiledPackage>);

@@ -33,7 +33,7 @@ use updraft_proto::Message;
 use updraft_proto::core::LiteralMap;
 use updraft_proto::updraft::{
     AbortMessage, CheckMessage, ChildDoneMessage, ExecutionState, NodeState, QueueMessage,
-    StartMessage, TimerMessage, queue_message::Kind,
+    SignalMessage, StartMessage, TimerMessage, queue_message::Kind,
 };
 
 use crate::launch::Packages;
@@ -494,6 +494,14 @@ impl Transition {
             } => Some((*node, *index, *attempt)),
             _ => None,
         };
+        // A signal also goes to the children running now (their gates may be the ones waiting).
+        let forward = match &event {
+            Event::Signal { id, value } => Some(SignalMessage {
+                id: id.clone(),
+                value: Some((**value).clone()),
+            }),
+            _ => None,
+        };
         let event = match event {
             Event::Start { .. } => Event::Start {
                 inputs: LiteralMap::decode(item.inputs.as_slice())
@@ -523,6 +531,17 @@ impl Transition {
                     ctx: &mut ctx,
                 };
                 updraft_connector::effects::apply(&mut host, e).await?;
+            }
+        }
+        if let Some(signal) = forward {
+            for child in engine.running_children() {
+                self.clients
+                    .queue
+                    .send(
+                        &message(&child, Kind::Signal(signal.clone())),
+                        Duration::ZERO,
+                    )
+                    .await?;
             }
         }
         if receive_count == 1 && ctx.first_start {
@@ -776,7 +795,8 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
             Child::Dynamic { program, spec } => {
                 // A sub-workflow with tasks this deployment cannot run fails its node before any
                 // of them starts.
-                let tasks = updraft_engine::launch::reachable_tasks(&program.package, &program.workflow);
+                let tasks =
+                    updraft_engine::launch::reachable_tasks(&program.package, &program.workflow);
                 let bad: Vec<String> = self
                     .t
                     .registry

@@ -9,6 +9,7 @@ use updraft_proto::updraft::{
 };
 
 use super::{ArrayState, Attempts, Execution, NodeState};
+use crate::compile::{NodeIdx, NodeKind};
 use crate::exec::{ErrorKind, ExecConfig, ExecError, ExecPhase, NodePhase, Program};
 
 const NODE_PHASES: [NodePhase; 8] = [
@@ -113,6 +114,22 @@ fn attempts_from(a: AttemptsState, what: &str) -> Result<Attempts, String> {
 }
 
 impl Execution {
+    /// The child executions running now (of launch-plan nodes and dynamic tasks), by name: where a
+    /// signal this execution receives also goes, so gates in children hear it (as Flyte's signals reach
+    /// every gate of the execution tree).
+    pub fn running_children(&self) -> Vec<String> {
+        (0..self.nodes.len() as NodeIdx)
+            .filter(|&n| self.nodes[n as usize].phase == NodePhase::Running)
+            .filter_map(
+                |n| match (&self.nodes[n as usize].dynamic, &self.wf().node(n).kind) {
+                    (Some(name), _) => Some(name.clone()),
+                    (None, NodeKind::LaunchPlan { .. }) => Some(self.child_name(n)),
+                    _ => None,
+                },
+            )
+            .collect()
+    }
+
     /// How many nodes the execution's workflow has (and so how many [`NodeState`] records it keeps).
     pub fn node_count(&self) -> usize {
         self.nodes.len()
