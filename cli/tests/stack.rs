@@ -456,6 +456,54 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
         serde_json::json!({"o0": "report 7 (lgtm)"})
     );
 
+    // Caching: a miss runs the tasks and stores their outputs; the same inputs again run nothing
+    // (the outputs carry the computing process's token, so a hit shows the same one);
+    // --overwrite-cache runs them again and stores the new outputs; other inputs miss.
+    let (code, _, err) = d.updraft(&["register", "tests/fixtures/flytekit/caching.tgz"]);
+    assert_eq!(code, 0, "register: {err}");
+    let cached = |name: &str, x: &str, overwrite: bool| {
+        let input = format!("x={x}");
+        let mut args = vec![
+            "launch",
+            "-w",
+            "fixtures.caching.cached_wf",
+            "-i",
+            &input,
+            "--name",
+            name,
+            "--wait",
+        ];
+        if overwrite {
+            args.push("--overwrite-cache");
+        }
+        let (code, _, err) = d.updraft(&args);
+        assert_eq!(code, 0, "launch {name}: {err}");
+        d.s3_outputs(name)
+    };
+    let first = cached("ca", "3", false);
+    assert_eq!(
+        (first["o0"].as_i64(), first["o2"].as_i64()),
+        (Some(9), Some(27))
+    );
+    assert_eq!(d.pods_of("ca").len(), 2, "a miss runs both tasks");
+    assert_eq!(cached("cb", "3", false), first, "a hit");
+    assert!(d.pods_of("cb").is_empty(), "a hit runs nothing");
+    let again = cached("cc", "3", true);
+    assert_eq!(d.pods_of("cc").len(), 2, "an overwrite runs both tasks");
+    assert_ne!(again["o1"], first["o1"]);
+    assert_ne!(again["o3"], first["o3"]);
+    assert_eq!(
+        cached("cd", "3", false),
+        again,
+        "the overwrite stored its outputs"
+    );
+    let other = cached("ce", "4", false);
+    assert_eq!(
+        (other["o0"].as_i64(), other["o2"].as_i64()),
+        (Some(16), Some(64))
+    );
+    assert_eq!(d.pods_of("ce").len(), 2, "other inputs miss");
+
     // Raw containers, their data moved through S3 by the copilot in their pods: flytekit's
     // ContainerTask beside pod tasks, and YAML containers in a map and a branch, and passing a folder and
     // a file. Launched together, then watched.
