@@ -96,7 +96,9 @@ fn detect_in(choice: ContainerChoice, path: &OsStr) -> Result<Containers, String
 }
 
 /// The engine command line that runs a raw container: inputs mounted read-only at the container's input
-/// path, outputs at its output path, the container's env, then the image and its rendered command.
+/// path, outputs at its output path, the names of the container's variables (`-e NAME`: the engine takes
+/// each value from its client's environment, which the caller sets, so no value — a secret's included —
+/// shows in the process list), then the image and its rendered command.
 pub(crate) fn engine_args(
     name: &str,
     image: &str,
@@ -113,9 +115,9 @@ pub(crate) fn engine_args(
         args.push("-v".into());
         args.push(format!("{}:{container}{ro}", host.display()));
     }
-    for (k, v) in env {
+    for (k, _) in env {
         args.push("-e".into());
-        args.push(format!("{k}={v}"));
+        args.push(k.clone());
     }
     args.push(image.into());
     args.extend(argv.iter().cloned());
@@ -136,7 +138,7 @@ mod tests {
                 (Path::new("/s/out"), "/var/outputs", false),
                 (Path::new("/s/none"), "", false),
             ],
-            &[("A".into(), "1".into())],
+            &[("A".into(), "secret-value".into())],
             &["sh".into(), "-c".into(), "echo hi".into()],
         );
         assert_eq!(
@@ -151,7 +153,7 @@ mod tests {
                 "-v",
                 "/s/out:/var/outputs",
                 "-e",
-                "A=1",
+                "A",
                 "alpine:3",
                 "sh",
                 "-c",

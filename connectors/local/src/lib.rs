@@ -573,9 +573,8 @@ impl LocalConnector {
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout)?)
             .stderr(std::fs::File::create(&stderr)?);
-        if engine.is_none() {
-            cmd.envs(env);
-        }
+        // A process gets its variables; an engine's client gets them to hand to the container by name.
+        cmd.envs(env);
         let child = match cmd.spawn() {
             Ok(c) => Proc::Child(c),
             Err(e) => {
