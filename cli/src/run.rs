@@ -79,17 +79,8 @@ struct LocalCache {
 impl LocalCache {
     fn path(&self, key: &str) -> PathBuf {
         // Keys are `task:version:sha256`; made file-name safe, they stay distinct.
-        let safe: String = key
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.dir.join(format!("{safe}.pb"))
+        self.dir
+            .join(format!("{}.pb", updraft_engine::package::file_safe(key)))
     }
 
     fn get(&self, key: &str) -> Option<LiteralMap> {

@@ -442,17 +442,7 @@ impl Package {
         let mut n = 0usize;
         let mut entry = |name: &str, kind: u8, bytes: Vec<u8>, entries: &mut Vec<_>| {
             n += 1;
-            let safe: String = name
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            entries.push((format!("{n:04}_{safe}_{kind}.pb"), bytes));
+            entries.push((format!("{n:04}_{}_{kind}.pb", file_safe(name)), bytes));
         };
         for (name, t) in &self.tasks {
             let spec = TaskSpec {
@@ -505,6 +495,19 @@ impl Package {
         entries.extend(self.code_bundles.iter().cloned());
         write_archive(&entries)
     }
+}
+
+/// `name` as part of a file name: every character but ASCII letters, digits, `.` and `-` becomes `_`.
+pub fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Writes entries (name, bytes) as a gzip-compressed tar, the layout `pyflyte package` uses.

@@ -409,51 +409,30 @@ impl Package {
     /// Adds the entities of `other` this package does not hold; one it holds must be the same.
     fn merge_missing(&mut self, other: Package) -> Result<(), Vec<Problem>> {
         let mut problems = Vec::new();
-        let mut clash = |e: EntityRef, file: String| {
-            problems.push(Problem {
-                file,
-                entity: format!("{} {}", e.kind.label(), e.name),
-                node: None,
-                field: String::new(),
-                reason: format!(
-                    "the registered {} differs from the one of the same name in the package",
-                    e.kind.label()
-                ),
-            })
-        };
-        for (name, t) in other.tasks {
-            match self.tasks.get(&name) {
-                Some(mine) if mine.template != t.template => {
-                    clash(EntityRef::task(name), mine.origin.display())
-                }
-                Some(_) => {}
-                None => {
-                    self.tasks.insert(name, t);
-                }
-            }
-        }
-        for (name, w) in other.workflows {
-            match self.workflows.get(&name) {
-                Some(mine) if mine.template != w.template => {
-                    clash(EntityRef::workflow(name), mine.origin.display())
-                }
-                Some(_) => {}
-                None => {
-                    self.workflows.insert(name, w);
-                }
-            }
-        }
-        for (name, l) in other.launch_plans {
-            match self.launch_plans.get(&name) {
-                Some(mine) if mine.launch_plan.spec != l.launch_plan.spec => {
-                    clash(EntityRef::launch_plan(name), mine.origin.display())
-                }
-                Some(_) => {}
-                None => {
-                    self.launch_plans.insert(name, l);
-                }
-            }
-        }
+        merge_kind(
+            &mut self.tasks,
+            other.tasks,
+            |a, b| a.template == b.template,
+            |t| &t.origin,
+            EntityKind::Task,
+            &mut problems,
+        );
+        merge_kind(
+            &mut self.workflows,
+            other.workflows,
+            |a, b| a.template == b.template,
+            |w| &w.origin,
+            EntityKind::Workflow,
+            &mut problems,
+        );
+        merge_kind(
+            &mut self.launch_plans,
+            other.launch_plans,
+            |a, b| a.launch_plan.spec == b.launch_plan.spec,
+            |l| &l.origin,
+            EntityKind::LaunchPlan,
+            &mut problems,
+        );
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -463,5 +442,35 @@ impl Package {
             }
         }
         Ok(())
+    }
+}
+
+/// Adds the entities of one kind from `theirs` that `mine` lacks; one of the same name must be `same`,
+/// else a problem says the registered one differs.
+fn merge_kind<T>(
+    mine: &mut BTreeMap<String, T>,
+    theirs: BTreeMap<String, T>,
+    same: impl Fn(&T, &T) -> bool,
+    origin: impl Fn(&T) -> &crate::package::Origin,
+    kind: EntityKind,
+    problems: &mut Vec<Problem>,
+) {
+    for (name, t) in theirs {
+        match mine.get(&name) {
+            Some(m) if !same(m, &t) => problems.push(Problem {
+                file: origin(m).display(),
+                entity: format!("{} {name}", kind.label()),
+                node: None,
+                field: String::new(),
+                reason: format!(
+                    "the registered {} differs from the one of the same name in the package",
+                    kind.label()
+                ),
+            }),
+            Some(_) => {}
+            None => {
+                mine.insert(name, t);
+            }
+        }
     }
 }

@@ -379,3 +379,30 @@ fn a_package_written_back_as_an_archive_is_the_same_package() {
         );
     }
 }
+
+#[test]
+fn a_registered_entity_that_differs_from_the_packages_own_is_refused() {
+    let lps = load("launchplans.tgz");
+    let mut pkg = load("references.tgz");
+    // The package holds its own, different, copy of a task the registered launch plan's workflow runs.
+    let mut own = lps.tasks["fixtures.launchplans.greet"].clone();
+    own.template.metadata.get_or_insert_default().retries = Some(Default::default());
+    own.template
+        .metadata
+        .as_mut()
+        .unwrap()
+        .retries
+        .as_mut()
+        .unwrap()
+        .retries = 7;
+    pkg.tasks.insert("fixtures.launchplans.greet".into(), own);
+    let registry = [load("subworkflows.tgz"), lps];
+    let (_, problems) = pkg.resolve(None, |r| {
+        Ok(registry.iter().find(|p| p.holds(&r.entity)).cloned())
+    });
+    let text = updraft_engine::Problems(problems).to_string();
+    assert!(
+        text.contains("task fixtures.launchplans.greet: the registered task differs from the one of the same name in the package"),
+        "{text}"
+    );
+}
