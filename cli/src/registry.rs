@@ -59,10 +59,10 @@ impl Registry {
         })
     }
 
-    /// The package that holds what `r` refers to: the registration of its version (the latest, when
-    /// it names none); `None` when nothing of that kind and name is registered; an error saying which
-    /// versions are, when its version is not.
-    pub fn lookup(&mut self, r: &Reference) -> Result<Option<Package>, String> {
+    /// The package that holds what `r` refers to, with where it is kept: the registration of its
+    /// version (the latest, when it names none); `None` when nothing of that kind and name is
+    /// registered; an error saying which versions are, when its version is not.
+    fn lookup(&mut self, r: &Reference) -> Result<Option<(PathBuf, Package)>, String> {
         let kind = r.entity.kind.label();
         let same: Vec<&Entry> = self
             .index
@@ -70,29 +70,14 @@ impl Registry {
             .iter()
             .filter(|e| e.kind == kind && e.name == r.entity.name)
             .collect();
-        if same.is_empty() {
+        let Some(entry) = pick_version(r, &same, |e| &e.version, "")? else {
             return Ok(None);
-        }
-        let found = if r.version.is_empty() {
-            same.last().copied()
-        } else {
-            same.iter().rev().find(|e| e.version == r.version).copied()
-        };
-        let Some(entry) = found else {
-            let versions: Vec<&str> = same.iter().map(|e| e.version.as_str()).collect();
-            return Err(format!(
-                "{} is registered ({}), but not at version {} (register it with --version {})",
-                r.entity,
-                versions.join(", "),
-                r.version,
-                r.version
-            ));
         };
         let package = entry.package.clone();
-        if let Some(p) = self.loaded.get(&package) {
-            return Ok(Some(p.clone()));
-        }
         let path = self.dir.join(&package);
+        if let Some(p) = self.loaded.get(&package) {
+            return Ok(Some((path, p.clone())));
+        }
         let pkg = crate::load::load(std::slice::from_ref(&path)).map_err(|p| {
             format!(
                 "{} is registered in {}, which no longer loads: {p}",
@@ -101,7 +86,7 @@ impl Registry {
             )
         })?;
         self.loaded.insert(package, pkg.clone());
-        Ok(Some(pkg))
+        Ok(Some((path, pkg)))
     }
 
     /// Resolves the references of `roots` (every entity when `None`) in `pkg`; says on stderr where
@@ -111,19 +96,19 @@ impl Registry {
         pkg: &mut Package,
         roots: Option<&[EntityRef]>,
     ) -> Result<(), Problems> {
-        let mut from: BTreeMap<String, String> = BTreeMap::new();
+        let mut from: BTreeMap<String, PathBuf> = BTreeMap::new();
         let (resolved, problems) = pkg.resolve(roots, |r| {
-            let found = self.lookup(r)?;
-            if found.is_some() {
-                from.insert(r.describe(), self.where_is(r));
-            }
-            Ok(found)
+            Ok(self.lookup(r)?.map(|(path, found)| {
+                from.insert(r.describe(), path);
+                found
+            }))
         });
         for r in resolved {
-            let at = from.get(&r.describe()).cloned().unwrap_or_default();
+            let at = from.get(&r.describe()).map(|p| p.display().to_string());
             eprintln!(
-                "updraft: {} resolved from the registry ({at})",
-                r.describe()
+                "updraft: {} resolved from the registry ({})",
+                r.describe(),
+                at.unwrap_or_default()
             );
         }
         if problems.is_empty() {
@@ -131,21 +116,6 @@ impl Registry {
         } else {
             Err(Problems(problems))
         }
-    }
-
-    fn where_is(&self, r: &Reference) -> String {
-        let kind = r.entity.kind.label();
-        self.index
-            .entries
-            .iter()
-            .rev()
-            .find(|e| {
-                e.kind == kind
-                    && e.name == r.entity.name
-                    && (r.version.is_empty() || e.version == r.version)
-            })
-            .map(|e| self.dir.join(&e.package).display().to_string())
-            .unwrap_or_default()
     }
 
     fn save(&self) -> anyhow::Result<()> {
@@ -156,6 +126,41 @@ impl Registry {
         std::fs::write(&tmp, serde_json::to_vec_pretty(&self.index)?)
             .with_context(|| format!("{}: cannot write", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("{}: cannot write", path.display()))
+    }
+}
+
+/// Of `registered` (the registrations of `r`'s entity, oldest first), the one `r` resolves to: the one
+/// at its version, the latest when it names none; `None` when there are none; when none is at its
+/// version, an error listing those there are (`place`, e.g. ` on the stack`, says where).
+pub fn pick_version<'a, T>(
+    r: &Reference,
+    registered: &'a [T],
+    version_of: impl Fn(&T) -> &String,
+    place: &str,
+) -> Result<Option<&'a T>, String> {
+    if registered.is_empty() {
+        return Ok(None);
+    }
+    let found = if r.version.is_empty() {
+        registered.last()
+    } else {
+        registered
+            .iter()
+            .rev()
+            .find(|e| *version_of(e) == r.version)
+    };
+    match found {
+        Some(e) => Ok(Some(e)),
+        None => {
+            let versions: Vec<&str> = registered.iter().map(|e| version_of(e).as_str()).collect();
+            Err(format!(
+                "{} is registered{place} ({}), but not at version {} (register it with --version {})",
+                r.entity,
+                versions.join(", "),
+                r.version,
+                r.version
+            ))
+        }
     }
 }
 

@@ -36,6 +36,8 @@ pub async fn register(
             Ok(p) => p,
             Err(p) => return Ok(crate::report(&p)),
         };
+        // Every entity the file defines (not those its references bring in).
+        let own = pkg.entities();
         let original = std::fs::read(f).with_context(|| format!("{}: cannot read", f.display()))?;
         let resolved = match resolve_on_stack(&d, &mut pkg).await? {
             Ok(r) => r,
@@ -78,9 +80,8 @@ pub async fn register(
         for name in &names {
             d.clients.store.register(name, &key, now).await?;
         }
-        // Every entity the file defines (not those its references brought in), at this version.
-        let own = crate::load::load(std::slice::from_ref(f)).map_err(|p| anyhow::anyhow!("{p}"))?;
-        for e in own.entities() {
+        // Each at this version.
+        for e in own {
             d.clients
                 .store
                 .register_entity(e.kind.label(), &e.name, &version, &key, now)
@@ -143,24 +144,12 @@ async fn stack_lookup(
         .store
         .entity_versions(r.entity.kind.label(), &r.entity.name)
         .await?;
-    if versions.is_empty() {
-        return Ok(Ok(None));
-    }
-    let chosen = if r.version.is_empty() {
-        versions.last()
-    } else {
-        versions.iter().rev().find(|(v, _, _)| *v == r.version)
-    };
-    let Some((_, key, _)) = chosen else {
-        let known: Vec<&str> = versions.iter().map(|(v, _, _)| v.as_str()).collect();
-        return Ok(Err(format!(
-            "{} is registered on the stack ({}), but not at version {} (register it with --version {})",
-            r.entity,
-            known.join(", "),
-            r.version,
-            r.version
-        )));
-    };
+    let (_, key, _) =
+        match crate::registry::pick_version(r, &versions, |(v, _, _)| v, " on the stack") {
+            Ok(Some(chosen)) => chosen,
+            Ok(None) => return Ok(Ok(None)),
+            Err(why) => return Ok(Err(why)),
+        };
     let uri = d.clients.blobs.uri(key);
     let Some(bytes) = d.clients.blobs.get(&uri).await? else {
         return Ok(Err(format!(
