@@ -250,6 +250,38 @@ fn training_and_spark_tasks() {
 }
 
 #[test]
+fn elastic_pytorch_runs_workers_under_the_elastic_policy() {
+    let c = TestCluster::start("eks-elastic", "{}");
+    // Two to three workers, no master: every worker (the task writes its outputs from each) is told
+    // where to meet (the first worker), how many nodes may join and how often to restart.
+    let (code, out, err) = c.run(&["tests/fixtures/yaml/elastic.yaml", "-i", "epochs=2"]);
+    assert_eq!(code, 0, "{err}");
+    let job = |n: &str| {
+        c.server
+            .store
+            .lock()
+            .unwrap()
+            .logs
+            .keys()
+            .map(|(k, _)| k.name.clone())
+            .find(|p| p.ends_with(n))
+            .unwrap_or_else(|| panic!("no pod ending {n}"))
+    };
+    let first = job("-worker-0");
+    let name = first.trim_end_matches("-worker-0");
+    assert_eq!(
+        out,
+        serde_json::json!({"o0": format!(
+            "epochs=2 PET_RDZV_ENDPOINT={name}-worker-0:23456 PET_RDZV_BACKEND=c10d PET_NNODES=2:3 \
+             PET_NPROC_PER_NODE=2 PET_MAX_RESTARTS=1 MASTER_ADDR=-"
+        )})
+    );
+    assert_eq!(c.pods_ran("-worker-"), 2, "two workers");
+    assert_eq!(c.pods_ran("-master-"), 0, "no master");
+    assert!(c.objects().is_empty(), "{:?}", c.objects());
+}
+
+#[test]
 fn failures_map_to_retries() {
     let c = TestCluster::start("eks-fail", "imagePullGraceSeconds: 1\n");
     // A recoverable error in error.pb: retried until it works.

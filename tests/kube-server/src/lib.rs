@@ -38,7 +38,10 @@
 //! - **training operator**: a PyTorchJob, TFJob or MPIJob becomes one pod per replica (`<job>-<role>-<i>`,
 //!   with the operator's environment: MASTER_ADDR/WORLD_SIZE/RANK, TF_CONFIG), and its conditions follow the
 //!   decisive pod (PyTorch master, TF chief or first worker, MPI launcher): Created → Running → Succeeded
-//!   or Failed.
+//!   or Failed. An elastic PyTorchJob (`elasticPolicy`) has workers only, each given torchrun's settings
+//!   as the operator gives them (`PET_RDZV_ENDPOINT` at the first worker, `PET_RDZV_BACKEND`,
+//!   `PET_NNODES` `min:max`, `PET_MAX_RESTARTS`, `PET_NPROC_PER_NODE`); a PyTorchJob without a master
+//!   succeeds when every worker has and fails when one fails.
 //! - **Spark operator**: a SparkApplication becomes its driver pod (`<app>-driver`, running the
 //!   application's arguments), and `status.applicationState.state` follows it: SUBMITTED → RUNNING →
 //!   COMPLETED or FAILED.

@@ -67,6 +67,56 @@ fn pod_phase(s: &Store, ns: &str, name: &str) -> Option<(String, String)> {
     Some((phase, why))
 }
 
+/// The training operator's torchrun settings for an elastic PyTorchJob (`spec.elasticPolicy`): the
+/// rendezvous at the first worker (on the `pytorch` container's `pytorchjob-port`, else 23456), its
+/// backend (default c10d), the node range `min:max` (else the worker count), restarts and processes
+/// per node — each as the `PET_*` variable torchrun reads.
+fn elastic_env(
+    job: &str,
+    spec: &Value,
+    specs: &serde_json::Map<String, Value>,
+) -> Vec<(String, String)> {
+    let p = &spec["elasticPolicy"];
+    if !p.is_object() {
+        return Vec::new();
+    }
+    let worker = specs.get("Worker").unwrap_or(&Value::Null);
+    let port = worker["template"]["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["name"] == "pytorch")
+        .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+        .find(|port| port["name"] == "pytorchjob-port")
+        .and_then(|port| port["containerPort"].as_u64())
+        .unwrap_or(23456);
+    let host = p["rdzvHost"]
+        .as_str()
+        .map_or_else(|| format!("{job}-worker-0"), str::to_string);
+    let port = p["rdzvPort"].as_u64().unwrap_or(port);
+    let nnodes = match (p["minReplicas"].as_u64(), p["maxReplicas"].as_u64()) {
+        (Some(min), Some(max)) => format!("{min}:{max}"),
+        _ => worker["replicas"].as_u64().unwrap_or(1).to_string(),
+    };
+    let mut vars = vec![
+        ("PET_RDZV_ENDPOINT".to_string(), format!("{host}:{port}")),
+        (
+            "PET_RDZV_BACKEND".to_string(),
+            p["rdzvBackend"].as_str().unwrap_or("c10d").to_string(),
+        ),
+        ("PET_NNODES".to_string(), nnodes),
+    ];
+    for (field, var) in [
+        ("maxRestarts", "PET_MAX_RESTARTS"),
+        ("nProcPerNode", "PET_NPROC_PER_NODE"),
+    ] {
+        if let Some(n) = p[field].as_u64() {
+            vars.push((var.to_string(), n.to_string()));
+        }
+    }
+    vars
+}
+
 fn add_env(spec: &mut Value, vars: &[(String, String)]) {
     for c in spec["containers"].as_array_mut().into_iter().flatten() {
         if !c["env"].is_array() {
@@ -125,10 +175,14 @@ fn training(s: &mut Store, key: &Key, job: &Value) {
                 let mut vars = vec![("PYTHONUNBUFFERED".to_string(), "1".to_string())];
                 match key.resource.kind.as_str() {
                     "PyTorchJob" => {
-                        vars.push(("MASTER_ADDR".into(), pod_name("Master", 0)));
-                        vars.push(("MASTER_PORT".into(), "23456".into()));
-                        vars.push(("WORLD_SIZE".into(), total.to_string()));
-                        vars.push(("RANK".into(), rank.to_string()));
+                        // With a master: its address, the world size and this replica's rank.
+                        if specs.contains_key("Master") {
+                            vars.push(("MASTER_ADDR".into(), pod_name("Master", 0)));
+                            vars.push(("MASTER_PORT".into(), "23456".into()));
+                            vars.push(("WORLD_SIZE".into(), total.to_string()));
+                            vars.push(("RANK".into(), rank.to_string()));
+                        }
+                        vars.extend(elastic_env(name, &job["spec"], &specs));
                     }
                     "TFJob" => {
                         let tf = json!({"cluster": cluster, "task": {"type": role.to_ascii_lowercase(), "index": i}});
@@ -172,6 +226,9 @@ fn training(s: &mut Store, key: &Key, job: &Value) {
     if done {
         return;
     }
+    // A PyTorchJob without a master (elastic, or workers only) ends when every worker has: it succeeds
+    // when all have succeeded and fails when one fails.
+    let workers_only = key.resource.kind == "PyTorchJob" && !specs.contains_key("Master");
     // The decisive pod: the first role present (master, chief or launcher; else the first worker).
     let role = decisive
         .iter()
@@ -187,6 +244,20 @@ fn training(s: &mut Store, key: &Key, job: &Value) {
         .collect();
     let lead = pod_phase(s, &key.namespace, &pod_name(role, 0));
     let kind = &key.resource.kind;
+    let every_worker_done = all.len() as u64
+        == specs
+            .get("Worker")
+            .map_or(0, |r| r["replicas"].as_u64().unwrap_or(1))
+        && all.iter().all(|(p, _)| p == "Succeeded");
+    let lead = if workers_only {
+        match all.iter().find(|(p, _)| p == "Failed") {
+            Some(failed) => Some(failed.clone()),
+            None if every_worker_done => Some(("Succeeded".to_string(), String::new())),
+            None => None,
+        }
+    } else {
+        lead
+    };
     let next = match lead {
         Some((p, _)) if p == "Succeeded" => {
             Some(("Succeeded", format!("{kind}Succeeded"), String::new()))

@@ -297,6 +297,63 @@ fn operators_turn_jobs_into_pods_and_follow_them() {
     );
     assert_eq!(pods["items"].as_array().unwrap().len(), 0);
 
+    // Elastic: workers only, each with torchrun's rendezvous settings and no master's; the job
+    // succeeds when every worker has, and fails when one fails.
+    let elastic = |name: &str, cmd: &[&str]| {
+        json!({
+            "apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+            "metadata": {"name": name},
+            "spec": {
+                "elasticPolicy": {"rdzvBackend": "c10d", "minReplicas": 2, "maxReplicas": 4, "maxRestarts": 3, "nProcPerNode": 2},
+                "pytorchReplicaSpecs": {"Worker": replica(2, cmd)}},
+        })
+    };
+    let show = "echo $PET_RDZV_ENDPOINT $PET_RDZV_BACKEND $PET_NNODES $PET_MAX_RESTARTS $PET_NPROC_PER_NODE master=${MASTER_ADDR:-none}";
+    assert_eq!(post(&s, path, &elastic("grow", &["sh", "-c", show])).0, 201);
+    let v = wait_for(&s, &format!("{path}/grow"), |j| {
+        j["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| matches!(c["type"].as_str(), Some("Succeeded" | "Failed")))
+        })
+    });
+    assert_eq!(
+        v["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["type"],
+        "Succeeded"
+    );
+    for i in 0..2 {
+        let (_, log) = get(&s, &format!("{PODS}/grow-worker-{i}/log"));
+        assert_eq!(
+            log.as_str(),
+            Some("grow-worker-0:23456 c10d 2:4 3 2 master=none\n")
+        );
+    }
+    assert_eq!(get(&s, &format!("{PODS}/grow-master-0")).0, 404);
+    assert_eq!(
+        post(&s, path, &elastic("fall", &["sh", "-c", "exit 3"])).0,
+        201
+    );
+    let v = wait_for(&s, &format!("{path}/fall"), |j| {
+        j["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| matches!(c["type"].as_str(), Some("Succeeded" | "Failed")))
+        })
+    });
+    let last = v["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["type"], "Failed");
+    assert!(
+        last["message"].as_str().unwrap().contains("code 3"),
+        "{last}"
+    );
+
     let app = json!({
         "apiVersion": "sparkoperator.k8s.io/v1beta2", "kind": "SparkApplication",
         "metadata": {"name": "pi"},
