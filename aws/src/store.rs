@@ -5,6 +5,8 @@
 //! | execution | `exec#<name>` | `#` | `version`, `phase`, `workflow`, `package`, `state` (ExecutionState), `inputs`, `parent`, `parent_node`, `futures` (a dynamic task's child), `error`, `created`, `updated`, lease (`lease_owner`, `lease_until`), `ttl` once finished |
 //! | node | `exec#<name>` | `node#<index, 6 digits>` | `state` (NodeState) or `blob` (an S3 key, for records over 350 KB), `version` |
 //! | cache entry | `cache#<key>` | `#` | `outputs` (LiteralMap) |
+//! | serializable cache key's reservation | `cachelock#<key>` | `#` | `holder` (attempt name), `until` (ms) |
+//! | an attempt's latest wait on a reserved key | `exec#<name>` | `cachewait#<attempt name>` | `due` (ms), `ttl` |
 //! | registered workflow or launch plan | `reg#<name>` | `#` | `package` (S3 key), `registered` |
 //! | watched external job | `watch#<job key>` | `#` | `message` (the QueueMessage that checks the task), `ttl` |
 //! | started task attempt, until its end is committed | `handles#<execution>` | attempt name | `handle` (its connector's handle, JSON), `ttl` |
@@ -433,6 +435,120 @@ impl Store {
             .await
             .map_err(|e| Error::aws("DynamoDB PutItem (cache)", e))?;
         Ok(())
+    }
+
+    /// Reserves cache key `key` for attempt `holder` until `until_ms` (a serializable cached task: one
+    /// attempt computes a key at a time). Taken when free, already the holder's (its lease renewed), or
+    /// expired; otherwise `Some` names the attempt holding it.
+    pub async fn reserve_cached(
+        &self,
+        key: &str,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<String>, Error> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("cachelock#{key}")))
+            .item("sk", s("#"))
+            .item("holder", s(holder))
+            .item("until", n(until_ms))
+            .condition_expression("attribute_not_exists(pk) OR holder = :h OR #u < :now")
+            .expression_attribute_names("#u", "until")
+            .expression_attribute_values(":h", s(holder))
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(None),
+            Err(err) if is_conditional_failure(&err) => Ok(Some(
+                self.get(format!("cachelock#{key}"), "cache reservation")
+                    .await?
+                    .and_then(|i| get_s(&i, "holder"))
+                    .unwrap_or_default(),
+            )),
+            Err(err) => Err(Error::aws("DynamoDB PutItem (cache reservation)", err)),
+        }
+    }
+
+    /// Renews attempt `holder`'s reservation of cache key `key` until `until_ms` (not its: nothing).
+    pub async fn renew_cached(&self, key: &str, holder: &str, until_ms: i64) -> Result<(), Error> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("cachelock#{key}")))
+            .key("sk", s("#"))
+            .update_expression("SET #u = :u")
+            .condition_expression("holder = :h")
+            .expression_attribute_names("#u", "until")
+            .expression_attribute_values(":h", s(holder))
+            .expression_attribute_values(":u", n(until_ms))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(err) if is_conditional_failure(&err) => Ok(()),
+            Err(err) => Err(Error::aws("DynamoDB UpdateItem (cache reservation)", err)),
+        }
+    }
+
+    /// Ends attempt `holder`'s reservation of cache key `key` (not its: nothing).
+    pub async fn release_cached(&self, key: &str, holder: &str) -> Result<(), Error> {
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("cachelock#{key}")))
+            .key("sk", s("#"))
+            .condition_expression("holder = :h")
+            .expression_attribute_values(":h", s(holder))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(err) if is_conditional_failure(&err) => Ok(()),
+            Err(err) => Err(Error::aws("DynamoDB DeleteItem (cache reservation)", err)),
+        }
+    }
+
+    /// Records that attempt `attempt` of execution `name` looks again at its reserved cache key at
+    /// `due_ms`: the one wait of it that counts (a copy of an earlier wait's message is stale).
+    pub async fn put_wait(
+        &self,
+        name: &str,
+        attempt: &str,
+        due_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), Error> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(exec_pk(name)))
+            .item("sk", s(format!("cachewait#{attempt}")))
+            .item("due", n(due_ms))
+            .item("ttl", n(now_ms / 1000 + RETENTION_SECS as i64))
+            .send()
+            .await
+            .map_err(|e| Error::aws("DynamoDB PutItem (cache wait)", e))?;
+        Ok(())
+    }
+
+    /// When attempt `attempt` of execution `name` last chose to look again at its reserved cache key.
+    pub async fn wait_due(&self, name: &str, attempt: &str) -> Result<Option<i64>, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(exec_pk(name)))
+            .key("sk", s(format!("cachewait#{attempt}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::aws("DynamoDB GetItem (cache wait)", e))?;
+        Ok(out.item.as_ref().and_then(|i| get_n(i, "due")))
     }
 
     /// Records that workflow or launch plan `name` is in the package at S3 key `package`.

@@ -15,7 +15,7 @@ use crate::store;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
-use updraft_connector::effects::Child;
+use updraft_connector::effects::{Child, Reservation};
 use updraft_connector::{
     Attempt, AttemptPaths, Connector, Handle, LocalData, Registry, RegistryError, failed,
 };
@@ -71,9 +71,13 @@ pub struct EksArgs {
     pub namespace: Option<String>,
 }
 
-/// Outputs of cached tasks, one file per cache key under `<state-dir>/cache/`.
+/// Outputs of cached tasks, one file per cache key under `<state-dir>/cache/`; a serializable key's
+/// reservation is a lock on `<key>.lock` beside it (held by the attempt computing it, in this or another
+/// `updraft` process, and dropped by the system if that process dies).
 struct LocalCache {
     dir: PathBuf,
+    /// The locks this process holds, by attempt.
+    held: Mutex<BTreeMap<String, std::fs::File>>,
 }
 
 impl LocalCache {
@@ -86,6 +90,44 @@ impl LocalCache {
     fn get(&self, key: &str) -> Option<LiteralMap> {
         let bytes = std::fs::read(self.path(key)).ok()?;
         updraft_proto::Message::decode(&bytes[..]).ok()
+    }
+
+    /// Reserves `key` for attempt `holder`: held when its lock is free or already the holder's;
+    /// otherwise busy, naming the attempt that holds it.
+    fn reserve(&self, key: &str, holder: &str) -> std::io::Result<Reservation> {
+        use std::io::{Read, Seek, Write};
+        let mut held = lock(&self.held);
+        if held.contains_key(holder) {
+            return Ok(Reservation::Held);
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.path(key).with_extension("lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0)?;
+                file.seek(std::io::SeekFrom::Start(0))?;
+                file.write_all(holder.as_bytes())?;
+                held.insert(holder.to_string(), file);
+                Ok(Reservation::Held)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut name = String::new();
+                let _ = file.read_to_string(&mut name);
+                Ok(Reservation::Busy { holder: name })
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    /// Releases what attempt `holder` reserved (nothing reserved: nothing to do).
+    fn release(&self, holder: &str) {
+        lock(&self.held).remove(holder);
     }
 
     fn put(&self, key: &str, outputs: &LiteralMap) {
@@ -306,6 +348,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{}: no absolute path", root.display()))?;
     let cache = Arc::new(LocalCache {
         dir: std::path::absolute(args.state_dir.join("cache"))?,
+        held: Mutex::default(),
     });
     let (tx, rx) = channel();
     let mut d = Driver {
@@ -694,6 +737,19 @@ impl updraft_connector::effects::Host for RunHost<'_, '_> {
         Ok(self.d.cache.get(key))
     }
 
+    async fn reserve(&mut self, key: &str, holder: &str) -> anyhow::Result<Reservation> {
+        self.d.cache.reserve(key, holder).with_context(|| {
+            format!(
+                "cannot reserve cache key {key} under {}",
+                self.d.cache.dir.display()
+            )
+        })
+    }
+
+    fn cache_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(300)
+    }
+
     async fn start_task(
         &mut self,
         t: TaskLaunch,
@@ -754,6 +810,8 @@ impl updraft_connector::effects::Host for RunHost<'_, '_> {
             if let (Some(k), TaskStatus::Succeeded { outputs, .. }) = (&t.cache_key, &status) {
                 cache.put(k, outputs);
             }
+            // Stored (or failed): an attempt waiting on the same key may look again.
+            cache.release(&t.name);
             let _ = send(status);
         });
         Ok(())

@@ -690,3 +690,78 @@ fn secrets_are_provided_where_flytekit_reads_them_and_a_missing_one_stops_the_ru
     assert!(leaks.is_empty(), "the secret's value is in {leaks:?}");
     let _ = std::fs::remove_dir_all(&state);
 }
+
+#[test]
+fn a_serialized_cache_key_is_computed_by_one_attempt_at_a_time() {
+    let state = temp_dir("serialize");
+    let python = python();
+    let src = root().join("tests/fixtures/flytekit/src");
+    let args = |state: &std::path::Path, x: &str| -> Vec<String> {
+        [
+            "run",
+            "tests/fixtures/flytekit/caching.tgz",
+            "-w",
+            "fixtures.caching.serialized_wf",
+            "-i",
+            x,
+            "--python",
+            &python,
+            "--state-dir",
+            state.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let tokens = |out: &[u8]| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(out).unwrap();
+        ["o0", "o1", "o2"]
+            .map(|k| v[k].as_str().unwrap().to_string())
+            .to_vec()
+    };
+    // Three nodes of one run reach the same key at once: one computes it (a process token), the other
+    // two wait and take its result.
+    let a = args(&state, "x=4");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (code, out, err) = updraft_env(&a, &[("PYTHONPATH", src.as_os_str())]);
+    assert_eq!(code, 0, "{err}");
+    let t = tokens(out.as_bytes());
+    assert!(
+        t[0] == t[1] && t[1] == t[2],
+        "computed more than once: {t:?}"
+    );
+    // Two runs at once, in two processes sharing the state folder: still computed once.
+    let b = args(&state, "x=5");
+    let b: Vec<&str> = b.iter().map(String::as_str).collect();
+    let first = spawn_updraft(&b, &[("PYTHONPATH", src.as_os_str())]);
+    let second = spawn_updraft(&b, &[("PYTHONPATH", src.as_os_str())]);
+    let (first, second) = (
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    );
+    for o in [&first, &second] {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let (t1, t2) = (tokens(&first.stdout), tokens(&second.stdout));
+    assert!(t1.iter().chain(&t2).all(|t| *t == t1[0]), "{t1:?} {t2:?}");
+    // A run killed while it holds a key: the system drops its lock, and the next run computes the key
+    // instead of waiting for it forever.
+    let killed = temp_dir("serialize-killed");
+    let c = args(&killed, "x=6");
+    let c: Vec<&str> = c.iter().map(String::as_str).collect();
+    let mut child = spawn_updraft(&c, &[("PYTHONPATH", src.as_os_str())]);
+    wait_for(&killed, |v| {
+        v["nodes"]
+            .as_object()
+            .is_some_and(|n| n.values().any(|p| p == "Running"))
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let started = std::time::Instant::now();
+    let (code, out, err) = updraft_env(&c, &[("PYTHONPATH", src.as_os_str())]);
+    assert_eq!(code, 0, "{err}");
+    let t = tokens(out.as_bytes());
+    assert!(t[0] == t[1] && t[1] == t[2], "{t:?}");
+    eprintln!("after the kill: computed in {:?}", started.elapsed());
+    let _ = std::fs::remove_dir_all(&state);
+    let _ = std::fs::remove_dir_all(&killed);
+}

@@ -503,6 +503,36 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
         (Some(16), Some(64))
     );
     assert_eq!(d.pods_of("ce").len(), 2, "other inputs miss");
+    // cache_serialize: three nodes of one execution and three of another reach one key at once; one
+    // pod computes it, the other attempts wait for its result (the same process token everywhere).
+    for name in ["sa", "sb"] {
+        let (code, _, err) = d.updraft(&[
+            "launch",
+            "-w",
+            "fixtures.caching.serialized_wf",
+            "-i",
+            "x=7",
+            "--name",
+            name,
+        ]);
+        assert_eq!(code, 0, "launch {name}: {err}");
+    }
+    let mut tokens = Vec::new();
+    for name in ["sa", "sb"] {
+        let (code, _, err) = d.updraft(&["watch", name]);
+        assert_eq!(code, 0, "{name}: {err}");
+        let out = d.s3_outputs(name);
+        tokens.extend(["o0", "o1", "o2"].map(|k| out[k].clone()));
+    }
+    assert!(
+        tokens.iter().all(|t| *t == tokens[0] && t.is_string()),
+        "{tokens:?}"
+    );
+    assert_eq!(
+        d.pods_of("sa").len() + d.pods_of("sb").len(),
+        1,
+        "one attempt computed the key"
+    );
 
     // Raw containers, their data moved through S3 by the copilot in their pods: flytekit's
     // ContainerTask beside pod tasks, and YAML containers in a map and a branch, and passing a folder and

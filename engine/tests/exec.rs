@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use updraft_engine::exec::{
     Effect, ErrorKind, Event, ExecConfig, ExecError, ExecPhase, Execution, NodePhase, Program,
-    TaskLaunch, TaskStatus,
+    TaskLaunch, TaskStatus, TimerKind,
 };
 use updraft_engine::literal::{from_json, none_lit, primitive_lit};
 use updraft_engine::{CompiledPackage, Limits, Package, compile, types, yaml};
@@ -842,6 +842,64 @@ fn cache_keys_come_with_cached_tasks() {
     );
     // Elements of a YAML map get their own element as input.
     assert_eq!(int(&squares[2].inputs.literals["x"]), 3);
+}
+
+#[test]
+fn an_attempt_waiting_on_a_serialized_cache_key_looks_again_until_it_ends() {
+    let pkg = yaml_pkg(
+        r#"
+version: 1
+image: python:3.12
+tasks:
+  slow: {type: container, command: [sh, -c, "true"], inputs: {x: int}, outputs: {}, cache: {version: "1", serializable: true}, timeout: 60s}
+workflows:
+  wf:
+    inputs: {x: int}
+    nodes: [{id: a, task: slow, inputs: {x: "${inputs.x}"}}]
+"#,
+    );
+    let program = Program {
+        package: pkg,
+        workflow: "wf".into(),
+    };
+    let mut exec = Execution::new(&program, ExecConfig::new("w")).unwrap();
+    let fx = exec.step(Event::Start {
+        inputs: inputs(&[("x", lit_int(3))]),
+    });
+    let first: Vec<&TaskLaunch> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::StartTask(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(first.len(), 1);
+    let launch = first[0].clone();
+    assert!(launch.cache_serializable && launch.cache_key.is_some());
+    let wait = |attempt| Event::Timer {
+        node: launch.node,
+        index: None,
+        attempt,
+        kind: TimerKind::CacheWait,
+    };
+    // The runtime found the key held and waited: the same attempt is asked for again, with no second
+    // timeout timer.
+    let again = exec.step(wait(0));
+    assert_eq!(again, vec![Effect::StartTask(launch.clone())]);
+    // A wait for another attempt changes nothing.
+    assert!(exec.step(wait(1)).is_empty());
+    // Once the attempt has ended (answered from the cache), a late wait starts nothing.
+    exec.step(Event::Task {
+        node: launch.node,
+        index: None,
+        attempt: 0,
+        status: TaskStatus::Succeeded {
+            outputs: LiteralMap::default(),
+            cached: true,
+        },
+    });
+    assert_eq!(exec.phase(), ExecPhase::Succeeded);
+    assert!(exec.step(wait(0)).is_empty());
 }
 
 // ---------- deterministic simulation ----------

@@ -21,7 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use updraft_connector::effects::Child;
+use updraft_connector::effects::{Child, Reservation};
 use updraft_connector::{Attempt, Connector, Handle, Registry, failed};
 use updraft_connector_eks::{AttemptPaths, Cluster, EksConfig, EksConnector};
 use updraft_engine::compile::{CompiledTask, NodeIdx};
@@ -82,7 +82,16 @@ fn timer_kind(code: u32) -> Option<TimerKind> {
         1 => Some(TimerKind::Sleep),
         2 => Some(TimerKind::AttemptTimeout),
         3 => Some(TimerKind::NodeTimeout),
+        4 => Some(TimerKind::CacheWait),
         _ => None,
+    }
+}
+
+/// The sort key of an attempt's latest wait on a reserved cache key (`cachewait#<this>`).
+fn wait_key(node: NodeIdx, index: Option<u32>, attempt: u32) -> String {
+    match index {
+        Some(i) => format!("{node}-{i}-{attempt}"),
+        None => format!("{node}-{attempt}"),
     }
 }
 
@@ -91,6 +100,7 @@ fn timer_code(kind: TimerKind) -> u32 {
         TimerKind::Sleep => 1,
         TimerKind::AttemptTimeout => 2,
         TimerKind::NodeTimeout => 3,
+        TimerKind::CacheWait => 4,
     }
 }
 
@@ -259,6 +269,17 @@ impl Transition {
                 }
                 let kind = timer_kind(t.kind)
                     .ok_or_else(|| Error::Invalid(format!("unknown timer kind {}", t.kind)))?;
+                if kind == TimerKind::CacheWait
+                    && self
+                        .clients
+                        .store
+                        .wait_due(exec, &wait_key(t.node, t.index, t.attempt))
+                        .await?
+                        .is_some_and(|due| due != t.due_ms)
+                {
+                    tracing::debug!(execution = %exec, node = t.node, "a stale wait on a reserved cache key");
+                    return Ok(Outcome::default());
+                }
                 Event::Timer {
                     node: t.node,
                     index: t.index,
@@ -318,6 +339,12 @@ impl Transition {
         }
     }
 
+    /// How long a serializable cache key stays reserved for an attempt not seen since: five of the
+    /// longest waits between two checks (each check renews it), at least a minute.
+    fn cache_lease(&self) -> Duration {
+        (self.settings.max_check_delay * 5).max(Duration::from_secs(60))
+    }
+
     /// Looks at a task attempt through its connector; None while it runs. What it made stays: it goes
     /// once the engine has committed the attempt's end (see [`Outcome::attempt_over`]). A check that
     /// cannot be made fails the message, so SQS tries again (and, past its receives, the execution
@@ -337,13 +364,28 @@ impl Transition {
             .check(&h, &self.clients.blobs)
             .await
             .map_err(|e| Error::Aws(format!("check of {}: {e}", c.name)))?;
+        let reserved = c.cache_serializable && !c.cache_key.is_empty();
         if matches!(status, TaskStatus::Queued | TaskStatus::Running) {
+            if reserved {
+                let until = now_ms() + self.cache_lease().as_millis() as i64;
+                self.clients
+                    .store
+                    .renew_cached(&c.cache_key, &c.name, until)
+                    .await?;
+            }
             return Ok(None);
         }
         if let (TaskStatus::Succeeded { outputs, .. }, false) = (&status, c.cache_key.is_empty()) {
             self.clients
                 .store
                 .put_cached(&c.cache_key, &outputs.encode_to_vec())
+                .await?;
+        }
+        // Stored (or failed): an attempt waiting on the same key may look again.
+        if reserved {
+            self.clients
+                .store
+                .release_cached(&c.cache_key, &c.name)
                 .await?;
         }
         tracing::debug!(execution = %exec, attempt_name = %c.name, "attempt ended");
@@ -677,6 +719,27 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
             .map_err(|e| Error::Invalid(format!("cache entry {key}: {e}")))
     }
 
+    async fn reserve(&mut self, key: &str, holder: &str) -> Result<Reservation, Error> {
+        let now = now_ms();
+        let until = now + self.t.cache_lease().as_millis() as i64;
+        Ok(
+            match self
+                .t
+                .clients
+                .store
+                .reserve_cached(key, holder, now, until)
+                .await?
+            {
+                None => Reservation::Held,
+                Some(holder) => Reservation::Busy { holder },
+            },
+        )
+    }
+
+    fn cache_wait(&self) -> Duration {
+        self.t.settings.max_check_delay.min(Duration::from_secs(5))
+    }
+
     async fn start_task(
         &mut self,
         t: TaskLaunch,
@@ -706,6 +769,10 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
         let (handle, watch) = match started {
             Ok(s) => s,
             Err(status) => {
+                // Not started: a key it reserved is free for the next attempt.
+                if let (true, Some(key)) = (t.cache_serializable, &t.cache_key) {
+                    this.clients.store.release_cached(key, &t.name).await?;
+                }
                 ctx.events.push_back(Event::Task {
                     node: t.node,
                     index: t.index,
@@ -741,6 +808,7 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
             output_prefix: paths.output_prefix.clone(),
             cache_key: t.cache_key.clone().unwrap_or_default(),
             checks: 0,
+            cache_serializable: t.cache_serializable,
         };
         let check = message(&exec, Kind::Check(check));
         // The job's state changes (through the events function) check it at once.
@@ -777,6 +845,20 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
             kind: timer_code(kind),
             due_ms: now_ms() + after.as_millis() as i64,
         };
+        // Only an attempt's latest wait on a reserved cache key counts: a copy of an earlier one,
+        // delivered again, must not start a second round of waits beside it.
+        if kind == TimerKind::CacheWait {
+            self.t
+                .clients
+                .store
+                .put_wait(
+                    &self.ctx.item.name,
+                    &wait_key(node, index, attempt),
+                    t.due_ms,
+                    now_ms(),
+                )
+                .await?;
+        }
         self.t
             .clients
             .queue

@@ -36,6 +36,19 @@ pub enum Child {
     },
 }
 
+/// What [`Host::reserve`] found for a serializable cache key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// The key is this attempt's to compute (it was free, already this attempt's, or its holder's
+    /// lease ran out).
+    Held,
+    /// Attempt `holder` is computing it.
+    Busy {
+        /// The attempt that holds the key.
+        holder: String,
+    },
+}
+
 /// What a runtime does for [`apply`]: where its tasks, connectors and cache are, and how it starts,
 /// stops and schedules things. Each `start` is idempotent by name, as delivery is at least once.
 #[async_trait::async_trait]
@@ -62,6 +75,13 @@ pub trait Host: Send {
 
     /// The outputs cached under `key`.
     async fn cached(&mut self, key: &str) -> Result<Option<LiteralMap>, Self::Error>;
+    /// Reserves cache key `key` for attempt `holder` of a serializable cached task (Flyte's
+    /// `cache_serialize`: one attempt computes a key, the others wait for its result). The runtime
+    /// releases the key when the attempt ends, and a holder that vanished without ending loses it
+    /// (a lease, or a lock the operating system drops).
+    async fn reserve(&mut self, key: &str, holder: &str) -> Result<Reservation, Self::Error>;
+    /// How long an attempt that found its key busy waits before looking again.
+    fn cache_wait(&self) -> Duration;
     /// Starts an attempt of `task` through `connector`; an attempt that cannot start is fed back as its
     /// status.
     async fn start_task(
@@ -229,6 +249,18 @@ async fn start_task<H: Host + ?Sized>(host: &mut H, t: TaskLaunch) -> Result<(),
         );
         return Ok(());
     }
+    // A serializable key is computed by one attempt at a time: the others wait and look again (the
+    // cache first, so they take its result once it is stored).
+    if t.cache_serializable
+        && let Some(key) = t.cache_key.as_deref()
+        && let Reservation::Busy { holder } = host.reserve(key, &t.name).await?
+    {
+        tracing::info!(attempt_name = %t.name, holder = %holder, "waiting for another attempt computing the same cache key");
+        let after = host.cache_wait();
+        return host
+            .timer(t.node, t.index, t.attempt, TimerKind::CacheWait, after)
+            .await;
+    }
     host.start_task(t, task, connector).await
 }
 
@@ -243,6 +275,7 @@ mod tests {
         program: Program,
         registry: Registry,
         cache: BTreeMap<String, LiteralMap>,
+        held: BTreeMap<String, String>,
         fed: Vec<Event>,
         calls: Vec<String>,
     }
@@ -267,6 +300,22 @@ mod tests {
         }
         async fn cached(&mut self, key: &str) -> Result<Option<LiteralMap>, String> {
             Ok(self.cache.get(key).cloned())
+        }
+        async fn reserve(&mut self, key: &str, holder: &str) -> Result<Reservation, String> {
+            let held = self
+                .held
+                .entry(key.to_string())
+                .or_insert_with(|| holder.to_string());
+            Ok(if held == holder {
+                Reservation::Held
+            } else {
+                Reservation::Busy {
+                    holder: held.clone(),
+                }
+            })
+        }
+        fn cache_wait(&self) -> Duration {
+            Duration::from_secs(2)
         }
         async fn start_task(
             &mut self,
@@ -399,6 +448,7 @@ workflows:
             },
             registry: Registry::new().with(Arc::new(Echoes)),
             cache: BTreeMap::new(),
+            held: BTreeMap::new(),
             fed: Vec::new(),
             calls: Vec::new(),
         }
@@ -483,6 +533,41 @@ workflows:
         assert!(h.calls.is_empty(), "{:?}", h.calls);
         block(apply(&mut h, Effect::StartTask(launch(&add, Some("k2"))))).unwrap();
         assert_eq!(h.calls, ["start e-a-0 on echoes"]);
+    }
+
+    #[test]
+    fn a_serializable_key_is_computed_by_one_attempt_while_the_others_wait() {
+        let mut h = recorder();
+        let add = h
+            .program
+            .package
+            .tasks
+            .keys()
+            .find(|k| k.ends_with("add"))
+            .cloned()
+            .unwrap();
+        let serial = |name: &str| TaskLaunch {
+            name: name.into(),
+            cache_serializable: true,
+            ..launch(&add, Some("k"))
+        };
+        block(apply(&mut h, Effect::StartTask(serial("e-a-0")))).unwrap();
+        // Another attempt of the same key waits (a timer), and starts nothing.
+        block(apply(&mut h, Effect::StartTask(serial("f-a-0")))).unwrap();
+        assert_eq!(h.calls, ["start e-a-0 on echoes", "timer 0 2s"]);
+        // Asked again by its holder (a duplicate start), the key is still its own.
+        block(apply(&mut h, Effect::StartTask(serial("e-a-0")))).unwrap();
+        assert_eq!(h.calls.len(), 3);
+        assert_eq!(h.calls[2], "start e-a-0 on echoes");
+        // Once the result is stored, the waiter takes it instead of starting.
+        h.cache.insert("k".into(), LiteralMap::default());
+        block(apply(&mut h, Effect::StartTask(serial("f-a-0")))).unwrap();
+        assert_eq!(fed_status(&h), ["succeeded cached=true"]);
+        assert_eq!(h.calls.len(), 3);
+        // A key not serializable is never reserved.
+        h.cache.clear();
+        block(apply(&mut h, Effect::StartTask(launch(&add, Some("k"))))).unwrap();
+        assert_eq!(h.calls.len(), 4);
     }
 
     #[test]

@@ -153,6 +153,10 @@ pub enum TimerKind {
     AttemptTimeout,
     /// A node's overall timeout.
     NodeTimeout,
+    /// An attempt of a serializable cached task found another attempt computing the same key: look
+    /// again (re-emits its [`Effect::StartTask`], which the runtime answers from the cache once the
+    /// other has stored its result, or starts once the key is free).
+    CacheWait,
 }
 
 /// An input to the engine.

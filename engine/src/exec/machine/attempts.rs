@@ -12,6 +12,12 @@ use crate::exec::{
     Effect, ErrorKind, ExecError, NodePhase, Program, TaskLaunch, TaskStatus, TimerKind, cache_key,
 };
 
+/// How an attempt starts: answered by the engine (an echo task), or launched with its timeout.
+enum AttemptStart {
+    Echo(u32, Arc<LiteralMap>),
+    Task(TaskLaunch, Option<std::time::Duration>),
+}
+
 impl Execution {
     /// Requests a task attempt (for a task node, or element `index` of an array), or queues it when the
     /// execution is at its parallelism limit.
@@ -32,6 +38,30 @@ impl Execution {
         }
         self.running_tasks += 1;
         self.unit_mut(node, index).in_flight = true;
+        match self.attempt_start(node, index) {
+            AttemptStart::Echo(attempt, inputs) => {
+                todo.push_back(Todo::Echo(node, index, attempt, inputs));
+            }
+            AttemptStart::Task(launch, timeout) => {
+                let attempt = launch.attempt;
+                fx.push(Effect::StartTask(launch));
+                // Each attempt is bounded by the node's timeout, or else the task's.
+                if let Some(after) = timeout {
+                    fx.push(Effect::Timer {
+                        node,
+                        index,
+                        attempt,
+                        kind: TimerKind::AttemptTimeout,
+                        after,
+                    });
+                }
+            }
+        }
+    }
+
+    /// What starting the current attempt of `node` (element `index`) takes: an echo the engine answers
+    /// itself, or a task launch with the attempt's timeout.
+    fn attempt_start(&self, node: NodeIdx, index: Option<u32>) -> AttemptStart {
         let wf_node = self.wf().node(node);
         let sub = match &wf_node.kind {
             NodeKind::Array { sub, .. } => *sub,
@@ -51,8 +81,7 @@ impl Execution {
         };
         let task = self.pkg.tasks.get(&task_name);
         if task.is_some_and(|t| t.runs_in_engine()) {
-            todo.push_back(Todo::Echo(node, index, attempt, inputs));
-            return;
+            return AttemptStart::Echo(attempt, inputs);
         }
         let meta = task
             .and_then(|t| t.template.metadata.clone())
@@ -116,7 +145,7 @@ impl Execution {
             (Some(_), Some(a)) if shared => Some(a.size),
             _ => None,
         };
-        fx.push(Effect::StartTask(TaskLaunch {
+        let launch = TaskLaunch {
             execution: self.config.name.clone(),
             node,
             node_id,
@@ -129,19 +158,14 @@ impl Execution {
             cache_key,
             cache_serializable,
             array_size,
-        }));
-        // Each attempt is bounded by the node's timeout, or else the task's.
-        let attempt_timeout = wf_node.metadata.timeout.or(meta.timeout);
-        if let Some(t) = attempt_timeout.filter(|t| t.seconds > 0 || t.nanos > 0) {
-            let after = crate::literal::std_duration(&t);
-            fx.push(Effect::Timer {
-                node,
-                index,
-                attempt,
-                kind: TimerKind::AttemptTimeout,
-                after,
-            });
-        }
+        };
+        let timeout = wf_node
+            .metadata
+            .timeout
+            .or(meta.timeout)
+            .filter(|t| t.seconds > 0 || t.nanos > 0)
+            .map(|t| crate::literal::std_duration(&t));
+        AttemptStart::Task(launch, timeout)
     }
 
     /// Starts waiting work while there is capacity (entries whose node or element has since ended are
@@ -375,6 +399,20 @@ impl Execution {
                     kind: ErrorKind::User,
                 };
                 self.fail(node, NodePhase::TimedOut, err, fx, todo);
+            }
+            TimerKind::CacheWait => {
+                // Look again (the cache, then the key's reservation) for an attempt that waited on
+                // another computing its result; one that has since ended or was retried is left.
+                let current = self.attempt(node, index) == attempt;
+                let in_flight = match (index, &st.array) {
+                    (Some(i), Some(a)) => a.elements.get(i as usize).is_some_and(|e| e.in_flight),
+                    _ => st.task.in_flight,
+                };
+                if current && in_flight && st.dynamic.is_none() {
+                    if let AttemptStart::Task(launch, _) = self.attempt_start(node, index) {
+                        fx.push(Effect::StartTask(launch));
+                    }
+                }
             }
             TimerKind::AttemptTimeout => {
                 // A dynamic task's attempt is over once its sub-workflow runs; the node's timeout still holds.
