@@ -28,8 +28,11 @@ Settings (the environment variable UPDRAFT_MOTO_LIFECYCLE holds the starting one
   training jobs) run their container's command as a local process (the image is ignored), as the Kubernetes API test server's kubelet runs pods: the job runs while the
   process does and ends with its exit code (Batch: `Essential container in task exited`,
   `container.exitCode`; SageMaker: `AlgorithmError: …` as the FailureReason). The process's
-  environment is the launcher's, then the job's (a Batch definition's and overrides'; a SageMaker
-  job's `Environment`), `AWS_BATCH_JOB_ID` and an array child's `AWS_BATCH_JOB_ARRAY_INDEX` (Batch),
+  environment is the launcher's, then the job's (a Batch definition's and overrides', and its
+  definition's `secrets` read from this moto's Secrets Manager as Batch reads them when the container
+  starts — a secret or JSON key that is not there fails the job with Batch's
+  `ResourceInitializationError: unable to pull secrets or registry auth`; a SageMaker job's
+  `Environment`), `AWS_BATCH_JOB_ID` and an array child's `AWS_BATCH_JOB_ARRAY_INDEX` (Batch),
   `TRAINING_JOB_NAME` or `PROCESSING_JOB_NAME` (SageMaker), and, unless the launcher's
   environment sets them, `AWS_ENDPOINT_URL` and `FLYTE_AWS_ENDPOINT` pointing at this moto (so a job's
   S3 is this moto's, as a real job's is the real S3); its output goes to `$UPDRAFT_MOTO_JOB_LOGS`
@@ -534,7 +537,10 @@ class Job:
         previous = None if self.phase is None else self.kind.status(self.phase)
         if phase == "running" and self.command is not None and self.process is None:
             try:
-                self.process = _spawn(self.key, *self.command)
+                argv, env = self.command
+                self.process = _spawn(self.key, argv, {**env, **_batch_secrets(self.obj, self.arn)})
+            except _SecretUnavailable as e:
+                phase, reason = "failed", f"ResourceInitializationError: unable to pull secrets or registry auth: {e}"
             except OSError as e:
                 phase, reason = "failed", f"CannotStartContainerError: {e}"
                 self.exit_code = 127
@@ -959,6 +965,45 @@ def _patch_sagemaker() -> None:
             _JOBS.pop(f"sagemaker:endpoint:{endpoint_name}", None)
 
     backend.delete_endpoint = delete_endpoint
+
+
+class _SecretUnavailable(Exception):
+    """A secret a Batch job definition names that its container cannot be given."""
+
+
+def _batch_secrets(obj: Any, arn: str) -> dict[str, str]:
+    """A Batch job's secrets (its definition's `secrets`), as Batch gives them when the container starts:
+    each `valueFrom` (`<secret ARN>[:<JSON key>:<version stage>:<version id>]`) read from this moto's
+    Secrets Manager, the whole `SecretString` or its JSON key's value. Nothing for other jobs."""
+    definition = getattr(obj, "job_definition", None)
+    props = getattr(definition, "container_properties", None) or {}
+    secrets = props.get("secrets") or []
+    if not secrets:
+        return {}
+    from moto.secretsmanager.models import secretsmanager_backends
+
+    _, _, _, region, account = arn.split(":")[:5]
+    backend = secretsmanager_backends[account][region]
+    values = {}
+    for s in secrets:
+        parts = s["valueFrom"].split(":")
+        secret, (key, stage, version) = ":".join(parts[:7]), (parts[7:] + ["", "", ""])[:3]
+        try:
+            text = backend.get_secret_value(secret, version or None, stage or None).get("SecretString") or ""
+        except Exception as e:
+            raise _SecretUnavailable(
+                f"retrieve secret from asm: failed to fetch secret {secret}: {type(e).__name__}"
+            ) from None
+        if key:
+            try:
+                value = json.loads(text)[key]
+            except (ValueError, KeyError, TypeError):
+                raise _SecretUnavailable(
+                    f"retrieve secret from asm: invalid key {key} in secret {secret}"
+                ) from None
+            text = value if isinstance(value, str) else json.dumps(value)
+        values[s["name"]] = text
+    return values
 
 
 def _batch_command(job) -> Optional[tuple[list[str], dict[str, str]]]:

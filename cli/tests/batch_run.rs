@@ -156,6 +156,8 @@ fn settings_that_cannot_run_batch_are_refused_before_anything_starts() {
     let (code, _, err) = updraft(&[
         "run",
         "tests/fixtures/flytekit/batch.tgz",
+        "-w",
+        "fixtures.batch.batch_wf",
         "--state-dir",
         state.to_str().unwrap(),
     ]);
@@ -187,4 +189,149 @@ fn settings_that_cannot_run_batch_are_refused_before_anything_starts() {
         )),
         "{err}"
     );
+}
+
+#[test]
+fn a_batch_tasks_secrets_come_from_secrets_manager_and_stay_there() {
+    let bin = python().parent().unwrap().to_path_buf();
+    let moto = support::Moto::start(&[bin], &[root().join("tests/fixtures/flytekit/src")]);
+    // The secrets, as JSON key/value secrets in moto's Secrets Manager.
+    moto.boto(
+        "c = boto3.client('secretsmanager', **kw)\n\
+         c.create_secret(Name='db', SecretString=json.dumps({'password': 'hunter2-batch'}))\n\
+         c.create_secret(Name='api', SecretString=json.dumps({'token': 'token-batch'}))\n\
+         print('{}')",
+        &[],
+    );
+    let dir = temp_dir("batch-secrets");
+    let with_role = moto.settings().replace(
+        &format!("jobRoleArn: '{}'}}", support::ROLE),
+        &format!(
+            "jobRoleArn: '{0}', executionRoleArn: '{0}'}}",
+            support::ROLE
+        ),
+    );
+    assert_ne!(with_role, moto.settings());
+    let settings = dir.join("settings.yaml");
+    std::fs::write(&settings, &with_role).unwrap();
+    let run = |wf: &str, settings: &std::path::Path, state: &str| {
+        updraft_env(
+            &[
+                "run",
+                "tests/fixtures/flytekit/batch.tgz",
+                "-w",
+                wf,
+                "--settings",
+                settings.to_str().unwrap(),
+                "--state-dir",
+                dir.join(state).to_str().unwrap(),
+            ],
+            &[
+                ("AWS_ACCESS_KEY_ID", "testing".as_ref()),
+                ("AWS_SECRET_ACCESS_KEY", "testing".as_ref()),
+            ],
+        )
+    };
+    // flytekit's lookup (`_FSEC_DB_PASSWORD`) and the request's own variable, from Batch.
+    let (code, out, err) = run("fixtures.batch.batch_secrets_wf", &settings, "ok");
+    assert_eq!(code, 0, "{err}");
+    let outputs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        outputs,
+        serde_json::json!({
+            "o0": common::secret_digest("hunter2-batch"),
+            "o1": common::secret_digest("token-batch"),
+        })
+    );
+    // The job definition names the secrets by ARN and key; no value is in it, in the job, in what the
+    // run printed or in its state.
+    let defs = moto.boto(
+        "print(json.dumps(boto3.client('batch', **kw).describe_job_definitions(status='ACTIVE')['jobDefinitions'], default=str))",
+        &[],
+    );
+    let with = defs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["containerProperties"]["secrets"].is_array())
+        .unwrap_or_else(|| panic!("no definition with secrets: {defs}"));
+    let secrets = with["containerProperties"]["secrets"].to_string();
+    for want in [
+        "_FSEC_DB_PASSWORD",
+        "API_TOKEN",
+        ":secret:db",
+        ":password::",
+        ":token::",
+    ] {
+        assert!(secrets.contains(want), "{want} not in {secrets}");
+    }
+    assert_eq!(
+        with["containerProperties"]["executionRoleArn"],
+        support::ROLE
+    );
+    let jobs = moto.boto(
+        "b = boto3.client('batch', **kw)\n\
+         ids = [j['jobId'] for j in b.list_jobs(jobQueue='updraft-jobs', filters=[{'name': 'JOB_NAME', 'values': ['*']}])['jobSummaryList']]\n\
+         print(json.dumps(b.describe_jobs(jobs=ids)['jobs'], default=str))",
+        &[],
+    );
+    for (what, text) in [
+        ("job definitions", defs.to_string()),
+        ("jobs", jobs.to_string()),
+        ("output", format!("{out}{err}")),
+    ] {
+        assert!(
+            !text.contains("hunter2") && !text.contains("token-batch"),
+            "a value in the {what}: {text}"
+        );
+    }
+    let leak = std::process::Command::new("grep")
+        .args(["-rl", "hunter2"])
+        .arg(dir.join("ok"))
+        .output()
+        .unwrap();
+    assert!(
+        leak.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&leak.stdout)
+    );
+    // A missing secret fails the attempt before any job is submitted, naming it.
+    moto.boto(
+        "boto3.client('secretsmanager', **kw).delete_secret(SecretId='db', ForceDeleteWithoutRecovery=True)\nprint('{}')",
+        &[],
+    );
+    let (code, _, err) = run("fixtures.batch.batch_secrets_wf", &settings, "missing");
+    assert_eq!(code, 1);
+    for want in [
+        "SecretMissing",
+        "db/password",
+        "no Secrets Manager secret `db`",
+    ] {
+        assert!(err.contains(want), "`{want}` missing from: {err}");
+    }
+    let after = moto.boto(
+        "print(json.dumps(len(boto3.client('batch', **kw).list_jobs(jobQueue='updraft-jobs', filters=[{'name': 'JOB_NAME', 'values': ['*']}])['jobSummaryList'])))",
+        &[],
+    );
+    assert_eq!(
+        after,
+        serde_json::json!(jobs.as_array().unwrap().len()),
+        "no new job"
+    );
+    // What Batch cannot do is refused before anything starts: a secret as a file, secrets without the
+    // role that reads them.
+    let (code, _, err) = run("fixtures.batch.batch_secret_file_wf", &settings, "file");
+    assert_eq!(code, 1);
+    for want in [
+        "security_context.secrets[0]",
+        "variables only",
+        "nothing was started",
+    ] {
+        assert!(err.contains(want), "`{want}` missing from: {err}");
+    }
+    let no_role = dir.join("no-role.yaml");
+    std::fs::write(&no_role, moto.settings()).unwrap();
+    let (code, _, err) = run("fixtures.batch.batch_secrets_wf", &no_role, "no-role");
+    assert_eq!(code, 1);
+    assert!(err.contains("batch.executionRoleArn"), "{err}");
 }

@@ -95,6 +95,55 @@ impl Deployed {
         self.with_sdk(|sdk| f(updraft_aws::Clients::new(sdk, &table, &bucket, &queue)))
     }
 
+    /// The cluster settings (which hold credentials here: the pods' `AWS_SECRET_ACCESS_KEY`) show in no
+    /// function's configuration, which names the secret holding them instead, and the stack shows its
+    /// `EksSettings` parameter masked.
+    fn settings_stay_secret(&self) {
+        let stack = self.stack.clone();
+        let (configs, shown) = self.with_sdk(|sdk| async move {
+            let lambda = aws_sdk_lambda::Client::new(&sdk);
+            let mut configs = Vec::new();
+            for f in ["launch", "transition", "events"] {
+                let c = lambda
+                    .get_function_configuration()
+                    .function_name(format!("{stack}-{f}"))
+                    .send()
+                    .await
+                    .unwrap();
+                let vars: std::collections::BTreeMap<String, String> = c
+                    .environment()
+                    .and_then(|e| e.variables())
+                    .map(|v| v.clone().into_iter().collect())
+                    .unwrap_or_default();
+                configs.push(serde_json::to_string(&vars).unwrap());
+            }
+            let cfn = aws_sdk_cloudformation::Client::new(&sdk);
+            let described = cfn
+                .describe_stacks()
+                .stack_name(&stack)
+                .send()
+                .await
+                .unwrap();
+            let shown = described.stacks()[0]
+                .parameters()
+                .iter()
+                .find(|p| p.parameter_key() == Some("EksSettings"))
+                .and_then(|p| p.parameter_value().map(str::to_string));
+            (configs, shown)
+        });
+        for c in &configs {
+            assert!(!c.contains("SECRET_ACCESS_KEY"), "{c}");
+            assert!(!c.contains("UPDRAFT_EKS\""), "{c}");
+        }
+        assert!(
+            configs[..2]
+                .iter()
+                .all(|c| c.contains("UPDRAFT_EKS_SECRET") && c.contains(":secretsmanager:")),
+            "{configs:?}"
+        );
+        assert_eq!(shown.as_deref(), Some("****"));
+    }
+
     /// Outputs of an execution as the functions wrote them to S3.
     fn s3_outputs(&self, name: &str) -> serde_json::Value {
         let bucket = self.outputs["BucketName"].as_str().unwrap().to_string();
@@ -260,6 +309,7 @@ fn deploy_with(tag: &str, params: &[&str], more: serde_json::Value) -> Deployed 
     assert_eq!(code, 0, "deploy: {err}");
     assert!(err.contains("CREATE_COMPLETE"), "{err}");
     d.outputs = serde_json::from_str(&out).unwrap();
+    d.settings_stay_secret();
     d
 }
 

@@ -28,9 +28,10 @@ pub struct Settings {
     pub bucket: String,
     /// `UPDRAFT_TRANSITIONS_URL`: the transitions queue.
     pub transitions_url: String,
-    /// `UPDRAFT_EKS`: the cluster settings (JSON, as `updraft run --executor eks` reads them), with
-    /// `UPDRAFT_EKS_CLUSTER` (the EKS cluster's name) and `UPDRAFT_EKS_NAMESPACE` over them; none of the
-    /// three set: no cluster, and native tasks are refused.
+    /// The cluster settings (JSON, as `updraft run --executor eks` reads them): the `SecretString` of
+    /// the Secrets Manager secret `UPDRAFT_EKS_SECRET` names (the stack's: they may hold credentials),
+    /// else `UPDRAFT_EKS`; with `UPDRAFT_EKS_CLUSTER` (the EKS cluster's name) and
+    /// `UPDRAFT_EKS_NAMESPACE` over them. None set: no cluster, and native tasks are refused.
     pub eks: Option<EksConfig>,
     /// `UPDRAFT_MAX_CHECK_DELAY`: longest wait between two checks of a running task, in seconds
     /// (default 60, at most 900).
@@ -70,34 +71,84 @@ fn number(name: &str, default: u64) -> Result<u64, Error> {
     }
 }
 
-impl Settings {
-    /// Reads the settings from the environment.
-    pub fn from_env() -> Result<Self, Error> {
-        let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let mut eks: Option<EksConfig> = match set("UPDRAFT_EKS") {
-            Some(text) => Some(serde_json::from_str(&text).map_err(|e| Error::Setting {
-                name: "UPDRAFT_EKS".into(),
-                reason: e.to_string(),
-            })?),
-            None => None,
-        };
-        if let Some(cluster) = set("UPDRAFT_EKS_CLUSTER") {
-            let config = eks.get_or_insert_with(EksConfig::default);
-            match &mut config.cluster {
-                Some(c) => c.name = cluster,
-                None => {
-                    config.cluster = Some(updraft_connector_eks::auth::EksCluster {
-                        name: cluster,
-                        region: None,
-                        endpoint: None,
-                        certificate_authority_data: None,
-                    })
-                }
+fn set(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The cluster settings from `text` (JSON, read from `source`), with `UPDRAFT_EKS_CLUSTER` and
+/// `UPDRAFT_EKS_NAMESPACE` over them.
+fn eks_config(text: Option<&str>, source: &str) -> Result<Option<EksConfig>, Error> {
+    let mut eks: Option<EksConfig> = match text {
+        Some(text) => Some(serde_json::from_str(text).map_err(|e| Error::Setting {
+            name: source.into(),
+            reason: e.to_string(),
+        })?),
+        None => None,
+    };
+    if let Some(cluster) = set("UPDRAFT_EKS_CLUSTER") {
+        let config = eks.get_or_insert_with(EksConfig::default);
+        match &mut config.cluster {
+            Some(c) => c.name = cluster,
+            None => {
+                config.cluster = Some(updraft_connector_eks::auth::EksCluster {
+                    name: cluster,
+                    region: None,
+                    endpoint: None,
+                    certificate_authority_data: None,
+                })
             }
         }
-        if let (Some(config), Some(ns)) = (eks.as_mut(), set("UPDRAFT_EKS_NAMESPACE")) {
-            config.namespace = ns;
-        }
+    }
+    if let (Some(config), Some(ns)) = (eks.as_mut(), set("UPDRAFT_EKS_NAMESPACE")) {
+        config.namespace = ns;
+    }
+    Ok(eks)
+}
+
+impl Settings {
+    /// Reads the settings from the environment, the cluster settings from their secret when
+    /// `UPDRAFT_EKS_SECRET` names one (read once, as the function starts).
+    pub async fn load() -> Result<Self, Error> {
+        let mut settings = Self::from_env()?;
+        let Some(arn) = set("UPDRAFT_EKS_SECRET") else {
+            return Ok(settings);
+        };
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        // The functions' own AWS (the services' settings may point their connectors elsewhere).
+        let aws = updraft_call::Aws::new(&sdk, &updraft_settings::Settings::default());
+        let region = arn
+            .split(':')
+            .nth(3)
+            .filter(|r| !r.is_empty())
+            .or(aws.default_region())
+            .unwrap_or_default()
+            .to_string();
+        let answer = aws
+            .call(
+                &updraft_call::SECRETS_MANAGER,
+                &region,
+                "GetSecretValue",
+                &serde_json::json!({"SecretId": arn}),
+            )
+            .await
+            .map_err(|e| Error::Setting {
+                name: "UPDRAFT_EKS_SECRET".into(),
+                reason: format!("cannot read the cluster settings from {arn}: {e}"),
+            })?;
+        let text = answer["SecretString"]
+            .as_str()
+            .ok_or_else(|| Error::Setting {
+                name: "UPDRAFT_EKS_SECRET".into(),
+                reason: format!("the secret {arn} holds no SecretString"),
+            })?;
+        settings.eks = eks_config(Some(text), "UPDRAFT_EKS_SECRET")?;
+        Ok(settings)
+    }
+
+    /// Reads the settings from the environment (`UPDRAFT_EKS` for the cluster settings; see
+    /// [`Settings::load`] for the stack's secret).
+    pub fn from_env() -> Result<Self, Error> {
+        let eks = eks_config(set("UPDRAFT_EKS").as_deref(), "UPDRAFT_EKS")?;
         let fault = std::env::var("UPDRAFT_FAULT")
             .ok()
             .filter(|f| !f.is_empty());

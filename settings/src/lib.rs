@@ -111,6 +111,10 @@ pub struct BatchSettings {
     /// The IAM role jobs run as (the job definition's `jobRoleArn`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_role_arn: Option<String>,
+    /// The IAM role Batch starts jobs with (the job definition's `executionRoleArn`): it reads the
+    /// Secrets Manager secrets of tasks with `secret_requests`, which need it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution_role_arn: Option<String>,
 }
 
 /// `sagemaker`: SageMaker tasks.

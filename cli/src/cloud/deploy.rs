@@ -103,6 +103,9 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         if let Some(role) = &s.sagemaker.role_arn {
             params.insert("SageMakerRoleArn".into(), role.clone());
         }
+        if let Some(role) = &s.batch.execution_role_arn {
+            params.insert("BatchExecutionRoleArn".into(), role.clone());
+        }
         if let Some(role) = &s.batch.job_role_arn {
             params.insert("BatchJobRoleArn".into(), role.clone());
         }

@@ -31,6 +31,22 @@ pub struct Definition {
     pub job_role_arn: Option<String>,
     /// `EC2` or `FARGATE`.
     pub platform: String,
+    /// The IAM role Batch starts the job with (`batch.executionRoleArn`: it reads the secrets).
+    pub execution_role_arn: Option<String>,
+    /// The task's Secrets Manager secrets as the container's variables, `(variable, valueFrom)`
+    /// (`<secret ARN>[:<JSON key>::<version id>]`), sorted by variable; set at start, once the secrets'
+    /// ARNs are known (see [`Definition::with_secrets`]).
+    pub secrets: Vec<(String, String)>,
+}
+
+impl Definition {
+    /// This definition with `secrets` (`(variable, valueFrom)`), named anew: a definition fixes its
+    /// secrets, so tasks share one only when they ask for the same.
+    pub fn with_secrets(self, mut secrets: Vec<(String, String)>) -> Self {
+        secrets.sort();
+        secrets.dedup();
+        named(Definition { secrets, ..self })
+    }
 }
 
 /// A `SubmitJob` request, before the job definition's ARN is known.
@@ -173,6 +189,29 @@ pub fn spec(
             "batch.jobRoleArn",
             "no job role: set batch.jobRoleArn in the settings (the role the job's container \
              reads and writes the task's data in S3 with)",
+        ));
+    }
+    // Secrets reach a Batch container as variables only (the job definition's `secrets`), read by Batch
+    // with the execution role.
+    let secrets = updraft_connector::secrets::requests(t);
+    for r in &secrets {
+        if r.wants_file() && !r.env_var.is_empty() {
+            problems.push(problem(
+                &r.field(),
+                format!(
+                    "secret {}: AWS Batch gives secrets as variables only, so `{}` cannot hold the \
+                     path of a file (ask for the value: mount_requirement ENV_VAR or ANY)",
+                    r.label(),
+                    r.env_var
+                ),
+            ));
+        }
+    }
+    if !secrets.is_empty() && settings.execution_role_arn.is_none() {
+        problems.push(problem(
+            "batch.executionRoleArn",
+            "the task asks for secrets: set batch.executionRoleArn in the settings (the role Batch \
+             reads them from Secrets Manager with)",
         ));
     }
     let custom = t.custom.as_ref().map(struct_json).unwrap_or(Value::Null);
@@ -327,7 +366,18 @@ pub fn spec(
     };
     tags.insert("updraft:execution".into(), launch.execution.clone());
     tags.insert("updraft:node".into(), launch.node_id.clone());
-    let definition = definition(&c.image, settings.job_role_arn.clone(), platform);
+    let definition = named(Definition {
+        name: String::new(),
+        image: c.image.clone(),
+        job_role_arn: settings.job_role_arn.clone(),
+        platform,
+        execution_role_arn: if secrets.is_empty() {
+            None
+        } else {
+            settings.execution_role_arn.clone()
+        },
+        secrets: Vec::new(),
+    });
     // An array job is named for the whole array's attempt, so every element's start finds it.
     let name = match array_size {
         Some(_) => updraft_engine::exec::dns_name(&format!(
@@ -387,12 +437,37 @@ fn hex(bytes: &[u8]) -> String {
 /// The definition of `image` run as `role` on `platform`: named by the repository of the image and a
 /// hash of the three (Flyte's definition cache key).
 pub fn definition(image: &str, role: Option<String>, platform: String) -> Definition {
+    named(Definition {
+        name: String::new(),
+        image: image.into(),
+        job_role_arn: role,
+        platform,
+        execution_role_arn: None,
+        secrets: Vec::new(),
+    })
+}
+
+/// `d` named by the repository of its image and a hash of what it fixes (image, role and platform,
+/// then the execution role and secrets when it has them, so a definition without stays as it was).
+fn named(d: Definition) -> Definition {
     let mut h = Sha256::new();
-    for part in [image, role.as_deref().unwrap_or(""), &platform] {
+    let mut parts = vec![
+        d.image.as_str(),
+        d.job_role_arn.as_deref().unwrap_or(""),
+        &d.platform,
+    ];
+    if d.execution_role_arn.is_some() || !d.secrets.is_empty() {
+        parts.push(d.execution_role_arn.as_deref().unwrap_or(""));
+        for (k, v) in &d.secrets {
+            parts.extend([k.as_str(), v.as_str()]);
+        }
+    }
+    for part in parts {
         h.update(part.as_bytes());
         h.update([0]);
     }
     let hash = hex(&h.finalize())[..16].to_string();
+    let image = d.image.as_str();
     let repo = image
         .rsplit('/')
         .next()
@@ -403,9 +478,7 @@ pub fn definition(image: &str, role: Option<String>, platform: String) -> Defini
     let repo = safe_name(repo, 100);
     Definition {
         name: format!("updraft-{repo}-{hash}"),
-        image: image.into(),
-        job_role_arn: role,
-        platform,
+        ..d
     }
 }
 
@@ -539,6 +612,7 @@ mod tests {
         let settings = BatchSettings {
             job_queue: Some("q".into()),
             job_role_arn: Some("r".into()),
+            execution_role_arn: None,
         };
         let t = task(&["run", "{{.outputPrefix}}/0"]);
         let launch = updraft_connector::plan_launch(&t, Default::default(), None);
@@ -603,6 +677,7 @@ mod tests {
         let settings = BatchSettings {
             job_queue: Some("q".into()),
             job_role_arn: Some("r".into()),
+            execution_role_arn: None,
         };
         let t = task(FLYTEKIT_ARGS);
         let mut launch = updraft_connector::plan_launch(&t, Default::default(), Some(2));

@@ -16,6 +16,13 @@
 //!   prefix (`<outputPrefix>/0` when the arguments say so, as flytekit's Batch tasks do); on `FAILED`, an
 //!   `error.pb` decides,
 //!   else the status reason and the exit code (see [`failure`]).
+//! - **Secrets**: a task's `secret_requests` are Secrets Manager secrets — the group names the secret
+//!   (name or ARN), the key a key of its JSON `SecretString` (no key: the whole string), the group
+//!   version a version id. At start each is found (`DescribeSecret`: its ARN, never its value; a missing
+//!   one fails the attempt before any job, naming it) and becomes a variable of the job definition's
+//!   `secrets` (`valueFrom`: `<ARN>:<key>::<version>`), which Batch resolves with
+//!   `batch.executionRoleArn` when the container starts: flytekit's `_FSEC_<GROUP>_<KEY>`, and the
+//!   request's `env_var` when it names one.
 //! - **Abort**: `TerminateJob`; a job already gone is fine.
 //! - **Events**: `Batch Job State Change` events name the job (`batch:<job id>`).
 
@@ -34,6 +41,7 @@ use aws_sdk_batch::types::{
 };
 use serde_json::{Value, json};
 use updraft_connector::plan_launch;
+use updraft_connector::secrets::SecretRequest;
 use updraft_connector::{
     Attempt, Connector, DataStore, Handle, JobKey, Problem, Transient, failed, read_output_files,
 };
@@ -57,6 +65,10 @@ pub struct BatchConnector {
     no_s3: Option<String>,
     /// Job definition name → ARN, as found or registered.
     definitions: Mutex<HashMap<String, String>>,
+    /// Secrets Manager, where tasks' secrets are found.
+    aws: updraft_call::Aws,
+    /// Secret (as a task names it) → ARN, as found.
+    secret_arns: Mutex<HashMap<String, String>>,
     /// Array job name → id, as found or submitted here: the elements of one array start together, and
     /// the first submits the array job the others' starts must find (before `ListJobs` shows it).
     arrays: tokio::sync::Mutex<HashMap<String, String>>,
@@ -79,6 +91,8 @@ impl BatchConnector {
             settings: settings.batch.clone(),
             no_s3: settings.s3_prefix().err(),
             definitions: Mutex::default(),
+            aws: updraft_call::Aws::new(sdk, settings),
+            secret_arns: Mutex::default(),
             arrays: tokio::sync::Mutex::default(),
         }
     }
@@ -106,7 +120,16 @@ impl BatchConnector {
             None => {
                 let mut props = ContainerProperties::builder()
                     .image(&d.image)
-                    .set_job_role_arn(d.job_role_arn.clone());
+                    .set_job_role_arn(d.job_role_arn.clone())
+                    .set_execution_role_arn(d.execution_role_arn.clone());
+                for (name, from) in &d.secrets {
+                    props = props.secrets(
+                        aws_sdk_batch::types::Secret::builder()
+                            .name(name)
+                            .value_from(from)
+                            .build(),
+                    );
+                }
                 // Overridden by every job; a definition needs some.
                 for (t, v) in [(ResourceType::Vcpu, "1"), (ResourceType::Memory, "2048")] {
                     props = props.resource_requirements(
@@ -131,6 +154,80 @@ impl BatchConnector {
         };
         lock(&self.definitions).insert(d.name.clone(), arn.clone());
         Ok(arn)
+    }
+
+    /// The ARN of the Secrets Manager secret `secret` (a name or an ARN), looked up once.
+    async fn secret_arn(&self, task: &str, r: &SecretRequest) -> Result<String, TaskStatus> {
+        if let Some(arn) = lock(&self.secret_arns).get(&r.group) {
+            return Ok(arn.clone());
+        }
+        let region = r
+            .group
+            .strip_prefix("arn:")
+            .and_then(|a| a.split(':').nth(2))
+            .filter(|r| !r.is_empty())
+            .or(self.aws.default_region())
+            .unwrap_or_default()
+            .to_string();
+        let answer = self
+            .aws
+            .call(
+                &updraft_call::SECRETS_MANAGER,
+                &region,
+                "DescribeSecret",
+                &json!({"SecretId": r.group}),
+            )
+            .await
+            .map_err(|e| {
+                let what = format!("task `{task}`: secret {} ({})", r.label(), r.field());
+                if e.code.contains("ResourceNotFound") {
+                    failed(
+                        "SecretMissing",
+                        format!(
+                            "{what}: no Secrets Manager secret `{}` in {region}",
+                            r.group
+                        ),
+                        ErrorKind::User,
+                        false,
+                    )
+                } else if e.passing() {
+                    failed(
+                        "BatchSetup",
+                        format!("{what}: {e}"),
+                        ErrorKind::System,
+                        true,
+                    )
+                } else {
+                    failed("BatchSetup", format!("{what}: {e}"), ErrorKind::User, false)
+                }
+            })?;
+        let arn = answer["ARN"]
+            .as_str()
+            .ok_or_else(|| setup("DescribeSecret", "no ARN in the answer"))?
+            .to_string();
+        lock(&self.secret_arns).insert(r.group.clone(), arn.clone());
+        Ok(arn)
+    }
+
+    /// The task's secrets as the job definition's variables, `(variable, valueFrom)`.
+    async fn secrets(&self, task: &CompiledTask) -> Result<Vec<(String, String)>, TaskStatus> {
+        let mut vars = Vec::new();
+        for r in updraft_connector::secrets::requests(&task.template) {
+            let arn = self.secret_arn(&task.name, &r).await?;
+            let from = if r.key.is_empty() && r.group_version.is_empty() {
+                arn
+            } else {
+                format!("{arn}:{}::{}", r.key, r.group_version)
+            };
+            vars.push((
+                r.env_name(updraft_connector::secrets::ENV_PREFIX),
+                from.clone(),
+            ));
+            if !r.env_var.is_empty() {
+                vars.push((r.env_var.clone(), from));
+            }
+        }
+        Ok(vars)
     }
 
     /// The job already submitted under `name` to `queue`, if any (the first, if several).
@@ -346,7 +443,12 @@ impl Connector for BatchConnector {
             }
             return Ok(handle(id));
         }
-        let arn = self.definition_arn(&spec.definition).await?;
+        let secrets = self.secrets(a.task).await?;
+        let definition = match secrets.is_empty() {
+            true => spec.definition.clone(),
+            false => spec.definition.clone().with_secrets(secrets),
+        };
+        let arn = self.definition_arn(&definition).await?;
         let mut overrides = ContainerOverrides::builder().set_command(Some(s.command.clone()));
         for (k, v) in &s.environment {
             overrides = overrides.environment(KeyValuePair::builder().name(k).value(v).build());

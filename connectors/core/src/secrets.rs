@@ -96,6 +96,18 @@ pub fn requests(template: &TaskTemplate) -> Vec<SecretRequest> {
         .collect()
 }
 
+/// For a connector that cannot give a task its secrets: a problem for each secret the task asks for,
+/// saying `why`, so the workflow is refused before anything starts instead of the task failing later.
+pub fn unsupported(template: &TaskTemplate, why: &str) -> Vec<crate::Problem> {
+    requests(template)
+        .iter()
+        .map(|r| crate::Problem {
+            field: r.field(),
+            reason: format!("secret {}: {why}", r.label()),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

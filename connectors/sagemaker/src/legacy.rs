@@ -958,7 +958,9 @@ impl Connector for LegacyConnector {
     }
 
     fn preflight(&self, task: &CompiledTask) -> Vec<Problem> {
-        self.plan(task).err().unwrap_or_default()
+        let mut problems = self.plan(task).err().unwrap_or_default();
+        problems.extend(crate::no_secrets(task));
+        problems
     }
 
     fn check_interval(&self) -> Duration {

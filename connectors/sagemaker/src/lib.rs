@@ -478,6 +478,16 @@ impl SageMakerConnector {
     }
 }
 
+/// Why SageMaker tasks cannot ask for secrets.
+const NO_SECRETS: &str = "SageMaker gives a job nothing but environment values, which its description \
+     shows in clear: let the job's role read the secret and read it in the task (boto3), or run the \
+     task on AWS Batch or the cluster, which take secrets from Secrets Manager or Kubernetes";
+
+/// A SageMaker task's secret requests, refused (see [`NO_SECRETS`]).
+pub(crate) fn no_secrets(task: &CompiledTask) -> Vec<Problem> {
+    updraft_connector::secrets::unsupported(&task.template, NO_SECRETS)
+}
+
 #[async_trait::async_trait]
 impl Connector for SageMakerConnector {
     fn name(&self) -> &'static str {
@@ -492,11 +502,13 @@ impl Connector for SageMakerConnector {
 
     fn preflight(&self, task: &CompiledTask) -> Vec<Problem> {
         let launch = plan_launch(task, Default::default(), None);
-        match self.rendered(task, &launch) {
+        let mut problems = match self.rendered(task, &launch) {
             Ok(_) => Vec::new(),
             // Plan inputs stand as `<name>`, which no name check should refuse.
             Err(p) => p,
-        }
+        };
+        problems.extend(no_secrets(task));
+        problems
     }
 
     fn check_interval(&self) -> Duration {
@@ -771,7 +783,10 @@ impl Connector for PythonicConnector {
     }
 
     fn preflight(&self, task: &CompiledTask) -> Vec<Problem> {
-        updraft_connector::preflight_plan(task, |a| self.request(a).err().unwrap_or_default())
+        let mut problems =
+            updraft_connector::preflight_plan(task, |a| self.request(a).err().unwrap_or_default());
+        problems.extend(no_secrets(task));
+        problems
     }
 
     fn check_interval(&self) -> Duration {
@@ -976,7 +991,9 @@ impl Connector for BotoConnector {
 
     fn preflight(&self, task: &CompiledTask) -> Vec<Problem> {
         let launch = plan_launch(task, Default::default(), None);
-        self.call_of(task, &launch).err().unwrap_or_default()
+        let mut problems = self.call_of(task, &launch).err().unwrap_or_default();
+        problems.extend(no_secrets(task));
+        problems
     }
 
     async fn start(&self, a: &Attempt<'_>) -> Result<Handle, TaskStatus> {

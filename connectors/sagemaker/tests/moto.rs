@@ -421,13 +421,27 @@ fn preflight_names_every_problem() {
     );
     let p = problems(&t).join("\n");
     assert!(p.contains("custom.service: `s3` is not a service"), "{p}");
-    let t = task(
+    let mut t = task(
         "sagemaker-training-job",
         json!({"config": {"TrainingJobName": "n"}}),
         &[],
         None,
     );
     assert_eq!(problems(&t), Vec::<String>::new());
+    // Secrets: SageMaker could only put them in the job's environment, in clear; refused, each named.
+    t.template.security_context = Some(updraft_proto::core::SecurityContext {
+        secrets: vec![updraft_proto::core::Secret {
+            group: "db".into(),
+            key: "password".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let p = problems(&t).join("\n");
+    assert!(
+        p.contains("security_context.secrets[0]: secret db/password: SageMaker gives a job nothing but environment values"),
+        "{p}"
+    );
 }
 
 #[test]

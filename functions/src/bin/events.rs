@@ -8,7 +8,7 @@ use updraft_functions::{Settings, events, logs};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     logs::init();
-    let settings = Settings::from_env()?;
+    let settings = Settings::load().await?;
     let clients = settings.clients().await;
     let clients = &clients;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

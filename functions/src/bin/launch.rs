@@ -9,7 +9,7 @@ use updraft_functions::{Error, Settings, logs};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     logs::init();
-    let settings = Settings::from_env()?;
+    let settings = Settings::load().await?;
     let clients = settings.clients().await;
     let packages = Packages::default();
     let (settings, clients, packages) = (&settings, &clients, &packages);

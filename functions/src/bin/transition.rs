@@ -9,7 +9,7 @@ use updraft_functions::{Settings, logs};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     logs::init();
-    let settings = Settings::from_env()?;
+    let settings = Settings::load().await?;
     let clients = settings.clients().await;
     let transition = Transition::new(settings, clients).await?;
     let transition = &transition;

@@ -408,10 +408,12 @@ impl Execution {
                     (Some(i), Some(a)) => a.elements.get(i as usize).is_some_and(|e| e.in_flight),
                     _ => st.task.in_flight,
                 };
-                if current && in_flight && st.dynamic.is_none() {
-                    if let AttemptStart::Task(launch, _) = self.attempt_start(node, index) {
-                        fx.push(Effect::StartTask(launch));
-                    }
+                if current
+                    && in_flight
+                    && st.dynamic.is_none()
+                    && let AttemptStart::Task(launch, _) = self.attempt_start(node, index)
+                {
+                    fx.push(Effect::StartTask(launch));
                 }
             }
             TimerKind::AttemptTimeout => {
