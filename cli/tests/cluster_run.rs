@@ -250,6 +250,20 @@ fn training_and_spark_tasks() {
 }
 
 #[test]
+fn flytekit_only_plugins_run_in_pods() {
+    let c = TestCluster::start("eks-plugins", "{}");
+    // SQLite3Task's pod reads its template from the attempt's folder ({{.taskTemplatePath}}).
+    common::shop_db(&python());
+    let (code, out, err) = c.run(&["tests/fixtures/flytekit/sqlite.tgz", "-i", "limit=4"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, serde_json::json!({"o0": 1, "o1": "tea"}));
+    let (code, out, err) = c.run(&["tests/fixtures/flytekit/notebook.tgz", "-i", "x=5"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, serde_json::json!({"o0": 25, "o1": true, "o2": true}));
+    assert!(c.objects().is_empty(), "{:?}", c.objects());
+}
+
+#[test]
 fn elastic_pytorch_runs_workers_under_the_elastic_policy() {
     let c = TestCluster::start("eks-elastic", "{}");
     // Two to three workers, no master: every worker (the task writes its outputs from each) is told

@@ -765,3 +765,24 @@ fn a_serialized_cache_key_is_computed_by_one_attempt_at_a_time() {
     let _ = std::fs::remove_dir_all(&state);
     let _ = std::fs::remove_dir_all(&killed);
 }
+
+#[test]
+fn flytekit_only_plugins_run_with_their_own_code() {
+    // SQLite3Task: flytekit's own executor, found through the template at {{.taskTemplatePath}}, queries
+    // the database; a Python task reads the rows (a parquet schema).
+    common::shop_db(&python());
+    let (code, out, err) = run(
+        "sqlite",
+        &["tests/fixtures/flytekit/sqlite.tgz", "-i", "limit=5"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, serde_json::json!({"o0": 2, "o1": "tea,coffee"}));
+    // NotebookTask: papermill runs the notebook with the input; its recorded output is the task's, and
+    // the executed notebook and its HTML are files a Python task reads.
+    let (code, out, err) = run(
+        "notebook",
+        &["tests/fixtures/flytekit/notebook.tgz", "-i", "x=7"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, serde_json::json!({"o0": 49, "o1": true, "o2": true}));
+}

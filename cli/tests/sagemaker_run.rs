@@ -393,3 +393,68 @@ fn describe_list(moto: &support::Moto) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+#[test]
+fn pythonic_jobs_read_their_secrets_from_secrets_manager() {
+    let moto = start_moto();
+    moto.boto(
+        "c = boto3.client('secretsmanager', **kw)\n\
+         c.create_secret(Name='db', SecretString=json.dumps({'password': 'hunter2-sm'}))\n\
+         c.create_secret(Name='api', SecretString=json.dumps({'token': 'token-sm'}))\n\
+         print('{}')",
+        &[],
+    );
+    let dir = temp_dir("sagemaker-secrets");
+    let (code, out, err) = run(&moto, &dir, "fixtures.sagemaker.sagemaker_secrets_wf");
+    assert_eq!(code, 0, "{err}");
+    let outputs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        outputs,
+        serde_json::json!({
+            "o0": common::secret_digest("hunter2-sm"),
+            "o1": common::secret_digest("token-sm"),
+        })
+    );
+    // The job's description names the secrets (which variable, which secret and key), never a value.
+    let jobs = moto.boto(
+        "sm = boto3.client('sagemaker', **kw)\n\
+         names = [j['TrainingJobName'] for j in sm.list_training_jobs()['TrainingJobSummaries']]\n\
+         print(json.dumps([sm.describe_training_job(TrainingJobName=n) for n in names], default=str))",
+        &[],
+    );
+    let text = jobs.to_string();
+    assert!(
+        text.contains("UPDRAFT_SECRETS") && text.contains("_FSEC_DB_PASSWORD"),
+        "{text}"
+    );
+    for (what, text) in [("jobs", text.as_str()), ("output", &format!("{out}{err}"))] {
+        assert!(
+            !text.contains("hunter2") && !text.contains("token-sm"),
+            "a value in the {what}: {text}"
+        );
+    }
+    // A missing secret fails the attempt before any job, naming it.
+    moto.boto(
+        "boto3.client('secretsmanager', **kw).delete_secret(SecretId='api', ForceDeleteWithoutRecovery=True)\nprint('{}')",
+        &[],
+    );
+    let dir = temp_dir("sagemaker-secrets-missing");
+    let (code, _, err) = run(&moto, &dir, "fixtures.sagemaker.sagemaker_secrets_wf");
+    assert_eq!(code, 1);
+    for want in [
+        "SecretMissing",
+        "api/token",
+        "no Secrets Manager secret `api`",
+    ] {
+        assert!(err.contains(want), "`{want}` missing from: {err}");
+    }
+    let after = moto.boto(
+        "print(len(boto3.client('sagemaker', **kw).list_training_jobs()['TrainingJobSummaries']))",
+        &[],
+    );
+    assert_eq!(
+        after,
+        serde_json::json!(jobs.as_array().unwrap().len()),
+        "no new job"
+    );
+}

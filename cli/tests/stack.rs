@@ -584,6 +584,45 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
         "one attempt computed the key"
     );
 
+    // flytekit-only plugins: SQLite3Task (its template read from S3 at {{.taskTemplatePath}}) and a
+    // papermill NotebookTask, their outputs equal to a local run's.
+    common::shop_db(&python());
+    let (code, _, err) = d.updraft(&[
+        "register",
+        "tests/fixtures/flytekit/sqlite.tgz",
+        "tests/fixtures/flytekit/notebook.tgz",
+    ]);
+    assert_eq!(code, 0, "register: {err}");
+    let plugins: [(&str, &[&str], &[&str]); 2] = [
+        (
+            "sq",
+            &["-w", "fixtures.sqlite.sqlite_wf", "-i", "limit=5"],
+            &["tests/fixtures/flytekit/sqlite.tgz", "-i", "limit=5"],
+        ),
+        (
+            "nb",
+            &["-w", "fixtures.notebook.notebook_wf", "-i", "x=6"],
+            &["tests/fixtures/flytekit/notebook.tgz", "-i", "x=6"],
+        ),
+    ];
+    for (name, args, _) in plugins {
+        let mut all = vec!["launch", "--name", name];
+        all.extend(args);
+        let (code, _, err) = d.updraft(&all);
+        assert_eq!(code, 0, "launch {name}: {err}");
+    }
+    for (name, _, local) in plugins {
+        let (code, _, err) = d.updraft(&["watch", name]);
+        assert_eq!(code, 0, "{name}: {err}");
+        assert_eq!(d.s3_outputs(name), local_outputs(local), "{name}");
+    }
+    assert!(
+        d.s3_keys("executions/sq/")
+            .iter()
+            .any(|k| k.ends_with("/task.pb")),
+        "the SQLite task's template is in S3"
+    );
+
     // Raw containers, their data moved through S3 by the copilot in their pods: flytekit's
     // ContainerTask beside pod tasks, and YAML containers in a map and a branch, and passing a folder and
     // a file. Launched together, then watched.

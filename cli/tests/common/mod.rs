@@ -109,3 +109,22 @@ pub fn secret_digest(value: &str) -> String {
     let d = sha2::Sha256::digest(value.as_bytes());
     d.iter().map(|b| format!("{b:02x}")).collect::<String>()[..12].to_string()
 }
+
+/// Makes the database the `sqlite` fixture's query reads (`fixtures.sqlite.SHOP_DB`), with `python`
+/// (the flytekit environment).
+#[allow(dead_code)]
+pub fn shop_db(python: &str) {
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); from fixtures.sqlite import shop_db; shop_db()",
+        ])
+        .arg(root().join("tests/fixtures/flytekit/src"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cannot make the sqlite fixture's database: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

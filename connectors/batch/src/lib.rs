@@ -156,55 +156,21 @@ impl BatchConnector {
         Ok(arn)
     }
 
-    /// The ARN of the Secrets Manager secret `secret` (a name or an ARN), looked up once.
+    /// The ARN of the Secrets Manager secret `r` names (a name or an ARN), looked up once.
     async fn secret_arn(&self, task: &str, r: &SecretRequest) -> Result<String, TaskStatus> {
         if let Some(arn) = lock(&self.secret_arns).get(&r.group) {
             return Ok(arn.clone());
         }
-        let region = r
-            .group
-            .strip_prefix("arn:")
-            .and_then(|a| a.split(':').nth(2))
-            .filter(|r| !r.is_empty())
-            .or(self.aws.default_region())
-            .unwrap_or_default()
-            .to_string();
-        let answer = self
-            .aws
-            .call(
-                &updraft_call::SECRETS_MANAGER,
-                &region,
-                "DescribeSecret",
-                &json!({"SecretId": r.group}),
+        let arn = self.aws.secret_arn(&r.group).await.map_err(|e| {
+            let region = self.aws.secret_region(&r.group);
+            updraft_connector::secrets::lookup_failed(
+                task,
+                r,
+                e.code.contains("ResourceNotFound"),
+                e.passing(),
+                format!("{e} (in {region})"),
             )
-            .await
-            .map_err(|e| {
-                let what = format!("task `{task}`: secret {} ({})", r.label(), r.field());
-                if e.code.contains("ResourceNotFound") {
-                    failed(
-                        "SecretMissing",
-                        format!(
-                            "{what}: no Secrets Manager secret `{}` in {region}",
-                            r.group
-                        ),
-                        ErrorKind::User,
-                        false,
-                    )
-                } else if e.passing() {
-                    failed(
-                        "BatchSetup",
-                        format!("{what}: {e}"),
-                        ErrorKind::System,
-                        true,
-                    )
-                } else {
-                    failed("BatchSetup", format!("{what}: {e}"), ErrorKind::User, false)
-                }
-            })?;
-        let arn = answer["ARN"]
-            .as_str()
-            .ok_or_else(|| setup("DescribeSecret", "no ARN in the answer"))?
-            .to_string();
+        })?;
         lock(&self.secret_arns).insert(r.group.clone(), arn.clone());
         Ok(arn)
     }

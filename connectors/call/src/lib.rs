@@ -335,6 +335,34 @@ impl Aws {
         self.region.as_deref()
     }
 
+    /// The region of Secrets Manager secret `id`: its ARN's, else the default.
+    pub fn secret_region(&self, id: &str) -> String {
+        id.strip_prefix("arn:")
+            .and_then(|a| a.split(':').nth(2))
+            .filter(|r| !r.is_empty())
+            .or(self.default_region())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The ARN of Secrets Manager secret `id` (a name or an ARN), from `DescribeSecret`, which reads
+    /// no value.
+    pub async fn secret_arn(&self, id: &str) -> Result<String, ApiError> {
+        let answer = self
+            .call(
+                &SECRETS_MANAGER,
+                &self.secret_region(id),
+                "DescribeSecret",
+                &json!({"SecretId": id}),
+            )
+            .await?;
+        answer["ARN"].as_str().map(str::to_string).ok_or(ApiError {
+            code: "NoArn".into(),
+            message: format!("DescribeSecret of {id} gave no ARN"),
+            status: 200,
+        })
+    }
+
     fn url(&self, service: &Service, region: &str) -> String {
         match &self.endpoint {
             Some(e) => e.trim_end_matches('/').to_string(),

@@ -96,6 +96,42 @@ pub fn requests(template: &TaskTemplate) -> Vec<SecretRequest> {
         .collect()
 }
 
+/// The failure of an attempt of `task` whose secret `r` could not be found (`why`: the service's
+/// answer): a missing secret is the user's to fix and is not retried; anything else is retried when
+/// `passing` (a service that could not be reached).
+pub fn lookup_failed(
+    task: &str,
+    r: &SecretRequest,
+    missing: bool,
+    passing: bool,
+    why: impl std::fmt::Display,
+) -> updraft_engine::exec::TaskStatus {
+    use updraft_engine::exec::ErrorKind;
+    let what = format!("task `{task}`: secret {} ({})", r.label(), r.field());
+    if missing {
+        crate::failed(
+            "SecretMissing",
+            format!("{what}: no Secrets Manager secret `{}`: {why}", r.group),
+            ErrorKind::User,
+            false,
+        )
+    } else if passing {
+        crate::failed(
+            "SecretLookup",
+            format!("{what}: {why}"),
+            ErrorKind::System,
+            true,
+        )
+    } else {
+        crate::failed(
+            "SecretLookup",
+            format!("{what}: {why}"),
+            ErrorKind::User,
+            false,
+        )
+    }
+}
+
 /// For a connector that cannot give a task its secrets: a problem for each secret the task asks for,
 /// saying `why`, so the workflow is refused before anything starts instead of the task failing later.
 pub fn unsupported(template: &TaskTemplate, why: &str) -> Vec<crate::Problem> {

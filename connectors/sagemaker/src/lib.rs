@@ -478,10 +478,64 @@ impl SageMakerConnector {
     }
 }
 
-/// Why SageMaker tasks cannot ask for secrets.
+/// Why SageMaker tasks other than Pythonic ones cannot ask for secrets.
 const NO_SECRETS: &str = "SageMaker gives a job nothing but environment values, which its description \
-     shows in clear: let the job's role read the secret and read it in the task (boto3), or run the \
-     task on AWS Batch or the cluster, which take secrets from Secrets Manager or Kubernetes";
+     shows in clear, and this job does not run flytekit, which could read them itself: let the job's \
+     role read the secret and read it in the job, or make the task a Pythonic one \
+     (SageMakerTrainingTask, SageMakerProcessingTask)";
+
+/// The variable of a Pythonic job's environment that names its secrets (JSON: each one's variable,
+/// secret, key, version and region; never a value).
+pub const SECRETS_VAR: &str = "UPDRAFT_SECRETS";
+
+/// What a Pythonic job with secrets runs before its entrypoint (`python3 -c FETCH_SECRETS <entrypoint…>`):
+/// each secret of [`SECRETS_VAR`] read from Secrets Manager with the job's role (botocore, which every
+/// flytekit image has), the JSON key's value put in its variable; then the entrypoint, in its place. A
+/// secret it cannot read ends the job, naming it, before the task starts.
+pub const FETCH_SECRETS: &str = r#"import json, os, sys
+import botocore.session
+session = botocore.session.get_session()
+for s in json.loads(os.environ.pop("UPDRAFT_SECRETS")):
+    try:
+        client = session.create_client("secretsmanager", region_name=s["region"] or None)
+        ask = {"SecretId": s["secret"]}
+        if s["version"]:
+            ask["VersionId"] = s["version"]
+        value = client.get_secret_value(**ask)["SecretString"]
+        if s["key"]:
+            value = json.loads(value)[s["key"]]
+    except Exception as e:
+        sys.exit(f"updraft: cannot read secret {s['label']} ({s['secret']}): {type(e).__name__}: {e}")
+    os.environ[s["var"]] = value if isinstance(value, str) else json.dumps(value)
+os.execvp(sys.argv[1], sys.argv[1:])
+"#;
+
+/// The secrets of a Pythonic job, as [`SECRETS_VAR`] names them: flytekit's `_FSEC_…` variable of each,
+/// and its request's `env_var` when it names one.
+fn secret_refs(secrets: &[updraft_connector::secrets::SecretRequest], region: &str) -> Value {
+    let mut refs = Vec::new();
+    for r in secrets {
+        let mut vars = vec![r.env_name(updraft_connector::secrets::ENV_PREFIX)];
+        if !r.env_var.is_empty() {
+            vars.push(r.env_var.clone());
+        }
+        for var in vars {
+            refs.push(json!({
+                "var": var,
+                "secret": r.group,
+                "key": r.key,
+                "version": r.group_version,
+                "region": r
+                    .group
+                    .strip_prefix("arn:")
+                    .and_then(|a| a.split(':').nth(2))
+                    .unwrap_or(region),
+                "label": r.label(),
+            }));
+        }
+    }
+    Value::Array(refs)
+}
 
 /// A SageMaker task's secret requests, refused (see [`NO_SECRETS`]).
 pub(crate) fn no_secrets(task: &CompiledTask) -> Vec<Problem> {
@@ -702,6 +756,21 @@ impl PythonicConnector {
         for (f, r) in jobs::pythonic_problems(&config, &entrypoint) {
             problems.push(problem(&f, r));
         }
+        let secrets = updraft_connector::secrets::requests(&task.template);
+        for r in secrets
+            .iter()
+            .filter(|r| r.wants_file() && !r.env_var.is_empty())
+        {
+            problems.push(problem(
+                &r.field(),
+                format!(
+                    "secret {}: a SageMaker job gets secrets as variables only, so `{}` cannot hold \
+                     the path of a file (ask for the value: mount_requirement ENV_VAR or ANY)",
+                    r.label(),
+                    r.env_var
+                ),
+            ));
+        }
         let inputs = inputs_repr(&a.launch.inputs);
         let region = region_of(&self.aws, &config, &inputs);
         if region.is_none() {
@@ -731,6 +800,20 @@ impl PythonicConnector {
             }
         }
         environment.insert("FLYTE_FAIL_ON_ERROR".into(), Value::from("true"));
+        // Secrets: the job's environment names them (never their values); the container reads them from
+        // Secrets Manager with the job's role before the task's command starts.
+        let entrypoint = if secrets.is_empty() {
+            entrypoint
+        } else {
+            let region = region.clone().unwrap_or_default();
+            environment.insert(
+                SECRETS_VAR.into(),
+                Value::from(secret_refs(&secrets, &region).to_string()),
+            );
+            let mut wrapped = vec!["python3".to_string(), "-c".into(), FETCH_SECRETS.into()];
+            wrapped.extend(entrypoint);
+            wrapped
+        };
         let l = a.launch;
         let node = match l.index {
             Some(i) => format!("{}-{i}", l.node_id),
@@ -783,10 +866,7 @@ impl Connector for PythonicConnector {
     }
 
     fn preflight(&self, task: &CompiledTask) -> Vec<Problem> {
-        let mut problems =
-            updraft_connector::preflight_plan(task, |a| self.request(a).err().unwrap_or_default());
-        problems.extend(no_secrets(task));
-        problems
+        updraft_connector::preflight_plan(task, |a| self.request(a).err().unwrap_or_default())
     }
 
     fn check_interval(&self) -> Duration {
@@ -799,6 +879,18 @@ impl Connector for PythonicConnector {
 
     async fn start(&self, a: &Attempt<'_>) -> Result<Handle, TaskStatus> {
         let (mut request, region, name) = self.request(a).map_err(setup_failure)?;
+        // A secret that is not there fails the attempt before any job (found, not read).
+        for r in updraft_connector::secrets::requests(&a.task.template) {
+            if let Err(e) = self.aws.secret_arn(&r.group).await {
+                return Err(updraft_connector::secrets::lookup_failed(
+                    &a.task.name,
+                    &r,
+                    e.code.contains("ResourceNotFound"),
+                    e.passing(),
+                    format!("{e} (in {})", self.aws.secret_region(&r.group)),
+                ));
+            }
+        }
         tag_attempt(&mut request, a.launch);
         let kind = jobs::kind(&a.task.template.r#type)
             .ok_or_else(|| setup_failure(vec![problem("type", "not a SageMaker job")]))?;
