@@ -639,6 +639,8 @@ workflows:
         .join(" ");
     let out = std::process::Command::new("script")
         .args(["-qec", &command, "/dev/null"])
+        // A terminal that draws (whatever the runner's own TERM says, `dumb` included).
+        .env("TERM", "xterm-256color")
         .current_dir(common::root())
         .output()
         .unwrap_or_else(|e| {

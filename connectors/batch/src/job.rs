@@ -194,19 +194,10 @@ pub fn spec(
     // Secrets reach a Batch container as variables only (the job definition's `secrets`), read by Batch
     // with the execution role.
     let secrets = updraft_connector::secrets::requests(t);
-    for r in &secrets {
-        if r.wants_file() && !r.env_var.is_empty() {
-            problems.push(problem(
-                &r.field(),
-                format!(
-                    "secret {}: AWS Batch gives secrets as variables only, so `{}` cannot hold the \
-                     path of a file (ask for the value: mount_requirement ENV_VAR or ANY)",
-                    r.label(),
-                    r.env_var
-                ),
-            ));
-        }
-    }
+    problems.extend(updraft_connector::secrets::file_paths_refused(
+        t,
+        "an AWS Batch job",
+    ));
     if !secrets.is_empty() && settings.execution_role_arn.is_none() {
         problems.push(problem(
             "batch.executionRoleArn",

@@ -132,6 +132,24 @@ pub fn lookup_failed(
     }
 }
 
+/// For a connector that gives secrets as variables only (`service` says whose): a problem for each
+/// request that wants the path of a file in its `env_var`.
+pub fn file_paths_refused(template: &TaskTemplate, service: &str) -> Vec<crate::Problem> {
+    requests(template)
+        .iter()
+        .filter(|r| r.wants_file() && !r.env_var.is_empty())
+        .map(|r| crate::Problem {
+            field: r.field(),
+            reason: format!(
+                "secret {}: {service} gets secrets as variables only, so `{}` cannot hold the path of \
+                 a file (ask for the value: mount_requirement ENV_VAR or ANY)",
+                r.label(),
+                r.env_var
+            ),
+        })
+        .collect()
+}
+
 /// For a connector that cannot give a task its secrets: a problem for each secret the task asks for,
 /// saying `why`, so the workflow is refused before anything starts instead of the task failing later.
 pub fn unsupported(template: &TaskTemplate, why: &str) -> Vec<crate::Problem> {

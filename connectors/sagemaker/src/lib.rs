@@ -757,20 +757,10 @@ impl PythonicConnector {
             problems.push(problem(&f, r));
         }
         let secrets = updraft_connector::secrets::requests(&task.template);
-        for r in secrets
-            .iter()
-            .filter(|r| r.wants_file() && !r.env_var.is_empty())
-        {
-            problems.push(problem(
-                &r.field(),
-                format!(
-                    "secret {}: a SageMaker job gets secrets as variables only, so `{}` cannot hold \
-                     the path of a file (ask for the value: mount_requirement ENV_VAR or ANY)",
-                    r.label(),
-                    r.env_var
-                ),
-            ));
-        }
+        problems.extend(updraft_connector::secrets::file_paths_refused(
+            &task.template,
+            "a SageMaker job",
+        ));
         let inputs = inputs_repr(&a.launch.inputs);
         let region = region_of(&self.aws, &config, &inputs);
         if region.is_none() {
