@@ -489,25 +489,22 @@ workflows:
             .collect()
     }
 
+    /// The name in the package of the recorder's task `short`.
+    fn task_named(h: &Recorder, short: &str) -> String {
+        h.program
+            .package
+            .tasks
+            .keys()
+            .find(|k| k.ends_with(short))
+            .cloned()
+            .unwrap()
+    }
+
     #[test]
     fn a_task_starts_on_its_connector_or_is_refused() {
         let mut h = recorder();
-        let add = h
-            .program
-            .package
-            .tasks
-            .keys()
-            .find(|k| k.ends_with("add"))
-            .cloned()
-            .unwrap();
-        let run = h
-            .program
-            .package
-            .tasks
-            .keys()
-            .find(|k| k.ends_with("pass"))
-            .cloned()
-            .unwrap();
+        let add = task_named(&h, "add");
+        let run = task_named(&h, "pass");
         block(apply(&mut h, Effect::StartTask(launch(&add, None)))).unwrap();
         assert_eq!(h.calls, ["start e-a-0 on echoes"]);
         block(apply(&mut h, Effect::StartTask(launch(&run, None)))).unwrap();
@@ -519,14 +516,7 @@ workflows:
     #[test]
     fn a_cached_result_is_given_instead_of_a_start() {
         let mut h = recorder();
-        let add = h
-            .program
-            .package
-            .tasks
-            .keys()
-            .find(|k| k.ends_with("add"))
-            .cloned()
-            .unwrap();
+        let add = task_named(&h, "add");
         h.cache.insert("k1".into(), LiteralMap::default());
         block(apply(&mut h, Effect::StartTask(launch(&add, Some("k1"))))).unwrap();
         assert_eq!(fed_status(&h), ["succeeded cached=true"]);
@@ -538,14 +528,7 @@ workflows:
     #[test]
     fn a_serializable_key_is_computed_by_one_attempt_while_the_others_wait() {
         let mut h = recorder();
-        let add = h
-            .program
-            .package
-            .tasks
-            .keys()
-            .find(|k| k.ends_with("add"))
-            .cloned()
-            .unwrap();
+        let add = task_named(&h, "add");
         let serial = |name: &str| TaskLaunch {
             name: name.into(),
             cache_serializable: true,
