@@ -168,6 +168,22 @@ impl Deployed {
         )
     }
 
+    /// Launches each `(name, launch arguments, local run arguments)` together, then watches each and
+    /// checks its outputs equal a local run's.
+    fn launch_together_as_locally(&self, cases: &[(&str, &[&str], &[&str])]) {
+        for (name, args, _) in cases {
+            let mut all = vec!["launch", "--name", name];
+            all.extend(*args);
+            let (code, _, err) = self.updraft(&all);
+            assert_eq!(code, 0, "launch {name}: {err}");
+        }
+        for (name, _, local) in cases {
+            let (code, _, err) = self.updraft(&["watch", name]);
+            assert_eq!(code, 0, "{name}: {err}");
+            assert_eq!(self.s3_outputs(name), local_outputs(local), "{name}");
+        }
+    }
+
     /// Keys in the stack's bucket under `prefix`.
     fn s3_keys(&self, prefix: &str) -> Vec<String> {
         let bucket = self.outputs["BucketName"].as_str().unwrap().to_string();
@@ -605,17 +621,7 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
             &["tests/fixtures/flytekit/notebook.tgz", "-i", "x=6"],
         ),
     ];
-    for (name, args, _) in plugins {
-        let mut all = vec!["launch", "--name", name];
-        all.extend(args);
-        let (code, _, err) = d.updraft(&all);
-        assert_eq!(code, 0, "launch {name}: {err}");
-    }
-    for (name, _, local) in plugins {
-        let (code, _, err) = d.updraft(&["watch", name]);
-        assert_eq!(code, 0, "{name}: {err}");
-        assert_eq!(d.s3_outputs(name), local_outputs(local), "{name}");
-    }
+    d.launch_together_as_locally(&plugins);
     assert!(
         d.s3_keys("executions/sq/")
             .iter()
@@ -646,17 +652,7 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
         ),
         ("wd", &["-w", "words"], &["tests/fixtures/yaml/files.yaml"]),
     ];
-    for (name, args, _) in raw {
-        let mut all = vec!["launch", "--name", name];
-        all.extend(args);
-        let (code, _, err) = d.updraft(&all);
-        assert_eq!(code, 0, "launch {name}: {err}");
-    }
-    for (name, _, local) in raw {
-        let (code, _, err) = d.updraft(&["watch", name]);
-        assert_eq!(code, 0, "{name}: {err}");
-        assert_eq!(d.s3_outputs(name), local_outputs(local), "{name}");
-    }
+    d.launch_together_as_locally(&raw);
     let keys = d.s3_keys("executions/wd/");
     for file in [
         "/raw/words/more/1.txt",
