@@ -25,9 +25,6 @@ pub enum Error {
     /// Another transition took the execution's lease while this one ran.
     #[error("execution {0}: the lease was lost before the commit")]
     LostLease(String),
-    /// More than one commit holds.
-    #[error("{0}")]
-    TooLarge(String),
     /// A fault injected for a test (`UPDRAFT_FAULT=drop-before-commit`).
     #[error("execution {0}: fault injected before the commit")]
     Injected(String),
@@ -79,21 +76,29 @@ impl Clients {
         }
     }
 
-    /// The encoded node records of execution `name` by node index, those kept in the bucket read from it.
-    pub async fn node_records(&self, name: &str) -> Result<Vec<(u32, Vec<u8>)>, Error> {
+    /// The encoded node records of execution `name` at its version `version`, by node index, those
+    /// kept in the bucket read from it; and the records as read (which slot holds each, and which
+    /// hold writes never committed).
+    pub async fn node_records(
+        &self,
+        name: &str,
+        version: u64,
+    ) -> Result<(Vec<(u32, Vec<u8>)>, Vec<store::NodeRecord>), Error> {
+        let records = self.store.nodes(name, version).await?;
         let mut out = Vec::new();
-        for (index, bytes) in self.store.nodes(name).await? {
-            let raw = match bytes {
-                store::NodeBytes::Inline(v) => v,
-                store::NodeBytes::Blob(key) => self
+        for r in &records {
+            let raw = match &r.bytes {
+                None => continue,
+                Some(store::NodeBytes::Inline(v)) => v.clone(),
+                Some(store::NodeBytes::Blob(key)) => self
                     .blobs
-                    .get(&self.blobs.uri(&key))
+                    .get(&self.blobs.uri(key))
                     .await?
                     .ok_or_else(|| Error::Invalid(format!("node record {key} is missing")))?,
             };
-            out.push((index, raw));
+            out.push((r.index, raw));
         }
-        Ok(out)
+        Ok((out, records))
     }
 }
 

@@ -3,18 +3,29 @@
 //! | item | pk | sk | attributes |
 //! |---|---|---|---|
 //! | execution | `exec#<name>` | `#` | `version`, `phase`, `workflow`, `package`, `state` (ExecutionState), `inputs`, `parent`, `parent_node`, `futures` (a dynamic task's child), `error`, `created`, `updated`, lease (`lease_owner`, `lease_until`), `ttl` once finished |
-//! | node | `exec#<name>` | `node#<index, 6 digits>` | `state` (NodeState) or `blob` (an S3 key, for records over 350 KB), `version` |
+//! | node | `exec#<name>` | `node#<index, 6 digits>` | two slots, each a NodeState (`state`, or `blob`: an S3 key, for records over 190 KB) and the execution version that wrote it: slot 0 `state`/`blob`/`version`, slot 1 `state1`/`blob1`/`version1` |
 //! | cache entry | `cache#<key>` | `#` | `outputs` (LiteralMap) |
 //! | serializable cache key's reservation | `cachelock#<key>` | `#` | `holder` (attempt name), `until` (ms) |
 //! | an attempt's latest wait on a reserved key | `exec#<name>` | `cachewait#<attempt name>` | `due` (ms), `ttl` |
 //! | registered workflow or launch plan | `reg#<name>` | `#` | `package` (S3 key), `registered` |
 //! | watched external job | `watch#<job key>` | `#` | `message` (the QueueMessage that checks the task), `ttl` |
 //! | started task attempt, until its end is committed | `handles#<execution>` | attempt name | `handle` (its connector's handle, JSON), `ttl` |
+//! | a dead-lettered message's handlings | `deadletter#<message id>` | `#` | `tries`, `ttl` |
 //!
 //! One execution is changed by one transition at a time: a transition takes the execution's lease
-//! (a conditional update), reads its node records (one query), and commits the new state in one
-//! transaction conditional on still holding the lease, writing only the records that changed. Every
-//! commit increments `version`.
+//! (a conditional update), reads its node records (one query), and commits the new state conditional
+//! on still holding the lease, writing only the records that changed. Every commit increments
+//! `version`.
+//!
+//! A commit is one transaction when it fits one (at most 100 items and 4 MB): the execution's item
+//! and each changed record, written whole into slot 0. A larger commit first writes the records that
+//! do not fit into each record's other slot — the one not holding its committed state — tagged with
+//! the version being committed, then commits the transaction; until then those writes are invisible,
+//! since a record reads as its slot with the highest version not above the execution's. A transition
+//! that died between the two leaves slots tagged above the execution's version: the next transition
+//! finds them (`NodeRecord::stale`) and writes those records again, so that no such slot is read once
+//! its version is reached. (A transition never outlives its lease, which is longer than the function's
+//! timeout, and gives up writing once half of it has passed.)
 
 use std::collections::HashMap;
 
@@ -24,11 +35,18 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
 use crate::Error;
 
-/// Records over this size go to S3 (DynamoDB items hold at most 400 KB).
-pub const MAX_INLINE_RECORD: usize = 350 * 1024;
+/// Records over this size go to S3 (DynamoDB items hold at most 400 KB; a record has two slots).
+pub const MAX_INLINE_RECORD: usize = 190 * 1024;
 
 /// Most items in one transaction.
 const MAX_TRANSACTION_ITEMS: usize = 100;
+
+/// Most bytes of node records in one transaction (DynamoDB's cap is 4 MB in all; the execution's item
+/// takes up to 400 KB of it).
+const MAX_TRANSACTION_RECORD_BYTES: usize = 3 * 1024 * 1024;
+
+/// Records written at once before a split commit's transaction.
+const PARALLEL_WRITES: usize = 16;
 
 /// How long finished executions are kept (DynamoDB TTL).
 pub const RETENTION_SECS: u64 = 30 * 24 * 3600;
@@ -70,6 +88,82 @@ pub enum NodeBytes {
     Inline(Vec<u8>),
     /// Where in the bucket the NodeState lives.
     Blob(String),
+}
+
+impl NodeBytes {
+    fn len(&self) -> usize {
+        match self {
+            Self::Inline(v) => v.len(),
+            Self::Blob(k) => k.len(),
+        }
+    }
+}
+
+/// A node record as read at one version of its execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRecord {
+    /// Node index.
+    pub index: u32,
+    /// Its committed state; None when no slot holds one (the record was only ever written by a
+    /// transition that did not commit).
+    pub bytes: Option<NodeBytes>,
+    /// The slot holding it (0 or 1).
+    pub slot: u8,
+    /// A slot holds a write that was never committed: the next commit must write this record.
+    pub stale: bool,
+}
+
+/// A changed node record for [`Store::commit`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeWrite {
+    /// Node index.
+    pub index: u32,
+    /// The new state.
+    pub bytes: NodeBytes,
+    /// The slot holding the committed state as read (None: no record, or none committed), which a
+    /// write outside the transaction must leave alone.
+    pub committed_slot: Option<u8>,
+}
+
+/// The slots' attribute names: (inline state, blob key, version).
+const SLOTS: [(&str, &str, &str); 2] = [
+    ("state", "blob", "version"),
+    ("state1", "blob1", "version1"),
+];
+
+/// The committed slot of a record `item` at execution version `version`.
+fn read_record(index: u32, item: &HashMap<String, AttributeValue>, version: u64) -> NodeRecord {
+    let mut best: Option<(u64, u8, NodeBytes)> = None;
+    let mut stale = false;
+    for (slot, (state, blob, ver)) in SLOTS.iter().enumerate() {
+        let bytes = match (get_b(item, state), get_s(item, blob)) {
+            (Some(v), _) => NodeBytes::Inline(v),
+            (None, Some(k)) => NodeBytes::Blob(k),
+            (None, None) => continue,
+        };
+        let v = get_n(item, ver).unwrap_or(0).max(0) as u64;
+        if v > version {
+            stale = true;
+            continue;
+        }
+        if best.as_ref().is_none_or(|(b, _, _)| v > *b) {
+            best = Some((v, slot as u8, bytes));
+        }
+    }
+    match best {
+        Some((_, slot, bytes)) => NodeRecord {
+            index,
+            bytes: Some(bytes),
+            slot,
+            stale,
+        },
+        None => NodeRecord {
+            index,
+            bytes: None,
+            slot: 0,
+            stale,
+        },
+    }
 }
 
 /// What taking an execution's lease found.
@@ -298,8 +392,8 @@ impl Store {
         }
     }
 
-    /// The execution's node records, by node index.
-    pub async fn nodes(&self, name: &str) -> Result<Vec<(u32, NodeBytes)>, Error> {
+    /// The execution's node records as they were at its version `version`, by node index.
+    pub async fn nodes(&self, name: &str, version: u64) -> Result<Vec<NodeRecord>, Error> {
         let mut out = Vec::new();
         let mut start = None;
         loop {
@@ -321,12 +415,7 @@ impl Store {
                 else {
                     continue;
                 };
-                let bytes = match (get_b(item, "state"), get_s(item, "blob")) {
-                    (Some(v), _) => NodeBytes::Inline(v),
-                    (None, Some(key)) => NodeBytes::Blob(key),
-                    (None, None) => continue,
-                };
-                out.push((index, bytes));
+                out.push(read_record(index, item, version));
             }
             start = page.last_evaluated_key;
             if start.is_none() {
@@ -337,23 +426,46 @@ impl Store {
 
     /// Commits a transition: the execution's new state and phase (and, once finished, its TTL and error)
     /// and the node records that changed, conditional on `owner` still holding the lease, which is given
-    /// back. More changed records than one transaction holds are refused ([`Error::TooLarge`]).
+    /// back. Records that do not fit the transaction are written first, each into its slot that holds
+    /// no committed state (see the module's documentation); none is written once `deadline_ms` has
+    /// passed ([`Error::LostLease`]: the lease may be about to end).
     pub async fn commit(
         &self,
         e: &ExecutionItem,
         owner: &str,
         finished: bool,
-        nodes: &[(u32, NodeBytes)],
+        nodes: &[NodeWrite],
         now_ms: i64,
+        deadline_ms: i64,
     ) -> Result<(), Error> {
-        if nodes.len() + 1 > MAX_TRANSACTION_ITEMS {
-            return Err(Error::TooLarge(format!(
-                "one transition changed {} node records; at most {} fit a commit",
-                nodes.len(),
-                MAX_TRANSACTION_ITEMS - 1
-            )));
-        }
         let pk = exec_pk(&e.name);
+        let next = e.version + 1;
+        let ttl = finished.then(|| now_ms / 1000 + RETENTION_SECS as i64);
+        // What fits the transaction goes in it; the rest is written before it.
+        let mut budget = MAX_TRANSACTION_RECORD_BYTES;
+        let mut inside = Vec::new();
+        let mut before = Vec::new();
+        for w in nodes {
+            let size = w.bytes.len() + 64;
+            if inside.len() + 1 < MAX_TRANSACTION_ITEMS && size <= budget {
+                budget -= size;
+                inside.push(w);
+            } else {
+                before.push(w);
+            }
+        }
+        for chunk in before.chunks(PARALLEL_WRITES) {
+            if crate::now_ms() > deadline_ms {
+                return Err(Error::LostLease(e.name.clone()));
+            }
+            let writes = chunk.iter().map(|w| self.write_slot(&pk, w, next, ttl));
+            for r in futures_util::future::join_all(writes).await {
+                r?;
+            }
+        }
+        if crate::now_ms() > deadline_ms {
+            return Err(Error::LostLease(e.name.clone()));
+        }
         let mut set = "SET #v = #v + :one, phase = :ph, #st = :s, updated = :now".to_string();
         let mut update = Update::builder()
             .table_name(&self.table)
@@ -373,29 +485,30 @@ impl Store {
                 .expression_attribute_names("#er", "error")
                 .expression_attribute_values(":er", s(err));
         }
-        if finished {
+        if let Some(ttl) = ttl {
             set.push_str(", #ttl = :ttl");
             update = update
                 .expression_attribute_names("#ttl", "ttl")
-                .expression_attribute_values(":ttl", n(now_ms / 1000 + RETENTION_SECS as i64));
+                .expression_attribute_values(":ttl", n(ttl));
         }
         let update = update
             .update_expression(format!("{set} REMOVE lease_owner, lease_until"))
             .build()
             .map_err(|e| Error::Invalid(e.to_string()))?;
         let mut items = vec![TransactWriteItem::builder().update(update).build()];
-        for (index, bytes) in nodes {
+        for w in inside {
+            // Written whole: slot 0 holds it, slot 1 is gone.
             let mut put = Put::builder()
                 .table_name(&self.table)
                 .item("pk", s(&pk))
-                .item("sk", s(node_sk(*index)))
-                .item("version", n(e.version + 1));
-            put = match bytes {
+                .item("sk", s(node_sk(w.index)))
+                .item("version", n(next));
+            put = match &w.bytes {
                 NodeBytes::Inline(v) => put.item("state", b(v)),
                 NodeBytes::Blob(k) => put.item("blob", s(k)),
             };
-            if finished {
-                put = put.item("ttl", n(now_ms / 1000 + RETENTION_SECS as i64));
+            if let Some(ttl) = ttl {
+                put = put.item("ttl", n(ttl));
             }
             let put = put.build().map_err(|e| Error::Invalid(e.to_string()))?;
             items.push(TransactWriteItem::builder().put(put).build());
@@ -412,6 +525,69 @@ impl Store {
                     Error::aws("DynamoDB TransactWriteItems (commit)", err)
                 }
             })?;
+        Ok(())
+    }
+
+    /// Writes node record `w` tagged with version `version` into its slot that holds no committed
+    /// state (a record with none committed: slot 0, slot 1 dropped).
+    async fn write_slot(
+        &self,
+        pk: &str,
+        w: &NodeWrite,
+        version: u64,
+        ttl: Option<i64>,
+    ) -> Result<(), Error> {
+        let (slot, other) = match w.committed_slot {
+            Some(0) => (SLOTS[1], None),
+            Some(_) => (SLOTS[0], None),
+            None => (SLOTS[0], Some(SLOTS[1])),
+        };
+        let (state, blob, ver) = slot;
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(node_sk(w.index)))
+            .expression_attribute_names("#ver", ver)
+            .expression_attribute_values(":ver", n(version));
+        let mut set = vec!["#ver = :ver".to_string(), "#val = :val".to_string()];
+        let mut remove = Vec::new();
+        req = match &w.bytes {
+            NodeBytes::Inline(v) => {
+                remove.push("#other");
+                req.expression_attribute_names("#val", state)
+                    .expression_attribute_names("#other", blob)
+                    .expression_attribute_values(":val", b(v))
+            }
+            NodeBytes::Blob(k) => {
+                remove.push("#other");
+                req.expression_attribute_names("#val", blob)
+                    .expression_attribute_names("#other", state)
+                    .expression_attribute_values(":val", s(k))
+            }
+        };
+        if let Some((state1, blob1, ver1)) = other {
+            remove.extend(["#s1", "#b1", "#v1"]);
+            req = req
+                .expression_attribute_names("#s1", state1)
+                .expression_attribute_names("#b1", blob1)
+                .expression_attribute_names("#v1", ver1);
+        }
+        if let Some(ttl) = ttl {
+            set.push("#ttl = :ttl".into());
+            req = req
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_values(":ttl", n(ttl));
+        }
+        req.update_expression(format!(
+            "SET {} REMOVE {}",
+            set.join(", "),
+            remove.join(", ")
+        ))
+        .send()
+        .await
+        .map_err(|e| Error::aws("DynamoDB UpdateItem (node record)", e))?;
         Ok(())
     }
 
@@ -740,6 +916,33 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+impl Store {
+    /// Counts one more handling of dead-lettered message `id` and returns how many there have been
+    /// (1 the first time): a handling that died with its message is known to its next one. Kept 30
+    /// days.
+    pub async fn dead_letter_tries(&self, id: &str, now_ms: i64) -> Result<u32, Error> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("deadletter#{id}")))
+            .key("sk", s("#"))
+            .update_expression("ADD tries :one SET #ttl = :ttl")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":ttl", n(now_ms / 1000 + RETENTION_SECS as i64))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| Error::aws("DynamoDB UpdateItem (dead letter)", e))?;
+        Ok(out
+            .attributes
+            .as_ref()
+            .and_then(|a| get_n(a, "tries"))
+            .unwrap_or(1) as u32)
     }
 }
 

@@ -775,12 +775,13 @@ fn queue_depth(d: &Deployed, url: &str) -> u64 {
 #[test]
 fn a_deployed_stack_survives_crashes_fails_poisoned_executions_and_hears_job_events() {
     // Every transition that starts a task exits between its effects and its commit on the message's
-    // first delivery; the message comes back after the visibility timeout (15 s), once the crashed
+    // first delivery; the message comes back after the visibility timeout (30 s), once the crashed
     // transition's lease (10 s) has expired. A message fails its execution on its second delivery.
+    // Every transition of an execution named die-… dies (`die`).
     let d = deploy(
         "crash",
         &[
-            "FaultInjection=crash-before-commit",
+            "FaultInjection=crash-before-commit,die",
             "TransitionTimeoutSeconds=5",
             "MaxReceiveCount=2",
         ],
@@ -892,12 +893,12 @@ fn a_deployed_stack_survives_crashes_fails_poisoned_executions_and_hears_job_eve
     });
     assert!(out.contains("PoisonMessage"), "{out}");
     assert!(out.contains("unknown timer kind 99"), "{out}");
-    let dlq = d.outputs["TransitionsDeadLetterQueueUrl"].as_str().unwrap();
-    poll(Duration::from_secs(30), || {
-        let there = queue_depth(&d, dlq) > 0;
-        there
+    // The message went to the dead-letter queue, whose consumer keeps it (the execution was over).
+    poll(Duration::from_secs(120), || {
+        let kept = d.s3_keys("dead-letters/transitions/poison/");
+        (kept.len() == 1)
             .then_some(())
-            .ok_or("the poison message is not in the dead-letter queue")
+            .ok_or(format!("the poison message is not kept: {kept:?}"))
     });
     // The failed execution's task is stopped, and the finished one is untouched by the late check.
     poll(Duration::from_secs(60), || {
@@ -912,6 +913,73 @@ fn a_deployed_stack_survives_crashes_fails_poisoned_executions_and_hears_job_eve
         "{out}"
     );
     assert_eq!(d.s3_outputs("br"), local);
+
+    // Each way to die on every delivery: the function times out, exits, runs out of memory (the
+    // executor enforces the function's 512 MB as Lambda does) or is throttled. Each start message goes
+    // to the dead-letter queue after its two deliveries, and the dead-letter consumer fails its
+    // execution with the reason.
+    let deaths = ["die-hang", "die-exit", "die-oom", "die-throttle"];
+    for name in deaths {
+        let (code, _, err) = d.updraft(&[
+            "launch",
+            "-w",
+            "fixtures.failures.slow_wf",
+            "--name",
+            name,
+            "--via",
+            "invoke",
+        ]);
+        assert_eq!(code, 0, "launch {name}: {err}");
+    }
+    for name in deaths {
+        let out = poll(Duration::from_secs(300), || {
+            let (_, out, err) = d.updraft(&["status", name]);
+            if out.contains("FAILED") {
+                Ok(out)
+            } else {
+                Err(format!("{name} never showed FAILED: {out}{err}"))
+            }
+        });
+        assert!(out.contains("DeadLetter"), "{name}: {out}");
+        assert!(
+            out.contains("a start message was not processed in 2 deliveries"),
+            "{name}: {out}"
+        );
+        assert_eq!(
+            d.s3_keys(&format!("dead-letters/transitions/{name}/"))
+                .len(),
+            1,
+            "{name}: its dead letter is not kept"
+        );
+        assert!(objects_of(&d, &format!("{name}-")).is_empty(), "{name}");
+    }
+    // Every dead letter was handled: none is left waiting.
+    let dlq = d.outputs["TransitionsDeadLetterQueueUrl"].as_str().unwrap();
+    poll(Duration::from_secs(120), || {
+        let left = queue_depth(&d, dlq);
+        (left == 0)
+            .then_some(())
+            .ok_or(format!("{left} dead letters left unhandled"))
+    });
+    for (name, said) in [
+        (
+            "die-hang",
+            "fault injection: hanging past the function's timeout",
+        ),
+        ("die-exit", "fault injection: exiting mid-transition"),
+        ("die-oom", "fault injection: taking memory until killed"),
+        ("die-throttle", "fault injection: ThrottlingException"),
+    ] {
+        let (_, logs, _) = d.updraft(&["logs", name]);
+        assert!(
+            logs.contains(said),
+            "{name}: no transition said `{said}`: {logs}"
+        );
+        assert!(
+            logs.contains("execution failed by a dead-lettered message"),
+            "{name}: {logs}"
+        );
+    }
 }
 
 /// The job names moto's Batch has for attempt `name` (on the test queue).

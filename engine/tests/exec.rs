@@ -936,6 +936,7 @@ fn simulate(
     behave: &Behaviour,
     seed: u64,
     config: &ExecConfig,
+    budget: Option<u32>,
 ) -> (ExecPhase, Option<LiteralMap>, BTreeSet<String>) {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let program = Program {
@@ -943,6 +944,7 @@ fn simulate(
         workflow: wf.into(),
     };
     let mut exec = Execution::new(&program, config.clone()).unwrap();
+    exec.limit_starts(budget);
     let mut created: BTreeMap<String, usize> = BTreeMap::new();
     let mut pending: Vec<Event> = vec![Event::Start {
         inputs: input.clone(),
@@ -1020,6 +1022,7 @@ fn simulate(
             // As the serverless runtime does, carry the state to the next event only through its
             // stored records (now and then: it is slow in debug builds).
             exec = through_records(&program, &exec);
+            exec.limit_starts(budget);
         }
     }
     (
@@ -1113,13 +1116,27 @@ fn check_simulation_with(
     seeds: std::ops::Range<u64>,
     config: &ExecConfig,
 ) {
+    check_simulation_budgeted(pkg, wf, input, behave, seeds, config, None);
+}
+
+/// As [`check_simulation_with`], each step starting at most `budget` attempts (the rest by
+/// `Continue` timers, delivered under the same faults); compared with the fault-free run without one.
+fn check_simulation_budgeted(
+    pkg: &Arc<CompiledPackage>,
+    wf: &str,
+    input: &LiteralMap,
+    behave: &Behaviour,
+    seeds: std::ops::Range<u64>,
+    config: &ExecConfig,
+    budget: Option<u32>,
+) {
     let mut d = Driver::new(pkg, wf, config.clone());
     let phase = d.run(input.clone(), behave);
     let mut want_names: BTreeSet<String> = d.started.iter().map(|t| t.name.clone()).collect();
     want_names.extend(d.children.iter().cloned());
     let want = (phase, d.exec.outputs().cloned());
     for seed in seeds {
-        let (p, o, names) = simulate(pkg, wf, input, behave, seed, config);
+        let (p, o, names) = simulate(pkg, wf, input, behave, seed, config, budget);
         assert_eq!(
             (p, o.clone()),
             want,
@@ -1182,11 +1199,23 @@ fn simulation_maps_and_retries() {
     check_simulation_with(
         &pkg,
         "fixtures.maps.maps_wf",
-        &inputs(&[("xs", xs)]),
+        &inputs(&[("xs", xs.clone())]),
         &fixture_tasks,
         0..n,
         &capped,
     );
+    // With a start budget per step, with and without the cap: the same outcome and attempts.
+    for config in [ExecConfig::new("sim"), capped] {
+        check_simulation_budgeted(
+            &pkg,
+            "fixtures.maps.maps_wf",
+            &inputs(&[("xs", xs.clone())]),
+            &fixture_tasks,
+            0..n / 4,
+            &config,
+            Some(2),
+        );
+    }
     let pkg = yaml_pkg(RETRY);
     check_simulation(
         &pkg,
@@ -1202,6 +1231,86 @@ fn simulation_maps_and_retries() {
         &retry_behaviour(5, ErrorKind::User, true),
         0..n,
     );
+}
+
+#[test]
+fn a_start_budget_bounds_each_step_and_continues_with_the_rest() {
+    // The maps fixture: five squares (parallelism 2) and five scales (unlimited), at most 3 starts a
+    // step; each step that puts starts off ends with one Continue timer, whose event starts the next.
+    let pkg = fixture_pkg(&["maps.tgz"]);
+    let program = Program {
+        package: pkg,
+        workflow: "fixtures.maps.maps_wf".into(),
+    };
+    let xs = from_json(
+        &serde_json::json!([1, 2, 3, 4, 5]),
+        &types::parse("list[int]").unwrap(),
+    )
+    .unwrap();
+    let mut exec = Execution::new(&program, ExecConfig::new("b")).unwrap();
+    exec.limit_starts(Some(3));
+    let continues = |fx: &[Effect]| {
+        fx.iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Effect::Timer {
+                        kind: TimerKind::Continue,
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    let starts = |fx: &[Effect]| -> Vec<TaskLaunch> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::StartTask(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // Without a budget, the start starts everything at once.
+    let mut free = Execution::new(&program, ExecConfig::new("b")).unwrap();
+    let want: BTreeSet<String> = starts(&free.step(Event::Start {
+        inputs: inputs(&[("xs", xs.clone())]),
+    }))
+    .into_iter()
+    .map(|t| t.name)
+    .collect();
+    assert!(want.len() > 6, "{want:?}");
+    let mut fx = exec.step(Event::Start {
+        inputs: inputs(&[("xs", xs)]),
+    });
+    let go_on = Event::Timer {
+        node: 0,
+        index: None,
+        attempt: 0,
+        kind: TimerKind::Continue,
+    };
+    let mut all = Vec::new();
+    let mut steps = 1;
+    loop {
+        let started = starts(&fx);
+        assert!(started.len() <= 3, "{fx:?}");
+        all.extend(started);
+        let more = all.len() < want.len();
+        assert_eq!(continues(&fx), usize::from(more), "step {steps}: {fx:?}");
+        if !more {
+            break;
+        }
+        fx = exec.step(go_on.clone());
+        steps += 1;
+    }
+    assert_eq!(steps, want.len().div_ceil(3));
+    let names: BTreeSet<String> = all.iter().map(|t| t.name.clone()).collect();
+    assert_eq!(names, want);
+    assert_eq!(all.len(), want.len(), "an attempt started twice");
+    // A Continue with nothing put off (a duplicate) starts nothing.
+    assert!(starts(&exec.step(go_on)).is_empty());
+    // A restored execution keeps its put-off work (waiting) but not the budget: the runtime sets it.
+    let again = through_records(&program, &exec);
+    assert_eq!(again.state_record(), exec.state_record());
 }
 
 #[test]

@@ -226,6 +226,7 @@ async fn resources(sdk: &aws_config::SdkConfig, id: &str) -> Settings {
         max_check_delay: Duration::from_secs(1),
         lease: Duration::from_secs(30),
         max_receives: 5,
+        max_starts: 100,
         fault: None,
     }
 }
@@ -537,6 +538,7 @@ async fn main() {
                         id: m.message_id.clone().unwrap_or_default(),
                         body,
                         receive_count: 1,
+                        dead_letter: false,
                     }])
                     .await;
                 let took = received.elapsed();

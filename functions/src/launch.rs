@@ -413,6 +413,7 @@ mod tests {
             max_check_delay: Duration::from_secs(60),
             lease: Duration::from_secs(120),
             max_receives: 5,
+            max_starts: 100,
             services,
             fault: None,
         }

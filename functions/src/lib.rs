@@ -42,15 +42,21 @@ pub struct Settings {
     /// `UPDRAFT_MAX_RECEIVES`: the queue's maxReceiveCount; on a message's last delivery a failure to
     /// process it fails its execution before it goes to the dead-letter queue (default 5).
     pub max_receives: u32,
+    /// `UPDRAFT_MAX_STARTS`: most task attempts one transition starts (default 100); the rest are
+    /// started by the transitions that follow (`TimerKind::Continue`), so a transition's work stays
+    /// within the function's timeout however wide a fan-out or a map is.
+    pub max_starts: u32,
     /// `UPDRAFT_SETTINGS`: the settings file's sections for the AWS services' connectors (`aws`,
     /// `batch`, `sagemaker`) as JSON, as `updraft deploy --settings` passes them; `data.prefix` is
     /// always the stack's bucket.
     pub services: updraft_settings::Settings,
-    /// `UPDRAFT_FAULT`: fault injection for tests: `crash-before-commit` (exit after a transition's
-    /// effects, before its commit, on the first delivery of a message that started a task for the
-    /// first time: once per attempt),
-    /// `drop-before-commit` (the same without exiting: the transition fails, nothing is committed and
-    /// the lease is left to expire, as after a crash) or `duplicate` (send every message twice).
+    /// `UPDRAFT_FAULT`: fault injection for tests, a comma-separated list of: `crash-before-commit`
+    /// (exit after a transition's effects, before its commit, on the first delivery of a message that
+    /// started a task for the first time: once per attempt), `drop-before-commit` (the same without
+    /// exiting: the transition fails, nothing is committed and the lease is left to expire, as after
+    /// a crash), `duplicate` (send every message twice) and `die` (every transition of an execution
+    /// named `die-hang…`, `die-exit…`, `die-oom…` or `die-throttle…` times out, exits, runs out of
+    /// memory or fails as throttled: its messages end in the dead-letter queue).
     pub fault: Option<String>,
 }
 
@@ -151,16 +157,14 @@ impl Settings {
         let eks = eks_config(set("UPDRAFT_EKS").as_deref(), "UPDRAFT_EKS")?;
         let fault = std::env::var("UPDRAFT_FAULT")
             .ok()
-            .filter(|f| !f.is_empty());
-        if let Some(f) = &fault
-            && !["crash-before-commit", "drop-before-commit", "duplicate"].contains(&f.as_str())
-        {
-            return Err(Error::Setting {
-                name: "UPDRAFT_FAULT".into(),
-                reason: format!(
-                    "`{f}` is none of crash-before-commit, drop-before-commit, duplicate"
-                ),
-            });
+            .filter(|f| !f.trim().is_empty());
+        for f in fault.iter().flat_map(|f| f.split(',')).map(str::trim) {
+            if !FAULTS.contains(&f) {
+                return Err(Error::Setting {
+                    name: "UPDRAFT_FAULT".into(),
+                    reason: format!("`{f}` is none of {}", FAULTS.join(", ")),
+                });
+            }
         }
         let bucket = var("UPDRAFT_BUCKET")?;
         let mut services =
@@ -182,12 +186,28 @@ impl Settings {
             max_check_delay: Duration::from_secs(number("UPDRAFT_MAX_CHECK_DELAY", 60)?.min(900)),
             lease: Duration::from_secs(number("UPDRAFT_LEASE_SECONDS", 120)?),
             max_receives: number("UPDRAFT_MAX_RECEIVES", 5)? as u32,
+            max_starts: number("UPDRAFT_MAX_STARTS", 100)?.clamp(1, u32::MAX as u64) as u32,
             fault,
         })
     }
 }
 
+/// The faults `UPDRAFT_FAULT` may list.
+const FAULTS: [&str; 4] = [
+    "crash-before-commit",
+    "drop-before-commit",
+    "duplicate",
+    "die",
+];
+
 impl Settings {
+    /// True when `UPDRAFT_FAULT` lists fault `name`.
+    pub fn has_fault(&self, name: &str) -> bool {
+        self.fault
+            .as_deref()
+            .is_some_and(|f| f.split(',').any(|f| f.trim() == name))
+    }
+
     /// The connectors of this deployment: the cluster's, when one is given, and the AWS services'.
     pub fn registry(
         &self,
@@ -210,7 +230,7 @@ impl Settings {
     /// The deployment's clients from a loaded SDK configuration.
     pub fn clients_with(&self, sdk: aws_config::SdkConfig) -> Clients {
         let mut clients = Clients::new(sdk, &self.table, &self.bucket, &self.transitions_url);
-        clients.queue.duplicate = self.fault.as_deref() == Some("duplicate");
+        clients.queue.duplicate = self.has_fault("duplicate");
         clients
     }
 }

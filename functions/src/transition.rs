@@ -17,6 +17,10 @@
 //! execution is failed with the reason (running work stopped) before the message goes to the dead-letter
 //! queue.
 
+mod dead_letter;
+
+pub use dead_letter::{DEAD_LETTER, dead_letter_key};
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +41,7 @@ use updraft_proto::updraft::{
 };
 
 use crate::launch::Packages;
-use crate::store::{ExecutionItem, Lease, MAX_INLINE_RECORD, NodeBytes};
+use crate::store::{ExecutionItem, Lease, MAX_INLINE_RECORD, NodeBytes, NodeRecord, NodeWrite};
 use crate::{Clients, Error, Settings, now_ms};
 
 /// A message as the queue delivered it.
@@ -49,6 +53,8 @@ pub struct Received {
     pub body: String,
     /// How many times it has been delivered (`ApproximateReceiveCount`).
     pub receive_count: u32,
+    /// It came from the dead-letter queue: its deliveries are used up (see [`Transition::dead_letter`]).
+    pub dead_letter: bool,
 }
 
 /// The stored name of an execution phase.
@@ -83,6 +89,7 @@ fn timer_kind(code: u32) -> Option<TimerKind> {
         2 => Some(TimerKind::AttemptTimeout),
         3 => Some(TimerKind::NodeTimeout),
         4 => Some(TimerKind::CacheWait),
+        5 => Some(TimerKind::Continue),
         _ => None,
     }
 }
@@ -101,6 +108,7 @@ fn timer_code(kind: TimerKind) -> u32 {
         TimerKind::AttemptTimeout => 2,
         TimerKind::NodeTimeout => 3,
         TimerKind::CacheWait => 4,
+        TimerKind::Continue => 5,
     }
 }
 
@@ -187,6 +195,13 @@ impl Transition {
     pub async fn handle(&self, batch: Vec<Received>) -> Vec<String> {
         let mut failures = Vec::new();
         for r in batch {
+            if r.dead_letter {
+                if let Err(e) = self.dead_letter(&r).await {
+                    tracing::error!(message_id = %r.id, error = %e, "a dead letter could not be handled; it comes back");
+                    failures.push(r.id);
+                }
+                continue;
+            }
             let m = match crate::queue::decode(&r.body) {
                 Ok(m) => m,
                 Err(e) => {
@@ -195,6 +210,10 @@ impl Transition {
                     continue;
                 }
             };
+            if self.settings.has_fault("die") && self.die(&m.execution).await {
+                failures.push(r.id);
+                continue;
+            }
             if let Err(e) = self.process(&m, r.receive_count).await {
                 tracing::error!(execution = %m.execution, message_id = %r.id, receive_count = r.receive_count, error = %e, "transition failed");
                 if r.receive_count >= self.settings.max_receives
@@ -209,17 +228,35 @@ impl Transition {
         failures
     }
 
-    /// Fails the execution of a message that could not be processed.
+    /// Fault injection (`UPDRAFT_FAULT` with `die`): a transition of an execution named `die-hang…`
+    /// never returns (the function times out), `die-exit…` ends the process, `die-oom…` takes memory
+    /// until the function is killed, `die-throttle…` fails as a throttled table would, every delivery
+    /// (true: the message failed). Dead letters are never subject to it.
+    async fn die(&self, exec: &str) -> bool {
+        if exec.starts_with("die-hang") {
+            tracing::warn!(execution = %exec, "fault injection: hanging past the function's timeout");
+            std::future::pending::<()>().await;
+        } else if exec.starts_with("die-exit") {
+            tracing::warn!(execution = %exec, "fault injection: exiting mid-transition");
+            std::process::exit(71);
+        } else if exec.starts_with("die-oom") {
+            tracing::warn!(execution = %exec, "fault injection: taking memory until killed");
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 32 << 20]);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } else if exec.starts_with("die-throttle") {
+            tracing::error!(execution = %exec, "fault injection: ThrottlingException: Rate of requests exceeds the allowed throughput");
+            return true;
+        }
+        false
+    }
+
+    /// Fails the execution of a message that could not be processed; another transition holding the
+    /// execution is an error (the message then goes to the dead-letter queue, whose consumer fails it).
     async fn fail_execution(&self, m: &QueueMessage, e: &Error) -> Result<(), Error> {
-        let kind = match &m.kind {
-            Some(Kind::Start(_)) => "start",
-            Some(Kind::Check(_)) => "check",
-            Some(Kind::Timer(_)) => "timer",
-            Some(Kind::Abort(_)) => "abort",
-            Some(Kind::Signal(_)) => "signal",
-            Some(Kind::ChildDone(_)) => "child-done",
-            None => "empty",
-        };
+        let kind = dead_letter::kind_name(m);
         let event = Event::Fail {
             code: "PoisonMessage".into(),
             message: format!(
@@ -228,7 +265,13 @@ impl Transition {
                 self.settings.max_receives
             ),
         };
-        self.step(&m.execution, event, 0).await.map(|_| ())
+        match self.step(&m.execution, event, 0).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::Aws(format!(
+                "execution {}: another transition holds it",
+                m.execution
+            ))),
+        }
     }
 
     /// Handles one message.
@@ -454,19 +497,23 @@ impl Transition {
         Ok(program)
     }
 
+    /// The node states of execution `exec` at its version `version`: decoded, as stored (by node
+    /// index) and the records as read.
     async fn node_states(
         &self,
         exec: &str,
-    ) -> Result<(Vec<NodeState>, HashMap<u32, Vec<u8>>), Error> {
+        version: u64,
+    ) -> Result<(Vec<NodeState>, HashMap<u32, Vec<u8>>, Vec<NodeRecord>), Error> {
         let mut states = Vec::new();
         let mut loaded = HashMap::new();
-        for (index, raw) in self.clients.node_records(exec).await? {
+        let (raws, records) = self.clients.node_records(exec, version).await?;
+        for (index, raw) in raws {
             let state = NodeState::decode(raw.as_slice())
                 .map_err(|e| Error::Invalid(format!("node record {index}: {e}")))?;
             states.push(state);
             loaded.insert(index, raw);
         }
-        Ok((states, loaded))
+        Ok((states, loaded, records))
     }
 
     /// Applies `event` to execution `exec` under its lease; None when another transition holds it.
@@ -516,9 +563,23 @@ impl Transition {
         let state = ExecutionState::decode(item.state.as_slice())
             .map_err(|e| Error::Invalid(format!("execution {exec}: state: {e}")))?;
         let overwrite_cache = state.overwrite_cache;
-        let (nodes, mut loaded) = self.node_states(&exec).await?;
+        // Writes stop once half the lease has passed (see `store`).
+        let deadline = now_ms() + self.settings.lease.as_millis() as i64 / 2;
+        let (nodes, mut loaded, records) = self.node_states(&exec, item.version).await?;
+        // Records a transition that never committed wrote into are written again (see `store`).
+        let stale: std::collections::HashSet<u32> = records
+            .iter()
+            .filter(|r| r.stale)
+            .map(|r| r.index)
+            .collect();
+        let committed_slot: HashMap<u32, u8> = records
+            .iter()
+            .filter(|r| r.bytes.is_some())
+            .map(|r| (r.index, r.slot))
+            .collect();
         let mut engine = Execution::restore(&program, state, nodes)
             .map_err(|e| Error::Invalid(format!("execution {exec}: {e}")))?;
+        engine.limit_starts(Some(self.settings.max_starts));
         // A node without a record is as a new execution has it; it needs one once it changes.
         for i in 0..engine.node_count() as u32 {
             if !loaded.contains_key(&i)
@@ -587,7 +648,10 @@ impl Transition {
             }
         }
         if receive_count == 1 && ctx.first_start {
-            match self.settings.fault.as_deref() {
+            match ["crash-before-commit", "drop-before-commit"]
+                .into_iter()
+                .find(|f| self.settings.has_fault(f))
+            {
                 Some("crash-before-commit") => {
                     tracing::warn!(execution = %exec, "fault injection: exiting between the effects and the commit");
                     std::process::exit(70);
@@ -606,7 +670,7 @@ impl Transition {
                 continue;
             };
             let bytes = rec.encode_to_vec();
-            if loaded.get(&i) == Some(&bytes) {
+            if loaded.get(&i) == Some(&bytes) && !stale.contains(&i) {
                 continue;
             }
             let stored = if bytes.len() > MAX_INLINE_RECORD {
@@ -619,7 +683,11 @@ impl Transition {
             } else {
                 NodeBytes::Inline(bytes)
             };
-            changed.push((i, stored));
+            changed.push(NodeWrite {
+                index: i,
+                bytes: stored,
+                committed_slot: committed_slot.get(&i).copied(),
+            });
         }
         let mut item = ctx.item;
         item.state = engine.state_record().encode_to_vec();
@@ -630,7 +698,7 @@ impl Transition {
         let finished = engine.phase().is_terminal();
         self.clients
             .store
-            .commit(&item, &self.owner, finished, &changed, now_ms())
+            .commit(&item, &self.owner, finished, &changed, now_ms(), deadline)
             .await?;
         let mut outcome = ctx.outcome;
         outcome.attempt_over = attempt.is_some_and(|(n, i, a)| engine.attempt_over(n, i, a));
@@ -784,11 +852,8 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
         };
         // Fault injection crashes once per attempt: a copy of a crashed message (re-sent while the
         // crashed transition's lease was held) must not crash again.
-        if this
-            .settings
-            .fault
-            .as_deref()
-            .is_some_and(|f| f.ends_with("-before-commit"))
+        if this.settings.has_fault("crash-before-commit")
+            || this.settings.has_fault("drop-before-commit")
         {
             ctx.first_start |= this.clients.store.handle(&exec, &t.name).await?.is_none();
         }

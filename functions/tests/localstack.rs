@@ -124,6 +124,7 @@ impl Stack {
             max_check_delay: Duration::from_secs(2),
             lease: Duration::from_secs(30),
             max_receives: 3,
+            max_starts: 100,
             fault: None,
         };
         let clients = settings.clients_with(sdk);
@@ -252,6 +253,7 @@ impl Stack {
                     })
                     .and_then(|c| c.parse().ok())
                     .unwrap_or(1),
+                dead_letter: false,
             })
             .collect();
         let failed = t.handle(batch).await;
@@ -570,6 +572,514 @@ async fn poison_messages_fail_their_execution_and_aborts_stop_work() {
     assert!(item.error.unwrap().contains("no longer needed"));
     let objects = stack.server.store.lock().unwrap().names();
     assert!(objects.is_empty(), "{objects:?}");
+}
+
+/// An Updraft YAML workflow `wide`: `width` echo nodes at once, then two gates one after the other,
+/// waiting for signals `go1` and `go2` (ints), and an echo of the second's value. Outputs: the first
+/// echo's `x` (`o`) and the last's (`v`).
+fn wide_yaml(width: usize) -> String {
+    let mut y = String::from(
+        "version: 1\nimage: ghcr.io/updraft-run/fixtures:1\ntasks:\n  echo: {type: echo, inputs: {x: int}, outputs: {x: int}}\nworkflows:\n  wide:\n    inputs: {x: int}\n    outputs: {o: \"${e0.x}\", v: \"${last.x}\"}\n    nodes:\n",
+    );
+    for i in 0..width {
+        y.push_str(&format!(
+            "      - {{id: e{i}, task: echo, inputs: {{x: \"${{inputs.x}}\"}}}}\n"
+        ));
+    }
+    y.push_str("      - {id: g1, gate: {signal: go1, type: int}}\n");
+    y.push_str("      - {id: g2, gate: {signal: go2, type: int}, after: [g1]}\n");
+    y.push_str("      - {id: last, task: echo, inputs: {x: \"${g2.value}\"}}\n");
+    y
+}
+
+fn signal(exec: &str, id: &str, value: i64) -> updraft_proto::updraft::QueueMessage {
+    updraft_proto::updraft::QueueMessage {
+        execution: exec.into(),
+        kind: Some(updraft_proto::updraft::queue_message::Kind::Signal(
+            updraft_proto::updraft::SignalMessage {
+                id: id.into(),
+                value: Some(updraft_engine::literal::primitive_lit(
+                    updraft_proto::core::primitive::Value::Integer(value),
+                )),
+            },
+        )),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
+    use updraft_aws::store::{ExecutionItem, Lease, NodeBytes, NodeWrite};
+    let mut stack = Stack::new("wide").await;
+    let store = &stack.clients.store;
+
+    // The store alone: a commit of 250 records (more than a transaction holds) is whole.
+    let item = ExecutionItem {
+        name: "raw".into(),
+        phase: "RUNNING".into(),
+        ..Default::default()
+    };
+    assert!(store.create_execution(&item).await.unwrap());
+    let now = updraft_functions::now_ms();
+    let far = now + 600_000;
+    let take = |owner: &'static str| async move {
+        match store
+            .lease("raw", owner, updraft_functions::now_ms(), far)
+            .await
+            .unwrap()
+        {
+            Lease::Taken(item) => *item,
+            other => panic!("{other:?}"),
+        }
+    };
+    let writes = |tag: &str, records: &[updraft_aws::store::NodeRecord]| -> Vec<NodeWrite> {
+        (0..250u32)
+            .map(|i| NodeWrite {
+                index: i,
+                bytes: NodeBytes::Inline(format!("{tag}-{i}").into_bytes()),
+                committed_slot: records
+                    .iter()
+                    .find(|r| r.index == i && r.bytes.is_some())
+                    .map(|r| r.slot),
+            })
+            .collect()
+    };
+    let read = |version: u64| async move {
+        let mut got: Vec<(u32, String, bool)> = store
+            .nodes("raw", version)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                let text = match r.bytes {
+                    Some(NodeBytes::Inline(v)) => String::from_utf8(v).unwrap(),
+                    Some(NodeBytes::Blob(k)) => k,
+                    None => "-".into(),
+                };
+                (r.index, text, r.stale)
+            })
+            .collect();
+        got.sort();
+        got
+    };
+    let one = take("a").await;
+    store
+        .commit(&one, "a", false, &writes("one", &[]), now, far)
+        .await
+        .unwrap();
+    let at1 = read(1).await;
+    assert_eq!(at1.len(), 250);
+    assert!(
+        at1.iter()
+            .all(|(i, t, stale)| *t == format!("one-{i}") && !stale)
+    );
+    // A transition that loses its lease after writing what does not fit its transaction: nothing
+    // of it is read at the version it never reached, and the records it wrote say so.
+    let item1 = take("b").await;
+    let records = store.nodes("raw", 1).await.unwrap();
+    let lost = store
+        .commit(&item1, "zombie", false, &writes("lost", &records), now, far)
+        .await;
+    assert!(
+        matches!(lost, Err(updraft_aws::Error::LostLease(_))),
+        "{lost:?}"
+    );
+    let after = read(1).await;
+    assert!(
+        after.iter().all(|(i, t, _)| *t == format!("one-{i}")),
+        "{after:?}"
+    );
+    let stale: Vec<u32> = after.iter().filter(|r| r.2).map(|r| r.0).collect();
+    assert!(!stale.is_empty() && stale.len() < 250, "{stale:?}");
+    // The next commit writes one record; read at its version, every record a stale slot could
+    // shadow is still the committed one when the commit writes the stale records again too, as a
+    // transition does.
+    let mut two = writes("two", &records);
+    two.retain(|w| w.index == 0 || stale.contains(&w.index));
+    for w in &mut two {
+        if w.index != 0 {
+            w.bytes = NodeBytes::Inline(format!("one-{}", w.index).into_bytes());
+        }
+    }
+    store
+        .commit(&item1, "b", false, &two, now, far)
+        .await
+        .unwrap();
+    let at2 = read(2).await;
+    assert_eq!(at2[0].1, "two-0");
+    assert!(
+        at2[1..]
+            .iter()
+            .all(|(i, t, stale)| *t == format!("one-{i}") && !stale),
+        "{at2:?}"
+    );
+    // A commit past its deadline writes nothing.
+    let item2 = take("c").await;
+    let late = store
+        .commit(&item2, "c", false, &writes("late", &[]), now, now - 1)
+        .await;
+    assert!(
+        matches!(late, Err(updraft_aws::Error::LostLease(_))),
+        "{late:?}"
+    );
+    assert_eq!(read(3).await, read(2).await);
+
+    // Through the transition (no start budget to speak of): 300 echo nodes finish in the start's
+    // transition (one commit of 300+ records), the gates wait. A transition that died after writing records it could not commit
+    // (planted: the first echo's record, succeeded with another value, tagged with the version the
+    // next commit reaches) changes nothing: the next transition (the first signal) writes that record
+    // again, so the one after it (the second signal) reads the committed value.
+    let dir = std::env::temp_dir().join(format!("updraft-wide-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("wide.yaml");
+    std::fs::write(&file, wide_yaml(300)).unwrap();
+    stack.register(file.to_str().unwrap()).await;
+    stack.settings.max_starts = 1000;
+    let settings = stack.settings.clone();
+    let packages = Packages::default();
+    let t = stack.transition().await;
+    let req = request("wide", "wide", serde_json::json!({"x": 3}));
+    launch(&settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let item = store.execution("wide").await.unwrap().unwrap();
+        if item.version >= 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never started: {item:?}"
+        );
+        stack.drive_once(&t).await;
+    }
+    let item = store.execution("wide").await.unwrap().unwrap();
+    assert_eq!(item.phase, "RUNNING");
+    let (raws, records) = stack
+        .clients
+        .node_records("wide", item.version)
+        .await
+        .unwrap();
+    assert!(raws.len() > 300, "{} records", raws.len());
+    let mut bogus = updraft_proto::updraft::NodeState::decode(raws[0].1.as_slice()).unwrap();
+    assert_eq!(bogus.id, "e0");
+    let x =
+        updraft_engine::literal::primitive_lit(updraft_proto::core::primitive::Value::Integer(99));
+    bogus
+        .outputs
+        .as_mut()
+        .unwrap()
+        .literals
+        .insert("x".into(), x.clone());
+    if let Some(outputs) = bogus.task.as_mut().and_then(|t| t.outputs.as_mut()) {
+        outputs.literals.insert("x".into(), x);
+    }
+    match store
+        .lease("wide", "dead", updraft_functions::now_ms(), far)
+        .await
+        .unwrap()
+    {
+        Lease::Taken(_) => {}
+        other => panic!("{other:?}"),
+    }
+    let slot = |i: u32| {
+        records
+            .iter()
+            .find(|r| r.index == i && r.bytes.is_some())
+            .map(|r| r.slot)
+    };
+    // 120 records as they are (the first 99 go in the transaction, which fails), then the planted one.
+    let mut planted: Vec<NodeWrite> = (1..=120)
+        .map(|i| NodeWrite {
+            index: i,
+            bytes: NodeBytes::Inline(raws[i as usize].1.clone()),
+            committed_slot: slot(i),
+        })
+        .collect();
+    planted.push(NodeWrite {
+        index: 0,
+        bytes: NodeBytes::Inline(bogus.encode_to_vec()),
+        committed_slot: slot(0),
+    });
+    let dead = store
+        .commit(
+            &item,
+            "not-the-holder",
+            false,
+            &planted,
+            updraft_functions::now_ms(),
+            far,
+        )
+        .await;
+    assert!(
+        matches!(dead, Err(updraft_aws::Error::LostLease(_))),
+        "{dead:?}"
+    );
+    store.release("wide", "dead").await.unwrap();
+    assert!(
+        store
+            .nodes("wide", item.version)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.index == 0 && r.stale),
+        "the planted record is not there"
+    );
+    stack
+        .clients
+        .queue
+        .send(&signal("wide", "go1", 1), Duration::ZERO)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while store.execution("wide").await.unwrap().unwrap().version <= item.version {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the first signal was not taken"
+        );
+        stack.drive_once(&t).await;
+    }
+    stack
+        .clients
+        .queue
+        .send(&signal("wide", "go2", 7), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        stack.drive(&t, "wide", Duration::from_secs(60)).await,
+        "SUCCEEDED"
+    );
+    assert_eq!(
+        stack.outputs("wide").await,
+        serde_json::json!({"o": 3, "v": 7})
+    );
+
+    // With at most 40 starts a transition: the start's transition starts 40, each that follows 40
+    // more (a message to go on with the rest after each), the gates are reached after 8 commits.
+    stack.settings.max_starts = 40;
+    let t = stack.transition().await;
+    let req = request("wide", "wide-b", serde_json::json!({"x": 5}));
+    launch(&settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let item = store.execution("wide-b").await.unwrap().unwrap();
+        let state = updraft_proto::updraft::ExecutionState::decode(item.state.as_slice()).unwrap();
+        if state.signal_waiters.contains_key("go1") && state.waiting.is_empty() {
+            assert!(item.version >= 8, "{} commits", item.version);
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never reached the gates"
+        );
+        stack.drive_once(&t).await;
+    }
+    for (id, v) in [("go1", 1), ("go2", 8)] {
+        stack
+            .clients
+            .queue
+            .send(&signal("wide-b", id, v), Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        stack.drive(&t, "wide-b", Duration::from_secs(60)).await,
+        "SUCCEEDED"
+    );
+    assert_eq!(
+        stack.outputs("wide-b").await,
+        serde_json::json!({"o": 5, "v": 8})
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A message of execution `exec`, as the dead-letter queue hands it over.
+fn dead_letter(id: &str, exec: &str) -> Received {
+    let m = updraft_proto::updraft::QueueMessage {
+        execution: exec.into(),
+        kind: Some(updraft_proto::updraft::queue_message::Kind::Timer(
+            updraft_proto::updraft::TimerMessage {
+                kind: 1,
+                ..Default::default()
+            },
+        )),
+    };
+    Received {
+        id: id.into(),
+        body: updraft_aws::queue::encode(&m),
+        receive_count: 1,
+        dead_letter: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_fail_their_executions_with_or_without_the_engine() {
+    let stack = Stack::new("deadletter").await;
+    stack.register("tests/fixtures/flytekit/failures.tgz").await;
+    stack.register("tests/fixtures/flytekit/gates.tgz").await;
+    stack
+        .register("tests/fixtures/flytekit/gates_child.tgz")
+        .await;
+    let mut settings = stack.settings.clone();
+    settings.eks = Some(stack.eks.clone());
+    let packages = Packages::default();
+    let t = stack.transition().await;
+    let pods_of = |exec: &str| {
+        let prefix = format!("{exec}-");
+        stack
+            .server
+            .store
+            .lock()
+            .unwrap()
+            .names()
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .count()
+    };
+    let failed_by = |item: updraft_aws::store::ExecutionItem, id: &str| {
+        assert_eq!(item.phase, "FAILED", "{item:?}");
+        let error = item.error.unwrap_or_default();
+        assert!(error.starts_with("[DeadLetter] a timer message"), "{error}");
+        assert!(error.contains(&format!("/{id}.json")), "{error}");
+    };
+
+    // Each way: the first handling fails the execution through the engine; a handling after one that
+    // died with the message fails it without the engine. Either way its running task is stopped.
+    for (exec, earlier_handlings) in [("dl-engine", 0), ("dl-bare", 1)] {
+        let req = request("fixtures.failures.slow_wf", exec, serde_json::json!({}));
+        launch(&settings, &stack.clients, &packages, &req, "")
+            .await
+            .unwrap();
+        let start = Instant::now();
+        while pods_of(exec) == 0 {
+            assert!(start.elapsed() < Duration::from_secs(60), "{exec}: no pod");
+            stack.drive_once(&t).await;
+        }
+        let id = format!("{exec}-letter");
+        for _ in 0..earlier_handlings {
+            stack
+                .clients
+                .store
+                .dead_letter_tries(&id, updraft_functions::now_ms())
+                .await
+                .unwrap();
+        }
+        let failures = t.handle(vec![dead_letter(&id, exec)]).await;
+        assert!(failures.is_empty(), "{exec}: {failures:?}");
+        let item = stack.clients.store.execution(exec).await.unwrap().unwrap();
+        failed_by(item.clone(), &id);
+        // The state agrees with the item.
+        let state = updraft_proto::updraft::ExecutionState::decode(item.state.as_slice()).unwrap();
+        assert_eq!(
+            updraft_engine::exec::exec_phase(state.phase),
+            Some(updraft_engine::exec::ExecPhase::Failed)
+        );
+        assert_eq!(state.error.unwrap().code, "DeadLetter");
+        assert_eq!(pods_of(exec), 0, "{exec}: its pod still runs");
+        // The letter is kept in the bucket.
+        let kept = stack
+            .clients
+            .blobs
+            .get(
+                &stack
+                    .clients
+                    .blobs
+                    .uri(&updraft_functions::transition::dead_letter_key(
+                        Some(exec),
+                        &id,
+                    )),
+            )
+            .await
+            .unwrap()
+            .expect("the dead letter is kept");
+        let kept: serde_json::Value = serde_json::from_slice(&kept).unwrap();
+        assert_eq!(kept["execution"], exec);
+        assert_eq!(kept["kind"], "timer");
+        // The same letter again (a second delivery) changes nothing.
+        assert!(t.handle(vec![dead_letter(&id, exec)]).await.is_empty());
+        let again = stack.clients.store.execution(exec).await.unwrap().unwrap();
+        assert_eq!(again.version, item.version, "{exec}: changed again");
+    }
+
+    // Without the engine, a parent's running child is aborted.
+    let req = request(
+        "fixtures.gates_child.gated_parent_wf",
+        "dl-parent",
+        serde_json::json!({}),
+    );
+    launch(&settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    let child = updraft_engine::exec::dns_name("dl-parent-n0");
+    let start = Instant::now();
+    loop {
+        let c = stack.clients.store.execution(&child).await.unwrap();
+        if c.is_some_and(|c| c.phase == "RUNNING") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the child never ran"
+        );
+        stack.drive_once(&t).await;
+    }
+    stack
+        .clients
+        .store
+        .dead_letter_tries("dl-parent-letter", updraft_functions::now_ms())
+        .await
+        .unwrap();
+    assert!(
+        t.handle(vec![dead_letter("dl-parent-letter", "dl-parent")])
+            .await
+            .is_empty()
+    );
+    failed_by(
+        stack
+            .clients
+            .store
+            .execution("dl-parent")
+            .await
+            .unwrap()
+            .unwrap(),
+        "dl-parent-letter",
+    );
+    assert_eq!(
+        stack.drive(&t, &child, Duration::from_secs(60)).await,
+        "ABORTED"
+    );
+
+    // A letter that is no message is kept, and done with; so is one of an execution that does not
+    // exist.
+    let junk = Received {
+        id: "junk".into(),
+        body: "not a message".into(),
+        receive_count: 1,
+        dead_letter: true,
+    };
+    assert!(
+        t.handle(vec![junk, dead_letter("ghost-letter", "ghost")])
+            .await
+            .is_empty()
+    );
+    assert!(
+        stack
+            .clients
+            .blobs
+            .get(
+                &stack
+                    .clients
+                    .blobs
+                    .uri(&updraft_functions::transition::dead_letter_key(
+                        None, "junk"
+                    ))
+            )
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 /// A zip holding `binary` as `bootstrap`, as a `provided.al2023` function wants it.

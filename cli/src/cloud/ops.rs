@@ -307,7 +307,7 @@ async fn snapshot(d: &Deployment, name: &str) -> anyhow::Result<Snapshot> {
     let state = ExecutionState::decode(item.state.as_slice())
         .with_context(|| format!("execution {name}: an unreadable state record"))?;
     let mut nodes = Vec::new();
-    for (index, raw) in d.clients.node_records(name).await? {
+    for (index, raw) in d.clients.node_records(name, item.version).await?.0 {
         let n = NodeState::decode(raw.as_slice())
             .with_context(|| format!("execution {name}: node record {index} is unreadable"))?;
         let phase = node_phase_of(n.phase)

@@ -87,6 +87,12 @@ pub struct Execution {
     waiting: VecDeque<(NodeIdx, Option<u32>)>,
     signal_waiters: HashMap<String, NodeIdx>,
     early_signals: HashMap<String, Literal>,
+    /// Most attempts one step starts (the runtime's, not stored): see [`Execution::limit_starts`].
+    start_budget: Option<u32>,
+    /// Attempts started by the step under way.
+    started_in_step: u32,
+    /// The step under way put off attempts for its budget.
+    deferred: bool,
 }
 
 struct ValuesView<'a> {
@@ -175,7 +181,19 @@ impl Execution {
             waiting: VecDeque::new(),
             signal_waiters: HashMap::new(),
             early_signals: HashMap::new(),
+            start_budget: None,
+            started_in_step: 0,
+            deferred: false,
         })
+    }
+
+    /// Bounds how many attempts one [`Execution::step`] starts (None: no bound, the default). The
+    /// rest wait in order, as for the parallelism cap, and the step ends with an
+    /// [`Effect::Timer`] of kind [`TimerKind::Continue`], whose event starts the next ones: a
+    /// runtime whose steps have a deadline (a function's timeout) keeps each step's work bounded
+    /// however wide a fan-out or map is. Not part of the stored state: set it after each restore.
+    pub fn limit_starts(&mut self, per_step: Option<u32>) {
+        self.start_budget = per_step.map(|n| n.max(1));
     }
 
     fn wf(&self) -> &CompiledWorkflow {
@@ -256,6 +274,8 @@ impl Execution {
         if self.phase.is_terminal() {
             return fx;
         }
+        self.started_in_step = 0;
+        self.deferred = false;
         let mut todo = VecDeque::new();
         match event {
             Event::Start { inputs } => {
@@ -280,6 +300,11 @@ impl Execution {
                 attempt,
                 status,
             } => self.on_task(node, index, attempt, status, &mut fx, &mut todo),
+            // The work put off goes on as the step drains.
+            Event::Timer {
+                kind: TimerKind::Continue,
+                ..
+            } => {}
             Event::Timer {
                 node,
                 index,
@@ -331,6 +356,15 @@ impl Execution {
             }
         }
         self.drain(&mut fx, &mut todo);
+        if self.deferred && !self.phase.is_terminal() && !self.waiting.is_empty() {
+            fx.push(Effect::Timer {
+                node: 0,
+                index: None,
+                attempt: 0,
+                kind: TimerKind::Continue,
+                after: std::time::Duration::ZERO,
+            });
+        }
         fx
     }
 

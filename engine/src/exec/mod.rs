@@ -157,6 +157,9 @@ pub enum TimerKind {
     /// again (re-emits its [`Effect::StartTask`], which the runtime answers from the cache once the
     /// other has stored its result, or starts once the key is free).
     CacheWait,
+    /// A step started as many attempts as its budget allows ([`Execution::limit_starts`]): go on with
+    /// the rest (its node, index and attempt mean nothing).
+    Continue,
 }
 
 /// An input to the engine.

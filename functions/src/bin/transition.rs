@@ -1,5 +1,6 @@
 //! The transition Lambda function: SQS batches of transitions-queue messages drive the engine; failed
-//! messages are reported one by one (`ReportBatchItemFailures`).
+//! messages are reported one by one (`ReportBatchItemFailures`). Batches from the dead-letter queue
+//! (`UPDRAFT_DEAD_LETTER_ARN`) fail their executions (`Transition::dead_letter`).
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
@@ -13,8 +14,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let clients = settings.clients().await;
     let transition = Transition::new(settings, clients).await?;
     let transition = &transition;
+    let dead_letters = std::env::var("UPDRAFT_DEAD_LETTER_ARN").unwrap_or_default();
+    let dead_letters = dead_letters.as_str();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let batch = records(&event.payload);
+        let batch = records(&event.payload, dead_letters);
         let failures = transition.handle(batch).await;
         Ok::<Value, lambda_runtime::Error>(json!({
             "batchItemFailures": failures
@@ -26,8 +29,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     .await
 }
 
-/// The SQS records of an event.
-fn records(event: &Value) -> Vec<Received> {
+/// The SQS records of an event; those from queue `dead_letters` (an ARN) are dead letters.
+fn records(event: &Value, dead_letters: &str) -> Vec<Received> {
     event["Records"]
         .as_array()
         .map(|rs| {
@@ -39,6 +42,8 @@ fn records(event: &Value) -> Vec<Received> {
                         .as_str()
                         .and_then(|c| c.parse().ok())
                         .unwrap_or(1),
+                    dead_letter: !dead_letters.is_empty()
+                        && r["eventSourceARN"].as_str() == Some(dead_letters),
                 })
                 .collect()
         })

@@ -13,7 +13,9 @@ API. It follows the documented Runtime API
 - `POST /2018-06-01/runtime/init/error` fails the environment's start.
 
 The function's timeout is enforced: a late invocation ends as `Sandbox.Timedout` and the process is
-killed (with its whole process group), as is one that exits mid-invocation (`Runtime.ExitError`). The next
+killed (with its whole process group), as is one that exits mid-invocation (`Runtime.ExitError`). So is
+its memory size: a process whose resident memory goes over it is killed and the invocation ends as
+`Runtime.OutOfMemory` (Lambda's own words for it). The next
 invocation starts a fresh process. Output of the process is kept; each invocation's share, framed by the
 START / END / REPORT lines Lambda writes, becomes the invocation's log, which LocalStack sends to
 CloudWatch Logs.
@@ -116,6 +118,14 @@ class _Process:
 
     def alive(self) -> bool:
         return self.popen.poll() is None
+
+    def rss_mb(self) -> int:
+        try:
+            status = Path(f"/proc/{self.popen.pid}/status").read_text()
+        except OSError:
+            return 0
+        found = re.search(r"VmRSS:\s+(\d+) kB", status)
+        return int(found.group(1)) // 1024 if found else 0
 
     def peak_rss_mb(self) -> int:
         try:
@@ -242,11 +252,23 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
             except FutureTimeout:
                 pass
             if not process.alive():
+                # Everything it printed before it exited belongs to this invocation's log.
+                process.reader.join(timeout=2)
                 code = process.popen.returncode
                 return (
                     _error(
                         "Runtime.ExitError",
                         f"RequestId: {inv.request_id} Error: Runtime exited with error: exit status {code}",
+                    ),
+                    True,
+                )
+            memory_mb = int(self.function_version.config.memory_size or 128)
+            if process.rss_mb() > memory_mb:
+                process.kill()
+                return (
+                    _error(
+                        "Runtime.OutOfMemory",
+                        f"RequestId: {inv.request_id} Error: Runtime exited with error: signal: killed",
                     ),
                     True,
                 )

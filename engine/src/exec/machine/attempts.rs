@@ -36,6 +36,12 @@ impl Execution {
             self.waiting.push_back((node, index));
             return;
         }
+        if self.budget_spent() {
+            self.waiting.push_back((node, index));
+            self.deferred = true;
+            return;
+        }
+        self.started_in_step += 1;
         self.running_tasks += 1;
         self.unit_mut(node, index).in_flight = true;
         match self.attempt_start(node, index) {
@@ -168,6 +174,11 @@ impl Execution {
         AttemptStart::Task(launch, timeout)
     }
 
+    /// The step under way has started as many attempts as its budget allows.
+    fn budget_spent(&self) -> bool {
+        self.start_budget.is_some_and(|b| self.started_in_step >= b)
+    }
+
     /// Starts waiting work while there is capacity (entries whose node or element has since ended are
     /// dropped). Runs once the step's other work has settled, so a slot freed while a node is failing
     /// never goes to that node's own queued work.
@@ -177,6 +188,10 @@ impl Execution {
             .max_parallelism
             .is_none_or(|m| self.running_tasks < m)
         {
+            if self.budget_spent() {
+                self.deferred |= !self.waiting.is_empty();
+                return;
+            }
             let Some((n, i)) = self.waiting.pop_front() else {
                 return;
             };
@@ -436,6 +451,8 @@ impl Execution {
                 };
                 self.on_task(node, index, attempt, status, fx, todo);
             }
+            // Handled by `step` (it names no node).
+            TimerKind::Continue => {}
         }
     }
 
