@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs each fuzz target for a bounded time (default 60 s in all), seeded with the project's fixtures.
+# Runs each fuzz target for a bounded time (default 60 s in all, shared), seeded with the project's
+# fixtures where they fit (events and state grow their corpora from nothing, kept between runs).
 # Installs cargo-fuzz (pinned, --locked) under $HOME/.cache/updraft/cargo-tools if missing. The stable toolchain is used with
 # RUSTC_BOOTSTRAP=1, which cargo-fuzz's sanitizer flags need.
 set -euo pipefail
@@ -14,12 +15,14 @@ fi
 export PATH="$tools/bin:$PATH" RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="$HOME/.cache/updraft/fuzz-target"
 corpus="$HOME/.cache/updraft/fuzz-corpus"
-mkdir -p "$corpus/package" "$corpus/yaml"
+targets=(package yaml events state)
+for t in "${targets[@]}"; do mkdir -p "$corpus/$t"; done
 cp "$here"/../tests/fixtures/flytekit/*.tgz "$corpus/package/"
 cp "$here"/../tests/fixtures/yaml/*.yaml "$here"/../examples/*.yaml "$corpus/yaml/"
-per=$(( total / 2 ))
+per=$(( total / ${#targets[@]} ))
+[ "$per" -ge 1 ] || per=1
 cd "$here"
-for target in package yaml; do
+for target in "${targets[@]}"; do
   echo "fuzz: $target for ${per}s" >&2
   log="$HOME/.cache/updraft/fuzz-$target.log"
   status=0

@@ -1,21 +1,25 @@
 //! The transition function: each transitions-queue message becomes an engine event, applied to its
-//! execution under the execution's lease.
+//! execution under the execution's lease; the events of a batch's messages for one execution are
+//! applied together, in one transition with one commit, instead of contending for its lease.
 //!
 //! Order of work, which makes every message safe to deliver twice, late or out of order:
 //!
 //! 1. A check of a running task looks at the task first, without the lease; while it runs, the check is
 //!    sent again with a longer delay (1, 1, 2, 2, 4, 4, … seconds up to `max_check_delay`).
-//! 2. The execution's lease is taken (another transition holding it: the message is sent again, 1 s
+//! 2. The execution's lease is taken (another transition holding it: the messages are sent again, 1 s
 //!    later), its records are read and the engine's state restored.
-//! 3. The event is stepped; the effects are carried out at once, each idempotent by its deterministic
-//!    name (objects that exist are kept; inputs are rewritten with the same bytes).
+//! 3. The events are stepped; the effects are carried out at once, each idempotent by its deterministic
+//!    name (objects that exist are kept; inputs are rewritten with the same bytes). At most
+//!    `UPDRAFT_MAX_STARTS` task attempts start; the rest wait in the state and a message to go on
+//!    (a `Continue` timer) starts them in the transitions that follow.
 //! 4. Only then is the new state committed (the records that changed), conditional on the lease. A crash
 //!    before the commit leaves the old state: the redelivered message steps it again, producing the same
 //!    effects, which find their work already done.
 //!
 //! A message that keeps failing is retried by SQS; on its last delivery (`UPDRAFT_MAX_RECEIVES`) its
 //! execution is failed with the reason (running work stopped) before the message goes to the dead-letter
-//! queue.
+//! queue. A message that used up its deliveries any other way (the function timed out, crashed or ran
+//! out of memory each time) is failed by the dead-letter queue's consumer (`dead_letter`).
 
 mod dead_letter;
 
@@ -145,10 +149,19 @@ fn handle_of(c: &CheckMessage) -> Result<Handle, Error> {
 pub struct Outcome {
     /// Task attempts started.
     pub started: Vec<String>,
-    /// For a task attempt's status: the committed state has that attempt over, so its objects can go.
-    /// (An attempt whose start was never committed is not over: its start comes again and must find
-    /// the objects it made, not launch them a second time.)
-    pub attempt_over: bool,
+    /// Of the task attempts whose statuses were stepped, those (node, element, attempt) the committed
+    /// state has over, so their objects can go. (An attempt whose start was never committed is not
+    /// over: its start comes again and must find the objects it made, not launch them a second time.)
+    pub over: Vec<(NodeIdx, Option<u32>, u32)>,
+    /// The execution had already finished: every attempt of it is over.
+    pub finished: bool,
+}
+
+impl Outcome {
+    /// True when attempt `attempt` of `node` (element `index`) is over (see [`Outcome::over`]).
+    pub fn is_over(&self, node: NodeIdx, index: Option<u32>, attempt: u32) -> bool {
+        self.finished || self.over.contains(&(node, index, attempt))
+    }
 }
 
 impl Transition {
@@ -194,6 +207,7 @@ impl Transition {
     /// Handles a batch; returns the ids of the messages that failed (SQS delivers them again).
     pub async fn handle(&self, batch: Vec<Received>) -> Vec<String> {
         let mut failures = Vec::new();
+        let mut groups: Vec<(String, Vec<(Received, QueueMessage)>)> = Vec::new();
         for r in batch {
             if r.dead_letter {
                 if let Err(e) = self.dead_letter(&r).await {
@@ -214,7 +228,20 @@ impl Transition {
                 failures.push(r.id);
                 continue;
             }
-            if let Err(e) = self.process(&m, r.receive_count).await {
+            match groups.iter_mut().find(|(e, _)| *e == m.execution) {
+                Some((_, g)) => g.push((r, m)),
+                None => groups.push((m.execution.clone(), vec![(r, m)])),
+            }
+        }
+        // The messages of one execution in the batch are applied together, under one lease.
+        for (_, group) in groups {
+            let msgs: Vec<(QueueMessage, u32)> = group
+                .iter()
+                .map(|(r, m)| (m.clone(), r.receive_count))
+                .collect();
+            let results = self.process_group(&msgs).await;
+            for ((r, m), result) in group.into_iter().zip(results) {
+                let Err(e) = result else { continue };
                 tracing::error!(execution = %m.execution, message_id = %r.id, receive_count = r.receive_count, error = %e, "transition failed");
                 if r.receive_count >= self.settings.max_receives
                     && !matches!(e, Error::LostLease(_))
@@ -265,7 +292,7 @@ impl Transition {
                 self.settings.max_receives
             ),
         };
-        match self.step(&m.execution, event, 0).await? {
+        match self.step(&m.execution, vec![event], 0).await? {
             Some(_) => Ok(()),
             None => Err(Error::Aws(format!(
                 "execution {}: another transition holds it",
@@ -274,8 +301,77 @@ impl Transition {
         }
     }
 
-    /// Handles one message.
-    pub async fn process(&self, m: &QueueMessage, receive_count: u32) -> Result<Outcome, Error> {
+    /// Handles messages of one execution together: each is first looked at on its own (a running
+    /// task's check, a timer not yet due, a stale wait: done with, without the lease), then the events
+    /// of the rest are applied in one transition, under one lease, with one commit. Another transition
+    /// holding the execution: they are sent again, a second later. One result per message.
+    pub async fn process_group(&self, group: &[(QueueMessage, u32)]) -> Vec<Result<(), Error>> {
+        let mut results = Vec::with_capacity(group.len());
+        let mut events = Vec::new();
+        for (i, (m, _)) in group.iter().enumerate() {
+            results.push(match self.prepare(m).await {
+                Ok(Some(event)) => {
+                    events.push((i, event));
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            });
+        }
+        let Some(exec) = group.first().map(|(m, _)| m.execution.as_str()) else {
+            return results;
+        };
+        if events.is_empty() {
+            return results;
+        }
+        let receive_count = events.iter().map(|(i, _)| group[*i].1).min().unwrap_or(1);
+        let stepped = events.iter().map(|(_, e)| e.clone()).collect();
+        match self.step(exec, stepped, receive_count).await {
+            Err(Error::LostLease(_)) | Ok(None) => {
+                // Busy: try again shortly (the original messages are done with).
+                for (i, _) in &events {
+                    if let Err(e) = self
+                        .clients
+                        .queue
+                        .send(&group[*i].0, Duration::from_secs(1))
+                        .await
+                    {
+                        results[*i] = Err(e);
+                    }
+                }
+            }
+            Ok(Some(o)) => {
+                for (i, event) in &events {
+                    if let (
+                        Some(Kind::Check(c)),
+                        Event::Task {
+                            node,
+                            index,
+                            attempt,
+                            ..
+                        },
+                    ) = (&group[*i].0.kind, event)
+                        && o.is_over(*node, *index, *attempt)
+                    {
+                        self.delete_finished(exec, c).await;
+                    }
+                }
+            }
+            Err(e) => {
+                // Every message of the transition failed with it (the first with the error itself).
+                let text = e.to_string();
+                let mut first = Some(e);
+                for (i, _) in &events {
+                    results[*i] = Err(first.take().unwrap_or_else(|| Error::Aws(text.clone())));
+                }
+            }
+        }
+        results
+    }
+
+    /// The engine event of message `m`; None when it needs no transition (a check of a task that
+    /// still runs, sent again later; a timer not yet due, sent on; a stale wait).
+    async fn prepare(&self, m: &QueueMessage) -> Result<Option<Event>, Error> {
         let exec = m.execution.as_str();
         let event = match &m.kind {
             None => return Err(Error::Invalid("message without a kind".into())),
@@ -292,7 +388,7 @@ impl Transition {
                         .queue
                         .send(&message(exec, Kind::Check(next)), delay)
                         .await?;
-                    return Ok(Outcome::default());
+                    return Ok(None);
                 };
                 Event::Task {
                     node: c.node,
@@ -308,7 +404,7 @@ impl Transition {
                         .queue
                         .send(m, Duration::from_millis(left as u64))
                         .await?;
-                    return Ok(Outcome::default());
+                    return Ok(None);
                 }
                 let kind = timer_kind(t.kind)
                     .ok_or_else(|| Error::Invalid(format!("unknown timer kind {}", t.kind)))?;
@@ -321,7 +417,7 @@ impl Transition {
                         .is_some_and(|due| due != t.due_ms)
                 {
                     tracing::debug!(execution = %exec, node = t.node, "a stale wait on a reserved cache key");
-                    return Ok(Outcome::default());
+                    return Ok(None);
                 }
                 Event::Timer {
                     node: t.node,
@@ -345,22 +441,7 @@ impl Transition {
                 },
             },
         };
-        match self.step(exec, event, receive_count).await {
-            Err(Error::LostLease(_)) | Ok(None) => {
-                // Busy: try again shortly (the original message is done with).
-                self.clients.queue.send(m, Duration::from_secs(1)).await?;
-                Ok(Outcome::default())
-            }
-            Ok(Some(o)) => {
-                if let Some(Kind::Check(c)) = &m.kind
-                    && o.attempt_over
-                {
-                    self.delete_finished(exec, c).await;
-                }
-                Ok(o)
-            }
-            Err(e) => Err(e),
-        }
+        Ok(Some(event))
     }
 
     /// Cleans up after a finished attempt once its end is committed (its connector's `finalize`: a
@@ -389,7 +470,7 @@ impl Transition {
     }
 
     /// Looks at a task attempt through its connector; None while it runs. What it made stays: it goes
-    /// once the engine has committed the attempt's end (see [`Outcome::attempt_over`]). A check that
+    /// once the engine has committed the attempt's end (see [`Outcome::over`]). A check that
     /// cannot be made fails the message, so SQS tries again (and, past its receives, the execution
     /// fails with the reason).
     async fn check(&self, exec: &str, c: &CheckMessage) -> Result<Option<TaskStatus>, Error> {
@@ -520,7 +601,7 @@ impl Transition {
     pub async fn step(
         &self,
         exec: &str,
-        event: Event,
+        events: Vec<Event>,
         receive_count: u32,
     ) -> Result<Option<Outcome>, Error> {
         let now = now_ms();
@@ -535,7 +616,7 @@ impl Transition {
             Lease::Busy => return Ok(None),
             Lease::Missing => return Err(Error::Invalid(format!("no execution `{exec}`"))),
         };
-        let result = self.step_leased(item, event, receive_count).await;
+        let result = self.step_leased(item, events, receive_count).await;
         if result
             .as_ref()
             .is_err_and(|e| !matches!(e, Error::Injected(_)))
@@ -548,14 +629,14 @@ impl Transition {
     async fn step_leased(
         &self,
         item: ExecutionItem,
-        event: Event,
+        events: Vec<Event>,
         receive_count: u32,
     ) -> Result<Outcome, Error> {
         let exec = item.name.clone();
         if is_final(&item.phase) {
             self.clients.store.release(&exec, &self.owner).await?;
             return Ok(Outcome {
-                attempt_over: true,
+                finished: true,
                 ..Outcome::default()
             });
         }
@@ -588,35 +669,44 @@ impl Transition {
                 loaded.insert(i, rec.encode_to_vec());
             }
         }
-        let attempt = match &event {
-            Event::Task {
-                node,
-                index,
-                attempt,
-                ..
-            } => Some((*node, *index, *attempt)),
-            _ => None,
-        };
+        let attempts: Vec<(NodeIdx, Option<u32>, u32)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Task {
+                    node,
+                    index,
+                    attempt,
+                    ..
+                } => Some((*node, *index, *attempt)),
+                _ => None,
+            })
+            .collect();
         // A signal also goes to the children running now (their gates may be the ones waiting).
-        let forward = match &event {
-            Event::Signal { id, value } => Some(SignalMessage {
-                id: id.clone(),
-                value: Some((**value).clone()),
-            }),
-            _ => None,
-        };
-        let event = match event {
-            Event::Start { .. } => Event::Start {
-                inputs: LiteralMap::decode(item.inputs.as_slice())
-                    .map_err(|e| Error::Invalid(format!("execution {exec}: inputs: {e}")))?,
-            },
-            e => e,
-        };
+        let forward: Vec<SignalMessage> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Signal { id, value } => Some(SignalMessage {
+                    id: id.clone(),
+                    value: Some((**value).clone()),
+                }),
+                _ => None,
+            })
+            .collect();
+        let mut queued = VecDeque::new();
+        for event in events {
+            queued.push_back(match event {
+                Event::Start { .. } => Event::Start {
+                    inputs: LiteralMap::decode(item.inputs.as_slice())
+                        .map_err(|e| Error::Invalid(format!("execution {exec}: inputs: {e}")))?,
+                },
+                e => e,
+            });
+        }
         let mut ctx = Ctx {
             item,
             program: &program,
             overwrite_cache,
-            events: VecDeque::from([event]),
+            events: queued,
             outcome: Outcome::default(),
             first_start: false,
         };
@@ -636,7 +726,7 @@ impl Transition {
                 updraft_connector::effects::apply(&mut host, e).await?;
             }
         }
-        if let Some(signal) = forward {
+        for signal in forward {
             for child in engine.running_children() {
                 self.clients
                     .queue
@@ -701,7 +791,10 @@ impl Transition {
             .commit(&item, &self.owner, finished, &changed, now_ms(), deadline)
             .await?;
         let mut outcome = ctx.outcome;
-        outcome.attempt_over = attempt.is_some_and(|(n, i, a)| engine.attempt_over(n, i, a));
+        outcome.over = attempts
+            .into_iter()
+            .filter(|&(n, i, a)| engine.attempt_over(n, i, a))
+            .collect();
         Ok(outcome)
     }
 

@@ -895,6 +895,69 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batchs_messages_for_one_execution_share_one_transition() {
+    let stack = Stack::new("batch").await;
+    let dir = std::env::temp_dir().join(format!("updraft-narrow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("narrow.yaml");
+    std::fs::write(&file, wide_yaml(3)).unwrap();
+    stack.register(file.to_str().unwrap()).await;
+    let packages = Packages::default();
+    let t = stack.transition().await;
+    let req = request("wide", "narrow", serde_json::json!({"x": 2}));
+    launch(&stack.settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while stack
+        .clients
+        .store
+        .execution("narrow")
+        .await
+        .unwrap()
+        .unwrap()
+        .version
+        == 0
+    {
+        assert!(start.elapsed() < Duration::from_secs(60), "never started");
+        stack.drive_once(&t).await;
+    }
+    let before = stack
+        .clients
+        .store
+        .execution("narrow")
+        .await
+        .unwrap()
+        .unwrap();
+    // Both signals in one batch (the second's gate opens only once the first has passed): one
+    // transition, one commit, and the execution is over.
+    let batch = [("s1", "go1", 1), ("s2", "go2", 9)]
+        .into_iter()
+        .map(|(id, signal_id, v)| Received {
+            id: id.into(),
+            body: updraft_aws::queue::encode(&signal("narrow", signal_id, v)),
+            receive_count: 1,
+            dead_letter: false,
+        })
+        .collect();
+    assert!(t.handle(batch).await.is_empty());
+    let after = stack
+        .clients
+        .store
+        .execution("narrow")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.phase, "SUCCEEDED");
+    assert_eq!(after.version, before.version + 1, "more than one commit");
+    assert_eq!(
+        stack.outputs("narrow").await,
+        serde_json::json!({"o": 2, "v": 9})
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A message of execution `exec`, as the dead-letter queue hands it over.
 fn dead_letter(id: &str, exec: &str) -> Received {
     let m = updraft_proto::updraft::QueueMessage {

@@ -112,7 +112,7 @@ impl Transition {
                 code: DEAD_LETTER.into(),
                 message: reason.clone(),
             };
-            match self.step(exec, event, 0).await {
+            match self.step(exec, vec![event], 0).await {
                 Ok(Some(_)) => {
                     tracing::warn!(execution = %exec, message_id = %r.id, "execution failed by a dead-lettered message");
                     return Ok(());
