@@ -5,6 +5,9 @@ use aws_sdk_s3::primitives::ByteStream;
 
 use crate::Error;
 
+/// The largest object read into memory (packages, outputs, records): 100 MiB.
+pub const MAX_READ: u64 = 100 << 20;
+
 /// A bucket and key from `s3://bucket/key`.
 pub fn parse_uri(uri: &str) -> Result<(&str, &str), Error> {
     uri.strip_prefix("s3://")
@@ -39,7 +42,8 @@ impl Blobs {
         format!("s3://{}/{key}", self.bucket)
     }
 
-    /// The object at `uri`, or None when there is none.
+    /// The object at `uri`, or None when there is none. Objects over [`MAX_READ`] are refused before
+    /// they are read.
     pub async fn get(&self, uri: &str) -> Result<Option<Vec<u8>>, Error> {
         let (bucket, key) = parse_uri(uri)?;
         match self
@@ -51,6 +55,14 @@ impl Blobs {
             .await
         {
             Ok(out) => {
+                let size = out.content_length().unwrap_or(0).max(0) as u64;
+                if size > MAX_READ {
+                    return Err(Error::Invalid(format!(
+                        "{uri} is {} MiB; at most {} MiB are read",
+                        size >> 20,
+                        MAX_READ >> 20
+                    )));
+                }
                 let data = out
                     .body
                     .collect()

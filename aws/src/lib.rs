@@ -76,6 +76,62 @@ impl Clients {
         }
     }
 
+    /// The encoded ExecutionState of execution item `e`, read from the bucket when it is kept there.
+    pub async fn state_bytes(&self, e: &store::ExecutionItem) -> Result<Vec<u8>, Error> {
+        self.inline_or_blob(&e.state, e.state_blob.as_deref()).await
+    }
+
+    /// The encoded inputs of execution item `e`, read from the bucket when they are kept there.
+    pub async fn input_bytes(&self, e: &store::ExecutionItem) -> Result<Vec<u8>, Error> {
+        self.inline_or_blob(&e.inputs, e.inputs_blob.as_deref())
+            .await
+    }
+
+    async fn inline_or_blob(&self, inline: &[u8], blob: Option<&str>) -> Result<Vec<u8>, Error> {
+        match blob {
+            None => Ok(inline.to_vec()),
+            Some(key) => self
+                .blobs
+                .get(&self.blobs.uri(key))
+                .await?
+                .ok_or_else(|| Error::Invalid(format!("{} is missing", self.blobs.uri(key)))),
+        }
+    }
+
+    /// Moves a new execution's inputs to the bucket (`executions/<name>/inputs.pb`) when they are too
+    /// large for its item ([`store::MAX_INLINE_INPUTS`]).
+    pub async fn offload_inputs(&self, e: &mut store::ExecutionItem) -> Result<(), Error> {
+        if e.inputs.len() <= store::MAX_INLINE_INPUTS {
+            return Ok(());
+        }
+        let key = format!("executions/{}/inputs.pb", e.name);
+        self.blobs
+            .put(&self.blobs.uri(&key), std::mem::take(&mut e.inputs))
+            .await?;
+        e.inputs_blob = Some(key);
+        Ok(())
+    }
+
+    /// Moves the ExecutionState an execution is about to commit at version `version` to the bucket
+    /// (`state/<name>/exec-v<version>.pb`) when it is too large for its item
+    /// ([`store::MAX_INLINE_STATE`]); keeps it in the item otherwise.
+    pub async fn offload_state(
+        &self,
+        e: &mut store::ExecutionItem,
+        version: u64,
+    ) -> Result<(), Error> {
+        if e.state.len() <= store::MAX_INLINE_STATE {
+            e.state_blob = None;
+            return Ok(());
+        }
+        let key = format!("state/{}/exec-v{version}.pb", e.name);
+        self.blobs
+            .put(&self.blobs.uri(&key), std::mem::take(&mut e.state))
+            .await?;
+        e.state_blob = Some(key);
+        Ok(())
+    }
+
     /// The encoded node records of execution `name` at its version `version`, by node index, those
     /// kept in the bucket read from it; and the records as read (which slot holds each, and which
     /// hold writes never committed).

@@ -12,6 +12,9 @@ use crate::Error;
 /// SQS's longest delay.
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
 
+/// SQS's largest message body.
+pub const MAX_BODY: usize = 256 * 1024;
+
 /// A message body: the protobuf, base64 (SQS bodies are text).
 pub fn encode(m: &QueueMessage) -> String {
     base64::engine::general_purpose::STANDARD.encode(m.encode_to_vec())
@@ -45,9 +48,18 @@ impl Queue {
         }
     }
 
-    /// Sends `m`, delivered after `delay` (at most [`MAX_DELAY`]).
+    /// Sends `m`, delivered after `delay` (at most [`MAX_DELAY`]). A message over SQS's
+    /// [`MAX_BODY`] is refused, naming its execution.
     pub async fn send(&self, m: &QueueMessage, delay: Duration) -> Result<(), Error> {
         let body = encode(m);
+        if body.len() > MAX_BODY {
+            return Err(Error::Invalid(format!(
+                "a message for execution {} is {} KiB; SQS takes at most {} KiB",
+                m.execution,
+                body.len() / 1024,
+                MAX_BODY / 1024
+            )));
+        }
         let secs = delay.min(MAX_DELAY).as_secs() as i32;
         for _ in 0..if self.duplicate { 2 } else { 1 } {
             self.client

@@ -2,7 +2,7 @@
 //!
 //! | item | pk | sk | attributes |
 //! |---|---|---|---|
-//! | execution | `exec#<name>` | `#` | `version`, `phase`, `workflow`, `package`, `state` (ExecutionState), `inputs`, `parent`, `parent_node`, `futures` (a dynamic task's child), `error`, `created`, `updated`, lease (`lease_owner`, `lease_until`), `ttl` once finished |
+//! | execution | `exec#<name>` | `#` | `version`, `phase`, `workflow`, `package`, `state` (ExecutionState; or `state_blob`, an S3 key, when over 300 KB), `inputs` (or `inputs_blob`, over 64 KB), `parent`, `parent_node`, `futures` (a dynamic task's child), `error`, `created`, `updated`, lease (`lease_owner`, `lease_until`), `ttl` once finished |
 //! | node | `exec#<name>` | `node#<index, 6 digits>` | two slots, each a NodeState (`state`, or `blob`: an S3 key, for records over 190 KB) and the execution version that wrote it: slot 0 `state`/`blob`/`version`, slot 1 `state1`/`blob1`/`version1` |
 //! | cache entry | `cache#<key>` | `#` | `outputs` (LiteralMap) |
 //! | serializable cache key's reservation | `cachelock#<key>` | `#` | `holder` (attempt name), `until` (ms) |
@@ -38,6 +38,12 @@ use crate::Error;
 /// Records over this size go to S3 (DynamoDB items hold at most 400 KB; a record has two slots).
 pub const MAX_INLINE_RECORD: usize = 190 * 1024;
 
+/// An execution's state over this size goes to S3 (with its inputs, the item stays under 400 KB).
+pub const MAX_INLINE_STATE: usize = 300 * 1024;
+
+/// An execution's inputs over this size go to S3.
+pub const MAX_INLINE_INPUTS: usize = 64 * 1024;
+
 /// Most items in one transaction.
 const MAX_TRANSACTION_ITEMS: usize = 100;
 
@@ -64,10 +70,14 @@ pub struct ExecutionItem {
     pub workflow: String,
     /// S3 key of the package it runs.
     pub package: String,
-    /// The engine's ExecutionState (protobuf).
+    /// The engine's ExecutionState (protobuf); empty when it is in the bucket (`state_blob`).
     pub state: Vec<u8>,
-    /// Inputs (LiteralMap, protobuf).
+    /// Where in the bucket the ExecutionState is, when it is too large for the item.
+    pub state_blob: Option<String>,
+    /// Inputs (LiteralMap, protobuf); empty when they are in the bucket (`inputs_blob`).
     pub inputs: Vec<u8>,
+    /// Where in the bucket the inputs are, when they are too large for the item.
+    pub inputs_blob: Option<String>,
     /// Parent execution and node, for child executions.
     pub parent: Option<(String, u32)>,
     /// For the child execution of a dynamic task: the S3 key of the sub-workflow it runs (the task's
@@ -231,7 +241,9 @@ fn execution_from(item: &HashMap<String, AttributeValue>) -> ExecutionItem {
         workflow: get_s(item, "workflow").unwrap_or_default(),
         package: get_s(item, "package").unwrap_or_default(),
         state: get_b(item, "state").unwrap_or_default(),
+        state_blob: get_s(item, "state_blob"),
         inputs: get_b(item, "inputs").unwrap_or_default(),
+        inputs_blob: get_s(item, "inputs_blob"),
         parent,
         futures: get_s(item, "futures"),
         error: get_s(item, "error"),
@@ -276,6 +288,9 @@ impl Store {
         }
         if let Some(f) = &e.futures {
             req = req.item("futures", s(f));
+        }
+        if let Some(k) = &e.inputs_blob {
+            req = req.item("inputs_blob", s(k));
         }
         match req.send().await {
             Ok(_) => Ok(true),
@@ -467,6 +482,7 @@ impl Store {
             return Err(Error::LostLease(e.name.clone()));
         }
         let mut set = "SET #v = #v + :one, phase = :ph, #st = :s, updated = :now".to_string();
+        let mut remove = "lease_owner, lease_until".to_string();
         let mut update = Update::builder()
             .table_name(&self.table)
             .key("pk", s(&pk))
@@ -479,6 +495,13 @@ impl Store {
             .expression_attribute_values(":s", b(&e.state))
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":o", s(owner));
+        match &e.state_blob {
+            Some(k) => {
+                set.push_str(", state_blob = :sb");
+                update = update.expression_attribute_values(":sb", s(k));
+            }
+            None => remove.push_str(", state_blob"),
+        }
         if let Some(err) = &e.error {
             set.push_str(", #er = :er");
             update = update
@@ -492,7 +515,7 @@ impl Store {
                 .expression_attribute_values(":ttl", n(ttl));
         }
         let update = update
-            .update_expression(format!("{set} REMOVE lease_owner, lease_until"))
+            .update_expression(format!("{set} REMOVE {remove}"))
             .build()
             .map_err(|e| Error::Invalid(e.to_string()))?;
         let mut items = vec![TransactWriteItem::builder().update(update).build()];

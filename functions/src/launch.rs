@@ -164,7 +164,7 @@ pub async fn launch(
     };
     let exec = Execution::new(&program, config).map_err(Error::Invalid)?;
     let now = now_ms();
-    let item = ExecutionItem {
+    let mut item = ExecutionItem {
         name: name.clone(),
         phase: crate::transition::phase_name(exec_phase_code(exec.phase())).into(),
         workflow,
@@ -174,6 +174,7 @@ pub async fn launch(
         created: now,
         ..Default::default()
     };
+    clients.offload_inputs(&mut item).await?;
     let created = clients.store.create_execution(&item).await?;
     // A start message even when the execution already existed: a launch that stopped between the two
     // is finished by its redelivery, and a second start changes nothing.

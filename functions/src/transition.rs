@@ -61,6 +61,9 @@ pub struct Received {
     pub dead_letter: bool,
 }
 
+/// A child's end carries its outputs up to this size; larger ones are read from the bucket.
+const MAX_INLINE_MESSAGE: usize = 192 * 1024;
+
 /// The stored name of an execution phase.
 pub fn phase_name(code: u32) -> &'static str {
     match exec_phase(code) {
@@ -435,9 +438,18 @@ impl Transition {
             },
             Some(Kind::ChildDone(c)) => Event::Child {
                 node: c.node,
-                result: match &c.error {
-                    Some(e) => Err(error_from_record(e.clone())),
-                    None => Ok(c.outputs.clone().unwrap_or_default()),
+                result: match (&c.error, c.outputs_uri.as_str()) {
+                    (Some(e), _) => Err(error_from_record(e.clone())),
+                    (None, "") => Ok(c.outputs.clone().unwrap_or_default()),
+                    (None, uri) => {
+                        let bytes = self.clients.blobs.get(uri).await?.ok_or_else(|| {
+                            Error::Invalid(format!(
+                                "the outputs of a child of {exec} at {uri} are missing"
+                            ))
+                        })?;
+                        Ok(LiteralMap::decode(bytes.as_slice())
+                            .map_err(|e| Error::Invalid(format!("{uri}: {e}")))?)
+                    }
                 },
             },
         };
@@ -641,7 +653,7 @@ impl Transition {
             });
         }
         let program = self.program(&item).await?;
-        let state = ExecutionState::decode(item.state.as_slice())
+        let state = ExecutionState::decode(self.clients.state_bytes(&item).await?.as_slice())
             .map_err(|e| Error::Invalid(format!("execution {exec}: state: {e}")))?;
         let overwrite_cache = state.overwrite_cache;
         // Writes stop once half the lease has passed (see `store`).
@@ -696,8 +708,10 @@ impl Transition {
         for event in events {
             queued.push_back(match event {
                 Event::Start { .. } => Event::Start {
-                    inputs: LiteralMap::decode(item.inputs.as_slice())
-                        .map_err(|e| Error::Invalid(format!("execution {exec}: inputs: {e}")))?,
+                    inputs: LiteralMap::decode(self.clients.input_bytes(&item).await?.as_slice())
+                        .map_err(|e| {
+                        Error::Invalid(format!("execution {exec}: inputs: {e}"))
+                    })?,
                 },
                 e => e,
             });
@@ -781,6 +795,8 @@ impl Transition {
         }
         let mut item = ctx.item;
         item.state = engine.state_record().encode_to_vec();
+        let next = item.version + 1;
+        self.clients.offload_state(&mut item, next).await?;
         item.phase = phase_name(exec_phase_code(engine.phase())).into();
         if let Some(e) = engine.error() {
             item.error = Some(format!("[{}] {}", e.code, e.message));
@@ -1067,7 +1083,7 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
         let mut config = updraft_engine::exec::ExecConfig::new(name);
         config.overwrite_cache = self.ctx.overwrite_cache;
         let child = Execution::new(&program, config).map_err(Error::Invalid)?;
-        let item = ExecutionItem {
+        let mut item = ExecutionItem {
             name: name.into(),
             phase: "QUEUED".into(),
             workflow: program.workflow.clone(),
@@ -1079,6 +1095,7 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
             created: now_ms(),
             ..Default::default()
         };
+        self.t.clients.offload_inputs(&mut item).await?;
         // Idempotent by name: a child already made is left as it is.
         self.t.clients.store.create_execution(&item).await?;
         self.t
@@ -1112,18 +1129,22 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
         error: Option<ExecError>,
     ) -> Result<(), Error> {
         let (this, exec) = (self.t, self.ctx.item.name.clone());
+        let outputs_uri = format!("{}/outputs.pb", data_prefix(&this.clients, &exec));
         if let Some(out) = &outputs {
-            let uri = format!("{}/outputs.pb", data_prefix(&this.clients, &exec));
-            this.clients.blobs.put(&uri, out.encode_to_vec()).await?;
+            this.clients
+                .blobs
+                .put(&outputs_uri, out.encode_to_vec())
+                .await?;
         }
         tracing::info!(execution = %exec, phase = ?phase, error = ?error.as_ref().map(|e| &e.message), "execution finished");
         if phase != ExecPhase::Succeeded {
             this.abort_orphans(&exec).await?;
         }
         if let Some((parent, node)) = &self.ctx.item.parent {
-            let done = ChildDoneMessage {
+            let mut done = ChildDoneMessage {
                 node: *node,
                 outputs: outputs.clone(),
+                outputs_uri: String::new(),
                 error: match (phase, &error) {
                     (ExecPhase::Succeeded, _) => None,
                     (_, Some(e)) => Some(error_record(e)),
@@ -1135,6 +1156,11 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
                     })),
                 },
             };
+            // Outputs too large for a message are read from where they were just written.
+            if done.encoded_len() > MAX_INLINE_MESSAGE {
+                done.outputs = None;
+                done.outputs_uri = outputs_uri;
+            }
             this.clients
                 .queue
                 .send(&message(parent, Kind::ChildDone(done)), Duration::ZERO)

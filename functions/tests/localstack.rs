@@ -958,6 +958,102 @@ async fn a_batchs_messages_for_one_execution_share_one_transition() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn literals_of_any_size_pass_through_the_table_and_the_queue() {
+    // A 600 KB string through an echo and a child execution: the execution's inputs and state, the
+    // node records, the child's inputs and its end all outgrow a table item or a queue message.
+    let stack = Stack::new("big").await;
+    let dir = std::env::temp_dir().join(format!("updraft-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("big.yaml");
+    std::fs::write(
+        &file,
+        r#"version: 1
+image: ghcr.io/updraft-run/fixtures:1
+tasks:
+  echo: {type: echo, inputs: {s: str}, outputs: {s: str}}
+workflows:
+  echo_wf:
+    inputs: {s: str}
+    outputs: {s: "${e.s}"}
+    nodes:
+      - {id: e, task: echo, inputs: {s: "${inputs.s}"}}
+  big:
+    inputs: {s: str}
+    outputs: {o: "${child.s}", p: "${e.s}"}
+    nodes:
+      - {id: e, task: echo, inputs: {s: "${inputs.s}"}}
+      - {id: child, launch_plan: echo_wf, inputs: {s: "${e.s}"}}
+"#,
+    )
+    .unwrap();
+    stack.register(file.to_str().unwrap()).await;
+    let packages = Packages::default();
+    let t = stack.transition().await;
+    let text: String = (0..600 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let req = request("big", "big", serde_json::json!({ "s": text }));
+    launch(&stack.settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    let item = stack.clients.store.execution("big").await.unwrap().unwrap();
+    assert!(
+        item.inputs.is_empty() && item.inputs_blob.is_some(),
+        "inputs kept inline"
+    );
+    assert_eq!(
+        stack.drive(&t, "big", Duration::from_secs(120)).await,
+        "SUCCEEDED"
+    );
+    assert_eq!(
+        stack.outputs("big").await,
+        serde_json::json!({ "o": text, "p": text })
+    );
+    let item = stack.clients.store.execution("big").await.unwrap().unwrap();
+    assert!(
+        item.state.is_empty() && item.state_blob.is_some(),
+        "state kept inline"
+    );
+    let child = updraft_engine::exec::dns_name("big-child");
+    let child = stack
+        .clients
+        .store
+        .execution(&child)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(child.phase, "SUCCEEDED");
+    assert!(
+        child.inputs_blob.is_some(),
+        "the child's inputs kept inline"
+    );
+    // A message SQS would refuse is refused before it is sent, naming its execution.
+    let huge = updraft_proto::updraft::QueueMessage {
+        execution: "big".into(),
+        kind: Some(updraft_proto::updraft::queue_message::Kind::Signal(
+            updraft_proto::updraft::SignalMessage {
+                id: "x".into(),
+                value: Some(updraft_engine::literal::primitive_lit(
+                    updraft_proto::core::primitive::Value::StringValue(text.clone()),
+                )),
+            },
+        )),
+    };
+    let err = stack
+        .clients
+        .queue
+        .send(&huge, Duration::ZERO)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("execution big") && err.contains("256 KiB"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A message of execution `exec`, as the dead-letter queue hands it over.
 fn dead_letter(id: &str, exec: &str) -> Received {
     let m = updraft_proto::updraft::QueueMessage {

@@ -304,7 +304,7 @@ async fn snapshot(d: &Deployment, name: &str) -> anyhow::Result<Snapshot> {
         .execution(name)
         .await?
         .with_context(|| format!("no execution {name} in stack `{}`", d.stack))?;
-    let state = ExecutionState::decode(item.state.as_slice())
+    let state = ExecutionState::decode(d.clients.state_bytes(&item).await?.as_slice())
         .with_context(|| format!("execution {name}: an unreadable state record"))?;
     let mut nodes = Vec::new();
     for (index, raw) in d.clients.node_records(name, item.version).await?.0 {

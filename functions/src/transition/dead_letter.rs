@@ -178,6 +178,7 @@ impl Transition {
                 let done = ChildDoneMessage {
                     node: *node,
                     outputs: None,
+                    outputs_uri: String::new(),
                     error: Some(error_record(&error)),
                 };
                 self.clients
@@ -187,10 +188,13 @@ impl Transition {
             }
             // The state's own phase and error agree with the item's (kept as they are when the
             // state is what cannot be read).
-            if let Ok(mut state) = ExecutionState::decode(item.state.as_slice()) {
+            let stored = self.clients.state_bytes(&item).await?;
+            if let Ok(mut state) = ExecutionState::decode(stored.as_slice()) {
                 state.phase = exec_phase_code(ExecPhase::Failed);
                 state.error = Some(error_record(&error));
                 item.state = state.encode_to_vec();
+                let next = item.version + 1;
+                self.clients.offload_state(&mut item, next).await?;
             }
             item.phase = "FAILED".into();
             item.error = Some(format!("[{DEAD_LETTER}] {reason}"));
