@@ -351,7 +351,8 @@ impl Store {
         }
     }
 
-    /// Takes the execution's lease for `owner` until `until_ms`, when it is free or has expired.
+    /// Takes the execution's lease for `owner` until `until_ms`, when it is free, has expired or is
+    /// already `owner`'s (a retried request whose answer was lost takes it again).
     pub async fn lease(
         &self,
         name: &str,
@@ -367,7 +368,8 @@ impl Store {
             .key("sk", s("#"))
             .update_expression("SET lease_owner = :o, lease_until = :u")
             .condition_expression(
-                "attribute_exists(pk) AND (attribute_not_exists(lease_until) OR lease_until < :now)",
+                "attribute_exists(pk) AND (attribute_not_exists(lease_until) OR lease_until < :now \
+                 OR lease_owner = :o)",
             )
             .expression_attribute_values(":o", s(owner))
             .expression_attribute_values(":u", n(until_ms))

@@ -150,12 +150,16 @@ impl Stack {
     }
 
     async fn transition(&self) -> Transition {
+        self.transition_with(self.clients.clone()).await
+    }
+
+    /// A transition that reaches AWS through `clients`.
+    async fn transition_with(&self, mut clients: Clients) -> Transition {
         let cluster = Cluster::from_kubeconfig(Some(&self.work.join("kubeconfig")))
             .await
             .unwrap();
         let mut settings = self.settings.clone();
         settings.eks = Some(self.eks.clone());
-        let mut clients = self.clients.clone();
         clients.queue.duplicate = settings.fault.as_deref() == Some("duplicate");
         Transition::with_cluster(settings, clients, Some((cluster, self.eks.clone())))
     }
@@ -1052,6 +1056,85 @@ workflows:
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_server_errors_latency_and_dropped_connections_change_no_outcome() {
+    // Every AWS request of the transitions goes through the fault proxy: one in four meets
+    // throttling, a server error, latency or a dropped connection (before the request, or after it
+    // with its answer lost). The outcome is the fault-free run's, and no task runs twice.
+    use updraft_test_faults::{Fault, FaultProxy, Faults};
+    let mut stack = Stack::new("chaos").await;
+    stack.register("tests/fixtures/flytekit/branches.tgz").await;
+    stack.settings.lease = Duration::from_secs(5);
+    let proxy = FaultProxy::start(
+        &endpoint(),
+        Faults {
+            throttle: 0.08,
+            server_error: 0.05,
+            latency: 0.05,
+            drop_request: 0.03,
+            drop_answer: 0.04,
+            seed: 20_261_201,
+        },
+    )
+    .unwrap();
+    let t = stack
+        .transition_with(stack.settings.clients_with(sdk(&proxy.url).await))
+        .await;
+    let mut settings = stack.settings.clone();
+    settings.eks = Some(stack.eks.clone());
+    let packages = Packages::default();
+    for (name, x, want) in [
+        ("chaos-a", 12, "10->400"),
+        ("chaos-b", 3, "10->6"),
+        ("chaos-c", -5, "10->5"),
+    ] {
+        let req = request(
+            "fixtures.branches.branch_wf",
+            name,
+            serde_json::json!({ "x": x }),
+        );
+        launch(&settings, &stack.clients, &packages, &req, "")
+            .await
+            .unwrap();
+        assert_eq!(
+            stack.drive(&t, name, Duration::from_secs(240)).await,
+            "SUCCEEDED",
+            "{name}"
+        );
+        assert_eq!(stack.outputs(name).await, serde_json::json!({ "o0": want }));
+        let pods: Vec<String> = stack
+            .pods_ran()
+            .into_iter()
+            .filter(|p| p.starts_with(&format!("{name}-")))
+            .collect();
+        assert_eq!(pods.len(), 3, "{name}: each task attempt once: {pods:?}");
+    }
+    let injected = proxy.injected();
+    eprintln!(
+        "fault proxy: {} requests, faults injected: {injected:?}",
+        proxy.requests()
+    );
+    for fault in [
+        Fault::Throttle,
+        Fault::ServerError,
+        Fault::Latency,
+        Fault::DropRequest,
+        Fault::DropAnswer,
+    ] {
+        assert!(
+            injected.keys().any(|(f, _)| *f == fault),
+            "no {fault:?} was injected in {} requests: {injected:?}",
+            proxy.requests()
+        );
+    }
+    for service in ["dynamodb", "sqs", "s3"] {
+        assert!(
+            injected.keys().any(|(_, s)| s == service),
+            "no fault met {service}: {injected:?}"
+        );
+    }
 }
 
 /// A message of execution `exec`, as the dead-letter queue hands it over.
