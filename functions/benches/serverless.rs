@@ -27,14 +27,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use updraft_connector_eks::{Cluster, EksConfig};
 use updraft_functions::launch::{Packages, Request, launch};
 use updraft_functions::transition::{Received, Transition, is_final};
 use updraft_functions::{Clients, Settings};
 use updraft_test_kube::{Node, Server};
+
+mod common;
+use common::{env, ms, percentile, resources, sdk};
 
 // ------------------------------------------------------------------ a counting proxy
 
@@ -160,77 +160,6 @@ fn count_requests(
 
 // ------------------------------------------------------------------ the stack
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: see the top of functions/benches/serverless.rs")
-    })
-}
-
-async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "test", "test", None, None, "bench",
-        ))
-        .load()
-        .await
-}
-
-async fn resources(sdk: &aws_config::SdkConfig, id: &str) -> Settings {
-    let key = |n: &str, t| {
-        KeySchemaElement::builder()
-            .attribute_name(n)
-            .key_type(t)
-            .build()
-            .unwrap()
-    };
-    let attr = |n: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(n)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .unwrap()
-    };
-    aws_sdk_dynamodb::Client::new(sdk)
-        .create_table()
-        .table_name(id)
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .attribute_definitions(attr("pk"))
-        .attribute_definitions(attr("sk"))
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
-    updraft_aws::s3_client(sdk)
-        .create_bucket()
-        .bucket(id)
-        .send()
-        .await
-        .unwrap();
-    let url = aws_sdk_sqs::Client::new(sdk)
-        .create_queue()
-        .queue_name(id)
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    Settings {
-        table: id.into(),
-        bucket: id.into(),
-        transitions_url: url,
-        eks: None,
-        services: Default::default(),
-        max_check_delay: Duration::from_secs(1),
-        lease: Duration::from_secs(30),
-        max_receives: 5,
-        max_starts: 100,
-        fault: None,
-    }
-}
-
 fn cluster(work: &Path, root: &Path) -> Server {
     let node = Node::python(
         Path::new(&env("UPDRAFT_TEST_PYTHON")),
@@ -251,18 +180,6 @@ fn totals(waits: &[&Waits]) -> BTreeMap<String, (usize, f64)> {
         }
     }
     out
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 // ------------------------------------------------------------------ a stand-in Runtime API
@@ -669,25 +586,12 @@ async fn main() {
     for (svc, n) in &per {
         println!("{svc:<10} {n:.2}");
     }
-    // Prices (us-east-1, on demand): Lambda $0.20 per million requests plus $0.0000133334 per GB-s on
-    // arm64; SQS $0.40 per million requests (64 KB chunks); DynamoDB on demand $0.625 per million write
-    // units and $0.125 per million read units (a transactional write is 2 units); S3 $5 per million
-    // PUTs and $0.40 per million GETs. One transition = one SQS receive and one delete on top of the
-    // SDK calls counted here (an event source mapping batches up to 10 messages per receive and
-    // delete; counted as one each here).
+    // The cost model: `common::cost_per_million`.
     let median_s = percentile(&all, 0.5) / 1000.0;
-    let lambda = 0.20 + 0.512 * median_s.max(0.001) * 13.3334;
-    let sqs_cost = (per.get("sqs").copied().unwrap_or(0.0) + 2.0) * 0.40;
     println!(
         "(plus 2 SQS requests per transition by the event source mapping: receive and delete)"
     );
-    let ddb = per.get("dynamodb").copied().unwrap_or(0.0);
-    // Of DynamoDB calls, writes (lease, commit with about two items, release) dominate; count each
-    // call as 2 write units, an upper bound for items under 1 KB.
-    let ddb_cost = ddb * 2.0 * 0.625;
-    let s3_cost = per.get("s3 PUT").copied().unwrap_or(0.0) * 5.0
-        + per.get("s3 GET").copied().unwrap_or(0.0) * 0.40;
-    let total = lambda + sqs_cost + ddb_cost + s3_cost;
+    let (lambda, sqs_cost, ddb_cost, s3_cost, total) = common::cost_per_million(&per, median_s);
     println!(
         "\n== cost per million transitions (upper bounds, 512 MB arm64 at the median duration)\n\
          Lambda ${lambda:.2}  SQS ${sqs_cost:.2}  DynamoDB ${ddb_cost:.2}  S3 ${s3_cost:.2}  \

@@ -9,6 +9,8 @@
 //! - **dropped connections**, two ways: before the request reaches the service (it never happens),
 //!   and after (it happens, the answer is lost: the caller cannot tell it did).
 //!
+//! With no fault asked for, it is a counting proxy: [`FaultProxy::requests_by_service`].
+//!
 //! Faults are drawn from a seeded generator, request by request. Everything else passes unchanged,
 //! one request at a time per connection, as HTTP/1.1 clients send them (`Content-Length` bodies, which
 //! the AWS SDKs send). The service of a request is read from its `X-Amz-Target` or its signature's
@@ -59,6 +61,7 @@ pub struct FaultProxy {
     /// `http://127.0.0.1:<port>`: the endpoint to give clients.
     pub url: String,
     requests: Arc<AtomicU64>,
+    by_service: Arc<Mutex<BTreeMap<String, u64>>>,
     injected: Arc<Mutex<BTreeMap<(Fault, String), u64>>>,
 }
 
@@ -74,6 +77,7 @@ impl FaultProxy {
         let proxy = Self {
             url,
             requests: Arc::default(),
+            by_service: Arc::default(),
             injected: Arc::default(),
         };
         let p = proxy.clone();
@@ -93,6 +97,15 @@ impl FaultProxy {
     /// Requests seen so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests seen so far by service (`dynamodb`, `sqs`, …; S3's as `s3 GET` for reads and
+    /// `s3 PUT` for the rest, as S3 prices them), faulted or not.
+    pub fn requests_by_service(&self) -> BTreeMap<String, u64> {
+        self.by_service
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 
     /// Faults injected so far, by fault and service.
@@ -117,6 +130,16 @@ impl FaultProxy {
         while let Some(request) = read_request(&mut reader) {
             self.requests.fetch_add(1, Ordering::Relaxed);
             let service = service_of(&request.head);
+            let priced = match service.as_str() {
+                "s3" if request.head.starts_with("get ") || request.head.starts_with("head ") => {
+                    "s3 GET".to_string()
+                }
+                "s3" => "s3 PUT".to_string(),
+                s => s.to_string(),
+            };
+            if let Ok(mut m) = self.by_service.lock() {
+                *m.entry(priced).or_default() += 1;
+            }
             let fault = rng.lock().ok().and_then(|mut r| r.draw(&faults));
             if let Some(f) = fault {
                 self.note(f, &service);

@@ -1,0 +1,218 @@
+//! The serverless runtime at scale, against LocalStack (prints figures; asserts nothing about speed).
+//!
+//! ```sh
+//! bash localstack/up && UPDRAFT_TEST_LOCALSTACK=http://127.0.0.1:4566 \
+//!   cargo bench -p updraft-functions --bench scale
+//! ```
+//!
+//! Each case launches one execution and drives the transitions queue with the transition logic
+//! in-process (batches of up to 10 messages, as the event source mapping delivers them) until it
+//! ends, every AWS request through a counting proxy:
+//!
+//! - `fanout10k`: 10,000 echo nodes at once;
+//! - `map100k`: an echo task mapped over a 100,000-element list (its inputs, 600 KB, in the bucket).
+//!
+//! Echo tasks run inside the engine, so the figures are the runtime's own: transitions, time,
+//! requests per transition and what they cost, with `MaxStartsPerTransition` (default 100;
+//! `UPDRAFT_BENCH_MAX_STARTS` to change) bounding each transition's starts. `UPDRAFT_BENCH_CASES`
+//! picks cases (comma-separated).
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use updraft_functions::launch::{Packages, Request, launch};
+use updraft_functions::transition::{Received, Transition, is_final};
+use updraft_test_faults::{FaultProxy, Faults};
+
+mod common;
+use common::{cost_per_million, env, ms, percentile, resources, sdk};
+
+fn fanout_yaml(width: usize) -> String {
+    let mut y = String::from(
+        "version: 1\nimage: ghcr.io/updraft-run/fixtures:1\ntasks:\n  echo: {type: echo, inputs: {x: int}, outputs: {x: int}}\nworkflows:\n  fanout:\n    inputs: {x: int}\n    outputs: {o: \"${e0.x}\"}\n    nodes:\n",
+    );
+    for i in 0..width {
+        y.push_str(&format!(
+            "      - {{id: e{i}, task: echo, inputs: {{x: \"${{inputs.x}}\"}}}}\n"
+        ));
+    }
+    y
+}
+
+const MAP_YAML: &str = "version: 1
+image: ghcr.io/updraft-run/fixtures:1
+tasks:
+  echo: {type: echo, inputs: {x: int}, outputs: {x: int}}
+workflows:
+  map:
+    inputs: {xs: \"list[int]\"}
+    outputs: {ys: \"${m.x}\"}
+    nodes:
+      - {id: m, map: {task: echo}, inputs: {x: \"${inputs.xs}\"}}
+";
+
+struct Case {
+    name: &'static str,
+    yaml: String,
+    workflow: &'static str,
+    inputs: serde_json::Value,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let localstack = env("UPDRAFT_TEST_LOCALSTACK");
+    let max_starts: u32 = std::env::var("UPDRAFT_BENCH_MAX_STARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let wanted: Option<Vec<String>> = std::env::var("UPDRAFT_BENCH_CASES")
+        .ok()
+        .map(|v| v.split(',').map(str::to_string).collect());
+    let cases = [
+        Case {
+            name: "fanout10k",
+            yaml: fanout_yaml(10_000),
+            workflow: "fanout",
+            inputs: serde_json::json!({"x": 7}),
+        },
+        Case {
+            name: "map100k",
+            yaml: MAP_YAML.into(),
+            workflow: "map",
+            inputs: serde_json::json!({"xs": (0..100_000).collect::<Vec<i64>>()}),
+        },
+    ];
+    println!("MaxStartsPerTransition {max_starts}");
+    for case in cases {
+        if wanted
+            .as_ref()
+            .is_some_and(|w| !w.iter().any(|c| c == case.name))
+        {
+            continue;
+        }
+        run(&localstack, &case, max_starts).await;
+    }
+}
+
+async fn run(localstack: &str, case: &Case, max_starts: u32) {
+    let direct = sdk(localstack).await;
+    let id = format!(
+        "scale-{}-{}-{}",
+        case.name,
+        std::process::id(),
+        updraft_functions::now_ms() % 100_000
+    );
+    let mut settings = resources(&direct, &id).await;
+    settings.max_starts = max_starts;
+    settings.lease = Duration::from_secs(120);
+    // The transition's requests go through a counting proxy; the bench's own do not.
+    let proxy = FaultProxy::start(localstack, Faults::default()).unwrap();
+    let counted = settings.clients_with(sdk(&proxy.url).await);
+    let clients = settings.clients_with(direct.clone());
+    let key = format!("packages/{}.yaml", case.name);
+    clients
+        .blobs
+        .put(&clients.blobs.uri(&key), case.yaml.clone().into_bytes())
+        .await
+        .unwrap();
+    let pkg = updraft_functions::launch::decode_package(&key, case.yaml.as_bytes()).unwrap();
+    let compiled = updraft_engine::compile(&pkg).unwrap();
+    for name in compiled.workflows.keys() {
+        clients.store.register(name, &key, 0).await.unwrap();
+    }
+    let t = Transition::with_cluster(settings.clone(), counted, None);
+    let req: Request = serde_json::from_value(serde_json::json!({
+        "name": case.name,
+        "workflow": case.workflow,
+        "inputs": case.inputs,
+    }))
+    .unwrap();
+    let started = Instant::now();
+    launch(&settings, &clients, &Packages::default(), &req, "")
+        .await
+        .unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&direct);
+    let before = proxy.requests_by_service();
+    let mut handled = 0u64;
+    let mut transitions = Vec::new();
+    let limit = Instant::now() + Duration::from_secs(3600);
+    loop {
+        let item = clients.store.execution(case.name).await.unwrap().unwrap();
+        if is_final(&item.phase) {
+            assert_eq!(item.phase, "SUCCEEDED", "{}: {:?}", case.name, item.error);
+            break;
+        }
+        assert!(Instant::now() < limit, "{} did not finish", case.name);
+        let got = sqs
+            .receive_message()
+            .queue_url(&settings.transitions_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        let msgs = got.messages.unwrap_or_default();
+        if msgs.is_empty() {
+            continue;
+        }
+        let batch: Vec<Received> = msgs
+            .iter()
+            .map(|m| Received {
+                id: m.message_id.clone().unwrap_or_default(),
+                body: m.body.clone().unwrap_or_default(),
+                receive_count: 1,
+                dead_letter: false,
+            })
+            .collect();
+        handled += batch.len() as u64;
+        let at = Instant::now();
+        let failed = t.handle(batch).await;
+        transitions.push(ms(at.elapsed()));
+        for m in &msgs {
+            if !failed.contains(m.message_id.as_ref().unwrap()) {
+                sqs.delete_message()
+                    .queue_url(&settings.transitions_url)
+                    .receipt_handle(m.receipt_handle.clone().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let took = started.elapsed();
+    let item = clients.store.execution(case.name).await.unwrap().unwrap();
+    let after = proxy.requests_by_service();
+    let mut per: BTreeMap<String, f64> = BTreeMap::new();
+    for (svc, n) in &after {
+        let d = n - before.get(svc).copied().unwrap_or(0);
+        per.insert(svc.clone(), d as f64 / handled.max(1) as f64);
+    }
+    transitions.sort_by(f64::total_cmp);
+    let median_s = percentile(&transitions, 0.5) / 1000.0;
+    let (lambda, sqs_cost, ddb, s3, total) = cost_per_million(&per, median_s);
+    println!(
+        "\n== {}: SUCCEEDED in {:.1} s; {} messages in {} batches, {} commits",
+        case.name,
+        took.as_secs_f64(),
+        handled,
+        transitions.len(),
+        item.version
+    );
+    println!(
+        "batch handling: median {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        percentile(&transitions, 0.5),
+        percentile(&transitions, 0.99),
+        transitions.last().copied().unwrap_or(0.0)
+    );
+    let line: Vec<String> = per.iter().map(|(s, n)| format!("{s} {n:.2}")).collect();
+    println!("AWS requests per message: {}", line.join(", "));
+    println!(
+        "cost per million messages (upper bound): Lambda ${lambda:.2}  SQS ${sqs_cost:.2}  \
+         DynamoDB ${ddb:.2}  S3 ${s3:.2}  = ${total:.2}; this execution ${:.4} \
+         (Step Functions Standard: $25.00 per million state transitions; Express: $1.00 per \
+         million requests plus $0.00001667 per GB-s)",
+        total * handled as f64 / 1e6
+    );
+}
