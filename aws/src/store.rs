@@ -51,8 +51,11 @@ const MAX_TRANSACTION_ITEMS: usize = 100;
 /// takes up to 400 KB of it).
 const MAX_TRANSACTION_RECORD_BYTES: usize = 3 * 1024 * 1024;
 
-/// Records written at once before a split commit's transaction.
-const PARALLEL_WRITES: usize = 16;
+/// Records in one BatchWriteItem (DynamoDB's most).
+const BATCH_WRITE_ITEMS: usize = 25;
+
+/// BatchWriteItem requests under way at once before a split commit's transaction.
+const PARALLEL_WRITES: usize = 8;
 
 /// How long finished executions are kept (DynamoDB TTL).
 pub const RETENTION_SECS: u64 = 30 * 24 * 3600;
@@ -119,8 +122,18 @@ pub struct NodeRecord {
     pub bytes: Option<NodeBytes>,
     /// The slot holding it (0 or 1).
     pub slot: u8,
+    /// The execution version that wrote it (0 when none did).
+    pub version: u64,
     /// A slot holds a write that was never committed: the next commit must write this record.
     pub stale: bool,
+}
+
+impl NodeRecord {
+    /// The committed state with its slot and version, if there is one (what [`NodeWrite::committed`]
+    /// wants).
+    pub fn committed(&self) -> Option<(u8, u64, NodeBytes)> {
+        self.bytes.clone().map(|b| (self.slot, self.version, b))
+    }
 }
 
 /// A changed node record for [`Store::commit`].
@@ -130,9 +143,9 @@ pub struct NodeWrite {
     pub index: u32,
     /// The new state.
     pub bytes: NodeBytes,
-    /// The slot holding the committed state as read (None: no record, or none committed), which a
-    /// write outside the transaction must leave alone.
-    pub committed_slot: Option<u8>,
+    /// The committed state as read — its slot, version and bytes (None: no record, or none
+    /// committed) — which a write outside the transaction keeps beside the new one.
+    pub committed: Option<(u8, u64, NodeBytes)>,
 }
 
 /// The slots' attribute names: (inline state, blob key, version).
@@ -161,16 +174,18 @@ fn read_record(index: u32, item: &HashMap<String, AttributeValue>, version: u64)
         }
     }
     match best {
-        Some((_, slot, bytes)) => NodeRecord {
+        Some((version, slot, bytes)) => NodeRecord {
             index,
             bytes: Some(bytes),
             slot,
+            version,
             stale,
         },
         None => NodeRecord {
             index,
             bytes: None,
             slot: 0,
+            version: 0,
             stale,
         },
     }
@@ -471,11 +486,14 @@ impl Store {
                 before.push(w);
             }
         }
-        for chunk in before.chunks(PARALLEL_WRITES) {
+        let batches: Vec<&[&NodeWrite]> = before.chunks(BATCH_WRITE_ITEMS).collect();
+        for chunk in batches.chunks(PARALLEL_WRITES) {
             if crate::now_ms() > deadline_ms {
                 return Err(Error::LostLease(e.name.clone()));
             }
-            let writes = chunk.iter().map(|w| self.write_slot(&pk, w, next, ttl));
+            let writes = chunk
+                .iter()
+                .map(|batch| self.write_slots(&pk, batch, next, ttl));
             for r in futures_util::future::join_all(writes).await {
                 r?;
             }
@@ -553,67 +571,83 @@ impl Store {
         Ok(())
     }
 
-    /// Writes node record `w` tagged with version `version` into its slot that holds no committed
-    /// state (a record with none committed: slot 0, slot 1 dropped).
-    async fn write_slot(
+    /// Writes node records `writes` (at most 25), each whole: its committed state kept in its slot,
+    /// the new state tagged with version `version` in the other (a record with none committed: slot
+    /// 0 alone). Items DynamoDB leaves unprocessed are written again, with backoff.
+    async fn write_slots(
         &self,
         pk: &str,
-        w: &NodeWrite,
+        writes: &[&NodeWrite],
         version: u64,
         ttl: Option<i64>,
     ) -> Result<(), Error> {
-        let (slot, other) = match w.committed_slot {
-            Some(0) => (SLOTS[1], None),
-            Some(_) => (SLOTS[0], None),
-            None => (SLOTS[0], Some(SLOTS[1])),
+        let slot_attrs = |slot: usize, bytes: &NodeBytes, v: u64| {
+            let (state, blob, ver) = SLOTS[slot];
+            let value = match bytes {
+                NodeBytes::Inline(b_) => (state, b(b_)),
+                NodeBytes::Blob(k) => (blob, s(k)),
+            };
+            [value, (ver, n(v))]
         };
-        let (state, blob, ver) = slot;
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(pk))
-            .key("sk", s(node_sk(w.index)))
-            .expression_attribute_names("#ver", ver)
-            .expression_attribute_values(":ver", n(version));
-        let mut set = vec!["#ver = :ver".to_string(), "#val = :val".to_string()];
-        let mut remove = Vec::new();
-        req = match &w.bytes {
-            NodeBytes::Inline(v) => {
-                remove.push("#other");
-                req.expression_attribute_names("#val", state)
-                    .expression_attribute_names("#other", blob)
-                    .expression_attribute_values(":val", b(v))
+        let mut requests = Vec::with_capacity(writes.len());
+        for w in writes {
+            let mut item = HashMap::from([
+                ("pk".to_string(), s(pk)),
+                ("sk".to_string(), s(node_sk(w.index))),
+            ]);
+            let new_slot = match &w.committed {
+                Some((slot, v, bytes)) => {
+                    let kept = usize::from(*slot).min(1);
+                    item.extend(
+                        slot_attrs(kept, bytes, *v)
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v)),
+                    );
+                    1 - kept
+                }
+                None => 0,
+            };
+            item.extend(
+                slot_attrs(new_slot, &w.bytes, version)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v)),
+            );
+            if let Some(ttl) = ttl {
+                item.insert("ttl".into(), n(ttl));
             }
-            NodeBytes::Blob(k) => {
-                remove.push("#other");
-                req.expression_attribute_names("#val", blob)
-                    .expression_attribute_names("#other", state)
-                    .expression_attribute_values(":val", s(k))
+            let put = aws_sdk_dynamodb::types::PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            requests.push(
+                aws_sdk_dynamodb::types::WriteRequest::builder()
+                    .put_request(put)
+                    .build(),
+            );
+        }
+        let mut delay = std::time::Duration::from_millis(50);
+        for _ in 0..8 {
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, requests)
+                .send()
+                .await
+                .map_err(|e| Error::aws("DynamoDB BatchWriteItem (node records)", e))?;
+            requests = out
+                .unprocessed_items
+                .and_then(|mut m| m.remove(&self.table))
+                .unwrap_or_default();
+            if requests.is_empty() {
+                return Ok(());
             }
-        };
-        if let Some((state1, blob1, ver1)) = other {
-            remove.extend(["#s1", "#b1", "#v1"]);
-            req = req
-                .expression_attribute_names("#s1", state1)
-                .expression_attribute_names("#b1", blob1)
-                .expression_attribute_names("#v1", ver1);
+            tokio::time::sleep(delay).await;
+            delay *= 2;
         }
-        if let Some(ttl) = ttl {
-            set.push("#ttl = :ttl".into());
-            req = req
-                .expression_attribute_names("#ttl", "ttl")
-                .expression_attribute_values(":ttl", n(ttl));
-        }
-        req.update_expression(format!(
-            "SET {} REMOVE {}",
-            set.join(", "),
-            remove.join(", ")
-        ))
-        .send()
-        .await
-        .map_err(|e| Error::aws("DynamoDB UpdateItem (node record)", e))?;
-        Ok(())
+        Err(Error::Aws(format!(
+            "DynamoDB BatchWriteItem (node records): {} left unprocessed after 8 tries",
+            requests.len()
+        )))
     }
 
     /// Cached outputs under `key`.

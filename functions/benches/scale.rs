@@ -27,7 +27,7 @@ use updraft_functions::transition::{Received, Transition, is_final};
 use updraft_test_faults::{FaultProxy, Faults};
 
 mod common;
-use common::{cost_per_million, env, ms, percentile, resources, sdk};
+use common::{cost_of_traffic, env, ms, percentile, resources, sdk};
 
 fn fanout_yaml(width: usize) -> String {
     let mut y = String::from(
@@ -55,6 +55,8 @@ workflows:
 
 struct Case {
     name: &'static str,
+    /// Task attempts it runs (nodes or elements).
+    units: u64,
     yaml: String,
     workflow: &'static str,
     inputs: serde_json::Value,
@@ -73,12 +75,14 @@ async fn main() {
     let cases = [
         Case {
             name: "fanout10k",
+            units: 10_000,
             yaml: fanout_yaml(10_000),
             workflow: "fanout",
             inputs: serde_json::json!({"x": 7}),
         },
         Case {
             name: "map100k",
+            units: 100_000,
             yaml: MAP_YAML.into(),
             workflow: "map",
             inputs: serde_json::json!({"xs": (0..100_000).collect::<Vec<i64>>()}),
@@ -134,7 +138,7 @@ async fn run(localstack: &str, case: &Case, max_starts: u32) {
         .await
         .unwrap();
     let sqs = aws_sdk_sqs::Client::new(&direct);
-    let before = proxy.requests_by_service();
+    let before = proxy.traffic();
     let mut handled = 0u64;
     let mut transitions = Vec::new();
     let limit = Instant::now() + Duration::from_secs(3600);
@@ -183,21 +187,31 @@ async fn run(localstack: &str, case: &Case, max_starts: u32) {
     }
     let took = started.elapsed();
     let item = clients.store.execution(case.name).await.unwrap().unwrap();
-    let after = proxy.requests_by_service();
-    let mut per: BTreeMap<String, f64> = BTreeMap::new();
-    for (svc, n) in &after {
-        let d = n - before.get(svc).copied().unwrap_or(0);
-        per.insert(svc.clone(), d as f64 / handled.max(1) as f64);
-    }
+    let traffic: BTreeMap<String, updraft_test_faults::Traffic> = proxy
+        .traffic()
+        .into_iter()
+        .map(|(op, t)| {
+            let b = before.get(&op).copied().unwrap_or_default();
+            (
+                op,
+                updraft_test_faults::Traffic {
+                    requests: t.requests - b.requests,
+                    sent: t.sent - b.sent,
+                    received: t.received - b.received,
+                },
+            )
+        })
+        .collect();
     transitions.sort_by(f64::total_cmp);
-    let median_s = percentile(&transitions, 0.5) / 1000.0;
-    let (lambda, sqs_cost, ddb, s3, total) = cost_per_million(&per, median_s);
+    let batches = transitions.len() as u64;
+    let lambda_seconds = transitions.iter().sum::<f64>() / 1000.0;
+    let (lambda, sqs_cost, ddb, s3, total) = cost_of_traffic(&traffic, batches, lambda_seconds);
     println!(
         "\n== {}: SUCCEEDED in {:.1} s; {} messages in {} batches, {} commits",
         case.name,
         took.as_secs_f64(),
         handled,
-        transitions.len(),
+        batches,
         item.version
     );
     println!(
@@ -206,13 +220,27 @@ async fn run(localstack: &str, case: &Case, max_starts: u32) {
         percentile(&transitions, 0.99),
         transitions.last().copied().unwrap_or(0.0)
     );
-    let line: Vec<String> = per.iter().map(|(s, n)| format!("{s} {n:.2}")).collect();
-    println!("AWS requests per message: {}", line.join(", "));
+    let requests: u64 = traffic.values().map(|t| t.requests).sum();
+    let line: Vec<String> = traffic
+        .iter()
+        .map(|(op, t)| {
+            format!(
+                "{op} {} ({:.1} MB out, {:.1} MB in)",
+                t.requests,
+                t.sent as f64 / 1e6,
+                t.received as f64 / 1e6
+            )
+        })
+        .collect();
+    println!("AWS requests ({requests}): {}", line.join("; "));
+    let per_m = |x: f64| x / handled.max(1) as f64 * 1e6;
     println!(
-        "cost per million messages (upper bound): Lambda ${lambda:.2}  SQS ${sqs_cost:.2}  \
-         DynamoDB ${ddb:.2}  S3 ${s3:.2}  = ${total:.2}; this execution ${:.4} \
-         (Step Functions Standard: $25.00 per million state transitions; Express: $1.00 per \
-         million requests plus $0.00001667 per GB-s)",
-        total * handled as f64 / 1e6
+        "cost: this execution ${total:.4} (Lambda ${lambda:.4}, SQS ${sqs_cost:.4}, DynamoDB \
+         ${ddb:.4}, S3 ${s3:.4}); per million messages ${:.2}; per million task attempts ${:.2} \
+         ({} attempts; Step Functions Standard: $25.00 per million state transitions, at least \
+         one a task; Express: $1.00 per million requests plus $0.00001667 per GB-s)",
+        per_m(total),
+        total / case.units as f64 * 1e6,
+        case.units
     );
 }

@@ -665,10 +665,9 @@ impl Transition {
             .filter(|r| r.stale)
             .map(|r| r.index)
             .collect();
-        let committed_slot: HashMap<u32, u8> = records
+        let committed: HashMap<u32, (u8, u64, NodeBytes)> = records
             .iter()
-            .filter(|r| r.bytes.is_some())
-            .map(|r| (r.index, r.slot))
+            .filter_map(|r| r.committed().map(|c| (r.index, c)))
             .collect();
         let mut engine = Execution::restore(&program, state, nodes)
             .map_err(|e| Error::Invalid(format!("execution {exec}: {e}")))?;
@@ -790,7 +789,7 @@ impl Transition {
             changed.push(NodeWrite {
                 index: i,
                 bytes: stored,
-                committed_slot: committed_slot.get(&i).copied(),
+                committed: committed.get(&i).cloned(),
             });
         }
         let mut item = ctx.item;

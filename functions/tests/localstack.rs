@@ -640,10 +640,10 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
             .map(|i| NodeWrite {
                 index: i,
                 bytes: NodeBytes::Inline(format!("{tag}-{i}").into_bytes()),
-                committed_slot: records
+                committed: records
                     .iter()
-                    .find(|r| r.index == i && r.bytes.is_some())
-                    .map(|r| r.slot),
+                    .find(|r| r.index == i)
+                    .and_then(updraft_aws::store::NodeRecord::committed),
             })
             .collect()
     };
@@ -786,24 +786,24 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
         Lease::Taken(_) => {}
         other => panic!("{other:?}"),
     }
-    let slot = |i: u32| {
+    let committed = |i: u32| {
         records
             .iter()
-            .find(|r| r.index == i && r.bytes.is_some())
-            .map(|r| r.slot)
+            .find(|r| r.index == i)
+            .and_then(updraft_aws::store::NodeRecord::committed)
     };
     // 120 records as they are (the first 99 go in the transaction, which fails), then the planted one.
     let mut planted: Vec<NodeWrite> = (1..=120)
         .map(|i| NodeWrite {
             index: i,
             bytes: NodeBytes::Inline(raws[i as usize].1.clone()),
-            committed_slot: slot(i),
+            committed: committed(i),
         })
         .collect();
     planted.push(NodeWrite {
         index: 0,
         bytes: NodeBytes::Inline(bogus.encode_to_vec()),
-        committed_slot: slot(0),
+        committed: committed(0),
     });
     let dead = store
         .commit(

@@ -99,6 +99,42 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// What a run's AWS requests cost in all, by service, from the proxy's traffic by operation
+/// (`updraft_test_faults::FaultProxy::traffic`), the Lambda invocations (`batches`, each handling one
+/// batch of messages) and their total duration in seconds. Capacity units are estimated from bytes:
+/// DynamoDB reads (strongly consistent `getitem`, `query`) one unit per 4 KB of answer, writes one per
+/// KB of request (two in a transaction), each request rounded up by half a unit; SQS one request per
+/// 64 KB, plus the event source mapping's receive and delete per batch. Prices as
+/// [`cost_per_million`]'s. Returns (Lambda, SQS, DynamoDB, S3, total) in dollars.
+pub fn cost_of_traffic(
+    traffic: &BTreeMap<String, updraft_test_faults::Traffic>,
+    batches: u64,
+    lambda_seconds: f64,
+) -> (f64, f64, f64, f64, f64) {
+    let mut ddb_read = 0.0;
+    let mut ddb_write = 0.0;
+    let mut sqs = 2.0 * batches as f64;
+    let mut s3 = 0.0;
+    for (op, t) in traffic {
+        let (requests, sent, received) = (t.requests as f64, t.sent as f64, t.received as f64);
+        match op.as_str() {
+            "dynamodb getitem" | "dynamodb query" | "dynamodb scan" => {
+                ddb_read += received / 4096.0 + requests * 0.5;
+            }
+            "dynamodb transactwriteitems" => ddb_write += 2.0 * (sent / 1024.0 + requests * 0.5),
+            o if o.starts_with("dynamodb ") => ddb_write += sent / 1024.0 + requests * 0.5,
+            o if o.starts_with("sqs ") => sqs += requests.max(sent / 65536.0),
+            "s3 PUT" => s3 += requests * 5.0e-6,
+            "s3 GET" => s3 += requests * 0.4e-6,
+            _ => {}
+        }
+    }
+    let lambda = batches as f64 * 0.20e-6 + lambda_seconds * 0.512 * 0.000_013_333_4;
+    let sqs = sqs * 0.40e-6;
+    let ddb = ddb_read * 0.125e-6 + ddb_write * 0.625e-6;
+    (lambda, sqs, ddb, s3, lambda + sqs + ddb + s3)
+}
+
 /// Cost per million transitions by service, from requests per transition (`per`: `dynamodb`, `sqs`,
 /// `s3 GET`, `s3 PUT`) and a transition's median duration in seconds.
 ///

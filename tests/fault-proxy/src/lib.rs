@@ -62,7 +62,19 @@ pub struct FaultProxy {
     pub url: String,
     requests: Arc<AtomicU64>,
     by_service: Arc<Mutex<BTreeMap<String, u64>>>,
+    by_operation: Arc<Mutex<BTreeMap<String, Traffic>>>,
     injected: Arc<Mutex<BTreeMap<(Fault, String), u64>>>,
+}
+
+/// Requests of one operation and their bytes, both ways.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Requests.
+    pub requests: u64,
+    /// Bytes of the requests (head and body).
+    pub sent: u64,
+    /// Bytes of their answers.
+    pub received: u64,
 }
 
 impl FaultProxy {
@@ -78,6 +90,7 @@ impl FaultProxy {
             url,
             requests: Arc::default(),
             by_service: Arc::default(),
+            by_operation: Arc::default(),
             injected: Arc::default(),
         };
         let p = proxy.clone();
@@ -108,6 +121,15 @@ impl FaultProxy {
             .unwrap_or_default()
     }
 
+    /// Requests and bytes so far by operation: `dynamodb Query`, `sqs SendMessage`, `s3 GET`, …
+    /// (the operation of a JSON service from its `X-Amz-Target`; S3's by method).
+    pub fn traffic(&self) -> BTreeMap<String, Traffic> {
+        self.by_operation
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
     /// Faults injected so far, by fault and service.
     pub fn injected(&self) -> BTreeMap<(Fault, String), u64> {
         self.injected.lock().map(|m| m.clone()).unwrap_or_default()
@@ -127,6 +149,8 @@ impl FaultProxy {
         };
         let mut reader = BufReader::new(client);
         let mut up: Option<(TcpStream, Arc<AtomicBool>)> = None;
+        // The operation whose answer is on its way (one at a time per connection).
+        let current: Arc<Mutex<String>> = Arc::default();
         while let Some(request) = read_request(&mut reader) {
             self.requests.fetch_add(1, Ordering::Relaxed);
             let service = service_of(&request.head);
@@ -137,8 +161,17 @@ impl FaultProxy {
                 "s3" => "s3 PUT".to_string(),
                 s => s.to_string(),
             };
+            let operation = operation_of(&request.head, &priced);
             if let Ok(mut m) = self.by_service.lock() {
                 *m.entry(priced).or_default() += 1;
+            }
+            if let Ok(mut m) = self.by_operation.lock() {
+                let t = m.entry(operation.clone()).or_default();
+                t.requests += 1;
+                t.sent += request.bytes.len() as u64;
+            }
+            if let Ok(mut c) = current.lock() {
+                *c = operation;
             }
             let fault = rng.lock().ok().and_then(|mut r| r.draw(&faults));
             if let Some(f) = fault {
@@ -178,7 +211,8 @@ impl FaultProxy {
                     return;
                 };
                 let s = swallow.clone();
-                std::thread::spawn(move || relay(from_up, to_client, &s));
+                let (ops, cur) = (self.by_operation.clone(), current.clone());
+                std::thread::spawn(move || relay(from_up, to_client, &s, &ops, &cur));
                 up = Some((stream, swallow));
             }
             let Some((stream, swallow)) = up.as_mut() else {
@@ -234,9 +268,15 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
     Some(Request { head, bytes })
 }
 
-/// Copies answers from upstream to the client; once `swallow` is set, the next answer is dropped and
-/// the client's connection closed.
-fn relay(mut up: TcpStream, mut client: TcpStream, swallow: &AtomicBool) {
+/// Copies answers from upstream to the client, counting their bytes for the operation under way;
+/// once `swallow` is set, the next answer is dropped and the client's connection closed.
+fn relay(
+    mut up: TcpStream,
+    mut client: TcpStream,
+    swallow: &AtomicBool,
+    ops: &Mutex<BTreeMap<String, Traffic>>,
+    current: &Mutex<String>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match up.read(&mut buf) {
@@ -251,9 +291,28 @@ fn relay(mut up: TcpStream, mut client: TcpStream, swallow: &AtomicBool) {
             let _ = up.shutdown(Shutdown::Both);
             return;
         }
+        if let (Ok(op), Ok(mut m)) = (current.lock(), ops.lock()) {
+            m.entry(op.clone()).or_default().received += n as u64;
+        }
         if client.write_all(&buf[..n]).is_err() {
             return;
         }
+    }
+}
+
+/// `<service> <operation>` of a request: the JSON services' from `X-Amz-Target`
+/// (`DynamoDB_20120810.Query` → `dynamodb Query`), S3's as priced (`s3 GET`, `s3 PUT`).
+fn operation_of(head: &str, priced: &str) -> String {
+    let target = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-amz-target:"))
+        .map(str::trim);
+    match target {
+        Some(t) if !priced.starts_with("s3") => {
+            let op = t.rsplit('.').next().unwrap_or(t);
+            format!("{priced} {op}")
+        }
+        _ => priced.to_string(),
     }
 }
 
