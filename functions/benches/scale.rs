@@ -236,7 +236,7 @@ async fn run(localstack: &str, case: &Case, max_starts: u32) {
     let per_m = |x: f64| x / handled.max(1) as f64 * 1e6;
     println!(
         "cost: this execution ${total:.4} (Lambda ${lambda:.4}, SQS ${sqs_cost:.4}, DynamoDB \
-         ${ddb:.4}, S3 ${s3:.4}); per million messages ${:.2}; per million task attempts ${:.2} \
+         ${ddb:.4}, S3 ${s3:.4}); per million messages ${:.2}; per million task attempts ${:.3} \
          ({} attempts; Step Functions Standard: $25.00 per million state transitions, at least \
          one a task; Express: $1.00 per million requests plus $0.00001667 per GB-s)",
         per_m(total),
