@@ -790,6 +790,7 @@ fn a_deployed_stack_survives_crashes_fails_poisoned_executions_and_hears_job_eve
         "register",
         "tests/fixtures/flytekit/branches.tgz",
         "tests/fixtures/flytekit/failures.tgz",
+        "tests/fixtures/flytekit/processes.tgz",
     ]);
     assert_eq!(code, 0, "register: {err}");
 
@@ -855,12 +856,17 @@ fn a_deployed_stack_survives_crashes_fails_poisoned_executions_and_hears_job_eve
     });
     drop(moto);
 
-    // A poison message: a timer of a kind no transition knows, sent to a running execution. Its
-    // second delivery fails the execution with the reason and it goes to the dead-letter queue.
+    // A poison message: a timer of a kind no transition knows, sent to a running execution (a task
+    // that runs for minutes, with no timeout to end it first). Its second delivery fails the execution
+    // with the reason and it goes to the dead-letter queue.
+    let pids = std::env::temp_dir().join(format!("updraft-poison-{}.pids", std::process::id()));
+    let pidfile = format!("pidfile={}", pids.display());
     let (code, _, err) = d.updraft(&[
         "launch",
         "-w",
-        "fixtures.failures.slow_wf",
+        "fixtures.processes.abort_wf",
+        "-i",
+        &pidfile,
         "--name",
         "poison",
         "--via",
@@ -966,6 +972,7 @@ fn a_deployed_stack_survives_crashes_fails_poisoned_executions_and_hears_job_eve
             }
         });
     }
+    let _ = std::fs::remove_file(&pids);
     // Every dead letter was handled: none is left waiting.
     let dlq = d.outputs["TransitionsDeadLetterQueueUrl"].as_str().unwrap();
     poll(Duration::from_secs(120), || {
