@@ -101,14 +101,10 @@ impl Clients {
     /// Moves a new execution's inputs to the bucket (`executions/<name>/inputs.pb`) when they are too
     /// large for its item ([`store::MAX_INLINE_INPUTS`]).
     pub async fn offload_inputs(&self, e: &mut store::ExecutionItem) -> Result<(), Error> {
-        if e.inputs.len() <= store::MAX_INLINE_INPUTS {
-            return Ok(());
-        }
         let key = format!("executions/{}/inputs.pb", e.name);
-        self.blobs
-            .put(&self.blobs.uri(&key), std::mem::take(&mut e.inputs))
+        e.inputs_blob = self
+            .offload(&mut e.inputs, store::MAX_INLINE_INPUTS, key)
             .await?;
-        e.inputs_blob = Some(key);
         Ok(())
     }
 
@@ -120,16 +116,28 @@ impl Clients {
         e: &mut store::ExecutionItem,
         version: u64,
     ) -> Result<(), Error> {
-        if e.state.len() <= store::MAX_INLINE_STATE {
-            e.state_blob = None;
-            return Ok(());
-        }
         let key = format!("state/{}/exec-v{version}.pb", e.name);
-        self.blobs
-            .put(&self.blobs.uri(&key), std::mem::take(&mut e.state))
+        e.state_blob = self
+            .offload(&mut e.state, store::MAX_INLINE_STATE, key)
             .await?;
-        e.state_blob = Some(key);
         Ok(())
+    }
+
+    /// Moves `bytes` to `key` in the bucket when they are over `max` bytes and returns the key;
+    /// leaves them (None) otherwise.
+    async fn offload(
+        &self,
+        bytes: &mut Vec<u8>,
+        max: usize,
+        key: String,
+    ) -> Result<Option<String>, Error> {
+        if bytes.len() <= max {
+            return Ok(None);
+        }
+        self.blobs
+            .put(&self.blobs.uri(&key), std::mem::take(bytes))
+            .await?;
+        Ok(Some(key))
     }
 
     /// The encoded node records of execution `name` at its version `version`, by node index, those
