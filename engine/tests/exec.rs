@@ -866,13 +866,7 @@ workflows:
     let fx = exec.step(Event::Start {
         inputs: inputs(&[("x", lit_int(3))]),
     });
-    let first: Vec<&TaskLaunch> = fx
-        .iter()
-        .filter_map(|e| match e {
-            Effect::StartTask(t) => Some(t),
-            _ => None,
-        })
-        .collect();
+    let first = starts_of(&fx);
     assert_eq!(first.len(), 1);
     let launch = first[0].clone();
     assert!(launch.cache_serializable && launch.cache_key.is_some());
@@ -1262,17 +1256,9 @@ fn a_start_budget_bounds_each_step_and_continues_with_the_rest() {
             })
             .count()
     };
-    let starts = |fx: &[Effect]| -> Vec<TaskLaunch> {
-        fx.iter()
-            .filter_map(|e| match e {
-                Effect::StartTask(t) => Some(t.clone()),
-                _ => None,
-            })
-            .collect()
-    };
     // Without a budget, the start starts everything at once.
     let mut free = Execution::new(&program, ExecConfig::new("b")).unwrap();
-    let want: BTreeSet<String> = starts(&free.step(Event::Start {
+    let want: BTreeSet<String> = starts_of(&free.step(Event::Start {
         inputs: inputs(&[("xs", xs.clone())]),
     }))
     .into_iter()
@@ -1291,7 +1277,7 @@ fn a_start_budget_bounds_each_step_and_continues_with_the_rest() {
     let mut all = Vec::new();
     let mut steps = 1;
     loop {
-        let started = starts(&fx);
+        let started = starts_of(&fx);
         assert!(started.len() <= 3, "{fx:?}");
         all.extend(started);
         let more = all.len() < want.len();
@@ -1307,10 +1293,20 @@ fn a_start_budget_bounds_each_step_and_continues_with_the_rest() {
     assert_eq!(names, want);
     assert_eq!(all.len(), want.len(), "an attempt started twice");
     // A Continue with nothing put off (a duplicate) starts nothing.
-    assert!(starts(&exec.step(go_on)).is_empty());
+    assert!(starts_of(&exec.step(go_on)).is_empty());
     // A restored execution keeps its put-off work (waiting) but not the budget: the runtime sets it.
     let again = through_records(&program, &exec);
     assert_eq!(again.state_record(), exec.state_record());
+}
+
+/// The task attempts a step's effects start.
+fn starts_of(fx: &[Effect]) -> Vec<TaskLaunch> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::StartTask(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
@@ -1343,16 +1339,7 @@ fn parallelism_caps_running_attempts() {
     let fx = exec.step(Event::Start {
         inputs: inputs(&[("x", lit_int(1))]),
     });
-    let starts: Vec<&TaskLaunch> = fx
-        .iter()
-        .filter_map(|e| {
-            if let Effect::StartTask(t) = e {
-                Some(t)
-            } else {
-                None
-            }
-        })
-        .collect();
+    let starts = starts_of(&fx);
     assert_eq!(starts.len(), 1);
     let first = starts[0].clone();
     let fx = exec.step(Event::Task {
@@ -1361,16 +1348,7 @@ fn parallelism_caps_running_attempts() {
         attempt: 0,
         status: ok(vec![("y", lit_int(2))]),
     });
-    let next: Vec<&TaskLaunch> = fx
-        .iter()
-        .filter_map(|e| {
-            if let Effect::StartTask(t) = e {
-                Some(t)
-            } else {
-                None
-            }
-        })
-        .collect();
+    let next = starts_of(&fx);
     assert_eq!(
         next.len(),
         1,
@@ -1612,16 +1590,7 @@ fn aborted_work_frees_its_slots_and_queued_elements_of_a_failed_array_never_star
     let fx = exec.step(Event::Start {
         inputs: inputs(&[("xs", list), ("x", lit_int(7))]),
     });
-    let started: Vec<TaskLaunch> = fx
-        .iter()
-        .filter_map(|e| {
-            if let Effect::StartTask(t) = e {
-                Some(t.clone())
-            } else {
-                None
-            }
-        })
-        .collect();
+    let started = starts_of(&fx);
     assert_eq!(started.len(), 2, "two slots: elements 0 and 1");
     // Element 0 fails: the array fails and aborts element 1; both slots are free again, so `c` starts,
     // and elements 2 and 3 never do.
@@ -1636,16 +1605,7 @@ fn aborted_work_frees_its_slots_and_queued_elements_of_a_failed_array_never_star
         .filter(|e| matches!(e, Effect::AbortTask { index: Some(1), .. }))
         .count();
     assert_eq!(aborted, 1, "{fx:?}");
-    let next: Vec<TaskLaunch> = fx
-        .iter()
-        .filter_map(|e| {
-            if let Effect::StartTask(t) = e {
-                Some(t.clone())
-            } else {
-                None
-            }
-        })
-        .collect();
+    let next = starts_of(&fx);
     assert_eq!(next.len(), 1, "{fx:?}");
     assert_eq!(next[0].node_id, "c");
     let fx = exec.step(Event::Task {

@@ -209,6 +209,34 @@ impl Stack {
         key
     }
 
+    /// Registers Updraft YAML `text`, written as `name` in the stack's work folder.
+    async fn register_yaml(&self, name: &str, text: &str) {
+        let file = self.work.join(name);
+        std::fs::write(&file, text).unwrap();
+        self.register(file.to_str().unwrap()).await;
+    }
+
+    /// Drains the transitions queue through `t` until execution `name` exists and `ready` holds for
+    /// its item (or a minute passes: `what` says what never happened); returns the item.
+    async fn drive_until(
+        &self,
+        t: &Transition,
+        name: &str,
+        what: &str,
+        ready: impl Fn(&updraft_aws::store::ExecutionItem) -> bool,
+    ) -> updraft_aws::store::ExecutionItem {
+        let start = Instant::now();
+        loop {
+            if let Some(item) = self.clients.store.execution(name).await.unwrap()
+                && ready(&item)
+            {
+                return item;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "{name}: {what}");
+            self.drive_once(t).await;
+        }
+    }
+
     /// Drains the transitions queue through `t` until execution `name` ends (or `limit` passes);
     /// returns its phase and how many deliveries failed.
     async fn drive_counting(&self, t: &Transition, name: &str, limit: Duration) -> (String, usize) {
@@ -732,11 +760,7 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
     // (planted: the first echo's record, succeeded with another value, tagged with the version the
     // next commit reaches) changes nothing: the next transition (the first signal) writes that record
     // again, so the one after it (the second signal) reads the committed value.
-    let dir = std::env::temp_dir().join(format!("updraft-wide-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("wide.yaml");
-    std::fs::write(&file, wide_yaml(300)).unwrap();
-    stack.register(file.to_str().unwrap()).await;
+    stack.register_yaml("wide.yaml", &wide_yaml(300)).await;
     stack.settings.max_starts = 1000;
     let settings = stack.settings.clone();
     let packages = Packages::default();
@@ -745,19 +769,9 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
     launch(&settings, &stack.clients, &packages, &req, "")
         .await
         .unwrap();
-    let start = Instant::now();
-    loop {
-        let item = store.execution("wide").await.unwrap().unwrap();
-        if item.version >= 1 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "never started: {item:?}"
-        );
-        stack.drive_once(&t).await;
-    }
-    let item = store.execution("wide").await.unwrap().unwrap();
+    let item = stack
+        .drive_until(&t, "wide", "never started", |i| i.version >= 1)
+        .await;
     assert_eq!(item.phase, "RUNNING");
     let (raws, records) = stack
         .clients
@@ -835,14 +849,11 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
         .send(&signal("wide", "go1", 1), Duration::ZERO)
         .await
         .unwrap();
-    let start = Instant::now();
-    while store.execution("wide").await.unwrap().unwrap().version <= item.version {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the first signal was not taken"
-        );
-        stack.drive_once(&t).await;
-    }
+    stack
+        .drive_until(&t, "wide", "the first signal was not taken", |i| {
+            i.version > item.version
+        })
+        .await;
     stack
         .clients
         .queue
@@ -866,20 +877,13 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
     launch(&settings, &stack.clients, &packages, &req, "")
         .await
         .unwrap();
-    let start = Instant::now();
-    loop {
-        let item = store.execution("wide-b").await.unwrap().unwrap();
-        let state = updraft_proto::updraft::ExecutionState::decode(item.state.as_slice()).unwrap();
-        if state.signal_waiters.contains_key("go1") && state.waiting.is_empty() {
-            assert!(item.version >= 8, "{} commits", item.version);
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "never reached the gates"
-        );
-        stack.drive_once(&t).await;
-    }
+    let item = stack
+        .drive_until(&t, "wide-b", "never reached the gates", |i| {
+            let state = updraft_proto::updraft::ExecutionState::decode(i.state.as_slice()).unwrap();
+            state.signal_waiters.contains_key("go1") && state.waiting.is_empty()
+        })
+        .await;
+    assert!(item.version >= 8, "{} commits", item.version);
     for (id, v) in [("go1", 1), ("go2", 8)] {
         stack
             .clients
@@ -896,44 +900,21 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
         stack.outputs("wide-b").await,
         serde_json::json!({"o": 5, "v": 8})
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batchs_messages_for_one_execution_share_one_transition() {
     let stack = Stack::new("batch").await;
-    let dir = std::env::temp_dir().join(format!("updraft-narrow-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("narrow.yaml");
-    std::fs::write(&file, wide_yaml(3)).unwrap();
-    stack.register(file.to_str().unwrap()).await;
+    stack.register_yaml("narrow.yaml", &wide_yaml(3)).await;
     let packages = Packages::default();
     let t = stack.transition().await;
     let req = request("wide", "narrow", serde_json::json!({"x": 2}));
     launch(&stack.settings, &stack.clients, &packages, &req, "")
         .await
         .unwrap();
-    let start = Instant::now();
-    while stack
-        .clients
-        .store
-        .execution("narrow")
-        .await
-        .unwrap()
-        .unwrap()
-        .version
-        == 0
-    {
-        assert!(start.elapsed() < Duration::from_secs(60), "never started");
-        stack.drive_once(&t).await;
-    }
     let before = stack
-        .clients
-        .store
-        .execution("narrow")
-        .await
-        .unwrap()
-        .unwrap();
+        .drive_until(&t, "narrow", "never started", |i| i.version > 0)
+        .await;
     // Both signals in one batch (the second's gate opens only once the first has passed): one
     // transition, one commit, and the execution is over.
     let batch = [("s1", "go1", 1), ("s2", "go2", 9)]
@@ -959,7 +940,6 @@ async fn a_batchs_messages_for_one_execution_share_one_transition() {
         stack.outputs("narrow").await,
         serde_json::json!({"o": 2, "v": 9})
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -967,12 +947,10 @@ async fn literals_of_any_size_pass_through_the_table_and_the_queue() {
     // A 600 KB string through an echo and a child execution: the execution's inputs and state, the
     // node records, the child's inputs and its end all outgrow a table item or a queue message.
     let stack = Stack::new("big").await;
-    let dir = std::env::temp_dir().join(format!("updraft-big-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("big.yaml");
-    std::fs::write(
-        &file,
-        r#"version: 1
+    stack
+        .register_yaml(
+            "big.yaml",
+            r#"version: 1
 image: ghcr.io/updraft-run/fixtures:1
 tasks:
   echo: {type: echo, inputs: {s: str}, outputs: {s: str}}
@@ -989,9 +967,8 @@ workflows:
       - {id: e, task: echo, inputs: {s: "${inputs.s}"}}
       - {id: child, launch_plan: echo_wf, inputs: {s: "${e.s}"}}
 "#,
-    )
-    .unwrap();
-    stack.register(file.to_str().unwrap()).await;
+        )
+        .await;
     let packages = Packages::default();
     let t = stack.transition().await;
     let text: String = (0..600 * 1024)
@@ -1055,7 +1032,6 @@ workflows:
         err.contains("execution big") && err.contains("256 KiB"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1255,18 +1231,9 @@ async fn dead_letters_fail_their_executions_with_or_without_the_engine() {
         .await
         .unwrap();
     let child = updraft_engine::exec::dns_name("dl-parent-n0");
-    let start = Instant::now();
-    loop {
-        let c = stack.clients.store.execution(&child).await.unwrap();
-        if c.is_some_and(|c| c.phase == "RUNNING") {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the child never ran"
-        );
-        stack.drive_once(&t).await;
-    }
+    stack
+        .drive_until(&t, &child, "the child never ran", |c| c.phase == "RUNNING")
+        .await;
     stack
         .clients
         .store

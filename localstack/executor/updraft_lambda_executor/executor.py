@@ -120,19 +120,18 @@ class _Process:
         return self.popen.poll() is None
 
     def rss_mb(self) -> int:
-        try:
-            status = Path(f"/proc/{self.popen.pid}/status").read_text()
-        except OSError:
-            return 0
-        found = re.search(r"VmRSS:\s+(\d+) kB", status)
-        return int(found.group(1)) // 1024 if found else 0
+        return self._status_mb("VmRSS")
 
     def peak_rss_mb(self) -> int:
+        return self._status_mb("VmHWM")
+
+    def _status_mb(self, field: str) -> int:
+        """A memory figure of the process from /proc/<pid>/status, in MiB (0 once it is gone)."""
         try:
             status = Path(f"/proc/{self.popen.pid}/status").read_text()
         except OSError:
             return 0
-        found = re.search(r"VmHWM:\s+(\d+) kB", status)
+        found = re.search(rf"{field}:\s+(\d+) kB", status)
         return int(found.group(1)) // 1024 if found else 0
 
     def kill(self) -> None:
