@@ -805,6 +805,7 @@ impl updraft_connector::effects::Host for RunHost<'_, '_> {
                 task: &task,
                 paths: &paths,
                 data: data.as_ref(),
+                signal: None,
             };
             let status = drive(&rt, &conn, &a, &handles, &local_dir, &printer);
             if let (Some(k), TaskStatus::Succeeded { outputs, .. }) = (&t.cache_key, &status) {
@@ -970,8 +971,11 @@ fn drive(
         .try_for_each(std::fs::create_dir_all)
         .map_err(|e| e.to_string())
         .and_then(|()| {
-            rt.block_on(a.paths.write_inputs(a.data, a.launch, a.task))
-                .map_err(|e| e.to_string())
+            rt.block_on(
+                a.paths
+                    .write_inputs(a.data, a.launch, a.task, conn.inline_inputs(a)),
+            )
+            .map_err(|e| e.to_string())
         });
     if let Err(e) = prepared {
         return failed(

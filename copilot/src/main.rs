@@ -7,6 +7,10 @@
 //!   runs CMD as it is, then leaves `outputs.pb` (or `error.pb`) at the output prefix from the files in DIR,
 //!   and exits with CMD's exit code (1 when its outputs are unusable).
 //!
+//! The runtime may pass the inputs in the environment (`UPDRAFT_INPUTS`, base64: `download` then reads
+//! no file) and an end signal (`UPDRAFT_END_SIGNAL`: `run` sends it to its queue once the outcome is
+//! stored; see `updraft_copilot::signal`).
+//!
 //! URIs are `s3://bucket/key` (S3, configured from the environment as the AWS SDKs are; see
 //! `updraft_copilot::s3`) or local paths.
 
@@ -84,7 +88,11 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     }
     let data = Data::default();
     if verb == "download" {
-        let inputs = read_inputs(get(&opts, "inputs")?, &data).map_err(|e| e.to_string())?;
+        // Inputs the runtime put in the environment stand in for the file.
+        let inputs = match updraft_copilot::signal::inline_inputs().map_err(|e| e.to_string())? {
+            Some(inputs) => inputs,
+            None => read_inputs(get(&opts, "inputs")?, &data).map_err(|e| e.to_string())?,
+        };
         let to = PathBuf::from(get(&opts, "to")?);
         write_inputs(&inputs, &to, &data).map_err(|e| e.to_string())?;
         eprintln!(
@@ -111,6 +119,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     std::fs::create_dir_all(&from).map_err(|e| format!("{}: {e}", from.display()))?;
     let status = Command::new(program)
         .args(program_args)
+        .env_remove(updraft_copilot::signal::SIGNAL_VAR)
         .status()
         .map_err(|e| format!("cannot run `{program}`: {e}"))?;
     let code = status.code();
@@ -127,6 +136,15 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     let reported = !matches!(&result, TaskStatus::Failed { code, .. } if code == "ExitCode");
     if reported {
         write_outcome(&result, prefix, &data).map_err(|e| e.to_string())?;
+    }
+    // The runtime hears of the end now rather than at its next check.
+    if let Ok(json) = std::env::var(updraft_copilot::signal::SIGNAL_VAR)
+        && let Err(e) = updraft_copilot::signal::send(&json)
+    {
+        eprintln!(
+            "updraft-copilot: could not tell the runtime that the task ended ({e}); it will see \
+             the end at its next check"
+        );
     }
     Ok(match (code, &result) {
         (Some(0), TaskStatus::Succeeded { .. }) => ExitCode::SUCCESS,

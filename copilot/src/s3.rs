@@ -75,6 +75,43 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// The AWS configuration this machine's environment describes (see the module's documentation);
+/// flytekit's `FLYTE_AWS_ENDPOINT` is the endpoint only when `flyte_endpoint` (it names a data store).
+pub(crate) fn environment(
+    runtime: &tokio::runtime::Runtime,
+    flyte_endpoint: bool,
+) -> aws_config::SdkConfig {
+    runtime.block_on(async {
+        let region =
+            aws_config::meta::region::RegionProviderChain::default_provider().or_else("us-east-1");
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(region)
+            .http_client(https_client());
+        if flyte_endpoint
+            && env("AWS_ENDPOINT_URL").is_none()
+            && env("AWS_ENDPOINT_URL_S3").is_none()
+            && let Some(endpoint) = env("FLYTE_AWS_ENDPOINT")
+        {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if env("AWS_ACCESS_KEY_ID").is_none()
+            && let (Some(id), Some(secret)) = (
+                env("FLYTE_AWS_ACCESS_KEY_ID"),
+                env("FLYTE_AWS_SECRET_ACCESS_KEY"),
+            )
+        {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                id,
+                secret,
+                None,
+                None,
+                "FLYTE_AWS_ACCESS_KEY_ID",
+            ));
+        }
+        loader.load().await
+    })
+}
+
 /// S3, through a client of its own (with its own runtime, so its calls can be made from plain code).
 #[derive(Debug)]
 pub struct S3 {
@@ -87,34 +124,7 @@ impl S3 {
     /// S3 as this machine's environment describes it (see the module's documentation).
     pub fn from_env() -> Result<S3, CopilotError> {
         let runtime = runtime()?;
-        let sdk = runtime.block_on(async {
-            let region = aws_config::meta::region::RegionProviderChain::default_provider()
-                .or_else("us-east-1");
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .region(region)
-                .http_client(https_client());
-            if env("AWS_ENDPOINT_URL").is_none()
-                && env("AWS_ENDPOINT_URL_S3").is_none()
-                && let Some(endpoint) = env("FLYTE_AWS_ENDPOINT")
-            {
-                loader = loader.endpoint_url(endpoint);
-            }
-            if env("AWS_ACCESS_KEY_ID").is_none()
-                && let (Some(id), Some(secret)) = (
-                    env("FLYTE_AWS_ACCESS_KEY_ID"),
-                    env("FLYTE_AWS_SECRET_ACCESS_KEY"),
-                )
-            {
-                loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
-                    id,
-                    secret,
-                    None,
-                    None,
-                    "FLYTE_AWS_ACCESS_KEY_ID",
-                ));
-            }
-            loader.load().await
-        });
+        let sdk = environment(&runtime, true);
         let path_style = sdk.endpoint_url().is_some() || env("AWS_ENDPOINT_URL_S3").is_some();
         Ok(Self::build(runtime, &sdk, path_style))
     }
@@ -362,7 +372,7 @@ fn pem(der: &[u8]) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CopilotError> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CopilotError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -4,8 +4,11 @@
 //!
 //! Order of work, which makes every message safe to deliver twice, late or out of order:
 //!
-//! 1. A check of a running task looks at the task first, without the lease; while it runs, the check is
-//!    sent again with a longer delay (1, 1, 2, 2, 4, 4, … seconds up to `max_check_delay`).
+//! 1. A check of a task looks first for the attempt's kept handle (gone: its end is committed, the check
+//!    is dropped), then at the task, without the lease; while it runs, the check is sent again with a
+//!    longer delay (1, 1, 2, 2, 4, 4, … seconds up to `max_check_delay`). An attempt whose pod tells
+//!    when it ended (an [`EndSignal`]: its own check, marked `ended`, sent by the pod's wrapper or
+//!    the copilot) is polled only as a fallback, from 8 s on.
 //! 2. The execution's lease is taken (another transition holding it: the messages are sent again, 1 s
 //!    later), its records are read and the engine's state restored.
 //! 3. The events are stepped; the effects are carried out at once, each idempotent by its deterministic
@@ -30,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use updraft_connector::effects::{Child, Reservation};
-use updraft_connector::{Attempt, Connector, Handle, Registry, failed};
+use updraft_connector::{Attempt, Connector, EndSignal, Handle, Registry, failed};
 use updraft_connector_eks::{AttemptPaths, Cluster, EksConfig, EksConnector};
 use updraft_engine::compile::{CompiledTask, NodeIdx};
 use updraft_engine::exec::{
@@ -60,6 +63,16 @@ pub struct Received {
     /// It came from the dead-letter queue: its deliveries are used up (see [`Transition::dead_letter`]).
     pub dead_letter: bool,
 }
+
+/// How many times an end signal's check looks again (a second apart) while the cluster still shows the
+/// attempt running.
+const ENDED_CHECKS: u32 = 5;
+
+/// The first poll of an attempt that sends an end signal is check number `SIGNALLED_FIRST_CHECK` of the
+/// sequence (see [`check_delay`]): 8 s after its start, then 8, 16, 16, 32, … up to the longest delay.
+/// Polls are then only the fallback for an end that sent no signal (a pod that never started, a node
+/// that went away).
+pub const SIGNALLED_FIRST_CHECK: u32 = 6;
 
 /// A child's end carries its outputs up to this size; larger ones are read from the bucket.
 const MAX_INLINE_MESSAGE: usize = 192 * 1024;
@@ -383,10 +396,28 @@ impl Transition {
                 inputs: LiteralMap::default(),
             },
             Some(Kind::Check(c)) => {
-                let Some(status) = self.check(exec, c).await? else {
+                // An attempt whose handle is gone is over: its end is committed, or it was stopped.
+                let Some(kept) = self.clients.store.handle(exec, &c.name).await? else {
+                    tracing::debug!(execution = %exec, attempt_name = %c.name, ended = c.ended, "a check of an attempt that is over");
+                    return Ok(None);
+                };
+                let mut c = c.clone();
+                if c.handle.is_empty() {
+                    c.handle = kept;
+                }
+                let Some(status) = self.check(exec, &c).await? else {
                     let mut next = c.clone();
                     next.checks += 1;
-                    let delay = check_delay(next.checks, self.settings.max_check_delay);
+                    let delay = if c.ended {
+                        // The cluster has not seen the end yet: again a second later, a few times;
+                        // then the attempt's polls go on alone.
+                        if next.checks > ENDED_CHECKS {
+                            return Ok(None);
+                        }
+                        Duration::from_secs(1)
+                    } else {
+                        check_delay(next.checks, self.settings.max_check_delay)
+                    };
                     self.clients
                         .queue
                         .send(&message(exec, Kind::Check(next)), delay)
@@ -459,8 +490,15 @@ impl Transition {
     /// Cleans up after a finished attempt once its end is committed (its connector's `finalize`: a
     /// cluster's objects deleted when the settings say so); a failure is logged, not retried.
     async fn delete_finished(&self, exec: &str, c: &CheckMessage) {
-        // A check reaches here only after its handle read well.
-        let Ok(h) = handle_of(c) else {
+        // An end signal names no handle: the kept one (a check reaches here only after it read well).
+        let mut c = c.clone();
+        if c.handle.is_empty() {
+            match self.clients.store.handle(exec, &c.name).await {
+                Ok(Some(h)) => c.handle = h,
+                _ => return,
+            }
+        }
+        let Ok(h) = handle_of(&c) else {
             return;
         };
         let Some(conn) = self.registry.named(&h.connector) else {
@@ -925,24 +963,57 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
         let (this, ctx) = (self.t, &mut *self.ctx);
         let exec = ctx.item.name.clone();
         let paths = AttemptPaths::under(&data_prefix(&this.clients, &exec), &t);
-        paths
-            .write_inputs(&this.clients.blobs, &t, task)
-            .await
-            .map_err(|e| Error::Aws(e.0))?;
+        let mut check = CheckMessage {
+            node: t.node,
+            index: t.index,
+            attempt: t.attempt,
+            name: t.name.clone(),
+            task: t.task.clone(),
+            handle: String::new(),
+            started_ms: now_ms(),
+            output_prefix: paths.output_prefix.clone(),
+            cache_key: t.cache_key.clone().unwrap_or_default(),
+            checks: 0,
+            cache_serializable: t.cache_serializable,
+            ended: false,
+        };
+        // What the attempt sends as it ends: its check, marked so, to the transitions queue.
+        let signal = EndSignal {
+            queue_url: this.settings.transitions_url.clone(),
+            region: this
+                .clients
+                .sdk
+                .region()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            body: crate::queue::encode(&message(
+                &exec,
+                Kind::Check(CheckMessage {
+                    ended: true,
+                    ..check.clone()
+                }),
+            )),
+            delay_seconds: 1,
+        };
         let a = Attempt {
             launch: &t,
             task,
             paths: &paths,
             data: &this.clients.blobs,
+            signal: Some(&signal),
         };
+        paths
+            .write_inputs(&this.clients.blobs, &t, task, conn.inline_inputs(&a))
+            .await
+            .map_err(|e| Error::Aws(e.0))?;
         let started = match conn.start(&a).await {
             Ok(h) => serde_json::to_string(&h)
-                .map(|json| (json, conn.watch(&h)))
+                .map(|json| (json, conn.watch(&h), conn.signals(&h)))
                 .map_err(|e| failed("Handle", e.to_string(), ErrorKind::System, true)),
             Err(status) => Err(status),
         };
         tracing::info!(execution = %exec, node = %t.node_id, attempt = t.attempt, index = ?t.index, attempt_name = %t.name, "task started");
-        let (handle, watch) = match started {
+        let (handle, watch, signals) = match started {
             Ok(s) => s,
             Err(status) => {
                 // Not started: a key it reserved is free for the next attempt.
@@ -970,19 +1041,13 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
             .store
             .put_handle(&exec, &t.name, &handle, now_ms())
             .await?;
-        let check = CheckMessage {
-            node: t.node,
-            index: t.index,
-            attempt: t.attempt,
-            name: t.name.clone(),
-            task: t.task.clone(),
-            handle,
-            started_ms: now_ms(),
-            output_prefix: paths.output_prefix.clone(),
-            cache_key: t.cache_key.clone().unwrap_or_default(),
-            checks: 0,
-            cache_serializable: t.cache_serializable,
-        };
+        check.handle = handle;
+        // An attempt that signals its end is polled only as a fallback, from later on.
+        let mut first = Duration::from_secs(1);
+        if signals {
+            check.checks = SIGNALLED_FIRST_CHECK;
+            first = check_delay(SIGNALLED_FIRST_CHECK, this.settings.max_check_delay);
+        }
         let check = message(&exec, Kind::Check(check));
         // The job's state changes (through the events function) check it at once.
         if let Some(job) = watch {
@@ -991,10 +1056,7 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
                 .watch(&job.0, &check.encode_to_vec(), now_ms())
                 .await?;
         }
-        this.clients
-            .queue
-            .send(&check, Duration::from_secs(1))
-            .await?;
+        this.clients.queue.send(&check, first).await?;
         ctx.outcome.started.push(t.name);
         Ok(())
     }

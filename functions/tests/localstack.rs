@@ -59,6 +59,8 @@ struct Stack {
     server: Server,
     work: PathBuf,
     eks: EksConfig,
+    /// The attempts whose end signals (checks marked `ended`) the queue delivered.
+    ended: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Stack {
@@ -146,6 +148,7 @@ impl Stack {
             server,
             work,
             eks,
+            ended: Default::default(),
         }
     }
 
@@ -288,6 +291,16 @@ impl Stack {
                 dead_letter: false,
             })
             .collect();
+        for r in &batch {
+            if let Ok(updraft_proto::updraft::QueueMessage {
+                kind: Some(updraft_proto::updraft::queue_message::Kind::Check(c)),
+                ..
+            }) = updraft_functions::queue::decode(&r.body)
+                && c.ended
+            {
+                self.ended.lock().unwrap().insert(c.name);
+            }
+        }
         let failed = t.handle(batch).await;
         for m in &msgs {
             if !failed.contains(m.message_id.as_ref().unwrap()) {
@@ -301,6 +314,37 @@ impl Stack {
             }
         }
         failed.len()
+    }
+
+    /// Hands `t` what is left in the transitions queue, delayed messages included, until it is empty
+    /// (at most half a minute).
+    async fn drain(&self, t: &Transition) {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            let attrs = self
+                .sqs
+                .get_queue_attributes()
+                .queue_url(&self.settings.transitions_url)
+                .attribute_names(A::All)
+                .send()
+                .await
+                .unwrap()
+                .attributes
+                .unwrap_or_default();
+            let left: u64 = [
+                A::ApproximateNumberOfMessages,
+                A::ApproximateNumberOfMessagesDelayed,
+                A::ApproximateNumberOfMessagesNotVisible,
+            ]
+            .iter()
+            .filter_map(|a| attrs.get(a).and_then(|v| v.parse::<u64>().ok()))
+            .sum();
+            if left == 0 {
+                return;
+            }
+            self.drive_once(t).await;
+        }
     }
 
     /// [`Self::drive_counting`]'s phase.
@@ -383,6 +427,60 @@ async fn flytekit_workflows_run_through_the_queue() {
         stack.outputs("br").await,
         serde_json::json!({"o0": "10->6"})
     );
+    // Each Python task's pod said when it ended (its wrapper's end signal), and took its inputs from
+    // its environment: no attempt's inputs are in the bucket. (A poll may see an end first: what is
+    // left in the queue is handled before counting.)
+    stack.drain(&t).await;
+    let pods = stack.pods_ran();
+    assert!(!pods.is_empty());
+    assert_eq!(*stack.ended.lock().unwrap(), pods, "end signals");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk(&endpoint()).await)
+            .force_path_style(true)
+            .build(),
+    );
+    let keys: Vec<String> = s3
+        .list_objects_v2()
+        .bucket(&stack.settings.bucket)
+        .prefix("executions/br/")
+        .send()
+        .await
+        .unwrap()
+        .contents
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|o| o.key)
+        .collect();
+    assert!(keys.iter().any(|k| k.ends_with("/outputs.pb")), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.ends_with("/inputs.pb")), "{keys:?}");
+    // So do a raw container (through the copilot), a pod_template task and a Pod task with a sidecar.
+    stack
+        .register("tests/fixtures/flytekit/containers.tgz")
+        .await;
+    let req = request(
+        "fixtures.containers.containers_wf",
+        "ct",
+        serde_json::json!({"radius": 2}),
+    );
+    launch(&settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    assert_eq!(
+        stack.drive(&t, "ct", Duration::from_secs(120)).await,
+        "SUCCEEDED"
+    );
+    assert_eq!(stack.outputs("ct").await, serde_json::json!({"o0": 11}));
+    stack.drain(&t).await;
+    let of = |names: &std::collections::BTreeSet<String>| -> std::collections::BTreeSet<String> {
+        names
+            .iter()
+            .filter(|n| n.starts_with("ct-"))
+            .cloned()
+            .collect()
+    };
+    let pods = of(&stack.pods_ran());
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    assert_eq!(of(&stack.ended.lock().unwrap()), pods, "end signals");
     // A flytekit map task: one pod per element; the failing element none, within min_success_ratio.
     let req = request("fixtures.maps.maps_wf", "mp", serde_json::json!({}));
     launch(&settings, &stack.clients, &packages, &req, "")
@@ -506,6 +604,13 @@ async fn poison_messages_fail_their_execution_and_aborts_stop_work() {
     // An execution that waits for a signal, and a check message that can never be processed.
     let req = request("fixtures.gates.gates_wf", "bad", serde_json::json!({}));
     launch(&settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    // Its handle kept (as a start keeps it) but unreadable.
+    stack
+        .clients
+        .store
+        .put_handle("bad", "bad-n0-0", "not json", updraft_aws::now_ms())
         .await
         .unwrap();
     let poison = updraft_proto::updraft::QueueMessage {

@@ -85,6 +85,7 @@ impl Bed {
             task: t,
             paths: &paths,
             data: &self.data,
+            signal: None,
         };
         (self.rt.block_on(self.conn.start(&a)), paths)
     }

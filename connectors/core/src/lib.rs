@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 use updraft_engine::compile::CompiledTask;
 use updraft_engine::exec::{ErrorKind, TaskLaunch, TaskStatus};
 
-/// One task attempt, as a connector sees it. The runtime has written its inputs to `paths.input`.
+/// One task attempt, as a connector sees it. The runtime has written its inputs to `paths.input`,
+/// unless the connector takes them with the start ([`Connector::inline_inputs`]).
 #[derive(Clone, Copy)]
 pub struct Attempt<'a> {
     /// What to start: execution, node, element, attempt, inputs, the deterministic name.
@@ -39,6 +40,26 @@ pub struct Attempt<'a> {
     pub paths: &'a AttemptPaths,
     /// The store those paths are in (local files, S3).
     pub data: &'a dyn DataStore,
+    /// How the attempt can tell the runtime that it ended, when the runtime listens (the serverless
+    /// runtime's transitions queue); None where the runtime only polls.
+    pub signal: Option<&'a EndSignal>,
+}
+
+/// A message the task sends when it ends, so that the runtime checks it at once instead of at its next
+/// poll: `body` to the SQS queue at `queue_url` (in `region`), delayed `delay_seconds` (time for the
+/// cluster to see the end). The runtime still checks the attempt itself; the message only says when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndSignal {
+    /// The queue's URL.
+    #[serde(rename = "queue")]
+    pub queue_url: String,
+    /// Its region.
+    pub region: String,
+    /// The message body, as the runtime reads it.
+    pub body: String,
+    /// The message's delay in seconds.
+    #[serde(rename = "delay")]
+    pub delay_seconds: u32,
 }
 
 /// What a start made (a process, Kubernetes objects, a job's id) and where its outcome will be, as the
@@ -117,6 +138,7 @@ pub fn preflight_plan(
         task,
         paths: &paths,
         data: &LocalData,
+        signal: None,
     })
 }
 
@@ -157,6 +179,19 @@ pub trait Connector: Send + Sync {
     /// Whether attempts' data must live in a remote store (`s3://`) because the service that runs them
     /// reads and writes it there; false for connectors that reach the runtime's local folders.
     fn remote_data(&self) -> bool {
+        false
+    }
+
+    /// Whether the attempt takes its inputs with its start (for the EKS connector: in the pod's
+    /// environment) rather than from `paths.input`; the runtime then writes no inputs file for it (see
+    /// [`AttemptPaths::write_inputs`]).
+    fn inline_inputs(&self, _a: &Attempt<'_>) -> bool {
+        false
+    }
+
+    /// Whether the attempt `h` started sends the runtime's [`EndSignal`] when it ends, so that polling
+    /// it is only a fallback.
+    fn signals(&self, _h: &Handle) -> bool {
         false
     }
 

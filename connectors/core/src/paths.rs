@@ -78,16 +78,20 @@ impl AttemptPaths {
 }
 
 impl AttemptPaths {
-    /// Writes what the attempt reads before it starts: its inputs and, when its arguments name
-    /// `{{.taskTemplatePath}}` (flytekit's `SQLite3Task` and other tasks whose code ships in their image,
-    /// run by `default_task_template_resolver`), its task template.
+    /// Writes what the attempt reads before it starts: its inputs (unless `inline`: the connector
+    /// passes them with the start) and, when its arguments name `{{.taskTemplatePath}}` (flytekit's
+    /// `SQLite3Task` and other tasks whose code ships in their image, run by
+    /// `default_task_template_resolver`), its task template.
     pub async fn write_inputs(
         &self,
         data: &dyn DataStore,
         launch: &TaskLaunch,
         task: &CompiledTask,
+        inline: bool,
     ) -> Result<(), Transient> {
-        data.put(&self.input, launch.inputs.encode_to_vec()).await?;
+        if !inline {
+            data.put(&self.input, launch.inputs.encode_to_vec()).await?;
+        }
         if reads_template(&task.template) {
             data.put(&self.task_template, task.template.encode_to_vec())
                 .await?;

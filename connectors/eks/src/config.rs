@@ -55,6 +55,13 @@ pub struct EksConfig {
     /// The EKS cluster to reach with the AWS identity (the Lambda functions' way), when no kubeconfig
     /// is given.
     pub cluster: Option<crate::auth::EksCluster>,
+    /// Python tasks' pods run under a small wrapper (`python3 -c`, see `wrap`), and raw containers'
+    /// copilot does the same: each tells the runtime when the task ends (where the runtime listens: the
+    /// serverless stack) and takes small inputs from the pod's environment instead of the bucket. Off:
+    /// pods run their command as it is, their inputs in the bucket, their ends seen by polling.
+    pub task_wrapper: bool,
+    /// Inputs up to this many bytes (encoded) travel in the pod's environment instead of the bucket.
+    pub inline_inputs_max: usize,
 }
 
 impl Default for EksConfig {
@@ -78,6 +85,8 @@ impl Default for EksConfig {
             .into(),
             image_pull_grace_seconds: crate::status::IMAGE_PULL_GRACE.as_secs(),
             cluster: None,
+            task_wrapper: true,
+            inline_inputs_max: crate::wrap::INLINE_INPUTS_MAX,
         }
     }
 }

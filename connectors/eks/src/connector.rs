@@ -40,6 +40,9 @@ struct Made {
     objects: Vec<ObjectRef>,
     started_ms: u64,
     output_prefix: String,
+    /// Its pod sends the runtime's end signal (see `wrap`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    signal: bool,
 }
 
 fn now_ms() -> u64 {
@@ -49,11 +52,12 @@ fn now_ms() -> u64 {
 }
 
 /// The handle of `objects`, made now.
-fn handle(objects: &[Object], paths: &AttemptPaths) -> Handle {
+fn handle(objects: &[Object], paths: &AttemptPaths, signal: bool) -> Handle {
     let made = Made {
         objects: objects.iter().map(|o| o.reference()).collect(),
         started_ms: now_ms(),
         output_prefix: paths.output_prefix.clone(),
+        signal,
     };
     Handle {
         connector: NAME.into(),
@@ -114,6 +118,15 @@ impl EksConnector {
     pub fn config(&self) -> &EksConfig {
         &self.config
     }
+
+    /// Whether `a`'s pod (one of `objects`) takes its inputs from its environment: a Python task's
+    /// pod under the wrapper or a raw container's under the copilot, its inputs small enough (see
+    /// `wrap`).
+    fn inlines(&self, a: &Attempt<'_>, objects: &[Object]) -> bool {
+        self.config.task_wrapper
+            && crate::wrap::inputs_fit(a, self.config.inline_inputs_max)
+            && matches!(objects, [Object::Pod(p)] if crate::wrap::wraps(p))
+    }
 }
 
 #[async_trait::async_trait]
@@ -145,15 +158,29 @@ impl Connector for EksConnector {
         self.poll
     }
 
+    fn inline_inputs(&self, a: &Attempt<'_>) -> bool {
+        build(a.task, a.launch, a.paths, &self.config).is_ok_and(|o| self.inlines(a, &o))
+    }
+
+    fn signals(&self, h: &Handle) -> bool {
+        made(h).is_ok_and(|m| m.signal)
+    }
+
     async fn start(&self, a: &Attempt<'_>) -> Result<Handle, TaskStatus> {
-        let objects = build(a.task, a.launch, a.paths, &self.config)
+        let mut objects = build(a.task, a.launch, a.paths, &self.config)
             .map_err(|e| failed("BuildError", e.to_string(), ErrorKind::User, false))?;
+        let inline = self.inlines(a, &objects);
+        let signal = a.signal.filter(|_| self.config.task_wrapper);
+        let signals = match objects.as_mut_slice() {
+            [Object::Pod(p)] => crate::wrap::wrap(p, a, inline, signal) && signal.is_some(),
+            _ => false,
+        };
         self.cluster()
             .map_err(|e| failed("Cluster", e, ErrorKind::System, false))?
             .start(&objects)
             .await
             .map_err(|e| failed("Cluster", e.to_string(), ErrorKind::System, true))?;
-        Ok(handle(&objects, a.paths))
+        Ok(handle(&objects, a.paths, signals))
     }
 
     async fn check(&self, h: &Handle, data: &dyn DataStore) -> Result<TaskStatus, Transient> {

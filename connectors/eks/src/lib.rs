@@ -24,6 +24,7 @@ mod kubeflow;
 pub mod pod;
 mod spark;
 pub mod status;
+pub mod wrap;
 mod yaml;
 
 use k8s_openapi::api::core::v1::Pod;

@@ -367,6 +367,9 @@ fn with_secrets(spec: &mut PodSpec, template: &updraft_proto::core::TaskTemplate
     }
 }
 
+/// The name of a raw container's init container, which writes its inputs.
+pub const COPILOT_INIT: &str = "updraft-download";
+
 /// Where the copilot is installed in a raw container's pod (an `emptyDir` both containers mount).
 pub const COPILOT_DIR: &str = "/var/updraft";
 
@@ -450,7 +453,7 @@ fn with_copilot(
     spec.init_containers
         .get_or_insert_with(Vec::new)
         .push(Container {
-            name: "updraft-download".into(),
+            name: COPILOT_INIT.into(),
             image: Some(image),
             command: Some(vec![
                 "updraft-copilot".into(),

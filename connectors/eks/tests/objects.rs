@@ -265,3 +265,179 @@ fn only_native_tasks_become_objects() {
     .unwrap_err();
     assert!(matches!(err, BuildError::NotNative { .. }), "{err}");
 }
+
+fn pod_of(objects: Vec<Object>) -> k8s_openapi::api::core::v1::Pod {
+    match objects.into_iter().next() {
+        Some(Object::Pod(p)) => *p,
+        other => panic!("not a pod: {other:?}"),
+    }
+}
+
+fn env_of(c: &k8s_openapi::api::core::v1::Container, name: &str) -> Option<String> {
+    c.env
+        .iter()
+        .flatten()
+        .find(|v| v.name == name)
+        .and_then(|v| v.value.clone())
+}
+
+#[test]
+fn python_and_raw_container_pods_take_small_inputs_and_send_the_end_signal() {
+    use base64::Engine;
+    use updraft_connector::{Attempt, EndSignal, LocalData};
+    use updraft_connector_eks::wrap::{
+        INPUTS_URI_VAR, INPUTS_VAR, SIGNAL_VAR, WRAPPER, python_primary, wrap,
+    };
+    use updraft_proto::Message;
+    let signal = EndSignal {
+        queue_url: "https://sqs.us-east-1.amazonaws.com/1/transitions".into(),
+        region: "us-east-1".into(),
+        body: "the check".into(),
+        delay_seconds: 1,
+    };
+    let inputs = LiteralMap {
+        literals: [(
+            "x".to_string(),
+            updraft_engine::literal::primitive_lit(updraft_proto::core::primitive::Value::Integer(
+                3,
+            )),
+        )]
+        .into(),
+    };
+    let pkg = fixture("containers.tgz");
+    let branches = fixture("branches.tgz");
+    let python = branches
+        .tasks
+        .values()
+        .find(|t| t.template.r#type == "python-task")
+        .unwrap();
+    for (task, is_python) in [
+        (python, true),
+        (&pkg.tasks["fixtures.containers.in_pod"], true),
+        (&pkg.tasks["calc_area"], false),
+    ] {
+        let launch = plan_launch(task, inputs.clone(), None);
+        let paths = AttemptPaths::under("s3://b/e", &launch);
+        let a = Attempt {
+            launch: &launch,
+            task,
+            paths: &paths,
+            data: &LocalData,
+            signal: Some(&signal),
+        };
+        let plain = pod_of(build(task, &launch, &paths, &EksConfig::default()).unwrap());
+        let mut pod = plain.clone();
+        assert!(wrap(&mut pod, &a, true, Some(&signal)), "{}", task.name);
+        let spec = pod.spec.as_ref().unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(launch.inputs.encode_to_vec());
+        let sent: EndSignal = if is_python {
+            let i = python_primary(&plain).unwrap();
+            let (before, c) = (
+                &plain.spec.as_ref().unwrap().containers[i],
+                &spec.containers[i],
+            );
+            // The command as it was, now the wrapper's arguments.
+            assert_eq!(
+                c.command.as_deref().unwrap(),
+                ["python3".to_string(), "-c".into(), WRAPPER.into()]
+            );
+            let mut was = before.command.clone().unwrap_or_default();
+            was.extend(before.args.clone().unwrap_or_default());
+            assert_eq!(c.args.as_ref().unwrap(), &was);
+            assert!(was.contains(&paths.input), "{was:?}");
+            assert_eq!(env_of(c, INPUTS_VAR).unwrap(), b64);
+            assert_eq!(env_of(c, INPUTS_URI_VAR).unwrap(), paths.input);
+            serde_json::from_str(&env_of(c, SIGNAL_VAR).unwrap()).unwrap()
+        } else {
+            // The copilot takes the same variables: the command is not wrapped.
+            assert!(python_primary(&plain).is_none());
+            let c = &spec.containers[0];
+            assert_eq!(
+                c.command,
+                plain.spec.as_ref().unwrap().containers[0].command
+            );
+            let init = &spec.init_containers.as_ref().unwrap()[0];
+            assert_eq!(env_of(init, INPUTS_VAR).unwrap(), b64);
+            assert_eq!(env_of(c, INPUTS_VAR), None);
+            serde_json::from_str(&env_of(c, SIGNAL_VAR).unwrap()).unwrap()
+        };
+        assert_eq!(sent, signal);
+        // Neither inline inputs nor a signal: the pod stays as built.
+        let mut same = plain.clone();
+        assert!(!wrap(&mut same, &a, false, None));
+        assert_eq!(same, plain);
+        // A signal alone: no inputs in the environment.
+        let mut only = plain.clone();
+        assert!(wrap(&mut only, &a, false, Some(&signal)));
+        let spec = only.spec.as_ref().unwrap();
+        let all: Vec<_> = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .collect();
+        assert!(all.iter().all(|c| env_of(c, INPUTS_VAR).is_none()));
+        assert!(all.iter().any(|c| env_of(c, SIGNAL_VAR).is_some()));
+    }
+}
+
+/// Runs the wrapper with `UPDRAFT_TEST_PYTHON` on `command`, with `env`.
+fn run_wrapper(command: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let python = std::env::var("UPDRAFT_TEST_PYTHON")
+        .expect("UPDRAFT_TEST_PYTHON is not set: run the tests with `bash scripts/test`");
+    std::process::Command::new(&python)
+        .arg("-c")
+        .arg(updraft_connector_eks::wrap::WRAPPER)
+        .args(command)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_wrapper_passes_inputs_and_exit_codes_and_survives_an_unsendable_signal() {
+    let python = std::env::var("UPDRAFT_TEST_PYTHON")
+        .expect("UPDRAFT_TEST_PYTHON is not set: run the tests with `bash scripts/test`");
+    // The inputs' URI in the arguments becomes a file holding them.
+    let out = run_wrapper(
+        &[
+            &python,
+            "-c",
+            "import sys; print(open(sys.argv[2], 'rb').read().decode(), sys.argv[1])",
+            "--inputs",
+            "s3://b/e/n0/0/inputs.pb",
+        ],
+        &[
+            ("UPDRAFT_INPUTS", "aW5wdXQgYnl0ZXM="),
+            ("UPDRAFT_INPUTS_URI", "s3://b/e/n0/0/inputs.pb"),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "input bytes --inputs"
+    );
+    // The command's exit code, after a signal that could not be sent (logged, not fatal); the
+    // wrapper's variables are not in the command's environment.
+    let signal =
+        r#"{"queue": "http://127.0.0.1:9/q", "region": "us-east-1", "body": "b", "delay": 1}"#;
+    let out = run_wrapper(
+        &[
+            &python,
+            "-c",
+            "import os, sys; print(sorted(k for k in os.environ if k.startswith(('UPDRAFT_END', 'UPDRAFT_INPUTS')))); sys.exit(3)",
+        ],
+        &[
+            ("UPDRAFT_END_SIGNAL", signal),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_MAX_ATTEMPTS", "1"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("could not tell the runtime that the task ended"),
+        "{err}"
+    );
+}

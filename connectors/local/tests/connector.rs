@@ -120,6 +120,7 @@ fn a_process_runs_to_its_outputs_and_a_second_start_finds_it() {
         task,
         paths: &paths,
         data: &LocalData,
+        signal: None,
     };
     let c = LocalConnector::new(None, Containers::Process);
     assert!(c.serves(task));
@@ -150,6 +151,7 @@ fn an_abort_kills_the_process_and_tolerates_a_second_abort() {
         task: &pkg.tasks["nap"],
         paths: &paths,
         data: &LocalData,
+        signal: None,
     };
     let c = LocalConnector::new(None, Containers::Process);
     prepare(&a);

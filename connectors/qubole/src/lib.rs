@@ -565,6 +565,7 @@ mod tests {
             task: &task,
             paths: &paths,
             data: &LocalData,
+            signal: None,
         };
         let cmd = c.command(&a).unwrap();
         assert_eq!(
