@@ -17,21 +17,25 @@
 //! on still holding the lease, writing only the records that changed. Every commit increments
 //! `version`.
 //!
-//! A commit is one transaction when it fits one (at most 100 items and 4 MB): the execution's item
-//! and each changed record, written whole into slot 0. A larger commit first writes the records that
-//! do not fit into each record's other slot — the one not holding its committed state — tagged with
-//! the version being committed, then commits the transaction; until then those writes are invisible,
-//! since a record reads as its slot with the highest version not above the execution's. A transition
-//! that died between the two leaves slots tagged above the execution's version: the next transition
-//! finds them (`NodeRecord::stale`) and writes those records again, so that no such slot is read once
-//! its version is reached. (A transition never outlives its lease, which is longer than the function's
-//! timeout, and gives up writing once half of it has passed.)
+//! A commit first writes each changed record into its other slot — the one not holding its committed
+//! state — tagged with the version being committed (25 records a `BatchWriteItem`), then moves the
+//! execution's item to that version with one conditional update; until then those writes are
+//! invisible, since a record reads as its slot with the highest version not above the execution's. No
+//! transaction is needed, so a commit costs one write unit per KB written instead of a
+//! transaction's two, and has no size or item limit. A transition that died between the two leaves
+//! slots tagged above the execution's version: the next transition finds them (`NodeRecord::stale`)
+//! and writes those records again, so that no such slot is read once its version is reached. (A
+//! transition never outlives its lease, which is longer than the function's timeout, and gives up
+//! writing once half of it has passed.)
+//!
+//! Every request asks for the capacity it consumed, summed in [`Store::consumed`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity, ReturnConsumedCapacity};
 
 use crate::Error;
 
@@ -43,13 +47,6 @@ pub const MAX_INLINE_STATE: usize = 300 * 1024;
 
 /// An execution's inputs over this size go to S3.
 pub const MAX_INLINE_INPUTS: usize = 64 * 1024;
-
-/// Most items in one transaction.
-const MAX_TRANSACTION_ITEMS: usize = 100;
-
-/// Most bytes of node records in one transaction (DynamoDB's cap is 4 MB in all; the execution's item
-/// takes up to 400 KB of it).
-const MAX_TRANSACTION_RECORD_BYTES: usize = 3 * 1024 * 1024;
 
 /// Records in one BatchWriteItem (DynamoDB's most).
 const BATCH_WRITE_ITEMS: usize = 25;
@@ -101,15 +98,6 @@ pub enum NodeBytes {
     Inline(Vec<u8>),
     /// Where in the bucket the NodeState lives.
     Blob(String),
-}
-
-impl NodeBytes {
-    fn len(&self) -> usize {
-        match self {
-            Self::Inline(v) => v.len(),
-            Self::Blob(k) => k.len(),
-        }
-    }
 }
 
 /// A node record as read at one version of its execution.
@@ -207,7 +195,76 @@ pub enum Lease {
 pub struct Store {
     client: Client,
     table: String,
+    consumed: std::sync::Arc<Consumed>,
 }
+
+/// The DynamoDB capacity a store's requests consumed, as the service reported it
+/// (`ReturnConsumedCapacity`); a store's clones share it.
+#[derive(Debug, Default)]
+pub struct Consumed {
+    read_milli: AtomicU64,
+    write_milli: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl Consumed {
+    /// Read capacity units so far.
+    pub fn read_units(&self) -> f64 {
+        self.read_milli.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    /// Write capacity units so far.
+    pub fn write_units(&self) -> f64 {
+        self.write_milli.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, write: bool, units: f64) {
+        let milli = (units * 1000.0).round() as u64;
+        let counter = if write {
+            &self.write_milli
+        } else {
+            &self.read_milli
+        };
+        counter.fetch_add(milli, Ordering::Relaxed);
+    }
+}
+
+/// A request's answer, with the capacity it consumed.
+trait Used {
+    /// True for writes.
+    const WRITE: bool;
+    /// The capacity, per table.
+    fn used(&self) -> Vec<&ConsumedCapacity>;
+}
+
+macro_rules! used {
+    ($write:expr, one: $($t:ty),*) => {$(
+        impl Used for $t {
+            const WRITE: bool = $write;
+            fn used(&self) -> Vec<&ConsumedCapacity> {
+                self.consumed_capacity().into_iter().collect()
+            }
+        }
+    )*};
+    ($write:expr, many: $($t:ty),*) => {$(
+        impl Used for $t {
+            const WRITE: bool = $write;
+            fn used(&self) -> Vec<&ConsumedCapacity> {
+                self.consumed_capacity().iter().collect()
+            }
+        }
+    )*};
+}
+
+use aws_sdk_dynamodb::operation as op;
+used!(false, one: op::get_item::GetItemOutput, op::query::QueryOutput, op::scan::ScanOutput);
+used!(true, one: op::put_item::PutItemOutput, op::update_item::UpdateItemOutput, op::delete_item::DeleteItemOutput);
+used!(true, many: op::batch_write_item::BatchWriteItemOutput);
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -278,7 +335,23 @@ impl Store {
         Self {
             client,
             table: table.into(),
+            consumed: Default::default(),
         }
+    }
+
+    /// The capacity this store's requests (and its clones') consumed so far.
+    pub fn consumed(&self) -> &Consumed {
+        &self.consumed
+    }
+
+    /// Counts the capacity answer `o` consumed, and hands it on.
+    fn note<O: Used>(&self, o: O) -> O {
+        self.consumed.requests.fetch_add(1, Ordering::Relaxed);
+        for c in o.used() {
+            self.consumed
+                .add(O::WRITE, c.capacity_units().unwrap_or(0.0));
+        }
+        o
     }
 
     /// Creates the execution's item unless one of that name exists; true when it was created.
@@ -307,7 +380,12 @@ impl Store {
         if let Some(k) = &e.inputs_blob {
             req = req.item("inputs_blob", s(k));
         }
-        match req.send().await {
+        match req
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map(|o| self.note(o))
+        {
             Ok(_) => Ok(true),
             Err(err) if is_conditional_failure(&err) => Ok(false),
             Err(err) => Err(Error::aws("DynamoDB PutItem (execution)", err)),
@@ -327,8 +405,10 @@ impl Store {
             .key("pk", s(pk))
             .key("sk", s("#"))
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
+            .map(|o| self.note(o))
             .map_err(|e| Error::aws(&format!("DynamoDB GetItem ({what})"), e))?;
         Ok(out.item)
     }
@@ -355,8 +435,10 @@ impl Store {
                 .expression_attribute_values(":h", s("#"))
                 .expression_attribute_values(":e", s("exec#"))
                 .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
+                .map(|o| self.note(o))
                 .map_err(|e| Error::aws("DynamoDB Scan (executions)", e))?;
             out.extend(page.items().iter().map(execution_from));
             start = page.last_evaluated_key;
@@ -390,8 +472,10 @@ impl Store {
             .expression_attribute_values(":u", n(until_ms))
             .expression_attribute_values(":now", n(now_ms))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
-            .await;
+            .await
+            .map(|o| self.note(o));
         match res {
             Ok(out) => Ok(Lease::Taken(Box::new(execution_from(
                 &out.attributes.unwrap_or_default(),
@@ -415,8 +499,10 @@ impl Store {
             .update_expression("REMOVE lease_owner, lease_until")
             .condition_expression("lease_owner = :o")
             .expression_attribute_values(":o", s(owner))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
-            .await;
+            .await
+            .map(|o| self.note(o));
         match res {
             Ok(_) => Ok(()),
             Err(err) if is_conditional_failure(&err) => Ok(()),
@@ -438,8 +524,10 @@ impl Store {
                 .expression_attribute_values(":n", s("node#"))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
+                .map(|o| self.note(o))
                 .map_err(|e| Error::aws("DynamoDB Query (nodes)", e))?;
             for item in page.items() {
                 let Some(index) = get_s(item, "sk")
@@ -456,11 +544,12 @@ impl Store {
         }
     }
 
-    /// Commits a transition: the execution's new state and phase (and, once finished, its TTL and error)
-    /// and the node records that changed, conditional on `owner` still holding the lease, which is given
-    /// back. Records that do not fit the transaction are written first, each into its slot that holds
-    /// no committed state (see the module's documentation); none is written once `deadline_ms` has
-    /// passed ([`Error::LostLease`]: the lease may be about to end).
+    /// Commits a transition: the node records that changed, then the execution's new state and phase
+    /// (and, once finished, its TTL and error), conditional on `owner` still holding the lease, which
+    /// is given back. Each record is written first into its slot that holds no committed state (see
+    /// the module's documentation), 25 a request; none is written once `deadline_ms` has passed
+    /// ([`Error::LostLease`]: the lease may be about to end). An item without inputs loses the ones
+    /// it held (a started execution's state holds them).
     pub async fn commit(
         &self,
         e: &ExecutionItem,
@@ -473,20 +562,7 @@ impl Store {
         let pk = exec_pk(&e.name);
         let next = e.version + 1;
         let ttl = finished.then(|| now_ms / 1000 + RETENTION_SECS as i64);
-        // What fits the transaction goes in it; the rest is written before it.
-        let mut budget = MAX_TRANSACTION_RECORD_BYTES;
-        let mut inside = Vec::new();
-        let mut before = Vec::new();
-        for w in nodes {
-            let size = w.bytes.len() + 64;
-            if inside.len() + 1 < MAX_TRANSACTION_ITEMS && size <= budget {
-                budget -= size;
-                inside.push(w);
-            } else {
-                before.push(w);
-            }
-        }
-        let batches: Vec<&[&NodeWrite]> = before.chunks(BATCH_WRITE_ITEMS).collect();
+        let batches: Vec<&[NodeWrite]> = nodes.chunks(BATCH_WRITE_ITEMS).collect();
         for chunk in batches.chunks(PARALLEL_WRITES) {
             if crate::now_ms() > deadline_ms {
                 return Err(Error::LostLease(e.name.clone()));
@@ -503,7 +579,9 @@ impl Store {
         }
         let mut set = "SET #v = #v + :one, phase = :ph, #st = :s, updated = :now".to_string();
         let mut remove = "lease_owner, lease_until".to_string();
-        let mut update = Update::builder()
+        let mut update = self
+            .client
+            .update_item()
             .table_name(&self.table)
             .key("pk", s(&pk))
             .key("sk", s("#"))
@@ -522,6 +600,9 @@ impl Store {
             }
             None => remove.push_str(", state_blob"),
         }
+        if e.inputs.is_empty() {
+            remove.push_str(", inputs");
+        }
         if let Some(err) = &e.error {
             set.push_str(", #er = :er");
             update = update
@@ -534,38 +615,17 @@ impl Store {
                 .expression_attribute_names("#ttl", "ttl")
                 .expression_attribute_values(":ttl", n(ttl));
         }
-        let update = update
+        update
             .update_expression(format!("{set} REMOVE {remove}"))
-            .build()
-            .map_err(|e| Error::Invalid(e.to_string()))?;
-        let mut items = vec![TransactWriteItem::builder().update(update).build()];
-        for w in inside {
-            // Written whole: slot 0 holds it, slot 1 is gone.
-            let mut put = Put::builder()
-                .table_name(&self.table)
-                .item("pk", s(&pk))
-                .item("sk", s(node_sk(w.index)))
-                .item("version", n(next));
-            put = match &w.bytes {
-                NodeBytes::Inline(v) => put.item("state", b(v)),
-                NodeBytes::Blob(k) => put.item("blob", s(k)),
-            };
-            if let Some(ttl) = ttl {
-                put = put.item("ttl", n(ttl));
-            }
-            let put = put.build().map_err(|e| Error::Invalid(e.to_string()))?;
-            items.push(TransactWriteItem::builder().put(put).build());
-        }
-        self.client
-            .transact_write_items()
-            .set_transact_items(Some(items))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
+            .map(|o| self.note(o))
             .map_err(|err| {
                 if is_conditional_failure(&err) {
                     Error::LostLease(e.name.clone())
                 } else {
-                    Error::aws("DynamoDB TransactWriteItems (commit)", err)
+                    Error::aws("DynamoDB UpdateItem (commit)", err)
                 }
             })?;
         Ok(())
@@ -577,7 +637,7 @@ impl Store {
     async fn write_slots(
         &self,
         pk: &str,
-        writes: &[&NodeWrite],
+        writes: &[NodeWrite],
         version: u64,
         ttl: Option<i64>,
     ) -> Result<(), Error> {
@@ -631,8 +691,10 @@ impl Store {
                 .client
                 .batch_write_item()
                 .request_items(&self.table, requests)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
+                .map(|o| self.note(o))
                 .map_err(|e| Error::aws("DynamoDB BatchWriteItem (node records)", e))?;
             requests = out
                 .unprocessed_items
@@ -666,8 +728,10 @@ impl Store {
             .item("pk", s(format!("cache#{key}")))
             .item("sk", s("#"))
             .item("outputs", b(outputs))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
+            .map(|o| self.note(o))
             .map_err(|e| Error::aws("DynamoDB PutItem (cache)", e))?;
         Ok(())
     }
@@ -694,8 +758,10 @@ impl Store {
             .expression_attribute_names("#u", "until")
             .expression_attribute_values(":h", s(holder))
             .expression_attribute_values(":now", n(now_ms))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
-            .await;
+            .await
+            .map(|o| self.note(o));
         match res {
             Ok(_) => Ok(None),
             Err(err) if is_conditional_failure(&err) => Ok(Some(
@@ -721,8 +787,10 @@ impl Store {
             .expression_attribute_names("#u", "until")
             .expression_attribute_values(":h", s(holder))
             .expression_attribute_values(":u", n(until_ms))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
-            .await;
+            .await
+            .map(|o| self.note(o));
         match res {
             Ok(_) => Ok(()),
             Err(err) if is_conditional_failure(&err) => Ok(()),
@@ -740,8 +808,10 @@ impl Store {
             .key("sk", s("#"))
             .condition_expression("holder = :h")
             .expression_attribute_values(":h", s(holder))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
-            .await;
+            .await
+            .map(|o| self.note(o));
         match res {
             Ok(_) => Ok(()),
             Err(err) if is_conditional_failure(&err) => Ok(()),
@@ -765,8 +835,10 @@ impl Store {
             .item("sk", s(format!("cachewait#{attempt}")))
             .item("due", n(due_ms))
             .item("ttl", n(now_ms / 1000 + RETENTION_SECS as i64))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
+            .map(|o| self.note(o))
             .map_err(|e| Error::aws("DynamoDB PutItem (cache wait)", e))?;
         Ok(())
     }
@@ -780,8 +852,10 @@ impl Store {
             .key("pk", s(exec_pk(name)))
             .key("sk", s(format!("cachewait#{attempt}")))
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
+            .map(|o| self.note(o))
             .map_err(|e| Error::aws("DynamoDB GetItem (cache wait)", e))?;
         Ok(out.item.as_ref().and_then(|i| get_n(i, "due")))
     }
@@ -795,8 +869,10 @@ impl Store {
             .item("sk", s("#"))
             .item("package", s(package))
             .item("registered", n(now_ms))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
+            .map(|o| self.note(o))
             .map_err(|e| Error::aws("DynamoDB PutItem (registration)", e))?;
         Ok(())
     }
@@ -826,8 +902,10 @@ impl Store {
             .item("sk", s(format!("v#{version}")))
             .item("package", s(package))
             .item("registered", n(now_ms))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
+            .map(|o| self.note(o))
             .map_err(|e| Error::aws("DynamoDB PutItem (entity registration)", e))?;
         Ok(())
     }
@@ -851,8 +929,10 @@ impl Store {
                 .expression_attribute_values(":v", s("v#"))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
+                .map(|o| self.note(o))
                 .map_err(|e| Error::aws("DynamoDB Query (entity registrations)", e))?;
             for item in page.items() {
                 let version =
@@ -881,8 +961,10 @@ impl Store {
             .item("sk", s("#"))
             .item("message", b(check))
             .item("ttl", n(now_ms / 1000 + RETENTION_SECS as i64))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
+            .map(|o| self.note(o))
             .map_err(|e| Error::aws("DynamoDB PutItem (watch)", e))?;
         Ok(())
     }
@@ -912,8 +994,10 @@ impl Store {
             .item("sk", s(name))
             .item("handle", s(handle))
             .item("ttl", n(now_ms / 1000 + RETENTION_SECS as i64))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
+            .map(|o| self.note(o))
             .map_err(|e| Error::aws("DynamoDB PutItem (attempt handle)", e))?;
         Ok(())
     }
@@ -928,8 +1012,10 @@ impl Store {
             .key("pk", s(handles_pk(exec)))
             .key("sk", s(name))
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
+            .map(|o| self.note(o))
             .map_err(|e| Error::aws("DynamoDB GetItem (attempt handle)", e))?;
         Ok(out.item.as_ref().and_then(|i| get_s(i, "handle")))
     }
@@ -941,8 +1027,10 @@ impl Store {
             .table_name(&self.table)
             .key("pk", s(handles_pk(exec)))
             .key("sk", s(name))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
+            .map(|o| self.note(o))
             .map_err(|e| Error::aws("DynamoDB DeleteItem (attempt handle)", e))?;
         Ok(())
     }
@@ -961,8 +1049,10 @@ impl Store {
                 .expression_attribute_values(":p", s(handles_pk(exec)))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
+                .map(|o| self.note(o))
                 .map_err(|e| Error::aws("DynamoDB Query (attempt handles)", e))?;
             for item in page.items() {
                 if let (Some(name), Some(h)) = (get_s(item, "sk"), get_s(item, "handle")) {
@@ -994,8 +1084,10 @@ impl Store {
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":ttl", n(now_ms / 1000 + RETENTION_SECS as i64))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
+            .map(|o| self.note(o))
             .map_err(|e| Error::aws("DynamoDB UpdateItem (dead letter)", e))?;
         Ok(out
             .attributes

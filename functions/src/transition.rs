@@ -222,6 +222,22 @@ impl Transition {
 
     /// Handles a batch; returns the ids of the messages that failed (SQS delivers them again).
     pub async fn handle(&self, batch: Vec<Received>) -> Vec<String> {
+        let used = self.clients.store.consumed();
+        let before = (used.read_units(), used.write_units(), used.requests());
+        let messages = batch.len();
+        let failures = self.handle_batch(batch).await;
+        tracing::info!(
+            messages,
+            failed = failures.len(),
+            dynamodb_requests = used.requests() - before.2,
+            read_units = used.read_units() - before.0,
+            write_units = used.write_units() - before.1,
+            "batch handled"
+        );
+        failures
+    }
+
+    async fn handle_batch(&self, batch: Vec<Received>) -> Vec<String> {
         let mut failures = Vec::new();
         let mut groups: Vec<(String, Vec<(Received, QueueMessage)>)> = Vec::new();
         for r in batch {
@@ -832,6 +848,10 @@ impl Transition {
         }
         let mut item = ctx.item;
         item.state = engine.state_record().encode_to_vec();
+        // A started execution's state holds its inputs: the item needs them no more.
+        if engine.phase() != ExecPhase::Queued {
+            item.inputs.clear();
+        }
         let next = item.version + 1;
         self.clients.offload_state(&mut item, next).await?;
         item.phase = phase_name(exec_phase_code(engine.phase())).into();
