@@ -488,6 +488,44 @@ impl Store {
         }
     }
 
+    /// Fails execution `name` with `error` when it is still QUEUED and no transition holds it (a
+    /// launch that could not finish: nothing of it started); true when it did.
+    pub async fn fail_queued(&self, name: &str, error: &str, now_ms: i64) -> Result<bool, Error> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(exec_pk(name)))
+            .key("sk", s("#"))
+            .update_expression(
+                "SET phase = :f, #er = :er, updated = :now, #ttl = :ttl, #v = #v + :one",
+            )
+            .condition_expression(
+                "phase = :q AND (attribute_not_exists(lease_until) OR lease_until < :now)",
+            )
+            .expression_attribute_names("#er", "error")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_names("#v", "version")
+            .expression_attribute_values(":f", s("FAILED"))
+            .expression_attribute_values(":q", s("QUEUED"))
+            .expression_attribute_values(":er", s(error))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":ttl", n(now_ms / 1000 + RETENTION_SECS as i64))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map(|o| self.note(o));
+        match res {
+            Ok(_) => Ok(true),
+            Err(err) if is_conditional_failure(&err) => Ok(false),
+            Err(err) => Err(Error::aws(
+                "DynamoDB UpdateItem (fail a queued execution)",
+                err,
+            )),
+        }
+    }
+
     /// Gives the lease back without changing anything.
     pub async fn release(&self, name: &str, owner: &str) -> Result<(), Error> {
         let res = self

@@ -973,6 +973,44 @@ fn a_deployed_stack_survives_crashes_fails_poisoned_executions_and_hears_job_eve
         });
     }
     let _ = std::fs::remove_file(&pids);
+    // A launch whose every delivery made the execution but died before its start was sent leaves it
+    // QUEUED; its request's dead letter, consumed by the launch function, fails it with the reason.
+    let launch_dlq = d.outputs["LaunchDeadLetterQueueUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.with_clients(|clients| async move {
+        let item = updraft_aws::store::ExecutionItem {
+            name: "stuck".into(),
+            phase: "QUEUED".into(),
+            workflow: "fixtures.failures.slow_wf".into(),
+            created: updraft_aws::now_ms(),
+            ..Default::default()
+        };
+        assert!(clients.store.create_execution(&item).await.unwrap());
+    });
+    d.with_sdk(|sdk| async move {
+        aws_sdk_sqs::Client::new(&sdk)
+            .send_message()
+            .queue_url(&launch_dlq)
+            .message_body(r#"{"name": "stuck", "workflow": "fixtures.failures.slow_wf"}"#)
+            .send()
+            .await
+            .unwrap();
+    });
+    let out = poll(Duration::from_secs(120), || {
+        let (_, out, err) = d.updraft(&["status", "stuck"]);
+        if out.contains("FAILED") {
+            Ok(out)
+        } else {
+            Err(format!("stuck never showed FAILED: {out}{err}"))
+        }
+    });
+    assert!(
+        out.contains("DeadLetter") && out.contains("the launch request could not be processed"),
+        "{out}"
+    );
+    assert_eq!(d.s3_keys("dead-letters/launch/").len(), 1);
     // Every dead letter was handled: none is left waiting.
     let dlq = d.outputs["TransitionsDeadLetterQueueUrl"].as_str().unwrap();
     poll(Duration::from_secs(120), || {

@@ -27,7 +27,7 @@ use updraft_functions::transition::{Received, Transition, is_final};
 use updraft_test_faults::{FaultProxy, Faults};
 
 mod common;
-use common::{cost_of_traffic, env, ms, percentile, resources, sdk};
+use common::{Capacity, cost_of_traffic, env, ms, percentile, resources, sdk};
 
 fn fanout_yaml(width: usize) -> String {
     let mut y = String::from(
@@ -126,7 +126,7 @@ async fn run(localstack: &str, case: &Case, max_starts: u32) {
     for name in compiled.workflows.keys() {
         clients.store.register(name, &key, 0).await.unwrap();
     }
-    let t = Transition::with_cluster(settings.clone(), counted, None);
+    let t = Transition::with_cluster(settings.clone(), counted.clone(), None);
     let req: Request = serde_json::from_value(serde_json::json!({
         "name": case.name,
         "workflow": case.workflow,
@@ -139,6 +139,7 @@ async fn run(localstack: &str, case: &Case, max_starts: u32) {
         .unwrap();
     let sqs = aws_sdk_sqs::Client::new(&direct);
     let before = proxy.traffic();
+    let capacity = Capacity::of(&counted.store);
     let mut handled = 0u64;
     let mut transitions = Vec::new();
     let limit = Instant::now() + Duration::from_secs(3600);
@@ -205,7 +206,9 @@ async fn run(localstack: &str, case: &Case, max_starts: u32) {
     transitions.sort_by(f64::total_cmp);
     let batches = transitions.len() as u64;
     let lambda_seconds = transitions.iter().sum::<f64>() / 1000.0;
-    let (lambda, sqs_cost, ddb, s3, total) = cost_of_traffic(&traffic, batches, lambda_seconds);
+    let used = Capacity::of(&counted.store).since(capacity);
+    let (lambda, sqs_cost, ddb, s3, total) =
+        cost_of_traffic(&traffic, used, 0, batches, lambda_seconds);
     println!(
         "\n== {}: SUCCEEDED in {:.1} s; {} messages in {} batches, {} commits",
         case.name,
@@ -233,6 +236,14 @@ async fn run(localstack: &str, case: &Case, max_starts: u32) {
         })
         .collect();
     println!("AWS requests ({requests}): {}", line.join("; "));
+    println!(
+        "DynamoDB capacity consumed: {:.0} read units, {:.0} write units ({:.1} and {:.1} per \
+         message)",
+        used.read,
+        used.write,
+        used.read / handled.max(1) as f64,
+        used.write / handled.max(1) as f64
+    );
     let per_m = |x: f64| x / handled.max(1) as f64 * 1e6;
     println!(
         "cost: this execution ${total:.4} (Lambda ${lambda:.4}, SQS ${sqs_cost:.4}, DynamoDB \

@@ -411,6 +411,7 @@ async fn main() {
     let mut all = Vec::new();
     let mut seen_pods: BTreeSet<String> = BTreeSet::new();
     let before: BTreeMap<String, u64> = counts.lock().unwrap().clone();
+    let capacity = common::Capacity::of(&clients.store);
     let mut handled = 0u64;
     let mut tasks = 0u64;
     for i in 0..runs {
@@ -577,25 +578,43 @@ async fn main() {
     );
 
     // Requests per transition, and their cost.
+    let used = common::Capacity::of(&clients.store).since(capacity);
     let mut per: BTreeMap<String, f64> = BTreeMap::new();
     for (svc, n) in &after {
         let d = n - before.get(svc).copied().unwrap_or(0);
         per.insert(svc.clone(), d as f64 / handled as f64);
     }
-    println!("\n== AWS requests per transition ({handled} messages, {tasks} task attempts)");
+    // Each pod sent its end signal itself (not through the proxy): one SQS request a task attempt.
+    *per.entry("sqs".into()).or_default() += tasks as f64 / handled as f64;
+    println!(
+        "\n== AWS requests per transition ({handled} messages, {tasks} task attempts; SQS with the \
+         pods' end signals)"
+    );
     for (svc, n) in &per {
         println!("{svc:<10} {n:.2}");
     }
+    let ddb = common::Capacity {
+        read: used.read / handled as f64,
+        write: used.write / handled as f64,
+    };
+    println!(
+        "DynamoDB capacity consumed per transition: {:.2} read units, {:.2} write units",
+        ddb.read, ddb.write
+    );
     // The cost model: `common::cost_per_million`.
     let median_s = percentile(&all, 0.5) / 1000.0;
     println!(
         "(plus 2 SQS requests per transition by the event source mapping: receive and delete)"
     );
-    let (lambda, sqs_cost, ddb_cost, s3_cost, total) = common::cost_per_million(&per, median_s);
+    let (lambda, sqs_cost, ddb_cost, s3_cost, total) =
+        common::cost_per_million(&per, ddb, median_s);
+    let per_task = handled as f64 / tasks.max(1) as f64;
     println!(
         "\n== cost per million transitions (upper bounds, 512 MB arm64 at the median duration)\n\
          Lambda ${lambda:.2}  SQS ${sqs_cost:.2}  DynamoDB ${ddb_cost:.2}  S3 ${s3_cost:.2}  \
-         = ${total:.2}   (Step Functions Standard: $25.00 per million state transitions)"
+         = ${total:.2}   (Step Functions Standard: $25.00 per million state transitions)\n\
+         per million task attempts ({per_task:.2} transitions each): ${:.2}",
+        total * per_task
     );
 
     // Cold start, peak RSS.

@@ -321,17 +321,15 @@ pub fn url_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Launches the request `source` holds (reading it from the bucket for S3 sources). A bad request from
-/// an object gets its error written to `<key>.error.txt` and counts as handled; other errors are
-/// returned.
-pub async fn launch_from(
-    settings: &Settings,
+/// The request `source` holds (read from the bucket for S3 sources) and the seed of its name; None
+/// when there is none to launch (an error note, an object gone, a bad request from an object: its
+/// error is written next to it).
+async fn request_of(
     clients: &Clients,
-    packages: &Packages,
     source: &Source,
     req: Option<Request>,
-) -> Result<Option<String>, Error> {
-    let (req, seed) = match (source, req) {
+) -> Result<Option<(Request, String)>, Error> {
+    Ok(Some(match (source, req) {
         (_, Some(r)) => {
             let seed = match source {
                 Source::Message { id } => id.clone(),
@@ -359,6 +357,21 @@ pub async fn launch_from(
         (Source::Message { id }, None) => {
             return Err(Error::Invalid(format!("launch message {id}: no request")));
         }
+    }))
+}
+
+/// Launches the request `source` holds (reading it from the bucket for S3 sources). A bad request from
+/// an object gets its error written to `<key>.error.txt` and counts as handled; other errors are
+/// returned.
+pub async fn launch_from(
+    settings: &Settings,
+    clients: &Clients,
+    packages: &Packages,
+    source: &Source,
+    req: Option<Request>,
+) -> Result<Option<String>, Error> {
+    let Some((req, seed)) = request_of(clients, source, req).await? else {
+        return Ok(None);
     };
     match launch(settings, clients, packages, &req, &seed).await {
         Ok(name) => Ok(Some(name)),
@@ -371,6 +384,73 @@ pub async fn launch_from(
         },
         Err(e) => Err(e),
     }
+}
+
+/// Where launch dead letter `id` is kept in the bucket.
+pub fn launch_dead_letter_key(id: &str) -> String {
+    format!("dead-letters/launch/{id}.json")
+}
+
+/// Handles a launch-queue message that used up its `deliveries` (the launch function timed out,
+/// crashed, ran out of memory or failed each time): it is kept in the bucket
+/// ([`launch_dead_letter_key`]: its body and when), then each request in it ends: the execution it
+/// made, if any and still QUEUED (nothing of it started), is failed with the code `DeadLetter` and
+/// the reason; a request from an object gets the reason in `<key>.error.txt`. Returns the executions
+/// failed. Idempotent; an error leaves the message for a later handling.
+pub async fn launch_dead_letter(
+    clients: &Clients,
+    id: &str,
+    body: &str,
+    deliveries: u32,
+) -> Result<Vec<String>, Error> {
+    let key = launch_dead_letter_key(id);
+    let uri = clients.blobs.uri(&key);
+    let kept = serde_json::json!({
+        "messageId": id,
+        "deliveries": deliveries,
+        "body": body,
+        "keptMs": now_ms(),
+    });
+    clients
+        .blobs
+        .put(&uri, serde_json::to_vec_pretty(&kept).unwrap_or_default())
+        .await?;
+    let reason = format!(
+        "the launch request could not be processed after {deliveries} deliveries and went to the \
+         dead-letter queue (kept at {uri})"
+    );
+    let found = match requests_in(body, id) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(message_id = %id, error = %e, kept = %uri, "an undecodable launch dead letter");
+            return Ok(Vec::new());
+        }
+    };
+    let mut failed = Vec::new();
+    for (source, req) in found {
+        let Some((req, seed)) = request_of(clients, &source, req).await? else {
+            continue;
+        };
+        let name = req
+            .name
+            .clone()
+            .filter(|n| valid_name(n))
+            .unwrap_or_else(|| made_up_name(&seed));
+        let error = format!("[{}] {reason}", crate::transition::DEAD_LETTER);
+        if clients.store.fail_queued(&name, &error, now_ms()).await? {
+            failed.push(name.clone());
+        }
+        tracing::error!(message_id = %id, execution = %name, kept = %uri, "a launch request used up its deliveries");
+        if let Source::Object { bucket, key, .. } = &source {
+            report(
+                clients,
+                &format!("s3://{bucket}/{key}"),
+                &Error::Invalid(reason.clone()),
+            )
+            .await?;
+        }
+    }
+    Ok(failed)
 }
 
 async fn report(clients: &Clients, uri: &str, e: &Error) -> Result<(), Error> {

@@ -1518,3 +1518,161 @@ async fn the_transition_binary_runs_as_a_lambda_function_fed_by_sqs() {
         serde_json::json!({"o0": "10->6"})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_dead_letters_fail_queued_executions_and_note_their_requests() {
+    use updraft_functions::launch::{launch_dead_letter, launch_dead_letter_key};
+    let stack = Stack::new("launchdl").await;
+    stack.register("tests/fixtures/flytekit/branches.tgz").await;
+    let mut settings = stack.settings.clone();
+    settings.eks = Some(stack.eks.clone());
+    let packages = Packages::default();
+    let body = |name: &str| {
+        serde_json::json!({"name": name, "workflow": "fixtures.branches.branch_wf", "inputs": {"x": 3}})
+            .to_string()
+    };
+    // A launch that made its execution but could not send its start (every delivery: the queue
+    // refused): the execution waits QUEUED until its dead letter fails it.
+    let mut broken = settings.clone();
+    broken.transitions_url = format!("{}-gone", settings.transitions_url);
+    let broken_clients = broken.clients_with(sdk(&endpoint()).await);
+    let req = request(
+        "fixtures.branches.branch_wf",
+        "lost",
+        serde_json::json!({"x": 3}),
+    );
+    let err = launch(&broken, &broken_clients, &packages, &req, "")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("SQS"), "{err}");
+    let item = stack
+        .clients
+        .store
+        .execution("lost")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(item.phase, "QUEUED");
+    let failed = launch_dead_letter(&stack.clients, "m-lost", &body("lost"), 5)
+        .await
+        .unwrap();
+    assert_eq!(failed, ["lost"]);
+    let item = stack
+        .clients
+        .store
+        .execution("lost")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(item.phase, "FAILED");
+    let error = item.error.unwrap();
+    assert!(
+        error.contains("[DeadLetter]") && error.contains("after 5 deliveries"),
+        "{error}"
+    );
+    let kept = stack
+        .clients
+        .blobs
+        .get(&stack.clients.blobs.uri(&launch_dead_letter_key("m-lost")))
+        .await
+        .unwrap()
+        .unwrap();
+    let kept: serde_json::Value = serde_json::from_slice(&kept).unwrap();
+    assert_eq!(kept["body"], body("lost"));
+    // Handled again (its handling died before the message was deleted): nothing changes.
+    let again = launch_dead_letter(&stack.clients, "m-lost", &body("lost"), 5)
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    // A late start finds the execution over and starts nothing.
+    let t = stack.transition().await;
+    let start = updraft_proto::updraft::QueueMessage {
+        execution: "lost".into(),
+        kind: Some(updraft_proto::updraft::queue_message::Kind::Start(
+            Default::default(),
+        )),
+    };
+    stack
+        .clients
+        .queue
+        .send(&start, Duration::ZERO)
+        .await
+        .unwrap();
+    stack.drain(&t).await;
+    assert!(!stack.pods_ran().iter().any(|p| p.starts_with("lost-")));
+    assert_eq!(
+        stack
+            .clients
+            .store
+            .execution("lost")
+            .await
+            .unwrap()
+            .unwrap()
+            .phase,
+        "FAILED"
+    );
+
+    // An execution that started is left alone.
+    let req = request(
+        "fixtures.branches.branch_wf",
+        "going",
+        serde_json::json!({"x": 3}),
+    );
+    launch(&settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    stack
+        .drive_until(&t, "going", "never started", |i| i.phase != "QUEUED")
+        .await;
+    let failed = launch_dead_letter(&stack.clients, "m-going", &body("going"), 5)
+        .await
+        .unwrap();
+    assert!(failed.is_empty());
+    assert_eq!(
+        stack.drive(&t, "going", Duration::from_secs(120)).await,
+        "SUCCEEDED"
+    );
+
+    // A request dropped in the bucket: its reason is written beside it.
+    let key = "requests/nightly.json";
+    let uri = stack.clients.blobs.uri(key);
+    stack
+        .clients
+        .blobs
+        .put(&uri, body("nightly").into_bytes())
+        .await
+        .unwrap();
+    let event = serde_json::json!({"Records": [{"s3": {
+        "bucket": {"name": stack.settings.bucket},
+        "object": {"key": key, "eTag": "e1"},
+    }}]});
+    let failed = launch_dead_letter(&stack.clients, "m-s3", &event.to_string(), 5)
+        .await
+        .unwrap();
+    assert!(failed.is_empty(), "never created: {failed:?}");
+    let note = stack
+        .clients
+        .blobs
+        .get(&format!("{uri}.error.txt"))
+        .await
+        .unwrap()
+        .unwrap();
+    let note = String::from_utf8(note).unwrap();
+    assert!(note.contains("after 5 deliveries"), "{note}");
+    // A body that is no request is kept, and done with.
+    assert!(
+        launch_dead_letter(&stack.clients, "m-junk", "not json", 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        stack
+            .clients
+            .blobs
+            .get(&stack.clients.blobs.uri(&launch_dead_letter_key("m-junk")))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

@@ -99,30 +99,53 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// What a run's AWS requests cost in all, by service, from the proxy's traffic by operation
-/// (`updraft_test_faults::FaultProxy::traffic`), the Lambda invocations (`batches`, each handling one
-/// batch of messages) and their total duration in seconds. Capacity units are estimated from bytes:
-/// DynamoDB reads (strongly consistent `getitem`, `query`) one unit per 4 KB of answer, writes one per
-/// KB of request (two in a transaction), each request rounded up by half a unit; SQS one request per
-/// 64 KB, plus the event source mapping's receive and delete per batch. Prices as
-/// [`cost_per_million`]'s. Returns (Lambda, SQS, DynamoDB, S3, total) in dollars.
+/// DynamoDB capacity consumed, in units, as the service reported it (`Store::consumed`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Capacity {
+    /// Read units.
+    pub read: f64,
+    /// Write units.
+    pub write: f64,
+}
+
+impl Capacity {
+    /// What `store` has consumed so far.
+    pub fn of(store: &updraft_functions::store::Store) -> Self {
+        let c = store.consumed();
+        Self {
+            read: c.read_units(),
+            write: c.write_units(),
+        }
+    }
+
+    /// What was consumed since `before`.
+    pub fn since(self, before: Capacity) -> Capacity {
+        Capacity {
+            read: self.read - before.read,
+            write: self.write - before.write,
+        }
+    }
+}
+
+/// What a run's AWS requests cost in all, by service: DynamoDB from the capacity its requests
+/// consumed (`ddb`, as DynamoDB reported it), SQS and S3 from the proxy's traffic by operation
+/// (`updraft_test_faults::FaultProxy::traffic`; SQS one request per 64 KB) plus `other_sqs` requests
+/// made elsewhere (the pods' end signals) and the event source mapping's receive and delete per batch,
+/// Lambda from the invocations (`batches`, each handling one batch of messages) and their total
+/// duration in seconds. Prices as [`cost_per_million`]'s. Returns (Lambda, SQS, DynamoDB, S3, total) in
+/// dollars.
 pub fn cost_of_traffic(
     traffic: &BTreeMap<String, updraft_test_faults::Traffic>,
+    ddb: Capacity,
+    other_sqs: u64,
     batches: u64,
     lambda_seconds: f64,
 ) -> (f64, f64, f64, f64, f64) {
-    let mut ddb_read = 0.0;
-    let mut ddb_write = 0.0;
-    let mut sqs = 2.0 * batches as f64;
+    let mut sqs = 2.0 * batches as f64 + other_sqs as f64;
     let mut s3 = 0.0;
     for (op, t) in traffic {
-        let (requests, sent, received) = (t.requests as f64, t.sent as f64, t.received as f64);
+        let (requests, sent) = (t.requests as f64, t.sent as f64);
         match op.as_str() {
-            "dynamodb getitem" | "dynamodb query" | "dynamodb scan" => {
-                ddb_read += received / 4096.0 + requests * 0.5;
-            }
-            "dynamodb transactwriteitems" => ddb_write += 2.0 * (sent / 1024.0 + requests * 0.5),
-            o if o.starts_with("dynamodb ") => ddb_write += sent / 1024.0 + requests * 0.5,
             o if o.starts_with("sqs ") => sqs += requests.max(sent / 65536.0),
             "s3 PUT" => s3 += requests * 5.0e-6,
             "s3 GET" => s3 += requests * 0.4e-6,
@@ -131,24 +154,30 @@ pub fn cost_of_traffic(
     }
     let lambda = batches as f64 * 0.20e-6 + lambda_seconds * 0.512 * 0.000_013_333_4;
     let sqs = sqs * 0.40e-6;
-    let ddb = ddb_read * 0.125e-6 + ddb_write * 0.625e-6;
+    let ddb = ddb.read * 0.125e-6 + ddb.write * 0.625e-6;
     (lambda, sqs, ddb, s3, lambda + sqs + ddb + s3)
 }
 
-/// Cost per million transitions by service, from requests per transition (`per`: `dynamodb`, `sqs`,
-/// `s3 GET`, `s3 PUT`) and a transition's median duration in seconds.
+/// Cost per million transitions by service, from requests per transition (`per`: `sqs`, `s3 GET`,
+/// `s3 PUT`), DynamoDB capacity units per transition (`ddb`) and a transition's median duration in
+/// seconds.
 ///
 /// Prices (us-east-1, on demand): Lambda $0.20 per million requests plus $0.0000133334 per GB-s on
-/// arm64 (512 MB); SQS $0.40 per million requests (64 KB chunks), plus the event source mapping's
-/// receive and delete (counted as one each per transition: an upper bound, it batches up to 10);
-/// DynamoDB $0.625 per million write units and $0.125 per million read units (a transactional write
-/// is 2 units; each call counted as 2 write units, an upper bound for items under 1 KB); S3 $5 per
-/// million PUTs and $0.40 per million GETs. Returns (Lambda, SQS, DynamoDB, S3, total).
-pub fn cost_per_million(per: &BTreeMap<String, f64>, median_s: f64) -> (f64, f64, f64, f64, f64) {
+/// arm64 (512 MB), each transition its own invocation (an upper bound: the event source mapping
+/// hands a function up to 10 messages at once); SQS $0.40 per million requests, plus the event source
+/// mapping's receive and delete (counted as one each per transition: an upper bound, it batches up to
+/// 10); DynamoDB $0.625 per million write units and $0.125 per million read units, as DynamoDB
+/// reported them consumed; S3 $5 per million PUTs and $0.40 per million GETs. Returns (Lambda, SQS,
+/// DynamoDB, S3, total).
+pub fn cost_per_million(
+    per: &BTreeMap<String, f64>,
+    ddb: Capacity,
+    median_s: f64,
+) -> (f64, f64, f64, f64, f64) {
     let get = |k: &str| per.get(k).copied().unwrap_or(0.0);
     let lambda = 0.20 + 0.512 * median_s.max(0.001) * 13.3334;
     let sqs = (get("sqs") + 2.0) * 0.40;
-    let ddb = get("dynamodb") * 2.0 * 0.625;
+    let ddb = ddb.read * 0.125 + ddb.write * 0.625;
     let s3 = get("s3 PUT") * 5.0 + get("s3 GET") * 0.40;
     (lambda, sqs, ddb, s3, lambda + sqs + ddb + s3)
 }

@@ -1,9 +1,13 @@
 //! The launch Lambda function: execution requests from the launch queue (S3 event notifications of
 //! objects dropped under `requests/`, or requests sent as messages) or from a direct invocation.
+//! Messages from the launch dead-letter queue (`UPDRAFT_DEAD_LETTER_ARN`) end the requests they hold
+//! (`launch_dead_letter`).
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
-use updraft_functions::launch::{Packages, Request, Source, launch_from, requests_in};
+use updraft_functions::launch::{
+    Packages, Request, Source, launch_dead_letter, launch_from, requests_in,
+};
 use updraft_functions::{Error, Settings, logs};
 
 #[tokio::main]
@@ -13,6 +17,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let clients = settings.clients().await;
     let packages = Packages::default();
     let (settings, clients, packages) = (&settings, &clients, &packages);
+    let dead_letters = std::env::var("UPDRAFT_DEAD_LETTER_ARN").unwrap_or_default();
+    let dead_letters = dead_letters.as_str();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let payload = event.payload;
         let Some(records) = payload
@@ -38,6 +44,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         for r in records {
             let id = r["messageId"].as_str().unwrap_or_default().to_string();
             let body = r["body"].as_str().unwrap_or_default();
+            if !dead_letters.is_empty() && r["eventSourceARN"].as_str() == Some(dead_letters) {
+                if let Err(e) = launch_dead_letter(clients, &id, body, settings.max_receives).await
+                {
+                    tracing::error!(message_id = %id, error = %e, "a launch dead letter could not be handled; it comes back");
+                    failures.push(json!({ "itemIdentifier": id }));
+                }
+                continue;
+            }
             let result = match requests_in(body, &id) {
                 Ok(found) => {
                     let mut result = Ok(());
