@@ -9,7 +9,7 @@
 //! | an attempt's latest wait on a reserved key | `exec#<name>` | `cachewait#<attempt name>` | `due` (ms), `ttl` |
 //! | registered workflow or launch plan | `reg#<name>` | `#` | `package` (S3 key), `registered` |
 //! | watched external job | `watch#<job key>` | `#` | `message` (the QueueMessage that checks the task), `ttl` |
-//! | started task attempt, until its end is committed | `handles#<execution>` | attempt name | `handle` (its connector's handle, JSON), `ttl` |
+//! | started task attempt, until its end is committed | `handles#<execution>` | attempt name | `handle` (its connector's handle, JSON), `check` (its check message, for an attempt that sends an end signal), `ttl` |
 //! | a dead-lettered message's handlings | `deadletter#<message id>` | `#` | `tries`, `ttl` |
 //!
 //! One execution is changed by one transition at a time: a transition takes the execution's lease
@@ -188,6 +188,17 @@ pub enum Lease {
     Busy,
     /// No such execution.
     Missing,
+}
+
+/// A task attempt's kept handle (see [`Store::put_handle`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeptHandle {
+    /// The attempt's name.
+    pub name: String,
+    /// Its connector's handle, as JSON.
+    pub handle: String,
+    /// Its check message (encoded), for an attempt that sends an end signal.
+    pub check: Option<Vec<u8>>,
 }
 
 /// The table.
@@ -1016,23 +1027,30 @@ impl Store {
     }
 
     /// Keeps the handle of task attempt `name` of execution `exec` (what its connector's start made,
-    /// as JSON), so an abort reaches what it made without rebuilding it. Kept 30 days, or until the
-    /// attempt's end is committed; a repeated start writes the same.
+    /// as JSON), so an abort reaches what it made without rebuilding it, and, for an attempt that
+    /// sends an end signal, its check message (`check`, encoded), which the execution's sweeps send
+    /// when they find it ended. Kept 30 days, or until the attempt's end is committed; a repeated
+    /// start writes the same.
     pub async fn put_handle(
         &self,
         exec: &str,
         name: &str,
         handle: &str,
+        check: Option<&[u8]>,
         now_ms: i64,
     ) -> Result<(), Error> {
-        self.client
+        let mut req = self
+            .client
             .put_item()
             .table_name(&self.table)
             .item("pk", s(handles_pk(exec)))
             .item("sk", s(name))
             .item("handle", s(handle))
-            .item("ttl", n(now_ms / 1000 + RETENTION_SECS as i64))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .item("ttl", n(now_ms / 1000 + RETENTION_SECS as i64));
+        if let Some(c) = check {
+            req = req.item("check", b(c));
+        }
+        req.return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map(|o| self.note(o))
@@ -1073,9 +1091,9 @@ impl Store {
         Ok(())
     }
 
-    /// Every handle still kept for execution `exec`, by attempt name: the attempts whose start was
-    /// recorded and whose end was not (including starts a crash kept from being committed).
-    pub async fn handles(&self, exec: &str) -> Result<Vec<(String, String)>, Error> {
+    /// Every handle still kept for execution `exec`: the attempts whose start was recorded and whose
+    /// end was not (including starts a crash kept from being committed).
+    pub async fn handles(&self, exec: &str) -> Result<Vec<KeptHandle>, Error> {
         let mut out = Vec::new();
         let mut start = None;
         loop {
@@ -1093,8 +1111,12 @@ impl Store {
                 .map(|o| self.note(o))
                 .map_err(|e| Error::aws("DynamoDB Query (attempt handles)", e))?;
             for item in page.items() {
-                if let (Some(name), Some(h)) = (get_s(item, "sk"), get_s(item, "handle")) {
-                    out.push((name, h));
+                if let (Some(name), Some(handle)) = (get_s(item, "sk"), get_s(item, "handle")) {
+                    out.push(KeptHandle {
+                        name,
+                        handle,
+                        check: get_b(item, "check"),
+                    });
                 }
             }
             start = page.last_evaluated_key().cloned();

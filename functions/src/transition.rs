@@ -8,7 +8,9 @@
 //!    is dropped), then at the task, without the lease; while it runs, the check is sent again with a
 //!    longer delay (1, 1, 2, 2, 4, 4, … seconds up to `max_check_delay`). An attempt whose pod tells
 //!    when it ended (an [`EndSignal`]: its own check, marked `ended`, sent by the pod's wrapper or
-//!    the copilot) is polled only as a fallback, from 8 s on.
+//!    the copilot) is not polled: the execution's sweeps (one timer for all of them, every
+//!    `max_check_delay`, the first 8 s after a start) look at each such attempt still kept and send
+//!    the check of one that ended.
 //! 2. The execution's lease is taken (another transition holding it: the messages are sent again, 1 s
 //!    later), its records are read and the engine's state restored.
 //! 3. The events are stepped; the effects are carried out at once, each idempotent by its deterministic
@@ -68,11 +70,14 @@ pub struct Received {
 /// attempt running.
 const ENDED_CHECKS: u32 = 5;
 
-/// The first poll of an attempt that sends an end signal is check number `SIGNALLED_FIRST_CHECK` of the
-/// sequence (see [`check_delay`]): 8 s after its start, then 8, 16, 16, 32, … up to the longest delay.
-/// Polls are then only the fallback for an end that sent no signal (a pod that never started, a node
-/// that went away).
-pub const SIGNALLED_FIRST_CHECK: u32 = 6;
+/// The timer kind of an execution's sweep (a runtime timer, not the engine's).
+pub const SWEEP_TIMER: u32 = 6;
+
+/// The wait key of an execution's sweeps (see [`crate::store::Store::put_wait`]; no attempt name has a `~`).
+const SWEEP_KEY: &str = "~sweep";
+
+/// How long after arming the first sweep of an execution comes (later ones: `max_check_delay`).
+const FIRST_SWEEP: Duration = Duration::from_secs(8);
 
 /// A child's end carries its outputs up to this size; larger ones are read from the bucket.
 const MAX_INLINE_MESSAGE: usize = 192 * 1024;
@@ -456,6 +461,10 @@ impl Transition {
                         .await?;
                     return Ok(None);
                 }
+                if t.kind == SWEEP_TIMER {
+                    self.sweep(exec, t.due_ms).await?;
+                    return Ok(None);
+                }
                 let kind = timer_kind(t.kind)
                     .ok_or_else(|| Error::Invalid(format!("unknown timer kind {}", t.kind)))?;
                 if kind == TimerKind::CacheWait
@@ -527,6 +536,76 @@ impl Transition {
         if let Err(e) = self.clients.store.drop_handle(exec, &c.name).await {
             tracing::warn!(execution = %exec, attempt_name = %c.name, error = %e, "could not forget a finished attempt's handle");
         }
+    }
+
+    /// Makes sure a sweep of execution `exec` is on its way: unless one is due later than in two
+    /// seconds, a new one is recorded as the one that counts and sent (`FIRST_SWEEP`, at most
+    /// `max_check_delay`, from now). Only the latest recorded sweep acts, so chains never multiply.
+    async fn arm_sweep(&self, exec: &str) -> Result<(), Error> {
+        let now = now_ms();
+        if let Some(due) = self.clients.store.wait_due(exec, SWEEP_KEY).await?
+            && due > now + 2000
+        {
+            return Ok(());
+        }
+        self.send_sweep(exec, FIRST_SWEEP.min(self.settings.max_check_delay))
+            .await
+    }
+
+    async fn send_sweep(&self, exec: &str, after: Duration) -> Result<(), Error> {
+        let now = now_ms();
+        let due = now + after.as_millis() as i64;
+        self.clients
+            .store
+            .put_wait(exec, SWEEP_KEY, due, now)
+            .await?;
+        let t = TimerMessage {
+            kind: SWEEP_TIMER,
+            due_ms: due,
+            ..Default::default()
+        };
+        self.clients
+            .queue
+            .send(&message(exec, Kind::Timer(t)), after)
+            .await
+    }
+
+    /// A sweep of execution `exec`: the fallback for attempts that signal their ends (their own end
+    /// signal may never come: a pod that never started, a node that went away, a role without the
+    /// permission). Each such attempt whose handle is kept is looked at; one that ended has its check
+    /// sent now (marked `ended`); while any is kept, the next sweep comes `max_check_delay` later. A
+    /// sweep that is not the latest recorded one does nothing.
+    async fn sweep(&self, exec: &str, due: i64) -> Result<(), Error> {
+        if self.clients.store.wait_due(exec, SWEEP_KEY).await? != Some(due) {
+            tracing::debug!(execution = %exec, "a stale sweep");
+            return Ok(());
+        }
+        let mut kept = 0;
+        let mut ended = 0;
+        for h in self.clients.store.handles(exec).await? {
+            let Some(bytes) = h.check else {
+                continue;
+            };
+            let m = QueueMessage::decode(bytes.as_slice())
+                .map_err(|e| Error::Invalid(format!("attempt {}: a bad check: {e}", h.name)))?;
+            let Some(Kind::Check(mut c)) = m.kind else {
+                continue;
+            };
+            kept += 1;
+            if self.check(exec, &c).await?.is_some() {
+                ended += 1;
+                c.ended = true;
+                self.clients
+                    .queue
+                    .send(&message(exec, Kind::Check(c)), Duration::ZERO)
+                    .await?;
+            }
+        }
+        tracing::info!(execution = %exec, attempts = kept, ended, "sweep");
+        if kept > ended {
+            self.send_sweep(exec, self.settings.max_check_delay).await?;
+        }
+        Ok(())
     }
 
     /// How long a serializable cache key stays reserved for an attempt not seen since: five of the
@@ -776,6 +855,7 @@ impl Transition {
             events: queued,
             outcome: Outcome::default(),
             first_start: false,
+            sweep: false,
         };
         let mut guard = 0;
         while let Some(ev) = ctx.events.pop_front() {
@@ -819,6 +899,11 @@ impl Transition {
                 }
                 _ => {}
             }
+        }
+        // Attempts that signal their ends are swept as a fallback: a sweep is on its way before the
+        // commit that holds them (a commit that fails leaves a sweep with nothing to find, at worst).
+        if ctx.sweep && !engine.phase().is_terminal() {
+            self.arm_sweep(&exec).await?;
         }
         // Only the records that changed are written.
         let mut changed = Vec::new();
@@ -883,8 +968,14 @@ impl Transition {
 
     /// Stops what a kept handle names, and forgets the handle once that is done.
     async fn abort_handle(&self, exec: &str, name: &str, json: &str) -> Result<(), Error> {
-        let h: Handle = serde_json::from_str(json)
-            .map_err(|e| Error::Invalid(format!("attempt {name}: bad handle: {e}")))?;
+        let h: Handle = match serde_json::from_str(json) {
+            Ok(h) => h,
+            Err(e) => {
+                // Nothing can be stopped through it: forgotten, so that it keeps nothing from ending.
+                tracing::error!(execution = %exec, attempt_name = %name, error = %e, "an unreadable handle: nothing to abort through it");
+                return self.clients.store.drop_handle(exec, name).await;
+            }
+        };
         let Some(conn) = self.registry.named(&h.connector) else {
             tracing::warn!(execution = %exec, attempt_name = %name, connector = %h.connector, "no such connector here: cannot abort");
             return Ok(());
@@ -905,9 +996,9 @@ impl Transition {
     /// starts a crash kept from being committed (the job exists, the execution's record does not
     /// know it), whose redelivered message now finds the execution over and starts nothing.
     async fn abort_orphans(&self, exec: &str) -> Result<(), Error> {
-        for (name, json) in self.clients.store.handles(exec).await? {
-            tracing::info!(execution = %exec, attempt_name = %name, "stopping an attempt the execution's record does not hold");
-            self.abort_handle(exec, &name, &json).await?;
+        for h in self.clients.store.handles(exec).await? {
+            tracing::info!(execution = %exec, attempt_name = %h.name, "stopping an attempt the execution's record does not hold");
+            self.abort_handle(exec, &h.name, &h.handle).await?;
         }
         Ok(())
     }
@@ -1056,19 +1147,21 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
         {
             ctx.first_start |= this.clients.store.handle(&exec, &t.name).await?.is_none();
         }
-        // Kept with the attempt: an abort reaches what the start made through it.
+        check.handle = handle.clone();
+        let check = message(&exec, Kind::Check(check));
+        // Kept with the attempt: an abort reaches what the start made through it; and for an attempt
+        // that signals its end, the check the execution's sweeps send once they find it ended.
+        let encoded = check.encode_to_vec();
         this.clients
             .store
-            .put_handle(&exec, &t.name, &handle, now_ms())
+            .put_handle(
+                &exec,
+                &t.name,
+                &handle,
+                signals.then_some(&encoded[..]),
+                now_ms(),
+            )
             .await?;
-        check.handle = handle;
-        // An attempt that signals its end is polled only as a fallback, from later on.
-        let mut first = Duration::from_secs(1);
-        if signals {
-            check.checks = SIGNALLED_FIRST_CHECK;
-            first = check_delay(SIGNALLED_FIRST_CHECK, this.settings.max_check_delay);
-        }
-        let check = message(&exec, Kind::Check(check));
         // The job's state changes (through the events function) check it at once.
         if let Some(job) = watch {
             this.clients
@@ -1076,7 +1169,15 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
                 .watch(&job.0, &check.encode_to_vec(), now_ms())
                 .await?;
         }
-        this.clients.queue.send(&check, first).await?;
+        // An attempt that signals its end is not polled: the execution's sweeps are its fallback.
+        if signals {
+            ctx.sweep = true;
+        } else {
+            this.clients
+                .queue
+                .send(&check, Duration::from_secs(1))
+                .await?;
+        }
         ctx.outcome.started.push(t.name);
         Ok(())
     }
@@ -1261,6 +1362,8 @@ struct Ctx<'a> {
     /// An attempt was started for the first time (no handle was kept for it before): what fault
     /// injection crashes after, once per attempt.
     first_start: bool,
+    /// An attempt that sends an end signal was started: the execution's sweeps must be going.
+    sweep: bool,
 }
 
 fn engine_node_id(program: &Program, node: u32) -> String {

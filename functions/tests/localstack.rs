@@ -61,6 +61,8 @@ struct Stack {
     eks: EksConfig,
     /// The attempts whose end signals (checks marked `ended`) the queue delivered.
     ended: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Sweeps the queue delivered.
+    sweeps: std::sync::atomic::AtomicUsize,
 }
 
 impl Stack {
@@ -149,6 +151,7 @@ impl Stack {
             work,
             eks,
             ended: Default::default(),
+            sweeps: Default::default(),
         }
     }
 
@@ -292,13 +295,18 @@ impl Stack {
             })
             .collect();
         for r in &batch {
-            if let Ok(updraft_proto::updraft::QueueMessage {
-                kind: Some(updraft_proto::updraft::queue_message::Kind::Check(c)),
-                ..
-            }) = updraft_functions::queue::decode(&r.body)
-                && c.ended
-            {
-                self.ended.lock().unwrap().insert(c.name);
+            use updraft_proto::updraft::queue_message::Kind;
+            match updraft_functions::queue::decode(&r.body).map(|m| m.kind) {
+                Ok(Some(Kind::Check(c))) if c.ended => {
+                    self.ended.lock().unwrap().insert(c.name);
+                }
+                Ok(Some(Kind::Timer(t)))
+                    if t.kind == updraft_functions::transition::SWEEP_TIMER =>
+                {
+                    self.sweeps
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                _ => {}
             }
         }
         let failed = t.handle(batch).await;
@@ -616,18 +624,18 @@ async fn poison_messages_fail_their_execution_and_aborts_stop_work() {
     launch(&settings, &stack.clients, &packages, &req, "")
         .await
         .unwrap();
-    // Its handle kept (as a start keeps it) but unreadable.
+    // Its handle kept (as a start keeps it) but unreadable: failing the execution forgets it.
     stack
         .clients
         .store
-        .put_handle("bad", "bad-n0-0", "not json", updraft_aws::now_ms())
+        .put_handle("bad", "bad-poison", "not json", None, updraft_aws::now_ms())
         .await
         .unwrap();
     let poison = updraft_proto::updraft::QueueMessage {
         execution: "bad".into(),
         kind: Some(updraft_proto::updraft::queue_message::Kind::Check(
             updraft_proto::updraft::CheckMessage {
-                name: "bad-n0-0".into(),
+                name: "bad-poison".into(),
                 handle: "not json".into(),
                 ..Default::default()
             },
@@ -1675,4 +1683,64 @@ async fn launch_dead_letters_fail_queued_executions_and_note_their_requests() {
             .unwrap()
             .is_some()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweeps_see_the_ends_of_pods_whose_signals_never_came() {
+    let mut stack = Stack::new("sweep").await;
+    // The pods cannot reach SQS: each one's wrapper says so, and the task goes on as if it had.
+    let env = stack.eks.env.clone();
+    let mut eks = stack.eks.clone();
+    eks.env = env
+        .into_iter()
+        .chain([
+            (
+                "AWS_ENDPOINT_URL_SQS".to_string(),
+                "http://127.0.0.1:9".to_string(),
+            ),
+            ("AWS_MAX_ATTEMPTS".to_string(), "1".to_string()),
+        ])
+        .collect();
+    stack.eks = eks;
+    stack.register("tests/fixtures/flytekit/branches.tgz").await;
+    let t = stack.transition().await;
+    let mut settings = stack.settings.clone();
+    settings.eks = Some(stack.eks.clone());
+    let packages = Packages::default();
+    let req = request(
+        "fixtures.branches.branch_wf",
+        "sw",
+        serde_json::json!({"x": 3}),
+    );
+    launch(&settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    assert_eq!(
+        stack.drive(&t, "sw", Duration::from_secs(120)).await,
+        "SUCCEEDED"
+    );
+    assert_eq!(
+        stack.outputs("sw").await,
+        serde_json::json!({"o0": "10->6"})
+    );
+    // Each task's end was found by a sweep (one timer for the execution, no poll of its own), each
+    // task ran once.
+    assert!(
+        stack.sweeps.load(std::sync::atomic::Ordering::Relaxed) >= 3,
+        "sweeps: {:?}",
+        stack.sweeps
+    );
+    let store = stack.server.store.lock().unwrap();
+    let logs: Vec<(&String, &String)> = store
+        .logs
+        .iter()
+        .map(|((k, _), log)| (&k.name, log))
+        .collect();
+    assert_eq!(logs.len(), 3, "{logs:?}");
+    for (pod, log) in logs {
+        assert!(
+            log.contains("could not tell the runtime that the task ended"),
+            "{pod}: {log}"
+        );
+    }
 }

@@ -41,7 +41,9 @@ impl DataStore for LocalData {
     }
 }
 
-/// The files a flytekit task leaves at its output prefix (outputs.pb, error.pb, futures.pb), as found.
+/// The file that decides a flytekit task's outcome at its output prefix: the first of outputs.pb,
+/// error.pb and futures.pb found, in that order (the order of their weight: see
+/// `updraft_engine::exec::from_output_files`), the others not read — a success costs one read.
 pub async fn read_output_files(
     data: &dyn DataStore,
     output_prefix: &str,
@@ -51,6 +53,7 @@ pub async fn read_output_files(
     for name in OutputFiles::NAMES {
         if let Some(b) = data.get(&format!("{prefix}/{name}")).await? {
             found.push((name, b));
+            break;
         }
     }
     Ok(OutputFiles::read_with(|n| {
