@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs each fuzz target for a bounded time (default 60 s in all, shared), seeded with the project's
-# fixtures where they fit (events and state grow their corpora from nothing, kept between runs).
+# fixtures where they fit (wire from fuzz/seeds; events and state grow their corpora from nothing,
+# kept between runs).
 # Installs cargo-fuzz (pinned, --locked) under $HOME/.cache/updraft/cargo-tools if missing. The stable toolchain is used with
 # RUSTC_BOOTSTRAP=1, which cargo-fuzz's sanitizer flags need.
 set -euo pipefail
@@ -15,10 +16,11 @@ fi
 export PATH="$tools/bin:$PATH" RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="$HOME/.cache/updraft/fuzz-target"
 corpus="$HOME/.cache/updraft/fuzz-corpus"
-targets=(package yaml events state)
+targets=(package yaml events state wire)
 for t in "${targets[@]}"; do mkdir -p "$corpus/$t"; done
 cp "$here"/../tests/fixtures/flytekit/*.tgz "$corpus/package/"
 cp "$here"/../tests/fixtures/yaml/*.yaml "$here"/../examples/*.yaml "$corpus/yaml/"
+cp "$here"/seeds/wire/* "$corpus/wire/"
 per=$(( total / ${#targets[@]} ))
 [ "$per" -ge 1 ] || per=1
 cd "$here"

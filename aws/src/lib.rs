@@ -8,7 +8,7 @@
 
 pub mod blobs;
 pub mod queue;
-pub mod request;
+pub use updraft_wire::request;
 pub mod store;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -175,16 +175,7 @@ pub fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     )
 }
 
-/// The first 16 hex digits of the SHA-256 of `bytes`: content-addressed names (uploaded code and
-/// packages) and made-up execution names.
-pub fn short_digest(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes)
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use updraft_wire::short_digest;
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {

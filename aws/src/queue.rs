@@ -3,8 +3,6 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
-use base64::Engine as _;
-use updraft_proto::Message;
 use updraft_proto::updraft::QueueMessage;
 
 use crate::Error;
@@ -16,17 +14,11 @@ pub const MAX_DELAY: Duration = Duration::from_secs(900);
 pub const MAX_BODY: usize = 256 * 1024;
 
 /// A message body: the protobuf, base64 (SQS bodies are text).
-pub fn encode(m: &QueueMessage) -> String {
-    base64::engine::general_purpose::STANDARD.encode(m.encode_to_vec())
-}
+pub use updraft_wire::queue::encode;
 
 /// A message from its body.
 pub fn decode(body: &str) -> Result<QueueMessage, Error> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(body.trim())
-        .map_err(|e| Error::Invalid(format!("message body is not base64: {e}")))?;
-    QueueMessage::decode(bytes.as_slice())
-        .map_err(|e| Error::Invalid(format!("message body is not a QueueMessage: {e}")))
+    updraft_wire::queue::decode(body).map_err(|e| Error::Invalid(e.0))
 }
 
 /// The transitions queue.

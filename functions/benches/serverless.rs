@@ -9,6 +9,8 @@
 //!   on the Kubernetes API test server; for each transition that saw a task done and submitted the next
 //!   task (a new pod), the time from the message's receipt to the pod's creation at the cluster, and
 //!   to the end of the transition; plus the SQS hop (send → receive) that precedes it in a deployment;
+//! - **task end → next task**: from a pod's containers all exiting (as the test kubelet saw it) to the
+//!   next pod's creation, with the pods' end signals and polled (the wrapper off);
 //! - **where that time goes**: proxies in front of LocalStack and the test server time each request;
 //! - **AWS requests per transition**, counted by the proxy, by service, and what they cost per million
 //!   transitions next to Step Functions Standard's $25;
@@ -160,11 +162,111 @@ fn count_requests(
 
 // ------------------------------------------------------------------ the stack
 
+/// For the executions named `<prefix>…`, each pod's end to the creation of the pod after it (their
+/// pods in the order of their creation), in ms, sorted.
+fn end_to_next(server: &Server, prefix: &str) -> Vec<f64> {
+    let store = server.store.lock().unwrap();
+    let mut by_exec: BTreeMap<String, Vec<(Instant, String)>> = BTreeMap::new();
+    for (k, at) in &store.created {
+        if let Some((exec, _)) = k.name.split_once('-')
+            && exec.starts_with(prefix)
+        {
+            by_exec
+                .entry(exec.to_string())
+                .or_default()
+                .push((*at, k.name.clone()));
+        }
+    }
+    let mut out = Vec::new();
+    for pods in by_exec.values_mut() {
+        pods.sort();
+        for pair in pods.windows(2) {
+            let ended = store
+                .ends
+                .iter()
+                .find(|(k, _)| k.name == pair[0].1)
+                .map(|(_, at)| *at);
+            if let Some(ended) = ended.filter(|e| *e <= pair[1].0) {
+                out.push(ms(pair[1].0.duration_since(ended)));
+            }
+        }
+    }
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+/// Hands `t` the transitions queue's messages, up to 10 at once as the event source mapping does,
+/// until execution `name` ends (`limit_s` seconds at most); returns the messages and batches.
+async fn drive_batches(
+    t: &Transition,
+    watcher: &Clients,
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    name: &str,
+    limit_s: u64,
+) -> (usize, usize) {
+    let limit = Instant::now() + Duration::from_secs(limit_s);
+    let (mut messages, mut batches) = (0, 0);
+    loop {
+        let item = watcher.store.execution(name).await.unwrap().unwrap();
+        if is_final(&item.phase) {
+            assert_eq!(item.phase, "SUCCEEDED", "{name}: {:?}", item.error);
+            return (messages, batches);
+        }
+        assert!(Instant::now() < limit, "{name} did not finish");
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        let msgs = got.messages.unwrap_or_default();
+        if msgs.is_empty() {
+            continue;
+        }
+        messages += msgs.len();
+        batches += 1;
+        let batch = msgs
+            .iter()
+            .map(|m| Received {
+                id: m.message_id.clone().unwrap_or_default(),
+                body: m.body.clone().unwrap_or_default(),
+                receive_count: 1,
+                dead_letter: false,
+            })
+            .collect();
+        let failed = t.handle(batch).await;
+        for m in msgs {
+            if !failed.contains(m.message_id.as_ref().unwrap()) {
+                sqs.delete_message()
+                    .queue_url(url)
+                    .receipt_handle(m.receipt_handle.unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// Hands `t` the transitions queue's messages until execution `name` ends (two minutes at most).
+async fn drive(
+    t: &Transition,
+    watcher: &Clients,
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    name: &str,
+) {
+    drive_batches(t, watcher, sqs, url, name, 120).await;
+}
+
 fn cluster(work: &Path, root: &Path) -> Server {
     let node = Node::python(
         Path::new(&env("UPDRAFT_TEST_PYTHON")),
         &root.join("tests/fixtures/flytekit/src"),
-        &[],
+        &[updraft_test_kube::programs_dir("updraft-copilot")],
     );
     Server::start_node(0, work.join("kubelet"), node).unwrap()
 }
@@ -397,7 +499,7 @@ async fn main() {
     let kube = Cluster::from_kubeconfig(Some(&work.join("kubeconfig-timed")))
         .await
         .unwrap();
-    let t = Transition::with_cluster(settings.clone(), clients.clone(), Some((kube, eks)));
+    let t = Transition::with_cluster(settings.clone(), clients.clone(), Some((kube, eks.clone())));
     let packages = Packages::default();
     let runs: usize = std::env::var("UPDRAFT_BENCH_RUNS")
         .ok()
@@ -616,6 +718,133 @@ async fn main() {
          per million task attempts ({per_task:.2} transitions each): ${:.2}",
         total * per_task
     );
+
+    // A task's end (its pod's containers all exited) → the next task's pod created, with the pods'
+    // end signals (the run above) and without them (polls, as when the wrapper is off).
+    let signalled = end_to_next(&server, "b");
+    let mut polled_eks = eks.clone();
+    polled_eks.task_wrapper = false;
+    let kube = Cluster::from_kubeconfig(Some(&work.join("kubeconfig-timed")))
+        .await
+        .unwrap();
+    let t_polls =
+        Transition::with_cluster(settings.clone(), clients.clone(), Some((kube, polled_eks)));
+    for i in 0..runs.min(4) {
+        let name = format!("p{i}");
+        let req = Request {
+            name: Some(name.clone()),
+            workflow: Some("fixtures.branches.branch_wf".into()),
+            inputs: serde_json::from_value(serde_json::json!({"x": 1 + i as i64 % 5})).unwrap(),
+            ..Default::default()
+        };
+        launch(&settings, &watcher, &packages, &req, "")
+            .await
+            .unwrap();
+        drive(&t_polls, &watcher, &sqs, &settings.transitions_url, &name).await;
+    }
+    let polled = end_to_next(&server, "p");
+    println!("\n== a task's end (its pod's containers exited) → the next task's pod created");
+    for (how, d) in [
+        ("with the pods' end signals", &signalled),
+        ("polled (taskWrapper off)  ", &polled),
+    ] {
+        println!(
+            "{how}: median {:.0} ms, p99 {:.0} ms ({} task ends)",
+            percentile(d, 0.5),
+            percentile(d, 0.99),
+            d.len()
+        );
+    }
+
+    // A map of raw containers, one pod each, through the test cluster.
+    let width: usize = std::env::var("UPDRAFT_BENCH_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    if width > 0 {
+        let yaml = "version: 1
+image: busybox
+tasks:
+  square:
+    type: container
+    inputs: {x: int}
+    outputs: {y: int}
+    command: [sh, -c, 'echo $(( {{.inputs.x}} * {{.inputs.x}} )) > /var/outputs/y']
+workflows:
+  pods:
+    inputs: {xs: \"list[int]\"}
+    outputs: {ys: \"${squares.y}\"}
+    nodes:
+      - id: squares
+        map: {task: square}
+        inputs: {x: \"${inputs.xs}\"}
+";
+        let key = "packages/pods.yaml";
+        clients
+            .blobs
+            .put(&clients.blobs.uri(key), yaml.as_bytes().to_vec())
+            .await
+            .unwrap();
+        clients.store.register("pods", key, 0).await.unwrap();
+        let req = Request {
+            name: Some("pods".into()),
+            workflow: Some("pods".into()),
+            inputs: serde_json::from_value(
+                serde_json::json!({ "xs": (0..width as i64).collect::<Vec<_>>() }),
+            )
+            .unwrap(),
+            ..Default::default()
+        };
+        let before = counts.lock().unwrap().clone();
+        let capacity = common::Capacity::of(&clients.store);
+        let started = Instant::now();
+        launch(&settings, &watcher, &packages, &req, "")
+            .await
+            .unwrap();
+        let (messages, batches) =
+            drive_batches(&t, &watcher, &sqs, &settings.transitions_url, "pods", 600).await;
+        let took = started.elapsed();
+        let after = counts.lock().unwrap().clone();
+        let used = common::Capacity::of(&clients.store).since(capacity);
+        let item = watcher.store.execution("pods").await.unwrap().unwrap();
+        let delta = |k: &str| {
+            after.get(k).copied().unwrap_or(0) as f64 - before.get(k).copied().unwrap_or(0) as f64
+        };
+        let pods = server
+            .store
+            .lock()
+            .unwrap()
+            .created
+            .keys()
+            .filter(|k| k.name.starts_with("pods-"))
+            .count();
+        let mut per: BTreeMap<String, f64> = BTreeMap::new();
+        per.insert("sqs".into(), (delta("sqs") + pods as f64) / messages as f64);
+        per.insert("s3 GET".into(), delta("s3 GET") / messages as f64);
+        per.insert("s3 PUT".into(), delta("s3 PUT") / messages as f64);
+        let ddb = common::Capacity {
+            read: used.read / messages as f64,
+            write: used.write / messages as f64,
+        };
+        let (_, _, _, _, total_per_m) = common::cost_per_million(&per, ddb, 0.05);
+        println!(
+            "\n== a map of {width} raw containers, a pod each, through the test cluster\n\
+             {} in {:.1} s: {pods} pods, {messages} messages in {batches} batches, {} commits; \
+             DynamoDB {:.1} read and {:.1} write units, {:.0} requests, S3 {:.0} GET and {:.0} PUT, \
+             SQS {:.0} sends (the pods' end signals included); about ${:.2} per million pods \
+             (each message priced as one transition of 50 ms)",
+            item.phase,
+            took.as_secs_f64(),
+            item.version,
+            used.read,
+            used.write,
+            delta("dynamodb"),
+            delta("s3 GET"),
+            delta("s3 PUT"),
+            delta("sqs") + pods as f64,
+            total_per_m * messages as f64 / pods.max(1) as f64
+        );
+    }
 
     // Cold start, peak RSS.
     println!("\n== the functions' binaries (bench profile) on a stand-in Runtime API");

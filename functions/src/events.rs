@@ -21,21 +21,7 @@ use crate::{Clients, Error};
 /// events of jobs no connector makes.
 pub fn job_of(event: &Value) -> Option<(String, String)> {
     let job = updraft_connectors::job_of(event)?;
-    let d = &event["detail"];
-    let state = ["status", "currentState", "state"]
-        .iter()
-        .map(|k| &d[*k])
-        .chain(
-            d.as_object()
-                .into_iter()
-                .flat_map(|m| m.iter())
-                .filter(|(k, _)| k.ends_with("Status") && !k.starts_with("Secondary"))
-                .map(|(_, v)| v),
-        )
-        .find_map(|v| v.as_str().filter(|s| !s.is_empty()))
-        .unwrap_or_default()
-        .to_string();
-    Some((job.0, state))
+    Some((job.0, updraft_wire::events::state_of(event)))
 }
 
 /// Handles one events-queue message (an EventBridge event as JSON): sends the check of the task that
@@ -46,13 +32,8 @@ pub async fn handle(
     body: &str,
     message_id: &str,
 ) -> Result<Option<String>, Error> {
-    let event: Value = serde_json::from_str(body)
-        .map_err(|e| Error::Invalid(format!("events message {message_id}: not JSON: {e}")))?;
-    if event.get("detail").is_none() || event.get("source").is_none() {
-        return Err(Error::Invalid(format!(
-            "events message {message_id}: not an EventBridge event (no source or detail)"
-        )));
-    }
+    let event =
+        updraft_wire::events::event_of(body, message_id).map_err(|e| Error::Invalid(e.0))?;
     let Some((job, state)) = job_of(&event) else {
         tracing::debug!(message_id, "an event about no job");
         return Ok(None);

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
 use updraft_engine::exec::{ExecConfig, Execution, Program, exec_phase_code};
 use updraft_engine::launch::{choose_launch_plan, launch_inputs, reachable_tasks};
 use updraft_engine::{CompiledPackage, Limits, Package};
@@ -15,7 +14,8 @@ use updraft_proto::updraft::{QueueMessage, StartMessage, queue_message};
 use crate::store::ExecutionItem;
 use crate::{Clients, Error, Settings, now_ms};
 
-pub use updraft_aws::request::{Request, made_up_name};
+pub use updraft_aws::request::{Request, made_up_name, valid_name};
+pub use updraft_wire::launch::{Source, url_decode};
 
 /// A package's problems as one error, one line.
 fn invalid(p: updraft_engine::Problems) -> Error {
@@ -94,16 +94,6 @@ impl Packages {
         updraft_engine::compile(&pkg.closure(&roots(&pkg))).map_err(invalid)?;
         Ok(compiled)
     }
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 40
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
 }
 
 /// Starts the execution `req` asks for; returns its name. `seed` makes the name of a request that has
@@ -236,91 +226,6 @@ pub fn check_tasks(
     )))
 }
 
-/// Where a request came from, which decides what happens to a bad one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// An object in a bucket (an S3 event): a bad request's error is written next to it, as
-    /// `<key>.error.txt`, and the event is done with.
-    Object {
-        /// Bucket.
-        bucket: String,
-        /// Key.
-        key: String,
-        /// ETag (with the key, names a request that has no name).
-        etag: String,
-    },
-    /// A message or a direct invocation: the error goes back to the sender.
-    Message {
-        /// Message id (names a request that has no name).
-        id: String,
-    },
-}
-
-/// The requests an event holds: S3 event notifications (as SQS delivers them) name objects; any other
-/// body is a request itself. S3's test events hold none.
-pub fn requests_in(body: &str, message_id: &str) -> Result<Vec<(Source, Option<Request>)>, Error> {
-    let v: Value = serde_json::from_str(body)
-        .map_err(|e| Error::Invalid(format!("launch message {message_id}: not JSON: {e}")))?;
-    if v.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
-        return Ok(Vec::new());
-    }
-    if let Some(records) = v.get("Records").and_then(Value::as_array) {
-        let mut out = Vec::new();
-        for r in records {
-            let s3 = &r["s3"];
-            let bucket = s3["bucket"]["name"].as_str().unwrap_or_default();
-            let key = s3["object"]["key"].as_str().unwrap_or_default();
-            if bucket.is_empty() || key.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "launch message {message_id}: an S3 record without bucket or key"
-                )));
-            }
-            out.push((
-                Source::Object {
-                    bucket: bucket.into(),
-                    key: url_decode(key),
-                    etag: s3["object"]["eTag"].as_str().unwrap_or_default().into(),
-                },
-                None,
-            ));
-        }
-        return Ok(out);
-    }
-    let req: Request = serde_json::from_value(v)
-        .map_err(|e| Error::Invalid(format!("launch message {message_id}: {e}")))?;
-    Ok(vec![(
-        Source::Message {
-            id: message_id.into(),
-        },
-        Some(req),
-    )])
-}
-
-/// Decodes an S3 event's object key (`+` for spaces, `%XX` escapes).
-pub fn url_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The request `source` holds (read from the bucket for S3 sources) and the seed of its name; None
 /// when there is none to launch (an error note, an object gone, a bad request from an object: its
 /// error is written next to it).
@@ -384,6 +289,11 @@ pub async fn launch_from(
         },
         Err(e) => Err(e),
     }
+}
+
+/// The requests a launch-queue message holds (see [`updraft_wire::launch::requests_in`]).
+pub fn requests_in(body: &str, message_id: &str) -> Result<Vec<(Source, Option<Request>)>, Error> {
+    updraft_wire::launch::requests_in(body, message_id).map_err(|e| Error::Invalid(e.0))
 }
 
 /// Where launch dead letter `id` is kept in the bucket.

@@ -43,7 +43,7 @@ impl DataStore for LocalData {
 
 /// The file that decides a flytekit task's outcome at its output prefix: the first of outputs.pb,
 /// error.pb and futures.pb found, in that order (the order of their weight: see
-/// `updraft_engine::exec::from_output_files`), the others not read — a success costs one read.
+/// `updraft_engine::exec::outcome::from_output_files`), the others not read — a success costs one read.
 pub async fn read_output_files(
     data: &dyn DataStore,
     output_prefix: &str,

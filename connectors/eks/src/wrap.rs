@@ -7,8 +7,9 @@
 //!   so small inputs need no object in the bucket;
 //! - runs the command, passing on `SIGTERM` and `SIGINT`, and once it exits sends the runtime's end
 //!   signal (`UPDRAFT_END_SIGNAL`, an [`EndSignal`] as JSON) to its queue with botocore, which every
-//!   flytekit image has (through s3fs), with the pod's own AWS identity; a signal that cannot be sent is
-//!   logged and the runtime sees the end at its next poll;
+//!   flytekit image has (through s3fs), with the pod's own AWS identity (the client is made while the
+//!   command runs, so the signal leaves as it exits); a signal that cannot be sent is logged and the
+//!   runtime sees the end at its next sweep;
 //! - exits with the command's exit code (128 + the signal's number when a signal ended it).
 //!
 //! Variables the wrapper reads are removed from the task's environment before the command starts.
@@ -49,11 +50,16 @@ if not end:
 child = subprocess.Popen(args)
 for s in (signal.SIGTERM, signal.SIGINT):
     signal.signal(s, lambda n, _f: child.send_signal(n))
-code = child.wait()
 try:
     import botocore.session
     e = json.loads(end)
     sqs = botocore.session.get_session().create_client("sqs", region_name=e["region"] or None)
+except Exception as x:
+    sqs, failed = None, x
+code = child.wait()
+try:
+    if sqs is None:
+        raise failed
     sqs.send_message(QueueUrl=e["queue"], MessageBody=e["body"], DelaySeconds=e["delay"])
 except Exception as x:
     print(f"updraft: could not tell the runtime that the task ended ({type(x).__name__}: {x}); "

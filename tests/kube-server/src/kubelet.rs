@@ -419,6 +419,9 @@ impl PodRun {
                 last = status;
             }
             if all_ended {
+                if let Ok(mut s) = self.store.lock() {
+                    s.ends.insert(self.key.clone(), Instant::now());
+                }
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));

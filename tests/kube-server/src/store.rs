@@ -102,6 +102,11 @@ pub struct Store {
     /// How many times each object was created (a second creation after a deletion counts: a task
     /// launched twice shows here).
     pub creations: BTreeMap<Key, u32>,
+    /// When each object was last created.
+    pub created: BTreeMap<Key, std::time::Instant>,
+    /// When each pod's containers had all ended (as the kubelet saw it, within 10 ms): a task's end,
+    /// for benchmarks that time what follows it.
+    pub ends: BTreeMap<Key, std::time::Instant>,
     version: u64,
     uid: u64,
 }
@@ -266,6 +271,7 @@ impl Store {
             m.remove("status");
         }
         *self.creations.entry(key.clone()).or_default() += 1;
+        self.created.insert(key.clone(), std::time::Instant::now());
         self.objects.insert(key, v.clone());
         (201, Reply::Json(v))
     }

@@ -40,3 +40,14 @@ pub struct Request {
 pub fn made_up_name(seed: &str) -> String {
     format!("x{}", &crate::short_digest(seed.as_bytes())[..15])
 }
+
+/// Whether `name` may name an execution: 1 to 40 lowercase letters, digits and `-`, not at either end.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}

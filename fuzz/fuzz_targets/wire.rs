@@ -1,0 +1,70 @@
+//! What reaches the serverless runtime from outside never panics its parsers: transitions-queue bodies
+//! (and the check handles they carry), launch-queue bodies (S3 event notifications and requests),
+//! events-queue bodies (EventBridge events) and the files a task leaves (`outputs.pb`, `error.pb`,
+//! `futures.pb`). A transitions body that decodes encodes back to the same message. The first byte
+//! chooses what the rest is.
+#![no_main]
+
+use base64::Engine as _;
+use libfuzzer_sys::fuzz_target;
+use updraft_connector::Handle;
+use updraft_engine::exec::outcome::{OutputFiles, from_output_files};
+use updraft_proto::updraft::QueueMessage;
+use updraft_proto::updraft::queue_message::Kind;
+use updraft_wire::{events, launch, queue, request};
+
+/// A transitions body: decodes and encodes back the same; a check's handle parses or is refused.
+fn transitions_body(body: &str) {
+    let Ok(m) = queue::decode(body) else {
+        return;
+    };
+    let again: QueueMessage = queue::decode(&queue::encode(&m)).expect("an encoded message decodes");
+    assert_eq!(again, m);
+    if let Some(Kind::Check(c)) = &m.kind {
+        let _ = serde_json::from_str::<Handle>(&c.handle);
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(rest);
+    match which % 6 {
+        0 => transitions_body(&text),
+        // Any bytes as the protobuf inside a well-formed body.
+        1 => transitions_body(&base64::engine::general_purpose::STANDARD.encode(rest)),
+        2 => {
+            if let Ok(found) = launch::requests_in(&text, "m") {
+                for (_, req) in found {
+                    if let Some(name) = req.and_then(|r| r.name) {
+                        let _ = request::valid_name(&name);
+                    }
+                }
+            }
+            let _ = launch::url_decode(&text);
+            let _ = request::made_up_name(&text);
+        }
+        3 => {
+            if let Ok(e) = events::event_of(&text, "m") {
+                let _ = events::state_of(&e);
+            }
+        }
+        n => {
+            // The files a task leaves: `rest` as each of them.
+            let file = Some(rest.to_vec());
+            let files = match n {
+                4 => OutputFiles {
+                    outputs: file,
+                    ..Default::default()
+                },
+                _ => OutputFiles {
+                    error: file.clone(),
+                    futures: file,
+                    ..Default::default()
+                },
+            };
+            let _ = from_output_files(&files);
+        }
+    }
+});
