@@ -2,7 +2,7 @@
 //!
 //! | item | pk | sk | attributes |
 //! |---|---|---|---|
-//! | execution | `exec#<name>` | `#` | `version`, `phase`, `workflow`, `package`, `state` (ExecutionState; or `state_blob`, an S3 key, when over 300 KB), `inputs` (or `inputs_blob`, over 64 KB), `parent`, `parent_node`, `futures` (a dynamic task's child), `error`, `created`, `updated`, lease (`lease_owner`, `lease_until`), `ttl` once finished |
+//! | execution | `exec#<name>` | `#` | `version`, `phase`, `workflow`, `package`, `sweep_due` (when its latest sweep is due), `state` (ExecutionState; or `state_blob`, an S3 key, when over 300 KB), `inputs` (or `inputs_blob`, over 64 KB), `parent`, `parent_node`, `futures` (a dynamic task's child), `error`, `created`, `updated`, lease (`lease_owner`, `lease_until`), `ttl` once finished |
 //! | node | `exec#<name>` | `node#<index, 6 digits>` | two slots, each a NodeState (`state`, or `blob`: an S3 key, for records over 190 KB) and the execution version that wrote it: slot 0 `state`/`blob`/`version`, slot 1 `state1`/`blob1`/`version1` |
 //! | cache entry | `cache#<key>` | `#` | `outputs` (LiteralMap) |
 //! | serializable cache key's reservation | `cachelock#<key>` | `#` | `holder` (attempt name), `until` (ms) |
@@ -89,6 +89,12 @@ pub struct ExecutionItem {
     pub created: i64,
     /// Last commit, milliseconds since the epoch.
     pub updated: i64,
+    /// When the execution's latest sweep is due (ms; the serverless runtime's fallback for tasks that
+    /// signal their ends): only that sweep acts.
+    pub sweep_due: Option<i64>,
+    /// A sweep this transition sent: its commit records its due time as `sweep_due` (never written
+    /// otherwise, so a commit does not undo a sweep's own move).
+    pub new_sweep_due: Option<i64>,
 }
 
 /// A node record as stored.
@@ -332,6 +338,8 @@ fn execution_from(item: &HashMap<String, AttributeValue>) -> ExecutionItem {
         error: get_s(item, "error"),
         created: get_n(item, "created").unwrap_or(0),
         updated: get_n(item, "updated").unwrap_or(0),
+        sweep_due: get_n(item, "sweep_due"),
+        new_sweep_due: None,
     }
 }
 
@@ -537,6 +545,30 @@ impl Store {
         }
     }
 
+    /// Moves execution `name`'s latest sweep from `from` to `to` (ms), unless another has become the
+    /// latest since; true when it moved.
+    pub async fn move_sweep(&self, name: &str, from: i64, to: i64) -> Result<bool, Error> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(exec_pk(name)))
+            .key("sk", s("#"))
+            .update_expression("SET sweep_due = :to")
+            .condition_expression("sweep_due = :from")
+            .expression_attribute_values(":to", n(to))
+            .expression_attribute_values(":from", n(from))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map(|o| self.note(o));
+        match res {
+            Ok(_) => Ok(true),
+            Err(err) if is_conditional_failure(&err) => Ok(false),
+            Err(err) => Err(Error::aws("DynamoDB UpdateItem (sweep)", err)),
+        }
+    }
+
     /// Gives the lease back without changing anything.
     pub async fn release(&self, name: &str, owner: &str) -> Result<(), Error> {
         let res = self
@@ -651,6 +683,10 @@ impl Store {
         }
         if e.inputs.is_empty() {
             remove.push_str(", inputs");
+        }
+        if let Some(due) = e.new_sweep_due {
+            set.push_str(", sweep_due = :sd");
+            update = update.expression_attribute_values(":sd", n(due));
         }
         if let Some(err) = &e.error {
             set.push_str(", #er = :er");

@@ -431,6 +431,13 @@ fn run_function(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // `UPDRAFT_BENCH_LOG=info` (or any filter) shows the transitions' logs.
+    if let Ok(filter) = std::env::var("UPDRAFT_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let localstack = env("UPDRAFT_TEST_LOCALSTACK");
     let upstream = localstack
@@ -444,7 +451,7 @@ async fn main() {
     let work = std::env::temp_dir().join(format!("updraft-{id}"));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
-    let server = cluster(&work, &root);
+    let mut server = cluster(&work, &root);
     server.write_kubeconfig(&work.join("kubeconfig")).unwrap();
     // The transitions reach the cluster through a proxy too, to time its answers.
     let (kube_proxy, _, kube_waits, creations) = proxy(
@@ -969,4 +976,6 @@ workflows:
     if !any {
         println!("(none yet: run scripts/bundle arm64 or x86_64)");
     }
+    server.stop();
+    let _ = std::fs::remove_dir_all(&work);
 }

@@ -4,9 +4,9 @@
 //!
 //! Order of work, which makes every message safe to deliver twice, late or out of order:
 //!
-//! 1. A check of a task looks first for the attempt's kept handle (gone: its end is committed, the check
-//!    is dropped), then at the task, without the lease; while it runs, the check is sent again with a
-//!    longer delay (1, 1, 2, 2, 4, 4, … seconds up to `max_check_delay`). An attempt whose pod tells
+//! 1. A check of a task looks at the task, without the lease (an end signal, which names no handle,
+//!    first reads the attempt's kept handle: gone, its end is committed and the signal is dropped);
+//!    while it runs, the check is sent again with a longer delay (1, 1, 2, 2, 4, 4, … seconds up to `max_check_delay`). An attempt whose pod tells
 //!    when it ended (an [`EndSignal`]: its own check, marked `ended`, sent by the pod's wrapper or
 //!    the copilot) is not polled: the execution's sweeps (one timer for all of them, every
 //!    `max_check_delay`, the first 8 s after a start) look at each such attempt still kept and send
@@ -72,9 +72,6 @@ const ENDED_CHECKS: u32 = 5;
 
 /// The timer kind of an execution's sweep (a runtime timer, not the engine's).
 pub const SWEEP_TIMER: u32 = 6;
-
-/// The wait key of an execution's sweeps (see [`crate::store::Store::put_wait`]; no attempt name has a `~`).
-const SWEEP_KEY: &str = "~sweep";
 
 /// How long after arming the first sweep of an execution comes (later ones: `max_check_delay`).
 const FIRST_SWEEP: Duration = Duration::from_secs(8);
@@ -417,13 +414,14 @@ impl Transition {
                 inputs: LiteralMap::default(),
             },
             Some(Kind::Check(c)) => {
-                // An attempt whose handle is gone is over: its end is committed, or it was stopped.
-                let Some(kept) = self.clients.store.handle(exec, &c.name).await? else {
-                    tracing::debug!(execution = %exec, attempt_name = %c.name, ended = c.ended, "a check of an attempt that is over");
-                    return Ok(None);
-                };
+                // An end signal names no handle: the kept one. An attempt whose handle is gone is
+                // over: its end is committed, or it was stopped.
                 let mut c = c.clone();
                 if c.handle.is_empty() {
+                    let Some(kept) = self.clients.store.handle(exec, &c.name).await? else {
+                        tracing::debug!(execution = %exec, attempt_name = %c.name, "the end signal of an attempt that is over");
+                        return Ok(None);
+                    };
                     c.handle = kept;
                 }
                 let Some(status) = self.check(exec, &c).await? else {
@@ -538,27 +536,22 @@ impl Transition {
         }
     }
 
-    /// Makes sure a sweep of execution `exec` is on its way: unless one is due later than in two
-    /// seconds, a new one is recorded as the one that counts and sent (`FIRST_SWEEP`, at most
-    /// `max_check_delay`, from now). Only the latest recorded sweep acts, so chains never multiply.
-    async fn arm_sweep(&self, exec: &str) -> Result<(), Error> {
+    /// Makes sure a sweep of the execution of `item` (leased) is on its way: unless one is due later
+    /// than in two seconds, one is sent (`FIRST_SWEEP`, at most `max_check_delay`, from now) and the
+    /// commit records it as the latest. Only the latest sweep acts, so chains never multiply.
+    async fn arm_sweep(&self, item: &mut ExecutionItem) -> Result<(), Error> {
         let now = now_ms();
-        if let Some(due) = self.clients.store.wait_due(exec, SWEEP_KEY).await?
-            && due > now + 2000
-        {
+        if item.sweep_due.is_some_and(|due| due > now + 2000) {
             return Ok(());
         }
-        self.send_sweep(exec, FIRST_SWEEP.min(self.settings.max_check_delay))
-            .await
+        let after = FIRST_SWEEP.min(self.settings.max_check_delay);
+        let due = now + after.as_millis() as i64;
+        self.send_sweep(&item.name, due, after).await?;
+        item.new_sweep_due = Some(due);
+        Ok(())
     }
 
-    async fn send_sweep(&self, exec: &str, after: Duration) -> Result<(), Error> {
-        let now = now_ms();
-        let due = now + after.as_millis() as i64;
-        self.clients
-            .store
-            .put_wait(exec, SWEEP_KEY, due, now)
-            .await?;
+    async fn send_sweep(&self, exec: &str, due: i64, after: Duration) -> Result<(), Error> {
         let t = TimerMessage {
             kind: SWEEP_TIMER,
             due_ms: due,
@@ -574,9 +567,15 @@ impl Transition {
     /// signal may never come: a pod that never started, a node that went away, a role without the
     /// permission). Each such attempt whose handle is kept is looked at; one that ended has its check
     /// sent now (marked `ended`); while any is kept, the next sweep comes `max_check_delay` later. A
-    /// sweep that is not the latest recorded one does nothing.
+    /// sweep that is not the latest (the execution's `sweep_due`) does nothing.
     async fn sweep(&self, exec: &str, due: i64) -> Result<(), Error> {
-        if self.clients.store.wait_due(exec, SWEEP_KEY).await? != Some(due) {
+        let latest = self
+            .clients
+            .store
+            .execution(exec)
+            .await?
+            .and_then(|i| i.sweep_due);
+        if latest != Some(due) {
             tracing::debug!(execution = %exec, "a stale sweep");
             return Ok(());
         }
@@ -603,7 +602,12 @@ impl Transition {
         }
         tracing::info!(execution = %exec, attempts = kept, ended, "sweep");
         if kept > ended {
-            self.send_sweep(exec, self.settings.max_check_delay).await?;
+            let after = self.settings.max_check_delay;
+            let next = now_ms() + after.as_millis() as i64;
+            // Another sweep became the latest meanwhile (a transition armed one): it goes on alone.
+            if self.clients.store.move_sweep(exec, due, next).await? {
+                self.send_sweep(exec, next, after).await?;
+            }
         }
         Ok(())
     }
@@ -903,7 +907,7 @@ impl Transition {
         // Attempts that signal their ends are swept as a fallback: a sweep is on its way before the
         // commit that holds them (a commit that fails leaves a sweep with nothing to find, at worst).
         if ctx.sweep && !engine.phase().is_terminal() {
-            self.arm_sweep(&exec).await?;
+            self.arm_sweep(&mut ctx.item).await?;
         }
         // Only the records that changed are written.
         let mut changed = Vec::new();
@@ -1088,7 +1092,15 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
             cache_serializable: t.cache_serializable,
             ended: false,
         };
-        // What the attempt sends as it ends: its check, marked so, to the transitions queue.
+        // What the attempt sends as it ends: its check, marked so, to the transitions queue, with the
+        // handle its start will return when the connector knows it already (else it is looked up).
+        let planned = conn.planned_handle(&Attempt {
+            launch: &t,
+            task,
+            paths: &paths,
+            data: &this.clients.blobs,
+            signal: None,
+        });
         let signal = EndSignal {
             queue_url: this.settings.transitions_url.clone(),
             region: this
@@ -1101,6 +1113,9 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
                 &exec,
                 Kind::Check(CheckMessage {
                     ended: true,
+                    handle: planned
+                        .and_then(|h| serde_json::to_string(&h).ok())
+                        .unwrap_or_default(),
                     ..check.clone()
                 }),
             )),

@@ -189,6 +189,13 @@ pub trait Connector: Send + Sync {
         false
     }
 
+    /// The handle a start of `a` will return, when the connector knows it beforehand (the EKS
+    /// connector: its objects are named after the attempt), so that a runtime can put it in the
+    /// attempt's end signal and check the attempt without looking the handle up.
+    fn planned_handle(&self, _a: &Attempt<'_>) -> Option<Handle> {
+        None
+    }
+
     /// Whether the attempt `h` started sends the runtime's [`EndSignal`] when it ends, so that polling
     /// it is only a fallback.
     fn signals(&self, _h: &Handle) -> bool {

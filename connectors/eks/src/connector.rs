@@ -162,6 +162,14 @@ impl Connector for EksConnector {
         build(a.task, a.launch, a.paths, &self.config).is_ok_and(|o| self.inlines(a, &o))
     }
 
+    /// The objects' references are the attempt's (their names are its); the start time is now.
+    fn planned_handle(&self, a: &Attempt<'_>) -> Option<Handle> {
+        let objects = build(a.task, a.launch, a.paths, &self.config).ok()?;
+        let signals = self.config.task_wrapper
+            && matches!(&objects[..], [Object::Pod(p)] if crate::wrap::wraps(p));
+        Some(handle(&objects, a.paths, signals))
+    }
+
     fn signals(&self, h: &Handle) -> bool {
         made(h).is_ok_and(|m| m.signal)
     }

@@ -52,6 +52,17 @@ pub fn run(store: &Arc<Mutex<Store>>, stop: &Arc<AtomicBool>, work: &Path, node:
                     node,
                 };
                 p.run(&pod);
+                // A deleted pod's volumes go with it, as a kubelet removes its emptyDirs (kept
+                // while an object of its name is there; what it logged stays in `Store::logs`).
+                while p.alive() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if !p.stop.load(Ordering::SeqCst)
+                    && let Ok(s) = p.store.lock()
+                    && !s.objects.contains_key(&p.key)
+                {
+                    let _ = std::fs::remove_dir_all(&p.dir);
+                }
             }));
         }
         std::thread::sleep(Duration::from_millis(20));
