@@ -764,10 +764,12 @@ async fn main() {
     }
 
     // A map of raw containers, one pod each, through the test cluster.
+    // 300 by default: at 1,000 the run stalls on the test cluster after the start's transition (the
+    // pods all end and signal; nothing is received after) — not yet understood.
     let width: usize = std::env::var("UPDRAFT_BENCH_PODS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+        .unwrap_or(300);
     if width > 0 {
         let yaml = "version: 1
 image: busybox
