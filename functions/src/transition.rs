@@ -1094,13 +1094,14 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
         };
         // What the attempt sends as it ends: its check, marked so, to the transitions queue, with the
         // handle its start will return when the connector knows it already (else it is looked up).
-        let planned = conn.planned_handle(&Attempt {
+        let unsignalled = Attempt {
             launch: &t,
             task,
             paths: &paths,
             data: &this.clients.blobs,
             signal: None,
-        });
+        };
+        let planned = conn.planned_handle(&unsignalled);
         let signal = EndSignal {
             queue_url: this.settings.transitions_url.clone(),
             region: this
@@ -1122,11 +1123,8 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
             delay_seconds: 1,
         };
         let a = Attempt {
-            launch: &t,
-            task,
-            paths: &paths,
-            data: &this.clients.blobs,
             signal: Some(&signal),
+            ..unsignalled
         };
         paths
             .write_inputs(&this.clients.blobs, &t, task, conn.inline_inputs(&a))
