@@ -348,6 +348,19 @@ fn is_conditional_failure<E: std::fmt::Debug>(e: &aws_sdk_dynamodb::error::SdkEr
     text.contains("ConditionalCheckFailed")
 }
 
+/// Whether a conditional write took effect: false when its condition did not hold; any other failure
+/// is an error naming `call`.
+fn applied<O, E: std::error::Error + 'static>(
+    res: Result<O, aws_sdk_dynamodb::error::SdkError<E>>,
+    call: &str,
+) -> Result<bool, Error> {
+    match res {
+        Ok(_) => Ok(true),
+        Err(err) if is_conditional_failure(&err) => Ok(false),
+        Err(err) => Err(Error::aws(call, err)),
+    }
+}
+
 impl Store {
     /// The store in `table`.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
@@ -399,16 +412,13 @@ impl Store {
         if let Some(k) = &e.inputs_blob {
             req = req.item("inputs_blob", s(k));
         }
-        match req
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map(|o| self.note(o))
-        {
-            Ok(_) => Ok(true),
-            Err(err) if is_conditional_failure(&err) => Ok(false),
-            Err(err) => Err(Error::aws("DynamoDB PutItem (execution)", err)),
-        }
+        applied(
+            req.return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map(|o| self.note(o)),
+            "DynamoDB PutItem (execution)",
+        )
     }
 
     /// The item with partition key `pk` (and sort key `#`), read consistently; `what` names it in errors.
@@ -535,14 +545,7 @@ impl Store {
             .send()
             .await
             .map(|o| self.note(o));
-        match res {
-            Ok(_) => Ok(true),
-            Err(err) if is_conditional_failure(&err) => Ok(false),
-            Err(err) => Err(Error::aws(
-                "DynamoDB UpdateItem (fail a queued execution)",
-                err,
-            )),
-        }
+        applied(res, "DynamoDB UpdateItem (fail a queued execution)")
     }
 
     /// Moves execution `name`'s latest sweep from `from` to `to` (ms), unless another has become the
@@ -562,11 +565,7 @@ impl Store {
             .send()
             .await
             .map(|o| self.note(o));
-        match res {
-            Ok(_) => Ok(true),
-            Err(err) if is_conditional_failure(&err) => Ok(false),
-            Err(err) => Err(Error::aws("DynamoDB UpdateItem (sweep)", err)),
-        }
+        applied(res, "DynamoDB UpdateItem (sweep)")
     }
 
     /// Gives the lease back without changing anything.
@@ -584,11 +583,7 @@ impl Store {
             .send()
             .await
             .map(|o| self.note(o));
-        match res {
-            Ok(_) => Ok(()),
-            Err(err) if is_conditional_failure(&err) => Ok(()),
-            Err(err) => Err(Error::aws("DynamoDB UpdateItem (release)", err)),
-        }
+        applied(res, "DynamoDB UpdateItem (release)").map(|_| ())
     }
 
     /// The execution's node records as they were at its version `version`, by node index.
@@ -876,11 +871,7 @@ impl Store {
             .send()
             .await
             .map(|o| self.note(o));
-        match res {
-            Ok(_) => Ok(()),
-            Err(err) if is_conditional_failure(&err) => Ok(()),
-            Err(err) => Err(Error::aws("DynamoDB UpdateItem (cache reservation)", err)),
-        }
+        applied(res, "DynamoDB UpdateItem (cache reservation)").map(|_| ())
     }
 
     /// Ends attempt `holder`'s reservation of cache key `key` (not its: nothing).
@@ -897,11 +888,7 @@ impl Store {
             .send()
             .await
             .map(|o| self.note(o));
-        match res {
-            Ok(_) => Ok(()),
-            Err(err) if is_conditional_failure(&err) => Ok(()),
-            Err(err) => Err(Error::aws("DynamoDB DeleteItem (cache reservation)", err)),
-        }
+        applied(res, "DynamoDB DeleteItem (cache reservation)").map(|_| ())
     }
 
     /// Records that attempt `attempt` of execution `name` looks again at its reserved cache key at
