@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use updraft_functions::launch::{Packages, Request, launch};
-use updraft_functions::transition::{Received, Transition, is_final};
+use updraft_functions::transition::{Transition, is_final};
 use updraft_test_faults::{FaultProxy, Faults};
 
 mod common;
@@ -150,41 +150,13 @@ async fn run(localstack: &str, case: &Case, max_starts: u32) {
             break;
         }
         assert!(Instant::now() < limit, "{} did not finish", case.name);
-        let got = sqs
-            .receive_message()
-            .queue_url(&settings.transitions_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let msgs = got.messages.unwrap_or_default();
+        let msgs = common::receive(&sqs, &settings.transitions_url).await;
         if msgs.is_empty() {
             continue;
         }
-        let batch: Vec<Received> = msgs
-            .iter()
-            .map(|m| Received {
-                id: m.message_id.clone().unwrap_or_default(),
-                body: m.body.clone().unwrap_or_default(),
-                receive_count: 1,
-                dead_letter: false,
-            })
-            .collect();
-        handled += batch.len() as u64;
-        let at = Instant::now();
-        let failed = t.handle(batch).await;
-        transitions.push(ms(at.elapsed()));
-        for m in &msgs {
-            if !failed.contains(m.message_id.as_ref().unwrap()) {
-                sqs.delete_message()
-                    .queue_url(&settings.transitions_url)
-                    .receipt_handle(m.receipt_handle.clone().unwrap())
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        }
+        handled += msgs.len() as u64;
+        let (_, took) = common::hand(&t, &sqs, &settings.transitions_url, &msgs).await;
+        transitions.push(ms(took));
     }
     let took = started.elapsed();
     let item = clients.store.execution(case.name).await.unwrap().unwrap();

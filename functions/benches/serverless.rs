@@ -214,40 +214,13 @@ async fn drive_batches(
             return (messages, batches);
         }
         assert!(Instant::now() < limit, "{name} did not finish");
-        let got = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let msgs = got.messages.unwrap_or_default();
+        let msgs = common::receive(sqs, url).await;
         if msgs.is_empty() {
             continue;
         }
         messages += msgs.len();
         batches += 1;
-        let batch = msgs
-            .iter()
-            .map(|m| Received {
-                id: m.message_id.clone().unwrap_or_default(),
-                body: m.body.clone().unwrap_or_default(),
-                receive_count: 1,
-                dead_letter: false,
-            })
-            .collect();
-        let failed = t.handle(batch).await;
-        for m in msgs {
-            if !failed.contains(m.message_id.as_ref().unwrap()) {
-                sqs.delete_message()
-                    .queue_url(url)
-                    .receipt_handle(m.receipt_handle.unwrap())
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        }
+        common::hand(t, sqs, url, &msgs).await;
     }
 }
 

@@ -181,3 +181,50 @@ pub fn cost_per_million(
     let s3 = get("s3 PUT") * 5.0 + get("s3 GET") * 0.40;
     (lambda, sqs, ddb, s3, lambda + sqs + ddb + s3)
 }
+
+/// Up to 10 messages from the queue at `url` (waiting a second at most), as the event source mapping
+/// receives them.
+pub async fn receive(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    sqs.receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default()
+}
+
+/// Hands `msgs` to `t` as one batch (each a first delivery) and deletes those it handled, as the
+/// event source mapping does; returns how many failed and how long `t` took.
+pub async fn hand(
+    t: &updraft_functions::transition::Transition,
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    msgs: &[aws_sdk_sqs::types::Message],
+) -> (usize, Duration) {
+    let batch = msgs
+        .iter()
+        .map(|m| updraft_functions::transition::Received {
+            id: m.message_id.clone().unwrap_or_default(),
+            body: m.body.clone().unwrap_or_default(),
+            receive_count: 1,
+            dead_letter: false,
+        })
+        .collect();
+    let at = std::time::Instant::now();
+    let failed = t.handle(batch).await;
+    let took = at.elapsed();
+    for m in msgs {
+        if !failed.contains(m.message_id.as_ref().unwrap()) {
+            sqs.delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle.clone().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    (failed.len(), took)
+}
