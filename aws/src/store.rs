@@ -2,7 +2,7 @@
 //!
 //! | item | pk | sk | attributes |
 //! |---|---|---|---|
-//! | execution | `exec#<name>` | `#` | `version`, `phase`, `workflow`, `package`, `sweep_due` (when its latest sweep is due), `state` (ExecutionState; or `state_blob`, an S3 key, when over 300 KB), `inputs` (or `inputs_blob`, over 64 KB), `parent`, `parent_node`, `futures` (a dynamic task's child), `error`, `created`, `updated`, lease (`lease_owner`, `lease_until`), `ttl` once finished |
+//! | execution | `exec#<name>` | `#` | `version`, `phase`, `workflow`, `package`, `sweep_due` (when its latest sweep is due), `inbox` (events left in its inbox) and `drained` (those a commit took in), `state` (ExecutionState; or `state_blob`, an S3 key, when over 300 KB), `inputs` (or `inputs_blob`, over 64 KB), `parent`, `parent_node`, `futures` (a dynamic task's child), `error`, `created`, `updated`, lease (`lease_owner`, `lease_until`), `ttl` once finished |
 //! | node | `exec#<name>` | `node#<index, 6 digits>` | two slots, each a NodeState (`state`, or `blob`: an S3 key, for records over 190 KB) and the execution version that wrote it: slot 0 `state`/`blob`/`version`, slot 1 `state1`/`blob1`/`version1` |
 //! | cache entry | `cache#<key>` | `#` | `outputs` (LiteralMap) |
 //! | serializable cache key's reservation | `cachelock#<key>` | `#` | `holder` (attempt name), `until` (ms) |
@@ -11,6 +11,7 @@
 //! | watched external job | `watch#<job key>` | `#` | `message` (the QueueMessage that checks the task), `ttl` |
 //! | started task attempt, until its end is committed | `handles#<execution>` | attempt name | `handle` (its connector's handle, JSON), `check` (its check message, for an attempt that sends an end signal), `ttl` |
 //! | a dead-lettered message's handlings | `deadletter#<message id>` | `#` | `tries`, `ttl` |
+//! | an event left for the transition holding an execution's lease | `inbox#<execution>` | a digest of the message | `message` (the encoded QueueMessage), `ttl` |
 //!
 //! One execution is changed by one transition at a time: a transition takes the execution's lease
 //! (a conditional update), reads its node records (one query), and commits the new state conditional
@@ -95,6 +96,46 @@ pub struct ExecutionItem {
     /// A sweep this transition sent: its commit records its due time as `sweep_due` (never written
     /// otherwise, so a commit does not undo a sweep's own move).
     pub new_sweep_due: Option<i64>,
+    /// How many events transitions left in the execution's inbox while another held its lease.
+    pub inbox: u64,
+    /// The `inbox` count up to which a committed transition took in the inbox's events: while the two
+    /// differ, events wait there for the lease's next holder.
+    pub drained: u64,
+}
+
+impl ExecutionItem {
+    /// Events wait in the execution's inbox.
+    pub fn inbox_pending(&self) -> bool {
+        self.inbox != self.drained
+    }
+}
+
+/// How a commit settles the execution's inbox (see [`Store::commit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// The `inbox` count whose events the transition took in.
+    pub seen: u64,
+    /// Commit only if no event has reached the inbox since (else [`Committed::InboxMoved`]).
+    pub exact: bool,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// Committed; the lease is given back.
+    Done,
+    /// Nothing committed, the lease still held: events reached the inbox since the count given
+    /// (the new count), to be taken in first.
+    InboxMoved(u64),
+}
+
+/// An event left in an execution's inbox (see [`Store::put_inbox`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxEntry {
+    /// Its key in the inbox.
+    pub id: String,
+    /// The queue message (encoded).
+    pub message: Vec<u8>,
 }
 
 /// A node record as stored.
@@ -340,6 +381,8 @@ fn execution_from(item: &HashMap<String, AttributeValue>) -> ExecutionItem {
         updated: get_n(item, "updated").unwrap_or(0),
         sweep_due: get_n(item, "sweep_due"),
         new_sweep_due: None,
+        inbox: get_n(item, "inbox").unwrap_or(0).max(0) as u64,
+        drained: get_n(item, "drained").unwrap_or(0).max(0) as u64,
     }
 }
 
@@ -501,6 +544,9 @@ impl Store {
             .expression_attribute_values(":u", n(until_ms))
             .expression_attribute_values(":now", n(now_ms))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
@@ -509,12 +555,114 @@ impl Store {
             Ok(out) => Ok(Lease::Taken(Box::new(execution_from(
                 &out.attributes.unwrap_or_default(),
             )))),
-            Err(err) if is_conditional_failure(&err) => Ok(match self.execution(name).await? {
+            // The item as it was comes with the refusal, when it exists (else it is read).
+            Err(err) if is_conditional_failure(&err) => Ok(match refused_item(&err) {
                 Some(_) => Lease::Busy,
-                None => Lease::Missing,
+                None => match self.execution(name).await? {
+                    Some(_) => Lease::Busy,
+                    None => Lease::Missing,
+                },
             }),
             Err(err) => Err(Error::aws("DynamoDB UpdateItem (lease)", err)),
         }
+    }
+
+    /// Leaves event `message` (an encoded queue message) in execution `exec`'s inbox, keyed by `id`
+    /// (the same event twice: one entry), for the transition holding its lease to take in. Kept a
+    /// day. Counted by [`Store::count_inbox`], which must follow.
+    pub async fn put_inbox(
+        &self,
+        exec: &str,
+        id: &str,
+        message: &[u8],
+        now_ms: i64,
+    ) -> Result<(), Error> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(inbox_pk(exec)))
+            .item("sk", s(id))
+            .item("message", b(message))
+            .item("ttl", n(now_ms / 1000 + INBOX_SECS))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map(|o| self.note(o))
+            .map_err(|e| Error::aws("DynamoDB PutItem (inbox)", e))?;
+        Ok(())
+    }
+
+    /// Counts `added` events left in execution `exec`'s inbox, provided a transition holds its lease
+    /// (that transition then takes them in before its commit: see [`Store::commit`]); false when none
+    /// does, and the caller must take the lease itself.
+    pub async fn count_inbox(&self, exec: &str, added: u64, now_ms: i64) -> Result<bool, Error> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(exec_pk(exec)))
+            .key("sk", s("#"))
+            .update_expression("ADD inbox :a")
+            .condition_expression("attribute_exists(lease_owner) AND lease_until >= :now")
+            .expression_attribute_values(":a", n(added))
+            .expression_attribute_values(":now", n(now_ms))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map(|o| self.note(o));
+        applied(res, "DynamoDB UpdateItem (inbox count)")
+    }
+
+    /// The events in execution `exec`'s inbox.
+    pub async fn inbox(&self, exec: &str) -> Result<Vec<InboxEntry>, Error> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :p")
+                .expression_attribute_values(":p", s(inbox_pk(exec)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map(|o| self.note(o))
+                .map_err(|e| Error::aws("DynamoDB Query (inbox)", e))?;
+            for item in page.items() {
+                if let (Some(id), Some(message)) = (get_s(item, "sk"), get_b(item, "message")) {
+                    out.push(InboxEntry { id, message });
+                }
+            }
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Removes events `ids` from execution `exec`'s inbox (taken in by a committed transition).
+    pub async fn drop_inbox(&self, exec: &str, ids: &[String]) -> Result<(), Error> {
+        for chunk in ids.chunks(BATCH_WRITE_ITEMS) {
+            let mut requests = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                let del = aws_sdk_dynamodb::types::DeleteRequest::builder()
+                    .key("pk", s(inbox_pk(exec)))
+                    .key("sk", s(id))
+                    .build()
+                    .map_err(|e| Error::Invalid(e.to_string()))?;
+                requests.push(
+                    aws_sdk_dynamodb::types::WriteRequest::builder()
+                        .delete_request(del)
+                        .build(),
+                );
+            }
+            self.batch_write(requests, "DynamoDB BatchWriteItem (inbox)")
+                .await?;
+        }
+        Ok(())
     }
 
     /// Fails execution `name` with `error` when it is still QUEUED and no transition holds it (a
@@ -626,15 +774,22 @@ impl Store {
     /// the module's documentation), 25 a request; none is written once `deadline_ms` has passed
     /// ([`Error::LostLease`]: the lease may be about to end). An item without inputs loses the ones
     /// it held (a started execution's state holds them).
+    ///
+    /// `drained` says up to which `inbox` count the transition took in the execution's inbox; when
+    /// `exact`, the commit is made only if no event has been counted since, and otherwise
+    /// [`Committed::InboxMoved`] says so with the lease still held (the records written stay invisible
+    /// and are written again by the next try).
+    #[allow(clippy::too_many_arguments)]
     pub async fn commit(
         &self,
         e: &ExecutionItem,
         owner: &str,
         finished: bool,
         nodes: &[NodeWrite],
+        drained: Drained,
         now_ms: i64,
         deadline_ms: i64,
-    ) -> Result<(), Error> {
+    ) -> Result<Committed, Error> {
         let pk = exec_pk(&e.name);
         let next = e.version + 1;
         let ttl = finished.then(|| now_ms / 1000 + RETENTION_SECS as i64);
@@ -655,13 +810,13 @@ impl Store {
         }
         let mut set = "SET #v = #v + :one, phase = :ph, #st = :s, updated = :now".to_string();
         let mut remove = "lease_owner, lease_until".to_string();
+        let mut condition = "lease_owner = :o".to_string();
         let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(&pk))
             .key("sk", s("#"))
-            .condition_expression("lease_owner = :o")
             .expression_attribute_names("#v", "version")
             .expression_attribute_names("#st", "state")
             .expression_attribute_values(":one", n(1))
@@ -683,6 +838,19 @@ impl Store {
             set.push_str(", sweep_due = :sd");
             update = update.expression_attribute_values(":sd", n(due));
         }
+        if drained.exact {
+            condition.push_str(if drained.seen == 0 {
+                " AND attribute_not_exists(inbox)"
+            } else {
+                " AND inbox = :seen"
+            });
+        }
+        if drained.seen != e.drained {
+            set.push_str(", drained = :seen");
+        }
+        if drained.seen != e.drained || (drained.exact && drained.seen != 0) {
+            update = update.expression_attribute_values(":seen", n(drained.seen));
+        }
         if let Some(err) = &e.error {
             set.push_str(", #er = :er");
             update = update
@@ -695,20 +863,32 @@ impl Store {
                 .expression_attribute_names("#ttl", "ttl")
                 .expression_attribute_values(":ttl", n(ttl));
         }
-        update
+        let res = update
             .update_expression(format!("{set} REMOVE {remove}"))
+            .condition_expression(condition)
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
-            .map(|o| self.note(o))
-            .map_err(|err| {
-                if is_conditional_failure(&err) {
-                    Error::LostLease(e.name.clone())
-                } else {
-                    Error::aws("DynamoDB UpdateItem (commit)", err)
-                }
-            })?;
-        Ok(())
+            .map(|o| self.note(o));
+        let err = match res {
+            Ok(_) => return Ok(Committed::Done),
+            Err(err) if is_conditional_failure(&err) => err,
+            Err(err) => return Err(Error::aws("DynamoDB UpdateItem (commit)", err)),
+        };
+        // Refused: the lease was lost, or (still held) events reached the inbox.
+        let item = match refused_item(&err) {
+            Some(item) => Some(item.clone()),
+            None => self.get(pk, "execution").await?,
+        };
+        match item {
+            Some(item) if get_s(&item, "lease_owner").as_deref() == Some(owner) => Ok(
+                Committed::InboxMoved(get_n(&item, "inbox").unwrap_or(0).max(0) as u64),
+            ),
+            _ => Err(Error::LostLease(e.name.clone())),
+        }
     }
 
     /// Writes node records `writes` (at most 25), each whole: its committed state kept in its slot,
@@ -765,6 +945,17 @@ impl Store {
                     .build(),
             );
         }
+        self.batch_write(requests, "DynamoDB BatchWriteItem (node records)")
+            .await
+    }
+
+    /// Writes `requests` (at most 25) with one BatchWriteItem; what DynamoDB leaves unprocessed is
+    /// written again, with backoff. `call` names the call in errors.
+    async fn batch_write(
+        &self,
+        mut requests: Vec<aws_sdk_dynamodb::types::WriteRequest>,
+        call: &str,
+    ) -> Result<(), Error> {
         let mut delay = std::time::Duration::from_millis(50);
         for _ in 0..8 {
             let out = self
@@ -775,7 +966,7 @@ impl Store {
                 .send()
                 .await
                 .map(|o| self.note(o))
-                .map_err(|e| Error::aws("DynamoDB BatchWriteItem (node records)", e))?;
+                .map_err(|e| Error::aws(call, e))?;
             requests = out
                 .unprocessed_items
                 .and_then(|mut m| m.remove(&self.table))
@@ -787,7 +978,7 @@ impl Store {
             delay *= 2;
         }
         Err(Error::Aws(format!(
-            "DynamoDB BatchWriteItem (node records): {} left unprocessed after 8 tries",
+            "{call}: {} left unprocessed after 8 tries",
             requests.len()
         )))
     }
@@ -1177,6 +1368,23 @@ impl Store {
             .as_ref()
             .and_then(|a| get_n(a, "tries"))
             .unwrap_or(1) as u32)
+    }
+}
+
+fn inbox_pk(exec: &str) -> String {
+    format!("inbox#{exec}")
+}
+
+/// How long an inbox entry is kept (a day: a transition takes it in within a lease).
+const INBOX_SECS: i64 = 24 * 3600;
+
+/// The item a conditional write was refused over, when the request asked for it and it exists.
+fn refused_item<R>(
+    e: &aws_sdk_dynamodb::error::SdkError<op::update_item::UpdateItemError, R>,
+) -> Option<&HashMap<String, AttributeValue>> {
+    match e.as_service_error()? {
+        op::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item(),
+        _ => None,
     }
 }
 

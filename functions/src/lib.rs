@@ -54,9 +54,10 @@ pub struct Settings {
     /// (exit after a transition's effects, before its commit, on the first delivery of a message that
     /// started a task for the first time: once per attempt), `drop-before-commit` (the same without
     /// exiting: the transition fails, nothing is committed and the lease is left to expire, as after
-    /// a crash), `duplicate` (send every message twice) and `die` (every transition of an execution
+    /// a crash), `duplicate` (send every message twice), `die` (every transition of an execution
     /// named `die-hang…`, `die-exit…`, `die-oom…` or `die-throttle…` times out, exits, runs out of
-    /// memory or fails as throttled: its messages end in the dead-letter queue).
+    /// memory or fails as throttled: its messages end in the dead-letter queue) and `slow-commit` (a
+    /// transition waits 2 s before its first commit try, so other events reach its inbox meanwhile).
     pub fault: Option<String>,
 }
 
@@ -193,11 +194,12 @@ impl Settings {
 }
 
 /// The faults `UPDRAFT_FAULT` may list.
-const FAULTS: [&str; 4] = [
+const FAULTS: [&str; 5] = [
     "crash-before-commit",
     "drop-before-commit",
     "duplicate",
     "die",
+    "slow-commit",
 ];
 
 impl Settings {

@@ -11,8 +11,9 @@
 //!    the copilot) is not polled: the execution's sweeps (one timer for all of them, every
 //!    `max_check_delay`, the first 8 s after a start) look at each such attempt still kept and send
 //!    the check of one that ended.
-//! 2. The execution's lease is taken (another transition holding it: the messages are sent again, 1 s
-//!    later), its records are read and the engine's state restored.
+//! 2. The execution's lease is taken (another transition holding it: the messages are left in the
+//!    execution's inbox, which the holder takes in before its commit; see `leave_in_inbox`), its
+//!    records are read, the engine's state restored and the inbox's events, if any, taken in.
 //! 3. The events are stepped; the effects are carried out at once, each idempotent by its deterministic
 //!    name (objects that exist are kept; inputs are rewritten with the same bytes). At most
 //!    `UPDRAFT_MAX_STARTS` task attempts start; the rest wait in the state and a message to go on
@@ -50,7 +51,9 @@ use updraft_proto::updraft::{
 };
 
 use crate::launch::Packages;
-use crate::store::{ExecutionItem, Lease, MAX_INLINE_RECORD, NodeBytes, NodeRecord, NodeWrite};
+use crate::store::{
+    Committed, Drained, ExecutionItem, Lease, MAX_INLINE_RECORD, NodeBytes, NodeRecord, NodeWrite,
+};
 use crate::{Clients, Error, Settings, now_ms};
 
 /// A message as the queue delivered it.
@@ -75,6 +78,20 @@ pub const SWEEP_TIMER: u32 = 6;
 
 /// How long after arming the first sweep of an execution comes (later ones: `max_check_delay`).
 const FIRST_SWEEP: Duration = Duration::from_secs(8);
+
+/// How many times a group of messages finds its execution busy, leaves them in its inbox and finds the
+/// lease free again before they are sent again instead.
+const INBOX_TRIES: u32 = 3;
+
+/// Inbox entries prepared at once.
+const INBOX_PARALLEL: usize = 16;
+
+/// A transition takes in the inbox's events until this part of its lease has passed; then it commits
+/// what it has and leaves the rest to the next (it sends a [`DRAIN_TIMER`] when some are left).
+const INBOX_PART: i64 = 4;
+
+/// The timer kind that has a transition take in an execution's inbox (a runtime timer).
+pub const DRAIN_TIMER: u32 = 7;
 
 /// A child's end carries its outputs up to this size; larger ones are read from the bucket.
 const MAX_INLINE_MESSAGE: usize = 192 * 1024;
@@ -139,6 +156,23 @@ fn message(execution: &str, kind: Kind) -> QueueMessage {
         execution: execution.into(),
         kind: Some(kind),
     }
+}
+
+/// A message that has a transition take in execution `exec`'s inbox.
+fn drain_message(exec: &str) -> QueueMessage {
+    message(
+        exec,
+        Kind::Timer(TimerMessage {
+            kind: DRAIN_TIMER,
+            due_ms: now_ms(),
+            ..Default::default()
+        }),
+    )
+}
+
+/// True for a message that has a transition take in its execution's inbox.
+fn is_drain(m: &QueueMessage) -> bool {
+    matches!(&m.kind, Some(Kind::Timer(t)) if t.kind == DRAIN_TIMER)
 }
 
 /// Where an execution's data lives in the bucket.
@@ -355,14 +389,31 @@ impl Transition {
         let Some(exec) = group.first().map(|(m, _)| m.execution.as_str()) else {
             return results;
         };
-        if events.is_empty() {
+        // A drain has the transition run even with no event of its own.
+        if events.is_empty() && !group.iter().any(|(m, _)| is_drain(m)) {
             return results;
         }
         let receive_count = events.iter().map(|(i, _)| group[*i].1).min().unwrap_or(1);
-        let stepped = events.iter().map(|(_, e)| e.clone()).collect();
-        match self.step(exec, stepped, receive_count).await {
+        let mut tries = 0;
+        let stepped = loop {
+            tries += 1;
+            let stepped = events.iter().map(|(_, e)| e.clone()).collect();
+            match self.step(exec, stepped, receive_count).await {
+                Err(Error::LostLease(_)) | Ok(None) if tries < INBOX_TRIES => {}
+                other => break other,
+            }
+            // Another transition holds the execution: the events wait in its inbox for it.
+            let msgs: Vec<&QueueMessage> = events.iter().map(|(i, _)| &group[*i].0).collect();
+            match self.leave_in_inbox(exec, &msgs).await {
+                Ok(true) => return results,
+                // The lease came free meanwhile: take it.
+                Ok(false) => continue,
+                Err(e) => break Err(e),
+            }
+        };
+        match stepped {
             Err(Error::LostLease(_)) | Ok(None) => {
-                // Busy: try again shortly (the original messages are done with).
+                // Still busy: try again shortly (the original messages are done with).
                 for (i, _) in &events {
                     if let Err(e) = self
                         .clients
@@ -401,6 +452,66 @@ impl Transition {
             }
         }
         results
+    }
+
+    /// Leaves messages `msgs` in execution `exec`'s inbox for the transition holding its lease: true
+    /// when it holds it still (it takes them in before it commits), false when the lease came free
+    /// (the entries are taken out again: the caller takes the lease itself).
+    async fn leave_in_inbox(&self, exec: &str, msgs: &[&QueueMessage]) -> Result<bool, Error> {
+        let now = now_ms();
+        let mut ids = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            let bytes = m.encode_to_vec();
+            let id = updraft_wire::short_digest(&bytes);
+            self.clients.store.put_inbox(exec, &id, &bytes, now).await?;
+            ids.push(id);
+        }
+        if self
+            .clients
+            .store
+            .count_inbox(exec, ids.len() as u64, now_ms())
+            .await?
+        {
+            tracing::debug!(execution = %exec, events = ids.len(), "left in the inbox of a busy execution");
+            return Ok(true);
+        }
+        self.clients.store.drop_inbox(exec, &ids).await?;
+        Ok(false)
+    }
+
+    /// The events waiting in execution `exec`'s inbox that are not in `taken` (which they join), with
+    /// their messages: each prepared as a delivered message is (see [`Self::prepare`]; one that needs
+    /// no transition has none).
+    async fn take_inbox(
+        &self,
+        exec: &str,
+        taken: &mut std::collections::HashSet<String>,
+    ) -> Result<Vec<(QueueMessage, Option<Event>)>, Error> {
+        let entries: Vec<_> = self
+            .clients
+            .store
+            .inbox(exec)
+            .await?
+            .into_iter()
+            .filter(|e| taken.insert(e.id.clone()))
+            .collect();
+        let mut out = Vec::with_capacity(entries.len());
+        for chunk in entries.chunks(INBOX_PARALLEL) {
+            let prepared = chunk.iter().map(|e| async move {
+                let m = QueueMessage::decode(e.message.as_slice()).map_err(|err| {
+                    Error::Invalid(format!("execution {exec}: inbox entry {}: {err}", e.id))
+                })?;
+                let event = self.prepare(&m).await?;
+                Ok::<_, Error>((m, event))
+            });
+            for r in futures_util::future::join_all(prepared).await {
+                out.push(r?);
+            }
+        }
+        if !out.is_empty() {
+            tracing::info!(execution = %exec, events = out.len(), "took in the inbox's events");
+        }
+        Ok(out)
     }
 
     /// The engine event of message `m`; None when it needs no transition (a check of a task that
@@ -461,6 +572,10 @@ impl Transition {
                 }
                 if t.kind == SWEEP_TIMER {
                     self.sweep(exec, t.due_ms).await?;
+                    return Ok(None);
+                }
+                // The inbox is taken in by any transition of the execution (see `process_group`).
+                if t.kind == DRAIN_TIMER {
                     return Ok(None);
                 }
                 let kind = timer_kind(t.kind)
@@ -782,10 +897,11 @@ impl Transition {
         receive_count: u32,
     ) -> Result<Outcome, Error> {
         let exec = item.name.clone();
-        if is_final(&item.phase) {
+        let started = now_ms();
+        if is_final(&item.phase) || (events.is_empty() && !item.inbox_pending()) {
             self.clients.store.release(&exec, &self.owner).await?;
             return Ok(Outcome {
-                finished: true,
+                finished: is_final(&item.phase),
                 ..Outcome::default()
             });
         }
@@ -817,40 +933,12 @@ impl Transition {
                 loaded.insert(i, rec.encode_to_vec());
             }
         }
-        let attempts: Vec<(NodeIdx, Option<u32>, u32)> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Task {
-                    node,
-                    index,
-                    attempt,
-                    ..
-                } => Some((*node, *index, *attempt)),
-                _ => None,
-            })
-            .collect();
-        // A signal also goes to the children running now (their gates may be the ones waiting).
-        let forward: Vec<SignalMessage> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Signal { id, value } => Some(SignalMessage {
-                    id: id.clone(),
-                    value: Some((**value).clone()),
-                }),
-                _ => None,
-            })
-            .collect();
+        let mut attempts = Vec::new();
+        let mut forward = Vec::new();
         let mut queued = VecDeque::new();
         for event in events {
-            queued.push_back(match event {
-                Event::Start { .. } => Event::Start {
-                    inputs: LiteralMap::decode(self.clients.input_bytes(&item).await?.as_slice())
-                        .map_err(|e| {
-                        Error::Invalid(format!("execution {exec}: inputs: {e}"))
-                    })?,
-                },
-                e => e,
-            });
+            self.queue_event(&item, &mut queued, &mut attempts, &mut forward, event)
+                .await?;
         }
         let mut ctx = Ctx {
             item,
@@ -861,103 +949,219 @@ impl Transition {
             first_start: false,
             sweep: false,
         };
+        // The events left in the inbox while others held the lease are taken in with these, and so are
+        // those that reach it before the commit (until a part of the lease has passed).
+        let mut taken = std::collections::HashSet::new();
+        let mut inboxed: Vec<(QueueMessage, Event)> = Vec::new();
+        let mut seen = ctx.item.inbox;
+        let drain_until = started + self.settings.lease.as_millis() as i64 / INBOX_PART;
+        let mut take = ctx.item.inbox_pending();
+        let mut take_again = false;
         let mut guard = 0;
-        while let Some(ev) = ctx.events.pop_front() {
-            guard += 1;
-            if guard > 100_000 {
-                return Err(Error::Invalid(format!(
-                    "execution {exec}: runaway transition"
-                )));
+        let mut first = true;
+        loop {
+            if take {
+                for (m, event) in self.take_inbox(&exec, &mut taken).await? {
+                    let Some(event) = event else { continue };
+                    inboxed.push((m, event.clone()));
+                    if !matches!(event, Event::Start { .. }) || engine.phase() == ExecPhase::Queued
+                    {
+                        self.queue_event(
+                            &ctx.item,
+                            &mut ctx.events,
+                            &mut attempts,
+                            &mut forward,
+                            event,
+                        )
+                        .await?;
+                    }
+                }
             }
-            for e in engine.step(ev) {
-                let mut host = StackHost {
-                    t: self,
-                    ctx: &mut ctx,
+            while let Some(ev) = ctx.events.pop_front() {
+                guard += 1;
+                if guard > 100_000 {
+                    return Err(Error::Invalid(format!(
+                        "execution {exec}: runaway transition"
+                    )));
+                }
+                for e in engine.step(ev) {
+                    let mut host = StackHost {
+                        t: self,
+                        ctx: &mut ctx,
+                    };
+                    updraft_connector::effects::apply(&mut host, e).await?;
+                }
+            }
+            for signal in std::mem::take(&mut forward) {
+                for child in engine.running_children() {
+                    self.clients
+                        .queue
+                        .send(
+                            &message(&child, Kind::Signal(signal.clone())),
+                            Duration::ZERO,
+                        )
+                        .await?;
+                }
+            }
+            if first && receive_count == 1 && ctx.first_start {
+                match ["crash-before-commit", "drop-before-commit"]
+                    .into_iter()
+                    .find(|f| self.settings.has_fault(f))
+                {
+                    Some("crash-before-commit") => {
+                        tracing::warn!(execution = %exec, "fault injection: exiting between the effects and the commit");
+                        std::process::exit(70);
+                    }
+                    Some("drop-before-commit") => {
+                        // As a crash: nothing committed, the lease left to expire.
+                        return Err(Error::Injected(exec));
+                    }
+                    _ => {}
+                }
+            }
+            first = false;
+            // Attempts that signal their ends are swept as a fallback: a sweep is on its way before the
+            // commit that holds them (a commit that fails leaves a sweep with nothing to find, at worst).
+            if ctx.sweep && !engine.phase().is_terminal() {
+                self.arm_sweep(&mut ctx.item).await?;
+            }
+            // Only the records that changed are written.
+            let mut changed = Vec::new();
+            for i in 0..engine.node_count() as u32 {
+                let Some(rec) = engine.node_record(i) else {
+                    continue;
                 };
-                updraft_connector::effects::apply(&mut host, e).await?;
+                let bytes = rec.encode_to_vec();
+                if loaded.get(&i) == Some(&bytes) && !stale.contains(&i) {
+                    continue;
+                }
+                let stored = if bytes.len() > MAX_INLINE_RECORD {
+                    let key = format!("state/{exec}/node-{i}-v{}.pb", ctx.item.version + 1);
+                    self.clients
+                        .blobs
+                        .put(&self.clients.blobs.uri(&key), bytes)
+                        .await?;
+                    NodeBytes::Blob(key)
+                } else {
+                    NodeBytes::Inline(bytes)
+                };
+                changed.push(NodeWrite {
+                    index: i,
+                    bytes: stored,
+                    committed: committed.get(&i).cloned(),
+                });
             }
-        }
-        for signal in forward {
-            for child in engine.running_children() {
-                self.clients
-                    .queue
-                    .send(
-                        &message(&child, Kind::Signal(signal.clone())),
-                        Duration::ZERO,
-                    )
-                    .await?;
+            let item = &mut ctx.item;
+            item.state = engine.state_record().encode_to_vec();
+            // A started execution's state holds its inputs: the item needs them no more.
+            if engine.phase() != ExecPhase::Queued {
+                item.inputs.clear();
             }
-        }
-        if receive_count == 1 && ctx.first_start {
-            match ["crash-before-commit", "drop-before-commit"]
-                .into_iter()
-                .find(|f| self.settings.has_fault(f))
+            let next = item.version + 1;
+            self.clients.offload_state(item, next).await?;
+            item.phase = phase_name(exec_phase_code(engine.phase())).into();
+            if let Some(e) = engine.error() {
+                item.error = Some(format!("[{}] {}", e.code, e.message));
+            }
+            let finished = engine.phase().is_terminal();
+            if !take_again && self.settings.has_fault("slow-commit") {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            let exact = now_ms() < drain_until;
+            let drained = Drained { seen, exact };
+            match self
+                .clients
+                .store
+                .commit(
+                    item,
+                    &self.owner,
+                    finished,
+                    &changed,
+                    drained,
+                    now_ms(),
+                    deadline,
+                )
+                .await?
             {
-                Some("crash-before-commit") => {
-                    tracing::warn!(execution = %exec, "fault injection: exiting between the effects and the commit");
-                    std::process::exit(70);
+                Committed::Done if exact => break,
+                Committed::Done => {
+                    // Events that came after the inbox was last read wait for another transition.
+                    let now = self.clients.store.execution(&exec).await?;
+                    if !finished && now.is_some_and(|i| i.inbox != seen) {
+                        self.clients
+                            .queue
+                            .send(&drain_message(&exec), Duration::ZERO)
+                            .await?;
+                    }
+                    break;
                 }
-                Some("drop-before-commit") => {
-                    // As a crash: nothing committed, the lease left to expire.
-                    return Err(Error::Injected(exec));
+                Committed::InboxMoved(count) => {
+                    seen = count;
+                    take = true;
+                    take_again = true;
                 }
-                _ => {}
             }
         }
-        // Attempts that signal their ends are swept as a fallback: a sweep is on its way before the
-        // commit that holds them (a commit that fails leaves a sweep with nothing to find, at worst).
-        if ctx.sweep && !engine.phase().is_terminal() {
-            self.arm_sweep(&mut ctx.item).await?;
+        if !taken.is_empty() {
+            let ids: Vec<String> = taken.into_iter().collect();
+            self.clients.store.drop_inbox(&exec, &ids).await?;
         }
-        // Only the records that changed are written.
-        let mut changed = Vec::new();
-        for i in 0..engine.node_count() as u32 {
-            let Some(rec) = engine.node_record(i) else {
-                continue;
-            };
-            let bytes = rec.encode_to_vec();
-            if loaded.get(&i) == Some(&bytes) && !stale.contains(&i) {
-                continue;
-            }
-            let stored = if bytes.len() > MAX_INLINE_RECORD {
-                let key = format!("state/{exec}/node-{i}-v{}.pb", ctx.item.version + 1);
-                self.clients
-                    .blobs
-                    .put(&self.clients.blobs.uri(&key), bytes)
-                    .await?;
-                NodeBytes::Blob(key)
-            } else {
-                NodeBytes::Inline(bytes)
-            };
-            changed.push(NodeWrite {
-                index: i,
-                bytes: stored,
-                committed: committed.get(&i).cloned(),
-            });
-        }
-        let mut item = ctx.item;
-        item.state = engine.state_record().encode_to_vec();
-        // A started execution's state holds its inputs: the item needs them no more.
-        if engine.phase() != ExecPhase::Queued {
-            item.inputs.clear();
-        }
-        let next = item.version + 1;
-        self.clients.offload_state(&mut item, next).await?;
-        item.phase = phase_name(exec_phase_code(engine.phase())).into();
-        if let Some(e) = engine.error() {
-            item.error = Some(format!("[{}] {}", e.code, e.message));
-        }
-        let finished = engine.phase().is_terminal();
-        self.clients
-            .store
-            .commit(&item, &self.owner, finished, &changed, now_ms(), deadline)
-            .await?;
         let mut outcome = ctx.outcome;
         outcome.over = attempts
             .into_iter()
             .filter(|&(n, i, a)| engine.attempt_over(n, i, a))
             .collect();
+        // The inbox's checks of attempts now over: as the messages' own (see `process_group`).
+        for (m, event) in &inboxed {
+            if let (
+                Some(Kind::Check(c)),
+                Event::Task {
+                    node,
+                    index,
+                    attempt,
+                    ..
+                },
+            ) = (&m.kind, event)
+                && outcome.is_over(*node, *index, *attempt)
+            {
+                self.delete_finished(&exec, c).await;
+            }
+        }
         Ok(outcome)
+    }
+
+    /// Adds `event` to the events to step (an execution's start with its inputs, read from `item`),
+    /// noting the task attempt it ends (`attempts`) and the signal it forwards to running children.
+    async fn queue_event(
+        &self,
+        item: &ExecutionItem,
+        queued: &mut VecDeque<Event>,
+        attempts: &mut Vec<(NodeIdx, Option<u32>, u32)>,
+        forward: &mut Vec<SignalMessage>,
+        event: Event,
+    ) -> Result<(), Error> {
+        match &event {
+            Event::Task {
+                node,
+                index,
+                attempt,
+                ..
+            } => attempts.push((*node, *index, *attempt)),
+            // A signal also goes to the children running now (their gates may be the ones waiting).
+            Event::Signal { id, value } => forward.push(SignalMessage {
+                id: id.clone(),
+                value: Some((**value).clone()),
+            }),
+            _ => {}
+        }
+        queued.push_back(match event {
+            Event::Start { .. } => Event::Start {
+                inputs: LiteralMap::decode(self.clients.input_bytes(item).await?.as_slice())
+                    .map_err(|e| Error::Invalid(format!("execution {}: inputs: {e}", item.name)))?,
+            },
+            e => e,
+        });
+        Ok(())
     }
 
     /// Stops what attempt `name` started, through the handle its start kept; an attempt that never

@@ -817,9 +817,14 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
         got.sort();
         got
     };
+    // No event ever waits in this execution's inbox.
+    let quiet = updraft_aws::store::Drained {
+        seen: 0,
+        exact: true,
+    };
     let one = take("a").await;
     store
-        .commit(&one, "a", false, &writes("one", &[]), now, far)
+        .commit(&one, "a", false, &writes("one", &[]), quiet, now, far)
         .await
         .unwrap();
     let at1 = read(1).await;
@@ -833,7 +838,15 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
     let item1 = take("b").await;
     let records = store.nodes("raw", 1).await.unwrap();
     let lost = store
-        .commit(&item1, "zombie", false, &writes("lost", &records), now, far)
+        .commit(
+            &item1,
+            "zombie",
+            false,
+            &writes("lost", &records),
+            quiet,
+            now,
+            far,
+        )
         .await;
     assert!(
         matches!(lost, Err(updraft_aws::Error::LostLease(_))),
@@ -857,7 +870,7 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
         }
     }
     store
-        .commit(&item1, "b", false, &two, now, far)
+        .commit(&item1, "b", false, &two, quiet, now, far)
         .await
         .unwrap();
     let at2 = read(2).await;
@@ -871,7 +884,15 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
     // A commit past its deadline writes nothing.
     let item2 = take("c").await;
     let late = store
-        .commit(&item2, "c", false, &writes("late", &[]), now, now - 1)
+        .commit(
+            &item2,
+            "c",
+            false,
+            &writes("late", &[]),
+            quiet,
+            now,
+            now - 1,
+        )
         .await;
     assert!(
         matches!(late, Err(updraft_aws::Error::LostLease(_))),
@@ -949,6 +970,7 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
             "not-the-holder",
             false,
             &planted,
+            quiet,
             updraft_functions::now_ms(),
             far,
         )
@@ -1063,6 +1085,169 @@ async fn a_batchs_messages_for_one_execution_share_one_transition() {
     assert_eq!(
         stack.outputs("narrow").await,
         serde_json::json!({"o": 2, "v": 9})
+    );
+}
+
+/// How many messages the stack's transitions queue holds, delayed and in flight included.
+async fn queued(stack: &Stack) -> u64 {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let attrs = stack
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&stack.settings.transitions_url)
+        .attribute_names(A::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    [
+        A::ApproximateNumberOfMessages,
+        A::ApproximateNumberOfMessagesDelayed,
+        A::ApproximateNumberOfMessagesNotVisible,
+    ]
+    .iter()
+    .filter_map(|a| attrs.get(a).and_then(|v| v.parse::<u64>().ok()))
+    .sum()
+}
+
+/// A batch of one message.
+fn one(id: &str, m: &updraft_proto::updraft::QueueMessage) -> Vec<Received> {
+    vec![Received {
+        id: id.into(),
+        body: updraft_aws::queue::encode(m),
+        receive_count: 1,
+        dead_letter: false,
+    }]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_a_busy_execution_wait_in_its_inbox_for_the_lease_holder() {
+    use updraft_aws::store::{Committed, Drained, Lease};
+    let stack = Stack::new("inbox").await;
+    let store = &stack.clients.store;
+    stack.register_yaml("narrow.yaml", &wide_yaml(3)).await;
+    let packages = Packages::default();
+    let t = stack.transition().await;
+    let started = |name: &'static str| {
+        let (stack, packages, t) = (&stack, &packages, &t);
+        async move {
+            let req = request("wide", name, serde_json::json!({"x": 2}));
+            launch(&stack.settings, &stack.clients, packages, &req, "")
+                .await
+                .unwrap();
+            let item = stack
+                .drive_until(t, name, "never started", |i| i.version > 0)
+                .await;
+            stack.drain(t).await;
+            item
+        }
+    };
+
+    // Another transition holds the execution: a signal is left in its inbox (counted on the item),
+    // not sent again; the holder's commit that did not take it in is refused, the lease kept.
+    let before = started("held").await;
+    let now = updraft_functions::now_ms();
+    let Lease::Taken(held) = store
+        .lease("held", "holder", now, now + 600_000)
+        .await
+        .unwrap()
+    else {
+        panic!("the lease was not free");
+    };
+    assert!(
+        t.handle(one("s1", &signal("held", "go1", 1)))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        queued(&stack).await,
+        0,
+        "a busy execution's event was sent again"
+    );
+    assert_eq!(store.inbox("held").await.unwrap().len(), 1);
+    let item = store.execution("held").await.unwrap().unwrap();
+    assert_eq!(
+        (item.inbox, item.drained, item.version),
+        (1, 0, before.version)
+    );
+    let quiet = Drained {
+        seen: 0,
+        exact: true,
+    };
+    let refused = store
+        .commit(&held, "holder", false, &[], quiet, now, now + 600_000)
+        .await
+        .unwrap();
+    assert_eq!(refused, Committed::InboxMoved(1));
+    assert!(
+        t.handle(one("s2", &signal("held", "go2", 9)))
+            .await
+            .is_empty()
+    );
+    assert_eq!(store.inbox("held").await.unwrap().len(), 2);
+    // A holder that commits without them (its lease nearly over) leaves them for the next: a drain
+    // takes both in, in one transition; the inbox is empty after it.
+    let late = Drained {
+        seen: 0,
+        exact: false,
+    };
+    let done = store
+        .commit(&held, "holder", false, &[], late, now, now + 600_000)
+        .await
+        .unwrap();
+    assert_eq!(done, Committed::Done);
+    let drain = updraft_proto::updraft::QueueMessage {
+        execution: "held".into(),
+        kind: Some(updraft_proto::updraft::queue_message::Kind::Timer(
+            updraft_proto::updraft::TimerMessage {
+                kind: updraft_functions::transition::DRAIN_TIMER,
+                due_ms: updraft_functions::now_ms(),
+                ..Default::default()
+            },
+        )),
+    };
+    assert!(t.handle(one("d", &drain)).await.is_empty());
+    let item = store.execution("held").await.unwrap().unwrap();
+    assert_eq!(item.phase, "SUCCEEDED");
+    assert_eq!((item.inbox, item.drained), (2, 2));
+    assert_eq!(item.version, before.version + 2);
+    assert!(store.inbox("held").await.unwrap().is_empty());
+    assert_eq!(
+        stack.outputs("held").await,
+        serde_json::json!({"o": 2, "v": 9})
+    );
+
+    // Two transitions at once: the one holding the lease (slow to commit) takes in the event that
+    // reached the inbox meanwhile before its commit; the execution ends with one commit.
+    let before = started("raced").await;
+    let mut settings = stack.settings.clone();
+    settings.eks = Some(stack.eks.clone());
+    settings.fault = Some("slow-commit".into());
+    let cluster = Cluster::from_kubeconfig(Some(&stack.work.join("kubeconfig")))
+        .await
+        .unwrap();
+    let slow = Transition::with_cluster(
+        settings,
+        stack.clients.clone(),
+        Some((cluster, stack.eks.clone())),
+    );
+    let first = slow.handle(one("r1", &signal("raced", "go1", 1)));
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        t.handle(one("r2", &signal("raced", "go2", 4))).await
+    };
+    let (a, b) = tokio::join!(first, second);
+    assert!(a.is_empty() && b.is_empty(), "{a:?} {b:?}");
+    let item = store.execution("raced").await.unwrap().unwrap();
+    assert_eq!(item.phase, "SUCCEEDED");
+    assert_eq!(item.version, before.version + 1, "more than one commit");
+    assert_eq!((item.inbox, item.drained), (1, 1));
+    assert!(store.inbox("raced").await.unwrap().is_empty());
+    assert_eq!(queued(&stack).await, 0, "an event was sent again");
+    assert_eq!(
+        stack.outputs("raced").await,
+        serde_json::json!({"o": 2, "v": 4})
     );
 }
 

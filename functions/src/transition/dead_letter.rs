@@ -205,10 +205,16 @@ impl Transition {
                     &self.owner,
                     true,
                     &[],
+                    // A finished execution's inbox is of no more use.
+                    crate::store::Drained {
+                        seen: item.drained,
+                        exact: false,
+                    },
                     now_ms(),
                     now + self.settings.lease.as_millis() as i64 / 2,
                 )
                 .await
+                .map(|_| ())
         }
         .await;
         if result.is_err() {
