@@ -7,6 +7,7 @@
 //! - [`request`]: the JSON request that starts an execution.
 
 pub mod blobs;
+pub mod parts;
 pub mod queue;
 pub use updraft_wire::request;
 pub mod store;
@@ -140,16 +141,14 @@ impl Clients {
         Ok(Some(key))
     }
 
-    /// The encoded node records of execution `name` at its version `version`, by node index, those
-    /// kept in the bucket read from it; and the records as read (which slot holds each, and which
-    /// hold writes never committed).
-    pub async fn node_records(
-        &self,
-        name: &str,
-        version: u64,
-    ) -> Result<(Vec<(u32, Vec<u8>)>, Vec<store::NodeRecord>), Error> {
+    /// The node records of execution `name` at its version `version`: each whole (its parts joined,
+    /// those kept in the bucket read from it), each part's bytes, and the parts as read (which slot
+    /// holds each, and which hold writes never committed).
+    pub async fn node_records(&self, name: &str, version: u64) -> Result<NodeRecords, Error> {
         let records = self.store.nodes(name, version).await?;
-        let mut out = Vec::new();
+        let mut by_node: std::collections::BTreeMap<u32, std::collections::BTreeMap<u32, Vec<u8>>> =
+            Default::default();
+        let mut parts = std::collections::HashMap::new();
         for r in &records {
             let raw = match &r.bytes {
                 None => continue,
@@ -160,10 +159,33 @@ impl Clients {
                     .await?
                     .ok_or_else(|| Error::Invalid(format!("node record {key} is missing")))?,
             };
-            out.push((r.index, raw));
+            parts.insert((r.index, r.part), raw.clone());
+            // An emptied part (see `parts`) is no part.
+            if r.part == 0 || !raw.is_empty() {
+                by_node.entry(r.index).or_default().insert(r.part, raw);
+            }
         }
-        Ok((out, records))
+        let mut joined = Vec::with_capacity(by_node.len());
+        for (index, p) in by_node {
+            joined.push((index, parts::join(index, p)?));
+        }
+        Ok(NodeRecords {
+            joined,
+            parts,
+            records,
+        })
     }
+}
+
+/// An execution's node records as read (see [`Clients::node_records`]).
+#[derive(Debug, Default)]
+pub struct NodeRecords {
+    /// Each node's record, whole, by node index.
+    pub joined: Vec<(u32, Vec<u8>)>,
+    /// The bytes of each stored part, by node index and part.
+    pub parts: std::collections::HashMap<(u32, u32), Vec<u8>>,
+    /// The parts as read.
+    pub records: Vec<store::NodeRecord>,
 }
 
 /// An S3 client addressing buckets path-style.

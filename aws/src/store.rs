@@ -3,7 +3,7 @@
 //! | item | pk | sk | attributes |
 //! |---|---|---|---|
 //! | execution | `exec#<name>` | `#` | `version`, `phase`, `workflow`, `package`, `sweep_due` (when its latest sweep is due), `inbox` (events left in its inbox) and `drained` (those a commit took in), `state` (ExecutionState; or `state_blob`, an S3 key, when over 300 KB), `inputs` (or `inputs_blob`, over 64 KB), `parent`, `parent_node`, `futures` (a dynamic task's child), `error`, `created`, `updated`, lease (`lease_owner`, `lease_until`), `ttl` once finished |
-//! | node | `exec#<name>` | `node#<index, 6 digits>` | two slots, each a NodeState (`state`, or `blob`: an S3 key, for records over 190 KB) and the execution version that wrote it: slot 0 `state`/`blob`/`version`, slot 1 `state1`/`blob1`/`version1` |
+//! | node | `exec#<name>` | `node#<index, 6 digits>` (a wide array's further parts: `node#<index>#<part, 6 digits>`, see `parts`) | two slots, each a NodeState (`state`, or `blob`: an S3 key, for records over 190 KB) and the execution version that wrote it: slot 0 `state`/`blob`/`version`, slot 1 `state1`/`blob1`/`version1` |
 //! | cache entry | `cache#<key>` | `#` | `outputs` (LiteralMap) |
 //! | serializable cache key's reservation | `cachelock#<key>` | `#` | `holder` (attempt name), `until` (ms) |
 //! | an attempt's latest wait on a reserved key | `exec#<name>` | `cachewait#<attempt name>` | `due` (ms), `ttl` |
@@ -147,11 +147,13 @@ pub enum NodeBytes {
     Blob(String),
 }
 
-/// A node record as read at one version of its execution.
+/// A node record (or one part of it: see [`crate::parts`]) as read at one version of its execution.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeRecord {
     /// Node index.
     pub index: u32,
+    /// Which part of the node's record (0: the whole of a record stored in one part).
+    pub part: u32,
     /// Its committed state; None when no slot holds one (the record was only ever written by a
     /// transition that did not commit).
     pub bytes: Option<NodeBytes>,
@@ -171,11 +173,13 @@ impl NodeRecord {
     }
 }
 
-/// A changed node record for [`Store::commit`].
+/// A changed node record (or part of one) for [`Store::commit`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeWrite {
     /// Node index.
     pub index: u32,
+    /// Which part of the node's record.
+    pub part: u32,
     /// The new state.
     pub bytes: NodeBytes,
     /// The committed state as read — its slot, version and bytes (None: no record, or none
@@ -190,7 +194,11 @@ const SLOTS: [(&str, &str, &str); 2] = [
 ];
 
 /// The committed slot of a record `item` at execution version `version`.
-fn read_record(index: u32, item: &HashMap<String, AttributeValue>, version: u64) -> NodeRecord {
+fn read_record(
+    (index, part): (u32, u32),
+    item: &HashMap<String, AttributeValue>,
+    version: u64,
+) -> NodeRecord {
     let mut best: Option<(u64, u8, NodeBytes)> = None;
     let mut stale = false;
     for (slot, (state, blob, ver)) in SLOTS.iter().enumerate() {
@@ -211,6 +219,7 @@ fn read_record(index: u32, item: &HashMap<String, AttributeValue>, version: u64)
     match best {
         Some((version, slot, bytes)) => NodeRecord {
             index,
+            part,
             bytes: Some(bytes),
             slot,
             version,
@@ -218,6 +227,7 @@ fn read_record(index: u32, item: &HashMap<String, AttributeValue>, version: u64)
         },
         None => NodeRecord {
             index,
+            part,
             bytes: None,
             slot: 0,
             version: 0,
@@ -263,6 +273,7 @@ pub struct Consumed {
     read_milli: AtomicU64,
     write_milli: AtomicU64,
     requests: AtomicU64,
+    by_operation: std::sync::Mutex<std::collections::BTreeMap<&'static str, (u64, u64)>>,
 }
 
 impl Consumed {
@@ -281,6 +292,27 @@ impl Consumed {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// Requests and capacity units (read or write, as the operation consumes) so far, by operation
+    /// (`GetItem`, `UpdateItem`, …).
+    pub fn by_operation(&self) -> Vec<(&'static str, u64, f64)> {
+        self.by_operation
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, (n, milli))| (*k, *n, *milli as f64 / 1000.0))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn add_operation(&self, operation: &'static str, units: f64) {
+        if let Ok(mut m) = self.by_operation.lock() {
+            let e = m.entry(operation).or_default();
+            e.0 += 1;
+            e.1 += (units * 1000.0).round() as u64;
+        }
+    }
+
     fn add(&self, write: bool, units: f64) {
         let milli = (units * 1000.0).round() as u64;
         let counter = if write {
@@ -296,22 +328,26 @@ impl Consumed {
 trait Used {
     /// True for writes.
     const WRITE: bool;
+    /// The operation's name.
+    const NAME: &'static str;
     /// The capacity, per table.
     fn used(&self) -> Vec<&ConsumedCapacity>;
 }
 
 macro_rules! used {
-    ($write:expr, one: $($t:ty),*) => {$(
+    ($write:expr, one: $($t:ty => $name:literal),*) => {$(
         impl Used for $t {
             const WRITE: bool = $write;
+            const NAME: &'static str = $name;
             fn used(&self) -> Vec<&ConsumedCapacity> {
                 self.consumed_capacity().into_iter().collect()
             }
         }
     )*};
-    ($write:expr, many: $($t:ty),*) => {$(
+    ($write:expr, many: $($t:ty => $name:literal),*) => {$(
         impl Used for $t {
             const WRITE: bool = $write;
+            const NAME: &'static str = $name;
             fn used(&self) -> Vec<&ConsumedCapacity> {
                 self.consumed_capacity().iter().collect()
             }
@@ -320,9 +356,12 @@ macro_rules! used {
 }
 
 use aws_sdk_dynamodb::operation as op;
-used!(false, one: op::get_item::GetItemOutput, op::query::QueryOutput, op::scan::ScanOutput);
-used!(true, one: op::put_item::PutItemOutput, op::update_item::UpdateItemOutput, op::delete_item::DeleteItemOutput);
-used!(true, many: op::batch_write_item::BatchWriteItemOutput);
+used!(false, one: op::get_item::GetItemOutput => "GetItem", op::query::QueryOutput => "Query",
+    op::scan::ScanOutput => "Scan");
+used!(true, one: op::put_item::PutItemOutput => "PutItem",
+    op::update_item::UpdateItemOutput => "UpdateItem",
+    op::delete_item::DeleteItemOutput => "DeleteItem");
+used!(true, many: op::batch_write_item::BatchWriteItemOutput => "BatchWriteItem");
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -340,8 +379,20 @@ fn exec_pk(name: &str) -> String {
     format!("exec#{name}")
 }
 
-fn node_sk(index: u32) -> String {
-    format!("node#{index:06}")
+fn node_sk(index: u32, part: u32) -> String {
+    match part {
+        0 => format!("node#{index:06}"),
+        p => format!("node#{index:06}#{p:06}"),
+    }
+}
+
+/// The node index and part a record's sort key names.
+fn node_of_sk(sk: &str) -> Option<(u32, u32)> {
+    let rest = sk.strip_prefix("node#")?;
+    match rest.split_once('#') {
+        None => Some((rest.parse().ok()?, 0)),
+        Some((i, p)) => Some((i.parse().ok()?, p.parse().ok()?)),
+    }
 }
 
 fn get_s(item: &HashMap<String, AttributeValue>, k: &str) -> Option<String> {
@@ -422,10 +473,12 @@ impl Store {
     /// Counts the capacity answer `o` consumed, and hands it on.
     fn note<O: Used>(&self, o: O) -> O {
         self.consumed.requests.fetch_add(1, Ordering::Relaxed);
+        let mut units = 0.0;
         for c in o.used() {
-            self.consumed
-                .add(O::WRITE, c.capacity_units().unwrap_or(0.0));
+            units += c.capacity_units().unwrap_or(0.0);
         }
+        self.consumed.add(O::WRITE, units);
+        self.consumed.add_operation(O::NAME, units);
         o
     }
 
@@ -754,12 +807,10 @@ impl Store {
                 .map(|o| self.note(o))
                 .map_err(|e| Error::aws("DynamoDB Query (nodes)", e))?;
             for item in page.items() {
-                let Some(index) = get_s(item, "sk")
-                    .and_then(|sk| sk.strip_prefix("node#").and_then(|i| i.parse().ok()))
-                else {
+                let Some(key) = get_s(item, "sk").and_then(|sk| node_of_sk(&sk)) else {
                     continue;
                 };
-                out.push(read_record(index, item, version));
+                out.push(read_record(key, item, version));
             }
             start = page.last_evaluated_key;
             if start.is_none() {
@@ -913,7 +964,7 @@ impl Store {
         for w in writes {
             let mut item = HashMap::from([
                 ("pk".to_string(), s(pk)),
-                ("sk".to_string(), s(node_sk(w.index))),
+                ("sk".to_string(), s(node_sk(w.index, w.part))),
             ]);
             let new_slot = match &w.committed {
                 Some((slot, v, bytes)) => {

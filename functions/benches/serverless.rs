@@ -494,6 +494,7 @@ async fn main() {
     let mut seen_pods: BTreeSet<String> = BTreeSet::new();
     let before: BTreeMap<String, u64> = counts.lock().unwrap().clone();
     let capacity = common::Capacity::of(&clients.store);
+    let operations = clients.store.consumed().by_operation();
     let mut handled = 0u64;
     let mut tasks = 0u64;
     for i in 0..runs {
@@ -683,6 +684,7 @@ async fn main() {
         "DynamoDB capacity consumed per transition: {:.2} read units, {:.2} write units",
         ddb.read, ddb.write
     );
+    common::print_operations(&clients.store, &operations, handled, "transition");
     // The cost model: `common::cost_per_million`.
     let median_s = percentile(&all, 0.5) / 1000.0;
     println!(
@@ -737,12 +739,10 @@ async fn main() {
     }
 
     // A map of raw containers, one pod each, through the test cluster.
-    // 300 by default: at 1,000 the run stalls on the test cluster after the start's transition (the
-    // pods all end and signal; nothing is received after) — not yet understood.
     let width: usize = std::env::var("UPDRAFT_BENCH_PODS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(1000);
     if width > 0 {
         let yaml = "version: 1
 image: busybox
@@ -779,6 +779,7 @@ workflows:
         };
         let before = counts.lock().unwrap().clone();
         let capacity = common::Capacity::of(&clients.store);
+        let operations = clients.store.consumed().by_operation();
         let started = Instant::now();
         launch(&settings, &watcher, &packages, &req, "")
             .await
@@ -826,6 +827,7 @@ workflows:
             delta("sqs") + pods as f64,
             total_per_m * messages as f64 / pods.max(1) as f64
         );
+        common::print_operations(&clients.store, &operations, pods as u64, "pod");
     }
 
     // Cold start, peak RSS.

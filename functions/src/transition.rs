@@ -83,7 +83,7 @@ const FIRST_SWEEP: Duration = Duration::from_secs(8);
 /// lease free again before they are sent again instead.
 const INBOX_TRIES: u32 = 3;
 
-/// Inbox entries prepared at once.
+/// Inbox entries prepared, or a sweep's attempts looked at, at once.
 const INBOX_PARALLEL: usize = 16;
 
 /// A transition takes in the inbox's events until this part of its lease has passed; then it commits
@@ -694,25 +694,35 @@ impl Transition {
             tracing::debug!(execution = %exec, "a stale sweep");
             return Ok(());
         }
-        let mut kept = 0;
-        let mut ended = 0;
+        let mut checks = Vec::new();
         for h in self.clients.store.handles(exec).await? {
             let Some(bytes) = h.check else {
                 continue;
             };
             let m = QueueMessage::decode(bytes.as_slice())
                 .map_err(|e| Error::Invalid(format!("attempt {}: a bad check: {e}", h.name)))?;
-            let Some(Kind::Check(mut c)) = m.kind else {
-                continue;
-            };
-            kept += 1;
-            if self.check(exec, &c).await?.is_some() {
-                ended += 1;
-                c.ended = true;
-                self.clients
-                    .queue
-                    .send(&message(exec, Kind::Check(c)), Duration::ZERO)
-                    .await?;
+            if let Some(Kind::Check(c)) = m.kind {
+                checks.push(c);
+            }
+        }
+        let kept = checks.len();
+        let mut ended = 0;
+        // Looked at several at once: a wide map keeps many.
+        for chunk in checks.chunks(INBOX_PARALLEL) {
+            let looked = chunk.iter().map(|c| async move {
+                let done = self.check(exec, c).await?.is_some();
+                if done {
+                    let mut c = c.clone();
+                    c.ended = true;
+                    self.clients
+                        .queue
+                        .send(&message(exec, Kind::Check(c)), Duration::ZERO)
+                        .await?;
+                }
+                Ok::<_, Error>(done)
+            });
+            for r in futures_util::future::join_all(looked).await {
+                ended += usize::from(r?);
             }
         }
         tracing::info!(execution = %exec, attempts = kept, ended, "sweep");
@@ -848,17 +858,22 @@ impl Transition {
         &self,
         exec: &str,
         version: u64,
-    ) -> Result<(Vec<NodeState>, HashMap<u32, Vec<u8>>, Vec<NodeRecord>), Error> {
+    ) -> Result<
+        (
+            Vec<NodeState>,
+            HashMap<(u32, u32), Vec<u8>>,
+            Vec<NodeRecord>,
+        ),
+        Error,
+    > {
         let mut states = Vec::new();
-        let mut loaded = HashMap::new();
-        let (raws, records) = self.clients.node_records(exec, version).await?;
-        for (index, raw) in raws {
+        let read = self.clients.node_records(exec, version).await?;
+        for (index, raw) in read.joined {
             let state = NodeState::decode(raw.as_slice())
                 .map_err(|e| Error::Invalid(format!("node record {index}: {e}")))?;
             states.push(state);
-            loaded.insert(index, raw);
         }
-        Ok((states, loaded, records))
+        Ok((states, read.parts, read.records))
     }
 
     /// Applies `event` to execution `exec` under its lease; None when another transition holds it.
@@ -913,24 +928,26 @@ impl Transition {
         let deadline = now_ms() + self.settings.lease.as_millis() as i64 / 2;
         let (nodes, mut loaded, records) = self.node_states(&exec, item.version).await?;
         // Records a transition that never committed wrote into are written again (see `store`).
-        let stale: std::collections::HashSet<u32> = records
+        let stale: std::collections::HashSet<(u32, u32)> = records
             .iter()
             .filter(|r| r.stale)
-            .map(|r| r.index)
+            .map(|r| (r.index, r.part))
             .collect();
-        let committed: HashMap<u32, (u8, u64, NodeBytes)> = records
+        let committed: HashMap<(u32, u32), (u8, u64, NodeBytes)> = records
             .iter()
-            .filter_map(|r| r.committed().map(|c| (r.index, c)))
+            .filter_map(|r| r.committed().map(|c| ((r.index, r.part), c)))
             .collect();
         let mut engine = Execution::restore(&program, state, nodes)
             .map_err(|e| Error::Invalid(format!("execution {exec}: {e}")))?;
         engine.limit_starts(Some(self.settings.max_starts));
         // A node without a record is as a new execution has it; it needs one once it changes.
         for i in 0..engine.node_count() as u32 {
-            if !loaded.contains_key(&i)
+            if !loaded.contains_key(&(i, 0))
                 && let Some(rec) = engine.node_record(i)
             {
-                loaded.insert(i, rec.encode_to_vec());
+                for (part, bytes) in updraft_aws::parts::split(&rec.encode_to_vec()) {
+                    loaded.insert((i, part), bytes);
+                }
             }
         }
         let mut attempts = Vec::new();
@@ -1025,31 +1042,49 @@ impl Transition {
             if ctx.sweep && !engine.phase().is_terminal() {
                 self.arm_sweep(&mut ctx.item).await?;
             }
-            // Only the records that changed are written.
+            // Only the records (of a wide array: the parts of its record) that changed are written.
             let mut changed = Vec::new();
+            let mut produced = std::collections::HashSet::new();
             for i in 0..engine.node_count() as u32 {
                 let Some(rec) = engine.node_record(i) else {
                     continue;
                 };
-                let bytes = rec.encode_to_vec();
-                if loaded.get(&i) == Some(&bytes) && !stale.contains(&i) {
-                    continue;
+                for (part, bytes) in updraft_aws::parts::split(&rec.encode_to_vec()) {
+                    let key = (i, part);
+                    produced.insert(key);
+                    if loaded.get(&key) == Some(&bytes) && !stale.contains(&key) {
+                        continue;
+                    }
+                    let stored = if bytes.len() > MAX_INLINE_RECORD {
+                        let blob =
+                            format!("state/{exec}/node-{i}-{part}-v{}.pb", ctx.item.version + 1);
+                        self.clients
+                            .blobs
+                            .put(&self.clients.blobs.uri(&blob), bytes)
+                            .await?;
+                        NodeBytes::Blob(blob)
+                    } else {
+                        NodeBytes::Inline(bytes)
+                    };
+                    changed.push(NodeWrite {
+                        index: i,
+                        part,
+                        bytes: stored,
+                        committed: committed.get(&key).cloned(),
+                    });
                 }
-                let stored = if bytes.len() > MAX_INLINE_RECORD {
-                    let key = format!("state/{exec}/node-{i}-v{}.pb", ctx.item.version + 1);
-                    self.clients
-                        .blobs
-                        .put(&self.clients.blobs.uri(&key), bytes)
-                        .await?;
-                    NodeBytes::Blob(key)
-                } else {
-                    NodeBytes::Inline(bytes)
-                };
-                changed.push(NodeWrite {
-                    index: i,
-                    bytes: stored,
-                    committed: committed.get(&i).cloned(),
-                });
+            }
+            // A part a transition that never committed wrote, which no record has now: emptied, so it
+            // is not read once its version is reached.
+            for &(i, part) in &stale {
+                if !produced.contains(&(i, part)) {
+                    changed.push(NodeWrite {
+                        index: i,
+                        part,
+                        bytes: NodeBytes::Inline(Vec::new()),
+                        committed: committed.get(&(i, part)).cloned(),
+                    });
+                }
             }
             let item = &mut ctx.item;
             item.state = engine.state_record().encode_to_vec();

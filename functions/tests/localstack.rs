@@ -791,6 +791,7 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
         (0..250u32)
             .map(|i| NodeWrite {
                 index: i,
+                part: 0,
                 bytes: NodeBytes::Inline(format!("{tag}-{i}").into_bytes()),
                 committed: records
                     .iter()
@@ -918,11 +919,12 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
         .drive_until(&t, "wide", "never started", |i| i.version >= 1)
         .await;
     assert_eq!(item.phase, "RUNNING");
-    let (raws, records) = stack
+    let read = stack
         .clients
         .node_records("wide", item.version)
         .await
         .unwrap();
+    let (raws, records) = (read.joined, read.records);
     assert!(raws.len() > 300, "{} records", raws.len());
     let mut bogus = updraft_proto::updraft::NodeState::decode(raws[0].1.as_slice()).unwrap();
     assert_eq!(bogus.id, "e0");
@@ -955,12 +957,14 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
     let mut planted: Vec<NodeWrite> = (1..=120)
         .map(|i| NodeWrite {
             index: i,
+            part: 0,
             bytes: NodeBytes::Inline(raws[i as usize].1.clone()),
             committed: committed(i),
         })
         .collect();
     planted.push(NodeWrite {
         index: 0,
+        part: 0,
         bytes: NodeBytes::Inline(bogus.encode_to_vec()),
         committed: committed(0),
     });
@@ -1249,6 +1253,133 @@ async fn events_of_a_busy_execution_wait_in_its_inbox_for_the_lease_holder() {
         stack.outputs("raced").await,
         serde_json::json!({"o": 2, "v": 4})
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wide_maps_record_is_stored_in_parts_each_written_when_it_changes() {
+    use updraft_aws::store::{Lease, NodeBytes, NodeWrite};
+    let mut stack = Stack::new("parts").await;
+    stack.settings.max_starts = 50;
+    stack
+        .register_yaml(
+            "map.yaml",
+            "version: 1
+image: ghcr.io/updraft-run/fixtures:1
+tasks:
+  echo: {type: echo, inputs: {x: int}, outputs: {x: int}}
+workflows:
+  map:
+    inputs: {xs: \"list[int]\"}
+    outputs: {ys: \"${m.x}\"}
+    nodes:
+      - {id: m, map: {task: echo}, inputs: {x: \"${inputs.xs}\"}}
+",
+        )
+        .await;
+    let xs: Vec<i64> = (0..300).map(|i| i * 3).collect();
+    let t = stack.transition().await;
+    let req = request("map", "parts", serde_json::json!({ "xs": xs }));
+    launch(
+        &stack.settings,
+        &stack.clients,
+        &Packages::default(),
+        &req,
+        "",
+    )
+    .await
+    .unwrap();
+    let first = stack
+        .drive_until(&t, "parts", "never started", |i| i.version > 0)
+        .await;
+    let store = &stack.clients.store;
+    let parts_of = |version: u64| async move {
+        let mut by: std::collections::BTreeMap<(u32, u32), u64> = Default::default();
+        for r in store.nodes("parts", version).await.unwrap() {
+            if r.bytes
+                .as_ref()
+                .is_some_and(|b| *b != NodeBytes::Inline(Vec::new()))
+            {
+                by.insert((r.index, r.part), r.version);
+            }
+        }
+        by
+    };
+    let at_start = parts_of(first.version).await;
+    let node = at_start
+        .keys()
+        .find(|(_, part)| *part > 0)
+        .map(|(i, _)| *i)
+        .expect("the map's record is not in parts");
+    // Progress, inputs, and 300 elements in five parts of 64.
+    let parts: Vec<u32> = at_start
+        .keys()
+        .filter(|(i, _)| *i == node)
+        .map(|(_, p)| *p)
+        .collect();
+    assert_eq!(parts, [0, 1, 2, 3, 4, 5, 6]);
+
+    // A transition that died after writing a part no record has (planted, tagged with the version the
+    // next commit reaches): the next commit empties it, so the record still reads whole.
+    let now = updraft_functions::now_ms();
+    let Lease::Taken(_) = store
+        .lease("parts", "dead", now, now + 600_000)
+        .await
+        .unwrap()
+    else {
+        panic!("the lease was not free");
+    };
+    let junk = NodeWrite {
+        index: node,
+        part: 40,
+        bytes: NodeBytes::Inline(b"junk".to_vec()),
+        committed: None,
+    };
+    let quiet = updraft_aws::store::Drained {
+        seen: 0,
+        exact: true,
+    };
+    let item = store.execution("parts").await.unwrap().unwrap();
+    let dead = store
+        .commit(
+            &item,
+            "not-the-holder",
+            false,
+            &[junk],
+            quiet,
+            now,
+            now + 600_000,
+        )
+        .await;
+    assert!(
+        matches!(dead, Err(updraft_aws::Error::LostLease(_))),
+        "{dead:?}"
+    );
+    store.release("parts", "dead").await.unwrap();
+
+    assert_eq!(
+        stack.drive(&t, "parts", Duration::from_secs(60)).await,
+        "SUCCEEDED"
+    );
+    assert_eq!(
+        stack.outputs("parts").await,
+        serde_json::json!({ "ys": xs })
+    );
+    let last = store.execution("parts").await.unwrap().unwrap().version;
+    assert!(
+        last >= first.version + 5,
+        "{last}: fewer transitions than starts allow"
+    );
+    let at_end = parts_of(last).await;
+    // The inputs were written once, at the map's start; each part of elements when its elements ran
+    // (50 a transition: in different transitions), none by the last commit, which wrote the progress.
+    assert_eq!(at_end[&(node, 1)], at_start[&(node, 1)]);
+    assert_eq!(at_end[&(node, 0)], last);
+    let versions: std::collections::BTreeSet<u64> = (2..=6).map(|p| at_end[&(node, p)]).collect();
+    assert!(
+        versions.len() >= 4 && versions.iter().all(|v| *v < last),
+        "{at_end:?}"
+    );
+    assert!(!at_end.contains_key(&(node, 40)), "{at_end:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

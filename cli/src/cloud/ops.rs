@@ -307,7 +307,7 @@ async fn snapshot(d: &Deployment, name: &str) -> anyhow::Result<Snapshot> {
     let state = ExecutionState::decode(d.clients.state_bytes(&item).await?.as_slice())
         .with_context(|| format!("execution {name}: an unreadable state record"))?;
     let mut nodes = Vec::new();
-    for (index, raw) in d.clients.node_records(name, item.version).await?.0 {
+    for (index, raw) in d.clients.node_records(name, item.version).await?.joined {
         let n = NodeState::decode(raw.as_slice())
             .with_context(|| format!("execution {name}: node record {index} is unreadable"))?;
         let phase = node_phase_of(n.phase)

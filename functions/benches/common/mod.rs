@@ -127,6 +127,39 @@ impl Capacity {
     }
 }
 
+/// DynamoDB requests and capacity units by operation so far (`Consumed::by_operation`).
+pub type Operations = Vec<(&'static str, u64, f64)>;
+
+/// Prints what DynamoDB operations `store` made since `before` (its `by_operation` then), per one of
+/// `per` (`what` names it): requests and units.
+pub fn print_operations(
+    store: &updraft_functions::store::Store,
+    before: &Operations,
+    per: u64,
+    what: &str,
+) {
+    let per = per.max(1) as f64;
+    let parts: Vec<String> = store
+        .consumed()
+        .by_operation()
+        .into_iter()
+        .filter_map(|(op, n, units)| {
+            let (n0, u0) = before
+                .iter()
+                .find(|b| b.0 == op)
+                .map_or((0, 0.0), |b| (b.1, b.2));
+            (n > n0).then(|| {
+                format!(
+                    "{op} {:.2} ({:.2} units)",
+                    (n - n0) as f64 / per,
+                    (units - u0) / per
+                )
+            })
+        })
+        .collect();
+    println!("DynamoDB per {what}: {}", parts.join(", "));
+}
+
 /// What a run's AWS requests cost in all, by service: DynamoDB from the capacity its requests
 /// consumed (`ddb`, as DynamoDB reported it), SQS and S3 from the proxy's traffic by operation
 /// (`updraft_test_faults::FaultProxy::traffic`; SQS one request per 64 KB) plus `other_sqs` requests

@@ -231,7 +231,7 @@ impl Transition {
     /// finished.
     async fn running_children_of(&self, exec: &str, version: u64) -> Result<Vec<String>, Error> {
         let mut out = Vec::new();
-        for (index, raw) in self.clients.node_records(exec, version).await?.0 {
+        for (index, raw) in self.clients.node_records(exec, version).await?.joined {
             let Ok(node) = NodeState::decode(raw.as_slice()) else {
                 tracing::warn!(execution = %exec, node = index, "an unreadable node record: its children, if any, are not stopped");
                 continue;

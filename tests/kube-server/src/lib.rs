@@ -47,6 +47,7 @@
 //!   COMPLETED or FAILED.
 
 mod auth;
+pub mod http;
 mod kubelet;
 mod operators;
 mod selector;
@@ -56,7 +57,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -106,7 +106,7 @@ pub struct Server {
     /// When set, every request needs an EKS bearer token for this cluster (401 without one).
     pub auth: Arc<Mutex<Option<EksAuth>>>,
     threads: Vec<JoinHandle<()>>,
-    http: Arc<tiny_http::Server>,
+    http: http::Listener,
 }
 
 impl Server {
@@ -118,27 +118,19 @@ impl Server {
 
     /// As [`Server::start`], on a node that gives every container `node`'s environment and mounts.
     pub fn start_node(port: u16, work: PathBuf, node: Node) -> std::io::Result<Self> {
-        let http = tiny_http::Server::http(("127.0.0.1", port))
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let http = Arc::new(http);
-        let url = format!(
-            "http://{}",
-            http.server_addr()
-                .to_ip()
-                .ok_or_else(|| std::io::Error::other("no address"))?
-        );
         std::fs::create_dir_all(&work)?;
         let store = Arc::new(Mutex::new(Store::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let auth: Arc<Mutex<Option<EksAuth>>> = Arc::default();
-        {
-            let (http, store, stop, auth) =
-                (http.clone(), store.clone(), stop.clone(), auth.clone());
-            threads.push(std::thread::spawn(move || {
-                serve(&http, &store, &stop, &auth);
-            }));
-        }
+        let http = {
+            let (store, auth) = (store.clone(), auth.clone());
+            http::Listener::bind(
+                port,
+                Arc::new(move |req: &http::Request| serve(req, &store, &auth)),
+            )?
+        };
+        let url = format!("http://{}", http.addr());
         {
             let (store, stop) = (store.clone(), stop.clone());
             threads.push(std::thread::spawn(move || {
@@ -173,7 +165,7 @@ impl Server {
     /// Stops the server, killing the containers it runs.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        self.http.unblock();
+        self.http.stop();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -186,63 +178,35 @@ impl Drop for Server {
     }
 }
 
+/// Answers one request against the store (checking its bearer token when the server requires one).
 fn serve(
-    http: &tiny_http::Server,
-    store: &Arc<Mutex<Store>>,
-    stop: &AtomicBool,
+    req: &http::Request,
+    store: &Mutex<Store>,
     auth: &Mutex<Option<EksAuth>>,
-) {
-    while !stop.load(Ordering::SeqCst) {
-        let Ok(Some(mut req)) = http.recv_timeout(Duration::from_millis(50)) else {
-            continue;
-        };
-        let mut body = String::new();
-        let _ = req.as_reader().read_to_string(&mut body);
-        let content_type = req
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("Content-Type"))
-            .map(|h| h.value.as_str().to_string())
-            .unwrap_or_default();
-        let authorization = req
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("Authorization"))
-            .map(|h| h.value.as_str().to_string());
-        let required = auth.lock().ok().and_then(|a| a.clone());
-        let caller = required.map(|a| auth::check(&a, authorization.as_deref()));
-        let (code, reply) = match (caller, store.lock()) {
-            (Some(Err(why)), _) => (
-                401,
-                status_body(401, "Unauthorized", &format!("Unauthorized: {why}")),
-            ),
-            (caller, Ok(mut s)) => {
-                if let Some(Ok(arn)) = caller {
-                    s.callers.insert(arn);
-                }
-                handle(
-                    &mut s,
-                    req.method().as_str(),
-                    req.url(),
-                    &body,
-                    &content_type,
-                )
+) -> http::Response {
+    let body = String::from_utf8_lossy(&req.body);
+    let content_type = req.header("Content-Type").unwrap_or_default();
+    let required = auth.lock().ok().and_then(|a| a.clone());
+    let caller = required.map(|a| auth::check(&a, req.header("Authorization")));
+    let (code, reply) = match (caller, store.lock()) {
+        (Some(Err(why)), _) => (
+            401,
+            status_body(401, "Unauthorized", &format!("Unauthorized: {why}")),
+        ),
+        (caller, Ok(mut s)) => {
+            if let Some(Ok(arn)) = caller {
+                s.callers.insert(arn);
             }
-            (_, Err(_)) => (
-                500,
-                status_body(500, "InternalError", "state lock poisoned"),
-            ),
-        };
-        let (text, ctype) = match reply {
-            Reply::Json(v) => (v.to_string(), "application/json"),
-            Reply::Text(t) => (t, "text/plain"),
-        };
-        let header = tiny_http::Header::from_bytes("Content-Type", ctype).ok();
-        let mut resp = tiny_http::Response::from_string(text).with_status_code(code);
-        if let Some(h) = header {
-            resp = resp.with_header(h);
+            handle(&mut s, &req.method, &req.url, &body, content_type)
         }
-        let _ = req.respond(resp);
+        (_, Err(_)) => (
+            500,
+            status_body(500, "InternalError", "state lock poisoned"),
+        ),
+    };
+    match reply {
+        Reply::Json(v) => (code, "application/json", v.to_string().into_bytes()),
+        Reply::Text(t) => (code, "text/plain", t.into_bytes()),
     }
 }
 

@@ -85,7 +85,11 @@ fn create_get_conflicts_and_delete() {
     assert_eq!(v["message"], "pods \"a\" already exists");
     let (code, v) = get(&s, &format!("{PODS}/nope"));
     assert_eq!((code, v["reason"].as_str()), (404, Some("NotFound")));
-    // A stale resourceVersion is a conflict; the current one is accepted.
+    // A stale resourceVersion is a conflict; the current one is accepted (once the kubelet, which
+    // bumps it too, has the pod running).
+    wait_for(&s, &format!("{PODS}/a"), |v| {
+        v["status"]["phase"] == "Running"
+    });
     let mut stale = created.clone();
     stale["metadata"]["labels"]["app"] = json!("y");
     let (_, current) = get(&s, &format!("{PODS}/a"));
