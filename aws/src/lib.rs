@@ -188,6 +188,24 @@ pub struct NodeRecords {
     pub records: Vec<store::NodeRecord>,
 }
 
+/// The SDK's timeouts for the runtime's calls: a connection within 3.1 s, and no wait of more than 20
+/// s for the next bytes of an answer (the SDK retries such an attempt). Without them a request whose
+/// answer never comes holds its caller until the function times out.
+pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_millis(3100))
+        .read_timeout(std::time::Duration::from_secs(20))
+        .build()
+}
+
+/// The SDK's configuration from the environment, with [`timeouts`].
+pub async fn load_sdk() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts())
+        .load()
+        .await
+}
+
 /// An S3 client addressing buckets path-style.
 pub fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(

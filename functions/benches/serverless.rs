@@ -204,14 +204,14 @@ async fn drive_batches(
     url: &str,
     name: &str,
     limit_s: u64,
-) -> (usize, usize) {
+) -> (usize, usize, Duration) {
     let limit = Instant::now() + Duration::from_secs(limit_s);
-    let (mut messages, mut batches) = (0, 0);
+    let (mut messages, mut batches, mut busy) = (0, 0, Duration::ZERO);
     loop {
         let item = watcher.store.execution(name).await.unwrap().unwrap();
         if is_final(&item.phase) {
             assert_eq!(item.phase, "SUCCEEDED", "{name}: {:?}", item.error);
-            return (messages, batches);
+            return (messages, batches, busy);
         }
         assert!(Instant::now() < limit, "{name} did not finish");
         let msgs = common::receive(sqs, url).await;
@@ -220,7 +220,7 @@ async fn drive_batches(
         }
         messages += msgs.len();
         batches += 1;
-        common::hand(t, sqs, url, &msgs).await;
+        busy += common::hand(t, sqs, url, &msgs).await.1;
     }
 }
 
@@ -497,8 +497,10 @@ async fn main() {
     let operations = clients.store.consumed().by_operation();
     let mut handled = 0u64;
     let mut tasks = 0u64;
+    let mut wall = Duration::ZERO;
     for i in 0..runs {
         let name = format!("b{i}");
+        let run_started = Instant::now();
         let req = Request {
             name: Some(name.clone()),
             workflow: Some("fixtures.branches.branch_wf".into()),
@@ -513,6 +515,7 @@ async fn main() {
             let item = watcher.store.execution(&name).await.unwrap().unwrap();
             if is_final(&item.phase) {
                 assert_eq!(item.phase, "SUCCEEDED", "{name}: {:?}", item.error);
+                wall += run_started.elapsed();
                 break;
             }
             assert!(Instant::now() < limit, "{name} did not finish");
@@ -700,6 +703,13 @@ async fn main() {
          per million task attempts ({per_task:.2} transitions each): ${:.2}",
         total * per_task
     );
+    // Step Functions Express for the same executions: one request each, billed by duration at 64 MB.
+    let mean_s = wall.as_secs_f64() / runs as f64;
+    let express = (1.0 + 0.064 * mean_s * 16.67) / (handled as f64 / runs as f64);
+    println!(
+        "Step Functions Express for these executions ({mean_s:.1} s each at 64 MB): ${express:.2} per \
+         million transitions"
+    );
 
     // A task's end (its pod's containers all exited) → the next task's pod created, with the pods'
     // end signals (the run above) and without them (polls, as when the wrapper is off).
@@ -784,8 +794,8 @@ workflows:
         launch(&settings, &watcher, &packages, &req, "")
             .await
             .unwrap();
-        let (messages, batches) =
-            drive_batches(&t, &watcher, &sqs, &settings.transitions_url, "pods", 600).await;
+        let (messages, batches, busy) =
+            drive_batches(&t, &watcher, &sqs, &settings.transitions_url, "pods", 900).await;
         let took = started.elapsed();
         let after = counts.lock().unwrap().clone();
         let used = common::Capacity::of(&clients.store).since(capacity);
@@ -810,12 +820,29 @@ workflows:
             write: used.write / messages as f64,
         };
         let (_, _, _, _, total_per_m) = common::cost_per_million(&per, ddb, 0.05);
+        // As delivered: each batch one invocation (its time as measured), the event source
+        // mapping's receive and delete once a batch.
+        let sends = delta("sqs") + pods as f64;
+        let delivered = [
+            batches as f64 * 0.20e-6 + busy.as_secs_f64() * 0.512 * 0.000_013_333_4,
+            (sends + 2.0 * batches as f64) * 0.40e-6,
+            used.read * 0.125e-6 + used.write * 0.625e-6,
+            delta("s3 PUT") * 5e-6 + delta("s3 GET") * 0.40e-6,
+        ];
+        let delivered_total: f64 = delivered.iter().sum();
+        // Step Functions Express for the same run: one request, billed by duration at 64 MB.
+        let express = 1.0e-6 + 0.064 * took.as_secs_f64() * 0.000_016_67;
+        let per_m = |dollars: f64, n: usize| dollars / n.max(1) as f64 * 1e6;
         println!(
             "\n== a map of {width} raw containers, a pod each, through the test cluster\n\
              {} in {:.1} s: {pods} pods, {messages} messages in {batches} batches, {} commits; \
              DynamoDB {:.1} read and {:.1} write units, {:.0} requests, S3 {:.0} GET and {:.0} PUT, \
-             SQS {:.0} sends (the pods' end signals included); about ${:.2} per million pods \
-             (each message priced as one transition of 50 ms)",
+             SQS {sends:.0} sends (the pods' end signals included)\n\
+             cost as delivered ({batches} invocations, {:.1} s handling): Lambda ${:.2} SQS ${:.2} \
+             DynamoDB ${:.2} S3 ${:.2} per million pods = ${:.2} (${:.2} per million transitions); \
+             upper bound (each message its own invocation of 50 ms): ${:.2} per million pods\n\
+             Step Functions Standard: at least $25.00 per million pods (a state transition each); \
+             Express: ${:.2} per million pods (one request, {:.1} s at 64 MB)",
             item.phase,
             took.as_secs_f64(),
             item.version,
@@ -824,8 +851,16 @@ workflows:
             delta("dynamodb"),
             delta("s3 GET"),
             delta("s3 PUT"),
-            delta("sqs") + pods as f64,
-            total_per_m * messages as f64 / pods.max(1) as f64
+            busy.as_secs_f64(),
+            per_m(delivered[0], pods),
+            per_m(delivered[1], pods),
+            per_m(delivered[2], pods),
+            per_m(delivered[3], pods),
+            per_m(delivered_total, pods),
+            per_m(delivered_total, messages),
+            total_per_m * messages as f64 / pods.max(1) as f64,
+            per_m(express, pods),
+            took.as_secs_f64(),
         );
         common::print_operations(&clients.store, &operations, pods as u64, "pod");
     }

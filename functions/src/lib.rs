@@ -120,7 +120,7 @@ impl Settings {
         let Some(arn) = set("UPDRAFT_EKS_SECRET") else {
             return Ok(settings);
         };
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let sdk = updraft_aws::load_sdk().await;
         // The functions' own AWS (the services' settings may point their connectors elsewhere).
         let aws = updraft_call::Aws::new(&sdk, &updraft_settings::Settings::default());
         let region = arn
@@ -226,7 +226,7 @@ impl Settings {
     /// The deployment's clients, from the environment's AWS configuration (`AWS_ENDPOINT_URL` and the
     /// like apply).
     pub async fn clients(&self) -> Clients {
-        self.clients_with(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+        self.clients_with(updraft_aws::load_sdk().await)
     }
 
     /// The deployment's clients from a loaded SDK configuration.

@@ -207,12 +207,20 @@ pub struct Outcome {
     pub over: Vec<(NodeIdx, Option<u32>, u32)>,
     /// The execution had already finished: every attempt of it is over.
     pub finished: bool,
+    /// Of the attempts in [`Outcome::over`], those that were over before this transition (their
+    /// checks came late or twice).
+    pub stale: Vec<(NodeIdx, Option<u32>, u32)>,
 }
 
 impl Outcome {
     /// True when attempt `attempt` of `node` (element `index`) is over (see [`Outcome::over`]).
     pub fn is_over(&self, node: NodeIdx, index: Option<u32>, attempt: u32) -> bool {
         self.finished || self.over.contains(&(node, index, attempt))
+    }
+
+    /// True when attempt `attempt` of `node` (element `index`) was over before this transition.
+    pub fn was_over(&self, node: NodeIdx, index: Option<u32>, attempt: u32) -> bool {
+        self.finished || self.stale.contains(&(node, index, attempt))
     }
 }
 
@@ -438,7 +446,8 @@ impl Transition {
                     ) = (&group[*i].0.kind, event)
                         && o.is_over(*node, *index, *attempt)
                     {
-                        self.delete_finished(exec, c).await;
+                        let stale = o.was_over(*node, *index, *attempt);
+                        self.delete_finished(exec, c, stale).await;
                     }
                 }
             }
@@ -627,12 +636,20 @@ impl Transition {
 
     /// Cleans up after a finished attempt once its end is committed (its connector's `finalize`: a
     /// cluster's objects deleted when the settings say so); a failure is logged, not retried.
-    async fn delete_finished(&self, exec: &str, c: &CheckMessage) {
+    ///
+    /// An attempt that was over before this transition (`stale`: a late or repeated check) is cleaned
+    /// up only if its handle is still kept (the transition that committed its end died before its
+    /// cleanup): a read, not a second delete.
+    async fn delete_finished(&self, exec: &str, c: &CheckMessage, stale: bool) {
         // An end signal names no handle: the kept one (a check reaches here only after it read well).
         let mut c = c.clone();
-        if c.handle.is_empty() {
+        if c.handle.is_empty() || stale {
             match self.clients.store.handle(exec, &c.name).await {
-                Ok(Some(h)) => c.handle = h,
+                Ok(Some(h)) => {
+                    if c.handle.is_empty() {
+                        c.handle = h;
+                    }
+                }
                 _ => return,
             }
         }
@@ -957,6 +974,12 @@ impl Transition {
             self.queue_event(&item, &mut queued, &mut attempts, &mut forward, event)
                 .await?;
         }
+        // The attempts whose ends these events report that were over already.
+        let mut stale_attempts: Vec<_> = attempts
+            .iter()
+            .copied()
+            .filter(|&(n, i, a)| engine.attempt_over(n, i, a))
+            .collect();
         let mut ctx = Ctx {
             item,
             program: &program,
@@ -981,6 +1004,16 @@ impl Transition {
                 for (m, event) in self.take_inbox(&exec, &mut taken).await? {
                     let Some(event) = event else { continue };
                     inboxed.push((m, event.clone()));
+                    if let Event::Task {
+                        node,
+                        index,
+                        attempt,
+                        ..
+                    } = event
+                        && engine.attempt_over(node, index, attempt)
+                    {
+                        stale_attempts.push((node, index, attempt));
+                    }
                     if !matches!(event, Event::Start { .. }) || engine.phase() == ExecPhase::Queued
                     {
                         self.queue_event(
@@ -1146,6 +1179,7 @@ impl Transition {
             .into_iter()
             .filter(|&(n, i, a)| engine.attempt_over(n, i, a))
             .collect();
+        outcome.stale = stale_attempts;
         // The inbox's checks of attempts now over: as the messages' own (see `process_group`).
         for (m, event) in &inboxed {
             if let (
@@ -1159,7 +1193,8 @@ impl Transition {
             ) = (&m.kind, event)
                 && outcome.is_over(*node, *index, *attempt)
             {
-                self.delete_finished(&exec, c).await;
+                let stale = outcome.was_over(*node, *index, *attempt);
+                self.delete_finished(&exec, c, stale).await;
             }
         }
         Ok(outcome)

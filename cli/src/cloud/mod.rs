@@ -38,7 +38,8 @@ impl Target {
 
     /// The AWS configuration: the environment's, with the endpoint and region given.
     pub async fn sdk(&self) -> SdkConfig {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).timeout_config(updraft_aws::timeouts());
         if let Some(u) = &self.endpoint_url {
             loader = loader.endpoint_url(u);
         }
