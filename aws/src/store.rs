@@ -9,7 +9,7 @@
 //! | an attempt's latest wait on a reserved key | `exec#<name>` | `cachewait#<attempt name>` | `due` (ms), `ttl` |
 //! | registered workflow or launch plan | `reg#<name>` | `#` | `package` (S3 key), `registered` |
 //! | watched external job | `watch#<job key>` | `#` | `message` (the QueueMessage that checks the task), `ttl` |
-//! | started task attempt, until its end is committed | `handles#<execution>` | attempt name | `handle` (its connector's handle, JSON), `check` (its check message, for an attempt that sends an end signal), `ttl` |
+//! | started task attempt, until its end is committed | `handles#<execution>` | attempt name | `handle` (its connector's handle, JSON), `check` (its check message without the handle, for an attempt that sends an end signal), `ttl` |
 //! | a dead-lettered message's handlings | `deadletter#<message id>` | `#` | `tries`, `ttl` |
 //! | an event left for the transition holding an execution's lease | `inbox#<execution>` | a digest of the message | `message` (the encoded QueueMessage), `ttl` |
 //!
@@ -1293,7 +1293,7 @@ impl Store {
 
     /// Keeps the handle of task attempt `name` of execution `exec` (what its connector's start made,
     /// as JSON), so an abort reaches what it made without rebuilding it, and, for an attempt that
-    /// sends an end signal, its check message (`check`, encoded), which the execution's sweeps send
+    /// sends an end signal, its check message (`check`, encoded; its handle may be left out, being `handle`), which the execution's sweeps send
     /// when they find it ended. Kept 30 days, or until the attempt's end is committed; a repeated
     /// start writes the same.
     pub async fn put_handle(

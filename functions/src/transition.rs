@@ -718,7 +718,11 @@ impl Transition {
             };
             let m = QueueMessage::decode(bytes.as_slice())
                 .map_err(|e| Error::Invalid(format!("attempt {}: a bad check: {e}", h.name)))?;
-            if let Some(Kind::Check(c)) = m.kind {
+            if let Some(Kind::Check(mut c)) = m.kind {
+                // Kept without its handle, which is the item's own.
+                if c.handle.is_empty() {
+                    c.handle = h.handle;
+                }
                 checks.push(c);
             }
         }
@@ -1434,11 +1438,19 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
         {
             ctx.first_start |= this.clients.store.handle(&exec, &t.name).await?.is_none();
         }
+        // Kept with the attempt: an abort reaches what the start made through it; and for an attempt
+        // that signals its end, the check the execution's sweeps send once they find it ended (without
+        // the handle, kept beside it: the item stays within one write unit).
+        let encoded = message(
+            &exec,
+            Kind::Check(CheckMessage {
+                handle: String::new(),
+                ..check.clone()
+            }),
+        )
+        .encode_to_vec();
         check.handle = handle.clone();
         let check = message(&exec, Kind::Check(check));
-        // Kept with the attempt: an abort reaches what the start made through it; and for an attempt
-        // that signals its end, the check the execution's sweeps send once they find it ended.
-        let encoded = check.encode_to_vec();
         this.clients
             .store
             .put_handle(
