@@ -1293,9 +1293,9 @@ impl Store {
 
     /// Keeps the handle of task attempt `name` of execution `exec` (what its connector's start made,
     /// as JSON), so an abort reaches what it made without rebuilding it, and, for an attempt that
-    /// sends an end signal, its check message (`check`, encoded; its handle may be left out, being `handle`), which the execution's sweeps send
-    /// when they find it ended. Kept 30 days, or until the attempt's end is committed; a repeated
-    /// start writes the same.
+    /// sends an end signal, its check message (`check`, encoded; its handle may be left out, being
+    /// `handle`), which the execution's sweeps send when they find it ended. Kept 30 days, or until
+    /// the attempt's end is committed; a repeated start writes the same.
     pub async fn put_handle(
         &self,
         exec: &str,
