@@ -309,13 +309,18 @@ impl Transition {
                 None => groups.push((m.execution.clone(), vec![(r, m)])),
             }
         }
-        // The messages of one execution in the batch are applied together, under one lease.
-        for (_, group) in groups {
+        // The messages of one execution in the batch are applied together, under one lease; the
+        // executions of a batch at once.
+        let handled = futures_util::future::join_all(groups.into_iter().map(|(_, group)| async {
             let msgs: Vec<(QueueMessage, u32)> = group
                 .iter()
                 .map(|(r, m)| (m.clone(), r.receive_count))
                 .collect();
             let results = self.process_group(&msgs).await;
+            (group, results)
+        }))
+        .await;
+        for (group, results) in handled {
             for ((r, m), result) in group.into_iter().zip(results) {
                 let Err(e) = result else { continue };
                 tracing::error!(execution = %m.execution, message_id = %r.id, receive_count = r.receive_count, error = %e, "transition failed");
@@ -384,8 +389,10 @@ impl Transition {
     pub async fn process_group(&self, group: &[(QueueMessage, u32)]) -> Vec<Result<(), Error>> {
         let mut results = Vec::with_capacity(group.len());
         let mut events = Vec::new();
-        for (i, (m, _)) in group.iter().enumerate() {
-            results.push(match self.prepare(m).await {
+        // Each looked at on its own, all at once (a batch of task ends: a check each).
+        let prepared = futures_util::future::join_all(group.iter().map(|(m, _)| self.prepare(m)));
+        for (i, r) in prepared.await.into_iter().enumerate() {
+            results.push(match r {
                 Ok(Some(event)) => {
                     events.push((i, event));
                     Ok(())
