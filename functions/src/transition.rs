@@ -442,20 +442,7 @@ impl Transition {
             }
             Ok(Some(o)) => {
                 for (i, event) in &events {
-                    if let (
-                        Some(Kind::Check(c)),
-                        Event::Task {
-                            node,
-                            index,
-                            attempt,
-                            ..
-                        },
-                    ) = (&group[*i].0.kind, event)
-                        && o.is_over(*node, *index, *attempt)
-                    {
-                        let stale = o.was_over(*node, *index, *attempt);
-                        self.delete_finished(exec, c, stale).await;
-                    }
+                    self.clean_up_if_over(exec, &group[*i].0, event, &o).await;
                 }
             }
             Err(e) => {
@@ -639,6 +626,25 @@ impl Transition {
             },
         };
         Ok(Some(event))
+    }
+
+    /// When message `m` is a check whose `event` ends an attempt `o` has over, cleans up after it
+    /// (see [`Self::delete_finished`]).
+    async fn clean_up_if_over(&self, exec: &str, m: &QueueMessage, event: &Event, o: &Outcome) {
+        if let (
+            Some(Kind::Check(c)),
+            Event::Task {
+                node,
+                index,
+                attempt,
+                ..
+            },
+        ) = (&m.kind, event)
+            && o.is_over(*node, *index, *attempt)
+        {
+            let stale = o.was_over(*node, *index, *attempt);
+            self.delete_finished(exec, c, stale).await;
+        }
     }
 
     /// Cleans up after a finished attempt once its end is committed (its connector's `finalize`: a
@@ -1193,20 +1199,7 @@ impl Transition {
         outcome.stale = stale_attempts;
         // The inbox's checks of attempts now over: as the messages' own (see `process_group`).
         for (m, event) in &inboxed {
-            if let (
-                Some(Kind::Check(c)),
-                Event::Task {
-                    node,
-                    index,
-                    attempt,
-                    ..
-                },
-            ) = (&m.kind, event)
-                && outcome.is_over(*node, *index, *attempt)
-            {
-                let stale = outcome.was_over(*node, *index, *attempt);
-                self.delete_finished(&exec, c, stale).await;
-            }
+            self.clean_up_if_over(&exec, m, event, &outcome).await;
         }
         Ok(outcome)
     }

@@ -328,27 +328,9 @@ impl Stack {
     /// Hands `t` what is left in the transitions queue, delayed messages included, until it is empty
     /// (at most half a minute).
     async fn drain(&self, t: &Transition) {
-        use aws_sdk_sqs::types::QueueAttributeName as A;
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(30) {
-            let attrs = self
-                .sqs
-                .get_queue_attributes()
-                .queue_url(&self.settings.transitions_url)
-                .attribute_names(A::All)
-                .send()
-                .await
-                .unwrap()
-                .attributes
-                .unwrap_or_default();
-            let left: u64 = [
-                A::ApproximateNumberOfMessages,
-                A::ApproximateNumberOfMessagesDelayed,
-                A::ApproximateNumberOfMessagesNotVisible,
-            ]
-            .iter()
-            .filter_map(|a| attrs.get(a).and_then(|v| v.parse::<u64>().ok()))
-            .sum();
+            let left = queued(self).await;
             if left == 0 {
                 return;
             }
