@@ -1,11 +1,33 @@
 //! The `updraft` command.
 
+/// `println!` for the command's output: a reader that went away (`updraft status x | head`) ends the
+/// command quietly, as it ends other tools, instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            crate::output_failed(&e);
+        }
+    }};
+}
+
+/// `print!` for the command's output, as [`out!`].
+macro_rules! out_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout().lock(), $($arg)*) {
+            crate::output_failed(&e);
+        }
+    }};
+}
+
 mod cloud;
 mod graph;
 mod load;
 mod plan;
 mod progress;
 mod registry;
+mod report;
 mod run;
 mod store;
 
@@ -142,10 +164,15 @@ enum Command {
         #[command(flatten)]
         target: cloud::Target,
     },
-    /// Show an execution's phase, its nodes' phases, and its outputs or error.
+    /// Show an execution's phase, its nodes' phases, and its outputs or error; with --json, its whole
+    /// history (every node's phase changes and attempts with their times, errors, cache use, what they
+    /// made and where their logs are; child executions within).
     Status {
         /// Execution name (see `list`).
         execution: String,
+        /// Print the execution's history as JSON (docs/history.md describes it).
+        #[arg(long)]
+        json: bool,
         /// Where executions are kept.
         #[arg(long, default_value = ".updraft")]
         state_dir: PathBuf,
@@ -157,6 +184,20 @@ enum Command {
     Watch {
         /// Execution name (see `list`).
         execution: String,
+        /// Where executions are kept.
+        #[arg(long, default_value = ".updraft")]
+        state_dir: PathBuf,
+        #[command(flatten)]
+        target: cloud::Target,
+    },
+    /// Write one self-contained HTML file of an execution — its graph coloured by phase, a timeline of
+    /// every attempt, each node's outcome, its child executions — to attach to a ticket.
+    Report {
+        /// Execution name (see `list`).
+        execution: String,
+        /// Where to write it (default: `<execution>.html`; `-` for stdout).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
         /// Where executions are kept.
         #[arg(long, default_value = ".updraft")]
         state_dir: PathBuf,
@@ -446,11 +487,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Status {
             execution,
+            json,
             state_dir,
             target,
         } => match target.stack {
-            Some(_) => cloud::block_on(cloud::ops::status(&target, &execution))?,
-            None => store::status(&state_dir, &execution),
+            Some(_) => cloud::block_on(cloud::ops::status(&target, &execution, json))?,
+            None => store::status(&state_dir, &execution, json),
         },
         Command::Watch {
             execution,
@@ -460,6 +502,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Some(_) => cloud::block_on(cloud::ops::watch(&target, &execution))?,
             None => store::watch(&state_dir, &execution),
         },
+        Command::Report {
+            execution,
+            output,
+            state_dir,
+            target,
+        } => {
+            let view = match target.stack {
+                Some(_) => cloud::block_on(cloud::ops::history_of(&target, &execution))??,
+                None => store::history(&state_dir, &execution)?,
+            };
+            report::write(&view, &execution, output.as_deref())
+        }
         Command::Logs {
             execution,
             node,
@@ -599,7 +653,7 @@ fn validate(files: &[PathBuf], state_dir: &std::path::Path) -> anyhow::Result<Ex
     }
     Ok(match updraft_engine::compile(&pkg) {
         Ok(c) => {
-            println!(
+            out!(
                 "ok: {} workflow{}, {} task{}, {} launch plan{}",
                 c.workflows.len(),
                 plural(c.workflows.len()),
@@ -626,8 +680,8 @@ fn inspect(files: &[PathBuf], format: InspectFormat) -> anyhow::Result<ExitCode>
     let (compiled, problems) = updraft_engine::compile_lenient(&pkg);
     let summary = updraft_engine::inspect::summarize(&pkg, &compiled);
     match format {
-        InspectFormat::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
-        InspectFormat::Text => print!("{}", updraft_engine::inspect::render_text(&summary)),
+        InspectFormat::Json => out!("{}", serde_json::to_string_pretty(&summary)?),
+        InspectFormat::Text => out_raw!("{}", updraft_engine::inspect::render_text(&summary)),
     }
     if problems.is_empty() {
         Ok(ExitCode::SUCCESS)
@@ -662,6 +716,16 @@ fn draw(
         let known: Vec<&String> = compiled.workflows.keys().collect();
         anyhow::bail!("no workflow `{name}`; the files define: {known:?}");
     };
-    print!("{}", graph::render(wf, &compiled, format));
+    out_raw!("{}", graph::render(wf, &compiled, format));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ends the command once its output cannot be written: quietly (exit 0) when the reader went away,
+/// else saying why (exit 1).
+fn output_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("updraft: cannot write the output: {e}");
+    std::process::exit(1);
 }

@@ -118,8 +118,8 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         }
     }
     match args.format {
-        Format::Yaml => print!("{out}"),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+        Format::Yaml => out_raw!("{out}"),
+        Format::Json => out!("{}", serde_json::to_string_pretty(&all)?),
     }
     Ok(ExitCode::SUCCESS)
 }

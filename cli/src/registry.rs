@@ -217,7 +217,7 @@ pub fn register(
                 package: kept.clone(),
                 registered: now,
             });
-            println!("{} {} {version}", e.kind.label(), e.name);
+            out!("{} {} {version}", e.kind.label(), e.name);
         }
         eprintln!(
             "updraft: {} → {}",

@@ -23,6 +23,7 @@ use updraft_connector_eks::EksConnector;
 use updraft_connector_local::{ContainerChoice, LocalConnector, Notices, Workers};
 use updraft_engine::CompiledPackage;
 use updraft_engine::compile::{CompiledTask, Gate as G, NodeIdx, NodeKind};
+use updraft_engine::exec::history::{ChildView, ExecutionView, GraphView};
 use updraft_engine::exec::{
     Effect, ErrorKind, Event, ExecConfig, ExecError, ExecPhase, Execution, NodePhase, Program,
     TaskLaunch, TaskStatus, TimerKind,
@@ -375,6 +376,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             started: (stamp / 1000) as u64,
             ..Default::default()
         },
+        notes: Arc::default(),
+        history_written: None,
     };
     let program = Program {
         package: compiled.clone(),
@@ -397,6 +400,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut seen_signals = BTreeSet::new();
     let mut told_waiting = false;
     loop {
+        d.take_notes();
         while let Some((run, ev)) = d.local.pop_front() {
             if let Some(code) = d.step(run, ev)? {
                 return Ok(code);
@@ -418,6 +422,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         d.summary.phase = format!("{:?}", d.runs[0].exec.phase());
         d.summary.waiting_for = d.waiting_signals.iter().cloned().collect();
         store::save(&root, &d.summary)?;
+        d.save_history(false)?;
         if d.outstanding == 0 && !told_waiting {
             if d.waiting_signals.is_empty() {
                 bail!("execution {name} has nothing left to run but did not finish");
@@ -512,6 +517,15 @@ struct Remote {
     data: Arc<dyn updraft_connector::DataStore>,
 }
 
+/// What an attempt's start made, noted in its execution's history by the driver.
+struct Note {
+    run: usize,
+    node: NodeIdx,
+    index: Option<u32>,
+    attempt: u32,
+    described: updraft_connector::Described,
+}
+
 /// Carries out the effects of every execution of one `updraft run`.
 struct Driver<'a> {
     args: &'a RunArgs,
@@ -539,6 +553,10 @@ struct Driver<'a> {
     /// Live lines of running nodes (on a terminal) and phase changes.
     progress: Progress,
     summary: store::Summary,
+    /// Starts' notes for the history, from the attempts' threads.
+    notes: Arc<Mutex<Vec<Note>>>,
+    /// When `history.json` was last written.
+    history_written: Option<Instant>,
 }
 
 impl Driver<'_> {
@@ -590,7 +608,7 @@ impl Driver<'_> {
             } => Some(*node),
             _ => None,
         };
-        let effects = self.runs[run].exec.step(ev);
+        let effects = self.runs[run].exec.step_at(ev, now_ms());
         if let Some(node) = array_elem {
             self.show_array(run, node);
         }
@@ -668,6 +686,61 @@ impl Driver<'_> {
             ));
         }
         taken
+    }
+
+    /// Notes in the executions' histories what the attempts' starts made.
+    fn take_notes(&mut self) {
+        for n in std::mem::take(&mut *lock(&self.notes)) {
+            if let Some(r) = self.runs.get_mut(n.run) {
+                let d = &n.described;
+                r.exec
+                    .note_attempt(n.node, n.index, n.attempt, &d.external, &d.logs);
+            }
+        }
+    }
+
+    /// The history of run `run` with its children's.
+    fn history(&self, run: usize) -> ExecutionView {
+        let exec = &self.runs[run].exec;
+        let nodes: Vec<_> = (0..exec.node_count() as u32)
+            .filter_map(|i| exec.node_record(i))
+            .collect();
+        let mut view = ExecutionView::new(&exec.state_record(), &nodes);
+        let program = &self.runs[run].program;
+        view.graph = Some(GraphView::of(&program.package.workflows[&program.workflow]));
+        for (child, r) in self.runs.iter().enumerate() {
+            if let Some((parent, node)) = r.parent
+                && parent == run
+            {
+                view.children.push(ChildView {
+                    node: self.runs[run].program.package.workflows
+                        [&self.runs[run].program.workflow]
+                        .node(node)
+                        .id
+                        .clone(),
+                    execution: self.history(child),
+                });
+            }
+        }
+        view
+    }
+
+    /// Writes `history.json` (what `updraft status --json` shows): at once when `now`, else at most
+    /// twice a second.
+    fn save_history(&mut self, now: bool) -> anyhow::Result<()> {
+        if !now
+            && self
+                .history_written
+                .is_some_and(|t| t.elapsed().as_millis() < 500)
+        {
+            return Ok(());
+        }
+        self.take_notes();
+        self.history_written = Some(Instant::now());
+        if self.runs.is_empty() {
+            return Ok(());
+        }
+        store::save_history(&self.root, &self.history(0))
     }
 
     /// Shows an array node's progress.
@@ -786,6 +859,7 @@ impl updraft_connector::effects::Host for RunHost<'_, '_> {
             PathBuf::from(AttemptPaths::under(&d.runs[run].root.display().to_string(), &t).dir);
         let task = task.clone();
         let printer = d.progress.printer();
+        let notes = d.notes.clone();
         std::thread::spawn(move || {
             let (node, index, attempt) = (t.node, t.index, t.attempt);
             let send = |status| {
@@ -807,7 +881,16 @@ impl updraft_connector::effects::Host for RunHost<'_, '_> {
                 data: data.as_ref(),
                 signal: None,
             };
-            let status = drive(&rt, &conn, &a, &handles, &local_dir, &printer);
+            let note = |described| {
+                lock(&notes).push(Note {
+                    run,
+                    node,
+                    index,
+                    attempt,
+                    described,
+                });
+            };
+            let status = drive(&rt, &conn, &a, &handles, &local_dir, &printer, &note);
             if let (Some(k), TaskStatus::Succeeded { outputs, .. }) = (&t.cache_key, &status) {
                 cache.put(k, outputs);
             }
@@ -939,6 +1022,7 @@ impl updraft_connector::effects::Host for RunHost<'_, '_> {
         });
         store::save(&d.root, summary)?;
         let name = summary.name.clone();
+        d.save_history(true)?;
         self.exit = Some(report_end(&name, phase, outputs, error, d.started));
         Ok(())
     }
@@ -951,6 +1035,7 @@ fn drive(
     handles: &Mutex<BTreeMap<String, Slot>>,
     local_dir: &Path,
     printer: &Printer,
+    note: &dyn Fn(updraft_connector::Described),
 ) -> TaskStatus {
     let name = &a.launch.name;
     let aborted = || {
@@ -989,6 +1074,14 @@ fn drive(
         Ok(h) => h,
         Err(ended) => return ended,
     };
+    // For the history: what the start made, and where its logs are (a local process's in its folder).
+    let mut described = conn.describe(&h);
+    if conn.name() == "local" {
+        for f in ["stdout.log", "stderr.log"] {
+            described.logs.push(local_dir.join(f).display().to_string());
+        }
+    }
+    note(described);
     // Where a service keeps the attempt's logs (a job run's log folder, its console page): shown now,
     // and kept for `updraft logs`.
     if let Some(logs) = h.value["logs"].as_array().filter(|l| !l.is_empty()) {
@@ -1061,7 +1154,7 @@ fn report_end(
                 .map(|(k, v)| (k.clone(), to_json(v)))
                 .collect();
             eprintln!("updraft: {name} succeeded in {took:.2}s");
-            println!(
+            out!(
                 "{}",
                 serde_json::to_string_pretty(&Value::Object(json)).unwrap_or_default()
             );
@@ -1122,4 +1215,11 @@ fn task_place(
     } else {
         format!("{file}{nodes}: ")
     }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

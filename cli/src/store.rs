@@ -2,6 +2,8 @@
 //! that read it (`list`, `status`, `logs`) or steer a running execution (`abort`, `signal`).
 //!
 //! - `execution.json` — the execution's summary, rewritten (atomically) on every node phase change;
+//! - `history.json` — its history (every node's phase changes and attempts, with their times; children
+//!   within), as `updraft status --json` prints it: rewritten at most twice a second and at the end;
 //! - `<node>[-<index>]/<attempt>/` — each attempt's inputs, outputs and `stdout.log` / `stderr.log`;
 //! - `<node>/sub/…` — the same layout for the child execution of a launch-plan node or of a dynamic task
 //!   (its nodes are shown as `<node>/<child node>`);
@@ -48,6 +50,34 @@ pub fn save(dir: &Path, s: &Summary) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes the history atomically.
+pub fn save_history(
+    dir: &Path,
+    view: &updraft_engine::exec::history::ExecutionView,
+) -> anyhow::Result<()> {
+    let tmp = dir.join("history.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(view)?)?;
+    std::fs::rename(&tmp, dir.join("history.json"))?;
+    Ok(())
+}
+
+/// The history of execution `name` as `history.json` holds it.
+pub fn history(
+    state: &Path,
+    name: &str,
+) -> anyhow::Result<updraft_engine::exec::history::ExecutionView> {
+    let dir = exec_dir(state, name);
+    load(&dir)?;
+    let path = dir.join("history.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{}: no history (an execution run by an Updraft that kept none)",
+            path.display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("{}: unreadable", path.display()))
+}
+
 fn load(dir: &Path) -> anyhow::Result<Summary> {
     let path = dir.join("execution.json");
     let text = std::fs::read_to_string(&path)
@@ -69,26 +99,30 @@ pub fn list(state: &Path) -> anyhow::Result<ExitCode> {
         eprintln!("no executions under {}", dir.display());
     }
     for s in rows {
-        println!("{:<16} {:<10} {}", s.name, s.phase, s.workflow);
+        out!("{:<16} {:<10} {}", s.name, s.phase, s.workflow);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `updraft status <exec>`.
-pub fn status(state: &Path, name: &str) -> anyhow::Result<ExitCode> {
+/// `updraft status <exec>` (`json`: its history, as JSON).
+pub fn status(state: &Path, name: &str, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        out!("{}", serde_json::to_string_pretty(&history(state, name)?)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let s = load(&exec_dir(state, name))?;
-    println!("{} ({}): {}", s.name, s.workflow, s.phase);
+    out!("{} ({}): {}", s.name, s.workflow, s.phase);
     for (id, phase) in &s.nodes {
-        println!("  {id:<28} {phase}");
+        out!("  {id:<28} {phase}");
     }
     if !s.waiting_for.is_empty() {
-        println!("waiting for: {}", s.waiting_for.join(", "));
+        out!("waiting for: {}", s.waiting_for.join(", "));
     }
     if let Some(e) = &s.error {
-        println!("error: {e}");
+        out!("error: {e}");
     }
     if let Some(o) = &s.outputs {
-        println!("outputs: {}", serde_json::to_string_pretty(o)?);
+        out!("outputs: {}", serde_json::to_string_pretty(o)?);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -112,7 +146,7 @@ pub fn watch(state: &Path, name: &str) -> anyhow::Result<ExitCode> {
         }
         if matches!(s.phase.as_str(), "Succeeded" | "Failed" | "Aborted") {
             if let Some(o) = &s.outputs {
-                println!("{}", serde_json::to_string_pretty(o)?);
+                out!("{}", serde_json::to_string_pretty(o)?);
             }
             if let Some(e) = &s.error {
                 eprintln!("updraft: {name} {}: {e}", s.phase);
@@ -159,8 +193,8 @@ pub fn logs(
         let Ok(text) = std::fs::read_to_string(a.join(f)) else {
             continue;
         };
-        println!("==> {folder} attempt {attempt} {f} <==");
-        print!("{text}");
+        out!("==> {folder} attempt {attempt} {f} <==");
+        out_raw!("{text}");
         shown += 1;
     }
     if shown == 0 {

@@ -65,6 +65,27 @@ fn a_flytekit_batch_task_runs_as_a_batch_job() {
     let s3 = updraft_aws::s3_client(&moto.sdk());
     rt.block_on(s3.head_object().bucket(support::BUCKET).key(&key).send())
         .unwrap_or_else(|e| panic!("no {key}: {e:?}"));
+    // The history names the job Batch made and where its logs are.
+    let (code, out, err) = updraft(&[
+        "status",
+        &name.to_string_lossy(),
+        "--json",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let attempt = &v["nodes"][0]["attempts"][0];
+    assert_eq!(attempt["phase"], "Succeeded", "{v}");
+    let job = attempt["external"].as_str().unwrap();
+    assert!(!job.is_empty(), "{attempt}");
+    assert!(
+        attempt["logs"][0]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/batch/home?region=us-east-1#jobs/detail/{job}")),
+        "{attempt}"
+    );
 }
 
 #[test]

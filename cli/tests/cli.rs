@@ -257,6 +257,173 @@ fn run_reports_failures_retries_and_bad_inputs() {
     let _ = std::fs::remove_dir_all(&state);
 }
 
+const HISTORY: &str = r#"
+version: 1
+image: busybox
+tasks:
+  boom:
+    type: container
+    inputs: {x: int}
+    outputs: {y: int}
+    retries: 1
+    command: [sh, -c, 'echo "it broke on {{.inputs.x}}" > /var/outputs/_ERROR']
+  shout:
+    type: container
+    inputs: {text: str}
+    outputs: {loud: str}
+    command: [sh, -c, 'echo "said: $1"; printf "%s!" "$1" > /var/outputs/loud', shout, '{{.inputs.text}}']
+workflows:
+  inner:
+    inputs: {text: str}
+    outputs: {loud: "${s.loud}"}
+    nodes:
+      - {id: s, task: shout, inputs: {text: "${inputs.text}"}}
+  outer:
+    inputs: {x: int}
+    outputs: {loud: "${child.loud}"}
+    nodes:
+      - {id: child, launch_plan: inner, inputs: {text: hi}}
+      - {id: b, task: boom, inputs: {x: "${inputs.x}"}, after: [child]}
+"#;
+
+/// The only execution under `state`.
+fn only_execution(state: &std::path::Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(state.join("executions"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    names.remove(0)
+}
+
+#[test]
+fn status_json_shows_the_history_of_a_run_with_its_children() {
+    let state = temp_dir("history");
+    let file = state.join("history.yaml");
+    std::fs::write(&file, HISTORY).unwrap();
+    let (f, s) = (file.to_str().unwrap(), state.to_str().unwrap());
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (code, _, err) = updraft(&["run", f, "-w", "outer", "-i", "x=7", "--state-dir", s]);
+    assert_eq!(code, 1, "{err}");
+    let name = only_execution(&state);
+    let (code, out, err) = updraft(&["status", &name, "--json", "--state-dir", s]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["name"], name.as_str());
+    assert_eq!(v["phase"], "Failed");
+    assert_eq!(v["inputs"]["x"], 7);
+    let started = v["started_ms"].as_u64().unwrap();
+    let ended = v["ended_ms"].as_u64().unwrap();
+    assert!(before <= started && started <= ended, "{v}");
+    let node = |v: &serde_json::Value, id: &str| {
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no node {id}: {v}"))
+    };
+    // Both attempts of b failed, in order, each with its error and its logs' files.
+    let b = node(&v, "b");
+    assert_eq!(b["phase"], "Failed");
+    let attempts = b["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{b}");
+    let mut last = started;
+    for (i, a) in attempts.iter().enumerate() {
+        assert_eq!(a["attempt"], i);
+        assert_eq!(a["phase"], "Failed", "{a}");
+        assert_eq!(a["error"]["message"], "it broke on 7", "{a}");
+        assert_eq!(a["cache"], "off");
+        let (q, e) = (
+            a["queued_ms"].as_u64().unwrap(),
+            a["ended_ms"].as_u64().unwrap(),
+        );
+        assert!(last <= q && q <= e && e <= ended, "times in order: {b}");
+        last = e;
+        let logs: Vec<&str> = a["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        assert!(
+            logs.iter()
+                .any(|l| l.ends_with(&format!("b/{i}/stderr.log"))),
+            "{a}"
+        );
+        assert!(
+            logs.iter().all(|l| std::path::Path::new(l).exists()),
+            "{logs:?}"
+        );
+    }
+    let phases: Vec<&str> = b["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases.first(), Some(&"Queued"), "{b}");
+    assert_eq!(phases.last(), Some(&"Failed"), "{b}");
+    // The launch plan's child execution, with its own history, under the node that started it.
+    let children = v["children"].as_array().unwrap();
+    assert_eq!(children.len(), 1, "{v}");
+    assert_eq!(children[0]["node"], "child");
+    let child = &children[0]["execution"];
+    assert_eq!(child["phase"], "Succeeded");
+    assert_eq!(child["outputs"]["loud"], "hi!");
+    let shout = node(child, "s");
+    assert_eq!(shout["attempts"][0]["phase"], "Succeeded");
+    assert!(child["started_ms"].as_u64().unwrap() >= started);
+    assert_eq!(node(&v, "child")["phase"], "Succeeded");
+
+    // The same history as one HTML file: the graph coloured by phase, a timeline bar per attempt,
+    // the child's section; no script and nothing fetched from elsewhere.
+    let page = state.join("run.html");
+    let (code, _, err) = updraft(&[
+        "report",
+        &name,
+        "-o",
+        page.to_str().unwrap(),
+        "--state-dir",
+        s,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.starts_with("<!doctype html>"), "{html}");
+    assert!(
+        html.contains(r#"data-node="b" data-phase="Failed""#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"data-node="child" data-phase="Succeeded""#),
+        "{html}"
+    );
+    assert_eq!(
+        html.matches(r#"<g class="bar" data-phase="Failed">"#)
+            .count(),
+        2,
+        "{html}"
+    );
+    assert!(html.contains("it broke on 7"), "{html}");
+    assert!(html.contains("Child of node"), "{html}");
+    assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("src="));
+
+    for args in [
+        &["status", "nope", "--json", "--state-dir", s][..],
+        &["report", "nope", "--state-dir", s][..],
+    ] {
+        let (code, _, err) = updraft(args);
+        assert_eq!(code, 1);
+        assert!(err.contains("no execution at"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&state);
+}
+
 const GATES: &str = r#"
 version: 1
 tasks:

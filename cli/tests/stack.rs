@@ -678,6 +678,28 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
         "{out}"
     );
     assert!(out.contains("Succeeded"), "{out}");
+    // Its history as JSON: the branch's nodes with their attempts, each with its times and its pod.
+    let (code, out, err) = d.updraft(&["status", "br", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["phase"], "Succeeded", "{v}");
+    let attempts: Vec<&serde_json::Value> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|n| n["attempts"].as_array().into_iter().flatten())
+        .collect();
+    assert!(!attempts.is_empty(), "{v}");
+    for a in attempts {
+        assert!(
+            a["queued_ms"].as_u64().unwrap() <= a["ended_ms"].as_u64().unwrap(),
+            "{a}"
+        );
+        assert!(
+            a["logs"][0].as_str().unwrap().starts_with("kubectl logs"),
+            "{a}"
+        );
+    }
     let (code, out, _) = d.updraft(&["list"]);
     assert_eq!(code, 0);
     assert!(out.contains("br ") && out.contains("mp "), "{out}");

@@ -1005,6 +1005,7 @@ impl Transition {
             outcome: Outcome::default(),
             first_start: false,
             sweep: false,
+            notes: Vec::new(),
         };
         // The events left in the inbox while others held the lease are taken in with these, and so are
         // those that reach it before the commit (until a part of the lease has passed).
@@ -1051,12 +1052,15 @@ impl Transition {
                         "execution {exec}: runaway transition"
                     )));
                 }
-                for e in engine.step(ev) {
+                for e in engine.step_at(ev, now_ms() as u64) {
                     let mut host = StackHost {
                         t: self,
                         ctx: &mut ctx,
                     };
                     updraft_connector::effects::apply(&mut host, e).await?;
+                }
+                for (node, index, attempt, d) in ctx.notes.drain(..) {
+                    engine.note_attempt(node, index, attempt, &d.external, &d.logs);
                 }
             }
             for signal in std::mem::take(&mut forward) {
@@ -1409,9 +1413,13 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
             .await
             .map_err(|e| Error::Aws(e.0))?;
         let started = match conn.start(&a).await {
-            Ok(h) => serde_json::to_string(&h)
-                .map(|json| (json, conn.watch(&h), conn.signals(&h)))
-                .map_err(|e| failed("Handle", e.to_string(), ErrorKind::System, true)),
+            Ok(h) => {
+                ctx.notes
+                    .push((t.node, t.index, t.attempt, conn.describe(&h)));
+                serde_json::to_string(&h)
+                    .map(|json| (json, conn.watch(&h), conn.signals(&h)))
+                    .map_err(|e| failed("Handle", e.to_string(), ErrorKind::System, true))
+            }
             Err(status) => Err(status),
         };
         tracing::info!(execution = %exec, node = %t.node_id, attempt = t.attempt, index = ?t.index, attempt_name = %t.name, "task started");
@@ -1663,6 +1671,8 @@ struct Ctx<'a> {
     first_start: bool,
     /// An attempt that sends an end signal was started: the execution's sweeps must be going.
     sweep: bool,
+    /// What the attempts started made (node, element, attempt), for the execution's history.
+    notes: Vec<(NodeIdx, Option<u32>, u32, updraft_connector::Described)>,
 }
 
 fn engine_node_id(program: &Program, node: u32) -> String {

@@ -358,6 +358,25 @@ impl Stack {
                 .collect(),
         )
     }
+
+    /// The execution's history, from its records as the stack holds them.
+    async fn history(&self, name: &str) -> updraft_engine::exec::history::ExecutionView {
+        use updraft_proto::updraft::{ExecutionState, NodeState};
+        let item = self.clients.store.execution(name).await.unwrap().unwrap();
+        let state =
+            ExecutionState::decode(self.clients.state_bytes(&item).await.unwrap().as_slice())
+                .unwrap();
+        let nodes: Vec<NodeState> = self
+            .clients
+            .node_records(name, item.version)
+            .await
+            .unwrap()
+            .joined
+            .into_iter()
+            .map(|(_, raw)| NodeState::decode(raw.as_slice()).unwrap())
+            .collect();
+        updraft_engine::exec::history::ExecutionView::new(&state, &nodes)
+    }
 }
 
 impl Drop for Stack {
@@ -483,6 +502,40 @@ async fn flytekit_workflows_run_through_the_queue() {
     assert_eq!(out["o0"], serde_json::json!([1, 4, 9, 16, 25]));
     assert_eq!(out["o2"], serde_json::json!([101, 102, null, 104, 105]));
     assert_eq!(out["o3"], serde_json::json!(55));
+    // Its history, from the records the transitions wrote: every element's attempt with its times, its
+    // pod's logs and, for the one that failed, its error.
+    let view = stack.history("mp").await;
+    assert_eq!(view.phase, "Succeeded");
+    let (start, end) = (view.started_ms.unwrap(), view.ended_ms.unwrap());
+    let arrays: Vec<_> = view.nodes.iter().filter_map(|n| n.array.as_ref()).collect();
+    assert!(!arrays.is_empty(), "{view:?}");
+    let mut failed = 0;
+    for a in &arrays {
+        assert_eq!(a.elements.len() as u32, a.size, "{a:?}");
+        for e in &a.elements {
+            let r = e.attempts.last().unwrap_or_else(|| panic!("{e:?}"));
+            assert_eq!(r.phase.as_deref(), Some(e.phase.as_str()), "{e:?}");
+            let ended = r.ended_ms.unwrap();
+            assert!(
+                start <= r.queued_ms && r.queued_ms <= ended && ended <= end,
+                "{e:?}"
+            );
+            assert!(
+                r.logs
+                    .iter()
+                    .any(|l| l.starts_with("kubectl logs") && l.ends_with(&r.name)),
+                "{r:?}"
+            );
+            if e.phase == "Failed" {
+                failed += 1;
+                assert!(r.error.is_some(), "{r:?}");
+            }
+        }
+    }
+    assert_eq!(
+        failed, 1,
+        "the element that failed within min_success_ratio"
+    );
     // Launching the same name again starts nothing new.
     launch(&settings, &stack.clients, &packages, &req, "")
         .await

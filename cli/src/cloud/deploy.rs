@@ -304,7 +304,7 @@ async fn print_outputs(sdk: &aws_config::SdkConfig, stack: &str) -> anyhow::Resu
     let info = describe_stack(sdk, stack)
         .await?
         .with_context(|| format!("stack `{stack}` vanished"))?;
-    println!("{}", serde_json::to_string_pretty(&info.outputs)?);
+    out!("{}", serde_json::to_string_pretty(&info.outputs)?);
     Ok(ExitCode::SUCCESS)
 }
 

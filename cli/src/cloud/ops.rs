@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 use updraft_aws::request::Request;
 use updraft_aws::store::ExecutionItem;
+use updraft_engine::exec::history::{ChildView, ExecutionView, GraphView};
 use updraft_engine::exec::node_phase_of;
 use updraft_engine::literal::{from_json, to_json};
 use updraft_proto::Message;
@@ -95,7 +96,7 @@ pub async fn register(
         }
         eprintln!("updraft: {} → {uri} (version {version})", f.display());
         for name in names {
-            println!("{name}");
+            out!("{name}");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -257,7 +258,7 @@ pub async fn launch(target: &Target, mut args: LaunchArgs) -> anyhow::Result<Exi
             }
         }
     }
-    println!("{name}");
+    out!("{name}");
     if args.wait {
         return watch_execution(&d, &name).await;
     }
@@ -295,6 +296,8 @@ struct Snapshot {
     state: ExecutionState,
     /// Node id → phase, in node order.
     nodes: Vec<(String, String)>,
+    /// The node records.
+    records: Vec<NodeState>,
 }
 
 async fn snapshot(d: &Deployment, name: &str) -> anyhow::Result<Snapshot> {
@@ -307,19 +310,66 @@ async fn snapshot(d: &Deployment, name: &str) -> anyhow::Result<Snapshot> {
     let state = ExecutionState::decode(d.clients.state_bytes(&item).await?.as_slice())
         .with_context(|| format!("execution {name}: an unreadable state record"))?;
     let mut nodes = Vec::new();
+    let mut records = Vec::new();
     for (index, raw) in d.clients.node_records(name, item.version).await?.joined {
         let n = NodeState::decode(raw.as_slice())
             .with_context(|| format!("execution {name}: node record {index} is unreadable"))?;
         let phase = node_phase_of(n.phase)
             .map_or_else(|| format!("phase {}", n.phase), |p| format!("{p:?}"));
-        nodes.push((index, n.id, phase));
+        nodes.push((index, n.id.clone(), phase));
+        records.push(n);
     }
     nodes.sort_by_key(|n| n.0);
     Ok(Snapshot {
         item,
         state,
         nodes: nodes.into_iter().map(|(_, id, p)| (id, p)).collect(),
+        records,
     })
+}
+
+/// The graph of the workflow execution `item` runs, from its package in the bucket (None for a dynamic
+/// task's sub-workflow, which is not in it, or a package that cannot be read).
+async fn graph_of(d: &Deployment, item: &ExecutionItem) -> Option<GraphView> {
+    if item.futures.is_some() {
+        return None;
+    }
+    let bytes = d
+        .clients
+        .blobs
+        .get(&d.clients.blobs.uri(&item.package))
+        .await
+        .ok()??;
+    let pkg = updraft_engine::Package::decode(&item.package, &bytes, Default::default()).ok()?;
+    let compiled = updraft_engine::compile_lenient(&pkg).0;
+    compiled.workflows.get(&item.workflow).map(GraphView::of)
+}
+
+/// The history of execution `name` with its children's (the executions whose parent it is).
+async fn history(
+    d: &Deployment,
+    name: &str,
+    all: &[ExecutionItem],
+) -> anyhow::Result<ExecutionView> {
+    let s = snapshot(d, name).await?;
+    let mut view = ExecutionView::new(&s.state, &s.records);
+    view.graph = graph_of(d, &s.item).await;
+    for child in all {
+        if let Some((parent, node)) = &child.parent
+            && parent == name
+        {
+            let node = s
+                .records
+                .iter()
+                .find(|r| r.index == *node)
+                .map_or_else(|| node.to_string(), |r| r.id.clone());
+            view.children.push(ChildView {
+                node,
+                execution: Box::pin(history(d, &child.name, all)).await?,
+            });
+        }
+    }
+    Ok(view)
 }
 
 fn outputs_json(state: &ExecutionState) -> Option<Value> {
@@ -347,24 +397,36 @@ pub async fn list(target: &Target) -> anyhow::Result<ExitCode> {
             .as_ref()
             .map(|(p, n)| format!(" (child of {p}, node {n})"))
             .unwrap_or_default();
-        println!("{:<20} {:<10} {}{parent}", e.name, e.phase, e.workflow);
+        out!("{:<20} {:<10} {}{parent}", e.name, e.phase, e.workflow);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `updraft status <exec> --stack S`.
-pub async fn status(target: &Target, name: &str) -> anyhow::Result<ExitCode> {
+/// The history of execution `name` on the stack, with its children's and its workflow's graph.
+pub async fn history_of(target: &Target, name: &str) -> anyhow::Result<ExecutionView> {
+    let d = connect(target).await?;
+    let all = d.clients.store.executions().await?;
+    history(&d, name, &all).await
+}
+
+/// `updraft status <exec> --stack S` (`json`: its history, as JSON).
+pub async fn status(target: &Target, name: &str, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        let view = history_of(target, name).await?;
+        out!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let d = connect(target).await?;
     let s = snapshot(&d, name).await?;
-    println!("{} ({}): {}", s.item.name, s.item.workflow, s.item.phase);
+    out!("{} ({}): {}", s.item.name, s.item.workflow, s.item.phase);
     for (id, phase) in &s.nodes {
-        println!("  {id:<28} {phase}");
+        out!("  {id:<28} {phase}");
     }
     if let Some(e) = &s.item.error {
-        println!("error: {e}");
+        out!("error: {e}");
     }
     if let Some(o) = outputs_json(&s.state) {
-        println!("outputs: {}", serde_json::to_string_pretty(&o)?);
+        out!("outputs: {}", serde_json::to_string_pretty(&o)?);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -398,7 +460,7 @@ async fn watch_execution(d: &Deployment, name: &str) -> anyhow::Result<ExitCode>
         }
         if matches!(phase.as_str(), "SUCCEEDED" | "FAILED" | "ABORTED") {
             if let Some(o) = outputs_json(&s.state) {
-                println!("{}", serde_json::to_string_pretty(&o)?);
+                out!("{}", serde_json::to_string_pretty(&o)?);
             }
             if let Some(e) = &s.item.error {
                 eprintln!("updraft: {name} {phase}: {e}");
@@ -535,7 +597,7 @@ pub async fn logs(target: &Target, name: &str, node: Option<&str>) -> anyhow::Re
                     continue;
                 }
                 found += 1;
-                println!("{}", render_log(&v));
+                out!("{}", render_log(&v));
             }
             token = out.next_token;
             if token.is_none() {

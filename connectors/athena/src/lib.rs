@@ -397,6 +397,18 @@ impl Connector for AthenaConnector {
     fn job_of(&self, event: &Value) -> Option<JobKey> {
         job_of_event(event)
     }
+
+    /// The query's id, and its page in the Athena console.
+    fn describe(&self, h: &Handle) -> updraft_connector::Described {
+        let mut d = updraft_connector::Described::of(h);
+        if let (Some(r), false) = (h.value["region"].as_str(), d.external.is_empty()) {
+            d.logs.push(format!(
+                "https://{r}.console.aws.amazon.com/athena/home?region={r}#/query-editor/history/{}",
+                d.external
+            ));
+        }
+        d
+    }
 }
 
 /// The query an `Athena Query State Change` event is about (`athena:<id>`); a free function, so a

@@ -552,6 +552,21 @@ impl Connector for BatchConnector {
     fn job_of(&self, event: &Value) -> Option<JobKey> {
         job_of_event(event)
     }
+
+    /// The job's id, and its page in the Batch console (which links its CloudWatch log stream once it
+    /// runs).
+    fn describe(&self, h: &Handle) -> updraft_connector::Described {
+        let mut d = updraft_connector::Described::of(h);
+        if !d.external.is_empty() {
+            let region = self.client.config().region().map(|r| r.to_string());
+            let host = match &region {
+                Some(r) => format!("https://{r}.console.aws.amazon.com/batch/home?region={r}"),
+                None => "https://console.aws.amazon.com/batch/home".into(),
+            };
+            d.logs.push(format!("{host}#jobs/detail/{}", d.external));
+        }
+        d
+    }
 }
 
 /// The job a `Batch Job State Change` event is about (`batch:<job id>`); a free function, so a runtime

@@ -73,6 +73,44 @@ pub struct Handle {
     pub value: serde_json::Value,
 }
 
+/// What an attempt made outside and where its logs are, as the execution's history keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Described {
+    /// The service's name for what it made (a job id, a query's id); empty when that is the attempt's
+    /// own name.
+    pub external: String,
+    /// Where its logs are (log streams, consoles, commands that show them).
+    pub logs: Vec<String>,
+}
+
+impl Described {
+    /// What the common keys of `h` say: the first of `jobId`, `queryExecutionId`, `jobRunId`,
+    /// `commandId` and `name` as the external name; a `logs` array and a `uri` as log locations.
+    pub fn of(h: &Handle) -> Self {
+        let v = &h.value;
+        let external = ["jobId", "queryExecutionId", "jobRunId", "commandId", "name"]
+            .iter()
+            .find_map(|k| match &v[*k] {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let mut logs: Vec<String> = v["logs"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(uri) = v["uri"].as_str() {
+            logs.push(uri.to_string());
+        }
+        Self { external, logs }
+    }
+}
+
 /// The job a service's state-change event is about (e.g. `batch:<job id>`), as the connector names it
 /// when it registers a started job.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -213,6 +251,12 @@ pub trait Connector: Send + Sync {
     fn job_of(&self, _event: &serde_json::Value) -> Option<JobKey> {
         None
     }
+
+    /// What the attempt `h` started made outside and where its logs are, for the execution's history
+    /// (by default read from `h`'s common keys: [`Described::of`]).
+    fn describe(&self, h: &Handle) -> Described {
+        Described::of(h)
+    }
 }
 
 /// An idempotency token of `launch`'s attempt, at most `max_len` (≥ 34) characters: its name (cut to fit)
@@ -288,5 +332,32 @@ pub fn plan_launch(
         cache_key: None,
         cache_serializable: false,
         array_size: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Described, Handle};
+
+    #[test]
+    fn a_handle_describes_its_job_and_logs_by_the_common_keys() {
+        let h = |value| Handle {
+            connector: "x".into(),
+            value,
+        };
+        let d = Described::of(&h(serde_json::json!({
+            "jobRunId": "00f1", "applicationId": "app", "logs": ["s3://b/logs/00f1/"],
+        })));
+        assert_eq!(d.external, "00f1");
+        assert_eq!(d.logs, vec!["s3://b/logs/00f1/".to_string()]);
+        let d = Described::of(&h(serde_json::json!({
+            "commandId": 42, "uri": "https://api.qubole.com/v2/analyze?command_id=42",
+        })));
+        assert_eq!(d.external, "42");
+        assert_eq!(d.logs.len(), 1);
+        assert_eq!(
+            Described::of(&h(serde_json::json!("r1-n0-0"))),
+            Described::default()
+        );
     }
 }

@@ -174,6 +174,26 @@ impl Connector for EksConnector {
         made(h).is_ok_and(|m| m.signal)
     }
 
+    /// The objects other than a pod named after the attempt (a Spark application, a training job),
+    /// and how to see a pod's logs.
+    fn describe(&self, h: &Handle) -> updraft_connector::Described {
+        let Ok(m) = made(h) else {
+            return updraft_connector::Described::default();
+        };
+        let mut d = updraft_connector::Described::default();
+        for o in &m.objects {
+            if o.kind == "Pod" {
+                d.logs.push(format!(
+                    "kubectl logs --namespace {} {}",
+                    o.namespace, o.name
+                ));
+            } else {
+                d.external = format!("{}/{}", o.plural, o.name);
+            }
+        }
+        d
+    }
+
     async fn start(&self, a: &Attempt<'_>) -> Result<Handle, TaskStatus> {
         let mut objects = build(a.task, a.launch, a.paths, &self.config)
             .map_err(|e| failed("BuildError", e.to_string(), ErrorKind::User, false))?;

@@ -1068,6 +1068,10 @@ impl Connector for LegacyConnector {
     fn watch(&self, h: &Handle) -> Option<JobKey> {
         Made::of(h).ok()?.key()
     }
+
+    fn describe(&self, h: &Handle) -> updraft_connector::Described {
+        crate::described(h)
+    }
 }
 
 #[cfg(test)]

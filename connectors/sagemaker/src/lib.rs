@@ -233,6 +233,33 @@ struct Made {
     model: Option<(String, String, String)>,
 }
 
+/// A SageMaker attempt's job (or endpoint) and its CloudWatch log streams, for the history: jobs log
+/// under `/aws/sagemaker/<kind>` in streams named after the job (a tuning job's training jobs after it),
+/// an endpoint under `/aws/sagemaker/Endpoints/<name>`.
+pub(crate) fn described(h: &Handle) -> updraft_connector::Described {
+    let Ok(m) = Made::of(h) else {
+        return updraft_connector::Described::of(h);
+    };
+    let group = if m.kind == ENDPOINT {
+        format!("Endpoints/{}", m.name)
+    } else if m.kind.contains("processing") {
+        "ProcessingJobs".into()
+    } else if m.kind.contains("transform") {
+        "TransformJobs".into()
+    } else {
+        "TrainingJobs".into()
+    };
+    let r = &m.region;
+    let group = format!("$252Faws$252Fsagemaker$252F{}", group.replace('/', "$252F"));
+    updraft_connector::Described {
+        logs: vec![format!(
+            "https://{r}.console.aws.amazon.com/cloudwatch/home?region={r}#logsV2:log-groups/log-group/{group}$3FlogStreamNameFilter$3D{}",
+            m.name
+        )],
+        external: m.name,
+    }
+}
+
 impl Made {
     fn handle(&self, connector: &str, token: &str) -> Handle {
         Handle {
@@ -666,6 +693,10 @@ impl Connector for SageMakerConnector {
         Made::of(h).ok()?.key()
     }
 
+    fn describe(&self, h: &Handle) -> updraft_connector::Described {
+        described(h)
+    }
+
     fn job_of(&self, event: &Value) -> Option<JobKey> {
         job_of_event(event)
     }
@@ -966,6 +997,10 @@ impl Connector for PythonicConnector {
     fn watch(&self, h: &Handle) -> Option<JobKey> {
         Made::of(h).ok()?.key()
     }
+
+    fn describe(&self, h: &Handle) -> updraft_connector::Described {
+        described(h)
+    }
 }
 
 /// Runs `boto` tasks: one call of any service and method a task names, as flytekit's BotoConnector.
@@ -1172,6 +1207,32 @@ impl Renamed for TaskStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_is_described_by_its_name_and_its_log_streams() {
+        let made = |kind: &str| Made {
+            kind: kind.into(),
+            region: "eu-west-1".into(),
+            name: "job-1".into(),
+            output_prefix: None,
+            has_outputs: false,
+            model: None,
+        };
+        let d = described(&made("sagemaker-processing-job").handle(NAME, "t"));
+        assert_eq!(d.external, "job-1");
+        assert_eq!(
+            d.logs,
+            vec!["https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#logsV2:log-groups/log-group/$252Faws$252Fsagemaker$252FProcessingJobs$3FlogStreamNameFilter$3Djob-1".to_string()]
+        );
+        let d = described(&made(ENDPOINT).handle(NAME, "t"));
+        assert!(
+            d.logs[0].contains("$252FEndpoints$252Fjob-1$3F"),
+            "{:?}",
+            d.logs
+        );
+        let d = described(&made("sagemaker-training-job").handle(NAME, "t"));
+        assert!(d.logs[0].contains("TrainingJobs"), "{:?}", d.logs);
+    }
 
     #[test]
     fn events_name_the_jobs_they_are_about() {

@@ -2,6 +2,7 @@
 
 mod array;
 mod attempts;
+mod history;
 mod scope;
 mod snapshot;
 
@@ -9,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use updraft_proto::core::{Literal, LiteralMap, literal, primitive, scalar};
+use updraft_proto::updraft::{AttemptRecord, PhaseChange};
 
 use super::resolve::{Values, evaluate, resolve, unwrap_union};
 use super::{
@@ -30,6 +32,8 @@ struct Attempts {
     user_failures: u32,
     system_failures: u32,
     outputs: Option<LiteralMap>,
+    /// What became of its attempts (see [`history`]).
+    history: Vec<AttemptRecord>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +66,8 @@ struct NodeState {
     array: Option<Box<ArrayState>>,
     /// The child execution running the sub-workflow this node's dynamic task returned.
     dynamic: Option<String>,
+    /// Its phase changes (see [`history`]).
+    phases: Vec<PhaseChange>,
 }
 
 enum Todo {
@@ -93,6 +99,12 @@ pub struct Execution {
     started_in_step: u32,
     /// The step under way put off attempts for its budget.
     deferred: bool,
+    /// When it started, in milliseconds since the Unix epoch (0 before, or when no runtime said).
+    started_ms: u64,
+    /// When it ended, in milliseconds since it started.
+    ended_at: Option<u64>,
+    /// The time the runtime gave the step under way ([`Execution::step_at`]); not stored.
+    now_ms: u64,
 }
 
 struct ValuesView<'a> {
@@ -165,6 +177,7 @@ impl Execution {
                 error: None,
                 array: None,
                 dynamic: None,
+                phases: Vec::new(),
             })
             .collect();
         Ok(Self {
@@ -184,6 +197,9 @@ impl Execution {
             start_budget: None,
             started_in_step: 0,
             deferred: false,
+            started_ms: 0,
+            ended_at: None,
+            now_ms: 0,
         })
     }
 
@@ -256,6 +272,10 @@ impl Execution {
         let Some(n) = self.nodes.get(node as usize) else {
             return false;
         };
+        // A node that has finished starts nothing again (a succeeded array may keep no elements).
+        if n.phase.is_terminal() {
+            return true;
+        }
         let (current, phase) = match (index, &n.array) {
             (Some(i), Some(a)) => match a.elements.get(i as usize) {
                 Some(e) => (e.attempt, e.phase.unwrap_or(NodePhase::NotYetStarted)),
@@ -268,11 +288,23 @@ impl Execution {
                 && (phase.is_terminal() || (index.is_none() && n.dynamic.is_some())))
     }
 
-    /// Applies one event and returns what the runtime must do.
+    /// Applies one event and returns what the runtime must do; the history it records is stamped with
+    /// the time of the last [`Execution::step_at`] (none: the execution's start).
     pub fn step(&mut self, event: Event) -> Vec<Effect> {
+        self.step_at(event, self.now_ms)
+    }
+
+    /// Applies one event at `now_ms` (milliseconds since the Unix epoch, as the runtime's clock reads)
+    /// and returns what the runtime must do. The time only stamps the history (phase changes, attempts'
+    /// starts and ends): the engine's decisions never depend on it.
+    pub fn step_at(&mut self, event: Event, now_ms: u64) -> Vec<Effect> {
         let mut fx = Vec::new();
         if self.phase.is_terminal() {
             return fx;
+        }
+        self.now_ms = now_ms;
+        if self.started_ms == 0 && matches!(event, Event::Start { .. }) {
+            self.started_ms = now_ms;
         }
         self.started_in_step = 0;
         self.deferred = false;
@@ -411,9 +443,11 @@ impl Execution {
     }
 
     fn set_phase(&mut self, node: NodeIdx, phase: NodePhase, fx: &mut Vec<Effect>) {
+        let at = self.elapsed();
         let st = &mut self.nodes[node as usize];
         if st.phase != phase {
             st.phase = phase;
+            history::phase_changed(&mut st.phases, phase, at);
             fx.push(Effect::NodePhase { node, phase });
         }
     }
@@ -700,6 +734,7 @@ impl Execution {
             return;
         }
         self.phase = phase;
+        self.ended_at = Some(self.elapsed());
         self.outputs.clone_from(&outputs);
         if error.is_some() {
             self.error.clone_from(&error);

@@ -13,6 +13,7 @@
 //! already made instead of making it twice.
 
 mod cache;
+pub mod history;
 mod machine;
 pub mod outcome;
 mod resolve;

@@ -163,6 +163,18 @@ impl Execution {
                 },
             );
         }
+        // What is left of the array once it succeeded: its counts, and its elements' phases and
+        // histories when there are not too many (their outputs are the node's now).
+        let mut kept = a;
+        kept.shared_inputs = Default::default();
+        if kept.size > super::history::MAX_ELEMENTS {
+            kept.elements = Vec::new();
+        } else {
+            for e in &mut kept.elements {
+                e.outputs = None;
+            }
+        }
+        self.nodes[node as usize].array = Some(kept);
         self.succeed(node, LiteralMap { literals: out }, fx, todo);
     }
 

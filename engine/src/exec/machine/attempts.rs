@@ -46,10 +46,12 @@ impl Execution {
         self.unit_mut(node, index).in_flight = true;
         match self.attempt_start(node, index) {
             AttemptStart::Echo(attempt, inputs) => {
+                self.attempt_queued(node, index, attempt, false);
                 todo.push_back(Todo::Echo(node, index, attempt, inputs));
             }
             AttemptStart::Task(launch, timeout) => {
                 let attempt = launch.attempt;
+                self.attempt_queued(node, index, attempt, launch.cache_key.is_some());
                 fx.push(Effect::StartTask(launch));
                 // Each attempt is bounded by the node's timeout, or else the task's.
                 if let Some(after) = timeout {
@@ -250,6 +252,31 @@ impl Execution {
             // Stale, or about an attempt whose dynamic sub-workflow already runs in its place.
             return;
         }
+        match &status {
+            TaskStatus::Queued => {}
+            TaskStatus::Running => self.attempt_running(node, index, attempt),
+            TaskStatus::Succeeded { cached, .. } => {
+                let hit = *cached;
+                self.attempt_ended(node, index, attempt, NodePhase::Succeeded, None, hit);
+            }
+            TaskStatus::Dynamic { .. } => {
+                self.attempt_ended(node, index, attempt, NodePhase::Succeeded, None, false);
+            }
+            TaskStatus::Failed {
+                code,
+                message,
+                kind,
+                ..
+            } => {
+                let err = ExecError {
+                    node: self.wf().node(node).id.clone(),
+                    code: code.clone(),
+                    message: message.clone(),
+                    kind: *kind,
+                };
+                self.attempt_ended(node, index, attempt, NodePhase::Failed, Some(&err), false);
+            }
+        }
         match status {
             TaskStatus::Queued => {}
             TaskStatus::Running => match index {
@@ -443,9 +470,17 @@ impl Execution {
                     attempt,
                     name,
                 });
+                let (code, message) = ("Timeout", "the task attempt ran past its timeout");
+                let err = ExecError {
+                    node: self.wf().node(node).id.clone(),
+                    code: code.into(),
+                    message: message.into(),
+                    kind: ErrorKind::User,
+                };
+                self.attempt_ended(node, index, attempt, NodePhase::TimedOut, Some(&err), false);
                 let status = TaskStatus::Failed {
-                    code: "Timeout".into(),
-                    message: "the task attempt ran past its timeout".into(),
+                    code: code.into(),
+                    message: message.into(),
                     kind: ErrorKind::User,
                     recoverable: true,
                 };

@@ -24,6 +24,7 @@ impl Execution {
                 let attempt = st.task.attempt;
                 let name = self.task_name(node, None, attempt);
                 self.free_slot(node, None);
+                self.attempt_ended(node, None, attempt, NodePhase::Aborted, None, false);
                 fx.push(Effect::AbortTask {
                     node,
                     index: None,
@@ -45,6 +46,7 @@ impl Execution {
                     for (i, attempt) in running {
                         let name = self.task_name(node, Some(i), attempt);
                         self.free_slot(node, Some(i));
+                        self.attempt_ended(node, Some(i), attempt, NodePhase::Aborted, None, false);
                         fx.push(Effect::AbortTask {
                             node,
                             index: Some(i),

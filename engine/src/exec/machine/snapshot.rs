@@ -32,7 +32,7 @@ const EXEC_PHASES: [ExecPhase; 6] = [
     ExecPhase::Aborted,
 ];
 
-fn node_phase_code(p: NodePhase) -> u32 {
+pub(super) fn node_phase_code(p: NodePhase) -> u32 {
     NODE_PHASES
         .iter()
         .position(|x| *x == p)
@@ -96,6 +96,7 @@ fn attempts_record(a: &Attempts) -> AttemptsState {
         user_failures: a.user_failures,
         system_failures: a.system_failures,
         outputs: a.outputs.clone(),
+        history: a.history.clone(),
     }
 }
 
@@ -110,6 +111,7 @@ fn attempts_from(a: AttemptsState, what: &str) -> Result<Attempts, String> {
         user_failures: a.user_failures,
         system_failures: a.system_failures,
         outputs: a.outputs,
+        history: a.history,
     })
 }
 
@@ -168,6 +170,8 @@ impl Execution {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             nodes: self.nodes.len() as u32,
+            started_ms: self.started_ms,
+            ended_at: self.ended_at,
         }
     }
 
@@ -196,6 +200,7 @@ impl Execution {
                 shared_inputs: Some((*a.shared_inputs).clone()),
             }),
             dynamic: st.dynamic.clone(),
+            phases: st.phases.clone(),
         })
     }
 
@@ -241,6 +246,9 @@ impl Execution {
             .collect::<VecDeque<_>>();
         exec.signal_waiters = state.signal_waiters.into_iter().collect();
         exec.early_signals = state.early_signals.into_iter().collect();
+        exec.started_ms = state.started_ms;
+        exec.ended_at = state.ended_at;
+        exec.now_ms = state.started_ms;
         let mut seen = vec![false; exec.nodes.len()];
         for r in nodes {
             let what = format!("node {} (`{}`)", r.index, r.id);
@@ -278,6 +286,7 @@ impl Execution {
                 error: r.error.map(error_from_record),
                 array,
                 dynamic: r.dynamic,
+                phases: r.phases,
             };
         }
         Ok(exec)
