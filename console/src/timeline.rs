@@ -102,8 +102,12 @@ pub fn timeline_svg(view: &ExecutionView) -> String {
         .flatten()
         .max()
         .unwrap_or(t0);
-    let t1 = view.ended_ms.unwrap_or(latest).max(latest).max(t0 + 1);
-    let span = (t1 - t0) as f64;
+    let t1 = view
+        .ended_ms
+        .unwrap_or(latest)
+        .max(latest)
+        .max(t0.saturating_add(1));
+    let span = (t1.saturating_sub(t0)).max(1) as f64;
     let x = |t: u64| LABEL + ((t.saturating_sub(t0)) as f64 / span * PLOT as f64).round() as i64;
     let width = LABEL + PLOT + 60;
     let height = TOP + bars.len() as i64 * ROW + 8;
@@ -112,13 +116,13 @@ pub fn timeline_svg(view: &ExecutionView) -> String {
         escape(&view.name)
     );
     for k in 0..=4 {
-        let t = t0 + (span * f64::from(k) / 4.0) as u64;
+        let t = t0.saturating_add((span * f64::from(k) / 4.0) as u64);
         let tx = x(t);
         let _ = write!(
             out,
             r##"<line x1="{tx}" y1="{}" x2="{tx}" y2="{height}" stroke="#eceff1"/><text x="{tx}" y="14" font-size="11" text-anchor="middle" fill="#757575">{}</text>"##,
             TOP - 6,
-            duration(t - t0)
+            duration(t.saturating_sub(t0))
         );
     }
     for (r, b) in bars.iter().enumerate() {

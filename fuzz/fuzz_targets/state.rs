@@ -1,6 +1,6 @@
 //! Restoring an execution from stored records of any bytes (its `ExecutionState` and its node
 //! records, as the table holds them) either refuses them or gives an execution that any events then
-//! step without a panic.
+//! step without a panic; the history view of the same records, and its report, are made without one.
 #![no_main]
 
 #[path = "common/mod.rs"]
@@ -32,6 +32,11 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => return,
         }
     }
+    let mut view = updraft_engine::exec::history::ExecutionView::new(&state, &nodes);
+    view.graph = Some(updraft_engine::exec::history::GraphView::of(
+        &program.package.workflows[&program.workflow],
+    ));
+    let _ = updraft_console::report(&view, 0);
     let Ok(mut exec) = Execution::restore(program, state, nodes) else {
         return;
     };

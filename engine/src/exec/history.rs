@@ -238,7 +238,7 @@ impl ExecutionView {
     pub fn new(state: &ExecutionState, nodes: &[NodeState]) -> Self {
         let base = state.started_ms;
         let started = (base > 0).then_some(base);
-        let at = |offset: u64| base + offset;
+        let at = |offset: u64| base.saturating_add(offset);
         let mut records: Vec<&NodeState> = nodes.iter().collect();
         records.sort_by_key(|n| n.index);
         let attempts = |history: &[AttemptRecord], node: &str, index: Option<u32>| {
