@@ -30,6 +30,7 @@ mod registry;
 mod report;
 mod run;
 mod store;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -184,6 +185,20 @@ enum Command {
     Watch {
         /// Execution name (see `list`).
         execution: String,
+        /// Where executions are kept.
+        #[arg(long, default_value = ".updraft")]
+        state_dir: PathBuf,
+        #[command(flatten)]
+        target: cloud::Target,
+    },
+    /// Serve the console on this machine: executions (filtered by workflow, phase, time), each with its
+    /// graph coloured live by phase, its timeline, its map elements, its nodes' inputs, outputs and
+    /// logs; abort, approve, reject, signal and relaunch from the page. Over the local store, or a
+    /// stack with --stack.
+    Ui {
+        /// The port (0: any free one); the console listens on 127.0.0.1 only.
+        #[arg(long, short, default_value_t = 8642)]
+        port: u16,
         /// Where executions are kept.
         #[arg(long, default_value = ".updraft")]
         state_dir: PathBuf,
@@ -453,6 +468,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eks_config,
         } => run::run(run::RunArgs {
             settings: load_settings(settings.as_deref(), eks_config.as_deref())?,
+            settings_file: settings.clone(),
             files,
             workflow,
             launch_plan,
@@ -502,6 +518,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Some(_) => cloud::block_on(cloud::ops::watch(&target, &execution))?,
             None => store::watch(&state_dir, &execution),
         },
+        Command::Ui {
+            port,
+            state_dir,
+            target,
+        } => ui::serve(&state_dir, &target, port),
         Command::Report {
             execution,
             output,

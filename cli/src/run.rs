@@ -62,6 +62,8 @@ pub struct RunArgs {
     pub eks: Option<EksArgs>,
     /// The settings file's contents (`--settings`).
     pub settings: updraft_settings::Settings,
+    /// The settings file (`--settings`), kept for a relaunch.
+    pub settings_file: Option<PathBuf>,
 }
 
 /// `--executor eks` settings.
@@ -374,6 +376,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             workflow: workflow.clone(),
             phase: "Running".into(),
             started: (stamp / 1000) as u64,
+            launch: Some(store::Launch {
+                files: args
+                    .files
+                    .iter()
+                    .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()))
+                    .collect(),
+                launch_plan: lp_name.clone(),
+                python: args
+                    .python
+                    .as_ref()
+                    .and_then(|p| std::path::absolute(p).ok()),
+                settings: args
+                    .settings_file
+                    .as_ref()
+                    .and_then(|p| std::path::absolute(p).ok()),
+            }),
             ..Default::default()
         },
         notes: Arc::default(),

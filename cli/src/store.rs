@@ -35,6 +35,32 @@ pub struct Summary {
     pub error: Option<String>,
     /// Outputs, once it succeeded.
     pub outputs: Option<Value>,
+    /// What ran it, for a relaunch: the files (absolute paths), the launch plan and the Python.
+    #[serde(default)]
+    pub launch: Option<Launch>,
+}
+
+/// How `updraft run` started an execution: what a relaunch runs again.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Launch {
+    /// Packages and YAML files, absolute.
+    pub files: Vec<PathBuf>,
+    /// The launch plan it ran.
+    pub launch_plan: String,
+    /// `--python`.
+    pub python: Option<PathBuf>,
+    /// `--settings`.
+    pub settings: Option<PathBuf>,
+}
+
+/// Every execution's summary under `state` (unreadable ones left out).
+pub fn summaries(state: &Path) -> Vec<Summary> {
+    std::fs::read_dir(state.join("executions"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| load(&e.path()).ok())
+        .collect()
 }
 
 /// The folder of execution `name`.
@@ -61,13 +87,34 @@ pub fn save_history(
     Ok(())
 }
 
-/// The history of execution `name` as `history.json` holds it.
+/// The history of execution `name` as `history.json` holds it; a child execution's is found in its
+/// parent's.
 pub fn history(
     state: &Path,
     name: &str,
 ) -> anyhow::Result<updraft_engine::exec::history::ExecutionView> {
     let dir = exec_dir(state, name);
-    load(&dir)?;
+    if let Err(e) = load(&dir) {
+        fn find(
+            v: updraft_engine::exec::history::ExecutionView,
+            name: &str,
+        ) -> Option<updraft_engine::exec::history::ExecutionView> {
+            if v.name == name {
+                return Some(v);
+            }
+            v.children.into_iter().find_map(|c| find(c.execution, name))
+        }
+        // Not a top execution: a child of one (names of children start with their parent's).
+        for s in summaries(state) {
+            if name.starts_with(&s.name)
+                && let Ok(top) = history(state, &s.name)
+                && let Some(child) = find(top, name)
+            {
+                return Ok(child);
+            }
+        }
+        return Err(e);
+    }
     let path = dir.join("history.json");
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
@@ -88,12 +135,7 @@ fn load(dir: &Path) -> anyhow::Result<Summary> {
 /// `updraft list`.
 pub fn list(state: &Path) -> anyhow::Result<ExitCode> {
     let dir = state.join("executions");
-    let mut rows = Vec::new();
-    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-        if let Ok(s) = load(&e.path()) {
-            rows.push(s);
-        }
-    }
+    let mut rows = summaries(state);
     rows.sort_by_key(|s| s.started);
     if rows.is_empty() {
         eprintln!("no executions under {}", dir.display());

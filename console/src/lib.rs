@@ -5,6 +5,7 @@
 
 mod graph;
 mod html;
+pub mod pages;
 mod timeline;
 
 use std::fmt::Write;

@@ -1407,14 +1407,13 @@ workflows:
     );
     let at_end = parts_of(last).await;
     // The inputs were written once, at the map's start; each part of elements when its elements ran
-    // (50 a transition: in different transitions), none by the last commit, which wrote the progress.
+    // or ended (50 a transition: in different transitions); the last commit wrote the progress and
+    // only the parts whose elements ended in it (the array keeps its elements' history once done).
     assert_eq!(at_end[&(node, 1)], at_start[&(node, 1)]);
     assert_eq!(at_end[&(node, 0)], last);
     let versions: std::collections::BTreeSet<u64> = (2..=6).map(|p| at_end[&(node, p)]).collect();
-    assert!(
-        versions.len() >= 4 && versions.iter().all(|v| *v < last),
-        "{at_end:?}"
-    );
+    let rewritten_last = (2..=6).filter(|p| at_end[&(node, *p)] == last).count();
+    assert!(versions.len() >= 4 && rewritten_last < 5, "{at_end:?}");
     assert!(!at_end.contains_key(&(node, 40)), "{at_end:?}");
 }
 

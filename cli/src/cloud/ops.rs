@@ -405,8 +405,13 @@ pub async fn list(target: &Target) -> anyhow::Result<ExitCode> {
 /// The history of execution `name` on the stack, with its children's and its workflow's graph.
 pub async fn history_of(target: &Target, name: &str) -> anyhow::Result<ExecutionView> {
     let d = connect(target).await?;
+    history_on(&d, name).await
+}
+
+/// The history of execution `name` of stack `d` (as [`history_of`]).
+pub async fn history_on(d: &Deployment, name: &str) -> anyhow::Result<ExecutionView> {
     let all = d.clients.store.executions().await?;
-    history(&d, name, &all).await
+    history(d, name, &all).await
 }
 
 /// `updraft status <exec> --stack S` (`json`: its history, as JSON).
@@ -491,7 +496,14 @@ async fn running(d: &Deployment, name: &str) -> anyhow::Result<ExecutionItem> {
 /// `updraft abort <exec> --stack S`.
 pub async fn abort(target: &Target, name: &str, reason: &str) -> anyhow::Result<ExitCode> {
     let d = connect(target).await?;
-    running(&d, name).await?;
+    abort_on(&d, name, reason).await?;
+    eprintln!("updraft: asked {name} to abort");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks execution `name` of stack `d` to abort.
+pub async fn abort_on(d: &Deployment, name: &str, reason: &str) -> anyhow::Result<()> {
+    running(d, name).await?;
     d.clients
         .queue
         .send(
@@ -504,8 +516,7 @@ pub async fn abort(target: &Target, name: &str, reason: &str) -> anyhow::Result<
             Duration::ZERO,
         )
         .await?;
-    eprintln!("updraft: asked {name} to abort");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// `updraft signal <exec> <id> <value> --stack S`: the value is typed as the gate that waits for it
@@ -517,7 +528,15 @@ pub async fn signal(
     value: &str,
 ) -> anyhow::Result<ExitCode> {
     let d = connect(target).await?;
-    let item = running(&d, name).await?;
+    signal_on(&d, name, id, value).await?;
+    eprintln!("updraft: sent `{id}` to {name}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends signal `id` with `value` (JSON or text, typed as its gate declares) to execution `name` of
+/// stack `d`.
+pub async fn signal_on(d: &Deployment, name: &str, id: &str, value: &str) -> anyhow::Result<()> {
+    let item = running(d, name).await?;
     let uri = d.clients.blobs.uri(&item.package);
     let bytes = d
         .clients
@@ -552,8 +571,44 @@ pub async fn signal(
             Duration::ZERO,
         )
         .await?;
-    eprintln!("updraft: sent `{id}` to {name}");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// Starts a new execution on stack `d` of what execution `name` ran, its package and workflow, with
+/// `inputs`; returns its name once the launch function has made it.
+pub async fn relaunch_on(
+    d: &Deployment,
+    name: &str,
+    inputs: std::collections::BTreeMap<String, Value>,
+) -> anyhow::Result<String> {
+    let item = d
+        .clients
+        .store
+        .execution(name)
+        .await?
+        .with_context(|| format!("no execution {name} in stack `{}`", d.stack))?;
+    if item.futures.is_some() || item.parent.is_some() {
+        bail!("execution {name} is a child execution: relaunch its parent");
+    }
+    let new = updraft_aws::request::made_up_name(&format!(
+        "{name}-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    ));
+    let request = Request {
+        name: Some(new.clone()),
+        workflow: Some(item.workflow.clone()),
+        package: Some(item.package.clone()),
+        inputs,
+        ..Default::default()
+    };
+    let uri = d.clients.blobs.uri(&format!("requests/{new}.json"));
+    d.clients
+        .blobs
+        .put(&uri, serde_json::to_vec(&request)?)
+        .await?;
+    wait_started(d, &new, Some(&format!("{uri}.error.txt"))).await?;
+    Ok(new)
 }
 
 /// `updraft logs <exec> [node] --stack S`: the functions' log lines about the execution (and node),

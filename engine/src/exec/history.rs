@@ -145,6 +145,26 @@ pub struct NodeView {
     /// The error it failed with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorView>,
+    /// Its inputs as JSON, once resolved (a note in their place when larger than [`MAX_SHOWN`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Value>,
+    /// Its outputs as JSON, once it succeeded (as `inputs`, bounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Value>,
+}
+
+/// Bytes of a node's inputs or outputs (as JSON) a view holds; larger ones are named, not shown.
+pub const MAX_SHOWN: usize = 16 * 1024;
+
+/// `m` as JSON, or a note of its size when larger than [`MAX_SHOWN`].
+fn bounded_json(m: &updraft_proto::core::LiteralMap) -> Value {
+    let v = literals_json(m);
+    let len = serde_json::to_string(&v).map_or(0, |s| s.len());
+    if len > MAX_SHOWN {
+        Value::String(format!("({len} bytes of JSON: too large to show here)"))
+    } else {
+        v
+    }
 }
 
 /// A phase change.
@@ -309,6 +329,8 @@ impl ExecutionView {
                 }),
                 dynamic: n.dynamic.clone(),
                 error: n.error.as_ref().map(error_view),
+                inputs: n.inputs.as_ref().map(bounded_json),
+                outputs: n.outputs.as_ref().map(bounded_json),
             })
             .collect();
         Self {

@@ -163,16 +163,13 @@ impl Execution {
                 },
             );
         }
-        // What is left of the array once it succeeded: its counts, and its elements' phases and
-        // histories when there are not too many (their outputs are the node's now).
+        // What is left of the array once it succeeded: as it was, for its elements' phases and
+        // histories (a runtime that stores it in parts rewrites none of them), or only its counts when
+        // it has too many elements to keep.
         let mut kept = a;
-        kept.shared_inputs = Default::default();
         if kept.size > super::history::MAX_ELEMENTS {
             kept.elements = Vec::new();
-        } else {
-            for e in &mut kept.elements {
-                e.outputs = None;
-            }
+            kept.shared_inputs = Default::default();
         }
         self.nodes[node as usize].array = Some(kept);
         self.succeed(node, LiteralMap { literals: out }, fx, todo);

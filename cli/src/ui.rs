@@ -1,0 +1,493 @@
+//! `updraft ui`: the console, a web server on this machine over the local store or a deployed stack.
+//! Pages are rendered by `updraft-console`; this serves them and carries out their actions (abort,
+//! approve or reject a gate, send a signal, relaunch) as the commands of the same names do.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{Form, Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::Value;
+use updraft_console::pages::{self, Actions, ExecutionRow, Filter};
+use updraft_engine::exec::history::ExecutionView;
+
+use crate::cloud::{self, Deployment, Target};
+use crate::store;
+
+/// Where the console reads executions from.
+enum Source {
+    /// The local store of `updraft run`.
+    Local(PathBuf),
+    /// A deployed stack.
+    Stack(Box<Deployment>),
+}
+
+struct Ui {
+    source: Source,
+    /// What the pages' headers say it shows.
+    label: String,
+}
+
+type Shared = Arc<Ui>;
+
+/// An error shown as a page: its status, title and message.
+struct Failure(StatusCode, &'static str, String);
+
+impl Failure {
+    fn not_found(e: impl std::fmt::Display) -> Self {
+        Self(StatusCode::NOT_FOUND, "Not found", e.to_string())
+    }
+
+    fn bad(e: impl std::fmt::Display) -> Self {
+        Self(StatusCode::BAD_REQUEST, "Not done", e.to_string())
+    }
+}
+
+fn failure_page(ui: &Ui, f: Failure) -> Response {
+    (f.0, Html(pages::error_page(&ui.label, f.1, &f.2))).into_response()
+}
+
+/// `updraft ui`: serves the console until interrupted.
+pub fn serve(state_dir: &Path, target: &Target, port: u16) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let (source, label) = match &target.stack {
+            Some(_) => (
+                Source::Stack(Box::new(cloud::connect(target).await?)),
+                format!("stack {}", target.stack()),
+            ),
+            None => (
+                Source::Local(state_dir.to_path_buf()),
+                format!("local ({})", state_dir.display()),
+            ),
+        };
+        let ui = Arc::new(Ui { source, label });
+        let app = Router::new()
+            .route("/", get(executions))
+            .route("/executions/{name}", get(execution))
+            .route("/executions/{name}/nodes/{node}", get(node))
+            .route("/executions/{name}/logs", get(logs))
+            .route("/executions/{name}/abort", post(abort))
+            .route("/executions/{name}/signal", post(signal))
+            .route("/executions/{name}/relaunch", post(relaunch))
+            .fallback(not_found)
+            .with_state(ui.clone());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+        let addr = listener.local_addr()?;
+        eprintln!(
+            "updraft: the console of {} is at http://{addr}/ (Ctrl-C to stop)",
+            ui.label
+        );
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("the console's server")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn not_found(State(ui): State<Shared>) -> Response {
+    failure_page(&ui, Failure::not_found("no such page"))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A stack's phase name (`SUCCEEDED`) as the engine names it (`Succeeded`).
+fn phase_title(p: &str) -> String {
+    let mut c = p.chars();
+    match c.next() {
+        Some(f) => f
+            .to_uppercase()
+            .chain(c.flat_map(char::to_lowercase))
+            .collect(),
+        None => String::new(),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    #[serde(default)]
+    workflow: String,
+    #[serde(default)]
+    phase: String,
+    #[serde(default)]
+    within: String,
+}
+
+async fn executions(State(ui): State<Shared>, Query(q): Query<ListQuery>) -> Response {
+    let rows = match rows(&ui).await {
+        Ok(r) => r,
+        Err(e) => return failure_page(&ui, Failure(StatusCode::BAD_GATEWAY, "Cannot list", e)),
+    };
+    let filter = Filter {
+        workflow: q.workflow,
+        phase: q.phase,
+        within_ms: pages::WITHIN
+            .iter()
+            .find(|(v, ..)| *v == q.within)
+            .map(|(.., ms)| *ms),
+    };
+    Html(pages::executions_page(&ui.label, &rows, &filter, now_ms())).into_response()
+}
+
+async fn rows(ui: &Ui) -> Result<Vec<ExecutionRow>, String> {
+    match &ui.source {
+        Source::Local(state) => Ok(store::summaries(state)
+            .into_iter()
+            .map(|s| ExecutionRow {
+                name: s.name,
+                workflow: s.workflow,
+                phase: s.phase,
+                started_ms: Some(s.started * 1000),
+                parent: None,
+            })
+            .collect()),
+        Source::Stack(d) => Ok(d
+            .clients
+            .store
+            .executions()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|e| ExecutionRow {
+                phase: phase_title(&e.phase),
+                started_ms: u64::try_from(e.created).ok(),
+                parent: e.parent.map(|(p, _)| p),
+                name: e.name,
+                workflow: e.workflow,
+            })
+            .collect()),
+    }
+}
+
+async fn history(ui: &Ui, name: &str) -> Result<ExecutionView, Failure> {
+    match &ui.source {
+        Source::Local(state) => store::history(state, name).map_err(Failure::not_found),
+        Source::Stack(d) => cloud::ops::history_on(d, name)
+            .await
+            .map_err(Failure::not_found),
+    }
+}
+
+fn actions(ui: &Ui, view: &ExecutionView) -> Actions {
+    let top = match &ui.source {
+        // A local child runs within its parent's `updraft run`: steered through its parent.
+        Source::Local(state) => store::exec_dir(state, &view.name).is_dir(),
+        Source::Stack(_) => true,
+    };
+    Actions {
+        steer: top,
+        relaunch: top,
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct PageQuery {
+    #[serde(default)]
+    fragment: Option<String>,
+    #[serde(default)]
+    notice: Option<String>,
+}
+
+async fn execution(
+    State(ui): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let view = match history(&ui, &name).await {
+        Ok(v) => v,
+        Err(f) => return failure_page(&ui, f),
+    };
+    let actions = actions(&ui, &view);
+    let notice = q.notice.as_deref();
+    if q.fragment.is_some() {
+        return Html(pages::execution_fragment(&view, actions, notice)).into_response();
+    }
+    Html(pages::execution_page(&ui.label, &view, actions, notice)).into_response()
+}
+
+#[derive(Deserialize, Default)]
+struct NodeQuery {
+    #[serde(default)]
+    index: Option<u32>,
+}
+
+async fn node(
+    State(ui): State<Shared>,
+    UrlPath((name, id)): UrlPath<(String, String)>,
+    Query(q): Query<NodeQuery>,
+) -> Response {
+    let view = match history(&ui, &name).await {
+        Ok(v) => v,
+        Err(f) => return failure_page(&ui, f),
+    };
+    let Some(node) = view.nodes.iter().find(|n| n.id == id) else {
+        return failure_page(
+            &ui,
+            Failure::not_found(format!("execution {name} has no node `{id}`")),
+        );
+    };
+    let attempts = match (q.index, &node.array) {
+        (Some(i), Some(a)) => a
+            .elements
+            .iter()
+            .find(|e| e.index == i)
+            .map(|e| e.attempts.clone())
+            .unwrap_or_default(),
+        _ => node.attempts.clone(),
+    };
+    // A local attempt's output files are followed as they grow.
+    let logs: Vec<(String, String)> = match (&ui.source, attempts.last()) {
+        (Source::Local(_), Some(a)) => a
+            .logs
+            .iter()
+            .filter_map(|l| {
+                let file = Path::new(l).file_name()?.to_str()?.to_string();
+                Some((
+                    file.clone(),
+                    format!(
+                        "/executions/{name}/logs?node={id}&attempt={}{}&file={file}",
+                        a.attempt,
+                        q.index.map(|i| format!("&index={i}")).unwrap_or_default()
+                    ),
+                ))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Html(pages::node_page(&ui.label, &view, node, q.index, &logs)).into_response()
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    node: String,
+    attempt: u32,
+    #[serde(default)]
+    index: Option<u32>,
+    file: String,
+    #[serde(default)]
+    offset: u64,
+}
+
+/// The bytes of a local attempt's log file from `offset` on, with the next offset (`X-Offset`) and
+/// whether the attempt still runs (`X-Running`); only files the execution's history names are read.
+async fn logs(
+    State(ui): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<LogQuery>,
+) -> Response {
+    let view = match history(&ui, &name).await {
+        Ok(v) => v,
+        Err(f) => return (f.0, f.2).into_response(),
+    };
+    let attempt = view.nodes.iter().find(|n| n.id == q.node).and_then(|n| {
+        let attempts = match (q.index, &n.array) {
+            (Some(i), Some(a)) => &a.elements.iter().find(|e| e.index == i)?.attempts,
+            _ => &n.attempts,
+        };
+        attempts.iter().find(|a| a.attempt == q.attempt).cloned()
+    });
+    let Some(a) = attempt else {
+        return (StatusCode::NOT_FOUND, "no such attempt").into_response();
+    };
+    let Some(path) = a
+        .logs
+        .iter()
+        .find(|l| Path::new(l).file_name().and_then(|f| f.to_str()) == Some(q.file.as_str()))
+    else {
+        return (StatusCode::NOT_FOUND, "the attempt keeps no such log").into_response();
+    };
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let from = (q.offset as usize).min(bytes.len());
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert("X-Offset", HeaderValue::from(bytes.len() as u64));
+    headers.insert(
+        "X-Running",
+        HeaderValue::from_static(if a.ended_ms.is_none() { "1" } else { "0" }),
+    );
+    (
+        headers,
+        String::from_utf8_lossy(&bytes[from..]).into_owned(),
+    )
+        .into_response()
+}
+
+fn back(name: &str, notice: &str) -> Response {
+    let q: String = url_escape(notice);
+    Redirect::to(&format!("/executions/{name}?notice={q}")).into_response()
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct AbortForm {
+    #[serde(default)]
+    reason: String,
+}
+
+async fn abort(
+    State(ui): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+    Form(f): Form<AbortForm>,
+) -> Response {
+    let reason = if f.reason.trim().is_empty() {
+        "aborted from the console".to_string()
+    } else {
+        f.reason
+    };
+    let done = match &ui.source {
+        Source::Local(state) => store::abort(state, &name, &reason).map(|_| ()),
+        Source::Stack(d) => cloud::ops::abort_on(d, &name, &reason).await,
+    };
+    match done {
+        Ok(()) => back(&name, "asked to abort"),
+        Err(e) => failure_page(&ui, Failure::bad(format!("{e:#}"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct SignalForm {
+    id: String,
+    #[serde(default)]
+    value: String,
+}
+
+async fn signal(
+    State(ui): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+    Form(f): Form<SignalForm>,
+) -> Response {
+    let done = match &ui.source {
+        Source::Local(state) => store::signal(state, &name, &f.id, &f.value).map(|_| ()),
+        Source::Stack(d) => cloud::ops::signal_on(d, &name, &f.id, &f.value).await,
+    };
+    match done {
+        Ok(()) => back(&name, &format!("sent `{}`", f.id)),
+        Err(e) => failure_page(&ui, Failure::bad(format!("{e:#}"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct RelaunchForm {
+    inputs: String,
+}
+
+async fn relaunch(
+    State(ui): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+    Form(f): Form<RelaunchForm>,
+) -> Response {
+    let inputs: BTreeMap<String, Value> = match serde_json::from_str(&f.inputs) {
+        Ok(i) => i,
+        Err(e) => {
+            return failure_page(
+                &ui,
+                Failure::bad(format!(
+                    "the inputs must be a JSON object of input names to values: {e}"
+                )),
+            );
+        }
+    };
+    let started = match &ui.source {
+        Source::Local(state) => relaunch_local(state, &name, &inputs).await,
+        Source::Stack(d) => cloud::ops::relaunch_on(d, &name, inputs).await,
+    };
+    match started {
+        Ok(new) => back(&new, &format!("relaunched from {name}")),
+        Err(e) => failure_page(&ui, Failure::bad(format!("{e:#}"))),
+    }
+}
+
+/// Runs what local execution `name` ran again with `inputs` (`updraft run` in the background, its
+/// output in `<state>/console/<pid>.log`); returns the new execution's name once it exists.
+async fn relaunch_local(
+    state: &Path,
+    name: &str,
+    inputs: &BTreeMap<String, Value>,
+) -> anyhow::Result<String> {
+    let summary = store::summaries(state)
+        .into_iter()
+        .find(|s| s.name == name)
+        .with_context(|| format!("no execution {name} in {}", state.display()))?;
+    let launch = summary
+        .launch
+        .with_context(|| format!("execution {name} does not say what ran it"))?;
+    let dir = state.join("console");
+    std::fs::create_dir_all(&dir)?;
+    let stamp = now_ms();
+    let inputs_file = dir.join(format!("inputs-{stamp}.json"));
+    std::fs::write(&inputs_file, serde_json::to_vec(inputs)?)?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("run")
+        .args(&launch.files)
+        .args(["-l", &launch.launch_plan])
+        .arg("--inputs-file")
+        .arg(&inputs_file)
+        .arg("--state-dir")
+        .arg(state);
+    if let Some(p) = &launch.python {
+        cmd.arg("--python").arg(p);
+    }
+    if let Some(s) = &launch.settings {
+        cmd.arg("--settings").arg(s);
+    }
+    let log = dir.join(format!("run-{stamp}.log"));
+    let out = std::fs::File::create(&log)?;
+    cmd.stdout(out.try_clone()?).stderr(out);
+    let mut child = cmd.spawn().context("cannot start `updraft run`")?;
+    let suffix = format!("-{:x}", child.id());
+    for _ in 0..200 {
+        if let Some(s) = store::summaries(state)
+            .into_iter()
+            .find(|s| s.name.ends_with(&suffix))
+        {
+            // Reaped when it ends, so it leaves no zombie behind.
+            std::thread::spawn(move || child.wait());
+            return Ok(s.name);
+        }
+        if let Some(status) = child.try_wait()? {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            anyhow::bail!(
+                "`updraft run` ended ({status}) before starting: {}",
+                text.trim()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    anyhow::bail!(
+        "`updraft run` did not start within 10 s (its output: {})",
+        log.display()
+    )
+}
