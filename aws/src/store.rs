@@ -1191,6 +1191,40 @@ impl Store {
         Ok(())
     }
 
+    /// Every registered workflow and launch plan with the S3 key of its package, as last registered
+    /// (a scan of the table: for listings, not for a transition's path).
+    pub async fn registrations(&self) -> Result<Vec<(String, String)>, Error> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :h AND begins_with(pk, :r)")
+                .expression_attribute_values(":h", s("#"))
+                .expression_attribute_values(":r", s("reg#"))
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map(|o| self.note(o))
+                .map_err(|e| Error::aws("DynamoDB Scan (registrations)", e))?;
+            for item in page.items() {
+                let name =
+                    get_s(item, "pk").and_then(|p| p.strip_prefix("reg#").map(str::to_string));
+                if let (Some(n), Some(p)) = (name, get_s(item, "package")) {
+                    out.push((n, p));
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                out.sort();
+                return Ok(out);
+            }
+        }
+    }
+
     /// The S3 key of the package that holds workflow or launch plan `name`, as last registered.
     pub async fn registered(&self, name: &str) -> Result<Option<String>, Error> {
         Ok(self

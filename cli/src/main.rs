@@ -196,9 +196,18 @@ enum Command {
     /// logs; abort, approve, reject, signal and relaunch from the page. Over the local store, or a
     /// stack with --stack.
     Ui {
+        /// Packages and YAML files whose workflows and launch plans the console offers to launch
+        /// (beside those registered under --state-dir).
+        files: Vec<PathBuf>,
         /// The port (0: any free one); the console listens on 127.0.0.1 only.
         #[arg(long, short, default_value_t = 8642)]
         port: u16,
+        /// The Python interpreter of the runs it launches (as `updraft run --python`).
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// The settings file of the runs it launches (as `updraft run --settings`).
+        #[arg(long, value_name = "FILE")]
+        settings: Option<PathBuf>,
         /// Where executions are kept.
         #[arg(long, default_value = ".updraft")]
         state_dir: PathBuf,
@@ -519,10 +528,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None => store::watch(&state_dir, &execution),
         },
         Command::Ui {
+            files,
             port,
+            python,
+            settings,
             state_dir,
             target,
-        } => ui::serve(&state_dir, &target, port),
+        } => ui::serve(
+            &state_dir,
+            &target,
+            port,
+            ui::LocalRuns {
+                files,
+                python,
+                settings,
+            },
+        ),
         Command::Report {
             execution,
             output,

@@ -164,6 +164,25 @@ pub fn pick_version<'a, T>(
     }
 }
 
+/// The packages that hold the latest registration of each workflow and launch plan under
+/// `state_dir`, each once.
+pub fn packages(state_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let registry = Registry::open(state_dir)?;
+    let mut latest: BTreeMap<(&str, &str), &Entry> = BTreeMap::new();
+    for e in &registry.index.entries {
+        if e.kind == "workflow" || e.kind == "launch plan" {
+            latest.insert((&e.kind, &e.name), e);
+        }
+    }
+    let mut out: Vec<PathBuf> = latest
+        .values()
+        .map(|e| registry.dir.join(&e.package))
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// `updraft register <files…>` (no `--stack`): the files, taken together, resolve their references
 /// against what is registered and must compile; then each is kept in the registry and its entities
 /// recorded at `version` (default: the file's digest). Prints one line per entity.

@@ -33,6 +33,21 @@ struct Ui {
     source: Source,
     /// What the pages' headers say it shows.
     label: String,
+    /// Packages and YAML files whose launch plans the workflows page offers (beside the registry's).
+    files: Vec<PathBuf>,
+    /// `--python` and `--settings` of local launches.
+    python: Option<PathBuf>,
+    settings: Option<PathBuf>,
+}
+
+/// What the console runs locally: `updraft run`'s files, launch plan, Python and settings.
+pub struct LocalRuns {
+    /// Packages and YAML files.
+    pub files: Vec<PathBuf>,
+    /// `--python`.
+    pub python: Option<PathBuf>,
+    /// `--settings`.
+    pub settings: Option<PathBuf>,
 }
 
 type Shared = Arc<Ui>;
@@ -55,7 +70,12 @@ fn failure_page(ui: &Ui, f: Failure) -> Response {
 }
 
 /// `updraft ui`: serves the console until interrupted.
-pub fn serve(state_dir: &Path, target: &Target, port: u16) -> anyhow::Result<ExitCode> {
+pub fn serve(
+    state_dir: &Path,
+    target: &Target,
+    port: u16,
+    runs: LocalRuns,
+) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -72,7 +92,14 @@ pub fn serve(state_dir: &Path, target: &Target, port: u16) -> anyhow::Result<Exi
                 format!("local ({})", state_dir.display()),
             ),
         };
-        let ui = Arc::new(Ui { source, label });
+        let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        let ui = Arc::new(Ui {
+            source,
+            label,
+            files: runs.files.iter().map(absolute).collect(),
+            python: runs.python.as_ref().map(absolute),
+            settings: runs.settings.as_ref().map(absolute),
+        });
         let app = Router::new()
             .route("/", get(executions))
             .route("/executions/{name}", get(execution))
@@ -81,6 +108,9 @@ pub fn serve(state_dir: &Path, target: &Target, port: u16) -> anyhow::Result<Exi
             .route("/executions/{name}/abort", post(abort))
             .route("/executions/{name}/signal", post(signal))
             .route("/executions/{name}/relaunch", post(relaunch))
+            .route("/workflows", get(workflows))
+            .route("/launch-plans/{name}", get(launch_plan))
+            .route("/launch-plans/{name}/launch", post(launch))
             .fallback(not_found)
             .with_state(ui.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -421,7 +451,17 @@ async fn relaunch(
         }
     };
     let started = match &ui.source {
-        Source::Local(state) => relaunch_local(state, &name, &inputs).await,
+        Source::Local(state) => match store::summaries(state)
+            .into_iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.launch)
+        {
+            Some(l) => run_local(state, &l, &inputs).await,
+            None => Err(anyhow::anyhow!(
+                "execution {name} does not say what ran it (a child, or an execution from an \
+                 Updraft that kept no record of it)"
+            )),
+        },
         Source::Stack(d) => cloud::ops::relaunch_on(d, &name, inputs).await,
     };
     match started {
@@ -430,20 +470,13 @@ async fn relaunch(
     }
 }
 
-/// Runs what local execution `name` ran again with `inputs` (`updraft run` in the background, its
-/// output in `<state>/console/<pid>.log`); returns the new execution's name once it exists.
-async fn relaunch_local(
+/// Runs `launch` with `inputs` (`updraft run` in the background, its output in
+/// `<state>/console/run-<time>.log`); returns the new execution's name once it exists.
+async fn run_local(
     state: &Path,
-    name: &str,
+    launch: &store::Launch,
     inputs: &BTreeMap<String, Value>,
 ) -> anyhow::Result<String> {
-    let summary = store::summaries(state)
-        .into_iter()
-        .find(|s| s.name == name)
-        .with_context(|| format!("no execution {name} in {}", state.display()))?;
-    let launch = summary
-        .launch
-        .with_context(|| format!("execution {name} does not say what ran it"))?;
     let dir = state.join("console");
     std::fs::create_dir_all(&dir)?;
     let stamp = now_ms();
@@ -490,4 +523,218 @@ async fn relaunch_local(
         "`updraft run` did not start within 10 s (its output: {})",
         log.display()
     )
+}
+
+/// A launch plan the console offers, and where it comes from.
+struct Offered {
+    view: pages::LaunchPlanView,
+    /// Local: the files it was loaded from; a stack: its package's key.
+    origin: Origin,
+}
+
+enum Origin {
+    Files(Vec<PathBuf>),
+    Package(String),
+}
+
+/// The launch plans of `pkg` (those named in `only`, when given) as the console shows them.
+fn offered(
+    pkg: &updraft_engine::CompiledPackage,
+    origin: &str,
+    only: Option<&[String]>,
+) -> Vec<pages::LaunchPlanView> {
+    use updraft_engine::exec::history::GraphView;
+    use updraft_engine::literal::to_json;
+    use updraft_engine::types::display;
+    pkg.launch_plans
+        .values()
+        .filter(|lp| only.is_none_or(|o| o.contains(&lp.name)))
+        .filter_map(|lp| {
+            let wf = pkg.workflows.get(&lp.workflow)?;
+            let mut inputs: Vec<_> = lp
+                .interface
+                .inputs
+                .iter()
+                .map(|(n, t)| {
+                    (
+                        n.clone(),
+                        display(t),
+                        lp.defaults.get(n).map(to_json),
+                        lp.required.contains(n),
+                        false,
+                    )
+                })
+                .collect();
+            for (n, v) in &lp.fixed {
+                let t = wf.interface.inputs.get(n).map(display).unwrap_or_default();
+                inputs.push((n.clone(), t, Some(to_json(v)), false, true));
+            }
+            Some(pages::LaunchPlanView {
+                name: lp.name.clone(),
+                workflow: lp.workflow.clone(),
+                origin: origin.to_string(),
+                inputs,
+                outputs: lp
+                    .interface
+                    .outputs
+                    .iter()
+                    .map(|(n, t)| (n.clone(), display(t)))
+                    .collect(),
+                graph: GraphView::of(wf),
+            })
+        })
+        .collect()
+}
+
+/// Every launch plan the console offers: locally, those of the files `updraft ui` was given and of
+/// the packages registered under the state folder; on a stack, those registered on it.
+async fn catalog(ui: &Ui) -> Result<Vec<Offered>, String> {
+    let mut out = Vec::new();
+    match &ui.source {
+        Source::Local(state) => {
+            let mut sets: Vec<Vec<PathBuf>> = Vec::new();
+            if !ui.files.is_empty() {
+                sets.push(ui.files.clone());
+            }
+            let registered = crate::registry::packages(state).map_err(|e| format!("{e:#}"))?;
+            sets.extend(registered.into_iter().map(|p| vec![p]));
+            for files in sets {
+                let pkg = crate::load::load(&files).map_err(|p| p.to_string())?;
+                let compiled = updraft_engine::compile_lenient(&pkg).0;
+                let origin = files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                for view in offered(&compiled, &origin, None) {
+                    out.push(Offered {
+                        view,
+                        origin: Origin::Files(files.clone()),
+                    });
+                }
+            }
+        }
+        Source::Stack(d) => {
+            let regs = d
+                .clients
+                .store
+                .registrations()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut by_package: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (name, key) in regs {
+                by_package.entry(key).or_default().push(name);
+            }
+            for (key, names) in by_package {
+                let uri = d.clients.blobs.uri(&key);
+                let Some(bytes) = d.clients.blobs.get(&uri).await.map_err(|e| e.to_string())?
+                else {
+                    continue;
+                };
+                let Ok(pkg) = updraft_engine::Package::decode(&key, &bytes, Default::default())
+                else {
+                    continue;
+                };
+                let compiled = updraft_engine::compile_lenient(&pkg).0;
+                for view in offered(&compiled, &key, Some(&names)) {
+                    out.push(Offered {
+                        view,
+                        origin: Origin::Package(key.clone()),
+                    });
+                }
+            }
+        }
+    }
+    // The same name from two places: the first (the files given, then the registry's latest).
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|o| seen.insert(o.view.name.clone()));
+    out.sort_by(|a, b| a.view.name.cmp(&b.view.name));
+    Ok(out)
+}
+
+async fn workflows(State(ui): State<Shared>) -> Response {
+    match catalog(&ui).await {
+        Ok(c) => {
+            let rows: Vec<(String, String, String)> = c
+                .into_iter()
+                .map(|o| (o.view.name, o.view.workflow, o.view.origin))
+                .collect();
+            Html(pages::launch_plans_page(&ui.label, &rows)).into_response()
+        }
+        Err(e) => failure_page(&ui, Failure(StatusCode::BAD_GATEWAY, "Cannot list", e)),
+    }
+}
+
+async fn find_offered(ui: &Ui, name: &str) -> Result<Offered, Failure> {
+    catalog(ui)
+        .await
+        .map_err(|e| Failure(StatusCode::BAD_GATEWAY, "Cannot list", e))?
+        .into_iter()
+        .find(|o| o.view.name == name)
+        .ok_or_else(|| Failure::not_found(format!("no launch plan `{name}`")))
+}
+
+async fn launch_plan(State(ui): State<Shared>, UrlPath(name): UrlPath<String>) -> Response {
+    match find_offered(&ui, &name).await {
+        Ok(o) => Html(pages::launch_plan_page(
+            &ui.label,
+            &o.view,
+            &o.view.form_inputs(),
+        ))
+        .into_response(),
+        Err(f) => failure_page(&ui, f),
+    }
+}
+
+async fn launch(
+    State(ui): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+    Form(f): Form<RelaunchForm>,
+) -> Response {
+    let o = match find_offered(&ui, &name).await {
+        Ok(o) => o,
+        Err(f) => return failure_page(&ui, f),
+    };
+    let inputs: BTreeMap<String, Value> = match serde_json::from_str(&f.inputs) {
+        Ok(i) => i,
+        Err(e) => {
+            return failure_page(
+                &ui,
+                Failure::bad(format!(
+                    "the inputs must be a JSON object of input names to values: {e}"
+                )),
+            );
+        }
+    };
+    // Inputs left null take their defaults.
+    let inputs: BTreeMap<String, Value> =
+        inputs.into_iter().filter(|(_, v)| !v.is_null()).collect();
+    let started = match (&ui.source, &o.origin) {
+        (Source::Local(state), Origin::Files(files)) => {
+            let l = store::Launch {
+                files: files.clone(),
+                launch_plan: name.clone(),
+                python: ui.python.clone(),
+                settings: ui.settings.clone(),
+            };
+            run_local(state, &l, &inputs).await
+        }
+        (Source::Stack(d), Origin::Package(key)) => {
+            cloud::ops::launch_on(
+                d,
+                updraft_aws::request::Request {
+                    launch_plan: Some(name.clone()),
+                    package: Some(key.clone()),
+                    inputs,
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+        _ => Err(anyhow::anyhow!("launch plan `{name}` cannot run here")),
+    };
+    match started {
+        Ok(new) => back(&new, &format!("launched {name}")),
+        Err(e) => failure_page(&ui, Failure::bad(format!("{e:#}"))),
+    }
 }

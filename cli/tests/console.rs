@@ -144,14 +144,23 @@ impl Browser {
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// A WebDriver command, or its error (an element the page's refresh replaced is stale).
+    fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Value> {
         let (status, v) = http(
             self.port,
             method,
             &format!("/session/{}{path}", self.session),
             body.as_ref(),
         );
-        assert_eq!(status, 200, "{method} {path}: {v}");
-        v["value"].clone()
+        if status == 200 {
+            Ok(v["value"].clone())
+        } else {
+            Err(v)
+        }
     }
 
     fn go(&self, url: &str) {
@@ -199,29 +208,6 @@ impl Browser {
             .to_string()
     }
 
-    fn text(&self, element: &str) -> String {
-        self.call("GET", &format!("/element/{element}/text"), None)
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    fn click(&self, element: &str) {
-        self.call(
-            "POST",
-            &format!("/element/{element}/click"),
-            Some(json!({})),
-        );
-    }
-
-    fn type_into(&self, element: &str, text: &str) {
-        self.call(
-            "POST",
-            &format!("/element/{element}/value"),
-            Some(json!({ "text": text })),
-        );
-    }
-
     fn source(&self) -> String {
         self.call("GET", "/source", None)
             .as_str()
@@ -229,12 +215,71 @@ impl Browser {
             .to_string()
     }
 
+    /// Does `what` to the first element matching `css`, looking for it again while the page's
+    /// refresh replaces it (up to 30 s).
+    fn on(&self, css: &str, what: impl Fn(&str) -> Result<Value, Value>) -> Value {
+        let started = Instant::now();
+        loop {
+            let e = self.find(css);
+            match what(&e) {
+                Ok(v) => return v,
+                Err(err) => assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "`{css}`: {err}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// An attribute of the first element matching `css`.
+    fn attr_of(&self, css: &str, name: &str) -> String {
+        self.on(css, |e| {
+            self.try_call("GET", &format!("/element/{e}/attribute/{name}"), None)
+        })
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
+    /// The text of the first element matching `css`.
+    fn text_of(&self, css: &str) -> String {
+        self.on(css, |e| {
+            self.try_call("GET", &format!("/element/{e}/text"), None)
+        })
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
+    /// Clicks the first element matching `css`.
+    fn click_on(&self, css: &str) {
+        self.on(css, |e| {
+            self.try_call("POST", &format!("/element/{e}/click"), Some(json!({})))
+        });
+    }
+
+    /// Replaces the text of the first field matching `css` with `text`.
+    fn fill(&self, css: &str, text: &str) {
+        self.on(css, |e| {
+            self.try_call("POST", &format!("/element/{e}/clear"), Some(json!({})))?;
+            self.try_call(
+                "POST",
+                &format!("/element/{e}/value"),
+                Some(json!({ "text": text })),
+            )
+        });
+    }
+
     /// Waits (up to 60 s, the page refreshing itself) until `css`'s `data-phase` is `phase`.
     fn wait_phase(&self, css: &str, phase: &str) {
         let started = Instant::now();
         loop {
+            // The element may be replaced between finding it and reading it: look again.
             if let Some(e) = self.find_all(css).into_iter().next()
-                && self.attr(&e, "data-phase") == phase
+                && let Ok(v) =
+                    self.try_call("GET", &format!("/element/{e}/attribute/data-phase"), None)
+                && v.as_str() == Some(phase)
             {
                 return;
             }
@@ -274,11 +319,10 @@ impl Drop for Browser {
 struct Console(Child, String);
 
 impl Console {
-    fn start(state: &Path) -> Self {
-        let mut child = spawn_updraft(
-            &["ui", "--port", "0", "--state-dir", state.to_str().unwrap()],
-            &[],
-        );
+    fn start(state: &Path, files: &[&str]) -> Self {
+        let mut args = vec!["ui", "--port", "0", "--state-dir", state.to_str().unwrap()];
+        args.extend_from_slice(files);
+        let mut child = spawn_updraft(&args, &[]);
         let mut err = BufReader::new(child.stderr.take().unwrap());
         let mut line = String::new();
         err.read_line(&mut line).unwrap();
@@ -304,12 +348,12 @@ impl Drop for Console {
 const GATES: &str = r#"
 version: 1
 tasks:
-  shout:
+  yell:
     type: container
     image: busybox
     inputs: {text: str}
     outputs: {loud: str}
-    command: [sh, -c, 'echo "said: $1"; printf "%s!" "$1" > /var/outputs/loud', shout, '{{.inputs.text}}']
+    command: [sh, -c, 'echo "said: $1"; printf "%s!" "$1" > /var/outputs/loud', yell, '{{.inputs.text}}']
   boom:
     type: container
     image: busybox
@@ -327,7 +371,7 @@ workflows:
     inputs: {text: str}
     outputs: {approved: "${ok.loud}", note: "${note.value}"}
     nodes:
-      - {id: loud, task: shout, inputs: {text: "${inputs.text}"}}
+      - {id: loud, task: yell, inputs: {text: "${inputs.text}"}}
       - {id: note, gate: {signal: review-note, type: str}}
       - {id: ok, gate: {approve: publish}, inputs: {loud: "${loud.loud}"}}
   fails:
@@ -445,7 +489,7 @@ fn the_console_shows_executions_and_steers_them_in_a_browser() {
     };
     wait_summary(&state, &running, |v| v["nodes"]["nap"] == "Running");
 
-    let console = Console::start(&state);
+    let console = Console::start(&state, &["examples/hello.yaml", &f]);
     let shots = std::env::var_os("UPDRAFT_ARTIFACTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -463,37 +507,41 @@ fn the_console_shows_executions_and_steers_them_in_a_browser() {
         (&gated, "Running"),
         (&running, "Running"),
     ] {
-        let row = b.find(&format!(r#"tr[data-execution="{name}"]"#));
-        assert_eq!(b.attr(&row, "data-phase"), phase, "{name}");
+        let row = format!(r#"tr[data-execution="{name}"]"#);
+        assert_eq!(b.attr_of(&row, "data-phase"), phase, "{name}");
     }
     b.screenshot("executions");
     // The filter: failed ones only.
     b.go(&format!("{url}/?phase=Failed"));
-    assert_eq!(b.find_all("tr[data-execution]").len(), 1);
     b.find(&format!(r#"tr[data-execution="{failed}"]"#));
+    assert_eq!(b.find_all("tr[data-execution]").len(), 1);
 
     // The one that succeeded: its graph, its map's elements, its nodes.
     b.go(&format!("{url}/executions/{hello}"));
     b.wait_phase("#live", "Succeeded");
-    let squares = b.find(r#"svg.graph g[data-node="squares"]"#);
-    assert_eq!(b.attr(&squares, "data-phase"), "Succeeded");
+    assert_eq!(
+        b.attr_of(r#"svg.graph g[data-node="squares"]"#, "data-phase"),
+        "Succeeded"
+    );
     let elements = b.find_all(r#".grid[data-node="squares"] a"#);
     assert_eq!(elements.len(), 4);
     for e in &elements {
         assert_eq!(b.attr(e, "data-phase"), "Succeeded");
     }
     assert!(b.find_all("svg.timeline g.bar").len() >= 5);
-    assert!(b.text(&b.find("#outputs")).contains("\"sum\": 30"));
+    assert!(b.text_of("#outputs").contains("\"sum\": 30"));
     b.screenshot("execution-succeeded");
 
     // The one that failed: its error, and its node's page with the attempt's logs.
     b.go(&format!("{url}/executions/{failed}"));
     b.wait_phase("#live", "Failed");
-    assert!(b.text(&b.find("#error")).contains("it broke on 7"));
+    assert!(b.text_of("#error").contains("it broke on 7"));
     b.go(&format!("{url}/executions/{failed}/nodes/b"));
-    let logs = b.find(r#"pre.log[data-file="stderr.log"]"#);
     let started = Instant::now();
-    while !b.text(&logs).contains("it broke on 7") {
+    while !b
+        .text_of(r#"pre.log[data-file="stderr.log"]"#)
+        .contains("it broke on 7")
+    {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "{}",
@@ -501,60 +549,88 @@ fn the_console_shows_executions_and_steers_them_in_a_browser() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(b.text(&b.find("#inputs")).contains("\"x\": 7"));
+    assert!(b.text_of("#inputs").contains("\"x\": 7"));
     b.screenshot("node-failed");
 
     // The one at its gates: a value for one, approval for the other, from the page.
     b.go(&format!("{url}/executions/{gated}"));
     b.wait_phase("#live", "Running");
-    let gate = b.find(r#"svg.graph g[data-node="ok"]"#);
-    assert_eq!(b.attr(&gate, "data-phase"), "Running");
+    assert_eq!(
+        b.attr_of(r#"svg.graph g[data-node="ok"]"#, "data-phase"),
+        "Running"
+    );
     b.screenshot("execution-gates");
-    let input = b.find("#value-review-note");
-    b.type_into(&input, "looks good");
-    b.click(&b.find("#send-review-note"));
-    assert!(b.text(&b.find("#notice")).contains("sent `review-note`"));
-    b.click(&b.find("#approve-publish"));
+    b.fill("#value-review-note", "looks good");
+    b.click_on("#send-review-note");
+    assert!(b.text_of("#notice").contains("sent `review-note`"));
+    b.click_on("#approve-publish");
     b.wait_phase("#live", "Succeeded");
-    assert!(b.text(&b.find("#outputs")).contains("looks good"));
+    assert!(b.text_of("#outputs").contains("looks good"));
     assert!(review.wait().unwrap().success());
 
     // The running one, aborted from the page.
     b.go(&format!("{url}/executions/{running}"));
     b.wait_phase("#live", "Running");
-    b.click(&b.find("#abort"));
+    b.click_on("#abort");
     b.wait_phase("#live", "Aborted");
     b.screenshot("execution-aborted");
     assert!(!sleepy.wait().unwrap().success());
 
     // Bad input: an unknown execution, inputs that are not JSON.
     b.go(&format!("{url}/executions/nope"));
-    assert!(b.text(&b.find("#message")).contains("no execution"));
+    assert!(b.text_of("#message").contains("no execution"));
     b.screenshot("unknown-execution");
     b.go(&format!("{url}/executions/{hello}"));
-    let inputs = b.find("#relaunch-inputs");
-    b.call("POST", &format!("/element/{inputs}/clear"), Some(json!({})));
-    b.type_into(&inputs, "{not json");
-    b.click(&b.find("#relaunch"));
+    b.fill("#relaunch-inputs", "{not json");
+    b.click_on("#relaunch");
     assert!(
-        b.text(&b.find("#message"))
+        b.text_of("#message")
             .contains("the inputs must be a JSON object")
     );
     assert!(!b.source().contains("panicked"));
     b.screenshot("bad-inputs");
     // A relaunch with edited inputs runs it again.
     b.go(&format!("{url}/executions/{hello}"));
-    let inputs = b.find("#relaunch-inputs");
-    b.call("POST", &format!("/element/{inputs}/clear"), Some(json!({})));
-    b.type_into(&inputs, r#"{"numbers": [1, 2], "name": "again"}"#);
-    b.click(&b.find("#relaunch"));
+    b.fill(
+        "#relaunch-inputs",
+        r#"{"numbers": [1, 2], "name": "again"}"#,
+    );
+    b.click_on("#relaunch");
     b.wait_phase("#live", "Succeeded");
     assert!(
-        b.text(&b.find("#notice"))
+        b.text_of("#notice")
             .contains(&format!("relaunched from {hello}"))
     );
-    assert!(b.text(&b.find("#outputs")).contains("\"sum\": 5"));
+    assert!(b.text_of("#outputs").contains("\"sum\": 5"));
     b.screenshot("relaunched");
+
+    // The workflows and launch plans of the files it was given: a graph, an interface, a launch form.
+    b.go(&format!("{url}/workflows"));
+    for lp in ["hello", "review", "fails", "sleepy"] {
+        b.find(&format!(r#"tr[data-launch-plan="{lp}"]"#));
+    }
+    b.screenshot("workflows");
+    b.go(&format!("{url}/launch-plans/hello"));
+    b.find(r#"svg.graph g[data-node="squares"]"#);
+    assert!(
+        b.text_of(r#"tr[data-input="numbers"]"#)
+            .contains("[1,2,3,4]")
+    );
+    b.screenshot("launch-plan");
+    // Inputs of the wrong type: the run's own message, on the page.
+    b.fill("#launch-inputs", r#"{"numbers": "many"}"#);
+    b.click_on("#launch");
+    let message = b.text_of("#message");
+    assert!(message.contains("input `numbers`"), "{message}");
+    b.screenshot("launch-bad-inputs");
+    b.go(&format!("{url}/launch-plans/hello"));
+    b.fill("#launch-inputs", r#"{"numbers": [10], "name": null}"#);
+    b.click_on("#launch");
+    b.wait_phase("#live", "Succeeded");
+    assert!(b.text_of("#notice").contains("launched hello"));
+    assert!(b.text_of("#outputs").contains("\"sum\": 100"));
+    b.go(&format!("{url}/launch-plans/nope"));
+    assert!(b.text_of("#message").contains("no launch plan `nope`"));
     drop(b);
     drop(console);
     let _ = std::fs::remove_dir_all(&dir);

@@ -230,6 +230,73 @@ impl Drop for Deployed {
     }
 }
 
+/// `updraft ui --stack` of a deployment, and its port; stopped when dropped.
+struct StackConsole(std::process::Child, u16);
+
+impl Drop for StackConsole {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Deployed {
+    /// Starts `updraft ui` over the deployment.
+    fn console(&self) -> StackConsole {
+        use std::io::BufRead;
+        let mut child = common::spawn_updraft(
+            &[
+                "ui",
+                "--port",
+                "0",
+                "--stack",
+                &self.stack,
+                "--endpoint-url",
+                &self.endpoint,
+            ],
+            &[
+                ("AWS_ACCESS_KEY_ID", OsStr::new("test")),
+                ("AWS_SECRET_ACCESS_KEY", OsStr::new("test")),
+                ("AWS_REGION", OsStr::new("us-east-1")),
+            ],
+        );
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        let port = line
+            .split("http://127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no address in: {line}"));
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        StackConsole(child, port)
+    }
+}
+
+/// `GET path` of the console at `port`: (status, body).
+fn get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        raw.split_once("\r\n\r\n")
+            .map_or(raw.clone(), |(_, b)| b.to_string()),
+    )
+}
+
 /// Runs `updraft` with LocalStack's test credentials.
 fn updraft_aws_env(args: &[&str]) -> (i32, String, String) {
     common::updraft_env(
@@ -700,6 +767,32 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
             "{a}"
         );
     }
+    // The console over the stack: its executions, an execution's graph coloured by phase, the
+    // launch plans registered on it, and a clear page for an execution it does not have.
+    let console = d.console();
+    let (code, page) = get(console.1, "/");
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains(r#"data-execution="br" data-phase="Succeeded""#),
+        "{page}"
+    );
+    let (code, page) = get(console.1, "/executions/br");
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains(r#"<div id="live" data-running="0" data-phase="Succeeded">"#),
+        "{page}"
+    );
+    assert!(page.contains(r#"<svg class="graph""#) && page.contains(r#"data-phase="Succeeded""#));
+    let (code, page) = get(console.1, "/workflows");
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains(r#"data-launch-plan="fixtures.branches.branch_wf""#),
+        "{page}"
+    );
+    let (code, page) = get(console.1, "/executions/nope");
+    assert_eq!(code, 404);
+    assert!(page.contains("no execution nope"), "{page}");
+    drop(console);
     let (code, out, _) = d.updraft(&["list"]);
     assert_eq!(code, 0);
     assert!(out.contains("br ") && out.contains("mp "), "{out}");

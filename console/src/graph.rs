@@ -195,9 +195,11 @@ pub fn graph_svg(view: &ExecutionView) -> String {
             }
         }
         let label: String = n.id.chars().take(22).collect();
+        // A definition's nodes (no phase) show their kind alone.
         let sub = match (&n.array, kind) {
             (Some(a), _) => format!("{}/{} · {}", a.succeeded, a.size, n.phase),
             (None, "") => n.phase.clone(),
+            (None, k) if n.phase.is_empty() => k.to_string(),
             (None, k) => format!("{k} · {}", n.phase),
         };
         let _ = write!(

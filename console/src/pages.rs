@@ -5,6 +5,7 @@
 
 use std::fmt::Write;
 
+use serde_json::Value;
 use updraft_engine::exec::history::{ExecutionView, NodeView};
 
 use crate::graph::shown;
@@ -72,7 +73,14 @@ const SCRIPT: &str = r#"
 (function(){
   var live=document.getElementById('live');
   if(live&&live.dataset.running==='1'){
+    // Not while someone types in it (a signal's value, an abort's reason).
+    var busy=function(){
+      var a=document.activeElement;
+      if(a&&live.contains(a)&&(a.tagName==='INPUT'||a.tagName==='TEXTAREA')){return true;}
+      return Array.prototype.some.call(live.querySelectorAll('input:not([type=hidden])'),function(i){return i.value!==i.defaultValue;});
+    };
     var tick=function(){
+      if(busy()){setTimeout(tick,1000);return;}
       fetch(location.pathname+(location.search?location.search+'&':'?')+'fragment=1',{cache:'no-store'}).then(function(r){return r.text();}).then(function(t){
         live.outerHTML=t; live=document.getElementById('live');
         if(live&&live.dataset.running==='1'){setTimeout(tick,1000);}
@@ -97,7 +105,7 @@ const SCRIPT: &str = r#"
 /// A page with `title`, a header line `meta` and `body`, of the console `source` (`local` or a stack).
 pub fn page(title: &str, source: &str, body: &str) -> String {
     format!(
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>{t} · Updraft</title><style>{STYLE}{EXTRA}</style></head><body><header><h1><a href="/" style="color:inherit;text-decoration:none">Updraft</a> <span class="muted">{s}</span></h1><nav><a href="/">executions</a></nav></header><main>{body}</main><script>{SCRIPT}</script></body></html>"#,
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>{t} · Updraft</title><style>{STYLE}{EXTRA}</style></head><body><header><h1><a href="/" style="color:inherit;text-decoration:none">Updraft</a> <span class="muted">{s}</span></h1><nav><a href="/">executions</a> <a href="/workflows">workflows</a></nav></header><main>{body}</main><script>{SCRIPT}</script></body></html>"#,
         t = escape(title),
         s = escape(source),
     )
@@ -499,4 +507,190 @@ pub fn node_page(
         );
     }
     page(&format!("{} · {}", node.id, view.name), source, &body)
+}
+
+/// A launch plan as its page shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchPlanView {
+    /// Its name.
+    pub name: String,
+    /// The workflow it launches.
+    pub workflow: String,
+    /// Where it comes from (a file, a registered package).
+    pub origin: String,
+    /// Its inputs: name, type, default (None: none), whether it must be given, whether it is fixed.
+    pub inputs: Vec<(String, String, Option<Value>, bool, bool)>,
+    /// Its outputs: name, type.
+    pub outputs: Vec<(String, String)>,
+    /// Its workflow's graph.
+    pub graph: updraft_engine::exec::history::GraphView,
+}
+
+impl LaunchPlanView {
+    /// The launch form's first inputs: every input that is not fixed, with its default (null when it
+    /// has none).
+    pub fn form_inputs(&self) -> String {
+        let m: serde_json::Map<String, Value> = self
+            .inputs
+            .iter()
+            .filter(|i| !i.4)
+            .map(|(n, _, d, ..)| (n.clone(), d.clone().unwrap_or(Value::Null)))
+            .collect();
+        serde_json::to_string_pretty(&Value::Object(m)).unwrap_or_default()
+    }
+}
+
+/// The launch plans page: one row per launch plan (name, workflow, origin).
+pub fn launch_plans_page(source: &str, rows: &[(String, String, String)]) -> String {
+    let mut body = String::from("<h2>Workflows and launch plans</h2>");
+    if rows.is_empty() {
+        body.push_str(
+            r#"<p class="muted" id="none">None known: give <code>updraft ui</code> packages or YAML files, or register some (<code>updraft register</code>).</p>"#,
+        );
+    } else {
+        body.push_str(
+            r#"<table id="launch-plans"><tr><th>launch plan</th><th>workflow</th><th>from</th></tr>"#,
+        );
+        for (name, wf, origin) in rows {
+            let _ = write!(
+                body,
+                r#"<tr data-launch-plan="{n}"><td class="mono"><a href="/launch-plans/{u}">{n}</a></td><td class="mono">{w}</td><td class="mono">{o}</td></tr>"#,
+                n = escape(name),
+                u = escape(&url_part(name)),
+                w = escape(wf),
+                o = escape(origin)
+            );
+        }
+        body.push_str("</table>");
+    }
+    page("Workflows", source, &body)
+}
+
+/// `s` escaped for a URL's path segment.
+pub fn url_part(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A launch plan's page: its workflow's graph, its interface and the launch form (with `inputs` in it).
+pub fn launch_plan_page(source: &str, lp: &LaunchPlanView, inputs: &str) -> String {
+    let shell = ExecutionView {
+        name: lp.workflow.clone(),
+        workflow: lp.workflow.clone(),
+        phase: "NotYetStarted".into(),
+        started_ms: None,
+        ended_ms: None,
+        error: None,
+        inputs: Value::Null,
+        outputs: None,
+        nodes: lp
+            .graph
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| NodeView {
+                index: i as u32,
+                id: n.id.clone(),
+                phase: String::new(),
+                phases: Vec::new(),
+                attempts: Vec::new(),
+                array: None,
+                dynamic: None,
+                error: None,
+                inputs: None,
+                outputs: None,
+            })
+            .collect(),
+        children: Vec::new(),
+        graph: Some(lp.graph.clone()),
+    };
+    let mut body = format!(
+        r#"<p><a href="/workflows">workflows</a></p><h2>{}</h2><div class="muted">workflow <span class="mono">{}</span> · from <span class="mono">{}</span></div><h3>Graph</h3><div class="scroll">{}</div><h3>Inputs</h3><table id="inputs"><tr><th>input</th><th>type</th><th>default</th></tr>"#,
+        escape(&lp.name),
+        escape(&lp.workflow),
+        escape(&lp.origin),
+        graph_svg(&shell)
+    );
+    for (name, t, default, required, fixed) in &lp.inputs {
+        let d = match (default, required, fixed) {
+            (Some(v), _, true) => format!("{} (fixed)", v),
+            (Some(v), ..) => v.to_string(),
+            (None, true, _) => "(required)".into(),
+            (None, ..) => String::new(),
+        };
+        let _ = write!(
+            body,
+            r#"<tr data-input="{n}"><td class="mono">{n}</td><td class="mono">{}</td><td class="mono">{}</td></tr>"#,
+            escape(t),
+            escape(&d),
+            n = escape(name)
+        );
+    }
+    body.push_str(r#"</table><h3>Outputs</h3><table id="outputs-types"><tr><th>output</th><th>type</th></tr>"#);
+    for (name, t) in &lp.outputs {
+        let _ = write!(
+            body,
+            r#"<tr><td class="mono">{}</td><td class="mono">{}</td></tr>"#,
+            escape(name),
+            escape(t)
+        );
+    }
+    let _ = write!(
+        body,
+        r#"</table><h3>Launch</h3><form method="post" action="/launch-plans/{}/launch"><textarea name="inputs" rows="8" id="launch-inputs">{}</textarea><br><button id="launch">Launch</button></form>"#,
+        escape(&url_part(&lp.name)),
+        escape(inputs)
+    );
+    page(&lp.name, source, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_keeps_rows_by_workflow_phase_and_time() {
+        let row = |w: &str, p: &str, s: u64| ExecutionRow {
+            name: format!("{w}-{p}-{s}"),
+            workflow: w.into(),
+            phase: p.into(),
+            started_ms: Some(s),
+            parent: None,
+        };
+        let now = 10_000_000;
+        let rows = [
+            row("etl.daily", "Succeeded", now - 1_000),
+            row("etl.daily", "Failed", now - 7_200_000),
+            row("train", "Running", now - 10),
+        ];
+        let kept = |f: &Filter| -> Vec<&str> {
+            rows.iter()
+                .filter(|r| f.passes(r, now))
+                .map(|r| r.phase.as_str())
+                .collect()
+        };
+        assert_eq!(kept(&Filter::default()).len(), 3);
+        let etl = Filter {
+            workflow: "etl".into(),
+            ..Filter::default()
+        };
+        assert_eq!(kept(&etl), ["Succeeded", "Failed"]);
+        let failed = Filter {
+            phase: "failed".into(),
+            ..Filter::default()
+        };
+        assert_eq!(kept(&failed), ["Failed"]);
+        let hour = Filter {
+            within_ms: Some(3_600_000),
+            ..Filter::default()
+        };
+        assert_eq!(kept(&hour), ["Succeeded", "Running"]);
+        assert_eq!(url_part("a b/c"), "a%20b%2Fc");
+    }
 }

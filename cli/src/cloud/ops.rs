@@ -590,18 +590,27 @@ pub async fn relaunch_on(
     if item.futures.is_some() || item.parent.is_some() {
         bail!("execution {name} is a child execution: relaunch its parent");
     }
+    launch_on(
+        d,
+        Request {
+            workflow: Some(item.workflow.clone()),
+            package: Some(item.package.clone()),
+            inputs,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Drops `request` (named here) into stack `d`'s bucket; returns the new execution's name once the
+/// launch function has made it, or the reason it refused the request.
+pub async fn launch_on(d: &Deployment, mut request: Request) -> anyhow::Result<String> {
     let new = updraft_aws::request::made_up_name(&format!(
-        "{name}-{}-{:?}",
+        "{}-{:?}",
         std::process::id(),
         std::time::SystemTime::now()
     ));
-    let request = Request {
-        name: Some(new.clone()),
-        workflow: Some(item.workflow.clone()),
-        package: Some(item.package.clone()),
-        inputs,
-        ..Default::default()
-    };
+    request.name = Some(new.clone());
     let uri = d.clients.blobs.uri(&format!("requests/{new}.json"));
     d.clients
         .blobs
