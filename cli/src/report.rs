@@ -8,10 +8,7 @@ use updraft_engine::exec::history::ExecutionView;
 
 /// Writes the report of `view` to `output` (default `<name>.html`; `-`: stdout).
 pub fn write(view: &ExecutionView, name: &str, output: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let html = updraft_console::report(view, now);
+    let html = updraft_console::report(view, crate::run::now_ms());
     let default = format!("{name}.html");
     let path = output.unwrap_or(Path::new(&default));
     if path == Path::new("-") {

@@ -135,11 +135,6 @@ async fn not_found(State(ui): State<Shared>) -> Response {
     failure_page(&ui, Failure::not_found("no such page"))
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// A stack's phase name (`SUCCEEDED`) as the engine names it (`Succeeded`).
 fn phase_title(p: &str) -> String {
@@ -176,7 +171,7 @@ async fn executions(State(ui): State<Shared>, Query(q): Query<ListQuery>) -> Res
             .find(|(v, ..)| *v == q.within)
             .map(|(.., ms)| *ms),
     };
-    Html(pages::executions_page(&ui.label, &rows, &filter, now_ms())).into_response()
+    Html(pages::executions_page(&ui.label, &rows, &filter, crate::run::now_ms())).into_response()
 }
 
 async fn rows(ui: &Ui) -> Result<Vec<ExecutionRow>, String> {
@@ -366,20 +361,10 @@ async fn logs(
 }
 
 fn back(name: &str, notice: &str) -> Response {
-    let q: String = url_escape(notice);
+    let q: String = pages::url_part(notice);
     Redirect::to(&format!("/executions/{name}?notice={q}")).into_response()
 }
 
-fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 #[derive(Deserialize)]
 struct AbortForm {
@@ -479,7 +464,7 @@ async fn run_local(
 ) -> anyhow::Result<String> {
     let dir = state.join("console");
     std::fs::create_dir_all(&dir)?;
-    let stamp = now_ms();
+    let stamp = crate::run::now_ms();
     let inputs_file = dir.join(format!("inputs-{stamp}.json"));
     std::fs::write(&inputs_file, serde_json::to_vec(inputs)?)?;
     let mut cmd = std::process::Command::new(std::env::current_exe()?);

@@ -134,6 +134,8 @@ impl Browser {
         );
         assert_eq!(status, 200, "a WebDriver session: {v}");
         let session = v["value"]["sessionId"].as_str().unwrap().to_string();
+        // This run's screenshots only.
+        let _ = std::fs::remove_dir_all(&shots);
         std::fs::create_dir_all(&shots).unwrap();
         Self {
             driver,
