@@ -135,7 +135,6 @@ async fn not_found(State(ui): State<Shared>) -> Response {
     failure_page(&ui, Failure::not_found("no such page"))
 }
 
-
 /// A stack's phase name (`SUCCEEDED`) as the engine names it (`Succeeded`).
 fn phase_title(p: &str) -> String {
     let mut c = p.chars();
@@ -171,7 +170,13 @@ async fn executions(State(ui): State<Shared>, Query(q): Query<ListQuery>) -> Res
             .find(|(v, ..)| *v == q.within)
             .map(|(.., ms)| *ms),
     };
-    Html(pages::executions_page(&ui.label, &rows, &filter, crate::run::now_ms())).into_response()
+    Html(pages::executions_page(
+        &ui.label,
+        &rows,
+        &filter,
+        crate::run::now_ms(),
+    ))
+    .into_response()
 }
 
 async fn rows(ui: &Ui) -> Result<Vec<ExecutionRow>, String> {
@@ -364,7 +369,6 @@ fn back(name: &str, notice: &str) -> Response {
     let q: String = pages::url_part(notice);
     Redirect::to(&format!("/executions/{name}?notice={q}")).into_response()
 }
-
 
 #[derive(Deserialize)]
 struct AbortForm {
