@@ -112,6 +112,7 @@ pub fn serve(
             .route("/launch-plans/{name}", get(launch_plan))
             .route("/launch-plans/{name}/launch", post(launch))
             .fallback(not_found)
+            .layer(axum::middleware::from_fn(local_only))
             .with_state(ui.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -129,6 +130,41 @@ pub fn serve(
             .context("the console's server")?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Answers only requests made for this machine's console: a `Host` other than 127.0.0.1 or localhost
+/// (a name rebound to this machine by another site) is refused, and so is a form posted from another
+/// site's page (its `Origin` is not the console's), so no page elsewhere can steer executions through
+/// a browser that has the console open.
+async fn local_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let headers = req.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => host.as_str(),
+    };
+    if !matches!(name, "127.0.0.1" | "localhost" | "[::1]") {
+        return (
+            StatusCode::FORBIDDEN,
+            format!("the console answers requests for 127.0.0.1 or localhost only, not `{host}`"),
+        )
+            .into_response();
+    }
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    if req.method() == axum::http::Method::POST
+        && origin.is_some_and(|o| o != format!("http://{host}"))
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            "refused: the form was posted from another site's page",
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 async fn not_found(State(ui): State<Shared>) -> Response {

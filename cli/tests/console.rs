@@ -634,6 +634,27 @@ fn the_console_shows_executions_and_steers_them_in_a_browser() {
     b.go(&format!("{url}/launch-plans/nope"));
     assert!(b.text_of("#message").contains("no launch plan `nope`"));
     drop(b);
+    // Requests for another host (a name another site rebound here) and forms posted from another
+    // site's page are refused.
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let raw = |request: String| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let answer = raw(format!(
+        "GET / HTTP/1.1\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n"
+    ));
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    let form = "reason=x";
+    let answer = raw(format!(
+        "POST /executions/{hello}/abort HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://evil.example\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    ));
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("another site"), "{answer}");
     drop(console);
     let _ = std::fs::remove_dir_all(&dir);
 }
