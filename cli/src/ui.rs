@@ -312,15 +312,7 @@ async fn node(
             Failure::not_found(format!("execution {name} has no node `{id}`")),
         );
     };
-    let attempts = match (q.index, &node.array) {
-        (Some(i), Some(a)) => a
-            .elements
-            .iter()
-            .find(|e| e.index == i)
-            .map(|e| e.attempts.clone())
-            .unwrap_or_default(),
-        _ => node.attempts.clone(),
-    };
+    let attempts = node.attempts_of(q.index);
     // A local attempt's output files are followed as they grow.
     let logs: Vec<(String, String)> = match (&ui.source, attempts.last()) {
         (Source::Local(_), Some(a)) => a
@@ -366,11 +358,10 @@ async fn logs(
         Err(f) => return (f.0, f.2).into_response(),
     };
     let attempt = view.nodes.iter().find(|n| n.id == q.node).and_then(|n| {
-        let attempts = match (q.index, &n.array) {
-            (Some(i), Some(a)) => &a.elements.iter().find(|e| e.index == i)?.attempts,
-            _ => &n.attempts,
-        };
-        attempts.iter().find(|a| a.attempt == q.attempt).cloned()
+        n.attempts_of(q.index)
+            .iter()
+            .find(|a| a.attempt == q.attempt)
+            .cloned()
     });
     let Some(a) = attempt else {
         return (StatusCode::NOT_FOUND, "no such attempt").into_response();
@@ -454,6 +445,15 @@ async fn signal(
     }
 }
 
+/// The inputs a launch or relaunch form holds: a JSON object of input names to values.
+fn form_inputs(text: &str) -> Result<BTreeMap<String, Value>, Failure> {
+    serde_json::from_str(text).map_err(|e| {
+        Failure::bad(format!(
+            "the inputs must be a JSON object of input names to values: {e}"
+        ))
+    })
+}
+
 #[derive(Deserialize)]
 struct RelaunchForm {
     inputs: String,
@@ -464,16 +464,9 @@ async fn relaunch(
     UrlPath(name): UrlPath<String>,
     Form(f): Form<RelaunchForm>,
 ) -> Response {
-    let inputs: BTreeMap<String, Value> = match serde_json::from_str(&f.inputs) {
+    let inputs = match form_inputs(&f.inputs) {
         Ok(i) => i,
-        Err(e) => {
-            return failure_page(
-                &ui,
-                Failure::bad(format!(
-                    "the inputs must be a JSON object of input names to values: {e}"
-                )),
-            );
-        }
+        Err(f) => return failure_page(&ui, f),
     };
     let started = match &ui.source {
         Source::Local(state) => match store::summaries(state)
@@ -720,16 +713,9 @@ async fn launch(
         Ok(o) => o,
         Err(f) => return failure_page(&ui, f),
     };
-    let inputs: BTreeMap<String, Value> = match serde_json::from_str(&f.inputs) {
+    let inputs = match form_inputs(&f.inputs) {
         Ok(i) => i,
-        Err(e) => {
-            return failure_page(
-                &ui,
-                Failure::bad(format!(
-                    "the inputs must be a JSON object of input names to values: {e}"
-                )),
-            );
-        }
+        Err(f) => return failure_page(&ui, f),
     };
     // Inputs left null take their defaults.
     let inputs: BTreeMap<String, Value> =

@@ -448,20 +448,12 @@ pub fn node_page(
             );
         }
     }
-    let attempts = match (index, &node.array) {
-        (Some(i), Some(a)) => a
-            .elements
-            .iter()
-            .find(|e| e.index == i)
-            .map(|e| e.attempts.clone())
-            .unwrap_or_default(),
-        _ => node.attempts.clone(),
-    };
+    let attempts = node.attempts_of(index);
     if !attempts.is_empty() {
         body.push_str(
             r#"<h3>Attempts</h3><table id="attempts"><tr><th>attempt</th><th>phase</th><th>queued</th><th>ran</th><th>cache</th><th>made</th><th>logs</th></tr>"#,
         );
-        for a in &attempts {
+        for a in attempts {
             let ran = match (a.started_ms.or(Some(a.queued_ms)), a.ended_ms) {
                 (Some(s), Some(e)) => duration(e.saturating_sub(s)),
                 _ => "running".into(),

@@ -153,6 +153,20 @@ pub struct NodeView {
     pub outputs: Option<Value>,
 }
 
+impl NodeView {
+    /// The attempts of the node, or of its array element `index` (none for an element not kept).
+    pub fn attempts_of(&self, index: Option<u32>) -> &[AttemptView] {
+        match (index, &self.array) {
+            (Some(i), Some(a)) => a
+                .elements
+                .iter()
+                .find(|e| e.index == i)
+                .map_or(&[][..], |e| &e.attempts),
+            _ => &self.attempts,
+        }
+    }
+}
+
 /// Bytes of a node's inputs or outputs (as JSON) a view holds; larger ones are named, not shown.
 pub const MAX_SHOWN: usize = 16 * 1024;
 
