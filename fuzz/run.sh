@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs each fuzz target for a bounded time (default 60 s in all, shared), seeded with the project's
 # fixtures where they fit (wire from fuzz/seeds; events and state grow their corpora from nothing,
-# kept between runs).
+# kept between runs). `fuzz/run.sh build` only builds the targets.
 # Installs cargo-fuzz (pinned, --locked) under $HOME/.cache/updraft/cargo-tools if missing. The stable toolchain is used with
 # RUSTC_BOOTSTRAP=1, which cargo-fuzz's sanitizer flags need.
 set -euo pipefail
@@ -15,6 +15,10 @@ if ! "$tools/bin/cargo-fuzz" --version 2>/dev/null | grep -q " $cargo_fuzz_versi
 fi
 export PATH="$tools/bin:$PATH" RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="$HOME/.cache/updraft/fuzz-target"
+if [ "$total" = build ]; then
+  cd "$here"
+  exec cargo fuzz build
+fi
 corpus="$HOME/.cache/updraft/fuzz-corpus"
 targets=(package yaml events state wire)
 for t in "${targets[@]}"; do mkdir -p "$corpus/$t"; done

@@ -163,6 +163,11 @@ class Kind:
         """The failure reason of a job whose process exited with `code` (not 0)."""
         return f"the job's process exited with code {code}"
 
+    def log_stream(self, job: "Job") -> Optional[tuple[Any, str, str]]:
+        """Where the service sends a running job's output: (moto's CloudWatch Logs backend of the job's
+        account and region, log group, log stream), or None."""
+        return None
+
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
@@ -179,6 +184,19 @@ class SageMakerKind(Kind):
     failed = "Failed"
     stopping = "Stopping"
     stopped = "Stopped"
+
+    _GROUPS = {"training": "TrainingJobs", "processing": "ProcessingJobs"}
+
+    def log_stream(self, job: "Job") -> Optional[tuple[Any, str, str]]:
+        # as SageMaker names them: /aws/sagemaker/TrainingJobs, stream <job>/algo-1-<epoch seconds>
+        group = self._GROUPS.get(self.what)
+        parts = job.arn.split(":")
+        if group is None or len(parts) < 6:
+            return None
+        from moto.logs.models import logs_backends
+
+        name = job.arn.rsplit("/", 1)[-1]
+        return logs_backends[parts[4]][parts[3]], f"/aws/sagemaker/{group}", f"{name}/algo-1-{int(time.time())}"
 
     def __init__(self, what: str, title: str, status_attr: str, end_attr: str, describe: str):
         self.what = what
@@ -351,6 +369,11 @@ class BatchKind(Kind):
     def exit_reason(self, code: int) -> str:
         return "Essential container in task exited"
 
+    def log_stream(self, job: "Job") -> Optional[tuple[Any, str, str]]:
+        # /aws/batch/job, stream <definition>/default/<job id>: what DescribeJobs names as logStreamName
+        obj = job.obj
+        return obj._log_backend, obj._log_group, obj._stream_name
+
     def apply(self, job: "Job", phase: str, reason: Optional[str]) -> None:
         obj = job.obj
         if phase == "running":
@@ -510,7 +533,7 @@ class Job:
         if t < self.queue_seconds:
             return f"queued:{min(n - 1, int(t * n / self.queue_seconds))}", None
         if self.command is not None:
-            if self.process is None or self.process.poll() is None:
+            if self.process is None or self.process.poll() is None or _pumping(self.process):
                 return "running", None
             self.exit_code = self.process.returncode
             if self.exit_code != 0:
@@ -538,7 +561,9 @@ class Job:
         if phase == "running" and self.command is not None and self.process is None:
             try:
                 argv, env = self.command
-                self.process = _spawn(self.key, argv, {**env, **_batch_secrets(self.obj, self.arn)})
+                self.process = _spawn(
+                    self.key, argv, {**env, **_batch_secrets(self.obj, self.arn)}, self.kind.log_stream(self)
+                )
             except _SecretUnavailable as e:
                 phase, reason = "failed", f"ResourceInitializationError: unable to pull secrets or registry auth: {e}"
             except OSError as e:
@@ -563,8 +588,11 @@ class Job:
             )
 
 
-def _spawn(key: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """Starts a job's command as a process group of its own, its output in the job's log."""
+def _spawn(
+    key: str, argv: list[str], env: dict[str, str], stream: Optional[tuple[Any, str, str]] = None
+) -> subprocess.Popen:
+    """Starts a job's command as a process group of its own, its output in the job's log file and, as
+    each line comes, in the CloudWatch log stream `stream` names (as the service sends it there)."""
     full = dict(os.environ)
     url = os.environ.get("UPDRAFT_MOTO_URL")
     if url:
@@ -577,13 +605,51 @@ def _spawn(key: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     os.makedirs(logs, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
     log = open(os.path.join(logs, f"{safe}.log"), "ab")
+    if stream is None:
+        try:
+            return subprocess.Popen(
+                argv, env=full, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
     try:
-        return subprocess.Popen(
-            argv, env=full, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        process = subprocess.Popen(
+            argv, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    finally:
+    except OSError:
         log.close()
+        raise
+    backend, group, name = stream
+    with _LOCK:
+        backend.ensure_log_group(group)
+        backend.ensure_log_stream(group, name)
+    pump = threading.Thread(target=_pump, args=(process, log, backend, group, name), daemon=True)
+    pump.start()
+    process.updraft_pump = pump  # type: ignore[attr-defined]
+    return process
+
+
+def _pumping(process: subprocess.Popen) -> bool:
+    """Whether a job's output is still on its way to CloudWatch (the job ends after it arrives)."""
+    pump = getattr(process, "updraft_pump", None)
+    return pump is not None and pump.is_alive()
+
+
+def _pump(process: subprocess.Popen, log: Any, backend: Any, group: str, stream: str) -> None:
+    """Copies a job's output, line by line, to its log file and its CloudWatch log stream."""
+    with log:
+        for raw in iter(process.stdout.readline, b""):
+            log.write(raw)
+            log.flush()
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with _LOCK:
+                try:
+                    backend.put_log_events(group, stream, [{"timestamp": int(time.time() * 1000), "message": line}])
+                except Exception as e:  # a line CloudWatch refuses (e.g. too long) stays in the file only
+                    print(f"lifecycles: {group} {stream}: {e}", file=sys.stderr)
+        process.stdout.close()
 
 
 def _kill(job: "Job") -> None:

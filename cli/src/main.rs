@@ -30,6 +30,7 @@ mod registry;
 mod report;
 mod run;
 mod store;
+mod tasklogs;
 mod ui;
 
 use std::path::PathBuf;
@@ -205,9 +206,15 @@ enum Command {
         /// The Python interpreter of the runs it launches (as `updraft run --python`).
         #[arg(long)]
         python: Option<PathBuf>,
-        /// The settings file of the runs it launches (as `updraft run --settings`).
+        /// The settings file of the runs it launches (as `updraft run --settings`); its `aws` and `eks`
+        /// sections also say where attempts' logs are read from (AWS Batch's and SageMaker's CloudWatch
+        /// streams, pods' logs through the cluster's API).
         #[arg(long, value_name = "FILE")]
         settings: Option<PathBuf>,
+        /// The kubeconfig pods' logs are read with (default: the settings' `eks.cluster` with this AWS
+        /// identity, else KUBECONFIG or ~/.kube/config).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
         /// Where executions are kept.
         #[arg(long, default_value = ".updraft")]
         state_dir: PathBuf,
@@ -229,7 +236,8 @@ enum Command {
         target: cloud::Target,
     },
     /// Print the captured stdout and stderr of a node's task attempt (the last one by default); with
-    /// --stack, the functions' log lines about the execution (and node).
+    /// --stack, what the attempt printed (its pod's, Batch job's or SageMaker job's logs), or without a
+    /// node (or with --functions) the functions' log lines about the execution (and node).
     Logs {
         /// Execution name.
         execution: String,
@@ -241,6 +249,17 @@ enum Command {
         /// Array element, for map nodes.
         #[arg(long)]
         index: Option<u32>,
+        /// With --stack and a node: the functions' lines about the node instead of its task's output.
+        #[arg(long)]
+        functions: bool,
+        /// With --stack: the settings file whose `aws` and `eks` sections say where a task's logs are
+        /// read from (AWS Batch's and SageMaker's CloudWatch streams, pods' logs through the cluster).
+        #[arg(long, value_name = "FILE")]
+        settings: Option<PathBuf>,
+        /// With --stack: the kubeconfig pods' logs are read with (default: the settings' `eks.cluster`
+        /// with this AWS identity, else KUBECONFIG or ~/.kube/config).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
         /// Where executions are kept.
         #[arg(long, default_value = ".updraft")]
         state_dir: PathBuf,
@@ -532,6 +551,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             port,
             python,
             settings,
+            kubeconfig,
             state_dir,
             target,
         } => ui::serve(
@@ -542,6 +562,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 files,
                 python,
                 settings,
+                kubeconfig,
             },
         ),
         Command::Report {
@@ -561,9 +582,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             node,
             attempt,
             index,
+            functions,
+            settings,
+            kubeconfig,
             state_dir,
             target,
         } => match (target.stack.is_some(), node) {
+            (true, Some(node)) if !functions => {
+                let settings = match &settings {
+                    Some(p) => updraft_settings::Settings::load(p)?,
+                    None => updraft_settings::Settings::default(),
+                };
+                cloud::block_on(async {
+                    let reader = tasklogs::TaskLogs::of(&target, &settings, kubeconfig).await?;
+                    let view = cloud::ops::history_of(&target, &execution).await?;
+                    tasklogs::print_attempt(&reader, &view, &node, attempt, index).await
+                })?
+            }
             (true, node) => {
                 cloud::block_on(cloud::ops::logs(&target, &execution, node.as_deref()))?
             }

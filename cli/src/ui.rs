@@ -15,11 +15,13 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::Value;
+use updraft_connector::LogPlace;
 use updraft_console::pages::{self, Actions, ExecutionRow, Filter};
 use updraft_engine::exec::history::ExecutionView;
 
 use crate::cloud::{self, Deployment, Target};
 use crate::store;
+use crate::tasklogs::{CHUNK, TaskLogs};
 
 /// Where the console reads executions from.
 enum Source {
@@ -38,6 +40,8 @@ struct Ui {
     /// `--python` and `--settings` of local launches.
     python: Option<PathBuf>,
     settings: Option<PathBuf>,
+    /// Reads attempts' logs.
+    logs: TaskLogs,
 }
 
 /// What the console runs locally: `updraft run`'s files, launch plan, Python and settings.
@@ -46,8 +50,10 @@ pub struct LocalRuns {
     pub files: Vec<PathBuf>,
     /// `--python`.
     pub python: Option<PathBuf>,
-    /// `--settings`.
+    /// `--settings`: also the AWS endpoint and region and the cluster attempts' logs are read from.
     pub settings: Option<PathBuf>,
+    /// `--kubeconfig`: the cluster pods' logs are read from (over the settings' `eks.cluster`).
+    pub kubeconfig: Option<PathBuf>,
 }
 
 type Shared = Arc<Ui>;
@@ -81,7 +87,12 @@ pub fn serve(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let settings = match &runs.settings {
+        Some(p) => updraft_settings::Settings::load(p)?,
+        None => updraft_settings::Settings::default(),
+    };
     rt.block_on(async {
+        let reader = TaskLogs::of(target, &settings, runs.kubeconfig.clone()).await?;
         let (source, label) = match &target.stack {
             Some(_) => (
                 Source::Stack(Box::new(cloud::connect(target).await?)),
@@ -99,6 +110,7 @@ pub fn serve(
             files: runs.files.iter().map(absolute).collect(),
             python: runs.python.as_ref().map(absolute),
             settings: runs.settings.as_ref().map(absolute),
+            logs: reader,
         });
         let app = Router::new()
             .route("/", get(executions))
@@ -313,24 +325,29 @@ async fn node(
         );
     };
     let attempts = node.attempts_of(q.index);
-    // A local attempt's output files are followed as they grow.
-    let logs: Vec<(String, String)> = match (&ui.source, attempts.last()) {
-        (Source::Local(_), Some(a)) => a
+    // The last attempt's logs, followed as they grow.
+    let logs: Vec<(String, String)> = match attempts.last() {
+        Some(a) => a
             .logs
             .iter()
-            .filter_map(|l| {
-                let file = Path::new(l).file_name()?.to_str()?.to_string();
-                Some((
-                    file.clone(),
-                    format!(
-                        "/executions/{name}/logs?node={id}&attempt={}{}&file={file}",
-                        a.attempt,
-                        q.index.map(|i| format!("&index={i}")).unwrap_or_default()
-                    ),
-                ))
+            .enumerate()
+            .filter_map(|(i, l)| {
+                let place = LogPlace::parse(l);
+                ui.logs.can_read(&place).then(|| {
+                    (
+                        place.label(),
+                        format!(
+                            "/executions/{}/logs?node={}&attempt={}{}&log={i}",
+                            pages::url_part(&name),
+                            pages::url_part(&id),
+                            a.attempt,
+                            q.index.map(|i| format!("&index={i}")).unwrap_or_default()
+                        ),
+                    )
+                })
             })
             .collect(),
-        _ => Vec::new(),
+        None => Vec::new(),
     };
     Html(pages::node_page(&ui.label, &view, node, q.index, &logs)).into_response()
 }
@@ -341,13 +358,15 @@ struct LogQuery {
     attempt: u32,
     #[serde(default)]
     index: Option<u32>,
-    file: String,
+    /// Which of the attempt's log places.
+    log: usize,
     #[serde(default)]
     offset: u64,
 }
 
-/// The bytes of a local attempt's log file from `offset` on, with the next offset (`X-Offset`) and
-/// whether the attempt still runs (`X-Running`); only files the execution's history names are read.
+/// The text of one of an attempt's logs from `offset` on (a file, a pod's, a CloudWatch stream's), with
+/// the next offset (`X-Offset`) and whether the attempt still runs (`X-Running`); only places the
+/// execution's history names are read.
 async fn logs(
     State(ui): State<Shared>,
     UrlPath(name): UrlPath<String>,
@@ -366,30 +385,27 @@ async fn logs(
     let Some(a) = attempt else {
         return (StatusCode::NOT_FOUND, "no such attempt").into_response();
     };
-    let Some(path) = a
-        .logs
-        .iter()
-        .find(|l| Path::new(l).file_name().and_then(|f| f.to_str()) == Some(q.file.as_str()))
-    else {
-        return (StatusCode::NOT_FOUND, "the attempt keeps no such log").into_response();
+    let place = match a.logs.get(q.log).map(|l| LogPlace::parse(l)) {
+        Some(p) if ui.logs.can_read(&p) => p,
+        _ => return (StatusCode::NOT_FOUND, "the attempt keeps no such log").into_response(),
     };
-    let bytes = std::fs::read(path).unwrap_or_default();
-    let from = (q.offset as usize).min(bytes.len());
+    let chunk = match ui.logs.read(&place, q.offset).await {
+        Ok(c) => c,
+        Err(e) => return (StatusCode::BAD_GATEWAY, format!("[{e}]")).into_response(),
+    };
+    // more to come: the attempt runs, or this read stopped short of the end
+    let more = a.ended_ms.is_none() || chunk.next - q.offset.min(chunk.next) >= CHUNK - 3;
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    headers.insert("X-Offset", HeaderValue::from(bytes.len() as u64));
+    headers.insert("X-Offset", HeaderValue::from(chunk.next));
     headers.insert(
         "X-Running",
-        HeaderValue::from_static(if a.ended_ms.is_none() { "1" } else { "0" }),
+        HeaderValue::from_static(if more { "1" } else { "0" }),
     );
-    (
-        headers,
-        String::from_utf8_lossy(&bytes[from..]).into_owned(),
-    )
-        .into_response()
+    (headers, chunk.text).into_response()
 }
 
 fn back(name: &str, notice: &str) -> Response {

@@ -51,16 +51,8 @@ fn a_flytekit_batch_task_runs_as_a_batch_job() {
     let outputs: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(outputs, serde_json::json!({"o0": "film.mp4"}));
     // The outputs came from the job, through S3: flytekit wrote them under the attempt's prefix.
-    let name = std::fs::read_dir(state.join("executions"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name();
-    let key = format!(
-        "runs/executions/{}/n0/0/out/0/outputs.pb",
-        name.to_string_lossy()
-    );
+    let name = common::only_execution(&state);
+    let key = format!("runs/executions/{}/n0/0/out/0/outputs.pb", name);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let s3 = updraft_aws::s3_client(&moto.sdk());
     rt.block_on(s3.head_object().bucket(support::BUCKET).key(&key).send())
@@ -68,7 +60,7 @@ fn a_flytekit_batch_task_runs_as_a_batch_job() {
     // The history names the job Batch made and where its logs are.
     let (code, out, err) = updraft(&[
         "status",
-        &name.to_string_lossy(),
+        &name,
         "--json",
         "--state-dir",
         state.to_str().unwrap(),
@@ -86,6 +78,26 @@ fn a_flytekit_batch_task_runs_as_a_batch_job() {
             .ends_with(&format!("/batch/home?region=us-east-1#jobs/detail/{job}")),
         "{attempt}"
     );
+    // The console reads what the job printed from its CloudWatch log stream (named by DescribeJobs).
+    let console = common::Console::start(
+        &[
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--settings",
+            settings.to_str().unwrap(),
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing".as_ref()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".as_ref()),
+        ],
+    );
+    let (code, _, page) = console.get(&format!("/executions/{name}/nodes/n0"));
+    assert_eq!(code, 200, "{page}");
+    let logs = common::log_sources(&page);
+    assert_eq!(logs.len(), 1, "{page}");
+    assert_eq!(logs[0].0, format!("batch job {job}"));
+    let text = console.follow_log(&logs[0].1);
+    assert!(text.contains("transcoding film at 240 frames"), "{text}");
 }
 
 #[test]
@@ -118,14 +130,7 @@ fn a_map_over_a_batch_task_is_one_array_job() {
     let outputs: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(outputs, serde_json::json!({"o0": [1, null, 27, 64]}));
     // One array job of four children ran them, named for the array's first attempt.
-    let name = std::fs::read_dir(state.join("executions"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name()
-        .to_string_lossy()
-        .to_string();
+    let name = common::only_execution(&state);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let batch = aws_sdk_batch::Client::new(&moto.sdk());
     let array = format!("{name}-n0-array-0");

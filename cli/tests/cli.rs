@@ -286,17 +286,6 @@ workflows:
       - {id: b, task: boom, inputs: {x: "${inputs.x}"}, after: [child]}
 "#;
 
-/// The only execution under `state`.
-fn only_execution(state: &std::path::Path) -> String {
-    let mut names: Vec<String> = std::fs::read_dir(state.join("executions"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(names.len(), 1, "{names:?}");
-    names.remove(0)
-}
-
 #[test]
 fn status_json_shows_the_history_of_a_run_with_its_children() {
     let state = temp_dir("history");
@@ -309,7 +298,7 @@ fn status_json_shows_the_history_of_a_run_with_its_children() {
         .as_millis() as u64;
     let (code, _, err) = updraft(&["run", f, "-w", "outer", "-i", "x=7", "--state-dir", s]);
     assert_eq!(code, 1, "{err}");
-    let name = only_execution(&state);
+    let name = common::only_execution(&state);
     let (code, out, err) = updraft(&["status", &name, "--json", "--state-dir", s]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();

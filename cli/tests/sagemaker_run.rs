@@ -136,6 +136,54 @@ fn every_sagemaker_task_type_runs_with_flytekits_outputs() {
         train["HyperParameters"],
         serde_json::json!({"max_depth": "5"})
     );
+    // The console reads what the Pythonic training job printed from its CloudWatch log stream.
+    let state = dir.join("state");
+    let name = common::only_execution(&state);
+    let (code, out, err) = common::updraft(&[
+        "status",
+        &name,
+        "--json",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let trained: Vec<String> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["attempts"].to_string().contains("$252FTrainingJobs"))
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!trained.is_empty(), "{v}");
+    let console = common::Console::start(
+        &[
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--settings",
+            dir.join("settings.yaml").to_str().unwrap(),
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing".as_ref()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".as_ref()),
+        ],
+    );
+    let printed: Vec<String> = trained
+        .iter()
+        .flat_map(|id| {
+            let (code, _, page) = console.get(&format!("/executions/{name}/nodes/{id}"));
+            assert_eq!(code, 200, "{page}");
+            common::log_sources(&page)
+        })
+        .map(|(label, src)| {
+            assert!(label.starts_with("TrainingJobs "), "{label}");
+            console.follow_log(&src)
+        })
+        .collect();
+    assert!(
+        printed.iter().any(|t| t.contains("training on 84 rows")),
+        "{printed:?}"
+    );
 }
 
 /// A SageMaker describe call through moto's boto3.

@@ -46,6 +46,8 @@ fn python() -> String {
 struct Deployed {
     stack: String,
     endpoint: String,
+    /// The settings file it was deployed with.
+    settings: PathBuf,
     outputs: serde_json::Value,
     server: Server,
 }
@@ -230,71 +232,26 @@ impl Drop for Deployed {
     }
 }
 
-/// `updraft ui --stack` of a deployment, and its port; stopped when dropped.
-struct StackConsole(std::process::Child, u16);
-
-impl Drop for StackConsole {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 impl Deployed {
-    /// Starts `updraft ui` over the deployment.
-    fn console(&self) -> StackConsole {
-        use std::io::BufRead;
-        let mut child = common::spawn_updraft(
+    /// Starts `updraft ui` over the deployment, reading pods' logs with the settings it was deployed
+    /// with.
+    fn console(&self) -> common::Console {
+        common::Console::start(
             &[
-                "ui",
-                "--port",
-                "0",
                 "--stack",
                 &self.stack,
                 "--endpoint-url",
                 &self.endpoint,
+                "--settings",
+                self.settings.to_str().unwrap(),
             ],
             &[
                 ("AWS_ACCESS_KEY_ID", OsStr::new("test")),
                 ("AWS_SECRET_ACCESS_KEY", OsStr::new("test")),
                 ("AWS_REGION", OsStr::new("us-east-1")),
             ],
-        );
-        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        err.read_line(&mut line).unwrap();
-        let port = line
-            .split("http://127.0.0.1:")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no address in: {line}"));
-        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-        StackConsole(child, port)
+        )
     }
-}
-
-/// `GET path` of the console at `port`: (status, body).
-fn get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        raw.split_once("\r\n\r\n")
-            .map_or(raw.clone(), |(_, b)| b.to_string()),
-    )
 }
 
 /// Runs `updraft` with LocalStack's test credentials.
@@ -373,6 +330,7 @@ fn deploy_with(tag: &str, params: &[&str], more: serde_json::Value) -> Deployed 
     let mut d = Deployed {
         stack,
         endpoint: ep,
+        settings: settings_file.clone(),
         outputs: serde_json::Value::Null,
         server,
     };
@@ -770,26 +728,26 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
     // The console over the stack: its executions, an execution's graph coloured by phase, the
     // launch plans registered on it, and a clear page for an execution it does not have.
     let console = d.console();
-    let (code, page) = get(console.1, "/");
+    let (code, _, page) = console.get("/");
     assert_eq!(code, 200, "{page}");
     assert!(
         page.contains(r#"data-execution="br" data-phase="Succeeded""#),
         "{page}"
     );
-    let (code, page) = get(console.1, "/executions/br");
+    let (code, _, page) = console.get("/executions/br");
     assert_eq!(code, 200, "{page}");
     assert!(
         page.contains(r#"<div id="live" data-running="0" data-phase="Succeeded">"#),
         "{page}"
     );
     assert!(page.contains(r#"<svg class="graph""#) && page.contains(r#"data-phase="Succeeded""#));
-    let (code, page) = get(console.1, "/workflows");
+    let (code, _, page) = console.get("/workflows");
     assert_eq!(code, 200, "{page}");
     assert!(
         page.contains(r#"data-launch-plan="fixtures.branches.branch_wf""#),
         "{page}"
     );
-    let (code, page) = get(console.1, "/executions/nope");
+    let (code, _, page) = console.get("/executions/nope");
     assert_eq!(code, 404);
     assert!(page.contains("no execution nope"), "{page}");
     drop(console);
@@ -821,6 +779,30 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
         let started = !d.server.store.lock().unwrap().objects.is_empty();
         started.then_some(()).ok_or("no pod started")
     });
+    // The console follows the running pod's log through the cluster's API.
+    let console = d.console();
+    let src = poll(Duration::from_secs(60), || {
+        let (code, _, page) = console.get("/executions/stop/nodes/n0");
+        let logs = common::log_sources(&page);
+        match logs.first() {
+            Some((label, src)) if code == 200 && label.starts_with("pod ") => Ok(src.clone()),
+            _ => Err(format!("no pod log on the node's page: {page}")),
+        }
+    });
+    poll(Duration::from_secs(60), || {
+        let (code, headers, text) = console.get(&format!("{src}&offset=0"));
+        let running = headers.iter().any(|(k, v)| k == "x-running" && v == "1");
+        (code == 200 && running && text.contains("slow: sleeping on 4"))
+            .then_some(())
+            .ok_or(format!("{code} {headers:?}: {text}"))
+    });
+    drop(console);
+    // So does `updraft logs` with the node.
+    let settings = d.settings.to_str().unwrap().to_string();
+    let (code, out, err) = d.updraft(&["logs", "stop", "n0", "--settings", &settings]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("==> n0 attempt 0 pod "), "{out}");
+    assert!(out.contains("slow: sleeping on 4"), "{out}");
     let (code, _, err) = d.updraft(&["abort", "stop", "--reason", "enough"]);
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = d.updraft(&["watch", "stop"]);
@@ -1220,6 +1202,15 @@ fn a_deployed_stack_runs_aws_batch_tasks_as_batch_jobs() {
             .then_some(())
             .ok_or(format!("no check sent for {key}: {logs}"))
     });
+    // `updraft logs` with the node prints what the job printed, from its CloudWatch log stream.
+    let settings = d.settings.to_str().unwrap().to_string();
+    let (code, out, err) = d.updraft(&["logs", "bj", "n0", "--settings", &settings]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(&format!("==> n0 attempt 0 batch job {} <==", jobs[0].0)),
+        "{out}"
+    );
+    assert!(out.contains("transcoding film at 240 frames"), "{out}");
 
     // An abort stops the job through the handle its start kept.
     moto.lifecycle(serde_json::json!({ "queue_seconds": 120.0 }));

@@ -5,6 +5,7 @@ stop, and their state changes reach EventBridge (moto's own, delivering to an SQ
 Run by scripts/test with moto's environment: `python -m unittest discover -s localstack/tests`.
 """
 
+import contextlib
 import json
 import os
 import socket
@@ -103,6 +104,15 @@ def wait_for(describe, done, timeout=20.0):
 
 
 class Lifecycles(unittest.TestCase):
+    @contextlib.contextmanager
+    def running_commands(self):
+        """Jobs run their commands as local processes (`run_commands`) within the block."""
+        self.assertEqual(self.moto.control("/_updraft/lifecycle", {"run_commands": True})[0], 200)
+        try:
+            yield
+        finally:
+            self.moto.control("/_updraft/lifecycle", {"run_commands": False})
+
     @classmethod
     def setUpClass(cls) -> None:
         cls.moto = Launcher()
@@ -269,8 +279,7 @@ class Lifecycles(unittest.TestCase):
     def test_a_job_naming_an_entrypoint_runs_it_with_its_environment(self) -> None:
         sm = self.moto.client("sagemaker")
         out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"moto-entrypoint-{self.moto.port}")
-        self.assertEqual(self.moto.control("/_updraft/lifecycle", {"run_commands": True})[0], 200)
-        try:
+        with self.running_commands():
             for name, code in (("entry-ok", 0), ("entry-exit", 3)):
                 sm.create_training_job(
                     TrainingJobName=name,
@@ -292,19 +301,16 @@ class Lifecycles(unittest.TestCase):
             d = sm.describe_training_job(TrainingJobName="entry-exit")
             self.assertEqual(d["FailureReason"], "AlgorithmError: the job's container exited with code 3")
             self.assertEqual(d["Environment"], {"GREETING": "hello"})
-        finally:
-            self.moto.control("/_updraft/lifecycle", {"run_commands": False})
 
     def test_a_custom_training_jobs_hyperparameters_carry_its_command(self) -> None:
         sm = self.moto.client("sagemaker")
         out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"moto-runner-{self.moto.port}")
-        self.assertEqual(self.moto.control("/_updraft/lifecycle", {"run_commands": True})[0], 200)
         script = f'echo "$GREETING $TRAINING_JOB_NAME $0" > {out}'
         args = ["sh", "-c", script, "third"]
         # Keys out of order, as a JSON object may carry them; the index orders them.
         hps = {f"__FLYTE_CMD_{i}_{a}__": "__FLYTE_CMD_DUMMY_VALUE__" for i, a in reversed(list(enumerate(args)))}
         hps.update({"__FLYTE_ENV_VAR_GREETING__": "hi", "sagemaker_mpi_enabled": "false"})
-        try:
+        with self.running_commands():
             sm.create_training_job(
                 TrainingJobName="runner-ok",
                 AlgorithmSpecification={"TrainingImage": "img:1", "TrainingInputMode": "File"},
@@ -320,8 +326,6 @@ class Lifecycles(unittest.TestCase):
             )
             with open(out) as f:
                 self.assertEqual(f.read().strip(), "hi runner-ok third")
-        finally:
-            self.moto.control("/_updraft/lifecycle", {"run_commands": False})
 
     def test_an_algorithm_training_job_leaves_its_model_in_s3(self) -> None:
         import io
@@ -445,6 +449,59 @@ class Lifecycles(unittest.TestCase):
         for i in range(3):
             self.assertEqual(self.batch_status(f"{job}:{i}"), "SUCCEEDED")
 
+    def test_a_batch_jobs_command_prints_to_its_cloudwatch_stream(self) -> None:
+        batch = self.moto.client("batch")
+        logs = self.moto.client("logs")
+        queue = self.batch_queue()
+        batch.register_job_definition(
+            jobDefinitionName="printer",
+            type="container",
+            containerProperties={
+                "image": "busybox",
+                "vcpus": 1,
+                "memory": 128,
+                "command": ["sh", "-c", "echo first line; echo second line >&2; exit 2"],
+            },
+        )
+        with self.running_commands():
+            job = batch.submit_job(jobName="printer", jobQueue=queue, jobDefinition="printer")["jobId"]
+            wait_for(lambda: self.batch_status(job), lambda s: s in ("SUCCEEDED", "FAILED"))
+            d = batch.describe_jobs(jobs=[job])["jobs"][0]
+            self.assertEqual((d["status"], d["container"]["exitCode"]), ("FAILED", 2))
+            stream = d["container"]["logStreamName"]
+            self.assertEqual(stream, f"printer/default/{job}")
+            events = logs.get_log_events(logGroupName="/aws/batch/job", logStreamName=stream, startFromHead=True)
+            self.assertEqual([e["message"] for e in events["events"]], ["first line", "second line"])
+
+    def test_a_training_jobs_command_prints_to_its_cloudwatch_stream(self) -> None:
+        sm = self.moto.client("sagemaker")
+        logs = self.moto.client("logs")
+        with self.running_commands():
+            sm.create_training_job(
+                TrainingJobName="printing-job",
+                AlgorithmSpecification={
+                    "TrainingImage": "img:1",
+                    "TrainingInputMode": "File",
+                    "ContainerEntrypoint": ["sh", "-c", 'echo "epoch 1 of $TRAINING_JOB_NAME"; echo done'],
+                },
+                RoleArn=ROLE,
+                OutputDataConfig={"S3OutputPath": "s3://b/o"},
+                ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+                StoppingCondition={"MaxRuntimeInSeconds": 60},
+            )
+            wait_for(
+                lambda: sm.describe_training_job(TrainingJobName="printing-job")["TrainingJobStatus"],
+                lambda s: s in ("Completed", "Failed"),
+            )
+            group = "/aws/sagemaker/TrainingJobs"
+            streams = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix="printing-job")["logStreams"]
+            self.assertEqual(len(streams), 1, streams)
+            self.assertTrue(streams[0]["logStreamName"].startswith("printing-job/algo-1-"), streams)
+            events = logs.get_log_events(
+                logGroupName=group, logStreamName=streams[0]["logStreamName"], startFromHead=True
+            )
+            self.assertEqual([e["message"] for e in events["events"]], ["epoch 1 of printing-job", "done"])
+
     # ------------------------------------------------------------------ EMR Serverless
 
     def test_emr_serverless_run_completes_and_cancels(self) -> None:
@@ -484,8 +541,7 @@ class Lifecycles(unittest.TestCase):
         out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"emr-entry-{os.getpid()}.txt")
         code = b"import os, sys; open(os.environ['MARK'], 'w').write(' '.join(sys.argv[1:])); sys.exit(int(sys.argv[2]))"
         s3.put_object(Bucket="emr-code", Key="entry.py", Body=code)
-        self.assertEqual(self.moto.control("/_updraft/lifecycle", {"run_commands": True})[0], 200)
-        try:
+        with self.running_commands():
             runs = {}
             for rc in (0, 3):
                 submit = {
@@ -507,8 +563,6 @@ class Lifecycles(unittest.TestCase):
             wait_for(lambda: run(runs[3])["state"], lambda s: s in ("SUCCESS", "FAILED"))
             self.assertEqual(run(runs[3])["state"], "FAILED")
             self.assertEqual(run(runs[3])["stateDetails"], "the job's process exited with code 3")
-        finally:
-            self.moto.control("/_updraft/lifecycle", {"run_commands": False})
 
     # ------------------------------------------------------------------ Athena
 

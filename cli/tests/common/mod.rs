@@ -128,3 +128,121 @@ pub fn shop_db(python: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `updraft ui … --port 0` in the background and the port it listens on; stopped when dropped.
+pub struct Console {
+    child: Child,
+    /// The port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Console {
+    /// Starts `updraft ui ARGS --port 0` with extra environment variables.
+    pub fn start(args: &[&str], env: &[(&str, &OsStr)]) -> Self {
+        use std::io::BufRead;
+        let mut all = vec!["ui", "--port", "0"];
+        all.extend_from_slice(args);
+        let mut child = spawn_updraft(&all, env);
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        let port = line
+            .split("http://127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no address in: {line}"));
+        // Keep reading its output so it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        Self { child, port }
+    }
+
+    /// Its address, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `GET path`: (status, headers as lower-case name and value, body).
+    pub fn get(&self, path: &str) -> (u16, Vec<(String, String)>, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let headers = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        (status, headers, body.to_string())
+    }
+
+    /// The text of log `src` (a page's `data-src`) read to its end, as the page's script follows it.
+    pub fn follow_log(&self, src: &str) -> String {
+        let mut text = String::new();
+        let mut offset = 0u64;
+        let started = std::time::Instant::now();
+        loop {
+            let (code, headers, body) = self.get(&format!("{src}&offset={offset}"));
+            assert_eq!(code, 200, "{src}: {body}");
+            text.push_str(&body);
+            let header = |n: &str| {
+                headers
+                    .iter()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            offset = header("x-offset").parse().unwrap();
+            if header("x-running") != "1" {
+                return text;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(120),
+                "{src} still runs after 120 s: {text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `data-src` of each log a node's page follows: (label, source).
+pub fn log_sources(page: &str) -> Vec<(String, String)> {
+    page.split(r#"<pre class="log" data-file=""#)
+        .skip(1)
+        .filter_map(|p| {
+            let (label, rest) = p.split_once('"')?;
+            let src = rest.split("data-src=\"").nth(1)?.split('"').next()?;
+            Some((label.to_string(), src.replace("&amp;", "&")))
+        })
+        .collect()
+}
+
+/// The only execution under the local store `state`.
+pub fn only_execution(state: &std::path::Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(state.join("executions"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    names.remove(0)
+}

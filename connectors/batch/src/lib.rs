@@ -558,12 +558,11 @@ impl Connector for BatchConnector {
     fn describe(&self, h: &Handle) -> updraft_connector::Described {
         let mut d = updraft_connector::Described::of(h);
         if !d.external.is_empty() {
-            let region = self.client.config().region().map(|r| r.to_string());
-            let host = match &region {
-                Some(r) => format!("https://{r}.console.aws.amazon.com/batch/home?region={r}"),
-                None => "https://console.aws.amazon.com/batch/home".into(),
+            let place = updraft_connector::LogPlace::BatchJob {
+                region: self.client.config().region().map(|r| r.to_string()),
+                job: d.external.clone(),
             };
-            d.logs.push(format!("{host}#jobs/detail/{}", d.external));
+            d.logs.push(place.to_string());
         }
         d
     }

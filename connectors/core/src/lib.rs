@@ -13,12 +13,14 @@
 
 mod data;
 pub mod effects;
+pub mod logs;
 pub mod paths;
 pub mod query;
 mod registry;
 pub mod secrets;
 
 pub use data::{DataStore, LocalData, read_output_files};
+pub use logs::LogPlace;
 pub use paths::AttemptPaths;
 pub use registry::{Registry, RegistryError};
 

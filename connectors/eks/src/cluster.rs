@@ -117,6 +117,14 @@ fn is_code(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
+/// Whether a pod has not started its containers yet (the API answers 400 for their logs then).
+fn is_pending(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_none_or(|p| p == "Pending")
+}
+
 /// An object's namespace and name.
 fn place(o: &Object) -> (String, String) {
     let m = o.metadata();
@@ -340,6 +348,34 @@ impl Cluster {
                 }
             }
         })
+    }
+
+    /// The first `limit` bytes (at most) of what the primary container of pod `name` printed so far;
+    /// empty while the container has not started.
+    pub async fn pod_log(
+        &self,
+        namespace: &str,
+        name: &str,
+        limit: u64,
+    ) -> Result<String, ClusterError> {
+        let err = |source| ClusterError::Api {
+            kind: "Pod".into(),
+            name: name.into(),
+            source,
+        };
+        let api = Api::<Pod>::namespaced(self.client().await?, namespace);
+        let pod = api.get(name).await.map_err(err)?;
+        let params = kube::api::LogParams {
+            container: Some(status::primary_container(&pod)).filter(|c| !c.is_empty()),
+            limit_bytes: i64::try_from(limit).ok(),
+            ..Default::default()
+        };
+        match api.logs(name, &params).await {
+            Ok(text) => Ok(text),
+            // a container that has not started yet has nothing to show
+            Err(e) if is_code(&e, 400) && is_pending(&pod) => Ok(String::new()),
+            Err(e) => Err(err(e)),
+        }
     }
 
     /// Deletes the objects (and, through their owners, what they made); ones already gone are fine.

@@ -183,10 +183,13 @@ impl Connector for EksConnector {
         let mut d = updraft_connector::Described::default();
         for o in &m.objects {
             if o.kind == "Pod" {
-                d.logs.push(format!(
-                    "kubectl logs --namespace {} {}",
-                    o.namespace, o.name
-                ));
+                d.logs.push(
+                    updraft_connector::LogPlace::Pod {
+                        namespace: o.namespace.clone(),
+                        name: o.name.clone(),
+                    }
+                    .to_string(),
+                );
             } else {
                 d.external = format!("{}/{}", o.plural, o.name);
             }

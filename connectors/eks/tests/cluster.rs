@@ -65,6 +65,15 @@ fn objects(pkg: &CompiledPackage, task: &str) -> Vec<Object> {
     build(t, &launch, &paths, &EksConfig::default()).unwrap()
 }
 
+/// An object's namespace and name.
+fn place(o: &Object) -> (String, String) {
+    let m = o.metadata();
+    (
+        m.namespace.clone().unwrap_or_default(),
+        m.name.clone().unwrap_or_default(),
+    )
+}
+
 fn until_done(
     rt: &tokio::runtime::Runtime,
     c: &Cluster,
@@ -107,7 +116,14 @@ fn starts_are_idempotent_and_ends_are_mapped() {
         until_done(&rt, &cluster, &ok, Duration::ZERO),
         Observed::Succeeded
     );
+    // What its primary container printed, whole or its first bytes.
+    let (ns, name) = place(&ok[0]);
+    let log = |limit| rt.block_on(cluster.pod_log(&ns, &name, limit)).unwrap();
+    assert_eq!(log(1 << 20).trim_end(), "fine");
+    assert_eq!(log(2), "fi");
     rt.block_on(cluster.delete(&ok)).unwrap();
+    // A pod that is gone has no log to read.
+    assert!(rt.block_on(cluster.pod_log(&ns, &name, 10)).is_err());
 
     let mut ends = Vec::new();
     for task in ["exits", "hungry"] {
@@ -139,6 +155,9 @@ fn starts_are_idempotent_and_ends_are_mapped() {
     let o = objects(&pkg, "unpullable");
     rt.block_on(cluster.start(&o)).unwrap();
     std::thread::sleep(Duration::from_millis(700));
+    // A pod whose container has not started has printed nothing yet.
+    let (ns, name) = place(&o[0]);
+    assert_eq!(rt.block_on(cluster.pod_log(&ns, &name, 10)).unwrap(), "");
     assert!(matches!(
         rt.block_on(cluster.check(&o, Duration::from_secs(5)))
             .unwrap(),

@@ -249,13 +249,13 @@ pub(crate) fn described(h: &Handle) -> updraft_connector::Described {
     } else {
         "TrainingJobs".into()
     };
-    let r = &m.region;
-    let group = format!("$252Faws$252Fsagemaker$252F{}", group.replace('/', "$252F"));
+    let place = updraft_connector::LogPlace::CloudWatch {
+        region: m.region.clone(),
+        group: format!("/aws/sagemaker/{group}"),
+        prefix: m.name.clone(),
+    };
     updraft_connector::Described {
-        logs: vec![format!(
-            "https://{r}.console.aws.amazon.com/cloudwatch/home?region={r}#logsV2:log-groups/log-group/{group}$3FlogStreamNameFilter$3D{}",
-            m.name
-        )],
+        logs: vec![place.to_string()],
         external: m.name,
     }
 }

@@ -388,7 +388,9 @@ impl PodRun {
             .collect();
         let mut last = Value::Null;
         let since = started_at();
+        let mut rounds: u32 = 0;
         loop {
+            rounds = rounds.wrapping_add(1);
             if !self.alive() {
                 // What the killed containers printed stays readable to tests (`Store::logs`).
                 for r in runs.iter_mut().filter(|r| r.end.is_none()) {
@@ -400,7 +402,8 @@ impl PodRun {
             for r in &mut runs {
                 if r.end.is_none() && !r.idle {
                     poll(r);
-                    if r.end.is_some() {
+                    // what a running container printed is readable as it prints (every ~200 ms)
+                    if r.end.is_some() || rounds % 20 == 1 {
                         self.log(&r.name);
                     }
                 }

@@ -13,7 +13,8 @@
 //! - `PATCH` with `application/merge-patch+json` merges (RFC 7386);
 //! - `DELETE` removes and returns the object; objects a custom resource owns are deleted with it;
 //! - every write bumps the object's `resourceVersion`; creation sets `uid` and `creationTimestamp`;
-//! - `GET …/pods/<name>/log[?container=c]` returns what the container printed.
+//! - `GET …/pods/<name>/log[?container=c][&limitBytes=n]` returns what the container printed so far (its
+//!   first `n` bytes); `400 BadRequest` while the container waits to start.
 //!
 //! Status advances as a cluster's would:
 //!
@@ -264,6 +265,10 @@ pub fn handle(
         .split('&')
         .find_map(|kv| kv.strip_prefix("container="))
         .map(decode);
+    let limit_bytes = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("limitBytes="))
+        .and_then(|v| v.parse().ok());
     match rest {
         [plural] if *plural == resource.plural && method == "GET" => {
             s.list(&resource, None, selector.as_deref())
@@ -320,7 +325,11 @@ pub fn handle(
             }
         }
         ["namespaces", ns, "pods", name, "log"] if resource.plural == "pods" && method == "GET" => {
-            s.log(&Key::new(&resource, ns, name), container.as_deref())
+            s.log(
+                &Key::new(&resource, ns, name),
+                container.as_deref(),
+                limit_bytes,
+            )
         }
         _ => (
             404,

@@ -400,8 +400,8 @@ impl Store {
         (200, Reply::Json(v))
     }
 
-    /// What a pod's container printed.
-    pub fn log(&self, key: &Key, container: Option<&str>) -> (u16, Reply) {
+    /// What a pod's container printed so far (its first `limit` bytes, when given).
+    pub fn log(&self, key: &Key, container: Option<&str>, limit: Option<usize>) -> (u16, Reply) {
         let Some(pod) = self.objects.get(key) else {
             return not_found(key);
         };
@@ -413,7 +413,13 @@ impl Store {
                 .to_string(),
         };
         match self.logs.get(&(key.clone(), name.clone())) {
-            Some(text) => (200, Reply::Text(text.clone())),
+            Some(text) => {
+                let mut end = limit.unwrap_or(text.len()).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                (200, Reply::Text(text[..end].to_string()))
+            }
             None => (
                 400,
                 status_body(

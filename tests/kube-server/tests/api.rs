@@ -221,11 +221,33 @@ fn the_kubelet_runs_containers_and_reports_their_ends() {
         &pod("pull", json!({}), &["true"], "registry/missing:1"),
     );
     post(&s, PODS, &pod("long", json!({}), &["sleep", "60"], "x"));
+    post(
+        &s,
+        PODS,
+        &pod(
+            "talks",
+            json!({}),
+            &["sh", "-c", "echo started; sleep 60"],
+            "x",
+        ),
+    );
     let done = |p: &Value| matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
     let ok = wait_for(&s, &format!("{PODS}/ok"), done);
     assert_eq!(ok["status"]["phase"], "Succeeded");
     let (code, log) = get(&s, &format!("{PODS}/ok/log"));
     assert_eq!((code, log.as_str()), (200, Some("hi from the pod\n")));
+    let (code, log) = get(&s, &format!("{PODS}/ok/log?limitBytes=2"));
+    assert_eq!((code, log.as_str()), (200, Some("hi")));
+    // A running container's log is readable as it prints.
+    let started = Instant::now();
+    loop {
+        let (code, log) = get(&s, &format!("{PODS}/talks/log"));
+        if (code, log.as_str()) == (200, Some("started\n")) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{code} {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let bad = wait_for(&s, &format!("{PODS}/bad"), done);
     assert_eq!(bad["status"]["phase"], "Failed");
     assert_eq!(

@@ -1,0 +1,365 @@
+//! Reads what a task attempt printed, from where the execution's history says its logs are: a local
+//! file, a pod's primary container (the Kubernetes API), an AWS Batch job's CloudWatch log stream (named
+//! by `DescribeJobs` once the job runs), a SageMaker job's CloudWatch log streams. The console follows a
+//! running attempt's logs with it, and `updraft logs --stack` prints them.
+//!
+//! Every source is read as one text that only grows; a reader asks for the bytes from an offset on and
+//! gets at most [`CHUNK`] of them with the offset to ask from next.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use aws_config::SdkConfig;
+use tokio::sync::OnceCell;
+use updraft_connector::LogPlace;
+use updraft_connector_eks::Cluster;
+use updraft_connector_eks::EksConfig;
+use updraft_engine::exec::history::ExecutionView;
+
+/// Most bytes one read returns.
+pub const CHUNK: u64 = 1 << 20;
+
+/// Log streams of one prefix read at most (a SageMaker job with more instances shows the first).
+const MAX_STREAMS: i32 = 50;
+
+/// Bytes read from `offset` on and the offset to read from next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// The text (whole UTF-8 characters).
+    pub text: String,
+    /// The offset after it.
+    pub next: u64,
+}
+
+/// What reads logs: the AWS identity and the cluster's settings (connected to on first use).
+pub struct TaskLogs {
+    sdk: SdkConfig,
+    eks: Option<EksConfig>,
+    kubeconfig: Option<PathBuf>,
+    /// Whether files on this machine may be read (the local store's attempts; never a stack's).
+    files: bool,
+    cluster: OnceCell<Result<Cluster, String>>,
+}
+
+/// The part of `bytes` from `offset` on, at most [`CHUNK`] long and cut at a character's end.
+fn slice(bytes: &[u8], offset: u64) -> Chunk {
+    let from = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let mut to = from.saturating_add(CHUNK as usize).min(bytes.len());
+    // back to the start of a character the cut would split (a UTF-8 continuation byte is 10xxxxxx)
+    while to > from && to < bytes.len() && bytes[to] & 0xC0 == 0x80 {
+        to -= 1;
+    }
+    Chunk {
+        text: String::from_utf8_lossy(&bytes[from..to]).into_owned(),
+        next: to as u64,
+    }
+}
+
+fn aws_error(what: &str, e: impl std::error::Error) -> String {
+    format!(
+        "{what}: {}",
+        aws_sdk_cloudwatchlogs::error::DisplayErrorContext(e)
+    )
+}
+
+impl TaskLogs {
+    /// A reader with the AWS identity `sdk` and the cluster of `eks` (its `cluster`, reached with that
+    /// identity) or of `kubeconfig` (default: KUBECONFIG, `~/.kube/config`); `files`: whether a local
+    /// file may be read.
+    pub fn new(
+        sdk: SdkConfig,
+        eks: Option<EksConfig>,
+        kubeconfig: Option<PathBuf>,
+        files: bool,
+    ) -> Self {
+        Self {
+            sdk,
+            eks,
+            kubeconfig,
+            files,
+            cluster: OnceCell::new(),
+        }
+    }
+
+    /// The reader of `updraft ui` and `updraft logs`: the AWS endpoint and region of `settings`'s `aws`
+    /// section when it names them, else the stack's (or the environment's); the cluster of its `eks`
+    /// section or of `kubeconfig`; local files only without a stack.
+    pub async fn of(
+        target: &crate::cloud::Target,
+        settings: &updraft_settings::Settings,
+        kubeconfig: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let eks = match &settings.eks {
+            Some(_) => Some(crate::plan::eks_config(settings)?),
+            None => None,
+        };
+        let sdk = if target.stack.is_some()
+            && settings.aws.region.is_none()
+            && settings.aws.endpoint.is_none()
+        {
+            target.sdk().await
+        } else {
+            updraft_connectors::sdk_config(settings).await
+        };
+        Ok(Self::new(sdk, eks, kubeconfig, target.stack.is_none()))
+    }
+
+    /// Whether this reader can read `place` at all.
+    pub fn can_read(&self, place: &LogPlace) -> bool {
+        match place {
+            LogPlace::File(_) => self.files,
+            p => p.readable(),
+        }
+    }
+
+    /// The text at `place` from `offset` on.
+    pub async fn read(&self, place: &LogPlace, offset: u64) -> Result<Chunk, String> {
+        let want = offset.saturating_add(CHUNK);
+        let bytes = match place {
+            LogPlace::File(p) if self.files => match std::fs::read(p) {
+                Ok(b) => b,
+                // not made yet: the attempt has printed nothing
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(format!("{}: {e}", p.display())),
+            },
+            LogPlace::Pod { namespace, name } => self
+                .cluster()
+                .await?
+                .pod_log(namespace, name, want)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_bytes(),
+            LogPlace::CloudWatch {
+                region,
+                group,
+                prefix,
+            } => self.streams(Some(region), group, prefix, want).await?,
+            LogPlace::BatchJob { region, job } => self.batch(region.as_deref(), job, want).await?,
+            p => return Err(format!("cannot read `{p}` from here")),
+        };
+        Ok(slice(&bytes, offset))
+    }
+
+    async fn cluster(&self) -> Result<&Cluster, String> {
+        self.cluster
+            .get_or_init(|| async {
+                let eks = self.eks.as_ref().and_then(|e| e.cluster.as_ref());
+                let made = match (&self.kubeconfig, eks) {
+                    (None, Some(c)) => Cluster::from_eks(c, &self.sdk).await,
+                    (k, _) => Cluster::from_kubeconfig(k.as_deref()).await,
+                };
+                made.map_err(|e| format!("cannot reach the cluster for a pod's logs: {e}"))
+            })
+            .await
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn logs_client(&self, region: Option<&str>) -> aws_sdk_cloudwatchlogs::Client {
+        let mut conf = aws_sdk_cloudwatchlogs::config::Builder::from(&self.sdk);
+        if let Some(r) = region {
+            conf = conf.region(aws_sdk_cloudwatchlogs::config::Region::new(r.to_string()));
+        }
+        aws_sdk_cloudwatchlogs::Client::from_conf(conf.build())
+    }
+
+    /// An AWS Batch job's log stream (the job's `awslogs-group`, default `/aws/batch/job`); nothing
+    /// before the job runs.
+    async fn batch(&self, region: Option<&str>, job: &str, want: u64) -> Result<Vec<u8>, String> {
+        let mut conf = aws_sdk_batch::config::Builder::from(&self.sdk);
+        if let Some(r) = region {
+            conf = conf.region(aws_sdk_batch::config::Region::new(r.to_string()));
+        }
+        let out = aws_sdk_batch::Client::from_conf(conf.build())
+            .describe_jobs()
+            .jobs(job)
+            .send()
+            .await
+            .map_err(|e| aws_error(&format!("DescribeJobs {job}"), e))?;
+        let Some(container) = out.jobs().first().and_then(|j| j.container()) else {
+            return Err(format!(
+                "AWS Batch has no job {job} (or it is an array's parent)"
+            ));
+        };
+        let Some(stream) = container.log_stream_name().filter(|s| !s.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let group = container
+            .log_configuration()
+            .and_then(|c| c.options())
+            .and_then(|o| o.get("awslogs-group"))
+            .map_or("/aws/batch/job", String::as_str);
+        let mut text = Vec::new();
+        self.stream(region, group, stream, want, &mut text).await?;
+        Ok(text)
+    }
+
+    /// The streams of `group` whose names start with `prefix`, one after another (each under a line
+    /// naming it when there are several).
+    async fn streams(
+        &self,
+        region: Option<&str>,
+        group: &str,
+        prefix: &str,
+        want: u64,
+    ) -> Result<Vec<u8>, String> {
+        let out = self
+            .logs_client(region)
+            .describe_log_streams()
+            .log_group_name(group)
+            .log_stream_name_prefix(prefix)
+            .limit(MAX_STREAMS)
+            .send()
+            .await;
+        let streams: Vec<String> = match out {
+            Ok(o) => o
+                .log_streams()
+                .iter()
+                .filter_map(|s| s.log_stream_name().map(String::from))
+                .collect(),
+            // no group yet: the job has not logged
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                Vec::new()
+            }
+            Err(e) => return Err(aws_error(&format!("DescribeLogStreams {group}"), e)),
+        };
+        let mut text = Vec::new();
+        for s in &streams {
+            if streams.len() > 1 {
+                text.extend_from_slice(format!("== {s} ==\n").as_bytes());
+            }
+            self.stream(region, group, s, want, &mut text).await?;
+            if text.len() as u64 >= want {
+                break;
+            }
+        }
+        Ok(text)
+    }
+
+    /// Appends the events of one stream, a line each, until `text` holds `want` bytes or the stream
+    /// ends.
+    async fn stream(
+        &self,
+        region: Option<&str>,
+        group: &str,
+        stream: &str,
+        want: u64,
+        text: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let client = self.logs_client(region);
+        let mut token: Option<String> = None;
+        loop {
+            let out = client
+                .get_log_events()
+                .log_group_name(group)
+                .log_stream_name(stream)
+                .start_from_head(true)
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| aws_error(&format!("GetLogEvents {group} {stream}"), e))?;
+            for e in out.events() {
+                text.extend_from_slice(e.message().unwrap_or_default().as_bytes());
+                text.push(b'\n');
+            }
+            let next = out.next_forward_token().map(String::from);
+            // the same token again: the stream's end
+            if out.events().is_empty() || next.is_none() || next == token {
+                return Ok(());
+            }
+            if text.len() as u64 >= want {
+                return Ok(());
+            }
+            token = next;
+        }
+    }
+}
+
+/// `updraft logs <exec> <node> --stack S`: what an attempt of `node` printed (the last one unless
+/// `attempt`; `index`: a map's element), each readable log after a `==> … <==` line as a local attempt's
+/// are printed; the attempt's other log places (console pages) are named.
+pub async fn print_attempt(
+    reader: &TaskLogs,
+    view: &ExecutionView,
+    node: &str,
+    attempt: Option<u32>,
+    index: Option<u32>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let n = view
+        .nodes
+        .iter()
+        .find(|n| n.id == node)
+        .with_context(|| format!("execution {} has no node `{node}`", view.name))?;
+    let attempts = n.attempts_of(index);
+    let what = match index {
+        Some(i) => format!("{node}[{i}]"),
+        None => node.to_string(),
+    };
+    let a = match attempt {
+        Some(k) => attempts
+            .iter()
+            .find(|a| a.attempt == k)
+            .with_context(|| format!("{what} of {} has no attempt {k}", view.name))?,
+        None => attempts
+            .last()
+            .with_context(|| format!("{what} of {} has run no task attempt", view.name))?,
+    };
+    let mut shown = 0;
+    for l in &a.logs {
+        let place = updraft_connector::LogPlace::parse(l);
+        if !reader.can_read(&place) {
+            eprintln!("updraft: {what} attempt {} logs at {l}", a.attempt);
+            continue;
+        }
+        out!("==> {what} attempt {} {} <==", a.attempt, place.label());
+        let mut offset = 0;
+        loop {
+            let chunk = reader
+                .read(&place, offset)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            out_raw!("{}", chunk.text);
+            if chunk.next == offset {
+                break;
+            }
+            offset = chunk.next;
+        }
+        shown += 1;
+    }
+    if shown == 0 && a.logs.is_empty() {
+        anyhow::bail!(
+            "{what} attempt {} of {} names no logs (it has not started, or its service keeps none \
+             Updraft knows of)",
+            a.attempt,
+            view.name
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_ends_at_a_characters_end_and_says_where_to_go_on() {
+        let text = "é".repeat(CHUNK as usize); // two bytes each
+        let b = text.as_bytes();
+        let c = slice(b, 1);
+        // from the middle of a character: it shows as replaced; the end is whole
+        assert_eq!(c.next, CHUNK);
+        assert!(c.text.ends_with('é'));
+        let c = slice(b, 2);
+        assert_eq!(c.next, CHUNK + 2);
+        assert!(!c.text.contains('\u{FFFD}'));
+        let c = slice(b"abc", 1);
+        assert_eq!((c.text.as_str(), c.next), ("bc", 3));
+        let c = slice(b"abc", 9);
+        assert_eq!((c.text.as_str(), c.next), ("", 3));
+    }
+}
