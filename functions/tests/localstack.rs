@@ -51,6 +51,11 @@ async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
+/// How long a test waits for an outcome before it fails: generous, since LocalStack slows down under
+/// the whole suite's load (the deployed-stack tests run beside these); an outcome that comes stops the
+/// wait at once.
+const PATIENCE: Duration = Duration::from_secs(180);
+
 /// A stack's resources made for one test: table, bucket, transitions queue; a Kubernetes test server
 /// whose node has the flytekit environment.
 struct Stack {
@@ -239,7 +244,7 @@ impl Stack {
             {
                 return item;
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "{name}: {what}");
+            assert!(start.elapsed() < PATIENCE, "{name}: {what}");
             self.drive_once(t).await;
         }
     }
@@ -683,10 +688,7 @@ async fn poison_messages_fail_their_execution_and_aborts_stop_work() {
         .send(&poison, Duration::ZERO)
         .await
         .unwrap();
-    assert_eq!(
-        stack.drive(&t, "bad", Duration::from_secs(60)).await,
-        "FAILED"
-    );
+    assert_eq!(stack.drive(&t, "bad", PATIENCE).await, "FAILED");
     let item = stack.clients.store.execution("bad").await.unwrap().unwrap();
     let error = item.error.unwrap();
     assert!(
@@ -729,10 +731,7 @@ async fn poison_messages_fail_their_execution_and_aborts_stop_work() {
         .unwrap();
     let start = Instant::now();
     while stack.server.store.lock().unwrap().objects.is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the task never started"
-        );
+        assert!(start.elapsed() < PATIENCE, "the task never started");
         let _ = stack.drive_once(&t).await;
     }
     let abort = updraft_proto::updraft::QueueMessage {
@@ -749,10 +748,7 @@ async fn poison_messages_fail_their_execution_and_aborts_stop_work() {
         .send(&abort, Duration::ZERO)
         .await
         .unwrap();
-    assert_eq!(
-        stack.drive(&t, "stop", Duration::from_secs(60)).await,
-        "ABORTED"
-    );
+    assert_eq!(stack.drive(&t, "stop", PATIENCE).await, "ABORTED");
     let item = stack
         .clients
         .store
@@ -1046,10 +1042,7 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
         .send(&signal("wide", "go2", 7), Duration::ZERO)
         .await
         .unwrap();
-    assert_eq!(
-        stack.drive(&t, "wide", Duration::from_secs(60)).await,
-        "SUCCEEDED"
-    );
+    assert_eq!(stack.drive(&t, "wide", PATIENCE).await, "SUCCEEDED");
     assert_eq!(
         stack.outputs("wide").await,
         serde_json::json!({"o": 3, "v": 7})
@@ -1078,10 +1071,7 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
             .await
             .unwrap();
     }
-    assert_eq!(
-        stack.drive(&t, "wide-b", Duration::from_secs(60)).await,
-        "SUCCEEDED"
-    );
+    assert_eq!(stack.drive(&t, "wide-b", PATIENCE).await, "SUCCEEDED");
     assert_eq!(
         stack.outputs("wide-b").await,
         serde_json::json!({"o": 5, "v": 8})
@@ -1392,10 +1382,7 @@ workflows:
     );
     store.release("parts", "dead").await.unwrap();
 
-    assert_eq!(
-        stack.drive(&t, "parts", Duration::from_secs(60)).await,
-        "SUCCEEDED"
-    );
+    assert_eq!(stack.drive(&t, "parts", PATIENCE).await, "SUCCEEDED");
     assert_eq!(
         stack.outputs("parts").await,
         serde_json::json!({ "ys": xs })
@@ -1647,7 +1634,7 @@ async fn dead_letters_fail_their_executions_with_or_without_the_engine() {
             .unwrap();
         let start = Instant::now();
         while pods_of(exec) == 0 {
-            assert!(start.elapsed() < Duration::from_secs(60), "{exec}: no pod");
+            assert!(start.elapsed() < PATIENCE, "{exec}: no pod");
             stack.drive_once(&t).await;
         }
         let id = format!("{exec}-letter");
@@ -1730,10 +1717,7 @@ async fn dead_letters_fail_their_executions_with_or_without_the_engine() {
             .unwrap(),
         "dl-parent-letter",
     );
-    assert_eq!(
-        stack.drive(&t, &child, Duration::from_secs(60)).await,
-        "ABORTED"
-    );
+    assert_eq!(stack.drive(&t, &child, PATIENCE).await, "ABORTED");
 
     // A letter that is no message is kept, and done with; so is one of an execution that does not
     // exist.
