@@ -779,30 +779,6 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
         let started = !d.server.store.lock().unwrap().objects.is_empty();
         started.then_some(()).ok_or("no pod started")
     });
-    // The console follows the running pod's log through the cluster's API.
-    let console = d.console();
-    let src = poll(Duration::from_secs(60), || {
-        let (code, _, page) = console.get("/executions/stop/nodes/n0");
-        let logs = common::log_sources(&page);
-        match logs.first() {
-            Some((label, src)) if code == 200 && label.starts_with("pod ") => Ok(src.clone()),
-            _ => Err(format!("no pod log on the node's page: {page}")),
-        }
-    });
-    poll(Duration::from_secs(60), || {
-        let (code, headers, text) = console.get(&format!("{src}&offset=0"));
-        let running = headers.iter().any(|(k, v)| k == "x-running" && v == "1");
-        (code == 200 && running && text.contains("slow: sleeping on 4"))
-            .then_some(())
-            .ok_or(format!("{code} {headers:?}: {text}"))
-    });
-    drop(console);
-    // So does `updraft logs` with the node.
-    let settings = d.settings.to_str().unwrap().to_string();
-    let (code, out, err) = d.updraft(&["logs", "stop", "n0", "--settings", &settings]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("==> n0 attempt 0 pod "), "{out}");
-    assert!(out.contains("slow: sleeping on 4"), "{out}");
     let (code, _, err) = d.updraft(&["abort", "stop", "--reason", "enough"]);
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = d.updraft(&["watch", "stop"]);
@@ -813,7 +789,65 @@ fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
     let (code, _, err) = d.updraft(&["abort", "stop"]);
     assert_eq!(code, 1);
     assert!(err.contains("nothing to steer"), "{err}");
+
+    // A running pod's log, followed by the console through the cluster's API, and printed by `logs`.
+    let talker = d.settings.with_file_name("talker.yaml");
+    std::fs::write(&talker, TALKER).unwrap();
+    let (code, _, err) = d.updraft(&["register", talker.to_str().unwrap()]);
+    assert_eq!(code, 0, "register: {err}");
+    let (code, _, err) = d.updraft(&["launch", "-w", "talker", "--name", "talk"]);
+    assert_eq!(code, 0, "launch talk: {err}");
+    let console = d.console();
+    let src = poll(Duration::from_secs(120), || {
+        let (code, _, page) = console.get("/executions/talk/nodes/t");
+        let logs = common::log_sources(&page);
+        match logs.first() {
+            Some((label, src)) if code == 200 && label == "pod talk-t-0" => Ok(src.clone()),
+            _ => Err(format!("no pod log on the node's page: {page}")),
+        }
+    });
+    let at = poll(Duration::from_secs(120), || {
+        let (code, headers, text) = console.get(&format!("{src}&offset=0"));
+        let running = headers.iter().any(|(k, v)| k == "x-running" && v == "1");
+        match text.find("talking while it runs\n") {
+            Some(at) if code == 200 && running => Ok(at),
+            _ => Err(format!("{code} {headers:?}: {text}")),
+        }
+    });
+    // from an offset on: the rest
+    let (code, _, text) = console.get(&format!("{src}&offset={}", at + 8));
+    assert_eq!(code, 200, "{text}");
+    assert!(text.starts_with("while it runs\n"), "{text}");
+    drop(console);
+    let settings = d.settings.to_str().unwrap().to_string();
+    let (code, out, err) = d.updraft(&["logs", "talk", "t", "--settings", &settings]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("==> t attempt 0 pod talk-t-0 <==\n"),
+        "{out}"
+    );
+    assert!(out.contains("talking while it runs\n"), "{out}");
+    let (code, _, err) = d.updraft(&["abort", "talk"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = d.updraft(&["watch", "talk"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("ABORTED"), "{err}");
 }
+
+/// A workflow whose one task prints a line and then runs until aborted.
+const TALKER: &str = r#"
+version: 1
+image: busybox
+tasks:
+  talk:
+    type: container
+    outputs: {}
+    command: [sh, -c, 'echo "talking while it runs"; sleep 600']
+workflows:
+  talker:
+    nodes:
+      - {id: t, task: talk}
+"#;
 
 /// Starts a SageMaker training job on `moto` (boto3, as a user's script would).
 fn training_job(moto: &support::Moto, name: &str) {
@@ -870,7 +904,7 @@ fn queue_depth(d: &Deployed, url: &str) -> u64 {
 }
 
 #[test]
-fn a_deployed_stack_survives_crashes_fails_poisoned_executions_and_hears_job_events() {
+fn a_deployed_stack_keeps_going_through_crashes_fails_poisoned_executions_and_hears_job_events() {
     // Every transition that starts a task exits between its effects and its commit on the message's
     // first delivery; the message comes back after the visibility timeout (30 s), once the crashed
     // transition's lease (10 s) has expired. A message fails its execution on its second delivery.
