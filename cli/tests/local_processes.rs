@@ -247,6 +247,11 @@ fn a_task_killed_by_a_signal_leaves_its_siblings_alone() {
 
 /// The warm workers (children of `updraft`'s process `parent` running `python -u -c`).
 fn workers_of(parent: u32) -> Vec<u32> {
+    children_of(parent, "A warm worker")
+}
+
+/// The processes whose parent is `parent` and whose command line contains `text`.
+fn children_of(parent: u32, text: &str) -> Vec<u32> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -264,7 +269,7 @@ fn workers_of(parent: u32) -> Vec<u32> {
             .and_then(|r| r.split_whitespace().nth(1))
             .and_then(|p| p.parse::<u32>().ok());
         let cmd = String::from_utf8_lossy(&cmd);
-        if ppid == Some(parent) && cmd.contains("A warm worker") {
+        if ppid == Some(parent) && cmd.contains(text) {
             found.push(pid);
         }
     }
@@ -285,6 +290,15 @@ fn a_lost_worker_fails_its_task_as_a_system_error_and_a_new_one_takes_over() {
     }
     let workers = workers_of(child.id());
     assert_eq!(workers.len(), 1, "one warm worker: {workers:?}");
+    // Killed once it has forked the task (with cold caches its first import can take a while; a
+    // worker killed before it forks refuses the task, which then runs as a process of its own).
+    while children_of(workers[0], "").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never forked the task"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::process::Command::new("kill")
         .args(["-9", &workers[0].to_string()])
         .status()
