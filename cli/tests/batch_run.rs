@@ -58,15 +58,7 @@ fn a_flytekit_batch_task_runs_as_a_batch_job() {
     rt.block_on(s3.head_object().bucket(support::BUCKET).key(&key).send())
         .unwrap_or_else(|e| panic!("no {key}: {e:?}"));
     // The history names the job Batch made and where its logs are.
-    let (code, out, err) = updraft(&[
-        "status",
-        &name,
-        "--json",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let v = common::history_json(&state, &name);
     let attempt = &v["nodes"][0]["attempts"][0];
     assert_eq!(attempt["phase"], "Succeeded", "{v}");
     let job = attempt["external"].as_str().unwrap();

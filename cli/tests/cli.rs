@@ -299,9 +299,7 @@ fn status_json_shows_the_history_of_a_run_with_its_children() {
     let (code, _, err) = updraft(&["run", f, "-w", "outer", "-i", "x=7", "--state-dir", s]);
     assert_eq!(code, 1, "{err}");
     let name = common::only_execution(&state);
-    let (code, out, err) = updraft(&["status", &name, "--json", "--state-dir", s]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let v = common::history_json(&state, &name);
     assert_eq!(v["name"], name.as_str());
     assert_eq!(v["phase"], "Failed");
     assert_eq!(v["inputs"]["x"], 7);

@@ -139,15 +139,7 @@ fn every_sagemaker_task_type_runs_with_flytekits_outputs() {
     // The console reads what the Pythonic training job printed from its CloudWatch log stream.
     let state = dir.join("state");
     let name = common::only_execution(&state);
-    let (code, out, err) = common::updraft(&[
-        "status",
-        &name,
-        "--json",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let v = common::history_json(&state, &name);
     let trained: Vec<String> = v["nodes"]
         .as_array()
         .unwrap()

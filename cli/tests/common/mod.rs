@@ -246,3 +246,16 @@ pub fn only_execution(state: &std::path::Path) -> String {
     assert_eq!(names.len(), 1, "{names:?}");
     names.remove(0)
 }
+
+/// The history of execution `name` of the local store `state`, as `updraft status --json` prints it.
+pub fn history_json(state: &std::path::Path, name: &str) -> serde_json::Value {
+    let (code, out, err) = updraft(&[
+        "status",
+        name,
+        "--json",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
