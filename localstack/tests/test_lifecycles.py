@@ -38,6 +38,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# A training job's role, output, resources and stopping condition, the same in every test.
+TRAINING_JOB = {
+    "RoleArn": ROLE,
+    "OutputDataConfig": {"S3OutputPath": "s3://b/o"},
+    "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+    "StoppingCondition": {"MaxRuntimeInSeconds": 60},
+}
+
 class Launcher:
     """A moto launcher on a free port, its state changes published to its own EventBridge."""
 
@@ -288,10 +296,7 @@ class Lifecycles(unittest.TestCase):
                         "TrainingInputMode": "File",
                         "ContainerEntrypoint": ["sh", "-c", f'echo "$GREETING $TRAINING_JOB_NAME" > {out}-{name}; exit {code}'],
                     },
-                    RoleArn=ROLE,
-                    OutputDataConfig={"S3OutputPath": "s3://b/o"},
-                    ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
-                    StoppingCondition={"MaxRuntimeInSeconds": 60},
+                    **TRAINING_JOB,
                     Environment={"GREETING": "hello"},
                 )
             for name, end in (("entry-ok", "Completed"), ("entry-exit", "Failed")):
@@ -315,10 +320,7 @@ class Lifecycles(unittest.TestCase):
                 TrainingJobName="runner-ok",
                 AlgorithmSpecification={"TrainingImage": "img:1", "TrainingInputMode": "File"},
                 HyperParameters=hps,
-                RoleArn=ROLE,
-                OutputDataConfig={"S3OutputPath": "s3://b/o"},
-                ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
-                StoppingCondition={"MaxRuntimeInSeconds": 60},
+                **TRAINING_JOB,
             )
             wait_for(
                 lambda: sm.describe_training_job(TrainingJobName="runner-ok")["TrainingJobStatus"],
@@ -484,10 +486,7 @@ class Lifecycles(unittest.TestCase):
                     "TrainingInputMode": "File",
                     "ContainerEntrypoint": ["sh", "-c", 'echo "epoch 1 of $TRAINING_JOB_NAME"; echo done'],
                 },
-                RoleArn=ROLE,
-                OutputDataConfig={"S3OutputPath": "s3://b/o"},
-                ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
-                StoppingCondition={"MaxRuntimeInSeconds": 60},
+                **TRAINING_JOB,
             )
             wait_for(
                 lambda: sm.describe_training_job(TrainingJobName="printing-job")["TrainingJobStatus"],
