@@ -589,10 +589,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target,
         } => match (target.stack.is_some(), node) {
             (true, Some(node)) if !functions => {
-                let settings = match &settings {
-                    Some(p) => updraft_settings::Settings::load(p)?,
-                    None => updraft_settings::Settings::default(),
-                };
+                let settings = load_settings(settings.as_deref(), None)?;
                 cloud::block_on(async {
                     let reader = tasklogs::TaskLogs::of(&target, &settings, kubeconfig).await?;
                     let view = cloud::ops::history_of(&target, &execution).await?;

@@ -87,10 +87,7 @@ pub fn serve(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let settings = match &runs.settings {
-        Some(p) => updraft_settings::Settings::load(p)?,
-        None => updraft_settings::Settings::default(),
-    };
+    let settings = crate::load_settings(runs.settings.as_deref(), None)?;
     rt.block_on(async {
         let reader = TaskLogs::of(target, &settings, runs.kubeconfig.clone()).await?;
         let (source, label) = match &target.stack {
