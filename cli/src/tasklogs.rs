@@ -192,7 +192,7 @@ impl TaskLogs {
             .and_then(|o| o.get("awslogs-group"))
             .map_or("/aws/batch/job", String::as_str);
         let mut text = Vec::new();
-        self.stream(region, group, stream, want, &mut text).await?;
+        read_stream(&self.logs_client(region), group, stream, want, &mut text).await?;
         Ok(text)
     }
 
@@ -205,8 +205,8 @@ impl TaskLogs {
         prefix: &str,
         want: u64,
     ) -> Result<Vec<u8>, String> {
-        let out = self
-            .logs_client(region)
+        let client = self.logs_client(region);
+        let out = client
             .describe_log_streams()
             .log_group_name(group)
             .log_stream_name_prefix(prefix)
@@ -233,50 +233,47 @@ impl TaskLogs {
             if streams.len() > 1 {
                 text.extend_from_slice(format!("== {s} ==\n").as_bytes());
             }
-            self.stream(region, group, s, want, &mut text).await?;
+            read_stream(&client, group, s, want, &mut text).await?;
             if text.len() as u64 >= want {
                 break;
             }
         }
         Ok(text)
     }
+}
 
-    /// Appends the events of one stream, a line each, until `text` holds `want` bytes or the stream
-    /// ends.
-    async fn stream(
-        &self,
-        region: Option<&str>,
-        group: &str,
-        stream: &str,
-        want: u64,
-        text: &mut Vec<u8>,
-    ) -> Result<(), String> {
-        let client = self.logs_client(region);
-        let mut token: Option<String> = None;
-        loop {
-            let out = client
-                .get_log_events()
-                .log_group_name(group)
-                .log_stream_name(stream)
-                .start_from_head(true)
-                .set_next_token(token.clone())
-                .send()
-                .await
-                .map_err(|e| aws_error(&format!("GetLogEvents {group} {stream}"), e))?;
-            for e in out.events() {
-                text.extend_from_slice(e.message().unwrap_or_default().as_bytes());
-                text.push(b'\n');
-            }
-            let next = out.next_forward_token().map(String::from);
-            // the same token again: the stream's end
-            if out.events().is_empty() || next.is_none() || next == token {
-                return Ok(());
-            }
-            if text.len() as u64 >= want {
-                return Ok(());
-            }
-            token = next;
+/// Appends the events of one stream, a line each, until `text` holds `want` bytes or the stream ends.
+async fn read_stream(
+    client: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+    stream: &str,
+    want: u64,
+    text: &mut Vec<u8>,
+) -> Result<(), String> {
+    let mut token: Option<String> = None;
+    loop {
+        let out = client
+            .get_log_events()
+            .log_group_name(group)
+            .log_stream_name(stream)
+            .start_from_head(true)
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .map_err(|e| aws_error(&format!("GetLogEvents {group} {stream}"), e))?;
+        for e in out.events() {
+            text.extend_from_slice(e.message().unwrap_or_default().as_bytes());
+            text.push(b'\n');
         }
+        let next = out.next_forward_token().map(String::from);
+        // the same token again: the stream's end
+        if out.events().is_empty() || next.is_none() || next == token {
+            return Ok(());
+        }
+        if text.len() as u64 >= want {
+            return Ok(());
+        }
+        token = next;
     }
 }
 
