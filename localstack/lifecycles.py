@@ -36,7 +36,8 @@ Settings (the environment variable UPDRAFT_MOTO_LIFECYCLE holds the starting one
   `TRAINING_JOB_NAME` or `PROCESSING_JOB_NAME` (SageMaker), and, unless the launcher's
   environment sets them, `AWS_ENDPOINT_URL` and `FLYTE_AWS_ENDPOINT` pointing at this moto (so a job's
   S3 is this moto's, as a real job's is the real S3); its output goes to `$UPDRAFT_MOTO_JOB_LOGS`
-  (default: the system's temporary folder) as `<job id>.log`. `run_seconds` does not apply to them;
+  (default: the system's temporary folder) as `<job id>.log`, and to moto's CloudWatch Logs where the
+  service sends it (see `Kind.log_stream`). `run_seconds` does not apply to them;
   a `failures` match still fails them.
 
 A training job that runs no command (a built-in algorithm's, and a tuning job's best) leaves its model
@@ -412,6 +413,22 @@ class EmrServerlessKind(Kind):
     failed = "FAILED"
     stopping = "CANCELLING"
     stopped = "CANCELLED"
+
+    def log_stream(self, job: "Job") -> Optional[tuple[Any, str, str]]:
+        # with CloudWatch logging on: the group it names (default /aws/emr-serverless), the driver's
+        # stdout as stream [<logStreamNamePrefix>]/applications/<application>/jobs/<run>/SPARK_DRIVER/stdout
+        obj = job.obj
+        monitoring = (obj.configuration_overrides or {}).get("monitoringConfiguration") or {}
+        cloudwatch = monitoring.get("cloudWatchLoggingConfiguration") or {}
+        parts = obj.arn.split(":")
+        if not cloudwatch.get("enabled") or len(parts) < 6:
+            return None
+        from moto.logs.models import logs_backends
+
+        group = cloudwatch.get("logGroupName") or "/aws/emr-serverless"
+        prefix = cloudwatch.get("logStreamNamePrefix") or ""
+        name = f"{prefix}/applications/{obj.application_id}/jobs/{obj.id}/SPARK_DRIVER/stdout"
+        return logs_backends[parts[4]][parts[3]], group, name
 
     def apply(self, job: "Job", phase: str, reason: Optional[str]) -> None:
         obj = job.obj

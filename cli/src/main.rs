@@ -206,9 +206,10 @@ enum Command {
         /// The Python interpreter of the runs it launches (as `updraft run --python`).
         #[arg(long)]
         python: Option<PathBuf>,
-        /// The settings file of the runs it launches (as `updraft run --settings`); its `aws` and `eks`
-        /// sections also say where attempts' logs are read from (AWS Batch's and SageMaker's CloudWatch
-        /// streams, pods' logs through the cluster's API).
+        /// The settings file of the runs it launches (as `updraft run --settings`); its `aws`, `eks`
+        /// and `qubole` sections also say where attempts' logs are read from (AWS Batch's, SageMaker's
+        /// and EMR Serverless's CloudWatch streams, pods' logs through the cluster's API, Qubole
+        /// commands' logs through its API).
         #[arg(long, value_name = "FILE")]
         settings: Option<PathBuf>,
         /// The kubeconfig pods' logs are read with (default: the settings' `eks.cluster` with this AWS
@@ -236,7 +237,8 @@ enum Command {
         target: cloud::Target,
     },
     /// Print the captured stdout and stderr of a node's task attempt (the last one by default); with
-    /// --stack, what the attempt printed (its pod's, Batch job's or SageMaker job's logs), or without a
+    /// --stack, what the attempt printed (its pod's, Batch job's, SageMaker job's, EMR Serverless
+    /// run's or Qubole command's logs), or without a
     /// node (or with --functions) the functions' log lines about the execution (and node).
     Logs {
         /// Execution name.
@@ -252,8 +254,9 @@ enum Command {
         /// With --stack and a node: the functions' lines about the node instead of its task's output.
         #[arg(long)]
         functions: bool,
-        /// With --stack: the settings file whose `aws` and `eks` sections say where a task's logs are
-        /// read from (AWS Batch's and SageMaker's CloudWatch streams, pods' logs through the cluster).
+        /// With --stack: the settings file whose `aws`, `eks` and `qubole` sections say where a task's
+        /// logs are read from (AWS Batch's, SageMaker's and EMR Serverless's CloudWatch streams, pods'
+        /// logs through the cluster, Qubole commands' logs through its API).
         #[arg(long, value_name = "FILE")]
         settings: Option<PathBuf>,
         /// With --stack: the kubeconfig pods' logs are read with (default: the settings' `eks.cluster`

@@ -1,7 +1,8 @@
 //! Reads what a task attempt printed, from where the execution's history says its logs are: a local
 //! file, a pod's primary container (the Kubernetes API), an AWS Batch job's CloudWatch log stream (named
-//! by `DescribeJobs` once the job runs), a SageMaker job's CloudWatch log streams. The console follows a
-//! running attempt's logs with it, and `updraft logs --stack` prints them.
+//! by `DescribeJobs` once the job runs), a SageMaker job's or an EMR Serverless run's CloudWatch log
+//! streams, a Qubole command's log (its API, with the settings' token). The console follows a running
+//! attempt's logs with it, and `updraft logs --stack` prints them.
 //!
 //! Every source is read as one text that only grows; a reader asks for the bytes from an offset on and
 //! gets at most [`CHUNK`] of them with the offset to ask from next.
@@ -14,6 +15,7 @@ use tokio::sync::OnceCell;
 use updraft_connector::LogPlace;
 use updraft_connector_eks::Cluster;
 use updraft_connector_eks::EksConfig;
+use updraft_connector_qubole::QuboleConnector;
 use updraft_engine::exec::history::ExecutionView;
 
 /// Most bytes one read returns.
@@ -31,9 +33,11 @@ pub struct Chunk {
     pub next: u64,
 }
 
-/// What reads logs: the AWS identity and the cluster's settings (connected to on first use).
+/// What reads logs: the AWS identity, the cluster's settings (connected to on first use) and the
+/// Qubole settings.
 pub struct TaskLogs {
     sdk: SdkConfig,
+    qubole: QuboleConnector,
     eks: Option<EksConfig>,
     kubeconfig: Option<PathBuf>,
     /// Whether files on this machine may be read (the local store's attempts; never a stack's).
@@ -65,16 +69,18 @@ fn aws_error(what: &str, e: impl std::error::Error) -> String {
 }
 
 impl TaskLogs {
-    /// A reader with the AWS identity `sdk` and the cluster of `eks` (its `cluster`, reached with that
-    /// identity) or of `kubeconfig` (default: KUBECONFIG, `~/.kube/config`); `files`: whether a local
-    /// file may be read.
+    /// A reader with the AWS identity `sdk`, the cluster of `eks` (its `cluster`, reached with that
+    /// identity) or of `kubeconfig` (default: KUBECONFIG, `~/.kube/config`) and the `qubole` section of
+    /// `settings`; `files`: whether a local file may be read.
     pub fn new(
         sdk: SdkConfig,
+        settings: &updraft_settings::Settings,
         eks: Option<EksConfig>,
         kubeconfig: Option<PathBuf>,
         files: bool,
     ) -> Self {
         Self {
+            qubole: QuboleConnector::new(&sdk, settings),
             sdk,
             eks,
             kubeconfig,
@@ -85,7 +91,8 @@ impl TaskLogs {
 
     /// The reader of `updraft ui` and `updraft logs`: the AWS endpoint and region of `settings`'s `aws`
     /// section when it names them, else the stack's (or the environment's); the cluster of its `eks`
-    /// section or of `kubeconfig`; local files only without a stack.
+    /// section or of `kubeconfig`; Qubole's endpoint and token of its `qubole` section; local files
+    /// only without a stack.
     pub async fn of(
         target: &crate::cloud::Target,
         settings: &updraft_settings::Settings,
@@ -103,7 +110,13 @@ impl TaskLogs {
         } else {
             updraft_connectors::sdk_config(settings).await
         };
-        Ok(Self::new(sdk, eks, kubeconfig, target.stack.is_none()))
+        Ok(Self::new(
+            sdk,
+            settings,
+            eks,
+            kubeconfig,
+            target.stack.is_none(),
+        ))
     }
 
     /// Whether this reader can read `place` at all.
@@ -137,6 +150,9 @@ impl TaskLogs {
                 prefix,
             } => self.streams(Some(region), group, prefix, want).await?,
             LogPlace::BatchJob { region, job } => self.batch(region.as_deref(), job, want).await?,
+            LogPlace::QuboleCommand { endpoint, id } => {
+                self.qubole.command_log(endpoint, *id).await?.into_bytes()
+            }
             p => return Err(format!("cannot read `{p}` from here")),
         };
         Ok(slice(&bytes, offset))

@@ -68,6 +68,34 @@ fn run_file(
     )
 }
 
+/// `updraft ui` on the local store and settings of `dir` (as `run` wrote them), with moto's identity.
+fn console_of(dir: &Path, env: &[(&str, &std::ffi::OsStr)]) -> common::Console {
+    let mut all: Vec<(&str, &std::ffi::OsStr)> = vec![
+        ("AWS_ACCESS_KEY_ID", "testing".as_ref()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".as_ref()),
+    ];
+    all.extend_from_slice(env);
+    common::Console::start(
+        &[
+            "--state-dir",
+            dir.join("state").to_str().unwrap(),
+            "--settings",
+            dir.join("settings.yaml").to_str().unwrap(),
+        ],
+        &all,
+    )
+}
+
+/// The first readable log of `node`'s last attempt on its page: (label, source).
+fn node_log(console: &common::Console, exec: &str, node: &str) -> (String, String) {
+    let (code, _, page) = console.get(&format!("/executions/{exec}/nodes/{node}"));
+    assert_eq!(code, 200, "{page}");
+    common::log_sources(&page)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no log to read on {node}'s page: {page}"))
+}
+
 fn raw_prefix(exec: &str, node: &str, attempt: u32) -> String {
     format!(
         "s3://{}/runs/executions/{exec}/{node}/{attempt}/raw",
@@ -201,6 +229,39 @@ fn hive_on_qubole_runs_as_flytes_plugin_submits_it() {
     let outputs: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(outputs["o0"], raw.as_str(), "{out}");
 
+    // The console reads each command's log from Qubole's API with the settings' token; with settings
+    // for another Qubole it says why it cannot, and sends no token there.
+    let console = console_of(&dir, &[]);
+    let (label, src) = node_log(&console, &exec, "n0");
+    assert_eq!(label, format!("qubole command {}", daily["id"]));
+    let log = console.follow_log(&src);
+    assert!(
+        log.contains("Starting the Hive query") && log.ends_with("OK\n"),
+        "{log}"
+    );
+    let other = dir.join("other.yaml");
+    std::fs::write(
+        &other,
+        "qubole: {endpoint: 'http://127.0.0.1:9', token: t}\n",
+    )
+    .unwrap();
+    let console = common::Console::start(
+        &[
+            "--state-dir",
+            dir.join("state").to_str().unwrap(),
+            "--settings",
+            other.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let (code, _, said) = console.get(&format!("{src}&offset=0"));
+    assert_eq!(code, 502, "{said}");
+    assert!(
+        said.contains(&format!("ran on {}", qubole.endpoint))
+            && said.contains("http://127.0.0.1:9"),
+        "{said}"
+    );
+
     // A failed command ends with the end of Qubole's log; retried as Flyte retries it.
     qubole.configure(json!({"refusals": [], "failures": [
         {"match": "SELECT broken", "reason": "SemanticException [Error 10001]: Table not found nowhere"}
@@ -288,12 +349,19 @@ fn emr_serverless_tasks_run_in_every_mode() {
     let exec = execution_of(&err);
     let outputs: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(outputs["o0"], 42, "{out}");
-    // Where each run keeps its logs, printed as it starts.
+    // Where each run keeps its logs, printed as it starts: its CloudWatch streams, its S3 folder.
     let logs = format!(
-        "updraft: {exec}-n0-0 logs: s3://updraft-fixtures/emr-logs/applications/{}/jobs/",
+        "updraft: {exec}-n0-0 logs: https://us-east-1.console.aws.amazon.com/cloudwatch/home?\
+         region=us-east-1#logsV2:log-groups/log-group/$252Faws$252Femr-serverless$3F\
+         logStreamNameFilter$3Detl$252Fapplications$252F{}$252Fjobs$252F",
         apps["etl-spark"].as_str().unwrap()
     );
     assert!(err.contains(&logs), "{err}");
+    let folder = format!(
+        " s3://updraft-fixtures/emr-logs/applications/{}/jobs/",
+        apps["etl-spark"].as_str().unwrap()
+    );
+    assert!(err.contains(&folder), "{err}");
     let (code, kept, lerr) = updraft_env(
         &[
             "logs",
@@ -352,6 +420,27 @@ fn emr_serverless_tasks_run_in_every_mode() {
         .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
         .any(|t| t.contains("main ['--date', '2024-01-01']"));
     assert!(log, "the Spark script ran with its arguments");
+    // The run sends its driver's output to CloudWatch (the default group, the task's stream prefix):
+    // the console reads it from there, and names the S3 log folder too.
+    assert_eq!(
+        s["configurationOverrides"]["monitoringConfiguration"]["cloudWatchLoggingConfiguration"],
+        json!({"enabled": true, "logStreamNamePrefix": "etl"})
+    );
+    let console = console_of(&dir, &[]);
+    let (label, src) = node_log(&console, &exec, "n0");
+    assert_eq!(
+        label,
+        format!(
+            "emr-serverless etl/applications/{}/jobs/{}/",
+            s["applicationId"].as_str().unwrap(),
+            s["jobRunId"].as_str().unwrap()
+        )
+    );
+    let printed = console.follow_log(&src);
+    assert!(
+        printed.contains("main ['--date', '2024-01-01']"),
+        "{printed}"
+    );
 
     // Hive script: the task's driver as given.
     let hive = job_runs(&moto, apps["etl-hive"].as_str().unwrap());

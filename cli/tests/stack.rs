@@ -989,27 +989,56 @@ fn a_deployed_stack_keeps_going_through_crashes_fails_poisoned_executions_and_he
 
     // A poison message: a timer of a kind no transition knows, sent to a running execution (a task
     // that runs for minutes, with no timeout to end it first). Its second delivery fails the execution
-    // with the reason and it goes to the dead-letter queue.
+    // with the reason and it goes to the dead-letter queue. The execution must be running first: its
+    // start crashes on its first delivery (the injection), and on a loaded machine its second delivery
+    // can outlive the 5 s timeout too, which fails the execution as a dead letter before the poison
+    // message arrives; then another one is launched.
     let pids = std::env::temp_dir().join(format!("updraft-poison-{}.pids", std::process::id()));
     let pidfile = format!("pidfile={}", pids.display());
-    let (code, _, err) = d.updraft(&[
-        "launch",
-        "-w",
-        "fixtures.processes.abort_wf",
-        "-i",
-        &pidfile,
-        "--name",
-        "poison",
-        "--via",
-        "invoke",
-    ]);
-    assert_eq!(code, 0, "launch poison: {err}");
+    let poisoned = (1..=3)
+        .find_map(|n| {
+            let name = format!("poison{n}");
+            let (code, _, err) = d.updraft(&[
+                "launch",
+                "-w",
+                "fixtures.processes.abort_wf",
+                "-i",
+                &pidfile,
+                "--name",
+                &name,
+                "--via",
+                "invoke",
+            ]);
+            assert_eq!(code, 0, "launch {name}: {err}");
+            let running = poll(Duration::from_secs(180), || {
+                let (_, out, err) = d.updraft(&["status", &name, "--json"]);
+                let v: serde_json::Value =
+                    serde_json::from_str(&out).map_err(|e| format!("{e}: {out}{err}"))?;
+                let committed = v["nodes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|n| n["attempts"].as_array().is_some_and(|a| !a.is_empty()));
+                match v["phase"].as_str() {
+                    Some("Running") if committed => Ok(true),
+                    Some("Failed") => Ok(false),
+                    _ => Err(format!("{name} has not started its task: {v}")),
+                }
+            });
+            if !running {
+                let (_, out, _) = d.updraft(&["status", &name]);
+                eprintln!("{name} failed before its task started; another is launched: {out}");
+            }
+            running.then_some(name)
+        })
+        .expect("no execution got its task started in three launches");
+    let name = poisoned.as_str();
     poll(Duration::from_secs(120), || {
-        let started = !objects_of(&d, "poison-").is_empty();
+        let started = !objects_of(&d, &format!("{name}-")).is_empty();
         started.then_some(()).ok_or("no pod started")
     });
     let poison = updraft_proto::updraft::QueueMessage {
-        execution: "poison".into(),
+        execution: name.into(),
         kind: Some(updraft_proto::updraft::queue_message::Kind::Timer(
             updraft_proto::updraft::TimerMessage {
                 kind: 99,
@@ -1021,25 +1050,25 @@ fn a_deployed_stack_keeps_going_through_crashes_fails_poisoned_executions_and_he
         clients.queue.send(&poison, Duration::ZERO).await.unwrap();
     });
     let out = poll(Duration::from_secs(120), || {
-        let (_, out, err) = d.updraft(&["status", "poison"]);
+        let (_, out, err) = d.updraft(&["status", name]);
         if out.contains("FAILED") {
             Ok(out)
         } else {
-            Err(format!("poison never showed FAILED: {out}{err}"))
+            Err(format!("{name} never showed FAILED: {out}{err}"))
         }
     });
     assert!(out.contains("PoisonMessage"), "{out}");
     assert!(out.contains("unknown timer kind 99"), "{out}");
     // The message went to the dead-letter queue, whose consumer keeps it (the execution was over).
     poll(Duration::from_secs(120), || {
-        let kept = d.s3_keys("dead-letters/transitions/poison/");
+        let kept = d.s3_keys(&format!("dead-letters/transitions/{name}/"));
         (kept.len() == 1)
             .then_some(())
             .ok_or(format!("the poison message is not kept: {kept:?}"))
     });
     // The failed execution's task is stopped, and the finished one is untouched by the late check.
     poll(Duration::from_secs(60), || {
-        let left = objects_of(&d, "poison-");
+        let left = objects_of(&d, &format!("{name}-"));
         left.is_empty()
             .then_some(())
             .ok_or(format!("objects left running: {left:?}"))
@@ -1554,8 +1583,28 @@ fn a_deployed_stack_runs_query_tasks_once_each() {
             .unwrap()
             .contains(&format!("SET LOCATION '{raw}'"))
     );
+    // `updraft logs` with the node prints the command's log from Qubole's API (the token read from
+    // the secret the settings name).
+    let settings = d.settings.to_str().unwrap().to_string();
+    let (code, out, err) = d.updraft(&["logs", "hq", "n0", "--settings", &settings]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(&format!(
+            "==> n0 attempt 0 qubole command {} <==",
+            commands[0]["id"]
+        )) && out.contains("Starting the Hive query"),
+        "{out}"
+    );
     // EMR Serverless: one run per task; the Pythonic one doubled 21.
     assert_eq!(d.s3_outputs("eq"), serde_json::json!({"o0": 42}));
+    // The Spark script's run sends its driver's output to CloudWatch: `updraft logs` prints it.
+    let (code, out, err) = d.updraft(&["logs", "eq", "n0", "--settings", &settings]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("==> n0 attempt 0 emr-serverless etl/applications/")
+            && out.contains("\nmain\n"),
+        "{out}"
+    );
     for app in ["etl-spark", "etl-hive", "pythonic-app"] {
         let runs = moto.boto(
             "e = boto3.client('emr-serverless', **kw)\n\

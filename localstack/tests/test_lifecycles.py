@@ -563,6 +563,40 @@ class Lifecycles(unittest.TestCase):
             self.assertEqual(run(runs[3])["state"], "FAILED")
             self.assertEqual(run(runs[3])["stateDetails"], "the job's process exited with code 3")
 
+    def test_an_emr_serverless_runs_driver_prints_to_its_cloudwatch_stream(self) -> None:
+        emr, s3, logs = (self.moto.client(c) for c in ("emr-serverless", "s3", "logs"))
+        app = emr.create_application(name="printer", releaseLabel="emr-7.0.0", type="SPARK")["applicationId"]
+        s3.create_bucket(Bucket="emr-print")
+        s3.put_object(Bucket="emr-print", Key="p.py", Body=b"print('rows: 12'); print('done')")
+        driver = {"sparkSubmit": {"entryPoint": "s3://emr-print/p.py"}}
+
+        def start(cloudwatch):
+            overrides = {"monitoringConfiguration": {"cloudWatchLoggingConfiguration": cloudwatch}}
+            return emr.start_job_run(
+                applicationId=app, executionRoleArn=ROLE, jobDriver=driver, configurationOverrides=overrides
+            )["jobRunId"]
+
+        with self.running_commands():
+            runs = {
+                "default": start({"enabled": True}),
+                "named": start({"enabled": True, "logGroupName": "/etl/spark", "logStreamNamePrefix": "nightly"}),
+                "off": start({"enabled": False}),
+            }
+            for r in runs.values():
+                wait_for(
+                    lambda: emr.get_job_run(applicationId=app, jobRunId=r)["jobRun"]["state"],
+                    lambda s: s in ("SUCCESS", "FAILED"),
+                )
+            for group, prefix, run in (
+                ("/aws/emr-serverless", "", runs["default"]),
+                ("/etl/spark", "nightly", runs["named"]),
+            ):
+                stream = f"{prefix}/applications/{app}/jobs/{run}/SPARK_DRIVER/stdout"
+                events = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)
+                self.assertEqual([e["message"] for e in events["events"]], ["rows: 12", "done"])
+            streams = logs.describe_log_streams(logGroupName="/aws/emr-serverless")["logStreams"]
+            self.assertFalse([s for s in streams if runs["off"] in s["logStreamName"]], streams)
+
     # ------------------------------------------------------------------ Athena
 
     def test_athena_client_request_tokens_start_once(self) -> None:

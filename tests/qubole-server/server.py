@@ -45,14 +45,13 @@ def _advance(c: dict) -> None:
     s = c["_settings"]
     if t < s["queue_seconds"]:
         return
+    if c["status"] == "waiting":  # it ran, whether or not anyone looked while it did
+        c["status"] = "running"
+        c["start_time"] = _now()
+        c["_log"].append("Starting the Hive query")
     if s["run_seconds"] is None or t < s["queue_seconds"] + s["run_seconds"]:
-        if c["status"] == "waiting":
-            c["status"] = "running"
-            c["start_time"] = _now()
-            c["_log"].append("Starting the Hive query")
         return
     failure = next((f["reason"] for f in s["failures"] if f["match"] in c["command"]["query"]), None)
-    c["start_time"] = c["start_time"] or _now()
     c["end_time"] = _now()
     if failure is not None:
         c["status"] = "error"

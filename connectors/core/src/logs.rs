@@ -35,6 +35,14 @@ pub enum LogPlace {
         /// The job's id.
         job: String,
     },
+    /// A Qubole command, whose log its API serves (`GET /api/v1.2/commands/<id>/logs`): written as its
+    /// Analyze page, `<endpoint>/v2/analyze?command_id=<id>`.
+    QuboleCommand {
+        /// The Qubole endpoint it ran on, e.g. `https://api.qubole.com`.
+        endpoint: String,
+        /// The command's id.
+        id: i64,
+    },
     /// Anything else (a console page, an S3 folder): shown, not read.
     Other(String),
 }
@@ -44,6 +52,7 @@ const GROUP: &str = "#logsV2:log-groups/log-group/";
 const FILTER: &str = "$3FlogStreamNameFilter$3D";
 const BATCH: &str = "/batch/home";
 const BATCH_JOB: &str = "#jobs/detail/";
+const ANALYZE: &str = "/v2/analyze?command_id=";
 
 /// `text` as the CloudWatch console writes a part of its address: percent-encoded, with `%` as `$25`.
 fn console_encode(text: &str) -> String {
@@ -105,6 +114,17 @@ impl LogPlace {
                 name: name.into(),
             });
         }
+        if let Some((endpoint, id)) = text.split_once(ANALYZE) {
+            let web = endpoint.starts_with("https://") || endpoint.starts_with("http://");
+            let id = id
+                .parse()
+                .ok()
+                .filter(|_| id.bytes().all(|b| b.is_ascii_digit()))?;
+            return web.then(|| Self::QuboleCommand {
+                endpoint: endpoint.into(),
+                id,
+            });
+        }
         let rest = text.strip_prefix("https://")?;
         let (host, path) = rest.split_at(rest.find('/')?);
         if let Some(rest) = path.strip_prefix(CLOUDWATCH) {
@@ -146,6 +166,7 @@ impl LogPlace {
                 format!("{} {prefix}", group.rsplit('/').next().unwrap_or(group))
             }
             Self::BatchJob { job, .. } => format!("batch job {job}"),
+            Self::QuboleCommand { id, .. } => format!("qubole command {id}"),
             Self::Other(t) => t.clone(),
         }
     }
@@ -178,6 +199,7 @@ impl fmt::Display for LogPlace {
             Self::BatchJob { region: None, job } => {
                 write!(f, "https://console.aws.amazon.com{BATCH}{BATCH_JOB}{job}")
             }
+            Self::QuboleCommand { endpoint, id } => write!(f, "{endpoint}{ANALYZE}{id}"),
             Self::Other(t) => f.write_str(t),
         }
     }
@@ -207,6 +229,14 @@ mod tests {
             LogPlace::BatchJob {
                 region: None,
                 job: "4f1c-9a".into(),
+            },
+            LogPlace::QuboleCommand {
+                endpoint: "https://api.qubole.com".into(),
+                id: 81234,
+            },
+            LogPlace::QuboleCommand {
+                endpoint: "http://127.0.0.1:8080".into(),
+                id: 1,
             },
         ];
         for p in places {
@@ -240,6 +270,10 @@ mod tests {
             "https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#logsV2:log-groups/log-group/$2",
             "kubectl logs --namespace flyte",
             "kubectl logs --namespace a b c",
+            "https://api.qubole.com/v2/analyze?command_id=",
+            "https://api.qubole.com/v2/analyze?command_id=+12",
+            "https://api.qubole.com/v2/analyze?command_id=12&x=1",
+            "ftp://api.qubole.com/v2/analyze?command_id=12",
             "relative/file.log",
             "",
         ] {

@@ -48,8 +48,8 @@ use updraft_connector::query::{
     hive_queries, hive_script, render_query, results, results_type, type_json, type_of_json,
 };
 use updraft_connector::{
-    Attempt, Connector, DataStore, Handle, JobKey, Problem, Transient, attempt_token, custom_json,
-    failed, preflight_plan, read_output_files, setup_failed,
+    Attempt, Connector, DataStore, Handle, JobKey, LogPlace, Problem, Transient, attempt_token,
+    custom_json, failed, preflight_plan, read_output_files, setup_failed,
 };
 use updraft_engine::compile::CompiledTask;
 use updraft_engine::exec::outcome::from_output_files;
@@ -549,11 +549,30 @@ fn start_failure(call: &str, e: &ApiError) -> TaskStatus {
     }
 }
 
-/// Where a run's logs are: its S3 log folder (when the run writes logs to S3) and its console page.
+/// Where a run's logs are: its CloudWatch log streams (when the run sends its logs to CloudWatch:
+/// the group it names, default `/aws/emr-serverless`, streams
+/// `[<logStreamNamePrefix>]/applications/<application>/jobs/<run>/…`), its S3 log folder (when it
+/// writes them to S3) and its console page.
 pub fn log_locations(region: &str, application: &str, run: &str, request: &Value) -> Vec<String> {
     let mut out = Vec::new();
-    if let Some(uri) = request["configurationOverrides"]["monitoringConfiguration"]
-        ["s3MonitoringConfiguration"]["logUri"]
+    let monitoring = &request["configurationOverrides"]["monitoringConfiguration"];
+    let cloudwatch = &monitoring["cloudWatchLoggingConfiguration"];
+    if cloudwatch["enabled"].as_bool() == Some(true) {
+        let group = cloudwatch["logGroupName"]
+            .as_str()
+            .filter(|g| !g.is_empty())
+            .unwrap_or("/aws/emr-serverless");
+        let prefix = cloudwatch["logStreamNamePrefix"].as_str().unwrap_or("");
+        out.push(
+            LogPlace::CloudWatch {
+                region: region.into(),
+                group: group.into(),
+                prefix: format!("{prefix}/applications/{application}/jobs/{run}/"),
+            }
+            .to_string(),
+        );
+    }
+    if let Some(uri) = monitoring["s3MonitoringConfiguration"]["logUri"]
         .as_str()
         .filter(|u| !u.is_empty())
     {
@@ -930,6 +949,41 @@ mod tests {
             &json!({"configurationOverrides": {"monitoringConfiguration": {"s3MonitoringConfiguration": {"logUri": "s3://b/logs/"}}}}),
         );
         assert_eq!(logs[0], "s3://b/logs/applications/app1/jobs/run1/");
+        // With CloudWatch logging on, its streams come first: the default group, or the named one
+        // with the streams' prefix.
+        let overrides = |cw: Value| json!({"configurationOverrides": {"monitoringConfiguration": {"cloudWatchLoggingConfiguration": cw}}});
+        let cw = log_locations(
+            "eu-west-1",
+            "app1",
+            "run1",
+            &overrides(json!({"enabled": true})),
+        );
+        assert_eq!(
+            LogPlace::parse(&cw[0]),
+            LogPlace::CloudWatch {
+                region: "eu-west-1".into(),
+                group: "/aws/emr-serverless".into(),
+                prefix: "/applications/app1/jobs/run1/".into(),
+            }
+        );
+        let named =
+            json!({"enabled": true, "logGroupName": "/etl", "logStreamNamePrefix": "nightly"});
+        let cw = log_locations("eu-west-1", "app1", "run1", &overrides(named));
+        assert_eq!(
+            LogPlace::parse(&cw[0]),
+            LogPlace::CloudWatch {
+                region: "eu-west-1".into(),
+                group: "/etl".into(),
+                prefix: "nightly/applications/app1/jobs/run1/".into(),
+            }
+        );
+        let off = log_locations(
+            "eu-west-1",
+            "app1",
+            "run1",
+            &overrides(json!({"enabled": false})),
+        );
+        assert_eq!(off.len(), 1, "{off:?}");
         let TaskStatus::Failed {
             code,
             message,

@@ -30,8 +30,8 @@ use updraft_connector::query::{
     hive_queries, hive_script, render_query, results, results_type, type_json, type_of_json,
 };
 use updraft_connector::{
-    Attempt, Connector, DataStore, Handle, Problem, Transient, custom_json, failed, preflight_plan,
-    setup_failed,
+    Attempt, Connector, DataStore, Handle, LogPlace, Problem, Transient, custom_json, failed,
+    preflight_plan, setup_failed,
 };
 use updraft_engine::compile::CompiledTask;
 use updraft_engine::exec::{ErrorKind, TaskStatus};
@@ -291,20 +291,50 @@ impl QuboleConnector {
             .min())
     }
 
-    async fn log_tail(&self, token: &str, id: i64) -> String {
+    /// The log of command `id` (`GET /api/v1.2/commands/<id>/logs`), as far as it has been written.
+    async fn log(&self, token: &str, id: i64) -> Result<String, ApiError> {
         let url = format!("{}{COMMANDS}/{id}/logs", self.endpoint());
-        match self
+        let a = self
             .http
             .call("GET", &url, &[("x-auth-token", token)], Vec::new())
-            .await
-        {
-            Ok(a) if (200..300).contains(&a.status) => {
-                let text = String::from_utf8_lossy(&a.body).to_string();
+            .await?;
+        let text = String::from_utf8_lossy(&a.body).to_string();
+        if (200..300).contains(&a.status) {
+            return Ok(text);
+        }
+        Err(ApiError {
+            code: format!("HTTP{}", a.status),
+            message: text,
+            status: a.status,
+        })
+    }
+
+    async fn log_tail(&self, token: &str, id: i64) -> String {
+        match self.log(token, id).await {
+            Ok(text) => {
                 let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
                 lines[lines.len().saturating_sub(5)..].join(" | ")
             }
-            _ => String::new(),
+            Err(_) => String::new(),
         }
+    }
+
+    /// The log of the command `id` that ran on `endpoint`, read with the settings' token; refused when
+    /// the settings name another endpoint (the token is sent only where the settings send it).
+    pub async fn command_log(&self, endpoint: &str, id: i64) -> Result<String, String> {
+        if endpoint.trim_end_matches('/') != self.endpoint() {
+            return Err(format!(
+                "Qubole command {id} ran on {endpoint}, but the settings' qubole.endpoint is {}",
+                self.endpoint()
+            ));
+        }
+        let token = self.token().await.map_err(|s| match s {
+            TaskStatus::Failed { message, .. } => message,
+            other => format!("{other:?}"),
+        })?;
+        self.log(&token, id)
+            .await
+            .map_err(|e| format!("reading the log of Qubole command {id}: {e}"))
     }
 }
 
@@ -401,7 +431,7 @@ impl Connector for QuboleConnector {
             value: json!({
                 "commandId": id,
                 "name": cmd.name,
-                "uri": format!("{}/v2/analyze?command_id={id}", self.endpoint()),
+                "uri": LogPlace::QuboleCommand { endpoint: self.endpoint().into(), id }.to_string(),
                 "results": type_json(cmd.results.as_ref()),
                 "resultsUri": cmd.results_uri,
             }),
