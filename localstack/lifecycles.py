@@ -50,6 +50,7 @@ this moto's), when that bucket exists.
 """
 
 import datetime
+import gzip
 import json
 import os
 import queue
@@ -430,8 +431,29 @@ class EmrServerlessKind(Kind):
         name = f"{prefix}/applications/{obj.application_id}/jobs/{obj.id}/SPARK_DRIVER/stdout"
         return logs_backends[parts[4]][parts[3]], group, name
 
+    @staticmethod
+    def _upload_logs(job: "Job") -> None:
+        """With S3 logging on (`s3MonitoringConfiguration.logUri`), a run that ran a process leaves its
+        driver's output gzipped at `<logUri>/applications/<application>/jobs/<run>/SPARK_DRIVER/stdout.gz`
+        in the jobs' S3 when it ends (a missing bucket is reported, and the run ends as it would)."""
+        obj = job.obj
+        monitoring = (obj.configuration_overrides or {}).get("monitoringConfiguration") or {}
+        uri = ((monitoring.get("s3MonitoringConfiguration") or {}).get("logUri") or "").rstrip("/")
+        path = getattr(job.process, "updraft_log", None)
+        if not uri.startswith("s3://") or path is None:
+            return
+        try:
+            with open(path, "rb") as f:
+                body = gzip.compress(f.read())
+            key = f"{uri}/applications/{obj.application_id}/jobs/{obj.id}/SPARK_DRIVER/stdout.gz"
+            _s3_put(key, obj.arn.split(":")[4], body)
+        except Exception as e:
+            print(f"lifecycles: {job.key}: cannot write its logs under {uri}: {e}", file=sys.stderr)
+
     def apply(self, job: "Job", phase: str, reason: Optional[str]) -> None:
         obj = job.obj
+        if phase in ("succeeded", "failed", "stopped"):
+            self._upload_logs(job)
         obj.state = self.status(phase)
         obj.state_details = reason or ""
         obj.updated_at = _now().strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -621,13 +643,16 @@ def _spawn(
     logs = os.environ.get("UPDRAFT_MOTO_JOB_LOGS") or tempfile.gettempdir()
     os.makedirs(logs, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
-    log = open(os.path.join(logs, f"{safe}.log"), "ab")
+    path = os.path.join(logs, f"{safe}.log")
+    log = open(path, "ab")
     if stream is None:
         try:
-            return subprocess.Popen(
+            process = subprocess.Popen(
                 argv, env=full, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+            process.updraft_log = path  # type: ignore[attr-defined]
+            return process
         finally:
             log.close()
     try:
@@ -645,6 +670,7 @@ def _spawn(
     pump = threading.Thread(target=_pump, args=(process, log, backend, group, name), daemon=True)
     pump.start()
     process.updraft_pump = pump  # type: ignore[attr-defined]
+    process.updraft_log = path  # type: ignore[attr-defined]
     return process
 
 

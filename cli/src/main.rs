@@ -208,8 +208,8 @@ enum Command {
         python: Option<PathBuf>,
         /// The settings file of the runs it launches (as `updraft run --settings`); its `aws`, `eks`
         /// and `qubole` sections also say where attempts' logs are read from (AWS Batch's, SageMaker's
-        /// and EMR Serverless's CloudWatch streams, pods' logs through the cluster's API, Qubole
-        /// commands' logs through its API).
+        /// and EMR Serverless's CloudWatch streams, S3 log folders, pods' logs through the cluster's
+        /// API, Qubole commands' logs through its API).
         #[arg(long, value_name = "FILE")]
         settings: Option<PathBuf>,
         /// The kubeconfig pods' logs are read with (default: the settings' `eks.cluster` with this AWS
@@ -255,8 +255,8 @@ enum Command {
         #[arg(long)]
         functions: bool,
         /// With --stack: the settings file whose `aws`, `eks` and `qubole` sections say where a task's
-        /// logs are read from (AWS Batch's, SageMaker's and EMR Serverless's CloudWatch streams, pods'
-        /// logs through the cluster, Qubole commands' logs through its API).
+        /// logs are read from (AWS Batch's, SageMaker's and EMR Serverless's CloudWatch streams, S3 log
+        /// folders, pods' logs through the cluster, Qubole commands' logs through its API).
         #[arg(long, value_name = "FILE")]
         settings: Option<PathBuf>,
         /// With --stack: the kubeconfig pods' logs are read with (default: the settings' `eks.cluster`

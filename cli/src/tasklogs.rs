@@ -1,8 +1,9 @@
 //! Reads what a task attempt printed, from where the execution's history says its logs are: a local
 //! file, a pod's primary container (the Kubernetes API), an AWS Batch job's CloudWatch log stream (named
 //! by `DescribeJobs` once the job runs), a SageMaker job's or an EMR Serverless run's CloudWatch log
-//! streams, a Qubole command's log (its API, with the settings' token). The console follows a running
-//! attempt's logs with it, and `updraft logs --stack` prints them.
+//! streams, a Qubole command's log (its API, with the settings' token), the `stdout` and `stderr` files
+//! of an S3 log folder (an EMR Serverless run's). The console follows a running attempt's logs with
+//! it, and `updraft logs --stack` prints them.
 //!
 //! Every source is read as one text that only grows; a reader asks for the bytes from an offset on and
 //! gets at most [`CHUNK`] of them with the offset to ask from next.
@@ -23,6 +24,9 @@ pub const CHUNK: u64 = 1 << 20;
 
 /// Log streams of one prefix read at most (a SageMaker job with more instances shows the first).
 const MAX_STREAMS: i32 = 50;
+
+/// Keys of an S3 log folder looked at, at most.
+const MAX_KEYS: i32 = 1000;
 
 /// Bytes read from `offset` on and the offset to read from next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +157,7 @@ impl TaskLogs {
             LogPlace::QuboleCommand { endpoint, id } => {
                 self.qubole.command_log(endpoint, *id).await?.into_bytes()
             }
+            LogPlace::S3Folder { bucket, prefix } => self.s3_folder(bucket, prefix, want).await?,
             p => return Err(format!("cannot read `{p}` from here")),
         };
         Ok(slice(&bytes, offset))
@@ -258,6 +263,64 @@ impl TaskLogs {
     }
 }
 
+impl TaskLogs {
+    /// The `stdout` and `stderr` files under an S3 folder (gzipped ones unpacked), the driver's
+    /// (`SPARK_DRIVER/`) first, each under a line naming it when there are several; nothing while
+    /// the folder is empty or missing.
+    async fn s3_folder(&self, bucket: &str, prefix: &str, want: u64) -> Result<Vec<u8>, String> {
+        let client = aws_sdk_s3::Client::new(&self.sdk);
+        let listed = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .max_keys(MAX_KEYS)
+            .send()
+            .await
+            .map_err(|e| aws_error(&format!("ListObjectsV2 s3://{bucket}/{prefix}"), e))?;
+        let mut keys: Vec<&str> = listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key())
+            .filter(|k| {
+                let file = k.rsplit('/').next().unwrap_or(k);
+                matches!(file, "stdout" | "stderr" | "stdout.gz" | "stderr.gz")
+            })
+            .collect();
+        keys.sort_by_key(|k| (!k[prefix.len()..].starts_with("SPARK_DRIVER/"), *k));
+        let mut text = Vec::new();
+        for key in &keys {
+            if keys.len() > 1 {
+                text.extend_from_slice(format!("== {} ==\n", &key[prefix.len()..]).as_bytes());
+            }
+            let object = client
+                .get_object()
+                .bucket(bucket)
+                .key(*key)
+                .send()
+                .await
+                .map_err(|e| aws_error(&format!("GetObject s3://{bucket}/{key}"), e))?;
+            let body = object
+                .body
+                .collect()
+                .await
+                .map_err(|e| format!("reading s3://{bucket}/{key}: {e}"))?
+                .into_bytes();
+            if key.ends_with(".gz") {
+                use std::io::Read;
+                flate2::read::MultiGzDecoder::new(&body[..])
+                    .read_to_end(&mut text)
+                    .map_err(|e| format!("unpacking s3://{bucket}/{key}: {e}"))?;
+            } else {
+                text.extend_from_slice(&body);
+            }
+            if text.len() as u64 >= want {
+                break;
+            }
+        }
+        Ok(text)
+    }
+}
+
 /// Appends the events of one stream, a line each, until `text` holds `want` bytes or the stream ends.
 async fn read_stream(
     client: &aws_sdk_cloudwatchlogs::Client,
@@ -323,26 +386,39 @@ pub async fn print_attempt(
             .with_context(|| format!("{what} of {} has run no task attempt", view.name))?,
     };
     let mut shown = 0;
+    let mut unread = Vec::new();
     for l in &a.logs {
         let place = updraft_connector::LogPlace::parse(l);
         if !reader.can_read(&place) {
             eprintln!("updraft: {what} attempt {} logs at {l}", a.attempt);
             continue;
         }
-        out!("==> {what} attempt {} {} <==", a.attempt, place.label());
         let mut offset = 0;
+        let mut first = true;
         loop {
-            let chunk = reader
-                .read(&place, offset)
-                .await
-                .map_err(|e| anyhow::anyhow!(e))?;
+            let chunk = match reader.read(&place, offset).await {
+                Ok(c) => c,
+                // the others are still printed; the reason is said, and the exit code shows it
+                Err(e) => {
+                    eprintln!(
+                        "updraft: cannot read {what} attempt {}'s logs at {l}: {e}",
+                        a.attempt
+                    );
+                    unread.push(l);
+                    break;
+                }
+            };
+            if first {
+                out!("==> {what} attempt {} {} <==", a.attempt, place.label());
+                first = false;
+            }
             out_raw!("{}", chunk.text);
             if chunk.next == offset {
+                shown += 1;
                 break;
             }
             offset = chunk.next;
         }
-        shown += 1;
     }
     if shown == 0 && a.logs.is_empty() {
         anyhow::bail!(
@@ -351,6 +427,9 @@ pub async fn print_attempt(
             a.attempt,
             view.name
         );
+    }
+    if !unread.is_empty() {
+        return Ok(std::process::ExitCode::FAILURE);
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -441,6 +441,24 @@ fn emr_serverless_tasks_run_in_every_mode() {
         printed.contains("main ['--date', '2024-01-01']"),
         "{printed}"
     );
+    // And from the S3 log folder, where the run left its driver's output gzipped when it ended.
+    let (code, _, page) = console.get(&format!("/executions/{exec}/nodes/n0"));
+    assert_eq!(code, 200, "{page}");
+    let folder = format!(
+        "s3://updraft-fixtures/emr-logs/applications/{}/jobs/{}/",
+        s["applicationId"].as_str().unwrap(),
+        s["jobRunId"].as_str().unwrap()
+    );
+    let sources = common::log_sources(&page);
+    let (_, src) = sources
+        .iter()
+        .find(|(label, _)| *label == folder)
+        .unwrap_or_else(|| panic!("no S3 log folder {folder} among {sources:?}"));
+    let printed = console.follow_log(src);
+    assert!(
+        printed.contains("main ['--date', '2024-01-01']"),
+        "{printed}"
+    );
 
     // Hive script: the task's driver as given.
     let hive = job_runs(&moto, apps["etl-hive"].as_str().unwrap());

@@ -6,6 +6,7 @@ Run by scripts/test with moto's environment: `python -m unittest discover -s loc
 """
 
 import contextlib
+import gzip
 import json
 import os
 import socket
@@ -563,15 +564,17 @@ class Lifecycles(unittest.TestCase):
             self.assertEqual(run(runs[3])["state"], "FAILED")
             self.assertEqual(run(runs[3])["stateDetails"], "the job's process exited with code 3")
 
-    def test_an_emr_serverless_runs_driver_prints_to_its_cloudwatch_stream(self) -> None:
+    def test_an_emr_serverless_runs_driver_prints_to_cloudwatch_and_s3(self) -> None:
         emr, s3, logs = (self.moto.client(c) for c in ("emr-serverless", "s3", "logs"))
         app = emr.create_application(name="printer", releaseLabel="emr-7.0.0", type="SPARK")["applicationId"]
         s3.create_bucket(Bucket="emr-print")
         s3.put_object(Bucket="emr-print", Key="p.py", Body=b"print('rows: 12'); print('done')")
         driver = {"sparkSubmit": {"entryPoint": "s3://emr-print/p.py"}}
 
-        def start(cloudwatch):
+        def start(cloudwatch, s3_logs=None):
             overrides = {"monitoringConfiguration": {"cloudWatchLoggingConfiguration": cloudwatch}}
+            if s3_logs:
+                overrides["monitoringConfiguration"]["s3MonitoringConfiguration"] = {"logUri": s3_logs}
             return emr.start_job_run(
                 applicationId=app, executionRoleArn=ROLE, jobDriver=driver, configurationOverrides=overrides
             )["jobRunId"]
@@ -580,7 +583,7 @@ class Lifecycles(unittest.TestCase):
             runs = {
                 "default": start({"enabled": True}),
                 "named": start({"enabled": True, "logGroupName": "/etl/spark", "logStreamNamePrefix": "nightly"}),
-                "off": start({"enabled": False}),
+                "off": start({"enabled": False}, s3_logs="s3://emr-print/logs/"),
             }
             for r in runs.values():
                 wait_for(
@@ -596,6 +599,12 @@ class Lifecycles(unittest.TestCase):
                 self.assertEqual([e["message"] for e in events["events"]], ["rows: 12", "done"])
             streams = logs.describe_log_streams(logGroupName="/aws/emr-serverless")["logStreams"]
             self.assertFalse([s for s in streams if runs["off"] in s["logStreamName"]], streams)
+            # with S3 logging on, the driver's output is left gzipped in the log folder
+            key = f"logs/applications/{app}/jobs/{runs['off']}/SPARK_DRIVER/stdout.gz"
+            body = s3.get_object(Bucket="emr-print", Key=key)["Body"].read()
+            self.assertEqual(gzip.decompress(body), b"rows: 12\ndone\n")
+            listed = s3.list_objects_v2(Bucket="emr-print", Prefix="logs/")["Contents"]
+            self.assertEqual([o["Key"] for o in listed], [key])
 
     # ------------------------------------------------------------------ Athena
 

@@ -43,7 +43,16 @@ pub enum LogPlace {
         /// The command's id.
         id: i64,
     },
-    /// Anything else (a console page, an S3 folder): shown, not read.
+    /// An S3 folder of log files (an EMR Serverless run's `<logUri>/applications/<app>/jobs/<run>/`):
+    /// written `s3://<bucket>/<prefix>`, the prefix ending in `/`. Its `stdout` and `stderr` files
+    /// (gzipped or not) are read.
+    S3Folder {
+        /// The bucket.
+        bucket: String,
+        /// The folder's key prefix, ending in `/`.
+        prefix: String,
+    },
+    /// Anything else (a console page, an S3 object): shown, not read.
     Other(String),
 }
 
@@ -114,6 +123,14 @@ impl LogPlace {
                 name: name.into(),
             });
         }
+        if let Some(rest) = text.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/')?;
+            let folder = prefix.ends_with('/') && !prefix.starts_with('/');
+            return (folder && !bucket.is_empty()).then(|| Self::S3Folder {
+                bucket: bucket.into(),
+                prefix: prefix.into(),
+            });
+        }
         if let Some((endpoint, id)) = text.split_once(ANALYZE) {
             let web = endpoint.starts_with("https://") || endpoint.starts_with("http://");
             let id = id
@@ -167,6 +184,7 @@ impl LogPlace {
             }
             Self::BatchJob { job, .. } => format!("batch job {job}"),
             Self::QuboleCommand { id, .. } => format!("qubole command {id}"),
+            Self::S3Folder { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
             Self::Other(t) => t.clone(),
         }
     }
@@ -200,6 +218,7 @@ impl fmt::Display for LogPlace {
                 write!(f, "https://console.aws.amazon.com{BATCH}{BATCH_JOB}{job}")
             }
             Self::QuboleCommand { endpoint, id } => write!(f, "{endpoint}{ANALYZE}{id}"),
+            Self::S3Folder { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
             Self::Other(t) => f.write_str(t),
         }
     }
@@ -238,6 +257,10 @@ mod tests {
                 endpoint: "http://127.0.0.1:8080".into(),
                 id: 1,
             },
+            LogPlace::S3Folder {
+                bucket: "logs".into(),
+                prefix: "emr/applications/a1/jobs/r1/".into(),
+            },
         ];
         for p in places {
             assert_eq!(LogPlace::parse(&p.to_string()), p, "{p}");
@@ -263,7 +286,10 @@ mod tests {
     #[test]
     fn anything_else_is_shown_not_read() {
         for text in [
-            "s3://bucket/logs/",
+            "s3://bucket/logs/stdout.gz",
+            "s3://bucket//logs/",
+            "s3:///logs/",
+            "s3://bucket",
             "https://us-east-1.console.aws.amazon.com/athena/home?region=us-east-1#/query-editor",
             "https://us-east-1.console.aws.amazon.com/batch/home?region=us-east-1#jobs/detail/",
             "https://evil.example/cloudwatch/home?region=x#logsV2:log-groups/log-group/a$3FlogStreamNameFilter$3Db",

@@ -262,20 +262,10 @@ impl QuboleConnector {
                 bytes,
             )
             .await?;
-        let parsed = a.json();
         if (200..300).contains(&a.status) {
-            return Ok(parsed);
+            return Ok(a.json());
         }
-        let message = parsed["error"]["error_message"]
-            .as_str()
-            .or_else(|| parsed["message"].as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| String::from_utf8_lossy(&a.body).to_string());
-        Err(ApiError {
-            code: format!("HTTP{}", a.status),
-            message,
-            status: a.status,
-        })
+        Err(refusal(&a))
     }
 
     /// The id of the command already submitted under `name`, if any.
@@ -298,15 +288,10 @@ impl QuboleConnector {
             .http
             .call("GET", &url, &[("x-auth-token", token)], Vec::new())
             .await?;
-        let text = String::from_utf8_lossy(&a.body).to_string();
         if (200..300).contains(&a.status) {
-            return Ok(text);
+            return Ok(String::from_utf8_lossy(&a.body).into_owned());
         }
-        Err(ApiError {
-            code: format!("HTTP{}", a.status),
-            message: text,
-            status: a.status,
-        })
+        Err(refusal(&a))
     }
 
     async fn log_tail(&self, token: &str, id: i64) -> String {
@@ -335,6 +320,21 @@ impl QuboleConnector {
         self.log(&token, id)
             .await
             .map_err(|e| format!("reading the log of Qubole command {id}: {e}"))
+    }
+}
+
+/// Qubole's refusal `a`: its `error.error_message` (or `message`), else the body.
+fn refusal(a: &updraft_call::Answer) -> ApiError {
+    let parsed = a.json();
+    let message = parsed["error"]["error_message"]
+        .as_str()
+        .or_else(|| parsed["message"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(&a.body).into_owned());
+    ApiError {
+        code: format!("HTTP{}", a.status),
+        message,
+        status: a.status,
     }
 }
 
