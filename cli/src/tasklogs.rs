@@ -28,6 +28,20 @@ const MAX_STREAMS: i32 = 50;
 /// Keys of an S3 log folder looked at, at most.
 const MAX_KEYS: i32 = 1000;
 
+/// Most bytes of one CloudWatch stream kept between reads (a longer stream is read again from its
+/// start each time, as far as asked).
+const KEEP_STREAM: usize = 64 << 20;
+
+/// What has been read of one CloudWatch log stream: its text so far and the token to go on from.
+#[derive(Default)]
+struct StreamRead {
+    text: Vec<u8>,
+    next: Option<String>,
+}
+
+/// A stream: (region, group, stream).
+type StreamKey = (Option<String>, String, String);
+
 /// Bytes read from `offset` on and the offset to read from next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
@@ -47,6 +61,9 @@ pub struct TaskLogs {
     /// Whether files on this machine may be read (the local store's attempts; never a stack's).
     files: bool,
     cluster: OnceCell<Result<Cluster, String>>,
+    /// The CloudWatch streams read so far: a log followed while it runs is read on from where the
+    /// last read stopped, not from its start again.
+    streams_read: tokio::sync::Mutex<std::collections::HashMap<StreamKey, StreamRead>>,
 }
 
 /// The part of `bytes` from `offset` on, at most [`CHUNK`] long and cut at a character's end.
@@ -90,6 +107,7 @@ impl TaskLogs {
             kubeconfig,
             files,
             cluster: OnceCell::new(),
+            streams_read: tokio::sync::Mutex::default(),
         }
     }
 
@@ -212,8 +230,40 @@ impl TaskLogs {
             .and_then(|c| c.options())
             .and_then(|o| o.get("awslogs-group"))
             .map_or("/aws/batch/job", String::as_str);
-        let mut text = Vec::new();
-        read_stream(&self.logs_client(region), group, stream, want, &mut text).await?;
+        self.stream(region, group, stream, want).await
+    }
+
+    /// The text of one CloudWatch stream, at least `want` bytes of it when it has them: what earlier
+    /// reads found, and what came since (from the token they stopped at).
+    async fn stream(
+        &self,
+        region: Option<&str>,
+        group: &str,
+        stream: &str,
+        want: u64,
+    ) -> Result<Vec<u8>, String> {
+        let key = (
+            region.map(String::from),
+            group.to_string(),
+            stream.to_string(),
+        );
+        let mut all = self.streams_read.lock().await;
+        let read = all.entry(key.clone()).or_default();
+        if (read.text.len() as u64) < want {
+            read.next = read_stream(
+                &self.logs_client(region),
+                group,
+                stream,
+                want,
+                &mut read.text,
+                read.next.take(),
+            )
+            .await?;
+        }
+        let text = read.text.clone();
+        if text.len() > KEEP_STREAM {
+            all.remove(&key);
+        }
         Ok(text)
     }
 
@@ -226,8 +276,8 @@ impl TaskLogs {
         prefix: &str,
         want: u64,
     ) -> Result<Vec<u8>, String> {
-        let client = self.logs_client(region);
-        let out = client
+        let out = self
+            .logs_client(region)
             .describe_log_streams()
             .log_group_name(group)
             .log_stream_name_prefix(prefix)
@@ -254,7 +304,8 @@ impl TaskLogs {
             if streams.len() > 1 {
                 text.extend_from_slice(format!("== {s} ==\n").as_bytes());
             }
-            read_stream(&client, group, s, want, &mut text).await?;
+            let have = text.len() as u64;
+            text.extend(self.stream(region, group, s, want - have.min(want)).await?);
             if text.len() as u64 >= want {
                 break;
             }
@@ -321,15 +372,16 @@ impl TaskLogs {
     }
 }
 
-/// Appends the events of one stream, a line each, until `text` holds `want` bytes or the stream ends.
+/// Appends the events of one stream, a line each, from `token` on (its start without one), until
+/// `text` holds `want` bytes or the stream ends; the token to go on from next time.
 async fn read_stream(
     client: &aws_sdk_cloudwatchlogs::Client,
     group: &str,
     stream: &str,
     want: u64,
     text: &mut Vec<u8>,
-) -> Result<(), String> {
-    let mut token: Option<String> = None;
+    mut token: Option<String>,
+) -> Result<Option<String>, String> {
     loop {
         let out = client
             .get_log_events()
@@ -345,12 +397,13 @@ async fn read_stream(
             text.push(b'\n');
         }
         let next = out.next_forward_token().map(String::from);
-        // the same token again: the stream's end
-        if out.events().is_empty() || next.is_none() || next == token {
-            return Ok(());
+        // the same token again: the stream's end (for now), new events come after it (a page can be
+        // empty before the end: CloudWatch says where to go on)
+        if next.is_none() || next == token {
+            return Ok(next.or(token));
         }
         if text.len() as u64 >= want {
-            return Ok(());
+            return Ok(next);
         }
         token = next;
     }
