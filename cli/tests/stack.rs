@@ -1123,7 +1123,8 @@ fn a_deployed_stack_keeps_going_through_crashes_fails_poisoned_executions_and_he
             "{name}: its dead letter is not kept"
         );
         assert!(objects_of(&d, &format!("{name}-")).is_empty(), "{name}");
-        poll(Duration::from_secs(30), || {
+        // (the functions' lines reach CloudWatch Logs some time after the execution's end)
+        poll(Duration::from_secs(120), || {
             let (_, logs, _) = d.updraft(&["logs", name]);
             if logs.contains(said) && logs.contains("execution failed by a dead-lettered message") {
                 Ok(())
