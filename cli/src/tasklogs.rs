@@ -337,11 +337,12 @@ impl TaskLogs {
                 matches!(file, "stdout" | "stderr" | "stdout.gz" | "stderr.gz")
             })
             .collect();
-        keys.sort_by_key(|k| (!k[prefix.len()..].starts_with("SPARK_DRIVER/"), *k));
+        let within = |k: &str| k.strip_prefix(prefix).unwrap_or(k).to_string();
+        keys.sort_by_key(|k| (!within(k).starts_with("SPARK_DRIVER/"), *k));
         let mut text = Vec::new();
         for key in &keys {
             if keys.len() > 1 {
-                text.extend_from_slice(format!("== {} ==\n", &key[prefix.len()..]).as_bytes());
+                text.extend_from_slice(format!("== {} ==\n", within(key)).as_bytes());
             }
             let object = client
                 .get_object()

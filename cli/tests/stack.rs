@@ -1674,8 +1674,13 @@ fn a_deployed_stack_runs_query_tasks_once_each() {
             .then_some(())
             .ok_or("the run was not cancelled")
     });
-    let (_, out, _) = d.updraft(&["status", "held"]);
-    assert!(out.contains("ABORTED"), "{out}");
+    // (the abort's commit can come after the run shows cancelled)
+    poll(Duration::from_secs(120), || {
+        let (_, out, _) = d.updraft(&["status", "held"]);
+        out.contains("ABORTED")
+            .then_some(())
+            .ok_or(format!("held is not aborted: {out}"))
+    });
 }
 
 #[test]

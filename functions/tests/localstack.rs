@@ -69,6 +69,9 @@ struct Stack {
     ended: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Sweeps the queue delivered.
     sweeps: std::sync::atomic::AtomicUsize,
+    /// Most messages one receive hands the transition (SQS's 10 unless a test needs one event a
+    /// transition).
+    batch: i32,
 }
 
 impl Stack {
@@ -158,6 +161,7 @@ impl Stack {
             eks,
             ended: Default::default(),
             sweeps: Default::default(),
+            batch: 10,
         }
     }
 
@@ -275,7 +279,7 @@ impl Stack {
             .sqs
             .receive_message()
             .queue_url(&self.settings.transitions_url)
-            .max_number_of_messages(10)
+            .max_number_of_messages(self.batch)
             .wait_time_seconds(1)
             .message_system_attribute_names(
                 aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
@@ -1050,9 +1054,11 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
         serde_json::json!({"o": 3, "v": 7})
     );
 
-    // With at most 40 starts a transition: the start's transition starts 40, each that follows 40
-    // more (a message to go on with the rest after each), the gates are reached after 8 commits.
+    // With at most 40 starts a step: the start's step starts 40, each that follows 40 more (a message
+    // to go on with the rest after each), the gates are reached after 8 commits. One message a
+    // transition here: a transition applies every message of its batch, each a step of its own.
     stack.settings.max_starts = 40;
+    stack.batch = 1;
     let t = stack.transition().await;
     let req = request("wide", "wide-b", serde_json::json!({"x": 5}));
     launch(&settings, &stack.clients, &packages, &req, "")
