@@ -250,15 +250,20 @@ impl TaskLogs {
         let mut all = self.streams_read.lock().await;
         let read = all.entry(key.clone()).or_default();
         if (read.text.len() as u64) < want {
-            read.next = read_stream(
+            // Kept only once the read succeeds: a failed one must not leave events without the
+            // token past them (the next read would add them again).
+            let mut more = Vec::new();
+            let next = read_stream(
                 &self.logs_client(region),
                 group,
                 stream,
-                want,
-                &mut read.text,
-                read.next.take(),
+                want - read.text.len() as u64,
+                &mut more,
+                read.next.clone(),
             )
             .await?;
+            read.text.extend(more);
+            read.next = next;
         }
         let text = read.text.clone();
         if text.len() > KEEP_STREAM {
