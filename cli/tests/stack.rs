@@ -876,6 +876,17 @@ fn poll<T, E: std::fmt::Display>(limit: Duration, mut f: impl FnMut() -> Result<
     }
 }
 
+/// Waits until the stack shows execution `name` aborted: the abort's commit comes after the transition
+/// that stopped its jobs, so a job seen stopped does not yet mean the execution shows it.
+fn aborted(d: &Deployed, name: &str) {
+    poll(Duration::from_secs(120), || {
+        let (_, out, _) = d.updraft(&["status", name]);
+        out.contains("ABORTED")
+            .then_some(())
+            .ok_or(format!("{name} is not aborted: {out}"))
+    });
+}
+
 /// Names of the objects on the test cluster that start with `prefix`.
 fn objects_of(d: &Deployed, prefix: &str) -> Vec<String> {
     let mut names = d.server.store.lock().unwrap().names();
@@ -1295,8 +1306,7 @@ fn a_deployed_stack_runs_aws_batch_tasks_as_batch_jobs() {
             .then_some(())
             .ok_or(format!("the job was not terminated: {jobs:?}"))
     });
-    let (_, out, _) = d.updraft(&["status", "held"]);
-    assert!(out.contains("ABORTED"), "{out}");
+    aborted(&d, "held");
 }
 
 #[test]
@@ -1457,8 +1467,7 @@ fn a_deployed_stack_runs_sagemaker_tasks() {
             .then_some(())
             .ok_or(format!("a job was not stopped: {held:?}"))
     });
-    let (_, out, _) = d.updraft(&["status", "held"]);
-    assert!(out.contains("ABORTED"), "{out}");
+    aborted(&d, "held");
 }
 
 /// Every SageMaker training, processing and tuning job moto has: name, status and `updraft:attempt`
@@ -1674,13 +1683,7 @@ fn a_deployed_stack_runs_query_tasks_once_each() {
             .then_some(())
             .ok_or("the run was not cancelled")
     });
-    // (the abort's commit can come after the run shows cancelled)
-    poll(Duration::from_secs(120), || {
-        let (_, out, _) = d.updraft(&["status", "held"]);
-        out.contains("ABORTED")
-            .then_some(())
-            .ok_or(format!("held is not aborted: {out}"))
-    });
+    aborted(&d, "held");
 }
 
 #[test]
