@@ -28,19 +28,23 @@ const MAX_STREAMS: i32 = 50;
 /// Keys of an S3 log folder looked at, at most.
 const MAX_KEYS: i32 = 1000;
 
-/// Most bytes of one CloudWatch stream kept between reads (a longer stream is read again from its
-/// start each time, as far as asked).
-const KEEP_STREAM: usize = 64 << 20;
+/// Most bytes of one followed CloudWatch log kept between reads (a longer one is read again from
+/// its start each time, as far as asked).
+const KEEP_FOLLOWED: usize = 64 << 20;
 
-/// What has been read of one CloudWatch log stream: its text so far and the token to go on from.
+/// What has been read of a CloudWatch log — one stream, or the streams of a prefix: their events in
+/// the order they were read, and each stream's token to go on from. The text only grows, so offsets
+/// into it stay true while several streams grow at once (a Spark driver's stdout and stderr).
 #[derive(Default)]
-struct StreamRead {
+struct Followed {
     text: Vec<u8>,
-    next: Option<String>,
+    next: std::collections::HashMap<String, Option<String>>,
+    /// The stream whose events were appended last.
+    last: Option<String>,
 }
 
-/// A stream: (region, group, stream).
-type StreamKey = (Option<String>, String, String);
+/// A followed log: (region, group, stream or prefix, whether it is a prefix).
+type FollowKey = (Option<String>, String, String, bool);
 
 /// Bytes read from `offset` on and the offset to read from next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,9 +65,12 @@ pub struct TaskLogs {
     /// Whether files on this machine may be read (the local store's attempts; never a stack's).
     files: bool,
     cluster: OnceCell<Result<Cluster, String>>,
-    /// The CloudWatch streams read so far: a log followed while it runs is read on from where the
-    /// last read stopped, not from its start again.
-    streams_read: tokio::sync::Mutex<std::collections::HashMap<StreamKey, StreamRead>>,
+    /// The CloudWatch logs read so far: a log followed while it runs is read on from where the last
+    /// read stopped, not from its start again. Each has its own lock: a slow read holds up only
+    /// the pages that follow the same log.
+    followed: std::sync::Mutex<
+        std::collections::HashMap<FollowKey, std::sync::Arc<tokio::sync::Mutex<Followed>>>,
+    >,
 }
 
 /// The part of `bytes` from `offset` on, at most [`CHUNK`] long and cut at a character's end.
@@ -107,7 +114,7 @@ impl TaskLogs {
             kubeconfig,
             files,
             cluster: OnceCell::new(),
-            streams_read: tokio::sync::Mutex::default(),
+            followed: std::sync::Mutex::default(),
         }
     }
 
@@ -230,50 +237,83 @@ impl TaskLogs {
             .and_then(|c| c.options())
             .and_then(|o| o.get("awslogs-group"))
             .map_or("/aws/batch/job", String::as_str);
-        self.stream(region, group, stream, want).await
-    }
-
-    /// The text of one CloudWatch stream, at least `want` bytes of it when it has them: what earlier
-    /// reads found, and what came since (from the token they stopped at).
-    async fn stream(
-        &self,
-        region: Option<&str>,
-        group: &str,
-        stream: &str,
-        want: u64,
-    ) -> Result<Vec<u8>, String> {
         let key = (
             region.map(String::from),
             group.to_string(),
             stream.to_string(),
+            false,
         );
-        let mut all = self.streams_read.lock().await;
-        let read = all.entry(key.clone()).or_default();
+        self.follow(
+            key,
+            region,
+            group,
+            async { Ok(vec![stream.to_string()]) },
+            want,
+        )
+        .await
+    }
+
+    /// The text of a followed CloudWatch log, at least `want` bytes of it when it has them: what
+    /// earlier reads found, and the events that came since in each of its `streams` (from the token
+    /// each stopped at), a stream's after a line naming it when the log has several.
+    async fn follow(
+        &self,
+        key: FollowKey,
+        region: Option<&str>,
+        group: &str,
+        streams: impl std::future::Future<Output = Result<Vec<String>, String>>,
+        want: u64,
+    ) -> Result<Vec<u8>, String> {
+        let log = self
+            .followed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let mut read = log.lock().await;
         if (read.text.len() as u64) < want {
-            // Kept only once the read succeeds: a failed one must not leave events without the
-            // token past them (the next read would add them again).
-            let mut more = Vec::new();
-            let next = read_stream(
-                &self.logs_client(region),
-                group,
-                stream,
-                want - read.text.len() as u64,
-                &mut more,
-                read.next.clone(),
-            )
-            .await?;
-            read.text.extend(more);
-            read.next = next;
+            let streams = streams.await?;
+            for s in &streams {
+                read.next.entry(s.clone()).or_default();
+            }
+            let client = self.logs_client(region);
+            for s in &streams {
+                if read.text.len() as u64 >= want {
+                    break;
+                }
+                // A stream's events are kept with the token past them, only once their read
+                // succeeds (the next read would add them again).
+                let mut more = Vec::new();
+                let token = read.next.get(s).cloned().flatten();
+                let next = read_stream(
+                    &client,
+                    group,
+                    s,
+                    want - read.text.len() as u64,
+                    &mut more,
+                    token,
+                )
+                .await?;
+                if !more.is_empty() {
+                    if read.next.len() > 1 && read.last.as_ref() != Some(s) {
+                        read.text
+                            .extend_from_slice(format!("== {s} ==\n").as_bytes());
+                    }
+                    read.text.extend(more);
+                    read.last = Some(s.clone());
+                }
+                read.next.insert(s.clone(), next);
+            }
         }
         let text = read.text.clone();
-        if text.len() > KEEP_STREAM {
-            all.remove(&key);
+        if text.len() > KEEP_FOLLOWED {
+            *read = Followed::default();
         }
         Ok(text)
     }
 
-    /// The streams of `group` whose names start with `prefix`, one after another (each under a line
-    /// naming it when there are several).
+    /// The streams of `group` whose names start with `prefix` (see [`TaskLogs::follow`]).
     async fn streams(
         &self,
         region: Option<&str>,
@@ -281,41 +321,38 @@ impl TaskLogs {
         prefix: &str,
         want: u64,
     ) -> Result<Vec<u8>, String> {
-        let out = self
-            .logs_client(region)
-            .describe_log_streams()
-            .log_group_name(group)
-            .log_stream_name_prefix(prefix)
-            .limit(MAX_STREAMS)
-            .send()
-            .await;
-        let streams: Vec<String> = match out {
-            Ok(o) => o
-                .log_streams()
-                .iter()
-                .filter_map(|s| s.log_stream_name().map(String::from))
-                .collect(),
-            // no group yet: the job has not logged
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
-            {
-                Vec::new()
+        let listed = async {
+            let out = self
+                .logs_client(region)
+                .describe_log_streams()
+                .log_group_name(group)
+                .log_stream_name_prefix(prefix)
+                .limit(MAX_STREAMS)
+                .send()
+                .await;
+            match out {
+                Ok(o) => Ok(o
+                    .log_streams()
+                    .iter()
+                    .filter_map(|s| s.log_stream_name().map(String::from))
+                    .collect()),
+                // no group yet: the job has not logged
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
+                {
+                    Ok(Vec::new())
+                }
+                Err(e) => Err(aws_error(&format!("DescribeLogStreams {group}"), e)),
             }
-            Err(e) => return Err(aws_error(&format!("DescribeLogStreams {group}"), e)),
         };
-        let mut text = Vec::new();
-        for s in &streams {
-            if streams.len() > 1 {
-                text.extend_from_slice(format!("== {s} ==\n").as_bytes());
-            }
-            let have = text.len() as u64;
-            text.extend(self.stream(region, group, s, want - have.min(want)).await?);
-            if text.len() as u64 >= want {
-                break;
-            }
-        }
-        Ok(text)
+        let key = (
+            region.map(String::from),
+            group.to_string(),
+            prefix.to_string(),
+            true,
+        );
+        self.follow(key, region, group, listed, want).await
     }
 }
 

@@ -441,6 +441,45 @@ fn emr_serverless_tasks_run_in_every_mode() {
         printed.contains("main ['--date', '2024-01-01']"),
         "{printed}"
     );
+    // Streams that grow after a read — the driver's stderr appears, its stdout goes on — are read
+    // on from where the last read stopped: the text only grows (offsets stay true), each stream's
+    // events under its name once there are several.
+    let driver = format!(
+        "etl/applications/{}/jobs/{}/SPARK_DRIVER/",
+        s["applicationId"].as_str().unwrap(),
+        s["jobRunId"].as_str().unwrap()
+    );
+    let put = |stream: &str, message: &str| {
+        moto.boto(
+            "import time\n\
+             l = boto3.client('logs', **kw)\n\
+             g, s = '/aws/emr-serverless', args[0]\n\
+             if not l.describe_log_streams(logGroupName=g, logStreamNamePrefix=s)['logStreams']: \
+             l.create_log_stream(logGroupName=g, logStreamName=s)\n\
+             l.put_log_events(logGroupName=g, logStreamName=s, \
+             logEvents=[{'timestamp': int(time.time() * 1000), 'message': args[1]}])\n\
+             print('{}')",
+            &[stream, message],
+        )
+    };
+    let from = |offset: usize| {
+        let (code, headers, text) = console.get(&format!("{src}&offset={offset}"));
+        assert_eq!(code, 200, "{text}");
+        let next: usize = headers
+            .iter()
+            .find(|(k, _)| k == "x-offset")
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap();
+        (text, next)
+    };
+    let (rest, at) = from(printed.len());
+    assert_eq!(rest, "");
+    put(&format!("{driver}stderr"), "late on stderr");
+    let (rest, at) = from(at);
+    assert_eq!(rest, format!("== {driver}stderr ==\nlate on stderr\n"));
+    put(&format!("{driver}stdout"), "late on stdout");
+    let (rest, _) = from(at);
+    assert_eq!(rest, format!("== {driver}stdout ==\nlate on stdout\n"));
     // And from the S3 log folder, where the run left its driver's output gzipped when it ended.
     let (code, _, page) = console.get(&format!("/executions/{exec}/nodes/n0"));
     assert_eq!(code, 200, "{page}");
