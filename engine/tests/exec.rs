@@ -954,6 +954,8 @@ fn simulate(
         };
         let crash = rng.chance(10);
         let before = crash.then(|| exec.clone());
+        // Each event a transition of its own, as far as the budget goes.
+        exec.limit_starts(budget);
         let fx = exec.step(ev.clone());
         for e in fx {
             match e {
@@ -1016,7 +1018,6 @@ fn simulate(
             // As the serverless runtime does, carry the state to the next event only through its
             // stored records (now and then: it is slow in debug builds).
             exec = through_records(&program, &exec);
-            exec.limit_starts(budget);
         }
     }
     (
@@ -1113,7 +1114,7 @@ fn check_simulation_with(
     check_simulation_budgeted(pkg, wf, input, behave, seeds, config, None);
 }
 
-/// As [`check_simulation_with`], each step starting at most `budget` attempts (the rest by
+/// As [`check_simulation_with`], each step a transition of its own starting at most `budget` attempts (the rest by
 /// `Continue` timers, delivered under the same faults); compared with the fault-free run without one.
 fn check_simulation_budgeted(
     pkg: &Arc<CompiledPackage>,
@@ -1198,7 +1199,7 @@ fn simulation_maps_and_retries() {
         0..n,
         &capped,
     );
-    // With a start budget per step, with and without the cap: the same outcome and attempts.
+    // With a start budget per transition, with and without the cap: the same outcome and attempts.
     for config in [ExecConfig::new("sim"), capped] {
         check_simulation_budgeted(
             &pkg,
@@ -1228,9 +1229,10 @@ fn simulation_maps_and_retries() {
 }
 
 #[test]
-fn a_start_budget_bounds_each_step_and_continues_with_the_rest() {
+fn a_start_budget_bounds_each_transition_and_continues_with_the_rest() {
     // The maps fixture: five squares (parallelism 2) and five scales (unlimited), at most 3 starts a
-    // step; each step that puts starts off ends with one Continue timer, whose event starts the next.
+    // transition (one `limit_starts` each); each that puts starts off asks one Continue timer, whose
+    // event starts the next.
     let pkg = fixture_pkg(&["maps.tgz"]);
     let program = Program {
         package: pkg,
@@ -1285,6 +1287,12 @@ fn a_start_budget_bounds_each_step_and_continues_with_the_rest() {
         if !more {
             break;
         }
+        // More events in the same unit (no new budget) start nothing and ask no second Continue:
+        // the budget bounds a transition, however many events it applies.
+        let same = exec.step(go_on.clone());
+        assert!(starts_of(&same).is_empty(), "step {steps}: {same:?}");
+        assert_eq!(continues(&same), 0, "step {steps}: {same:?}");
+        exec.limit_starts(Some(3));
         fx = exec.step(go_on.clone());
         steps += 1;
     }
@@ -1293,6 +1301,7 @@ fn a_start_budget_bounds_each_step_and_continues_with_the_rest() {
     assert_eq!(names, want);
     assert_eq!(all.len(), want.len(), "an attempt started twice");
     // A Continue with nothing put off (a duplicate) starts nothing.
+    exec.limit_starts(Some(3));
     assert!(starts_of(&exec.step(go_on)).is_empty());
     // A restored execution keeps its put-off work (waiting) but not the budget: the runtime sets it.
     let again = through_records(&program, &exec);

@@ -69,9 +69,6 @@ struct Stack {
     ended: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Sweeps the queue delivered.
     sweeps: std::sync::atomic::AtomicUsize,
-    /// Most messages one receive hands the transition (SQS's 10 unless a test needs one event a
-    /// transition).
-    batch: i32,
 }
 
 impl Stack {
@@ -161,7 +158,6 @@ impl Stack {
             eks,
             ended: Default::default(),
             sweeps: Default::default(),
-            batch: 10,
         }
     }
 
@@ -279,7 +275,7 @@ impl Stack {
             .sqs
             .receive_message()
             .queue_url(&self.settings.transitions_url)
-            .max_number_of_messages(self.batch)
+            .max_number_of_messages(10)
             .wait_time_seconds(1)
             .message_system_attribute_names(
                 aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
@@ -1054,12 +1050,57 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
         serde_json::json!({"o": 3, "v": 7})
     );
 
-    // With at most 40 starts a step: the start's step starts 40, each that follows 40 more (a message
-    // to go on with the rest after each), the gates are reached after 8 commits. One message a
-    // transition here: a transition applies every message of its batch, each a step of its own.
+    // With at most 40 starts a transition: the start's transition starts 40, each that follows 40
+    // more (a message to go on with the rest after each), the gates are reached after 8 commits,
+    // however the queue batches the messages.
     stack.settings.max_starts = 40;
-    stack.batch = 1;
     let t = stack.transition().await;
+    // A transition that applies several messages still starts at most 40: three copies of the
+    // message to go on, in one batch, start the next 40 with one commit.
+    let req = request("wide", "wide-c", serde_json::json!({"x": 5}));
+    launch(&settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    let waiting = |i: &updraft_aws::store::ExecutionItem| {
+        updraft_proto::updraft::ExecutionState::decode(i.state.as_slice())
+            .unwrap()
+            .waiting
+            .len()
+    };
+    let first = stack
+        .drive_until(&t, "wide-c", "never started", |i| i.version > 0)
+        .await;
+    assert_eq!(first.version, 1);
+    let go_on = updraft_proto::updraft::QueueMessage {
+        execution: "wide-c".into(),
+        kind: Some(updraft_proto::updraft::queue_message::Kind::Timer(
+            updraft_proto::updraft::TimerMessage {
+                kind: 5,
+                due_ms: updraft_functions::now_ms(),
+                ..Default::default()
+            },
+        )),
+    };
+    let batch: Vec<Received> = ["c1", "c2", "c3"]
+        .into_iter()
+        .map(|id| Received {
+            id: id.into(),
+            body: updraft_aws::queue::encode(&go_on),
+            receive_count: 1,
+            dead_letter: false,
+        })
+        .collect();
+    assert!(t.handle(batch).await.is_empty());
+    let second = stack
+        .clients
+        .store
+        .execution("wide-c")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.version, 2);
+    assert_eq!(waiting(&first) - waiting(&second), 40);
+
     let req = request("wide", "wide-b", serde_json::json!({"x": 5}));
     launch(&settings, &stack.clients, &packages, &req, "")
         .await

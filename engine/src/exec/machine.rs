@@ -93,12 +93,14 @@ pub struct Execution {
     waiting: VecDeque<(NodeIdx, Option<u32>)>,
     signal_waiters: HashMap<String, NodeIdx>,
     early_signals: HashMap<String, Literal>,
-    /// Most attempts one step starts (the runtime's, not stored): see [`Execution::limit_starts`].
+    /// Most attempts the steps since [`Execution::limit_starts`] start (the runtime's, not stored).
     start_budget: Option<u32>,
-    /// Attempts started by the step under way.
-    started_in_step: u32,
-    /// The step under way put off attempts for its budget.
+    /// Attempts started since the budget was set.
+    started_in_budget: u32,
+    /// The step under way put off attempts for the budget.
     deferred: bool,
+    /// A step since the budget was set asked to go on with the attempts it put off.
+    continue_asked: bool,
     /// When it started, in milliseconds since the Unix epoch (0 before, or when no runtime said).
     started_ms: u64,
     /// When it ended, in milliseconds since it started.
@@ -195,21 +197,27 @@ impl Execution {
             signal_waiters: HashMap::new(),
             early_signals: HashMap::new(),
             start_budget: None,
-            started_in_step: 0,
+            started_in_budget: 0,
             deferred: false,
+            continue_asked: false,
             started_ms: 0,
             ended_at: None,
             now_ms: 0,
         })
     }
 
-    /// Bounds how many attempts one [`Execution::step`] starts (None: no bound, the default). The
-    /// rest wait in order, as for the parallelism cap, and the step ends with an
-    /// [`Effect::Timer`] of kind [`TimerKind::Continue`], whose event starts the next ones: a
-    /// runtime whose steps have a deadline (a function's timeout) keeps each step's work bounded
-    /// however wide a fan-out or map is. Not part of the stored state: set it after each restore.
-    pub fn limit_starts(&mut self, per_step: Option<u32>) {
-        self.start_budget = per_step.map(|n| n.max(1));
+    /// Bounds how many attempts the [`Execution::step`]s from now until the next call start
+    /// together (None: no bound, the default). A runtime calls it as each unit of its work begins —
+    /// a transition that applies a batch of events — so that the unit's work is bounded however wide
+    /// a fan-out or map is and however many events it applies (a function's timeout bounds the
+    /// transition, not each event). The rest wait in order, as for the parallelism cap, and the
+    /// first step that puts some off ends with an [`Effect::Timer`] of kind [`TimerKind::Continue`],
+    /// whose event (in the next unit, after the next call) starts the next ones. Not part of the
+    /// stored state: set it after each restore.
+    pub fn limit_starts(&mut self, per_unit: Option<u32>) {
+        self.start_budget = per_unit.map(|n| n.max(1));
+        self.started_in_budget = 0;
+        self.continue_asked = false;
     }
 
     fn wf(&self) -> &CompiledWorkflow {
@@ -306,7 +314,6 @@ impl Execution {
         if self.started_ms == 0 && matches!(event, Event::Start { .. }) {
             self.started_ms = now_ms;
         }
-        self.started_in_step = 0;
         self.deferred = false;
         let mut todo = VecDeque::new();
         match event {
@@ -388,7 +395,12 @@ impl Execution {
             }
         }
         self.drain(&mut fx, &mut todo);
-        if self.deferred && !self.phase.is_terminal() && !self.waiting.is_empty() {
+        if self.deferred
+            && !self.continue_asked
+            && !self.phase.is_terminal()
+            && !self.waiting.is_empty()
+        {
+            self.continue_asked = true;
             fx.push(Effect::Timer {
                 node: 0,
                 index: None,

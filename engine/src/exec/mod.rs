@@ -158,8 +158,8 @@ pub enum TimerKind {
     /// again (re-emits its [`Effect::StartTask`], which the runtime answers from the cache once the
     /// other has stored its result, or starts once the key is free).
     CacheWait,
-    /// A step started as many attempts as its budget allows ([`Execution::limit_starts`]): go on with
-    /// the rest (its node, index and attempt mean nothing).
+    /// The steps since the start budget was set ([`Execution::limit_starts`]) started as many
+    /// attempts as it allows: go on with the rest (its node, index and attempt mean nothing).
     Continue,
 }
 

@@ -137,12 +137,15 @@ pub fn event(b: &mut Bytes) -> Event {
 /// Steps the events the rest of the bytes make, with a start budget some of the time, and reads
 /// what a runtime reads after each step.
 pub fn drive(exec: &mut Execution, b: &mut Bytes) {
-    if b.byte() % 2 == 0 {
-        exec.limit_starts(Some(u32::from(b.byte() % 4) + 1));
-    }
+    let budget = (b.byte() % 2 == 0).then(|| u32::from(b.byte() % 4) + 1);
+    exec.limit_starts(budget);
     let mut steps = 0;
     while b.more() && steps < 64 {
         steps += 1;
+        // A new unit of work (a transition) now and then.
+        if b.byte() % 4 == 0 {
+            exec.limit_starts(budget);
+        }
         let fx = exec.step(event(b));
         std::hint::black_box(fx);
         for i in 0..exec.node_count() as u32 {

@@ -41,7 +41,7 @@ impl Execution {
             self.deferred = true;
             return;
         }
-        self.started_in_step += 1;
+        self.started_in_budget += 1;
         self.running_tasks += 1;
         self.unit_mut(node, index).in_flight = true;
         match self.attempt_start(node, index) {
@@ -176,9 +176,10 @@ impl Execution {
         AttemptStart::Task(launch, timeout)
     }
 
-    /// The step under way has started as many attempts as its budget allows.
+    /// The steps since the budget was set have started as many attempts as it allows.
     fn budget_spent(&self) -> bool {
-        self.start_budget.is_some_and(|b| self.started_in_step >= b)
+        self.start_budget
+            .is_some_and(|b| self.started_in_budget >= b)
     }
 
     /// Starts waiting work while there is capacity (entries whose node or element has since ended are
