@@ -109,6 +109,47 @@ impl Clients {
         Ok(())
     }
 
+    /// The ExecutionState of execution item `e`: its stored record (from the bucket when it is kept
+    /// there), with the execution's inputs put back when they are kept in the bucket instead (see
+    /// [`Clients::set_state`]). [`Error::Invalid`] when the record cannot be decoded.
+    pub async fn execution_state(
+        &self,
+        e: &store::ExecutionItem,
+    ) -> Result<updraft_proto::updraft::ExecutionState, Error> {
+        use updraft_proto::Message;
+        let bytes = self.state_bytes(e).await?;
+        let mut state = updraft_proto::updraft::ExecutionState::decode(bytes.as_slice())
+            .map_err(|err| Error::Invalid(format!("execution {}: state: {err}", e.name)))?;
+        if state.inputs.is_none() && e.inputs_blob.is_some() {
+            let raw = self.input_bytes(e).await?;
+            let inputs = updraft_proto::core::LiteralMap::decode(raw.as_slice())
+                .map_err(|err| Error::Invalid(format!("execution {}: inputs: {err}", e.name)))?;
+            state.inputs = Some(inputs);
+        }
+        Ok(state)
+    }
+
+    /// Stores `state` in execution item `e`, about to be committed at version `version`: without
+    /// its inputs when the bucket keeps them (written once at launch; an item's every lease and
+    /// commit is billed by its size), and in the bucket itself when it is still too large (see
+    /// [`Clients::offload_state`]).
+    pub async fn set_state(
+        &self,
+        e: &mut store::ExecutionItem,
+        state: &updraft_proto::updraft::ExecutionState,
+        version: u64,
+    ) -> Result<(), Error> {
+        use updraft_proto::Message;
+        e.state = if e.inputs_blob.is_some() && state.inputs.is_some() {
+            let mut lean = state.clone();
+            lean.inputs = None;
+            lean.encode_to_vec()
+        } else {
+            state.encode_to_vec()
+        };
+        self.offload_state(e, version).await
+    }
+
     /// Moves the ExecutionState an execution is about to commit at version `version` to the bucket
     /// (`state/<name>/exec-v<version>.pb`) when it is too large for its item
     /// ([`store::MAX_INLINE_STATE`]); keeps it in the item otherwise.

@@ -2,7 +2,7 @@
 //!
 //! | item | pk | sk | attributes |
 //! |---|---|---|---|
-//! | execution | `exec#<name>` | `#` | `version`, `phase`, `workflow`, `package`, `sweep_due` (when its latest sweep is due), `inbox` (events left in its inbox) and `drained` (those a commit took in), `state` (ExecutionState; or `state_blob`, an S3 key, when over 300 KB), `inputs` (or `inputs_blob`, over 64 KB), `parent`, `parent_node`, `futures` (a dynamic task's child), `error`, `created`, `updated`, lease (`lease_owner`, `lease_until`), `ttl` once finished |
+//! | execution | `exec#<name>` | `#` | `version`, `phase`, `workflow`, `package`, `sweep_due` (when its latest sweep is due), `inbox` (events left in its inbox) and `drained` (those a commit took in), `state` (ExecutionState, without its inputs when `inputs_blob` holds them; or `state_blob`, an S3 key, when over 300 KB), `inputs` (until the execution starts; or `inputs_blob`, over 1 KB), `parent`, `parent_node`, `futures` (a dynamic task's child), `error`, `created`, `updated`, lease (`lease_owner`, `lease_until`), `ttl` once finished |
 //! | node | `exec#<name>` | `node#<index, 6 digits>` (a wide array's further parts: `node#<index>#<part, 6 digits>`, see `parts`) | two slots, each a NodeState (`state`, or `blob`: an S3 key, for records over 190 KB) and the execution version that wrote it: slot 0 `state`/`blob`/`version`, slot 1 `state1`/`blob1`/`version1` |
 //! | cache entry | `cache#<key>` | `#` | `outputs` (LiteralMap) |
 //! | serializable cache key's reservation | `cachelock#<key>` | `#` | `holder` (attempt name), `until` (ms) |
@@ -46,8 +46,10 @@ pub const MAX_INLINE_RECORD: usize = 190 * 1024;
 /// An execution's state over this size goes to S3 (with its inputs, the item stays under 400 KB).
 pub const MAX_INLINE_STATE: usize = 300 * 1024;
 
-/// An execution's inputs over this size go to S3.
-pub const MAX_INLINE_INPUTS: usize = 64 * 1024;
+/// An execution's inputs over this size go to S3, written once at launch: its state record then
+/// leaves them out (see `Clients::set_state`), so that the item every lease and commit rewrites —
+/// billed a write unit per KB — stays small.
+pub const MAX_INLINE_INPUTS: usize = 1024;
 
 /// Records in one BatchWriteItem (DynamoDB's most).
 const BATCH_WRITE_ITEMS: usize = 25;

@@ -46,8 +46,8 @@ use updraft_engine::exec::{
 use updraft_proto::Message;
 use updraft_proto::core::LiteralMap;
 use updraft_proto::updraft::{
-    AbortMessage, CheckMessage, ChildDoneMessage, ExecutionState, NodeState, QueueMessage,
-    SignalMessage, StartMessage, TimerMessage, queue_message::Kind,
+    AbortMessage, CheckMessage, ChildDoneMessage, NodeState, QueueMessage, SignalMessage,
+    StartMessage, TimerMessage, queue_message::Kind,
 };
 
 use crate::launch::Packages;
@@ -955,8 +955,7 @@ impl Transition {
             });
         }
         let program = self.program(&item).await?;
-        let state = ExecutionState::decode(self.clients.state_bytes(&item).await?.as_slice())
-            .map_err(|e| Error::Invalid(format!("execution {exec}: state: {e}")))?;
+        let state = self.clients.execution_state(&item).await?;
         let overwrite_cache = state.overwrite_cache;
         // Writes stop once half the lease has passed (see `store`).
         let deadline = now_ms() + self.settings.lease.as_millis() as i64 / 2;
@@ -1141,13 +1140,15 @@ impl Transition {
                 }
             }
             let item = &mut ctx.item;
-            item.state = engine.state_record().encode_to_vec();
-            // A started execution's state holds its inputs: the item needs them no more.
+            // A started execution's state holds its inputs (or the bucket does): the item needs them
+            // no more.
             if engine.phase() != ExecPhase::Queued {
                 item.inputs.clear();
             }
             let next = item.version + 1;
-            self.clients.offload_state(item, next).await?;
+            self.clients
+                .set_state(item, &engine.state_record(), next)
+                .await?;
             item.phase = phase_name(exec_phase_code(engine.phase())).into();
             if let Some(e) = engine.error() {
                 item.error = Some(format!("[{}] {}", e.code, e.message));

@@ -1454,6 +1454,68 @@ workflows:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_kept_in_the_bucket_stay_out_of_the_leased_item() {
+    // A thousand-element list (about 9 KB): written once at launch to the bucket, and left out of
+    // the state the execution's item holds, which every lease and commit rewrites (and DynamoDB
+    // bills by its size); put back on each restore, so a node that starts later still reads them.
+    let stack = Stack::new("lean").await;
+    stack
+        .register_yaml(
+            "lean.yaml",
+            r#"version: 1
+image: ghcr.io/updraft-run/fixtures:1
+tasks:
+  echo: {type: echo, inputs: {xs: "list[int]"}, outputs: {xs: "list[int]"}}
+workflows:
+  held:
+    inputs: {xs: "list[int]"}
+    outputs: {o: "${e.xs}"}
+    nodes:
+      - {id: g, gate: {signal: go, type: int}}
+      - {id: e, task: echo, inputs: {xs: "${inputs.xs}"}, after: [g]}
+"#,
+        )
+        .await;
+    let packages = Packages::default();
+    let t = stack.transition().await;
+    let xs: Vec<i64> = (0..1000).map(|i| i * 7919).collect();
+    let req = request("held", "lean", serde_json::json!({ "xs": xs }));
+    launch(&stack.settings, &stack.clients, &packages, &req, "")
+        .await
+        .unwrap();
+    let item = stack
+        .drive_until(&t, "lean", "never reached its gate", |i| {
+            updraft_proto::updraft::ExecutionState::decode(i.state.as_slice())
+                .is_ok_and(|s| s.signal_waiters.contains_key("go"))
+        })
+        .await;
+    assert!(item.inputs.is_empty() && item.inputs_blob.is_some());
+    assert!(item.state_blob.is_none(), "state kept in the bucket");
+    let stored = updraft_proto::updraft::ExecutionState::decode(item.state.as_slice()).unwrap();
+    assert_eq!(stored.inputs, None, "the item's state holds the inputs");
+    assert!(
+        item.state.len() < 1024,
+        "{} bytes of state",
+        item.state.len()
+    );
+    // Read back whole: the inputs put back from the bucket.
+    let state = stack.clients.execution_state(&item).await.unwrap();
+    let inputs = state.inputs.expect("no inputs");
+    assert_eq!(
+        updraft_engine::literal::to_json(&inputs.literals["xs"]),
+        serde_json::json!(xs)
+    );
+    stack
+        .clients
+        .queue
+        .send(&signal("lean", "go", 1), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(stack.drive(&t, "lean", PATIENCE).await, "SUCCEEDED");
+    assert_eq!(stack.outputs("lean").await, serde_json::json!({ "o": xs }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn literals_of_any_size_pass_through_the_table_and_the_queue() {
     // A 600 KB string through an echo and a child execution: the execution's inputs and state, the
     // node records, the child's inputs and its end all outgrow a table item or a queue message.

@@ -307,7 +307,10 @@ async fn snapshot(d: &Deployment, name: &str) -> anyhow::Result<Snapshot> {
         .execution(name)
         .await?
         .with_context(|| format!("no execution {name} in stack `{}`", d.stack))?;
-    let state = ExecutionState::decode(d.clients.state_bytes(&item).await?.as_slice())
+    let state = d
+        .clients
+        .execution_state(&item)
+        .await
         .with_context(|| format!("execution {name}: an unreadable state record"))?;
     let mut nodes = Vec::new();
     let mut records = Vec::new();

@@ -25,7 +25,7 @@ use updraft_engine::exec::{
 };
 use updraft_proto::Message;
 use updraft_proto::updraft::{
-    AbortMessage, ChildDoneMessage, ExecutionState, NodeState, QueueMessage, queue_message::Kind,
+    AbortMessage, ChildDoneMessage, NodeState, QueueMessage, queue_message::Kind,
 };
 
 use super::{Received, Transition, is_final, message};
@@ -188,13 +188,15 @@ impl Transition {
             }
             // The state's own phase and error agree with the item's (kept as they are when the
             // state is what cannot be read).
-            let stored = self.clients.state_bytes(&item).await?;
-            if let Ok(mut state) = ExecutionState::decode(stored.as_slice()) {
-                state.phase = exec_phase_code(ExecPhase::Failed);
-                state.error = Some(error_record(&error));
-                item.state = state.encode_to_vec();
-                let next = item.version + 1;
-                self.clients.offload_state(&mut item, next).await?;
+            match self.clients.execution_state(&item).await {
+                Ok(mut state) => {
+                    state.phase = exec_phase_code(ExecPhase::Failed);
+                    state.error = Some(error_record(&error));
+                    let next = item.version + 1;
+                    self.clients.set_state(&mut item, &state, next).await?;
+                }
+                Err(Error::Invalid(_)) => {}
+                Err(e) => return Err(e),
             }
             item.phase = "FAILED".into();
             item.error = Some(format!("[{DEAD_LETTER}] {reason}"));
