@@ -28,23 +28,58 @@ const MAX_STREAMS: i32 = 50;
 /// Keys of an S3 log folder looked at, at most.
 const MAX_KEYS: i32 = 1000;
 
-/// Most bytes of one followed CloudWatch log kept between reads (a longer one is read again from
-/// its start each time, as far as asked).
+/// Most bytes of one followed log kept between reads (a longer one is read again from its start
+/// each time, as far as asked).
 const KEEP_FOLLOWED: usize = 64 << 20;
 
-/// What has been read of a CloudWatch log — one stream, or the streams of a prefix: their events in
-/// the order they were read, and each stream's token to go on from. The text only grows, so offsets
-/// into it stay true while several streams grow at once (a Spark driver's stdout and stderr).
+/// What has been read of a log of several sources — a CloudWatch stream or the streams of a prefix,
+/// the files of an S3 folder: what they printed in the order it was read, and where each source was
+/// left. The text only grows, so offsets into it stay true while several sources grow at once (a
+/// Spark driver's stdout and stderr).
 #[derive(Default)]
 struct Followed {
     text: Vec<u8>,
+    /// Each CloudWatch stream's token to go on from.
     next: std::collections::HashMap<String, Option<String>>,
-    /// The stream whose events were appended last.
+    /// Each S3 file read so far: its ETag, and the length and digest of its text appended.
+    files: std::collections::HashMap<String, (String, usize, String)>,
+    /// The source whose text was appended last.
     last: Option<String>,
 }
 
-/// A followed log: (region, group, stream or prefix, whether it is a prefix).
-type FollowKey = (Option<String>, String, String, bool);
+impl Followed {
+    /// The text so far; forgotten past [`KEEP_FOLLOWED`] (read again from the start next time).
+    fn kept(&mut self) -> Vec<u8> {
+        let text = self.text.clone();
+        if text.len() > KEEP_FOLLOWED {
+            *self = Followed::default();
+        }
+        text
+    }
+
+    /// Appends what `source` printed since the last read, after a line naming it when the text
+    /// turns to it from another source of a log that has several.
+    fn append(&mut self, source: &str, several: bool, more: &[u8]) {
+        if more.is_empty() {
+            return;
+        }
+        if several && self.last.as_deref() != Some(source) {
+            self.text
+                .extend_from_slice(format!("== {source} ==\n").as_bytes());
+        }
+        self.text.extend_from_slice(more);
+        self.last = Some(source.to_string());
+    }
+}
+
+/// A followed log.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum FollowKey {
+    /// A CloudWatch stream (`prefix` false) or the streams of a prefix: region, group, name.
+    CloudWatch(Option<String>, String, String, bool),
+    /// An S3 folder: bucket, prefix.
+    S3(String, String),
+}
 
 /// Bytes read from `offset` on and the offset to read from next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,9 +100,8 @@ pub struct TaskLogs {
     /// Whether files on this machine may be read (the local store's attempts; never a stack's).
     files: bool,
     cluster: OnceCell<Result<Cluster, String>>,
-    /// The CloudWatch logs read so far: a log followed while it runs is read on from where the last
-    /// read stopped, not from its start again. Each has its own lock: a slow read holds up only
-    /// the pages that follow the same log.
+    /// The CloudWatch logs and S3 log folders read so far: a log followed while it runs is read on
+    /// from where the last read stopped, not from its start again.
     followed: std::sync::Mutex<
         std::collections::HashMap<FollowKey, std::sync::Arc<tokio::sync::Mutex<Followed>>>,
     >,
@@ -237,7 +271,7 @@ impl TaskLogs {
             .and_then(|c| c.options())
             .and_then(|o| o.get("awslogs-group"))
             .map_or("/aws/batch/job", String::as_str);
-        let key = (
+        let key = FollowKey::CloudWatch(
             region.map(String::from),
             group.to_string(),
             stream.to_string(),
@@ -264,13 +298,7 @@ impl TaskLogs {
         streams: impl std::future::Future<Output = Result<Vec<String>, String>>,
         want: u64,
     ) -> Result<Vec<u8>, String> {
-        let log = self
-            .followed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(key.clone())
-            .or_default()
-            .clone();
+        let log = self.followed(&key);
         let mut read = log.lock().await;
         if (read.text.len() as u64) < want {
             let streams = streams.await?;
@@ -295,22 +323,23 @@ impl TaskLogs {
                     token,
                 )
                 .await?;
-                if !more.is_empty() {
-                    if read.next.len() > 1 && read.last.as_ref() != Some(s) {
-                        read.text
-                            .extend_from_slice(format!("== {s} ==\n").as_bytes());
-                    }
-                    read.text.extend(more);
-                    read.last = Some(s.clone());
-                }
+                let several = read.next.len() > 1;
+                read.append(s, several, &more);
                 read.next.insert(s.clone(), next);
             }
         }
-        let text = read.text.clone();
-        if text.len() > KEEP_FOLLOWED {
-            *read = Followed::default();
-        }
-        Ok(text)
+        Ok(read.kept())
+    }
+
+    /// What has been read of `key` so far (its own lock: a slow read holds up only the pages that
+    /// follow the same log).
+    fn followed(&self, key: &FollowKey) -> std::sync::Arc<tokio::sync::Mutex<Followed>> {
+        self.followed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key.clone())
+            .or_default()
+            .clone()
     }
 
     /// The streams of `group` whose names start with `prefix` (see [`TaskLogs::follow`]).
@@ -346,7 +375,7 @@ impl TaskLogs {
                 Err(e) => Err(aws_error(&format!("DescribeLogStreams {group}"), e)),
             }
         };
-        let key = (
+        let key = FollowKey::CloudWatch(
             region.map(String::from),
             group.to_string(),
             prefix.to_string(),
@@ -359,8 +388,15 @@ impl TaskLogs {
 impl TaskLogs {
     /// The `stdout` and `stderr` files under an S3 folder (gzipped ones unpacked), the driver's
     /// (`SPARK_DRIVER/`) first, each under a line naming it when there are several; nothing while
-    /// the folder is empty or missing.
+    /// the folder is empty or missing. A file is read again only when its ETag changes (EMR
+    /// Serverless uploads a running driver's logs again as they grow), and only what it holds beyond
+    /// the text already appended is appended; a file rewritten otherwise is appended whole again.
     async fn s3_folder(&self, bucket: &str, prefix: &str, want: u64) -> Result<Vec<u8>, String> {
+        let log = self.followed(&FollowKey::S3(bucket.to_string(), prefix.to_string()));
+        let mut read = log.lock().await;
+        if read.text.len() as u64 >= want {
+            return Ok(read.kept());
+        }
         let client = aws_sdk_s3::Client::new(&self.sdk);
         let listed = client
             .list_objects_v2()
@@ -370,26 +406,31 @@ impl TaskLogs {
             .send()
             .await
             .map_err(|e| aws_error(&format!("ListObjectsV2 s3://{bucket}/{prefix}"), e))?;
-        let mut keys: Vec<&str> = listed
+        let mut files: Vec<(&str, &str)> = listed
             .contents()
             .iter()
-            .filter_map(|o| o.key())
-            .filter(|k| {
+            .filter_map(|o| Some((o.key()?, o.e_tag().unwrap_or_default())))
+            .filter(|(k, _)| {
                 let file = k.rsplit('/').next().unwrap_or(k);
                 matches!(file, "stdout" | "stderr" | "stdout.gz" | "stderr.gz")
             })
             .collect();
         let within = |k: &str| k.strip_prefix(prefix).unwrap_or(k).to_string();
-        keys.sort_by_key(|k| (!within(k).starts_with("SPARK_DRIVER/"), *k));
-        let mut text = Vec::new();
-        for key in &keys {
-            if keys.len() > 1 {
-                text.extend_from_slice(format!("== {} ==\n", within(key)).as_bytes());
+        files.sort_by_key(|(k, _)| (!within(k).starts_with("SPARK_DRIVER/"), *k));
+        let several = files.len() > 1;
+        for (key, etag) in files {
+            if read.text.len() as u64 >= want {
+                break;
+            }
+            let name = within(key);
+            let seen = read.files.get(&name).cloned();
+            if seen.as_ref().is_some_and(|(e, _, _)| e == etag) {
+                continue;
             }
             let object = client
                 .get_object()
                 .bucket(bucket)
-                .key(*key)
+                .key(key)
                 .send()
                 .await
                 .map_err(|e| aws_error(&format!("GetObject s3://{bucket}/{key}"), e))?;
@@ -399,19 +440,31 @@ impl TaskLogs {
                 .await
                 .map_err(|e| format!("reading s3://{bucket}/{key}: {e}"))?
                 .into_bytes();
-            if key.ends_with(".gz") {
+            let full = if key.ends_with(".gz") {
                 use std::io::Read;
+                let mut out = Vec::new();
                 flate2::read::MultiGzDecoder::new(&body[..])
-                    .read_to_end(&mut text)
+                    .read_to_end(&mut out)
                     .map_err(|e| format!("unpacking s3://{bucket}/{key}: {e}"))?;
+                out
             } else {
-                text.extend_from_slice(&body);
+                body.to_vec()
+            };
+            // what was appended before, if the file still starts with it
+            let grown = seen.as_ref().and_then(|(_, len, digest)| {
+                full.get(..*len)
+                    .filter(|p| updraft_aws::short_digest(p) == *digest)
+                    .map(|_| *len)
+            });
+            match (seen, grown) {
+                (Some(_), None) => read.append(&format!("{name} (rewritten)"), true, &full),
+                (_, had) => read.append(&name, several, &full[had.unwrap_or(0)..]),
             }
-            if text.len() as u64 >= want {
-                break;
-            }
+            let digest = updraft_aws::short_digest(&full);
+            read.files
+                .insert(name, (etag.to_string(), full.len(), digest));
         }
-        Ok(text)
+        Ok(read.kept())
     }
 }
 
@@ -533,6 +586,20 @@ pub async fn print_attempt(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_followed_log_only_grows_and_names_a_source_when_it_turns_to_it() {
+        let mut log = Followed::default();
+        log.append("out", false, b"one\n");
+        log.append("out", true, b"");
+        log.append("err", true, b"two\n");
+        log.append("err", true, b"three\n");
+        log.append("out", true, b"four\n");
+        assert_eq!(
+            String::from_utf8(log.kept()).unwrap(),
+            "one\n== err ==\ntwo\nthree\n== out ==\nfour\n"
+        );
+    }
 
     #[test]
     fn a_chunk_ends_at_a_characters_end_and_says_where_to_go_on() {

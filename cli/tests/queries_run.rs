@@ -462,7 +462,7 @@ fn emr_serverless_tasks_run_in_every_mode() {
             &[stream, message],
         )
     };
-    let from = |offset: usize| {
+    let from_of = |src: &str, offset: usize| {
         let (code, headers, text) = console.get(&format!("{src}&offset={offset}"));
         assert_eq!(code, 200, "{text}");
         let next: usize = headers
@@ -472,6 +472,7 @@ fn emr_serverless_tasks_run_in_every_mode() {
             .unwrap();
         (text, next)
     };
+    let from = |offset: usize| from_of(&src, offset);
     let (rest, at) = from(printed.len());
     assert_eq!(rest, "");
     put(&format!("{driver}stderr"), "late on stderr");
@@ -498,6 +499,29 @@ fn emr_serverless_tasks_run_in_every_mode() {
         printed.contains("main ['--date', '2024-01-01']"),
         "{printed}"
     );
+    // Files that appear or grow after a read (EMR Serverless uploads a running driver's logs again
+    // as they grow) are read on the same way: only what is new, under the file's name.
+    let key = folder.strip_prefix("s3://updraft-fixtures/").unwrap();
+    let upload = |file: &str, line: &str| {
+        moto.boto(
+            "import gzip\n\
+             s3 = boto3.client('s3', **kw)\n\
+             b, k, line = args\n\
+             try: old = gzip.decompress(s3.get_object(Bucket=b, Key=k)['Body'].read())\n\
+             except s3.exceptions.NoSuchKey: old = b''\n\
+             s3.put_object(Bucket=b, Key=k, Body=gzip.compress(old + line.encode() + b'\\n'))\n\
+             print('{}')",
+            &["updraft-fixtures", &format!("{key}{file}"), line],
+        )
+    };
+    let (rest, at) = from_of(src, printed.len());
+    assert_eq!(rest, "");
+    upload("SPARK_DRIVER/stderr.gz", "late in stderr.gz");
+    let (rest, at) = from_of(src, at);
+    assert_eq!(rest, "== SPARK_DRIVER/stderr.gz ==\nlate in stderr.gz\n");
+    upload("SPARK_DRIVER/stdout.gz", "late in stdout.gz");
+    let (rest, _) = from_of(src, at);
+    assert_eq!(rest, "== SPARK_DRIVER/stdout.gz ==\nlate in stdout.gz\n");
 
     // Hive script: the task's driver as given.
     let hive = job_runs(&moto, apps["etl-hive"].as_str().unwrap());
