@@ -7,7 +7,7 @@
 //! - [`request`]: the JSON request that starts an execution.
 
 pub mod blobs;
-pub mod parts;
+pub use updraft_wire::parts;
 pub mod queue;
 pub use updraft_wire::request;
 pub mod store;
@@ -208,7 +208,10 @@ impl Clients {
         }
         let mut joined = Vec::with_capacity(by_node.len());
         for (index, p) in by_node {
-            joined.push((index, parts::join(index, p)?));
+            joined.push((
+                index,
+                parts::join(index, p).map_err(|e| Error::Invalid(e.0))?,
+            ));
         }
         Ok(NodeRecords {
             joined,

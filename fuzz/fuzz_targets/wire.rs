@@ -1,8 +1,8 @@
 //! What reaches the serverless runtime from outside never panics its parsers: transitions-queue bodies
 //! (and the check handles they carry), launch-queue bodies (S3 event notifications and requests),
 //! events-queue bodies (EventBridge events) and the files a task leaves (`outputs.pb`, `error.pb`,
-//! `futures.pb`). A transitions body that decodes encodes back to the same message. The first byte
-//! chooses what the rest is.
+//! `futures.pb`), and node records as the table stores them (a wide array's in parts). A transitions
+//! body that decodes encodes back to the same message. The first byte chooses what the rest is.
 #![no_main]
 
 use base64::Engine as _;
@@ -25,12 +25,42 @@ fn transitions_body(body: &str) {
     }
 }
 
+/// A node record as the table stores it, in parts: `raw` split joins back to the same record
+/// (always, when its array's size is its elements' count), and `raw` cut into parts at `|` bytes
+/// (each numbered by its first byte) joins or is refused.
+fn stored_parts(raw: &[u8]) {
+    use std::collections::BTreeMap;
+    use updraft_proto::Message;
+    use updraft_proto::updraft::NodeState;
+    use updraft_wire::parts;
+    let split = parts::split(raw);
+    let whole = split.len() == 1;
+    let joined = parts::join(1, split.into_iter().collect::<BTreeMap<_, _>>());
+    match (joined, NodeState::decode(raw)) {
+        (Ok(j), _) if whole => assert_eq!(j, raw),
+        (Ok(j), Ok(rec)) => assert_eq!(NodeState::decode(j.as_slice()).ok(), Some(rec)),
+        (Err(e), Ok(rec)) => {
+            let a = rec.array.unwrap_or_default();
+            assert!(
+                !whole && a.size as usize != a.elements.len(),
+                "a record split did not join back: {e}"
+            );
+        }
+        (j, Err(_)) => assert!(whole && j.is_ok(), "bytes that are no record were split"),
+    }
+    let stored: BTreeMap<u32, Vec<u8>> = raw
+        .split(|&b| b == b'|')
+        .filter_map(|p| p.split_first().map(|(&n, bytes)| (u32::from(n % 8), bytes.to_vec())))
+        .collect();
+    let _ = parts::join(1, stored);
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
     let text = String::from_utf8_lossy(rest);
-    match which % 6 {
+    match which % 7 {
         0 => transitions_body(&text),
         // Any bytes as the protobuf inside a well-formed body.
         1 => transitions_body(&base64::engine::general_purpose::STANDARD.encode(rest)),
@@ -50,6 +80,7 @@ fuzz_target!(|data: &[u8]| {
                 let _ = events::state_of(&e);
             }
         }
+        6 => stored_parts(rest),
         n => {
             // The files a task leaves: `rest` as each of them.
             let file = Some(rest.to_vec());

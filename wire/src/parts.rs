@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use updraft_proto::Message;
 use updraft_proto::updraft::{ArrayProgress, NodeState};
 
-use crate::Error;
+use crate::WireError;
 
 /// Elements a part of an array's record holds; arrays with no more than this are not split.
 pub const ARRAY_CHUNK: usize = 64;
@@ -58,9 +58,9 @@ pub fn split(raw: &[u8]) -> Vec<(u32, Vec<u8>)> {
 
 /// Node record `index` whole again from its stored `parts` (by part number); a record of one part
 /// is that part as it is.
-pub fn join(index: u32, mut parts: BTreeMap<u32, Vec<u8>>) -> Result<Vec<u8>, Error> {
+pub fn join(index: u32, mut parts: BTreeMap<u32, Vec<u8>>) -> Result<Vec<u8>, WireError> {
     let Some(head) = parts.remove(&0) else {
-        return Err(Error::Invalid(format!(
+        return Err(WireError(format!(
             "node record {index}: parts {:?} without their first",
             parts.keys().collect::<Vec<_>>()
         )));
@@ -68,7 +68,7 @@ pub fn join(index: u32, mut parts: BTreeMap<u32, Vec<u8>>) -> Result<Vec<u8>, Er
     if parts.is_empty() {
         return Ok(head);
     }
-    let bad = |what: &str| Error::Invalid(format!("node record {index}: {what}"));
+    let bad = |what: &str| WireError(format!("node record {index}: {what}"));
     let decode = |bytes: &[u8], part: u32| {
         NodeState::decode(bytes).map_err(|e| bad(&format!("part {part}: {e}")))
     };
@@ -86,7 +86,8 @@ pub fn join(index: u32, mut parts: BTreeMap<u32, Vec<u8>>) -> Result<Vec<u8>, Er
         array.size as usize
     };
     rec.inputs = inputs.inputs;
-    let mut elements = Vec::with_capacity(size);
+    // (the stored size is not trusted with an allocation: at most what the parts can hold)
+    let mut elements = Vec::with_capacity(size.min(parts.len() * ARRAY_CHUNK));
     for (n, (part, bytes)) in parts.into_iter().enumerate() {
         if part != FIRST_CHUNK + n as u32 {
             return Err(bad(&format!("part {} is missing", FIRST_CHUNK + n as u32)));
@@ -171,6 +172,15 @@ mod tests {
             assert_eq!(join(0, [(0, raw.clone())].into()).unwrap(), raw);
         }
         assert_eq!(split(b"\xff\xff"), vec![(0, b"\xff\xff".to_vec())]);
+    }
+
+    #[test]
+    fn a_stored_size_past_the_parts_is_refused_without_allocating_it() {
+        let mut rec = record(200);
+        rec.array.as_mut().unwrap().size = u32::MAX;
+        let parts: BTreeMap<u32, Vec<u8>> = split(&rec.encode_to_vec()).into_iter().collect();
+        let err = join(7, parts).unwrap_err().to_string();
+        assert!(err.contains("200 elements stored"), "{err}");
     }
 
     #[test]
