@@ -48,13 +48,14 @@ struct Followed {
 }
 
 impl Followed {
-    /// The text so far; forgotten past [`KEEP_FOLLOWED`] (read again from the start next time).
-    fn kept(&mut self) -> Vec<u8> {
-        let text = self.text.clone();
-        if text.len() > KEEP_FOLLOWED {
+    /// The text so far from `offset` on (see [`slice`]); all of it forgotten past
+    /// [`KEEP_FOLLOWED`] (read again from the start next time).
+    fn chunk(&mut self, offset: u64) -> Chunk {
+        let chunk = slice(&self.text, offset);
+        if self.text.len() > KEEP_FOLLOWED {
             *self = Followed::default();
         }
-        text
+        chunk
     }
 
     /// Appends what `source` printed since the last read, after a line naming it when the text
@@ -211,12 +212,16 @@ impl TaskLogs {
                 region,
                 group,
                 prefix,
-            } => self.streams(Some(region), group, prefix, want).await?,
-            LogPlace::BatchJob { region, job } => self.batch(region.as_deref(), job, want).await?,
+            } => return self.streams(Some(region), group, prefix, offset).await,
+            LogPlace::BatchJob { region, job } => {
+                return self.batch(region.as_deref(), job, offset).await;
+            }
             LogPlace::QuboleCommand { endpoint, id } => {
                 self.qubole.command_log(endpoint, *id).await?.into_bytes()
             }
-            LogPlace::S3Folder { bucket, prefix } => self.s3_folder(bucket, prefix, want).await?,
+            LogPlace::S3Folder { bucket, prefix } => {
+                return self.s3_folder(bucket, prefix, offset).await;
+            }
             p => return Err(format!("cannot read `{p}` from here")),
         };
         Ok(slice(&bytes, offset))
@@ -247,7 +252,7 @@ impl TaskLogs {
 
     /// An AWS Batch job's log stream (the job's `awslogs-group`, default `/aws/batch/job`); nothing
     /// before the job runs.
-    async fn batch(&self, region: Option<&str>, job: &str, want: u64) -> Result<Vec<u8>, String> {
+    async fn batch(&self, region: Option<&str>, job: &str, offset: u64) -> Result<Chunk, String> {
         let mut conf = aws_sdk_batch::config::Builder::from(&self.sdk);
         if let Some(r) = region {
             conf = conf.region(aws_sdk_batch::config::Region::new(r.to_string()));
@@ -264,7 +269,7 @@ impl TaskLogs {
             ));
         };
         let Some(stream) = container.log_stream_name().filter(|s| !s.is_empty()) else {
-            return Ok(Vec::new());
+            return Ok(slice(&[], offset));
         };
         let group = container
             .log_configuration()
@@ -277,27 +282,29 @@ impl TaskLogs {
             stream.to_string(),
             false,
         );
+        let client = self.logs_client(region);
         self.follow(
             key,
-            region,
+            &client,
             group,
             async { Ok(vec![stream.to_string()]) },
-            want,
+            offset,
         )
         .await
     }
 
-    /// The text of a followed CloudWatch log, at least `want` bytes of it when it has them: what
-    /// earlier reads found, and the events that came since in each of its `streams` (from the token
-    /// each stopped at), a stream's after a line naming it when the log has several.
+    /// A followed CloudWatch log from `offset` on: what earlier reads found and, while that ends
+    /// before the chunk asked for, the events that came since in each of its `streams` (from the
+    /// token each stopped at), a stream's after a line naming it when the log has several.
     async fn follow(
         &self,
         key: FollowKey,
-        region: Option<&str>,
+        client: &aws_sdk_cloudwatchlogs::Client,
         group: &str,
         streams: impl std::future::Future<Output = Result<Vec<String>, String>>,
-        want: u64,
-    ) -> Result<Vec<u8>, String> {
+        offset: u64,
+    ) -> Result<Chunk, String> {
+        let want = offset.saturating_add(CHUNK);
         let log = self.followed(&key);
         let mut read = log.lock().await;
         if (read.text.len() as u64) < want {
@@ -305,7 +312,6 @@ impl TaskLogs {
             for s in &streams {
                 read.next.entry(s.clone()).or_default();
             }
-            let client = self.logs_client(region);
             for s in &streams {
                 if read.text.len() as u64 >= want {
                     break;
@@ -315,7 +321,7 @@ impl TaskLogs {
                 let mut more = Vec::new();
                 let token = read.next.get(s).cloned().flatten();
                 let next = read_stream(
-                    &client,
+                    client,
                     group,
                     s,
                     want - read.text.len() as u64,
@@ -328,7 +334,7 @@ impl TaskLogs {
                 read.next.insert(s.clone(), next);
             }
         }
-        Ok(read.kept())
+        Ok(read.chunk(offset))
     }
 
     /// What has been read of `key` so far (its own lock: a slow read holds up only the pages that
@@ -348,11 +354,11 @@ impl TaskLogs {
         region: Option<&str>,
         group: &str,
         prefix: &str,
-        want: u64,
-    ) -> Result<Vec<u8>, String> {
+        offset: u64,
+    ) -> Result<Chunk, String> {
+        let client = self.logs_client(region);
         let listed = async {
-            let out = self
-                .logs_client(region)
+            let out = client
                 .describe_log_streams()
                 .log_group_name(group)
                 .log_stream_name_prefix(prefix)
@@ -381,7 +387,7 @@ impl TaskLogs {
             prefix.to_string(),
             true,
         );
-        self.follow(key, region, group, listed, want).await
+        self.follow(key, &client, group, listed, offset).await
     }
 }
 
@@ -391,11 +397,12 @@ impl TaskLogs {
     /// the folder is empty or missing. A file is read again only when its ETag changes (EMR
     /// Serverless uploads a running driver's logs again as they grow), and only what it holds beyond
     /// the text already appended is appended; a file rewritten otherwise is appended whole again.
-    async fn s3_folder(&self, bucket: &str, prefix: &str, want: u64) -> Result<Vec<u8>, String> {
+    async fn s3_folder(&self, bucket: &str, prefix: &str, offset: u64) -> Result<Chunk, String> {
+        let want = offset.saturating_add(CHUNK);
         let log = self.followed(&FollowKey::S3(bucket.to_string(), prefix.to_string()));
         let mut read = log.lock().await;
         if read.text.len() as u64 >= want {
-            return Ok(read.kept());
+            return Ok(read.chunk(offset));
         }
         let client = aws_sdk_s3::Client::new(&self.sdk);
         let listed = client
@@ -464,7 +471,7 @@ impl TaskLogs {
             read.files
                 .insert(name, (etag.to_string(), full.len(), digest));
         }
-        Ok(read.kept())
+        Ok(read.chunk(offset))
     }
 }
 
@@ -596,7 +603,7 @@ mod tests {
         log.append("err", true, b"three\n");
         log.append("out", true, b"four\n");
         assert_eq!(
-            String::from_utf8(log.kept()).unwrap(),
+            log.chunk(0).text,
             "one\n== err ==\ntwo\nthree\n== out ==\nfour\n"
         );
     }
