@@ -1071,24 +1071,10 @@ async fn commits_of_any_size_stay_whole_across_transitions_that_died() {
         .drive_until(&t, "wide-c", "never started", |i| i.version > 0)
         .await;
     assert_eq!(first.version, 1);
-    let go_on = updraft_proto::updraft::QueueMessage {
-        execution: "wide-c".into(),
-        kind: Some(updraft_proto::updraft::queue_message::Kind::Timer(
-            updraft_proto::updraft::TimerMessage {
-                kind: 5,
-                due_ms: updraft_functions::now_ms(),
-                ..Default::default()
-            },
-        )),
-    };
+    let go_on = timer_now("wide-c", 5);
     let batch: Vec<Received> = ["c1", "c2", "c3"]
         .into_iter()
-        .map(|id| Received {
-            id: id.into(),
-            body: updraft_aws::queue::encode(&go_on),
-            receive_count: 1,
-            dead_letter: false,
-        })
+        .map(|id| received(id, &go_on))
         .collect();
     assert!(t.handle(batch).await.is_empty());
     let second = stack
@@ -1144,12 +1130,7 @@ async fn a_batchs_messages_for_one_execution_share_one_transition() {
     // transition, one commit, and the execution is over.
     let batch = [("s1", "go1", 1), ("s2", "go2", 9)]
         .into_iter()
-        .map(|(id, signal_id, v)| Received {
-            id: id.into(),
-            body: updraft_aws::queue::encode(&signal("narrow", signal_id, v)),
-            receive_count: 1,
-            dead_letter: false,
-        })
+        .map(|(id, signal_id, v)| received(id, &signal("narrow", signal_id, v)))
         .collect();
     assert!(t.handle(batch).await.is_empty());
     let after = stack
@@ -1192,12 +1173,31 @@ async fn queued(stack: &Stack) -> u64 {
 
 /// A batch of one message.
 fn one(id: &str, m: &updraft_proto::updraft::QueueMessage) -> Vec<Received> {
-    vec![Received {
+    vec![received(id, m)]
+}
+
+/// Message `m` as the transitions queue hands it over the first time, under id `id`.
+fn received(id: &str, m: &updraft_proto::updraft::QueueMessage) -> Received {
+    Received {
         id: id.into(),
         body: updraft_aws::queue::encode(m),
         receive_count: 1,
         dead_letter: false,
-    }]
+    }
+}
+
+/// A timer message of kind `kind` for execution `exec`, due now.
+fn timer_now(exec: &str, kind: u32) -> updraft_proto::updraft::QueueMessage {
+    updraft_proto::updraft::QueueMessage {
+        execution: exec.into(),
+        kind: Some(updraft_proto::updraft::queue_message::Kind::Timer(
+            updraft_proto::updraft::TimerMessage {
+                kind,
+                due_ms: updraft_functions::now_ms(),
+                ..Default::default()
+            },
+        )),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1276,16 +1276,7 @@ async fn events_of_a_busy_execution_wait_in_its_inbox_for_the_lease_holder() {
         .await
         .unwrap();
     assert_eq!(done, Committed::Done);
-    let drain = updraft_proto::updraft::QueueMessage {
-        execution: "held".into(),
-        kind: Some(updraft_proto::updraft::queue_message::Kind::Timer(
-            updraft_proto::updraft::TimerMessage {
-                kind: updraft_functions::transition::DRAIN_TIMER,
-                due_ms: updraft_functions::now_ms(),
-                ..Default::default()
-            },
-        )),
-    };
+    let drain = timer_now("held", updraft_functions::transition::DRAIN_TIMER);
     assert!(t.handle(one("d", &drain)).await.is_empty());
     let item = store.execution("held").await.unwrap().unwrap();
     assert_eq!(item.phase, "SUCCEEDED");
@@ -1698,10 +1689,8 @@ fn dead_letter(id: &str, exec: &str) -> Received {
         )),
     };
     Received {
-        id: id.into(),
-        body: updraft_aws::queue::encode(&m),
-        receive_count: 1,
         dead_letter: true,
+        ..received(id, &m)
     }
 }
 
