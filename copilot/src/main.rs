@@ -20,6 +20,7 @@ use std::process::{Command, ExitCode};
 use updraft_copilot::s3::Data;
 use updraft_copilot::{decode_interface, outcome, read_inputs, write_inputs, write_outcome};
 use updraft_engine::exec::TaskStatus;
+use updraft_proto::Message;
 
 const USAGE: &str = "usage:
   updraft-copilot download --inputs URI --to DIR [--install DIR]
@@ -137,9 +138,14 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     if reported {
         write_outcome(&result, prefix, &data).map_err(|e| e.to_string())?;
     }
-    // The runtime hears of the end now rather than at its next check.
+    // The runtime hears of the end now rather than at its next check, and of a success's outputs
+    // with it (when they are small), as stored.
+    let stored = match &result {
+        TaskStatus::Succeeded { outputs, .. } if reported => Some(outputs.encode_to_vec()),
+        _ => None,
+    };
     if let Ok(json) = std::env::var(updraft_copilot::signal::SIGNAL_VAR)
-        && let Err(e) = updraft_copilot::signal::send(&json)
+        && let Err(e) = updraft_copilot::signal::send(&json, stored.as_deref())
     {
         eprintln!(
             "updraft-copilot: could not tell the runtime that the task ended ({e}); it will see \

@@ -40,8 +40,8 @@ use updraft_connector::{Attempt, Connector, EndSignal, Handle, Registry, failed}
 use updraft_connector_eks::{AttemptPaths, Cluster, EksConfig, EksConnector};
 use updraft_engine::compile::{CompiledTask, NodeIdx};
 use updraft_engine::exec::{
-    ErrorKind, Event, ExecError, ExecPhase, Execution, NodePhase, Program, TaskLaunch, TaskStatus,
-    TimerKind, error_from_record, error_record, exec_phase, exec_phase_code,
+    Effect, ErrorKind, Event, ExecError, ExecPhase, Execution, NodePhase, Program, TaskLaunch,
+    TaskStatus, TimerKind, error_from_record, error_record, exec_phase, exec_phase_code,
 };
 use updraft_proto::Message;
 use updraft_proto::core::LiteralMap;
@@ -85,6 +85,10 @@ const INBOX_TRIES: u32 = 3;
 
 /// Inbox entries prepared, or a sweep's attempts looked at, at once.
 const INBOX_PARALLEL: usize = 16;
+
+/// Task attempts a transition starts at once (each its connector's start, its handle kept, its check
+/// sent).
+const PARALLEL_STARTS: usize = 16;
 
 /// A transition takes in the inbox's events until this part of its lease has passed; then it commits
 /// what it has and leaves the rest to the next (it sends a [`DRAIN_TIMER`] when some are left).
@@ -441,9 +445,8 @@ impl Transition {
                 }
             }
             Ok(Some(o)) => {
-                for (i, event) in &events {
-                    self.clean_up_if_over(exec, &group[*i].0, event, &o).await;
-                }
+                let ended = events.iter().map(|(i, event)| (&group[*i].0, event));
+                self.clean_up_all_over(exec, ended, &o).await;
             }
             Err(e) => {
                 // Every message of the transition failed with it (the first with the error itself).
@@ -628,6 +631,22 @@ impl Transition {
         Ok(Some(event))
     }
 
+    /// [`Self::clean_up_if_over`] for each of `ended` (a message and its event), several at once.
+    async fn clean_up_all_over<'m>(
+        &self,
+        exec: &str,
+        ended: impl Iterator<Item = (&'m QueueMessage, &'m Event)>,
+        o: &Outcome,
+    ) {
+        let ended: Vec<_> = ended.collect();
+        for chunk in ended.chunks(INBOX_PARALLEL) {
+            let cleanups = chunk
+                .iter()
+                .map(|(m, event)| self.clean_up_if_over(exec, m, event, o));
+            futures_util::future::join_all(cleanups).await;
+        }
+    }
+
     /// When message `m` is a check whose `event` ends an attempt `o` has over, cleans up after it
     /// (see [`Self::delete_finished`]).
     async fn clean_up_if_over(&self, exec: &str, m: &QueueMessage, event: &Event, o: &Outcome) {
@@ -792,10 +811,18 @@ impl Transition {
                 ),
             });
         };
-        let status = conn
-            .check(&h, &self.clients.blobs)
-            .await
-            .map_err(|e| Error::Aws(format!("check of {}: {e}", c.name)))?;
+        // An end signal that carried the attempt's outputs spares reading them from the bucket.
+        let status = if c.outputs.is_empty() {
+            conn.check(&h, &self.clients.blobs).await
+        } else {
+            let data = updraft_connector::WithOutputs::new(
+                &self.clients.blobs,
+                &c.output_prefix,
+                c.outputs.clone(),
+            );
+            conn.check(&h, &data).await
+        }
+        .map_err(|e| Error::Aws(format!("check of {}: {e}", c.name)))?;
         let reserved = c.cache_serializable && !c.cache_key.is_empty();
         if matches!(status, TaskStatus::Queued | TaskStatus::Running) {
             if reserved {
@@ -1005,6 +1032,7 @@ impl Transition {
             first_start: false,
             sweep: false,
             notes: Vec::new(),
+            pending: Vec::new(),
         };
         // The events left in the inbox while others held the lease are taken in with these, and so are
         // those that reach it before the commit (until a part of the lease has passed).
@@ -1044,20 +1072,41 @@ impl Transition {
                     }
                 }
             }
-            while let Some(ev) = ctx.events.pop_front() {
-                guard += 1;
-                if guard > 100_000 {
-                    return Err(Error::Invalid(format!(
-                        "execution {exec}: runaway transition"
-                    )));
+            // Starts wait in `ctx.pending` and go several at once: before any effect that must
+            // see them made (an abort, a child, the end), once enough wait, and once no event is left.
+            loop {
+                while let Some(ev) = ctx.events.pop_front() {
+                    guard += 1;
+                    if guard > 100_000 {
+                        return Err(Error::Invalid(format!(
+                            "execution {exec}: runaway transition"
+                        )));
+                    }
+                    for e in engine.step_at(ev, now_ms() as u64) {
+                        if !matches!(
+                            e,
+                            Effect::StartTask(_) | Effect::Timer { .. } | Effect::NodePhase { .. }
+                        ) {
+                            self.start_pending(&mut ctx).await?;
+                        }
+                        let mut host = StackHost {
+                            t: self,
+                            ctx: &mut ctx,
+                        };
+                        updraft_connector::effects::apply(&mut host, e).await?;
+                    }
+                    if ctx.pending.len() >= PARALLEL_STARTS {
+                        self.start_pending(&mut ctx).await?;
+                    }
+                    for (node, index, attempt, d) in ctx.notes.drain(..) {
+                        engine.note_attempt(node, index, attempt, &d.external, &d.logs);
+                    }
                 }
-                for e in engine.step_at(ev, now_ms() as u64) {
-                    let mut host = StackHost {
-                        t: self,
-                        ctx: &mut ctx,
-                    };
-                    updraft_connector::effects::apply(&mut host, e).await?;
+                if ctx.pending.is_empty() {
+                    break;
                 }
+                // A start refused comes back as an event, stepped in the next round.
+                self.start_pending(&mut ctx).await?;
                 for (node, index, attempt, d) in ctx.notes.drain(..) {
                     engine.note_attempt(node, index, attempt, &d.external, &d.logs);
                 }
@@ -1203,9 +1252,8 @@ impl Transition {
             .collect();
         outcome.stale = stale_attempts;
         // The inbox's checks of attempts now over: as the messages' own (see `process_group`).
-        for (m, event) in &inboxed {
-            self.clean_up_if_over(&exec, m, event, &outcome).await;
-        }
+        let ended = inboxed.iter().map(|(m, event)| (m, event));
+        self.clean_up_all_over(&exec, ended, &outcome).await;
         Ok(outcome)
     }
 
@@ -1241,6 +1289,197 @@ impl Transition {
             e => e,
         });
         Ok(())
+    }
+
+    /// Starts the attempts waiting in `ctx.pending`, up to [`PARALLEL_STARTS`] at once, and records
+    /// what each came to in `ctx`. A failed start fails the transition (its message is delivered
+    /// again; starts are idempotent by the attempts' names).
+    async fn start_pending(&self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        let exec = ctx.item.name.clone();
+        let mut pending = std::mem::take(&mut ctx.pending);
+        while !pending.is_empty() {
+            let rest = pending.split_off(pending.len().min(PARALLEL_STARTS));
+            let program = ctx.program;
+            let starts = pending.into_iter().map(|(t, conn)| {
+                let exec = exec.as_str();
+                async move {
+                    let task = program.package.tasks.get(&t.task).ok_or_else(|| {
+                        Error::Invalid(format!("execution {exec}: no task `{}`", t.task))
+                    })?;
+                    self.start_one(exec, t, task, conn).await
+                }
+            });
+            let mut failed = None;
+            for r in futures_util::future::join_all(starts).await {
+                match r {
+                    Ok(Started::Yes {
+                        node,
+                        index,
+                        attempt,
+                        name,
+                        described,
+                        signals,
+                        first,
+                    }) => {
+                        ctx.notes.push((node, index, attempt, described));
+                        ctx.sweep |= signals;
+                        ctx.first_start |= first;
+                        ctx.outcome.started.push(name);
+                    }
+                    Ok(Started::Refused(event)) => ctx.events.push_back(event),
+                    Err(e) => failed = failed.or(Some(e)),
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            pending = rest;
+        }
+        Ok(())
+    }
+
+    /// Starts attempt `t` of execution `exec` through `conn`: its inputs written, the connector's
+    /// start, its handle kept, its job watched or its check sent. What it came to is the caller's to
+    /// record (several are started at once: see [`Self::start_pending`]).
+    async fn start_one(
+        &self,
+        exec: &str,
+        t: TaskLaunch,
+        task: &CompiledTask,
+        conn: Arc<dyn Connector>,
+    ) -> Result<Started, Error> {
+        let this = self;
+        let exec = exec.to_string();
+        let paths = AttemptPaths::under(&data_prefix(&this.clients, &exec), &t);
+        let mut check = CheckMessage {
+            node: t.node,
+            index: t.index,
+            attempt: t.attempt,
+            name: t.name.clone(),
+            task: t.task.clone(),
+            handle: String::new(),
+            started_ms: now_ms(),
+            output_prefix: paths.output_prefix.clone(),
+            cache_key: t.cache_key.clone().unwrap_or_default(),
+            checks: 0,
+            cache_serializable: t.cache_serializable,
+            ended: false,
+            outputs: Vec::new(),
+        };
+        // What the attempt sends as it ends: its check, marked so, to the transitions queue, with the
+        // handle its start will return when the connector knows it already (else it is looked up).
+        let unsignalled = Attempt {
+            launch: &t,
+            task,
+            paths: &paths,
+            data: &this.clients.blobs,
+            signal: None,
+        };
+        let planned = conn.planned_handle(&unsignalled);
+        let signal = EndSignal {
+            queue_url: this.settings.transitions_url.clone(),
+            region: this
+                .clients
+                .sdk
+                .region()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            body: crate::queue::encode(&message(
+                &exec,
+                Kind::Check(CheckMessage {
+                    ended: true,
+                    handle: planned
+                        .and_then(|h| serde_json::to_string(&h).ok())
+                        .unwrap_or_default(),
+                    ..check.clone()
+                }),
+            )),
+            delay_seconds: 1,
+        };
+        let a = Attempt {
+            signal: Some(&signal),
+            ..unsignalled
+        };
+        paths
+            .write_inputs(&this.clients.blobs, &t, task, conn.inline_inputs(&a))
+            .await
+            .map_err(|e| Error::Aws(e.0))?;
+        let started = match conn.start(&a).await {
+            Ok(h) => {
+                let described = conn.describe(&h);
+                serde_json::to_string(&h)
+                    .map(|json| (json, conn.watch(&h), conn.signals(&h), described))
+                    .map_err(|e| failed("Handle", e.to_string(), ErrorKind::System, true))
+            }
+            Err(status) => Err(status),
+        };
+        tracing::info!(execution = %exec, node = %t.node_id, attempt = t.attempt, index = ?t.index, attempt_name = %t.name, "task started");
+        let (handle, watch, signals, described) = match started {
+            Ok(s) => s,
+            Err(status) => {
+                // Not started: a key it reserved is free for the next attempt.
+                if let (true, Some(key)) = (t.cache_serializable, &t.cache_key) {
+                    this.clients.store.release_cached(key, &t.name).await?;
+                }
+                return Ok(Started::Refused(Event::Task {
+                    node: t.node,
+                    index: t.index,
+                    attempt: t.attempt,
+                    status,
+                }));
+            }
+        };
+        // Fault injection crashes once per attempt: a copy of a crashed message (re-sent while the
+        // crashed transition's lease was held) must not crash again.
+        let first = (this.settings.has_fault("crash-before-commit")
+            || this.settings.has_fault("drop-before-commit"))
+            && this.clients.store.handle(&exec, &t.name).await?.is_none();
+        // Kept with the attempt: an abort reaches what the start made through it; and for an attempt
+        // that signals its end, the check the execution's sweeps send once they find it ended (without
+        // the handle, kept beside it: the item stays within one write unit).
+        let encoded = message(
+            &exec,
+            Kind::Check(CheckMessage {
+                handle: String::new(),
+                ..check.clone()
+            }),
+        )
+        .encode_to_vec();
+        check.handle = handle.clone();
+        let check = message(&exec, Kind::Check(check));
+        this.clients
+            .store
+            .put_handle(
+                &exec,
+                &t.name,
+                &handle,
+                signals.then_some(&encoded[..]),
+                now_ms(),
+            )
+            .await?;
+        // The job's state changes (through the events function) check it at once.
+        if let Some(job) = watch {
+            this.clients
+                .store
+                .watch(&job.0, &check.encode_to_vec(), now_ms())
+                .await?;
+        }
+        // An attempt that signals its end is not polled: the execution's sweeps are its fallback.
+        if !signals {
+            this.clients
+                .queue
+                .send(&check, Duration::from_secs(1))
+                .await?;
+        }
+        Ok(Started::Yes {
+            node: t.node,
+            index: t.index,
+            attempt: t.attempt,
+            name: t.name,
+            described,
+            signals,
+            first,
+        })
     }
 
     /// Stops what attempt `name` started, through the handle its start kept; an attempt that never
@@ -1355,138 +1594,11 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
     async fn start_task(
         &mut self,
         t: TaskLaunch,
-        task: &CompiledTask,
+        _task: &CompiledTask,
         conn: Arc<dyn Connector>,
     ) -> Result<(), Error> {
-        let (this, ctx) = (self.t, &mut *self.ctx);
-        let exec = ctx.item.name.clone();
-        let paths = AttemptPaths::under(&data_prefix(&this.clients, &exec), &t);
-        let mut check = CheckMessage {
-            node: t.node,
-            index: t.index,
-            attempt: t.attempt,
-            name: t.name.clone(),
-            task: t.task.clone(),
-            handle: String::new(),
-            started_ms: now_ms(),
-            output_prefix: paths.output_prefix.clone(),
-            cache_key: t.cache_key.clone().unwrap_or_default(),
-            checks: 0,
-            cache_serializable: t.cache_serializable,
-            ended: false,
-        };
-        // What the attempt sends as it ends: its check, marked so, to the transitions queue, with the
-        // handle its start will return when the connector knows it already (else it is looked up).
-        let unsignalled = Attempt {
-            launch: &t,
-            task,
-            paths: &paths,
-            data: &this.clients.blobs,
-            signal: None,
-        };
-        let planned = conn.planned_handle(&unsignalled);
-        let signal = EndSignal {
-            queue_url: this.settings.transitions_url.clone(),
-            region: this
-                .clients
-                .sdk
-                .region()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            body: crate::queue::encode(&message(
-                &exec,
-                Kind::Check(CheckMessage {
-                    ended: true,
-                    handle: planned
-                        .and_then(|h| serde_json::to_string(&h).ok())
-                        .unwrap_or_default(),
-                    ..check.clone()
-                }),
-            )),
-            delay_seconds: 1,
-        };
-        let a = Attempt {
-            signal: Some(&signal),
-            ..unsignalled
-        };
-        paths
-            .write_inputs(&this.clients.blobs, &t, task, conn.inline_inputs(&a))
-            .await
-            .map_err(|e| Error::Aws(e.0))?;
-        let started = match conn.start(&a).await {
-            Ok(h) => {
-                ctx.notes
-                    .push((t.node, t.index, t.attempt, conn.describe(&h)));
-                serde_json::to_string(&h)
-                    .map(|json| (json, conn.watch(&h), conn.signals(&h)))
-                    .map_err(|e| failed("Handle", e.to_string(), ErrorKind::System, true))
-            }
-            Err(status) => Err(status),
-        };
-        tracing::info!(execution = %exec, node = %t.node_id, attempt = t.attempt, index = ?t.index, attempt_name = %t.name, "task started");
-        let (handle, watch, signals) = match started {
-            Ok(s) => s,
-            Err(status) => {
-                // Not started: a key it reserved is free for the next attempt.
-                if let (true, Some(key)) = (t.cache_serializable, &t.cache_key) {
-                    this.clients.store.release_cached(key, &t.name).await?;
-                }
-                ctx.events.push_back(Event::Task {
-                    node: t.node,
-                    index: t.index,
-                    attempt: t.attempt,
-                    status,
-                });
-                return Ok(());
-            }
-        };
-        // Fault injection crashes once per attempt: a copy of a crashed message (re-sent while the
-        // crashed transition's lease was held) must not crash again.
-        if this.settings.has_fault("crash-before-commit")
-            || this.settings.has_fault("drop-before-commit")
-        {
-            ctx.first_start |= this.clients.store.handle(&exec, &t.name).await?.is_none();
-        }
-        // Kept with the attempt: an abort reaches what the start made through it; and for an attempt
-        // that signals its end, the check the execution's sweeps send once they find it ended (without
-        // the handle, kept beside it: the item stays within one write unit).
-        let encoded = message(
-            &exec,
-            Kind::Check(CheckMessage {
-                handle: String::new(),
-                ..check.clone()
-            }),
-        )
-        .encode_to_vec();
-        check.handle = handle.clone();
-        let check = message(&exec, Kind::Check(check));
-        this.clients
-            .store
-            .put_handle(
-                &exec,
-                &t.name,
-                &handle,
-                signals.then_some(&encoded[..]),
-                now_ms(),
-            )
-            .await?;
-        // The job's state changes (through the events function) check it at once.
-        if let Some(job) = watch {
-            this.clients
-                .store
-                .watch(&job.0, &check.encode_to_vec(), now_ms())
-                .await?;
-        }
-        // An attempt that signals its end is not polled: the execution's sweeps are its fallback.
-        if signals {
-            ctx.sweep = true;
-        } else {
-            this.clients
-                .queue
-                .send(&check, Duration::from_secs(1))
-                .await?;
-        }
-        ctx.outcome.started.push(t.name);
+        // Started with the others of this transition, several at once (see `start_pending`).
+        self.ctx.pending.push((t, conn));
         Ok(())
     }
 
@@ -1674,6 +1786,27 @@ struct Ctx<'a> {
     sweep: bool,
     /// What the attempts started made (node, element, attempt), for the execution's history.
     notes: Vec<(NodeIdx, Option<u32>, u32, updraft_connector::Described)>,
+    /// Attempts to start, with their connectors, not started yet.
+    pending: Vec<(TaskLaunch, Arc<dyn Connector>)>,
+}
+
+/// What starting one attempt came to (see [`Transition::start_one`]).
+enum Started {
+    /// Started (or found started): its handle is kept.
+    Yes {
+        node: NodeIdx,
+        index: Option<u32>,
+        attempt: u32,
+        name: String,
+        /// What its start made, for the execution's history.
+        described: updraft_connector::Described,
+        /// It sends an end signal (the execution's sweeps are its fallback).
+        signals: bool,
+        /// Its handle was not kept before (fault injection crashes after such a start).
+        first: bool,
+    },
+    /// Not started: the event that says why, to step.
+    Refused(Event),
 }
 
 fn engine_node_id(program: &Program, node: u32) -> String {

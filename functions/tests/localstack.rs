@@ -1148,6 +1148,199 @@ async fn a_batchs_messages_for_one_execution_share_one_transition() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transition_starts_its_pods_several_at_once_and_its_abort_finds_them_all() {
+    // Each creation is held 300 ms at the cluster: a transition that starts eight pods one after
+    // another has one under way at a time.
+    let stack = Stack::new("together").await;
+    *stack.server.creations.delay.lock().unwrap() = Some(Duration::from_millis(300));
+    stack
+        .register_yaml(
+            "sleepers.yaml",
+            "version: 1
+image: busybox
+tasks:
+  nap:
+    type: container
+    inputs: {x: int}
+    outputs: {y: int}
+    command: [sh, -c, 'sleep 60; echo {{.inputs.x}} > /var/outputs/y']
+workflows:
+  naps:
+    inputs: {xs: \"list[int]\"}
+    outputs: {ys: \"${m.y}\"}
+    nodes:
+      - {id: m, map: {task: nap}, inputs: {x: \"${inputs.xs}\"}}
+",
+        )
+        .await;
+    let xs: Vec<i64> = (0..8).collect();
+    let req = request("naps", "together", serde_json::json!({ "xs": xs }));
+    let mut settings = stack.settings.clone();
+    settings.eks = Some(stack.eks.clone());
+    launch(
+        &settings,
+        &stack.clients,
+        &Packages::default(),
+        &req,
+        "",
+    )
+    .await
+    .unwrap();
+    // The start and an abort in one batch: one transition starts the eight pods, then aborts them.
+    let start = updraft_proto::updraft::QueueMessage {
+        execution: "together".into(),
+        kind: Some(updraft_proto::updraft::queue_message::Kind::Start(
+            Default::default(),
+        )),
+    };
+    let abort = updraft_proto::updraft::QueueMessage {
+        execution: "together".into(),
+        kind: Some(updraft_proto::updraft::queue_message::Kind::Abort(
+            updraft_proto::updraft::AbortMessage {
+                reason: "changed my mind".into(),
+            },
+        )),
+    };
+    let t = stack.transition().await;
+    let failed = t
+        .handle(vec![received("a", &start), received("b", &abort)])
+        .await;
+    assert!(failed.is_empty(), "{failed:?}");
+    let item = stack
+        .clients
+        .store
+        .execution("together")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(item.phase, "ABORTED");
+    let store = stack.server.store.lock().unwrap();
+    let created: Vec<u32> = store
+        .creations
+        .iter()
+        .filter(|(k, _)| k.name.starts_with("together-"))
+        .map(|(_, n)| *n)
+        .collect();
+    assert_eq!(
+        created, [1; 8],
+        "each pod created once: {:?}",
+        store.creations
+    );
+    let left = store.names();
+    assert!(
+        left.is_empty(),
+        "pods left running after the abort: {left:?}"
+    );
+    drop(store);
+    let peak = stack.server.creations.peak();
+    assert!(peak > 1, "the pods were created one at a time");
+    assert!(
+        peak <= 16,
+        "{peak} creations at once: more than a transition makes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_containers_end_signal_carries_its_outputs_which_are_read_from_it() {
+    use updraft_proto::updraft::queue_message::Kind;
+    let stack = Stack::new("carried").await;
+    stack
+        .register_yaml(
+            "square.yaml",
+            "version: 1
+image: busybox
+tasks:
+  square:
+    type: container
+    inputs: {x: int}
+    outputs: {y: int}
+    command: [sh, -c, 'echo $(( {{.inputs.x}} * {{.inputs.x}} )) > /var/outputs/y']
+workflows:
+  sq:
+    inputs: {x: int}
+    outputs: {y: \"${s.y}\"}
+    nodes:
+      - {id: s, task: square, inputs: {x: \"${inputs.x}\"}}
+",
+        )
+        .await;
+    let t = stack.transition().await;
+    let req = request("sq", "carried", serde_json::json!({"x": 7}));
+    let mut settings = stack.settings.clone();
+    settings.eks = Some(stack.eks.clone());
+    launch(
+        &settings,
+        &stack.clients,
+        &Packages::default(),
+        &req,
+        "",
+    )
+    .await
+    .unwrap();
+    stack
+        .drive_until(&t, "carried", "never started", |i| i.version > 0)
+        .await;
+    // The pod's own end signal, taken off the queue as the function would receive it (a sweep's
+    // check of the ended pod, which carries nothing, is put aside).
+    let start = Instant::now();
+    let (check, message) = 'found: loop {
+        assert!(start.elapsed() < PATIENCE, "no end signal came");
+        let got = stack
+            .sqs
+            .receive_message()
+            .queue_url(&stack.settings.transitions_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages.unwrap_or_default() {
+            let decoded =
+                updraft_aws::queue::decode(m.body.as_deref().unwrap_or_default()).unwrap();
+            stack
+                .sqs
+                .delete_message()
+                .queue_url(&stack.settings.transitions_url)
+                .receipt_handle(m.receipt_handle.unwrap_or_default())
+                .send()
+                .await
+                .unwrap();
+            if let Some(Kind::Check(c)) = &decoded.kind
+                && c.ended
+                && !c.outputs.is_empty()
+            {
+                break 'found (c.clone(), decoded);
+            }
+        }
+    };
+    let sent = updraft_proto::core::LiteralMap::decode(check.outputs.as_slice()).unwrap();
+    let y =
+        |m: &updraft_proto::core::LiteralMap| updraft_engine::literal::to_json(&m.literals["y"]);
+    assert_eq!(y(&sent), serde_json::json!(49));
+    // The bucket's outputs.pb now says otherwise: the outcome comes from the signal, unread.
+    let other = updraft_proto::core::LiteralMap {
+        literals: [(
+            "y".to_string(),
+            updraft_engine::literal::primitive_lit(updraft_proto::core::primitive::Value::Integer(
+                999,
+            )),
+        )]
+        .into_iter()
+        .collect(),
+    };
+    let stored = format!("{}/outputs.pb", check.output_prefix);
+    stack
+        .clients
+        .blobs
+        .put(&stored, other.encode_to_vec())
+        .await
+        .unwrap();
+    assert!(t.handle(one("signal", &message)).await.is_empty());
+    assert_eq!(stack.drive(&t, "carried", PATIENCE).await, "SUCCEEDED");
+    assert_eq!(stack.outputs("carried").await, serde_json::json!({"y": 49}));
+}
+
 /// How many messages the stack's transitions queue holds, delayed and in flight included.
 async fn queued(stack: &Stack) -> u64 {
     use aws_sdk_sqs::types::QueueAttributeName as A;
@@ -1376,13 +1569,14 @@ workflows:
         .find(|(_, part)| *part > 0)
         .map(|(i, _)| *i)
         .expect("the map's record is not in parts");
-    // Progress, inputs, and 300 elements in five parts of 64.
+    // Progress, inputs, and 300 elements in parts of `ARRAY_CHUNK` (19 of 16).
+    let chunks = 300u32.div_ceil(updraft_aws::parts::ARRAY_CHUNK as u32);
     let parts: Vec<u32> = at_start
         .keys()
         .filter(|(i, _)| *i == node)
         .map(|(_, p)| *p)
         .collect();
-    assert_eq!(parts, [0, 1, 2, 3, 4, 5, 6]);
+    assert_eq!(parts, (0..2 + chunks).collect::<Vec<_>>());
 
     // A transition that died after writing a part no record has (planted, tagged with the version the
     // next commit reaches): the next commit empties it, so the record still reads whole.
@@ -1438,9 +1632,14 @@ workflows:
     // only the parts whose elements ended in it (the array keeps its elements' history once done).
     assert_eq!(at_end[&(node, 1)], at_start[&(node, 1)]);
     assert_eq!(at_end[&(node, 0)], last);
-    let versions: std::collections::BTreeSet<u64> = (2..=6).map(|p| at_end[&(node, p)]).collect();
-    let rewritten_last = (2..=6).filter(|p| at_end[&(node, *p)] == last).count();
-    assert!(versions.len() >= 4 && rewritten_last < 5, "{at_end:?}");
+    let elements = 2..2 + chunks;
+    let versions: std::collections::BTreeSet<u64> =
+        elements.clone().map(|p| at_end[&(node, p)]).collect();
+    let rewritten_last = elements.filter(|p| at_end[&(node, *p)] == last).count();
+    assert!(
+        versions.len() >= 4 && rewritten_last < chunks as usize,
+        "{at_end:?}"
+    );
     assert!(!at_end.contains_key(&(node, 40)), "{at_end:?}");
 }
 

@@ -13,7 +13,9 @@ use updraft_proto::updraft::{ArrayProgress, NodeState};
 use crate::WireError;
 
 /// Elements a part of an array's record holds; arrays with no more than this are not split.
-pub const ARRAY_CHUNK: usize = 64;
+/// Sixteen keep a part of finished elements (their outputs and attempt histories) near 1 KB; a
+/// record holds two versions of each part, and DynamoDB bills a write unit per KB of the item.
+pub const ARRAY_CHUNK: usize = 16;
 
 /// The first part that holds elements.
 const FIRST_CHUNK: u32 = 2;
@@ -89,6 +91,11 @@ pub fn join(index: u32, mut parts: BTreeMap<u32, Vec<u8>>) -> Result<Vec<u8>, Wi
     // (the stored size is not trusted with an allocation: at most what the parts can hold)
     let mut elements = Vec::with_capacity(size.min(parts.len() * ARRAY_CHUNK));
     for (n, (part, bytes)) in parts.into_iter().enumerate() {
+        // Parts past the array's last element are what a layout of larger parts (an earlier
+        // version's) left behind: every element is read already.
+        if elements.len() == size && n > 0 {
+            break;
+        }
         if part != FIRST_CHUNK + n as u32 {
             return Err(bad(&format!("part {} is missing", FIRST_CHUNK + n as u32)));
         }
@@ -139,11 +146,12 @@ mod tests {
     fn a_wide_arrays_record_splits_into_parts_that_join_back() {
         let raw = record(200).encode_to_vec();
         let parts = split(&raw);
-        // progress, inputs, and 64 + 64 + 64 + 8 elements
+        // progress, inputs, and 200 elements 16 a part: 12 parts of 16 and one of 8
         assert_eq!(
             parts.iter().map(|p| p.0).collect::<Vec<_>>(),
-            [0, 1, 2, 3, 4, 5]
+            (0..15).collect::<Vec<_>>()
         );
+        assert_eq!(parts.len(), 2 + 200usize.div_ceil(ARRAY_CHUNK));
         let joined = join(7, parts.into_iter().collect()).unwrap();
         assert_eq!(NodeState::decode(joined.as_slice()).unwrap(), record(200));
     }
@@ -161,7 +169,7 @@ mod tests {
             .filter(|(a, b)| a != b)
             .map(|(a, _)| a.0)
             .collect();
-        assert_eq!(changed, [0, 3]);
+        assert_eq!(changed, [0, FIRST_CHUNK + (70 / ARRAY_CHUNK) as u32]);
     }
 
     #[test]
@@ -184,6 +192,19 @@ mod tests {
     }
 
     #[test]
+    fn parts_past_the_last_element_are_left_unread() {
+        // As a layout of smaller parts leaves them behind once one of larger parts is written.
+        let mut parts: BTreeMap<u32, Vec<u8>> =
+            split(&record(200).encode_to_vec()).into_iter().collect();
+        let stray = parts[&2].clone();
+        let last = *parts.keys().last().unwrap();
+        parts.insert(last + 1, stray.clone());
+        parts.insert(last + 4, stray);
+        let joined = join(7, parts).unwrap();
+        assert_eq!(NodeState::decode(joined.as_slice()).unwrap(), record(200));
+    }
+
+    #[test]
     fn missing_or_stray_parts_are_errors() {
         let mut parts: BTreeMap<u32, Vec<u8>> =
             split(&record(200).encode_to_vec()).into_iter().collect();
@@ -203,7 +224,8 @@ mod tests {
         );
         let mut parts: BTreeMap<u32, Vec<u8>> =
             split(&record(200).encode_to_vec()).into_iter().collect();
-        parts.remove(&5);
+        let last = *parts.keys().last().unwrap();
+        parts.remove(&last);
         assert!(
             join(7, parts)
                 .unwrap_err()

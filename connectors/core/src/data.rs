@@ -41,6 +41,41 @@ impl DataStore for LocalData {
     }
 }
 
+/// A data store with one attempt's outputs.pb already in hand (its end signal carried it): reading
+/// `<output_prefix>/outputs.pb` returns those bytes instead of reading the store; every other read and
+/// every write goes to the store.
+pub struct WithOutputs<'a> {
+    store: &'a dyn DataStore,
+    uri: String,
+    outputs: Vec<u8>,
+}
+
+impl<'a> WithOutputs<'a> {
+    /// `store`, with `outputs` as the outputs.pb under `output_prefix`.
+    pub fn new(store: &'a dyn DataStore, output_prefix: &str, outputs: Vec<u8>) -> Self {
+        let uri = format!("{}/outputs.pb", output_prefix.trim_end_matches('/'));
+        Self {
+            store,
+            uri,
+            outputs,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl DataStore for WithOutputs<'_> {
+    async fn get(&self, uri: &str) -> Result<Option<Vec<u8>>, Transient> {
+        if uri == self.uri {
+            return Ok(Some(self.outputs.clone()));
+        }
+        self.store.get(uri).await
+    }
+
+    async fn put(&self, uri: &str, bytes: Vec<u8>) -> Result<(), Transient> {
+        self.store.put(uri, bytes).await
+    }
+}
+
 /// The file that decides a flytekit task's outcome at its output prefix: the first of outputs.pb,
 /// error.pb and futures.pb found, in that order (the order of their weight: see
 /// `updraft_engine::exec::outcome::from_output_files`), the others not read — a success costs one read.
@@ -77,6 +112,27 @@ pub(crate) mod tests {
         assert_eq!(block_on(LocalData.get(&uri)).unwrap(), Some(b"x".to_vec()));
         let missing = format!("file://{}", dir.join("nope").display());
         assert_eq!(block_on(LocalData.get(&missing)).unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn outputs_in_hand_are_read_in_place_of_the_stores_and_nothing_else_is() {
+        let dir = std::env::temp_dir().join(format!("updraft-with-{}", std::process::id()));
+        let prefix = dir.join("out").display().to_string();
+        block_on(LocalData.put(&format!("{prefix}/outputs.pb"), b"stored".to_vec())).unwrap();
+        block_on(LocalData.put(&format!("{prefix}/other.pb"), b"other".to_vec())).unwrap();
+        let data = WithOutputs::new(&LocalData, &format!("{prefix}/"), b"sent".to_vec());
+        let files = block_on(read_output_files(&data, &prefix)).unwrap();
+        assert_eq!(files.outputs, Some(b"sent".to_vec()));
+        assert_eq!(
+            block_on(data.get(&format!("{prefix}/other.pb"))).unwrap(),
+            Some(b"other".to_vec())
+        );
+        block_on(data.put(&format!("{prefix}/new.pb"), b"n".to_vec())).unwrap();
+        assert_eq!(
+            block_on(LocalData.get(&format!("{prefix}/new.pb"))).unwrap(),
+            Some(b"n".to_vec())
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

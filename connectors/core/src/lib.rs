@@ -19,7 +19,7 @@ pub mod query;
 mod registry;
 pub mod secrets;
 
-pub use data::{DataStore, LocalData, read_output_files};
+pub use data::{DataStore, LocalData, WithOutputs, read_output_files};
 pub use logs::LogPlace;
 pub use paths::AttemptPaths;
 pub use registry::{Registry, RegistryError};

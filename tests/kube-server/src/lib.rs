@@ -106,6 +106,9 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     /// When set, every request needs an EKS bearer token for this cluster (401 without one).
     pub auth: Arc<Mutex<Option<EksAuth>>>,
+    /// The creations (`POST`s) under way: how many were answered at once at most, and a delay each
+    /// may be held for (how a test sees whether a client creates several objects at once).
+    pub creations: Arc<Creations>,
     threads: Vec<JoinHandle<()>>,
     http: http::Listener,
 }
@@ -124,11 +127,20 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let auth: Arc<Mutex<Option<EksAuth>>> = Arc::default();
+        let creations: Arc<Creations> = Arc::default();
         let http = {
-            let (store, auth) = (store.clone(), auth.clone());
+            let (store, auth, creations) = (store.clone(), auth.clone(), creations.clone());
             http::Listener::bind(
                 port,
-                Arc::new(move |req: &http::Request| serve(req, &store, &auth)),
+                Arc::new(move |req: &http::Request| {
+                    if req.method != "POST" {
+                        return serve(req, &store, &auth);
+                    }
+                    creations.enter();
+                    let reply = serve(req, &store, &auth);
+                    creations.leave();
+                    reply
+                }),
             )?
         };
         let url = format!("http://{}", http.addr());
@@ -147,6 +159,7 @@ impl Server {
             store,
             stop,
             auth,
+            creations,
             threads,
             http,
         })
@@ -176,6 +189,36 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The creations a server is answering (see [`Server::creations`]).
+#[derive(Debug, Default)]
+pub struct Creations {
+    /// How long each creation is held before it is answered (none by default); held outside the
+    /// store's lock, so that creations sent at once are under way at once.
+    pub delay: Mutex<Option<std::time::Duration>>,
+    under_way: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+impl Creations {
+    /// The most creations that were under way at once so far.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    fn enter(&self) {
+        let now = self.under_way.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        let delay = self.delay.lock().ok().and_then(|d| *d);
+        if let Some(d) = delay {
+            std::thread::sleep(d);
+        }
+    }
+
+    fn leave(&self) {
+        self.under_way.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
