@@ -3,7 +3,7 @@
 //! | item | pk | sk | attributes |
 //! |---|---|---|---|
 //! | execution | `exec#<name>` | `#` | `version`, `phase`, `workflow`, `package`, `sweep_due` (when its latest sweep is due), `inbox` (events left in its inbox) and `drained` (those a commit took in), `state` (ExecutionState, without its inputs when `inputs_blob` holds them; or `state_blob`, an S3 key, when over 300 KB), `inputs` (until the execution starts; or `inputs_blob`, over 1 KB), `parent`, `parent_node`, `futures` (a dynamic task's child), `error`, `created`, `updated`, lease (`lease_owner`, `lease_until`), `ttl` once finished |
-//! | node | `exec#<name>` | `node#<index, 6 digits>` (a wide array's further parts: `node#<index>#<part, 6 digits>`, see `parts`) | two slots, each a NodeState (`state`, or `blob`: an S3 key, for records over 190 KB) and the execution version that wrote it: slot 0 `state`/`blob`/`version`, slot 1 `state1`/`blob1`/`version1` |
+//! | node | `exec#<name>` | `node#<index, 6 digits>` (a wide array's further parts: `node#<index>#<part, 6 digits>`, see `parts`) | two slots, each a NodeState (`state`, or `blob`: an S3 key, for records over 190 KB) and the execution version that wrote it: slot 0 `state`/`blob`/`version`, slot 1 `state1`/`blob1`/`version1`; `ttl` ([`RECORD_RETENTION_SECS`] after its last write) |
 //! | cache entry | `cache#<key>` | `#` | `outputs` (LiteralMap) |
 //! | serializable cache key's reservation | `cachelock#<key>` | `#` | `holder` (attempt name), `until` (ms) |
 //! | an attempt's latest wait on a reserved key | `exec#<name>` | `cachewait#<attempt name>` | `due` (ms), `ttl` |
@@ -59,6 +59,11 @@ const PARALLEL_WRITES: usize = 8;
 
 /// How long finished executions are kept (DynamoDB TTL).
 pub const RETENTION_SECS: u64 = 30 * 24 * 3600;
+
+/// How long a node record is kept after its last write (DynamoDB TTL): past its execution's item,
+/// once the execution has finished, and for a running execution longer than any of its records
+/// stays unwritten (a record not written for this long would be lost with it).
+pub const RECORD_RETENTION_SECS: u64 = 2 * RETENTION_SECS;
 
 /// An execution's item.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -846,6 +851,7 @@ impl Store {
         let pk = exec_pk(&e.name);
         let next = e.version + 1;
         let ttl = finished.then(|| now_ms / 1000 + RETENTION_SECS as i64);
+        let record_ttl = now_ms / 1000 + RECORD_RETENTION_SECS as i64;
         let batches: Vec<&[NodeWrite]> = nodes.chunks(BATCH_WRITE_ITEMS).collect();
         for chunk in batches.chunks(PARALLEL_WRITES) {
             if crate::now_ms() > deadline_ms {
@@ -853,7 +859,7 @@ impl Store {
             }
             let writes = chunk
                 .iter()
-                .map(|batch| self.write_slots(&pk, batch, next, ttl));
+                .map(|batch| self.write_slots(&pk, batch, next, record_ttl));
             for r in futures_util::future::join_all(writes).await {
                 r?;
             }
@@ -946,13 +952,14 @@ impl Store {
 
     /// Writes node records `writes` (at most 25), each whole: its committed state kept in its slot,
     /// the new state tagged with version `version` in the other (a record with none committed: slot
-    /// 0 alone). Items DynamoDB leaves unprocessed are written again, with backoff.
+    /// 0 alone), to expire at `ttl` (seconds). Items DynamoDB leaves unprocessed are written again,
+    /// with backoff.
     async fn write_slots(
         &self,
         pk: &str,
         writes: &[NodeWrite],
         version: u64,
-        ttl: Option<i64>,
+        ttl: i64,
     ) -> Result<(), Error> {
         let slot_attrs = |slot: usize, bytes: &NodeBytes, v: u64| {
             let (state, blob, ver) = SLOTS[slot];
@@ -985,9 +992,7 @@ impl Store {
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v)),
             );
-            if let Some(ttl) = ttl {
-                item.insert("ttl".into(), n(ttl));
-            }
+            item.insert("ttl".into(), n(ttl));
             let put = aws_sdk_dynamodb::types::PutRequest::builder()
                 .set_item(Some(item))
                 .build()

@@ -1178,15 +1178,9 @@ workflows:
     let req = request("naps", "together", serde_json::json!({ "xs": xs }));
     let mut settings = stack.settings.clone();
     settings.eks = Some(stack.eks.clone());
-    launch(
-        &settings,
-        &stack.clients,
-        &Packages::default(),
-        &req,
-        "",
-    )
-    .await
-    .unwrap();
+    launch(&settings, &stack.clients, &Packages::default(), &req, "")
+        .await
+        .unwrap();
     // The start and an abort in one batch: one transition starts the eight pods, then aborts them.
     let start = updraft_proto::updraft::QueueMessage {
         execution: "together".into(),
@@ -1269,15 +1263,9 @@ workflows:
     let req = request("sq", "carried", serde_json::json!({"x": 7}));
     let mut settings = stack.settings.clone();
     settings.eks = Some(stack.eks.clone());
-    launch(
-        &settings,
-        &stack.clients,
-        &Packages::default(),
-        &req,
-        "",
-    )
-    .await
-    .unwrap();
+    launch(&settings, &stack.clients, &Packages::default(), &req, "")
+        .await
+        .unwrap();
     stack
         .drive_until(&t, "carried", "never started", |i| i.version > 0)
         .await;
@@ -1641,6 +1629,44 @@ workflows:
         "{at_end:?}"
     );
     assert!(!at_end.contains_key(&(node, 40)), "{at_end:?}");
+    // Every part written expires (DynamoDB TTL) after the finished execution's item does.
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk(&endpoint()).await);
+    let items = ddb
+        .query()
+        .table_name(&stack.settings.table)
+        .key_condition_expression("pk = :p AND begins_with(sk, :n)")
+        .expression_attribute_values(":p", AttributeValue::S("exec#parts".into()))
+        .expression_attribute_values(":n", AttributeValue::S("node#".into()))
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    let ttl_of = |i: &std::collections::HashMap<String, AttributeValue>| {
+        i.get("ttl")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<i64>().ok())
+    };
+    let finished = ddb
+        .get_item()
+        .table_name(&stack.settings.table)
+        .key("pk", AttributeValue::S("exec#parts".into()))
+        .key("sk", AttributeValue::S("#".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let item_ttl = ttl_of(&finished).expect("a finished execution expires");
+    assert!(items.len() > 20, "{} node items", items.len());
+    for i in &items {
+        let ttl = ttl_of(i).unwrap_or_else(|| panic!("a node record that never expires: {i:?}"));
+        assert!(
+            ttl > item_ttl,
+            "a node record expires before its execution: {i:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
