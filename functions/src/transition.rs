@@ -818,7 +818,7 @@ impl Transition {
             let data = updraft_connector::WithOutputs::new(
                 &self.clients.blobs,
                 &c.output_prefix,
-                c.outputs.clone(),
+                &c.outputs,
             );
             conn.check(&h, &data).await
         }
@@ -1031,7 +1031,6 @@ impl Transition {
             outcome: Outcome::default(),
             first_start: false,
             sweep: false,
-            notes: Vec::new(),
             pending: Vec::new(),
         };
         // The events left in the inbox while others held the lease are taken in with these, and so are
@@ -1087,7 +1086,7 @@ impl Transition {
                             e,
                             Effect::StartTask(_) | Effect::Timer { .. } | Effect::NodePhase { .. }
                         ) {
-                            self.start_pending(&mut ctx).await?;
+                            self.start_pending(&mut ctx, &mut engine).await?;
                         }
                         let mut host = StackHost {
                             t: self,
@@ -1096,20 +1095,14 @@ impl Transition {
                         updraft_connector::effects::apply(&mut host, e).await?;
                     }
                     if ctx.pending.len() >= PARALLEL_STARTS {
-                        self.start_pending(&mut ctx).await?;
-                    }
-                    for (node, index, attempt, d) in ctx.notes.drain(..) {
-                        engine.note_attempt(node, index, attempt, &d.external, &d.logs);
+                        self.start_pending(&mut ctx, &mut engine).await?;
                     }
                 }
                 if ctx.pending.is_empty() {
                     break;
                 }
                 // A start refused comes back as an event, stepped in the next round.
-                self.start_pending(&mut ctx).await?;
-                for (node, index, attempt, d) in ctx.notes.drain(..) {
-                    engine.note_attempt(node, index, attempt, &d.external, &d.logs);
-                }
+                self.start_pending(&mut ctx, &mut engine).await?;
             }
             for signal in std::mem::take(&mut forward) {
                 for child in engine.running_children() {
@@ -1292,9 +1285,9 @@ impl Transition {
     }
 
     /// Starts the attempts waiting in `ctx.pending`, up to [`PARALLEL_STARTS`] at once, and records
-    /// what each came to in `ctx`. A failed start fails the transition (its message is delivered
-    /// again; starts are idempotent by the attempts' names).
-    async fn start_pending(&self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+    /// what each came to in `ctx` (and what each made in `engine`'s history). A failed start fails the
+    /// transition (its message is delivered again; starts are idempotent by the attempts' names).
+    async fn start_pending(&self, ctx: &mut Ctx<'_>, engine: &mut Execution) -> Result<(), Error> {
         let exec = ctx.item.name.clone();
         let mut pending = std::mem::take(&mut ctx.pending);
         while !pending.is_empty() {
@@ -1321,7 +1314,13 @@ impl Transition {
                         signals,
                         first,
                     }) => {
-                        ctx.notes.push((node, index, attempt, described));
+                        engine.note_attempt(
+                            node,
+                            index,
+                            attempt,
+                            &described.external,
+                            &described.logs,
+                        );
                         ctx.sweep |= signals;
                         ctx.first_start |= first;
                         ctx.outcome.started.push(name);
@@ -1348,9 +1347,7 @@ impl Transition {
         task: &CompiledTask,
         conn: Arc<dyn Connector>,
     ) -> Result<Started, Error> {
-        let this = self;
-        let exec = exec.to_string();
-        let paths = AttemptPaths::under(&data_prefix(&this.clients, &exec), &t);
+        let paths = AttemptPaths::under(&data_prefix(&self.clients, exec), &t);
         let mut check = CheckMessage {
             node: t.node,
             index: t.index,
@@ -1372,20 +1369,20 @@ impl Transition {
             launch: &t,
             task,
             paths: &paths,
-            data: &this.clients.blobs,
+            data: &self.clients.blobs,
             signal: None,
         };
         let planned = conn.planned_handle(&unsignalled);
         let signal = EndSignal {
-            queue_url: this.settings.transitions_url.clone(),
-            region: this
+            queue_url: self.settings.transitions_url.clone(),
+            region: self
                 .clients
                 .sdk
                 .region()
                 .map(ToString::to_string)
                 .unwrap_or_default(),
             body: crate::queue::encode(&message(
-                &exec,
+                exec,
                 Kind::Check(CheckMessage {
                     ended: true,
                     handle: planned
@@ -1401,7 +1398,7 @@ impl Transition {
             ..unsignalled
         };
         paths
-            .write_inputs(&this.clients.blobs, &t, task, conn.inline_inputs(&a))
+            .write_inputs(&self.clients.blobs, &t, task, conn.inline_inputs(&a))
             .await
             .map_err(|e| Error::Aws(e.0))?;
         let started = match conn.start(&a).await {
@@ -1419,7 +1416,7 @@ impl Transition {
             Err(status) => {
                 // Not started: a key it reserved is free for the next attempt.
                 if let (true, Some(key)) = (t.cache_serializable, &t.cache_key) {
-                    this.clients.store.release_cached(key, &t.name).await?;
+                    self.clients.store.release_cached(key, &t.name).await?;
                 }
                 return Ok(Started::Refused(Event::Task {
                     node: t.node,
@@ -1431,14 +1428,14 @@ impl Transition {
         };
         // Fault injection crashes once per attempt: a copy of a crashed message (re-sent while the
         // crashed transition's lease was held) must not crash again.
-        let first = (this.settings.has_fault("crash-before-commit")
-            || this.settings.has_fault("drop-before-commit"))
-            && this.clients.store.handle(&exec, &t.name).await?.is_none();
+        let first = (self.settings.has_fault("crash-before-commit")
+            || self.settings.has_fault("drop-before-commit"))
+            && self.clients.store.handle(exec, &t.name).await?.is_none();
         // Kept with the attempt: an abort reaches what the start made through it; and for an attempt
         // that signals its end, the check the execution's sweeps send once they find it ended (without
         // the handle, kept beside it: the item stays within one write unit).
         let encoded = message(
-            &exec,
+            exec,
             Kind::Check(CheckMessage {
                 handle: String::new(),
                 ..check.clone()
@@ -1446,11 +1443,11 @@ impl Transition {
         )
         .encode_to_vec();
         check.handle = handle.clone();
-        let check = message(&exec, Kind::Check(check));
-        this.clients
+        let check = message(exec, Kind::Check(check));
+        self.clients
             .store
             .put_handle(
-                &exec,
+                exec,
                 &t.name,
                 &handle,
                 signals.then_some(&encoded[..]),
@@ -1459,14 +1456,14 @@ impl Transition {
             .await?;
         // The job's state changes (through the events function) check it at once.
         if let Some(job) = watch {
-            this.clients
+            self.clients
                 .store
                 .watch(&job.0, &check.encode_to_vec(), now_ms())
                 .await?;
         }
         // An attempt that signals its end is not polled: the execution's sweeps are its fallback.
         if !signals {
-            this.clients
+            self.clients
                 .queue
                 .send(&check, Duration::from_secs(1))
                 .await?;
@@ -1784,8 +1781,6 @@ struct Ctx<'a> {
     first_start: bool,
     /// An attempt that sends an end signal was started: the execution's sweeps must be going.
     sweep: bool,
-    /// What the attempts started made (node, element, attempt), for the execution's history.
-    notes: Vec<(NodeIdx, Option<u32>, u32, updraft_connector::Described)>,
     /// Attempts to start, with their connectors, not started yet.
     pending: Vec<(TaskLaunch, Arc<dyn Connector>)>,
 }

@@ -161,6 +161,13 @@ impl Stack {
         }
     }
 
+    /// The stack's settings with its test cluster (what a launch of native tasks needs).
+    fn cluster_settings(&self) -> Settings {
+        let mut settings = self.settings.clone();
+        settings.eks = Some(self.eks.clone());
+        settings
+    }
+
     async fn transition(&self) -> Transition {
         self.transition_with(self.clients.clone()).await
     }
@@ -170,8 +177,7 @@ impl Stack {
         let cluster = Cluster::from_kubeconfig(Some(&self.work.join("kubeconfig")))
             .await
             .unwrap();
-        let mut settings = self.settings.clone();
-        settings.eks = Some(self.eks.clone());
+        let settings = self.cluster_settings();
         clients.queue.duplicate = settings.fault.as_deref() == Some("duplicate");
         Transition::with_cluster(settings, clients, Some((cluster, self.eks.clone())))
     }
@@ -423,8 +429,7 @@ async fn flytekit_workflows_run_through_the_queue() {
     stack.register("tests/fixtures/flytekit/branches.tgz").await;
     stack.register("tests/fixtures/flytekit/maps.tgz").await;
     let t = stack.transition().await;
-    let mut settings = stack.settings.clone();
-    settings.eks = Some(stack.eks.clone());
+    let settings = stack.cluster_settings();
     let packages = Packages::default();
     // A branch between real tasks.
     let req = request(
@@ -554,8 +559,7 @@ async fn duplicates_and_crashes_change_nothing() {
     let mut stack = Stack::new("faults").await;
     stack.register("tests/fixtures/flytekit/branches.tgz").await;
     stack.settings.lease = Duration::from_secs(2);
-    let mut settings = stack.settings.clone();
-    settings.eks = Some(stack.eks.clone());
+    let settings = stack.cluster_settings();
     let packages = Packages::default();
     // Every message sent twice.
     stack.settings.fault = Some("duplicate".into());
@@ -658,8 +662,7 @@ async fn poison_messages_fail_their_execution_and_aborts_stop_work() {
     // A lease long enough for a step on a loaded machine: a step that outlives its lease loses its
     // commit, and the last delivery's failing of the execution with it.
     stack.settings.lease = Duration::from_secs(20);
-    let mut settings = stack.settings.clone();
-    settings.eks = Some(stack.eks.clone());
+    let settings = stack.cluster_settings();
     let packages = Packages::default();
     let t = stack.transition().await;
     // An execution that waits for a signal, and a check message that can never be processed.
@@ -736,14 +739,7 @@ async fn poison_messages_fail_their_execution_and_aborts_stop_work() {
         assert!(start.elapsed() < PATIENCE, "the task never started");
         let _ = stack.drive_once(&t).await;
     }
-    let abort = updraft_proto::updraft::QueueMessage {
-        execution: "stop".into(),
-        kind: Some(updraft_proto::updraft::queue_message::Kind::Abort(
-            updraft_proto::updraft::AbortMessage {
-                reason: "no longer needed".into(),
-            },
-        )),
-    };
+    let abort = abort("stop", "no longer needed");
     stack
         .clients
         .queue
@@ -779,6 +775,18 @@ fn wide_yaml(width: usize) -> String {
     y.push_str("      - {id: g2, gate: {signal: go2, type: int}, after: [g1]}\n");
     y.push_str("      - {id: last, task: echo, inputs: {x: \"${g2.value}\"}}\n");
     y
+}
+
+/// The message that aborts execution `exec` for `reason`.
+fn abort(exec: &str, reason: &str) -> updraft_proto::updraft::QueueMessage {
+    updraft_proto::updraft::QueueMessage {
+        execution: exec.into(),
+        kind: Some(updraft_proto::updraft::queue_message::Kind::Abort(
+            updraft_proto::updraft::AbortMessage {
+                reason: reason.into(),
+            },
+        )),
+    }
 }
 
 fn signal(exec: &str, id: &str, value: i64) -> updraft_proto::updraft::QueueMessage {
@@ -1176,8 +1184,7 @@ workflows:
         .await;
     let xs: Vec<i64> = (0..8).collect();
     let req = request("naps", "together", serde_json::json!({ "xs": xs }));
-    let mut settings = stack.settings.clone();
-    settings.eks = Some(stack.eks.clone());
+    let settings = stack.cluster_settings();
     launch(&settings, &stack.clients, &Packages::default(), &req, "")
         .await
         .unwrap();
@@ -1188,14 +1195,7 @@ workflows:
             Default::default(),
         )),
     };
-    let abort = updraft_proto::updraft::QueueMessage {
-        execution: "together".into(),
-        kind: Some(updraft_proto::updraft::queue_message::Kind::Abort(
-            updraft_proto::updraft::AbortMessage {
-                reason: "changed my mind".into(),
-            },
-        )),
-    };
+    let abort = abort("together", "changed my mind");
     let t = stack.transition().await;
     let failed = t
         .handle(vec![received("a", &start), received("b", &abort)])
@@ -1261,8 +1261,7 @@ workflows:
         .await;
     let t = stack.transition().await;
     let req = request("sq", "carried", serde_json::json!({"x": 7}));
-    let mut settings = stack.settings.clone();
-    settings.eks = Some(stack.eks.clone());
+    let settings = stack.cluster_settings();
     launch(&settings, &stack.clients, &Packages::default(), &req, "")
         .await
         .unwrap();
@@ -1472,8 +1471,7 @@ async fn events_of_a_busy_execution_wait_in_its_inbox_for_the_lease_holder() {
     // Two transitions at once: the one holding the lease (slow to commit) takes in the event that
     // reached the inbox meanwhile before its commit; the execution ends with one commit.
     let before = started("raced").await;
-    let mut settings = stack.settings.clone();
-    settings.eks = Some(stack.eks.clone());
+    let mut settings = stack.cluster_settings();
     settings.fault = Some("slow-commit".into());
     let cluster = Cluster::from_kubeconfig(Some(&stack.work.join("kubeconfig")))
         .await
@@ -1847,8 +1845,7 @@ async fn throttling_server_errors_latency_and_dropped_connections_change_no_outc
     let t = stack
         .transition_with(stack.settings.clients_with(sdk(&proxy.url).await))
         .await;
-    let mut settings = stack.settings.clone();
-    settings.eks = Some(stack.eks.clone());
+    let settings = stack.cluster_settings();
     let packages = Packages::default();
     for (name, x, want) in [
         ("chaos-a", 12, "10->400"),
@@ -1927,8 +1924,7 @@ async fn dead_letters_fail_their_executions_with_or_without_the_engine() {
     stack
         .register("tests/fixtures/flytekit/gates_child.tgz")
         .await;
-    let mut settings = stack.settings.clone();
-    settings.eks = Some(stack.eks.clone());
+    let settings = stack.cluster_settings();
     let packages = Packages::default();
     let t = stack.transition().await;
     let pods_of = |exec: &str| {
@@ -2156,8 +2152,7 @@ async fn the_transition_binary_runs_as_a_lambda_function_fed_by_sqs() {
         .send()
         .await
         .unwrap();
-    let mut settings = stack.settings.clone();
-    settings.eks = Some(stack.eks.clone());
+    let settings = stack.cluster_settings();
     let req = request(
         "fixtures.branches.branch_wf",
         "fn",
@@ -2192,8 +2187,7 @@ async fn launch_dead_letters_fail_queued_executions_and_note_their_requests() {
     use updraft_functions::launch::{launch_dead_letter, launch_dead_letter_key};
     let stack = Stack::new("launchdl").await;
     stack.register("tests/fixtures/flytekit/branches.tgz").await;
-    let mut settings = stack.settings.clone();
-    settings.eks = Some(stack.eks.clone());
+    let settings = stack.cluster_settings();
     let packages = Packages::default();
     let body = |name: &str| {
         serde_json::json!({"name": name, "workflow": "fixtures.branches.branch_wf", "inputs": {"x": 3}})
@@ -2364,8 +2358,7 @@ async fn sweeps_see_the_ends_of_pods_whose_signals_never_came() {
     stack.eks = eks;
     stack.register("tests/fixtures/flytekit/branches.tgz").await;
     let t = stack.transition().await;
-    let mut settings = stack.settings.clone();
-    settings.eks = Some(stack.eks.clone());
+    let settings = stack.cluster_settings();
     let packages = Packages::default();
     let req = request(
         "fixtures.branches.branch_wf",

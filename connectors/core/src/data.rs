@@ -47,12 +47,12 @@ impl DataStore for LocalData {
 pub struct WithOutputs<'a> {
     store: &'a dyn DataStore,
     uri: String,
-    outputs: Vec<u8>,
+    outputs: &'a [u8],
 }
 
 impl<'a> WithOutputs<'a> {
     /// `store`, with `outputs` as the outputs.pb under `output_prefix`.
-    pub fn new(store: &'a dyn DataStore, output_prefix: &str, outputs: Vec<u8>) -> Self {
+    pub fn new(store: &'a dyn DataStore, output_prefix: &str, outputs: &'a [u8]) -> Self {
         let uri = format!("{}/outputs.pb", output_prefix.trim_end_matches('/'));
         Self {
             store,
@@ -66,7 +66,7 @@ impl<'a> WithOutputs<'a> {
 impl DataStore for WithOutputs<'_> {
     async fn get(&self, uri: &str) -> Result<Option<Vec<u8>>, Transient> {
         if uri == self.uri {
-            return Ok(Some(self.outputs.clone()));
+            return Ok(Some(self.outputs.to_vec()));
         }
         self.store.get(uri).await
     }
@@ -121,7 +121,7 @@ pub(crate) mod tests {
         let prefix = dir.join("out").display().to_string();
         block_on(LocalData.put(&format!("{prefix}/outputs.pb"), b"stored".to_vec())).unwrap();
         block_on(LocalData.put(&format!("{prefix}/other.pb"), b"other".to_vec())).unwrap();
-        let data = WithOutputs::new(&LocalData, &format!("{prefix}/"), b"sent".to_vec());
+        let data = WithOutputs::new(&LocalData, &format!("{prefix}/"), b"sent");
         let files = block_on(read_output_files(&data, &prefix)).unwrap();
         assert_eq!(files.outputs, Some(b"sent".to_vec()));
         assert_eq!(
