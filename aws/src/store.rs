@@ -263,6 +263,9 @@ pub struct KeptHandle {
     pub handle: String,
     /// Its check message (encoded), for an attempt that sends an end signal.
     pub check: Option<Vec<u8>>,
+    /// The attempt: node, array element, attempt number (absent from handles kept before they
+    /// were recorded).
+    pub unit: Option<(u32, Option<u32>, u32)>,
 }
 
 /// The table.
@@ -1332,19 +1335,23 @@ impl Store {
             .and_then(|i| get_b(&i, "message")))
     }
 
-    /// Keeps the handle of task attempt `name` of execution `exec` (what its connector's start made,
-    /// as JSON), so an abort reaches what it made without rebuilding it, and, for an attempt that
-    /// sends an end signal, its check message (`check`, encoded; its handle may be left out, being
-    /// `handle`), which the execution's sweeps send when they find it ended. Kept 30 days, or until
-    /// the attempt's end is committed; a repeated start writes the same.
+    /// Keeps the handle of task attempt `name` of execution `exec` — `unit` (node, array element,
+    /// attempt number) — what its connector's start made, as JSON, so an abort reaches what it made
+    /// without rebuilding it, and, for an attempt that sends an end signal, its check message
+    /// (`check`, encoded; its handle may be left out, being `handle`), which the execution's sweeps
+    /// send when they find it ended. Kept 30 days (the table's TTL deletes it, at no cost): an
+    /// attempt that ends keeps it — its end is in the execution's records, which readers consult —
+    /// and one that an abort stopped forgets it. A repeated start writes the same.
     pub async fn put_handle(
         &self,
         exec: &str,
         name: &str,
+        unit: (u32, Option<u32>, u32),
         handle: &str,
         check: Option<&[u8]>,
         now_ms: i64,
     ) -> Result<(), Error> {
+        let (node, index, attempt) = unit;
         let mut req = self
             .client
             .put_item()
@@ -1352,7 +1359,12 @@ impl Store {
             .item("pk", s(handles_pk(exec)))
             .item("sk", s(name))
             .item("handle", s(handle))
+            .item("node", n(node))
+            .item("attempt", n(attempt))
             .item("ttl", n(now_ms / 1000 + RETENTION_SECS as i64));
+        if let Some(i) = index {
+            req = req.item("index", n(i));
+        }
         if let Some(c) = check {
             req = req.item("check", b(c));
         }
@@ -1364,8 +1376,8 @@ impl Store {
         Ok(())
     }
 
-    /// The handle of task attempt `name` of execution `exec`, if its start was recorded (and its end
-    /// not yet).
+    /// The handle of task attempt `name` of execution `exec`, if its start was recorded (and no abort
+    /// stopped it).
     pub async fn handle(&self, exec: &str, name: &str) -> Result<Option<String>, Error> {
         let out = self
             .client
@@ -1382,7 +1394,7 @@ impl Store {
         Ok(out.item.as_ref().and_then(|i| get_s(i, "handle")))
     }
 
-    /// Forgets the handle of an attempt that has ended (its end committed, or it was aborted).
+    /// Forgets the handle of an attempt that an abort stopped.
     pub async fn drop_handle(&self, exec: &str, name: &str) -> Result<(), Error> {
         self.client
             .delete_item()
@@ -1397,8 +1409,8 @@ impl Store {
         Ok(())
     }
 
-    /// Every handle still kept for execution `exec`: the attempts whose start was recorded and whose
-    /// end was not (including starts a crash kept from being committed).
+    /// Every handle kept for execution `exec`: the attempts whose start was recorded and that no abort
+    /// stopped (including starts a crash kept from being committed, and attempts that ended).
     pub async fn handles(&self, exec: &str) -> Result<Vec<KeptHandle>, Error> {
         let mut out = Vec::new();
         let mut start = None;
@@ -1418,10 +1430,19 @@ impl Store {
                 .map_err(|e| Error::aws("DynamoDB Query (attempt handles)", e))?;
             for item in page.items() {
                 if let (Some(name), Some(handle)) = (get_s(item, "sk"), get_s(item, "handle")) {
+                    let unit = match (get_n(item, "node"), get_n(item, "attempt")) {
+                        (Some(node), Some(attempt)) => Some((
+                            node as u32,
+                            get_n(item, "index").map(|i| i as u32),
+                            attempt as u32,
+                        )),
+                        _ => None,
+                    };
                     out.push(KeptHandle {
                         name,
                         handle,
                         check: get_b(item, "check"),
+                        unit,
                     });
                 }
             }

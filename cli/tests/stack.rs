@@ -97,6 +97,47 @@ impl Deployed {
         self.with_sdk(|sdk| f(updraft_aws::Clients::new(sdk, &table, &bucket, &queue)))
     }
 
+    /// The transitions queue's event source mapping's batch size and batching window (seconds).
+    fn transitions_batching(&self) -> (i32, i32) {
+        let (function, queue) = (
+            format!("{}-transition", self.stack),
+            self.outputs["TransitionsQueueUrl"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        self.with_sdk(|sdk| async move {
+            let lambda = aws_sdk_lambda::Client::new(&sdk);
+            let sqs = aws_sdk_sqs::Client::new(&sdk);
+            let arn = sqs
+                .get_queue_attributes()
+                .queue_url(&queue)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .send()
+                .await
+                .unwrap()
+                .attributes()
+                .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+                .cloned()
+                .unwrap();
+            let mappings = lambda
+                .list_event_source_mappings()
+                .function_name(&function)
+                .send()
+                .await
+                .unwrap();
+            let m = mappings
+                .event_source_mappings()
+                .iter()
+                .find(|m| m.event_source_arn() == Some(arn.as_str()))
+                .expect("no mapping of the transitions queue");
+            (
+                m.batch_size().unwrap_or_default(),
+                m.maximum_batching_window_in_seconds().unwrap_or_default(),
+            )
+        })
+    }
+
     /// The cluster settings (which hold credentials here: the pods' `AWS_SECRET_ACCESS_KEY`) show in no
     /// function's configuration, which names the secret holding them instead, and the stack shows its
     /// `EksSettings` parameter masked.
@@ -392,7 +433,12 @@ fn launch_br(d: &Deployed) -> (String, serde_json::Value) {
 
 #[test]
 fn a_deployed_stack_runs_flytekit_workflows_as_a_local_run_does() {
-    let d = deploy("e2e", &["FaultInjection=duplicate"]);
+    // Messages delivered twice, and gathered for a second into batches of up to 100.
+    let d = deploy(
+        "e2e",
+        &["FaultInjection=duplicate", "TransitionBatchWindowSeconds=1"],
+    );
+    assert_eq!(d.transitions_batching(), (100, 1));
     for key in [
         "BucketName",
         "TableName",
@@ -917,7 +963,7 @@ fn queue_depth(d: &Deployed, url: &str) -> u64 {
 #[test]
 fn a_deployed_stack_keeps_going_through_crashes_fails_poisoned_executions_and_hears_job_events() {
     // Every transition that starts a task exits between its effects and its commit on the message's
-    // first delivery; the message comes back after the visibility timeout (30 s), once the crashed
+    // first delivery; the message comes back after the visibility timeout (35 s), once the crashed
     // transition's lease (10 s) has expired. A message fails its execution on its second delivery.
     // Every transition of an execution named die-… dies (`die`).
     let d = deploy(

@@ -36,7 +36,7 @@ use updraft_functions::{Clients, Settings};
 use updraft_test_kube::{Node, Server};
 
 mod common;
-use common::{env, ms, percentile, resources, sdk};
+use common::{Batching, env, ms, percentile, resources, sdk};
 
 // ------------------------------------------------------------------ a counting proxy
 
@@ -195,13 +195,14 @@ fn end_to_next(server: &Server, prefix: &str) -> Vec<f64> {
     out
 }
 
-/// Hands `t` the transitions queue's messages, up to 10 at once as the event source mapping does,
-/// until execution `name` ends (`limit_s` seconds at most); returns the messages and batches.
+/// Hands `t` the transitions queue's messages in batches gathered as the event source mapping does
+/// with `batching`, until execution `name` ends (`limit_s` seconds at most); returns the messages,
+/// the batches and how long `t` took over them.
 async fn drive_batches(
     t: &Transition,
     watcher: &Clients,
     sqs: &aws_sdk_sqs::Client,
-    url: &str,
+    (url, batching): (&str, Batching),
     name: &str,
     limit_s: u64,
 ) -> (usize, usize, Duration) {
@@ -214,7 +215,7 @@ async fn drive_batches(
             return (messages, batches, busy);
         }
         assert!(Instant::now() < limit, "{name} did not finish");
-        let msgs = common::receive(sqs, url).await;
+        let msgs = common::receive_batch(sqs, url, batching).await;
         if msgs.is_empty() {
             continue;
         }
@@ -224,15 +225,16 @@ async fn drive_batches(
     }
 }
 
-/// Hands `t` the transitions queue's messages until execution `name` ends (two minutes at most).
+/// Hands `t` the transitions queue's messages (gathered with `batching`) until execution `name`
+/// ends (two minutes at most).
 async fn drive(
     t: &Transition,
     watcher: &Clients,
     sqs: &aws_sdk_sqs::Client,
-    url: &str,
+    queue: (&str, Batching),
     name: &str,
 ) {
-    drive_batches(t, watcher, sqs, url, name, 120).await;
+    drive_batches(t, watcher, sqs, queue, name, 120).await;
 }
 
 fn cluster(work: &Path, root: &Path) -> Server {
@@ -726,24 +728,39 @@ async fn main() {
         .unwrap();
     let t_polls =
         Transition::with_cluster(settings.clone(), clients.clone(), Some((kube, polled_eks)));
-    for i in 0..runs.min(4) {
-        let name = format!("p{i}");
-        let req = Request {
-            name: Some(name.clone()),
-            workflow: Some("fixtures.branches.branch_wf".into()),
-            inputs: serde_json::from_value(serde_json::json!({"x": 1 + i as i64 % 5})).unwrap(),
-            ..Default::default()
-        };
-        launch(&settings, &watcher, &packages, &req, "")
-            .await
-            .unwrap();
-        drive(&t_polls, &watcher, &sqs, &settings.transitions_url, &name).await;
+    // And with the end signals, the batches gathered for a second (`TransitionBatchWindowSeconds=1`).
+    for (prefix, transition, batching) in [
+        ("p", &t_polls, Batching::AT_ONCE),
+        ("w", &t, Batching::window(1)),
+    ] {
+        for i in 0..runs.min(4) {
+            let name = format!("{prefix}{i}");
+            let req = Request {
+                name: Some(name.clone()),
+                workflow: Some("fixtures.branches.branch_wf".into()),
+                inputs: serde_json::from_value(serde_json::json!({"x": 1 + i as i64 % 5})).unwrap(),
+                ..Default::default()
+            };
+            launch(&settings, &watcher, &packages, &req, "")
+                .await
+                .unwrap();
+            drive(
+                transition,
+                &watcher,
+                &sqs,
+                (&settings.transitions_url, batching),
+                &name,
+            )
+            .await;
+        }
     }
     let polled = end_to_next(&server, "p");
+    let windowed = end_to_next(&server, "w");
     println!("\n== a task's end (its pod's containers exited) → the next task's pod created");
     for (how, d) in [
         ("with the pods' end signals", &signalled),
         ("polled (taskWrapper off)  ", &polled),
+        ("signals, 1 s batching window", &windowed),
     ] {
         println!(
             "{how}: median {:.0} ms, p99 {:.0} ms ({} task ends)",
@@ -783,91 +800,110 @@ workflows:
             .await
             .unwrap();
         clients.store.register("pods", key, 0).await.unwrap();
-        let req = Request {
-            name: Some("pods".into()),
-            workflow: Some("pods".into()),
-            inputs: serde_json::from_value(
-                serde_json::json!({ "xs": (0..width as i64).collect::<Vec<_>>() }),
+        // As deployed by default (batches of up to 10 at once), and with a batching window of a
+        // second (`TransitionBatchWindowSeconds=1`: up to 100 a batch).
+        for (name, batching, how) in [
+            ("pods", Batching::AT_ONCE, "batches of up to 10 at once"),
+            (
+                "podw",
+                Batching::window(1),
+                "batches of up to 100 gathered for 1 s",
+            ),
+        ] {
+            let req = Request {
+                name: Some(name.into()),
+                workflow: Some("pods".into()),
+                inputs: serde_json::from_value(
+                    serde_json::json!({ "xs": (0..width as i64).collect::<Vec<_>>() }),
+                )
+                .unwrap(),
+                ..Default::default()
+            };
+            let before = counts.lock().unwrap().clone();
+            let capacity = common::Capacity::of(&clients.store);
+            let operations = clients.store.consumed().by_operation();
+            let started = Instant::now();
+            launch(&settings, &watcher, &packages, &req, "")
+                .await
+                .unwrap();
+            let (messages, batches, busy) = drive_batches(
+                &t,
+                &watcher,
+                &sqs,
+                (&settings.transitions_url, batching),
+                name,
+                900,
             )
-            .unwrap(),
-            ..Default::default()
-        };
-        let before = counts.lock().unwrap().clone();
-        let capacity = common::Capacity::of(&clients.store);
-        let operations = clients.store.consumed().by_operation();
-        let started = Instant::now();
-        launch(&settings, &watcher, &packages, &req, "")
-            .await
-            .unwrap();
-        let (messages, batches, busy) =
-            drive_batches(&t, &watcher, &sqs, &settings.transitions_url, "pods", 900).await;
-        let took = started.elapsed();
-        let after = counts.lock().unwrap().clone();
-        let used = common::Capacity::of(&clients.store).since(capacity);
-        let item = watcher.store.execution("pods").await.unwrap().unwrap();
-        let delta = |k: &str| {
-            after.get(k).copied().unwrap_or(0) as f64 - before.get(k).copied().unwrap_or(0) as f64
-        };
-        let pods = server
-            .store
-            .lock()
-            .unwrap()
-            .created
-            .keys()
-            .filter(|k| k.name.starts_with("pods-"))
-            .count();
-        let mut per: BTreeMap<String, f64> = BTreeMap::new();
-        per.insert("sqs".into(), (delta("sqs") + pods as f64) / messages as f64);
-        per.insert("s3 GET".into(), delta("s3 GET") / messages as f64);
-        per.insert("s3 PUT".into(), delta("s3 PUT") / messages as f64);
-        let ddb = common::Capacity {
-            read: used.read / messages as f64,
-            write: used.write / messages as f64,
-        };
-        let (_, _, _, _, total_per_m) = common::cost_per_million(&per, ddb, 0.05);
-        // As delivered: each batch one invocation (its time as measured), the event source
-        // mapping's receive and delete once a batch.
-        let sends = delta("sqs") + pods as f64;
-        let delivered = [
-            batches as f64 * 0.20e-6 + busy.as_secs_f64() * 0.512 * 0.000_013_333_4,
-            (sends + 2.0 * batches as f64) * 0.40e-6,
-            used.read * 0.125e-6 + used.write * 0.625e-6,
-            delta("s3 PUT") * 5e-6 + delta("s3 GET") * 0.40e-6,
-        ];
-        let delivered_total: f64 = delivered.iter().sum();
-        // Step Functions Express for the same run: one request, billed by duration at 64 MB.
-        let express = 1.0e-6 + 0.064 * took.as_secs_f64() * 0.000_016_67;
-        let per_m = |dollars: f64, n: usize| dollars / n.max(1) as f64 * 1e6;
-        println!(
-            "\n== a map of {width} raw containers, a pod each, through the test cluster\n\
-             {} in {:.1} s: {pods} pods, {messages} messages in {batches} batches, {} commits; \
-             DynamoDB {:.1} read and {:.1} write units, {:.0} requests, S3 {:.0} GET and {:.0} PUT, \
-             SQS {sends:.0} sends (the pods' end signals included)\n\
-             cost as delivered ({batches} invocations, {:.1} s handling): Lambda ${:.2} SQS ${:.2} \
-             DynamoDB ${:.2} S3 ${:.2} per million pods = ${:.2} (${:.2} per million transitions); \
-             upper bound (each message its own invocation of 50 ms): ${:.2} per million pods\n\
-             Step Functions Standard: at least $25.00 per million pods (a state transition each); \
-             Express: ${:.2} per million pods (one request, {:.1} s at 64 MB)",
-            item.phase,
-            took.as_secs_f64(),
-            item.version,
-            used.read,
-            used.write,
-            delta("dynamodb"),
-            delta("s3 GET"),
-            delta("s3 PUT"),
-            busy.as_secs_f64(),
-            per_m(delivered[0], pods),
-            per_m(delivered[1], pods),
-            per_m(delivered[2], pods),
-            per_m(delivered[3], pods),
-            per_m(delivered_total, pods),
-            per_m(delivered_total, messages),
-            total_per_m * messages as f64 / pods.max(1) as f64,
-            per_m(express, pods),
-            took.as_secs_f64(),
-        );
-        common::print_operations(&clients.store, &operations, pods as u64, "pod");
+            .await;
+            let took = started.elapsed();
+            let after = counts.lock().unwrap().clone();
+            let used = common::Capacity::of(&clients.store).since(capacity);
+            let item = watcher.store.execution(name).await.unwrap().unwrap();
+            let delta = |k: &str| {
+                after.get(k).copied().unwrap_or(0) as f64
+                    - before.get(k).copied().unwrap_or(0) as f64
+            };
+            let pods = server
+                .store
+                .lock()
+                .unwrap()
+                .created
+                .keys()
+                .filter(|k| k.name.starts_with(&format!("{name}-")))
+                .count();
+            let mut per: BTreeMap<String, f64> = BTreeMap::new();
+            per.insert("sqs".into(), (delta("sqs") + pods as f64) / messages as f64);
+            per.insert("s3 GET".into(), delta("s3 GET") / messages as f64);
+            per.insert("s3 PUT".into(), delta("s3 PUT") / messages as f64);
+            let ddb = common::Capacity {
+                read: used.read / messages as f64,
+                write: used.write / messages as f64,
+            };
+            let (_, _, _, _, total_per_m) = common::cost_per_million(&per, ddb, 0.05);
+            // As delivered: each batch one invocation (its time as measured), the event source
+            // mapping's receive and delete once a batch.
+            let sends = delta("sqs") + pods as f64;
+            let delivered = [
+                batches as f64 * 0.20e-6 + busy.as_secs_f64() * 0.512 * 0.000_013_333_4,
+                (sends + 2.0 * batches as f64) * 0.40e-6,
+                used.read * 0.125e-6 + used.write * 0.625e-6,
+                delta("s3 PUT") * 5e-6 + delta("s3 GET") * 0.40e-6,
+            ];
+            let delivered_total: f64 = delivered.iter().sum();
+            // Step Functions Express for the same run: one request, billed by duration at 64 MB.
+            let express = 1.0e-6 + 0.064 * took.as_secs_f64() * 0.000_016_67;
+            let per_m = |dollars: f64, n: usize| dollars / n.max(1) as f64 * 1e6;
+            println!(
+                "\n== a map of {width} raw containers, a pod each, through the test cluster ({how})\n\
+                 {} in {:.1} s: {pods} pods, {messages} messages in {batches} batches, {} commits; \
+                 DynamoDB {:.1} read and {:.1} write units, {:.0} requests, S3 {:.0} GET and {:.0} PUT, \
+                 SQS {sends:.0} sends (the pods' end signals included)\n\
+                 cost as delivered ({batches} invocations, {:.1} s handling): Lambda ${:.2} SQS ${:.2} \
+                 DynamoDB ${:.2} S3 ${:.2} per million pods = ${:.2} (${:.2} per million transitions); \
+                 upper bound (each message its own invocation of 50 ms): ${:.2} per million pods\n\
+                 Step Functions Standard: at least $25.00 per million pods (a state transition each); \
+                 Express: ${:.2} per million pods (one request, {:.1} s at 64 MB)",
+                item.phase,
+                took.as_secs_f64(),
+                item.version,
+                used.read,
+                used.write,
+                delta("dynamodb"),
+                delta("s3 GET"),
+                delta("s3 PUT"),
+                busy.as_secs_f64(),
+                per_m(delivered[0], pods),
+                per_m(delivered[1], pods),
+                per_m(delivered[2], pods),
+                per_m(delivered[3], pods),
+                per_m(delivered_total, pods),
+                per_m(delivered_total, messages),
+                total_per_m * messages as f64 / pods.max(1) as f64,
+                per_m(express, pods),
+                took.as_secs_f64(),
+            );
+            common::print_operations(&clients.store, &operations, pods as u64, "pod");
+        }
     }
 
     // Cold start, peak RSS.

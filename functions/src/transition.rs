@@ -28,6 +28,7 @@
 //! out of memory each time) is failed by the dead-letter queue's consumer (`dead_letter`).
 
 mod dead_letter;
+mod kept;
 
 pub use dead_letter::{DEAD_LETTER, dead_letter_key};
 
@@ -667,21 +668,19 @@ impl Transition {
     }
 
     /// Cleans up after a finished attempt once its end is committed (its connector's `finalize`: a
-    /// cluster's objects deleted when the settings say so); a failure is logged, not retried.
+    /// cluster's objects deleted when the settings say so); a failure is logged, not retried. Its
+    /// handle stays kept (the table's TTL deletes it): the records say it ended, which is what the
+    /// readers of kept handles go by (see `kept`).
     ///
-    /// An attempt that was over before this transition (`stale`: a late or repeated check) is cleaned
-    /// up only if its handle is still kept (the transition that committed its end died before its
-    /// cleanup): a read, not a second delete.
+    /// An attempt that was over before this transition (`stale`: a late or repeated check, or one the
+    /// transition that committed its end died before cleaning up after) is cleaned up again: finalizing
+    /// what is gone is fine.
     async fn delete_finished(&self, exec: &str, c: &CheckMessage, stale: bool) {
         // An end signal names no handle: the kept one (a check reaches here only after it read well).
         let mut c = c.clone();
-        if c.handle.is_empty() || stale {
+        if c.handle.is_empty() {
             match self.clients.store.handle(exec, &c.name).await {
-                Ok(Some(h)) => {
-                    if c.handle.is_empty() {
-                        c.handle = h;
-                    }
-                }
+                Ok(Some(h)) => c.handle = h,
                 _ => return,
             }
         }
@@ -692,11 +691,7 @@ impl Transition {
             return;
         };
         if let Err(e) = conn.finalize(&h).await {
-            tracing::warn!(execution = %exec, attempt_name = %c.name, error = %e, "could not clean up after a finished attempt");
-        }
-        // Its end is committed: nothing of it is left for an abort to stop.
-        if let Err(e) = self.clients.store.drop_handle(exec, &c.name).await {
-            tracing::warn!(execution = %exec, attempt_name = %c.name, error = %e, "could not forget a finished attempt's handle");
+            tracing::warn!(execution = %exec, attempt_name = %c.name, stale, error = %e, "could not clean up after a finished attempt");
         }
     }
 
@@ -729,17 +724,15 @@ impl Transition {
 
     /// A sweep of execution `exec`: the fallback for attempts that signal their ends (their own end
     /// signal may never come: a pod that never started, a node that went away, a role without the
-    /// permission). Each such attempt whose handle is kept is looked at; one that ended has its check
-    /// sent now (marked `ended`); while any is kept, the next sweep comes `max_check_delay` later. A
-    /// sweep that is not the latest (the execution's `sweep_due`) does nothing.
+    /// permission). Each such attempt whose handle is kept and that the execution's records do not
+    /// have over is looked at; one that ended has its check sent now (marked `ended`); while any is
+    /// live, the next sweep comes `max_check_delay` later. A sweep that is not the latest (the
+    /// execution's `sweep_due`), or of an execution that has finished, does nothing.
     async fn sweep(&self, exec: &str, due: i64) -> Result<(), Error> {
-        let latest = self
-            .clients
-            .store
-            .execution(exec)
-            .await?
-            .and_then(|i| i.sweep_due);
-        if latest != Some(due) {
+        let Some(item) = self.clients.store.execution(exec).await? else {
+            return Ok(());
+        };
+        if item.sweep_due != Some(due) || is_final(&item.phase) {
             tracing::debug!(execution = %exec, "a stale sweep");
             return Ok(());
         }
@@ -757,6 +750,14 @@ impl Transition {
                 }
                 checks.push(c);
             }
+        }
+        // Handles outlive their attempts' ends: only the live ones are looked at.
+        if !checks.is_empty() {
+            let records =
+                kept::decode_records(self.clients.node_records(exec, item.version).await?.joined);
+            checks.retain(|c| {
+                kept::standing(&records, (c.node, c.index, c.attempt)) == kept::Standing::Live
+            });
         }
         let kept = checks.len();
         let mut ended = 0;
@@ -1032,6 +1033,7 @@ impl Transition {
             first_start: false,
             sweep: false,
             pending: Vec::new(),
+            orphans: false,
         };
         // The events left in the inbox while others held the lease are taken in with these, and so are
         // those that reach it before the commit (until a part of the lease has passed).
@@ -1114,6 +1116,12 @@ impl Transition {
                         )
                         .await?;
                 }
+            }
+            if std::mem::take(&mut ctx.orphans) {
+                let records = (0..engine.node_count() as u32)
+                    .filter_map(|i| engine.node_record(i).map(|r| (i, r)))
+                    .collect();
+                self.abort_orphans(&exec, &records).await?;
             }
             if first && receive_count == 1 && ctx.first_start {
                 match ["crash-before-commit", "drop-before-commit"]
@@ -1449,6 +1457,7 @@ impl Transition {
             .put_handle(
                 exec,
                 &t.name,
+                (t.node, t.index, t.attempt),
                 &handle,
                 signals.then_some(&encoded[..]),
                 now_ms(),
@@ -1515,12 +1524,23 @@ impl Transition {
         Ok(())
     }
 
-    /// An execution that ended without succeeding stops every attempt whose handle is still kept: the
-    /// starts a crash kept from being committed (the job exists, the execution's record does not
-    /// know it), whose redelivered message now finds the execution over and starts nothing.
-    async fn abort_orphans(&self, exec: &str) -> Result<(), Error> {
+    /// An execution that ended without succeeding stops every attempt whose handle is kept and that
+    /// `records` (its node records) do not have ended by itself: the starts a crash kept from being
+    /// committed (the job exists, the execution's record does not know it), whose redelivered
+    /// message now finds the execution over and starts nothing, and stops that failed. An attempt
+    /// that ended stays as its clean-up left it (a finished pod kept for its logs is not deleted).
+    async fn abort_orphans(
+        &self,
+        exec: &str,
+        records: &HashMap<u32, NodeState>,
+    ) -> Result<(), Error> {
         for h in self.clients.store.handles(exec).await? {
-            tracing::info!(execution = %exec, attempt_name = %h.name, "stopping an attempt the execution's record does not hold");
+            if h.unit
+                .is_some_and(|u| kept::standing(records, u) == kept::Standing::Ended)
+            {
+                continue;
+            }
+            tracing::info!(execution = %exec, attempt_name = %h.name, "stopping an attempt the execution's record does not have ended");
             self.abort_handle(exec, &h.name, &h.handle).await?;
         }
         Ok(())
@@ -1736,8 +1756,10 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
                 .await?;
         }
         tracing::info!(execution = %exec, phase = ?phase, error = ?error.as_ref().map(|e| &e.message), "execution finished");
+        // What it may have left is stopped before the commit, with the records as they end (see
+        // `step_leased`).
         if phase != ExecPhase::Succeeded {
-            this.abort_orphans(&exec).await?;
+            self.ctx.orphans = true;
         }
         if let Some((parent, node)) = &self.ctx.item.parent {
             let mut done = ChildDoneMessage {
@@ -1783,6 +1805,9 @@ struct Ctx<'a> {
     sweep: bool,
     /// Attempts to start, with their connectors, not started yet.
     pending: Vec<(TaskLaunch, Arc<dyn Connector>)>,
+    /// The execution ended without succeeding: what it may have left is to be stopped (see
+    /// [`Transition::abort_orphans`]).
+    orphans: bool,
 }
 
 /// What starting one attempt came to (see [`Transition::start_one`]).

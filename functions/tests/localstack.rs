@@ -674,7 +674,14 @@ async fn poison_messages_fail_their_execution_and_aborts_stop_work() {
     stack
         .clients
         .store
-        .put_handle("bad", "bad-poison", "not json", None, updraft_aws::now_ms())
+        .put_handle(
+            "bad",
+            "bad-poison",
+            (99, None, 0),
+            "not json",
+            None,
+            updraft_aws::now_ms(),
+        )
         .await
         .unwrap();
     let poison = updraft_proto::updraft::QueueMessage {
@@ -2396,4 +2403,154 @@ async fn sweeps_see_the_ends_of_pods_whose_signals_never_came() {
             "{pod}: {log}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_attempt_keeps_its_handle_which_neither_sweeps_nor_a_failure_act_on() {
+    // Finished pods stay (for their logs): nothing but an abort or a failure may delete one.
+    let mut stack = Stack::new("kept").await;
+    stack.eks.delete_on_finish = false;
+    stack
+        .register_yaml(
+            "pair.yaml",
+            "version: 1
+image: busybox
+tasks:
+  quick:
+    type: container
+    inputs: {x: int}
+    outputs: {y: int}
+    command: [sh, -c, 'echo {{.inputs.x}} > /var/outputs/y']
+  slow:
+    type: container
+    inputs: {x: int}
+    outputs: {y: int}
+    command: [sh, -c, 'sleep 60; echo {{.inputs.x}} > /var/outputs/y']
+workflows:
+  pair:
+    inputs: {x: int}
+    outputs: {a: \"${q.y}\", b: \"${s.y}\"}
+    nodes:
+      - {id: q, task: quick, inputs: {x: \"${inputs.x}\"}}
+      - {id: s, task: slow, inputs: {x: \"${inputs.x}\"}}
+",
+        )
+        .await;
+    let settings = stack.cluster_settings();
+    let req = request("pair", "kept", serde_json::json!({"x": 7}));
+    launch(&settings, &stack.clients, &Packages::default(), &req, "")
+        .await
+        .unwrap();
+    let t = stack.transition().await;
+    // Until the quick task's end is committed (its pod's own end signal), the slow one running.
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the quick task did not end"
+        );
+        stack.drive_once(&t).await;
+        let history = stack.history("kept").await;
+        if history
+            .nodes
+            .iter()
+            .any(|n| n.id == "q" && n.phase == "Succeeded")
+        {
+            break;
+        }
+    }
+    let kept: Vec<String> = stack
+        .clients
+        .store
+        .handles("kept")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.name)
+        .collect();
+    let pods = stack.server.store.lock().unwrap().names();
+    let quick = pods
+        .iter()
+        .find(|p| p.starts_with("kept-q"))
+        .expect("the quick task's pod")
+        .clone();
+    let slow = pods
+        .iter()
+        .find(|p| p.starts_with("kept-s"))
+        .expect("the slow task's pod")
+        .clone();
+    // Its end did not forget its handle (a write the table's TTL saves).
+    assert!(kept.contains(&quick) && kept.contains(&slow), "{kept:?}");
+
+    // Sweeps now (every 2 s here) look at the slow task only: the quick one's end, though its pod
+    // has ended and its handle is kept, is not sent again. (A sweep that read the records before
+    // the quick task's end was committed may have sent it: its message is let through first.)
+    let drive_for = |d: Duration| {
+        let (stack, t) = (&stack, &t);
+        async move {
+            let start = Instant::now();
+            while start.elapsed() < d {
+                stack.drive_once(t).await;
+            }
+        }
+    };
+    drive_for(Duration::from_secs(3)).await;
+    stack.ended.lock().unwrap().clear();
+    let swept = stack.sweeps.load(std::sync::atomic::Ordering::Relaxed);
+    let item = stack
+        .clients
+        .store
+        .execution("kept")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut sweep = timer_now("kept", updraft_functions::transition::SWEEP_TIMER);
+    if let Some(updraft_proto::updraft::queue_message::Kind::Timer(timer)) = &mut sweep.kind {
+        timer.due_ms = item.sweep_due.expect("a sweep is armed");
+    }
+    assert!(t.handle(one("sweep", &sweep)).await.is_empty());
+    drive_for(Duration::from_secs(5)).await;
+    let sent = stack.ended.lock().unwrap().clone();
+    assert!(sent.is_empty(), "a sweep sent the ends of {sent:?}");
+    assert!(
+        stack.sweeps.load(std::sync::atomic::Ordering::Relaxed) > swept,
+        "no sweep came"
+    );
+
+    // An abort stops the slow task and forgets its handle; the quick task's finished pod stays.
+    assert!(
+        t.handle(one("abort", &abort("kept", "enough")))
+            .await
+            .is_empty()
+    );
+    let item = stack
+        .clients
+        .store
+        .execution("kept")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(item.phase, "ABORTED");
+    let left = stack.server.store.lock().unwrap().names();
+    assert!(
+        left.contains(&quick),
+        "the finished pod was deleted: {left:?}"
+    );
+    assert!(
+        !left.contains(&slow),
+        "the running pod was not stopped: {left:?}"
+    );
+    let kept: Vec<String> = stack
+        .clients
+        .store
+        .handles("kept")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.name)
+        .collect();
+    assert!(
+        kept.contains(&quick) && !kept.contains(&slow),
+        "kept after the abort: {kept:?}"
+    );
 }

@@ -230,6 +230,63 @@ pub async fn receive(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::t
         .unwrap_or_default()
 }
 
+/// How the transitions queue's event source mapping gathers a batch: up to `size` messages, waiting
+/// up to `window` after the first (the stack's `TransitionBatchWindowSeconds`; zero: one receive of
+/// up to 10).
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Most messages a batch.
+    pub size: usize,
+    /// How long a batch is gathered after its first message.
+    pub window: std::time::Duration,
+}
+
+impl Batching {
+    /// As deployed by default: at once, up to 10.
+    pub const AT_ONCE: Batching = Batching {
+        size: 10,
+        window: std::time::Duration::ZERO,
+    };
+
+    /// A batching window of `seconds` (1 to 5), up to 100 messages a batch, as the stack deploys it.
+    pub fn window(seconds: u64) -> Batching {
+        Batching {
+            size: 100,
+            window: std::time::Duration::from_secs(seconds),
+        }
+    }
+}
+
+/// A batch from the queue at `url` as the event source mapping gathers it with `b`: empty when no
+/// message came within a second.
+pub async fn receive_batch(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    b: Batching,
+) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut batch = receive(sqs, url).await;
+    if batch.is_empty() || b.window.is_zero() {
+        return batch;
+    }
+    let until = std::time::Instant::now() + b.window;
+    while batch.len() < b.size && std::time::Instant::now() < until {
+        let more = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages((b.size - batch.len()).min(10) as i32)
+            .send()
+            .await
+            .unwrap()
+            .messages
+            .unwrap_or_default();
+        if more.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        batch.extend(more);
+    }
+    batch
+}
+
 /// Hands `msgs` to `t` as one batch (each a first delivery) and deletes those it handled, as the
 /// event source mapping does; returns how many failed and how long `t` took.
 pub async fn hand(

@@ -164,7 +164,10 @@ impl Transition {
         let result = async {
             // What runs is stopped first: the commit is the last step, so a handling that dies
             // before it is done again whole.
-            self.abort_orphans(exec).await?;
+            let records = super::kept::decode_records(
+                self.clients.node_records(exec, item.version).await?.joined,
+            );
+            self.abort_orphans(exec, &records).await?;
             for child in self.running_children_of(exec, item.version).await? {
                 let abort = AbortMessage {
                     reason: format!("its parent {exec} failed: {reason}"),
