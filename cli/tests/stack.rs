@@ -974,6 +974,8 @@ fn a_deployed_stack_keeps_going_through_crashes_fails_poisoned_executions_and_he
             "MaxReceiveCount=2",
         ],
     );
+    // As deployed by default: batches of up to 10, handed over at once.
+    assert_eq!(d.transitions_batching(), (10, 0));
     let (code, _, err) = d.updraft(&[
         "register",
         "tests/fixtures/flytekit/branches.tgz",
