@@ -225,6 +225,17 @@ async fn drive_batches(
     }
 }
 
+/// The launch of the flytekit branch workflow as execution `name`, the `i`th of a series (x from 1
+/// to 5 in turn).
+fn branch_request(name: &str, i: usize) -> Request {
+    Request {
+        name: Some(name.into()),
+        workflow: Some("fixtures.branches.branch_wf".into()),
+        inputs: serde_json::from_value(serde_json::json!({"x": 1 + i as i64 % 5})).unwrap(),
+        ..Default::default()
+    }
+}
+
 /// Hands `t` the transitions queue's messages (gathered with `batching`) until execution `name`
 /// ends (two minutes at most).
 async fn drive(
@@ -508,12 +519,7 @@ async fn main() {
     for i in 0..runs {
         let name = format!("b{i}");
         let run_started = Instant::now();
-        let req = Request {
-            name: Some(name.clone()),
-            workflow: Some("fixtures.branches.branch_wf".into()),
-            inputs: serde_json::from_value(serde_json::json!({"x": 1 + i as i64 % 5})).unwrap(),
-            ..Default::default()
-        };
+        let req = branch_request(&name, i);
         launch(&settings, &watcher, &packages, &req, "")
             .await
             .unwrap();
@@ -735,12 +741,7 @@ async fn main() {
     ] {
         for i in 0..runs.min(4) {
             let name = format!("{prefix}{i}");
-            let req = Request {
-                name: Some(name.clone()),
-                workflow: Some("fixtures.branches.branch_wf".into()),
-                inputs: serde_json::from_value(serde_json::json!({"x": 1 + i as i64 % 5})).unwrap(),
-                ..Default::default()
-            };
+            let req = branch_request(&name, i);
             launch(&settings, &watcher, &packages, &req, "")
                 .await
                 .unwrap();

@@ -753,8 +753,10 @@ impl Transition {
         }
         // Handles outlive their attempts' ends: only the live ones are looked at.
         if !checks.is_empty() {
-            let records =
-                kept::decode_records(self.clients.node_records(exec, item.version).await?.joined);
+            let records = kept::decode_records(
+                exec,
+                self.clients.node_records(exec, item.version).await?.joined,
+            );
             checks.retain(|c| {
                 kept::standing(&records, (c.node, c.index, c.attempt)) == kept::Standing::Live
             });

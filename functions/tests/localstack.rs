@@ -370,6 +370,12 @@ impl Stack {
         )
     }
 
+    /// The names of the attempts of execution `name` whose handles the table keeps.
+    async fn kept_handles(&self, name: &str) -> Vec<String> {
+        let kept = self.clients.store.handles(name).await.unwrap();
+        kept.into_iter().map(|h| h.name).collect()
+    }
+
     /// The execution's history, from its records as the stack holds them.
     async fn history(&self, name: &str) -> updraft_engine::exec::history::ExecutionView {
         use updraft_proto::updraft::{ExecutionState, NodeState};
@@ -2459,15 +2465,7 @@ workflows:
             break;
         }
     }
-    let kept: Vec<String> = stack
-        .clients
-        .store
-        .handles("kept")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|h| h.name)
-        .collect();
+    let kept = stack.kept_handles("kept").await;
     let pods = stack.server.store.lock().unwrap().names();
     let quick = pods
         .iter()
@@ -2540,15 +2538,7 @@ workflows:
         !left.contains(&slow),
         "the running pod was not stopped: {left:?}"
     );
-    let kept: Vec<String> = stack
-        .clients
-        .store
-        .handles("kept")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|h| h.name)
-        .collect();
+    let kept = stack.kept_handles("kept").await;
     assert!(
         kept.contains(&quick) && !kept.contains(&slow),
         "kept after the abort: {kept:?}"

@@ -16,6 +16,7 @@
 //! Every step is idempotent: a handling that dies part-way is done again by the next delivery of the
 //! dead letter (the dead-letter queue has no redrive: it keeps the message until one handling ends).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::json;
@@ -23,7 +24,6 @@ use updraft_engine::exec::{
     ErrorKind, Event, ExecError, ExecPhase, NodePhase, dns_name, error_record, exec_phase_code,
     node_phase_of,
 };
-use updraft_proto::Message;
 use updraft_proto::updraft::{
     AbortMessage, ChildDoneMessage, NodeState, QueueMessage, queue_message::Kind,
 };
@@ -165,10 +165,11 @@ impl Transition {
             // What runs is stopped first: the commit is the last step, so a handling that dies
             // before it is done again whole.
             let records = super::kept::decode_records(
+                exec,
                 self.clients.node_records(exec, item.version).await?.joined,
             );
             self.abort_orphans(exec, &records).await?;
-            for child in self.running_children_of(exec, item.version).await? {
+            for child in self.running_children_of(exec, &records).await? {
                 let abort = AbortMessage {
                     reason: format!("its parent {exec} failed: {reason}"),
                 };
@@ -230,17 +231,17 @@ impl Transition {
         Ok(())
     }
 
-    /// The child executions of `exec` that its running nodes hold, read from the node records alone
-    /// (no program): a dynamic task's child by the name its record keeps, a launch-plan node's by the
-    /// name the engine gives it, when an execution of that name has `exec` as its parent and is not
-    /// finished.
-    async fn running_children_of(&self, exec: &str, version: u64) -> Result<Vec<String>, Error> {
+    /// The child executions of `exec` that its running nodes hold, read from its node records alone
+    /// (`records`, no program): a dynamic task's child by the name its record keeps, a launch-plan
+    /// node's by the name the engine gives it, when an execution of that name has `exec` as its
+    /// parent and is not finished.
+    async fn running_children_of(
+        &self,
+        exec: &str,
+        records: &HashMap<u32, NodeState>,
+    ) -> Result<Vec<String>, Error> {
         let mut out = Vec::new();
-        for (index, raw) in self.clients.node_records(exec, version).await?.joined {
-            let Ok(node) = NodeState::decode(raw.as_slice()) else {
-                tracing::warn!(execution = %exec, node = index, "an unreadable node record: its children, if any, are not stopped");
-                continue;
-            };
+        for node in records.values() {
             if node_phase_of(node.phase) != Some(NodePhase::Running) {
                 continue;
             }

@@ -23,11 +23,18 @@ pub(crate) enum Standing {
     Stopped,
 }
 
-/// An execution's node records by node index, decoded from their bytes (an unreadable one is left
-/// out: the attempts of its node count as live, the safe side for both readers).
-pub(crate) fn decode_records(raw: Vec<(u32, Vec<u8>)>) -> HashMap<u32, NodeState> {
+/// Execution `exec`'s node records by node index, decoded from their bytes (an unreadable one is
+/// logged and left out: the attempts of its node count as live, the safe side for the readers of
+/// kept handles, and children it holds are not found).
+pub(crate) fn decode_records(exec: &str, raw: Vec<(u32, Vec<u8>)>) -> HashMap<u32, NodeState> {
     raw.into_iter()
-        .filter_map(|(i, bytes)| NodeState::decode(bytes.as_slice()).ok().map(|n| (i, n)))
+        .filter_map(|(i, bytes)| match NodeState::decode(bytes.as_slice()) {
+            Ok(n) => Some((i, n)),
+            Err(e) => {
+                tracing::warn!(execution = %exec, node = i, error = %e, "an unreadable node record: its attempts count as live, its children (if any) are not stopped");
+                None
+            }
+        })
         .collect()
 }
 
@@ -156,7 +163,7 @@ mod tests {
             index: 0,
             ..Default::default()
         };
-        let decoded = decode_records(vec![(0, good.encode_to_vec()), (1, vec![0xff, 0xff])]);
+        let decoded = decode_records("e", vec![(0, good.encode_to_vec()), (1, vec![0xff, 0xff])]);
         assert_eq!(decoded.len(), 1);
         assert!(decoded.contains_key(&0));
     }
