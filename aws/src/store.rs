@@ -9,7 +9,7 @@
 //! | an attempt's latest wait on a reserved key | `exec#<name>` | `cachewait#<attempt name>` | `due` (ms), `ttl` |
 //! | registered workflow or launch plan | `reg#<name>` | `#` | `package` (S3 key), `registered` |
 //! | watched external job | `watch#<job key>` | `#` | `message` (the QueueMessage that checks the task), `ttl` |
-//! | started task attempt, until its end is committed | `handles#<execution>` | attempt name | `handle` (its connector's handle, JSON), `check` (its check message without the handle, for an attempt that sends an end signal), `ttl` |
+//! | the task attempts a transition started (their handles) | `handles#<execution>` | `starts#<transition version>#<first attempt name>#<owner>#<part>` | `starts` (a KeptStarts, deflated: each attempt's name, node, element and attempt number, its connector's handle as JSON and, for an attempt that sends an end signal, its check message without the handle), `ttl` (30 days; handles kept one attempt an item before, by attempt name with `handle`, `check`, `node`, `index`, `attempt`, are read as well) |
 //! | a dead-lettered message's handlings | `deadletter#<message id>` | `#` | `tries`, `ttl` |
 //! | an event left for the transition holding an execution's lease | `inbox#<execution>` | a digest of the message | `message` (the encoded QueueMessage), `ttl` |
 //!
@@ -37,6 +37,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity, ReturnConsumedCapacity};
+use updraft_proto::Message;
+use updraft_proto::updraft::{KeptStart, KeptStarts};
 
 use crate::Error;
 
@@ -254,7 +256,7 @@ pub enum Lease {
     Missing,
 }
 
-/// A task attempt's kept handle (see [`Store::put_handle`]).
+/// A task attempt's kept handle (see [`Store::keep_starts`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeptHandle {
     /// The attempt's name.
@@ -1335,82 +1337,66 @@ impl Store {
             .and_then(|i| get_b(&i, "message")))
     }
 
-    /// Keeps the handle of task attempt `name` of execution `exec` — `unit` (node, array element,
-    /// attempt number) — what its connector's start made, as JSON, so an abort reaches what it made
-    /// without rebuilding it, and, for an attempt that sends an end signal, its check message
-    /// (`check`, encoded; its handle may be left out, being `handle`), which the execution's sweeps
-    /// send when they find it ended. Kept 30 days (the table's TTL deletes it, at no cost): an
-    /// attempt that ends keeps it — its end is in the execution's records, which readers consult —
-    /// and one that an abort stopped forgets it. A repeated start writes the same.
-    pub async fn put_handle(
+    /// Keeps the handles of task attempts of execution `exec` that one transition started, together in
+    /// one item (`key` tells it from the others: a transition's version and its starts; a repeated
+    /// start writes another item, which readers take as the same attempts) — deflated, so a
+    /// transition's starts cost a write unit or two rather than one each. Through them an abort
+    /// reaches what a start made without rebuilding it, and for an attempt that sends an end signal
+    /// the execution's sweeps find its check (`check`, encoded; its handle may be left out, being
+    /// `handle`) to send once it ended. Kept 30 days (the table's TTL deletes them, at no cost): an
+    /// attempt's end or stop leaves its handle — its end is in the execution's records, which readers
+    /// consult. Starts without a `unit` are kept as the attempt 0 of node 0.
+    pub async fn keep_starts(
         &self,
         exec: &str,
-        name: &str,
-        unit: (u32, Option<u32>, u32),
-        handle: &str,
-        check: Option<&[u8]>,
+        key: &str,
+        starts: &[KeptHandle],
         now_ms: i64,
     ) -> Result<(), Error> {
-        let (node, index, attempt) = unit;
-        let mut req = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(handles_pk(exec)))
-            .item("sk", s(name))
-            .item("handle", s(handle))
-            .item("node", n(node))
-            .item("attempt", n(attempt))
-            .item("ttl", n(now_ms / 1000 + RETENTION_SECS as i64));
-        if let Some(i) = index {
-            req = req.item("index", n(i));
+        // Each item within DynamoDB's 400 KB (handles are small: this splits only the pathological).
+        let mut pending = vec![starts];
+        let mut part = 0;
+        while let Some(group) = pending.pop() {
+            if group.is_empty() {
+                continue;
+            }
+            let packed = pack_starts(group);
+            if packed.len() > MAX_KEPT_STARTS_BYTES && group.len() > 1 {
+                let (a, b) = group.split_at(group.len() / 2);
+                pending.push(b);
+                pending.push(a);
+                continue;
+            }
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(handles_pk(exec)))
+                .item("sk", s(format!("{STARTS_PREFIX}{key}#{part}")))
+                .item("starts", b(&packed))
+                .item("ttl", n(now_ms / 1000 + RETENTION_SECS as i64))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map(|o| self.note(o))
+                .map_err(|e| Error::aws("DynamoDB PutItem (attempt handles)", e))?;
+            part += 1;
         }
-        if let Some(c) = check {
-            req = req.item("check", b(c));
-        }
-        req.return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map(|o| self.note(o))
-            .map_err(|e| Error::aws("DynamoDB PutItem (attempt handle)", e))?;
         Ok(())
     }
 
-    /// The handle of task attempt `name` of execution `exec`, if its start was recorded (and no abort
-    /// stopped it).
+    /// The handle of task attempt `name` of execution `exec`, if its start was kept (read with every
+    /// handle the execution keeps: a transition's starts are kept together).
     pub async fn handle(&self, exec: &str, name: &str) -> Result<Option<String>, Error> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(handles_pk(exec)))
-            .key("sk", s(name))
-            .consistent_read(true)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map(|o| self.note(o))
-            .map_err(|e| Error::aws("DynamoDB GetItem (attempt handle)", e))?;
-        Ok(out.item.as_ref().and_then(|i| get_s(i, "handle")))
+        Ok(self
+            .handles(exec)
+            .await?
+            .into_iter()
+            .find(|h| h.name == name)
+            .map(|h| h.handle))
     }
 
-    /// Forgets the handle of an attempt that an abort stopped.
-    pub async fn drop_handle(&self, exec: &str, name: &str) -> Result<(), Error> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(handles_pk(exec)))
-            .key("sk", s(name))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map(|o| self.note(o))
-            .map_err(|e| Error::aws("DynamoDB DeleteItem (attempt handle)", e))?;
-        Ok(())
-    }
-
-    /// Every handle kept for execution `exec`: the attempts whose start was recorded and that no abort
-    /// stopped (including starts a crash kept from being committed, and attempts that ended).
+    /// Every handle kept for execution `exec`, once each: the attempts whose start was kept
+    /// (including starts a crash kept from being committed, and attempts that ended or were stopped).
     pub async fn handles(&self, exec: &str) -> Result<Vec<KeptHandle>, Error> {
         let mut out = Vec::new();
         let mut start = None;
@@ -1429,6 +1415,17 @@ impl Store {
                 .map(|o| self.note(o))
                 .map_err(|e| Error::aws("DynamoDB Query (attempt handles)", e))?;
             for item in page.items() {
+                if let Some(packed) = get_b(item, "starts") {
+                    match unpack_starts(&packed) {
+                        Ok(starts) => out.extend(starts),
+                        Err(e) => {
+                            // Nothing can be stopped through it; the others still are.
+                            tracing::error!(execution = %exec, item = ?get_s(item, "sk"), error = %e, "unreadable kept handles");
+                        }
+                    }
+                    continue;
+                }
+                // Kept one attempt an item (before handles were kept together).
                 if let (Some(name), Some(handle)) = (get_s(item, "sk"), get_s(item, "handle")) {
                     let unit = match (get_n(item, "node"), get_n(item, "attempt")) {
                         (Some(node), Some(attempt)) => Some((
@@ -1451,6 +1448,9 @@ impl Store {
                 break;
             }
         }
+        // A start repeated (a transition that did not commit, then its message again) is kept twice.
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|h| seen.insert(h.name.clone()));
         Ok(out)
     }
 }
@@ -1503,4 +1503,126 @@ fn refused_item<R>(
 
 fn handles_pk(exec: &str) -> String {
     format!("handles#{exec}")
+}
+
+/// How the items of kept starts' sort keys begin.
+const STARTS_PREFIX: &str = "starts#";
+
+/// The most bytes of deflated starts one item holds (DynamoDB's items hold 400 KB).
+const MAX_KEPT_STARTS_BYTES: usize = 300 * 1024;
+
+/// `starts` as one item keeps them: a KeptStarts, deflated.
+fn pack_starts(starts: &[KeptHandle]) -> Vec<u8> {
+    use std::io::Write;
+    let kept = KeptStarts {
+        starts: starts
+            .iter()
+            .map(|h| {
+                let (node, index, attempt) = h.unit.unwrap_or_default();
+                KeptStart {
+                    name: h.name.clone(),
+                    handle: h.handle.clone(),
+                    check: h.check.clone().unwrap_or_default(),
+                    node,
+                    index,
+                    attempt,
+                }
+            })
+            .collect(),
+    };
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    // Writing to a Vec cannot fail.
+    let _ = z.write_all(&kept.encode_to_vec());
+    z.finish().unwrap_or_default()
+}
+
+/// The starts an item keeps ([`pack_starts`]'s bytes).
+fn unpack_starts(packed: &[u8]) -> Result<Vec<KeptHandle>, String> {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    flate2::read::DeflateDecoder::new(packed)
+        .take(64 * 1024 * 1024)
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("not deflated: {e}"))?;
+    let kept = KeptStarts::decode(raw.as_slice()).map_err(|e| format!("not KeptStarts: {e}"))?;
+    Ok(kept
+        .starts
+        .into_iter()
+        .map(|k| KeptHandle {
+            name: k.name,
+            handle: k.handle,
+            check: (!k.check.is_empty()).then_some(k.check),
+            unit: Some((k.node, k.index, k.attempt)),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use updraft_proto::updraft::{CheckMessage, QueueMessage, queue_message::Kind};
+
+    /// Element `i` of a map's attempt as a cluster start keeps it: a pod's handle, and the check its
+    /// end signal stands for.
+    fn element(i: u32) -> KeptHandle {
+        let name = format!("map-5f3a9c2e-n0-{i}-0");
+        let prefix = format!("s3://updraft-data-123456789012-eu-west-1/data/map-5f3a9c2e/n0/{i}/0");
+        let handle = serde_json::json!({
+            "connector": "eks",
+            "value": {
+                "objects": [{"version": "v1", "kind": "Pod", "plural": "pods", "namespace": "updraft", "name": name}],
+                "started_ms": 1_764_669_123_456u64 + u64::from(i) * 7,
+                "output_prefix": prefix,
+                "signal": true,
+            }
+        })
+        .to_string();
+        let check = QueueMessage {
+            execution: "map-5f3a9c2e".into(),
+            kind: Some(Kind::Check(CheckMessage {
+                node: 0,
+                index: Some(i),
+                attempt: 0,
+                name: name.clone(),
+                task: "workflows.map_wf.echo_element".into(),
+                started_ms: 1_764_669_123_456 + i64::from(i) * 7,
+                output_prefix: prefix,
+                ..Default::default()
+            })),
+        };
+        KeptHandle {
+            name,
+            handle,
+            check: Some(check.encode_to_vec()),
+            unit: Some((0, Some(i), 0)),
+        }
+    }
+
+    #[test]
+    fn kept_starts_read_back_as_they_were_kept() {
+        let mut starts: Vec<KeptHandle> = (0..5).map(element).collect();
+        starts.push(KeptHandle {
+            name: "wf-n1-2".into(),
+            handle: r#"{"connector":"batch","value":{"jobId":"1"}}"#.into(),
+            check: None,
+            unit: Some((1, None, 2)),
+        });
+        assert_eq!(unpack_starts(&pack_starts(&starts)).unwrap(), starts);
+        assert!(unpack_starts(b"not deflated").is_err());
+    }
+
+    #[test]
+    fn a_transitions_starts_of_one_map_fit_one_write_unit() {
+        let one = element(0);
+        let raw = one.handle.len() + one.check.as_ref().map_or(0, Vec::len);
+        // Parallel starts at once: the most one keeping holds in the usual course.
+        let starts: Vec<KeptHandle> = (0..16).map(element).collect();
+        let packed = pack_starts(&starts);
+        // With the item's keys and attribute names, within a kilobyte (one write unit).
+        assert!(
+            packed.len() + 200 <= 1024,
+            "16 starts ({raw} bytes each unpacked) packed into {} bytes",
+            packed.len()
+        );
+    }
 }

@@ -53,7 +53,8 @@ use updraft_proto::updraft::{
 
 use crate::launch::Packages;
 use crate::store::{
-    Committed, Drained, ExecutionItem, Lease, MAX_INLINE_RECORD, NodeBytes, NodeRecord, NodeWrite,
+    Committed, Drained, ExecutionItem, KeptHandle, Lease, MAX_INLINE_RECORD, NodeBytes, NodeRecord,
+    NodeWrite,
 };
 use crate::{Clients, Error, Settings, now_ms};
 
@@ -532,8 +533,8 @@ impl Transition {
                 inputs: LiteralMap::default(),
             },
             Some(Kind::Check(c)) => {
-                // An end signal names no handle: the kept one. An attempt whose handle is gone is
-                // over: its end is committed, or it was stopped.
+                // An end signal may name no handle (its connector could not tell it before the
+                // start): the kept one. An attempt with none kept never started.
                 let mut c = c.clone();
                 if c.handle.is_empty() {
                     let Some(kept) = self.clients.store.handle(exec, &c.name).await? else {
@@ -1036,6 +1037,7 @@ impl Transition {
             sweep: false,
             pending: Vec::new(),
             orphans: false,
+            kept: None,
         };
         // The events left in the inbox while others held the lease are taken in with these, and so are
         // those that reach it before the commit (until a part of the lease has passed).
@@ -1313,6 +1315,7 @@ impl Transition {
                 }
             });
             let mut failed = None;
+            let mut kept = Vec::new();
             for r in futures_util::future::join_all(starts).await {
                 match r {
                     Ok(Started::Yes {
@@ -1322,7 +1325,7 @@ impl Transition {
                         name,
                         described,
                         signals,
-                        first,
+                        kept: handle,
                     }) => {
                         engine.note_attempt(
                             node,
@@ -1332,19 +1335,60 @@ impl Transition {
                             &described.logs,
                         );
                         ctx.sweep |= signals;
-                        ctx.first_start |= first;
                         ctx.outcome.started.push(name);
+                        kept.push(handle);
                     }
                     Ok(Started::Refused(event)) => ctx.events.push_back(event),
                     Err(e) => failed = failed.or(Some(e)),
                 }
             }
+            // What started is kept whether or not the others did (a failed start fails the
+            // transition, and what did start may then have to be stopped): one write for them all.
+            self.keep_started(ctx, kept).await?;
             if let Some(e) = failed {
                 return Err(e);
             }
             pending = rest;
         }
         Ok(())
+    }
+
+    /// Keeps the handles of attempts this transition started (see [`crate::store::Store::keep_starts`])
+    /// before its commit, so that what a transition that never committed started can still be stopped.
+    /// Fault injection crashes once per attempt: a start whose handle was kept before (a copy of a
+    /// crashed message, re-sent while the crashed transition's lease was held) does not count.
+    async fn keep_started(&self, ctx: &mut Ctx<'_>, kept: Vec<KeptHandle>) -> Result<(), Error> {
+        let Some(first) = kept.first() else {
+            return Ok(());
+        };
+        let exec = ctx.item.name.clone();
+        if self.settings.has_fault("crash-before-commit")
+            || self.settings.has_fault("drop-before-commit")
+        {
+            let known = self.kept_names(&exec).await?;
+            ctx.first_start |= kept.iter().any(|h| !known.contains(&h.name));
+        }
+        let key = format!("{}#{}#{}", ctx.item.version + 1, first.name, self.owner);
+        self.clients
+            .store
+            .keep_starts(&exec, &key, &kept, now_ms())
+            .await?;
+        if let Some(known) = &mut ctx.kept {
+            known.extend(kept.into_iter().map(|h| (h.name, h.handle)));
+        }
+        Ok(())
+    }
+
+    /// The names of the attempts of `exec` whose handles are kept.
+    async fn kept_names(&self, exec: &str) -> Result<std::collections::HashSet<String>, Error> {
+        Ok(self
+            .clients
+            .store
+            .handles(exec)
+            .await?
+            .into_iter()
+            .map(|h| h.name)
+            .collect())
     }
 
     /// Starts attempt `t` of execution `exec` through `conn`: its inputs written, the connector's
@@ -1436,14 +1480,9 @@ impl Transition {
                 }));
             }
         };
-        // Fault injection crashes once per attempt: a copy of a crashed message (re-sent while the
-        // crashed transition's lease was held) must not crash again.
-        let first = (self.settings.has_fault("crash-before-commit")
-            || self.settings.has_fault("drop-before-commit"))
-            && self.clients.store.handle(exec, &t.name).await?.is_none();
-        // Kept with the attempt: an abort reaches what the start made through it; and for an attempt
-        // that signals its end, the check the execution's sweeps send once they find it ended (without
-        // the handle, kept beside it: the item stays within one write unit).
+        // Kept with the attempt (by the caller, with the others started beside it): an abort reaches
+        // what the start made through it; and for an attempt that signals its end, the check the
+        // execution's sweeps send once they find it ended (without the handle, kept beside it).
         let encoded = message(
             exec,
             Kind::Check(CheckMessage {
@@ -1452,19 +1491,14 @@ impl Transition {
             }),
         )
         .encode_to_vec();
-        check.handle = handle.clone();
+        let kept = KeptHandle {
+            name: t.name.clone(),
+            handle: handle.clone(),
+            check: signals.then_some(encoded),
+            unit: Some((t.node, t.index, t.attempt)),
+        };
+        check.handle = handle;
         let check = message(exec, Kind::Check(check));
-        self.clients
-            .store
-            .put_handle(
-                exec,
-                &t.name,
-                (t.node, t.index, t.attempt),
-                &handle,
-                signals.then_some(&encoded[..]),
-                now_ms(),
-            )
-            .await?;
         // The job's state changes (through the events function) check it at once.
         if let Some(job) = watch {
             self.clients
@@ -1486,28 +1520,36 @@ impl Transition {
             name: t.name,
             described,
             signals,
-            first,
+            kept,
         })
     }
 
-    /// Stops what attempt `name` started, through the handle its start kept; an attempt that never
-    /// started (or whose start was never recorded) has nothing to stop.
-    async fn abort_task(&self, exec: &str, name: &str) -> Result<(), Error> {
-        let Some(json) = self.clients.store.handle(exec, name).await? else {
+    /// Stops what attempt `name` of the execution `ctx` steps started, through the handle its start
+    /// kept; an attempt that never started (or whose start was never kept) has nothing to stop. The
+    /// kept handles are read once a transition (an abort of a wide map stops many attempts).
+    async fn abort_task(&self, ctx: &mut Ctx<'_>, name: &str) -> Result<(), Error> {
+        let exec = ctx.item.name.clone();
+        if ctx.kept.is_none() {
+            let kept = self.clients.store.handles(&exec).await?;
+            ctx.kept = Some(kept.into_iter().map(|h| (h.name, h.handle)).collect());
+        }
+        let Some(json) = ctx.kept.as_ref().and_then(|k| k.get(name)) else {
             tracing::info!(execution = %exec, attempt_name = %name, "no handle kept: nothing to abort");
             return Ok(());
         };
-        self.abort_handle(exec, name, &json).await
+        self.abort_handle(&exec, name, json).await
     }
 
-    /// Stops what a kept handle names, and forgets the handle once that is done.
+    /// Stops what a kept handle names. Its handle stays kept (the table's TTL deletes it): the
+    /// execution's records tell readers that the attempt was stopped, and stopping it again, should
+    /// a reader not know, stops nothing.
     async fn abort_handle(&self, exec: &str, name: &str, json: &str) -> Result<(), Error> {
         let h: Handle = match serde_json::from_str(json) {
             Ok(h) => h,
             Err(e) => {
-                // Nothing can be stopped through it: forgotten, so that it keeps nothing from ending.
+                // Nothing can be stopped through it.
                 tracing::error!(execution = %exec, attempt_name = %name, error = %e, "an unreadable handle: nothing to abort through it");
-                return self.clients.store.drop_handle(exec, name).await;
+                return Ok(());
             }
         };
         let Some(conn) = self.registry.named(&h.connector) else {
@@ -1515,10 +1557,7 @@ impl Transition {
             return Ok(());
         };
         match conn.abort(&h).await {
-            Ok(()) => {
-                tracing::info!(execution = %exec, attempt_name = %name, "task aborted");
-                self.clients.store.drop_handle(exec, name).await?;
-            }
+            Ok(()) => tracing::info!(execution = %exec, attempt_name = %name, "task aborted"),
             Err(e) => {
                 tracing::warn!(execution = %exec, attempt_name = %name, error = %e, "could not abort an attempt")
             }
@@ -1622,7 +1661,7 @@ impl updraft_connector::effects::Host for StackHost<'_, '_> {
     }
 
     async fn abort_task(&mut self, name: &str) -> Result<(), Error> {
-        self.t.abort_task(&self.ctx.item.name, name).await
+        self.t.abort_task(self.ctx, name).await
     }
 
     async fn timer(
@@ -1810,11 +1849,13 @@ struct Ctx<'a> {
     /// The execution ended without succeeding: what it may have left is to be stopped (see
     /// [`Transition::abort_orphans`]).
     orphans: bool,
+    /// The handles kept for the execution's attempts by name, once an abort needed them.
+    kept: Option<HashMap<String, String>>,
 }
 
 /// What starting one attempt came to (see [`Transition::start_one`]).
 enum Started {
-    /// Started (or found started): its handle is kept.
+    /// Started (or found started).
     Yes {
         node: NodeIdx,
         index: Option<u32>,
@@ -1824,8 +1865,8 @@ enum Started {
         described: updraft_connector::Described,
         /// It sends an end signal (the execution's sweeps are its fallback).
         signals: bool,
-        /// Its handle was not kept before (fault injection crashes after such a start).
-        first: bool,
+        /// Its handle, to keep (with the others started beside it).
+        kept: KeptHandle,
     },
     /// Not started: the event that says why, to step.
     Refused(Event),

@@ -370,6 +370,23 @@ impl Stack {
         )
     }
 
+    /// How many items keep the handles of execution `name`'s attempts.
+    async fn handle_items(&self, name: &str) -> usize {
+        let out = aws_sdk_dynamodb::Client::new(&sdk(&endpoint()).await)
+            .query()
+            .table_name(&self.settings.table)
+            .key_condition_expression("pk = :p")
+            .expression_attribute_values(
+                ":p",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("handles#{name}")),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        out.items().len()
+    }
+
     /// The names of the attempts of execution `name` whose handles the table keeps.
     async fn kept_handles(&self, name: &str) -> Vec<String> {
         let kept = self.clients.store.handles(name).await.unwrap();
@@ -676,16 +693,20 @@ async fn poison_messages_fail_their_execution_and_aborts_stop_work() {
     launch(&settings, &stack.clients, &packages, &req, "")
         .await
         .unwrap();
-    // Its handle kept (as a start keeps it) but unreadable: failing the execution forgets it.
+    // Its handle kept (as a start keeps it) but unreadable: failing the execution stops nothing
+    // through it, and fails all the same.
     stack
         .clients
         .store
-        .put_handle(
+        .keep_starts(
             "bad",
-            "bad-poison",
-            (99, None, 0),
-            "not json",
-            None,
+            "1#bad-poison#test",
+            &[updraft_functions::store::KeptHandle {
+                name: "bad-poison".into(),
+                handle: "not json".into(),
+                check: None,
+                unit: Some((99, None, 0)),
+            }],
             updraft_aws::now_ms(),
         )
         .await
@@ -2515,7 +2536,7 @@ workflows:
         "no sweep came"
     );
 
-    // An abort stops the slow task and forgets its handle; the quick task's finished pod stays.
+    // An abort stops the slow task; the quick task's finished pod stays.
     assert!(
         t.handle(one("abort", &abort("kept", "enough")))
             .await
@@ -2538,9 +2559,14 @@ workflows:
         !left.contains(&slow),
         "the running pod was not stopped: {left:?}"
     );
+    // Both handles stay kept (the table's TTL deletes them): the records say which attempt ended and
+    // which was stopped.
     let kept = stack.kept_handles("kept").await;
     assert!(
-        kept.contains(&quick) && !kept.contains(&slow),
+        kept.contains(&quick) && kept.contains(&slow),
         "kept after the abort: {kept:?}"
     );
+    // Kept together: the two tasks started in one transition, one item for both.
+    let items = stack.handle_items("kept").await;
+    assert_eq!(items, 1, "items kept for two starts");
 }
