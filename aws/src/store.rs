@@ -37,7 +37,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity, ReturnConsumedCapacity};
-use updraft_proto::Message;
 use updraft_proto::updraft::{KeptStart, KeptStarts};
 
 use crate::Error;
@@ -1511,10 +1510,9 @@ const STARTS_PREFIX: &str = "starts#";
 /// The most bytes of deflated starts one item holds (DynamoDB's items hold 400 KB).
 const MAX_KEPT_STARTS_BYTES: usize = 300 * 1024;
 
-/// `starts` as one item keeps them: a KeptStarts, deflated.
+/// `starts` as one item keeps them: a KeptStarts, deflated ([`updraft_wire::kept`]).
 fn pack_starts(starts: &[KeptHandle]) -> Vec<u8> {
-    use std::io::Write;
-    let kept = KeptStarts {
+    updraft_wire::kept::pack(&KeptStarts {
         starts: starts
             .iter()
             .map(|h| {
@@ -1529,22 +1527,12 @@ fn pack_starts(starts: &[KeptHandle]) -> Vec<u8> {
                 }
             })
             .collect(),
-    };
-    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-    // Writing to a Vec cannot fail.
-    let _ = z.write_all(&kept.encode_to_vec());
-    z.finish().unwrap_or_default()
+    })
 }
 
 /// The starts an item keeps ([`pack_starts`]'s bytes).
 fn unpack_starts(packed: &[u8]) -> Result<Vec<KeptHandle>, String> {
-    use std::io::Read;
-    let mut raw = Vec::new();
-    flate2::read::DeflateDecoder::new(packed)
-        .take(64 * 1024 * 1024)
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("not deflated: {e}"))?;
-    let kept = KeptStarts::decode(raw.as_slice()).map_err(|e| format!("not KeptStarts: {e}"))?;
+    let kept = updraft_wire::kept::unpack(packed).map_err(|e| e.0)?;
     Ok(kept
         .starts
         .into_iter()
@@ -1560,6 +1548,7 @@ fn unpack_starts(packed: &[u8]) -> Result<Vec<KeptHandle>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use updraft_proto::Message;
     use updraft_proto::updraft::{CheckMessage, QueueMessage, queue_message::Kind};
 
     /// Element `i` of a map's attempt as a cluster start keeps it: a pod's handle, and the check its

@@ -1038,6 +1038,7 @@ impl Transition {
             pending: Vec::new(),
             orphans: false,
             kept: None,
+            stopped: Default::default(),
         };
         // The events left in the inbox while others held the lease are taken in with these, and so are
         // those that reach it before the commit (until a part of the lease has passed).
@@ -1125,7 +1126,7 @@ impl Transition {
                 let records = (0..engine.node_count() as u32)
                     .filter_map(|i| engine.node_record(i).map(|r| (i, r)))
                     .collect();
-                self.abort_orphans(&exec, &records).await?;
+                self.abort_orphans(&exec, &records, &ctx.stopped).await?;
             }
             if first && receive_count == 1 && ctx.first_start {
                 match ["crash-before-commit", "drop-before-commit"]
@@ -1537,47 +1538,56 @@ impl Transition {
             tracing::info!(execution = %exec, attempt_name = %name, "no handle kept: nothing to abort");
             return Ok(());
         };
-        self.abort_handle(&exec, name, json).await
+        if self.abort_handle(&exec, name, json).await? {
+            ctx.stopped.insert(name.to_string());
+        }
+        Ok(())
     }
 
     /// Stops what a kept handle names. Its handle stays kept (the table's TTL deletes it): the
     /// execution's records tell readers that the attempt was stopped, and stopping it again, should
-    /// a reader not know, stops nothing.
-    async fn abort_handle(&self, exec: &str, name: &str, json: &str) -> Result<(), Error> {
+    /// a reader not know, stops nothing. True once it is stopped.
+    async fn abort_handle(&self, exec: &str, name: &str, json: &str) -> Result<bool, Error> {
         let h: Handle = match serde_json::from_str(json) {
             Ok(h) => h,
             Err(e) => {
                 // Nothing can be stopped through it.
                 tracing::error!(execution = %exec, attempt_name = %name, error = %e, "an unreadable handle: nothing to abort through it");
-                return Ok(());
+                return Ok(false);
             }
         };
         let Some(conn) = self.registry.named(&h.connector) else {
             tracing::warn!(execution = %exec, attempt_name = %name, connector = %h.connector, "no such connector here: cannot abort");
-            return Ok(());
+            return Ok(false);
         };
         match conn.abort(&h).await {
-            Ok(()) => tracing::info!(execution = %exec, attempt_name = %name, "task aborted"),
+            Ok(()) => {
+                tracing::info!(execution = %exec, attempt_name = %name, "task aborted");
+                Ok(true)
+            }
             Err(e) => {
-                tracing::warn!(execution = %exec, attempt_name = %name, error = %e, "could not abort an attempt")
+                tracing::warn!(execution = %exec, attempt_name = %name, error = %e, "could not abort an attempt");
+                Ok(false)
             }
         }
-        Ok(())
     }
 
     /// An execution that ended without succeeding stops every attempt whose handle is kept and that
     /// `records` (its node records) do not have ended by itself: the starts a crash kept from being
     /// committed (the job exists, the execution's record does not know it), whose redelivered
     /// message now finds the execution over and starts nothing, and stops that failed. An attempt
-    /// that ended stays as its clean-up left it (a finished pod kept for its logs is not deleted).
+    /// that ended stays as its clean-up left it (a finished pod kept for its logs is not deleted), and
+    /// one in `stopped` (the transition's own aborts) is not stopped twice.
     async fn abort_orphans(
         &self,
         exec: &str,
         records: &HashMap<u32, NodeState>,
+        stopped: &std::collections::HashSet<String>,
     ) -> Result<(), Error> {
         for h in self.clients.store.handles(exec).await? {
-            if h.unit
-                .is_some_and(|u| kept::standing(records, u) == kept::Standing::Ended)
+            if stopped.contains(&h.name)
+                || h.unit
+                    .is_some_and(|u| kept::standing(records, u) == kept::Standing::Ended)
             {
                 continue;
             }
@@ -1851,6 +1861,8 @@ struct Ctx<'a> {
     orphans: bool,
     /// The handles kept for the execution's attempts by name, once an abort needed them.
     kept: Option<HashMap<String, String>>,
+    /// The attempts this transition stopped.
+    stopped: std::collections::HashSet<String>,
 }
 
 /// What starting one attempt came to (see [`Transition::start_one`]).

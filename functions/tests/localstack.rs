@@ -1260,6 +1260,19 @@ workflows:
         left.is_empty(),
         "pods left running after the abort: {left:?}"
     );
+    // Each stopped once: the stopping of what the aborted execution may have left skips what its
+    // abort stopped.
+    let deleted: Vec<u32> = store
+        .deletions
+        .iter()
+        .filter(|(k, _)| k.name.starts_with("together-"))
+        .map(|(_, n)| *n)
+        .collect();
+    assert_eq!(
+        deleted, [1; 8],
+        "each pod deleted once: {:?}",
+        store.deletions
+    );
     drop(store);
     let peak = stack.server.creations.peak();
     assert!(peak > 1, "the pods were created one at a time");

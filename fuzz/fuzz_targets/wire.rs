@@ -1,7 +1,8 @@
 //! What reaches the serverless runtime from outside never panics its parsers: transitions-queue bodies
 //! (and the check handles they carry), launch-queue bodies (S3 event notifications and requests),
 //! events-queue bodies (EventBridge events) and the files a task leaves (`outputs.pb`, `error.pb`,
-//! `futures.pb`), and node records as the table stores them (a wide array's in parts). A transitions
+//! `futures.pb`), and node records (a wide array's in parts) and started attempts' handles as the
+//! table stores them. A transitions
 //! body that decodes encodes back to the same message. The first byte chooses what the rest is.
 #![no_main]
 
@@ -55,12 +56,21 @@ fn stored_parts(raw: &[u8]) {
     let _ = parts::join(1, stored);
 }
 
+/// Started attempts' handles as the table keeps them: any bytes unpack or are refused, and what
+/// unpacks packs back to starts that unpack the same.
+fn kept_starts(packed: &[u8]) {
+    use updraft_wire::kept;
+    if let Ok(starts) = kept::unpack(packed) {
+        assert_eq!(kept::unpack(&kept::pack(&starts)).ok(), Some(starts));
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
     let text = String::from_utf8_lossy(rest);
-    match which % 7 {
+    match which % 8 {
         0 => transitions_body(&text),
         // Any bytes as the protobuf inside a well-formed body.
         1 => transitions_body(&base64::engine::general_purpose::STANDARD.encode(rest)),
@@ -81,6 +91,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         6 => stored_parts(rest),
+        7 => kept_starts(rest),
         n => {
             // The files a task leaves: `rest` as each of them.
             let file = Some(rest.to_vec());

@@ -168,7 +168,8 @@ impl Transition {
                 exec,
                 self.clients.node_records(exec, item.version).await?.joined,
             );
-            self.abort_orphans(exec, &records).await?;
+            self.abort_orphans(exec, &records, &Default::default())
+                .await?;
             for child in self.running_children_of(exec, &records).await? {
                 let abort = AbortMessage {
                     reason: format!("its parent {exec} failed: {reason}"),

@@ -104,6 +104,9 @@ pub struct Store {
     pub creations: BTreeMap<Key, u32>,
     /// When each object was last created.
     pub created: BTreeMap<Key, std::time::Instant>,
+    /// How many deletions of each object were asked for (of one already gone too: an abort sent
+    /// twice shows here).
+    pub deletions: BTreeMap<Key, u32>,
     /// When each pod's containers had all ended (as the kubelet saw it, within 10 ms): a task's end,
     /// for benchmarks that time what follows it.
     pub ends: BTreeMap<Key, std::time::Instant>,
@@ -379,6 +382,7 @@ impl Store {
 
     /// Deletes an object, and the objects it owns.
     pub fn delete(&mut self, key: &Key) -> (u16, Reply) {
+        *self.deletions.entry(key.clone()).or_default() += 1;
         let Some(v) = self.objects.remove(key) else {
             return not_found(key);
         };
