@@ -3,7 +3,7 @@
 //! | item | pk | sk | attributes |
 //! |---|---|---|---|
 //! | execution | `exec#<name>` | `#` | `version`, `phase`, `workflow`, `package`, `sweep_due` (when its latest sweep is due), `inbox` (events left in its inbox) and `drained` (those a commit took in), `state` (ExecutionState, without its inputs when `inputs_blob` holds them; or `state_blob`, an S3 key, when over 300 KB), `inputs` (until the execution starts; or `inputs_blob`, over 1 KB), `parent`, `parent_node`, `futures` (a dynamic task's child), `error`, `created`, `updated`, lease (`lease_owner`, `lease_until`), `ttl` once finished |
-//! | node | `exec#<name>` | `node#<index, 6 digits>` (a wide array's further parts: `node#<index>#<part, 6 digits>`, see `parts`) | two slots, each a NodeState (`state`, or `blob`: an S3 key, for records over 190 KB) and the execution version that wrote it: slot 0 `state`/`blob`/`version`, slot 1 `state1`/`blob1`/`version1`; `ttl` ([`RECORD_RETENTION_SECS`] after its last write) |
+//! | node | `exec#<name>` | `node#<index, 6 digits>` (a wide array's further parts: `node#<index>#<part, 6 digits>`, see `parts`) | two slots, each a NodeState (`state`; `zstate` when deflated is smaller, as it mostly is; or `blob`: an S3 key, for records over 190 KB) and the execution version that wrote it: slot 0 `state`/`zstate`/`blob`/`version`, slot 1 `state1`/`zstate1`/`blob1`/`version1`; `ttl` ([`RECORD_RETENTION_SECS`] after its last write) |
 //! | cache entry | `cache#<key>` | `#` | `outputs` (LiteralMap) |
 //! | serializable cache key's reservation | `cachelock#<key>` | `#` | `holder` (attempt name), `until` (ms) |
 //! | an attempt's latest wait on a reserved key | `exec#<name>` | `cachewait#<attempt name>` | `due` (ms), `ttl` |
@@ -195,36 +195,85 @@ pub struct NodeWrite {
     pub committed: Option<(u8, u64, NodeBytes)>,
 }
 
-/// The slots' attribute names: (inline state, blob key, version).
-const SLOTS: [(&str, &str, &str); 2] = [
-    ("state", "blob", "version"),
-    ("state1", "blob1", "version1"),
+/// A slot's attribute names.
+struct Slot {
+    /// Its state inline, as it is.
+    state: &'static str,
+    /// Its state inline, deflated (when that is smaller: most records repeat their text).
+    deflated: &'static str,
+    /// Where in the bucket its state is, when too large for the item.
+    blob: &'static str,
+    /// The execution version that wrote it.
+    version: &'static str,
+}
+
+/// The slots' attribute names.
+const SLOTS: [Slot; 2] = [
+    Slot {
+        state: "state",
+        deflated: "zstate",
+        blob: "blob",
+        version: "version",
+    },
+    Slot {
+        state: "state1",
+        deflated: "zstate1",
+        blob: "blob1",
+        version: "version1",
+    },
 ];
 
-/// The committed slot of a record `item` at execution version `version`.
+/// The attributes of slot `slot` holding `bytes` written at execution version `v`: its state
+/// deflated when that makes it smaller (an item is billed by its size, and most records repeat
+/// their text).
+fn slot_attrs(slot: usize, bytes: &NodeBytes, v: u64) -> [(&'static str, AttributeValue); 2] {
+    let at = &SLOTS[slot.min(1)];
+    let value = match bytes {
+        NodeBytes::Inline(raw) => {
+            let packed = updraft_wire::kept::deflate(raw);
+            if packed.len() < raw.len() {
+                (at.deflated, b(&packed))
+            } else {
+                (at.state, b(raw))
+            }
+        }
+        NodeBytes::Blob(k) => (at.blob, s(k)),
+    };
+    [value, (at.version, n(v))]
+}
+
+/// The committed slot of a record `item` at execution version `version`; an error when its state
+/// is deflated bytes that do not inflate.
 fn read_record(
     (index, part): (u32, u32),
     item: &HashMap<String, AttributeValue>,
     version: u64,
-) -> NodeRecord {
+) -> Result<NodeRecord, Error> {
     let mut best: Option<(u64, u8, NodeBytes)> = None;
     let mut stale = false;
-    for (slot, (state, blob, ver)) in SLOTS.iter().enumerate() {
-        let bytes = match (get_b(item, state), get_s(item, blob)) {
-            (Some(v), _) => NodeBytes::Inline(v),
-            (None, Some(k)) => NodeBytes::Blob(k),
-            (None, None) => continue,
+    for (i, slot) in SLOTS.iter().enumerate() {
+        let v = get_n(item, slot.version).unwrap_or(0).max(0) as u64;
+        let bytes = if let Some(raw) = get_b(item, slot.state) {
+            NodeBytes::Inline(raw)
+        } else if let Some(packed) = get_b(item, slot.deflated) {
+            let what = format!("node record {index} (part {part}, version {v})");
+            NodeBytes::Inline(
+                updraft_wire::kept::inflate(&packed, &what).map_err(|e| Error::Invalid(e.0))?,
+            )
+        } else if let Some(k) = get_s(item, slot.blob) {
+            NodeBytes::Blob(k)
+        } else {
+            continue;
         };
-        let v = get_n(item, ver).unwrap_or(0).max(0) as u64;
         if v > version {
             stale = true;
             continue;
         }
         if best.as_ref().is_none_or(|(b, _, _)| v > *b) {
-            best = Some((v, slot as u8, bytes));
+            best = Some((v, i as u8, bytes));
         }
     }
-    match best {
+    Ok(match best {
         Some((version, slot, bytes)) => NodeRecord {
             index,
             part,
@@ -241,7 +290,7 @@ fn read_record(
             version: 0,
             stale,
         },
-    }
+    })
 }
 
 /// What taking an execution's lease found.
@@ -821,7 +870,7 @@ impl Store {
                 let Some(key) = get_s(item, "sk").and_then(|sk| node_of_sk(&sk)) else {
                     continue;
                 };
-                out.push(read_record(key, item, version));
+                out.push(read_record(key, item, version)?);
             }
             start = page.last_evaluated_key;
             if start.is_none() {
@@ -965,14 +1014,6 @@ impl Store {
         version: u64,
         ttl: i64,
     ) -> Result<(), Error> {
-        let slot_attrs = |slot: usize, bytes: &NodeBytes, v: u64| {
-            let (state, blob, ver) = SLOTS[slot];
-            let value = match bytes {
-                NodeBytes::Inline(b_) => (state, b(b_)),
-                NodeBytes::Blob(k) => (blob, s(k)),
-            };
-            [value, (ver, n(v))]
-        };
         let mut requests = Vec::with_capacity(writes.len());
         for w in writes {
             let mut item = HashMap::from([
@@ -1585,6 +1626,37 @@ mod tests {
             check: Some(check.encode_to_vec()),
             unit: Some((0, Some(i), 0)),
         }
+    }
+
+    /// An item holding slots `slots` (slot, bytes, version), as a commit writes it.
+    fn record_item(slots: &[(usize, NodeBytes, u64)]) -> HashMap<String, AttributeValue> {
+        slots
+            .iter()
+            .flat_map(|(slot, bytes, v)| slot_attrs(*slot, bytes, *v))
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
+    #[test]
+    fn a_records_slots_read_back_as_written_deflated_or_not() {
+        let wide = NodeBytes::Inline(b"element, element, element, element, element".repeat(20));
+        let small = NodeBytes::Inline(vec![8, 1]);
+        let item = record_item(&[(0, wide.clone(), 3), (1, small.clone(), 4)]);
+        // The repetitive one is kept deflated, the two bytes as they are.
+        assert!(item.contains_key("zstate") && !item.contains_key("state"));
+        assert!(item.contains_key("state1") && !item.contains_key("zstate1"));
+        let at = |v| read_record((2, 0), &item, v).unwrap();
+        assert_eq!(at(3).bytes, Some(wide));
+        assert_eq!((at(3).slot, at(3).stale), (0, true));
+        assert_eq!(at(4).bytes, Some(small));
+        let blob = NodeBytes::Blob("state/x/node-2-0-v5.pb".into());
+        let item = record_item(&[(1, blob.clone(), 5)]);
+        assert_eq!(read_record((2, 0), &item, 5).unwrap().bytes, Some(blob));
+        // Deflated bytes that do not inflate are an error naming the record, not a record.
+        let mut item = record_item(&[(0, NodeBytes::Inline(vec![0; 64]), 1)]);
+        item.insert("zstate".into(), b(b"not deflated"));
+        let err = read_record((2, 0), &item, 1).unwrap_err().to_string();
+        assert!(err.contains("node record 2"), "{err}");
     }
 
     #[test]

@@ -1705,6 +1705,17 @@ workflows:
         .unwrap();
     let item_ttl = ttl_of(&finished).expect("a finished execution expires");
     assert!(items.len() > 20, "{} node items", items.len());
+    // The elements' parts are kept deflated (they repeat most of their text): smaller items, fewer
+    // write and read units.
+    let deflated = items
+        .iter()
+        .filter(|i| i.contains_key("zstate") || i.contains_key("zstate1"))
+        .count();
+    assert!(
+        deflated >= chunks as usize,
+        "{deflated} of {} node items deflated",
+        items.len()
+    );
     for i in &items {
         let ttl = ttl_of(i).unwrap_or_else(|| panic!("a node record that never expires: {i:?}"));
         assert!(
