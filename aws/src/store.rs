@@ -230,7 +230,7 @@ fn slot_attrs(slot: usize, bytes: &NodeBytes, v: u64) -> [(&'static str, Attribu
     let at = &SLOTS[slot.min(1)];
     let value = match bytes {
         NodeBytes::Inline(raw) => {
-            let packed = updraft_wire::kept::deflate(raw);
+            let packed = updraft_wire::deflated::deflate(raw);
             if packed.len() < raw.len() {
                 (at.deflated, b(&packed))
             } else {
@@ -258,7 +258,7 @@ fn read_record(
         } else if let Some(packed) = get_b(item, slot.deflated) {
             let what = format!("node record {index} (part {part}, version {v})");
             NodeBytes::Inline(
-                updraft_wire::kept::inflate(&packed, &what).map_err(|e| Error::Invalid(e.0))?,
+                updraft_wire::deflated::inflate(&packed, &what).map_err(|e| Error::Invalid(e.0))?,
             )
         } else if let Some(k) = get_s(item, slot.blob) {
             NodeBytes::Blob(k)

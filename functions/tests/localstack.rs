@@ -1244,12 +1244,15 @@ workflows:
         .unwrap();
     assert_eq!(item.phase, "ABORTED");
     let store = stack.server.store.lock().unwrap();
-    let created: Vec<u32> = store
-        .creations
-        .iter()
-        .filter(|(k, _)| k.name.starts_with("together-"))
-        .map(|(_, n)| *n)
-        .collect();
+    // How many times each of the execution's pods was created (or deleted).
+    let per_pod = |counts: &std::collections::BTreeMap<updraft_test_kube::Key, u32>| {
+        counts
+            .iter()
+            .filter(|(k, _)| k.name.starts_with("together-"))
+            .map(|(_, n)| *n)
+            .collect::<Vec<u32>>()
+    };
+    let created = per_pod(&store.creations);
     assert_eq!(
         created, [1; 8],
         "each pod created once: {:?}",
@@ -1262,12 +1265,7 @@ workflows:
     );
     // Each stopped once: the stopping of what the aborted execution may have left skips what its
     // abort stopped.
-    let deleted: Vec<u32> = store
-        .deletions
-        .iter()
-        .filter(|(k, _)| k.name.starts_with("together-"))
-        .map(|(_, n)| *n)
-        .collect();
+    let deleted = per_pod(&store.deletions);
     assert_eq!(
         deleted, [1; 8],
         "each pod deleted once: {:?}",

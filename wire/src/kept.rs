@@ -1,41 +1,12 @@
-//! Deflated table attributes: started attempts' handles as the table keeps them — the attempts one
-//! transition started, together in one item, as a `KeptStarts` deflated (their handles and check
-//! messages repeat most of their text, so sixteen starts of a map fit one write unit) — and node
-//! records' slots, deflated when that makes them smaller (the store's `zstate`).
-
-use std::io::{Read, Write};
+//! Started attempts' handles as the table keeps them: the attempts one transition started, together
+//! in one item, as a `KeptStarts` deflated ([`crate::deflated`]: their handles and check messages
+//! repeat most of their text, so sixteen starts of a map fit one write unit).
 
 use updraft_proto::Message;
 use updraft_proto::updraft::KeptStarts;
 
 use crate::WireError;
-
-/// The most bytes deflated table attributes (kept starts, node records) inflate to: far above what
-/// an item (400 KB) holds of real ones, and a bound on what bytes that inflate without end can take.
-pub const MAX_INFLATED: u64 = 16 * 1024 * 1024;
-
-/// `raw` deflated.
-pub fn deflate(raw: &[u8]) -> Vec<u8> {
-    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-    // Writing into a Vec cannot fail.
-    let _ = z.write_all(raw);
-    z.finish().unwrap_or_default()
-}
-
-/// What `packed` ([`deflate`]'s bytes) inflates to, or why it does not (`what` names it).
-pub fn inflate(packed: &[u8], what: &str) -> Result<Vec<u8>, WireError> {
-    let mut raw = Vec::new();
-    flate2::read::DeflateDecoder::new(packed)
-        .take(MAX_INFLATED + 1)
-        .read_to_end(&mut raw)
-        .map_err(|e| WireError(format!("{what}: not deflated: {e}")))?;
-    if raw.len() as u64 > MAX_INFLATED {
-        return Err(WireError(format!(
-            "{what}: inflates to more than {MAX_INFLATED} bytes"
-        )));
-    }
-    Ok(raw)
-}
+use crate::deflated::{deflate, inflate};
 
 /// `starts` as an item keeps them.
 pub fn pack(starts: &KeptStarts) -> Vec<u8> {
@@ -52,6 +23,8 @@ pub fn unpack(packed: &[u8]) -> Result<KeptStarts, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deflated::MAX_INFLATED;
+    use std::io::Write;
     use updraft_proto::updraft::KeptStart;
 
     #[test]

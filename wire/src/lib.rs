@@ -1,8 +1,9 @@
 //! What reaches the serverless runtime from outside, parsed without any AWS SDK: transitions-queue
 //! bodies ([`queue`]), execution requests and execution names ([`request`]), launch-queue bodies
 //! ([`launch`]: S3 event notifications or requests) and events-queue bodies ([`events`]: EventBridge
-//! events); and node records ([`parts`]) and started attempts' handles ([`kept`]) as the table stores them. Each parser answers bad input with a [`WireError`] naming what is wrong, and never panics.
+//! events); and node records ([`parts`]) and started attempts' handles ([`kept`]) as the table stores them (both [`deflated`]). Each parser answers bad input with a [`WireError`] naming what is wrong, and never panics.
 
+pub mod deflated;
 pub mod events;
 pub mod kept;
 pub mod launch;
